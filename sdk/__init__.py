@@ -1,0 +1,34 @@
+"""Edge QNN SDK: train low-bit networks with Brevitas, deploy them to FPGAs, NPUs, MCUs and CPUs.
+
+The stable Python API:
+
+    import sdk
+    run = sdk.train(sdk.TrainConfig(model="tfc", bits="w2a2", dataset="digits"), "run/")
+    exported = sdk.export_run("run/", "model.qonnx.onnx")
+    board = sdk.get_board("pynq-z2")
+
+Heavy imports (torch, brevitas, FINN) happen on first use, so `import sdk` is cheap.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_API = {
+    "SDKError": "sdk.errors", "BoardError": "sdk.errors", "DatasetError": "sdk.errors", "ConfigError": "sdk.errors",
+    "CheckpointError": "sdk.errors", "ExportError": "sdk.errors",
+    "Board": "sdk.boards", "get_board": "sdk.boards", "load_boards": "sdk.boards",
+    "Dataset": "sdk.data", "load_dataset": "sdk.data",
+    "TrainConfig": "sdk.qat", "TrainResult": "sdk.qat", "train": "sdk.qat", "load_checkpoint": "sdk.qat",
+    "ExportResult": "sdk.export", "export_run": "sdk.export", "read_card": "sdk.export", "run_qonnx": "sdk.export",
+    "build_model": "sdk.zoo", "parse_bits": "sdk.zoo", "ZOO": "sdk.zoo",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'sdk' has no attribute {name!r}")

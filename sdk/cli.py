@@ -1,0 +1,188 @@
+"""The `sdk` command. Exit codes: 0 success, 1 verification failed, 2 user error."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from sdk import __version__
+from sdk.errors import SDKError
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _emit_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+class SDKGroup(click.Group):
+    """Turns SDKError into one clear block on stderr (or JSON with --json) and exit 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SDKError as exc:
+            if "--json" in sys.argv:
+                _emit_json(exc.to_dict())
+            else:
+                err.print(Panel(exc.render(), title=f"[bold red]{type(exc).__name__}", border_style="red", expand=False))
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=SDKGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="sdk")
+def main() -> None:
+    """Put quantized neural networks on FPGAs, NPUs, microcontrollers and CPUs.
+
+    \b
+    Typical flow:
+      sdk train tfc --bits w2a2 --dataset digits --out run/
+      sdk export run/ --out model.qonnx.onnx
+      sdk boards                      # where it can go
+      sdk doctor                      # what this machine has
+    """
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option("--kind", type=click.Choice(["fpga", "npu", "mcu", "cpu"]), help="Only boards of this kind.")
+def boards(name: str | None, as_json: bool, kind: str | None) -> None:
+    """List the known boards, or show one (NAME)."""
+    from sdk.boards import get_board, load_boards
+
+    registry = load_boards()
+    if name:
+        board = get_board(name, registry, where="sdk boards NAME")
+        if as_json:
+            return _emit_json(board.to_dict())
+        table = Table(show_header=False, title=board.display_name, title_justify="left")
+        for key, value in board.to_dict().items():
+            table.add_row(key, ", ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else str(value))
+        return out.print(table)
+    order = {"fpga": 0, "npu": 1, "mcu": 2, "cpu": 3}
+    selected = sorted((b for b in registry.values() if kind is None or b.kind == kind), key=lambda b: (order[b.kind], b.name))
+    if as_json:
+        return _emit_json([b.to_dict() for b in selected])
+    table = Table(title=f"{len(selected)} boards")
+    for column in ("name", "kind", "flow", "part / core", "MHz", "capacity", "lifecycle"):
+        table.add_column(column, no_wrap=column in ("name", "lifecycle"))
+    for b in selected:
+        cap = b.capacity
+        capacity = (f"{cap['lut'] / 1000:g}k LUT, {cap['bram18']} BRAM18, {cap['uram']} URAM, {cap['dsp']} DSP" if b.kind == "fpga" else
+                    ", ".join(f"{v // 1024} KiB {k.split('_')[0]}" for k, v in cap.items()))
+        style = {"legacy": "yellow", "retired": "red"}.get(b.lifecycle, "")
+        table.add_row(b.name, b.kind, b.flow, b.part or b.core or "", f"{b.clock_mhz:g}", capacity, f"[{style}]{b.lifecycle}" if style else b.lifecycle)
+    out.print(table)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def targets(as_json: bool) -> None:
+    """List the compilation flows, their toolchains and boards."""
+    from sdk.boards import load_boards
+    from targets.base import FLOWS
+
+    registry = load_boards()
+    rows = []
+    for info in FLOWS.values():
+        rows.append({"flow": info.flow, "kind": info.kind, "description": info.description, "status": info.status,
+                     "python_package": info.python_package, "version": info.package_version(),
+                     "vendor_tools": info.vendor_tools, "boards": [b.name for b in registry.values() if b.flow == info.flow]})
+    if as_json:
+        return _emit_json(rows)
+    table = Table(title="targets")
+    for column in ("flow", "kind", "status", "toolchain", "vendor tools", "boards"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r["flow"], r["kind"], r["status"], f"{r['python_package']} {r['version'] or '(missing)'}", r["vendor_tools"], str(len(r["boards"])))
+    out.print(table)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def models(as_json: bool) -> None:
+    """List the model zoo and the layer names usable in --layer-bits."""
+    from sdk.zoo import PRESETS, ZOO
+
+    rows = [{"name": s.name, "description": s.description, "layers": s.layer_names()} for s in ZOO.values()]
+    if as_json:
+        return _emit_json({"models": rows, "presets": list(PRESETS)})
+    table = Table(title=f"model zoo (presets: {', '.join(PRESETS)})")
+    for column in ("name", "description", "layers"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r["name"], r["description"], " ".join(r["layers"]))
+    out.print(table)
+
+
+@main.command()
+@click.argument("model")
+@click.option("--bits", default="w2a2", show_default=True, help="Preset: w1a1, w1a2, w2a2, w4a4, w8a8 (any wXaY with 1..8 bits).")
+@click.option("--layer-bits", default="", help="Per-layer overrides, e.g. 'fc0=w8a8,fc_out=w4' (see `sdk models`).")
+@click.option("--dataset", default="digits", show_default=True, help="digits, fashion-mnist, an idx folder, or an .npz file.")
+@click.option("--image-size", type=int, default=None, help="Resize images to this side.")
+@click.option("--epochs", type=int, default=40, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=0.01, show_default=True, help="Adam learning rate (cosine schedule).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-augment", is_flag=True, help="No random pixel shifts for image models.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def train(model, bits, layer_bits, dataset, image_size, epochs, batch_size, lr, seed, no_augment, out_dir, as_json) -> None:
+    """Quantization-aware training of a zoo MODEL; keeps the best checkpoint."""
+    from sdk.qat import TrainConfig, train as run_training
+
+    config = TrainConfig(model=model, bits=bits, layer_bits=layer_bits, dataset=dataset, image_size=image_size, epochs=epochs,
+                         batch_size=batch_size, lr=lr, seed=seed, augment=not no_augment)
+    result = run_training(config, out_dir, progress=not as_json)
+    if as_json:
+        data = result.to_dict()
+        data.pop("history")
+        return _emit_json(data)
+    out.print(f"[green]trained[/] {model} {bits}: test accuracy [bold]{result.test_accuracy:.2%}[/] "
+              f"(best epoch {result.best_epoch}, {result.seconds:.1f} s) -> {out_dir}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", "out_path", type=click.Path(path_type=Path), required=True, help="QONNX file to write (model card beside it).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def export(run_dir: Path, out_path: Path, as_json: bool) -> None:
+    """Export a training run to QONNX plus a model card, checked against Brevitas."""
+    from sdk.export import export_run
+
+    result = export_run(run_dir, out_path)
+    if as_json:
+        return _emit_json(result.to_dict())
+    check = result.card["check"]
+    out.print(f"[green]exported[/] {result.onnx_path} + {result.card_path.name}: qonnx equals Brevitas on {check['samples']} samples "
+              f"(max relative diff {check['max_rel_diff']:.1e})")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def doctor(as_json: bool) -> None:
+    """Show which tools this machine has and what each is needed for."""
+    from sdk.doctor import run_checks
+
+    checks = run_checks()
+    if as_json:
+        return _emit_json([c.to_dict() for c in checks])
+    table = Table(title="sdk doctor")
+    for column in ("tool", "", "version", "detail", "needed for"):
+        table.add_column(column)
+    for c in checks:
+        table.add_row(c.name, "[green]yes" if c.present else "[yellow]no", c.version or "", c.detail, c.needed_for)
+    out.print(table)
+
+
+if __name__ == "__main__":
+    main()
