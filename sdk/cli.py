@@ -129,7 +129,7 @@ def models(as_json: bool) -> None:
 @click.option("--layer-bits", default="", help="Per-layer overrides, e.g. 'fc0=w8a8,fc_out=w4' (see `sdk models`).")
 @click.option("--dataset", default="digits", show_default=True, help="digits, fashion-mnist, an idx folder, or an .npz file.")
 @click.option("--image-size", type=int, default=None, help="Resize images to this side.")
-@click.option("--epochs", type=int, default=40, show_default=True)
+@click.option("--epochs", type=int, default=60, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--lr", type=float, default=0.01, show_default=True, help="Adam learning rate (cosine schedule).")
 @click.option("--seed", type=int, default=0, show_default=True)

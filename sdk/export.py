@@ -9,9 +9,10 @@ the Brevitas model before anything is written to the final path.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,10 +114,13 @@ def export_run(run_dir: Path | str, out_path: Path | str, check_samples: int = 3
     with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=f".{out_path.name}.") as tmp:
         tmp_onnx = Path(tmp) / "model.onnx"
         wrapped = _ScaledInput(model).eval()
+        chatter = io.StringIO()  # torch.onnx prints progress to stdout; keep stdout for --json
         try:
-            export_qonnx(wrapped, input_t=torch.zeros(graph_shape), export_path=str(tmp_onnx))
+            with contextlib.redirect_stdout(chatter):
+                export_qonnx(wrapped, input_t=torch.zeros(graph_shape), export_path=str(tmp_onnx))
         except Exception as exc:
-            raise ExportError(f"Brevitas could not export model '{config.model}': {type(exc).__name__}: {exc}", where=str(checkpoint),
+            raise ExportError(f"Brevitas could not export model '{config.model}': {type(exc).__name__}: {exc}\n{chatter.getvalue()[-2000:]}",
+                              where=str(checkpoint),
                               fix="report this with the run folder; the model may use a layer Brevitas cannot export") from None
         qmodel = cleanup_model(ModelWrapper(str(tmp_onnx)))
         qmodel.set_tensor_datatype(qmodel.graph.input[0].name, DataType["UINT8"])

@@ -37,7 +37,7 @@ class TrainConfig:
     layer_bits: str = ""               # per-layer overrides, e.g. "fc0=w8a8,fc_out=w4"
     dataset: str = "digits"            # digits, fashion-mnist, an idx folder, or an .npz file
     image_size: int | None = None      # resize images to this side (None: native size)
-    epochs: int = 40
+    epochs: int = 60
     batch_size: int = 64
     lr: float = 0.01                   # Adam, cosine-annealed to zero
     weight_decay: float = 0.0
@@ -120,6 +120,7 @@ def _save_checkpoint(path: Path, model: nn.Module, config: TrainConfig, data: Da
 
 def train(config: TrainConfig, out_dir: Path | str, data: Dataset | None = None, progress: bool = True) -> TrainResult:
     """Train `config.model` on `config.dataset`; write the best checkpoint and metrics to out_dir."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     config.validate()
@@ -147,7 +148,8 @@ def train(config: TrainConfig, out_dir: Path | str, data: Dataset | None = None,
     started = time.perf_counter()
     columns = (TextColumn("[bold]train {task.fields[name]}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
                TextColumn("loss {task.fields[loss]:.3f}  val {task.fields[val]:.2%}  best {task.fields[best]:.2%}"), TimeElapsedColumn())
-    with Progress(*columns, disable=not progress, transient=False) as bar:
+    # Progress goes to stderr: stdout stays clean for --json.
+    with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
         task = bar.add_task("train", total=config.epochs, name=f"{config.model} {config.bits}", loss=0.0, val=0.0, best=0.0)
         for epoch in range(1, config.epochs + 1):
             model.train()
@@ -165,7 +167,7 @@ def train(config: TrainConfig, out_dir: Path | str, data: Dataset | None = None,
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
-                total_loss += float(loss) * len(idx)
+                total_loss += loss.item() * len(idx)
             val_acc = accuracy(model, x_val, y_val)
             history.append({"epoch": epoch, "loss": total_loss / len(x_train), "val_accuracy": val_acc})
             if val_acc > best_val:

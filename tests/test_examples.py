@@ -1,0 +1,36 @@
+"""The build scripts in examples/ run as an engineer would run them."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(script, *args, cwd=ROOT):
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / script), *args], capture_output=True, text=True, cwd=cwd, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_train_and_export_digits(tmp_path):
+    text = run("train_and_export_digits.py", "--epochs", "4", "--out", str(tmp_path), "--min-accuracy", "0.5")
+    assert "matches Brevitas" in text and (tmp_path / "tfc_w2a2.qonnx.onnx").is_file()
+
+
+@pytest.mark.slow
+def test_train_own_npz(tmp_path):
+    text = run("train_own_data.py", "--epochs", "10", "--out", str(tmp_path))
+    assert "horizontal" in text and (tmp_path / "model.qonnx.onnx").is_file()
+    accuracy = float(text.split("test accuracy ")[1].split("%")[0])
+    assert accuracy > 90.0  # three easy synthetic classes
+
+
+@pytest.mark.slow
+def test_demo_runs_and_caches(tmp_path):
+    first = run("demo.py", cwd=tmp_path)
+    assert "test accuracy" in first and (tmp_path / "demo-out" / "tfc_w2a2.qonnx.onnx").is_file()
+    second = run("demo.py", cwd=tmp_path)
+    assert "reusing trained run" in second

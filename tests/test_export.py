@@ -1,0 +1,62 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sdk.data import load_dataset
+from sdk.errors import CheckpointError
+from sdk.export import card_path_for, export_run, read_card, run_qonnx
+from sdk.qat import CHECKPOINT_NAME, TrainConfig, load_checkpoint, model_input, train
+from sdk.zoo import ZOO
+
+
+def _assert_equal_to_brevitas(onnx_path, run_dir, samples=48):
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    model, payload = load_checkpoint(run_dir)
+    x = load_dataset("digits").x_test[:samples]
+    exported = run_qonnx(onnx_path, x, model.flat_input)
+    with torch.no_grad():
+        reference = model(model_input(x, model.flat_input)).numpy()
+    np.testing.assert_allclose(exported, reference, rtol=0, atol=1e-5 * np.abs(reference).max())
+    qmodel = ModelWrapper(str(onnx_path))
+    assert qmodel.get_tensor_datatype(qmodel.graph.input[0].name) == DataType["UINT8"]
+    assert any(n.op_type in ("Quant", "BipolarQuant") for n in qmodel.graph.node)
+
+
+def test_export_equals_brevitas(tfc_run, tfc_export):
+    _assert_equal_to_brevitas(tfc_export, tfc_run)
+    card = read_card(tfc_export)
+    assert card["model"] == "tfc" and card["bits"]["weight"] == 2 and card["input"]["dtype"] == "uint8"
+    assert card["input"]["shape"] == [1, 64] and card["labels"] == [str(i) for i in range(10)]
+    assert card["check"]["passed"] and card["accuracy"]["test"] > 0.5
+    assert len(card["source_checkpoint"]["sha256"]) == 64
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(set(ZOO) - {"tfc", "lfc"}))
+@pytest.mark.parametrize("bits", ["w1a1", "w2a2", "w4a4"])
+def test_every_zoo_model_exports_exactly(tmp_path, name, bits):
+    run = tmp_path / "run"
+    train(TrainConfig(model=name, bits=bits, epochs=1), run, progress=False)
+    out = tmp_path / f"{name}.onnx"
+    export_run(run, out)
+    _assert_equal_to_brevitas(out, run)
+
+
+def test_failed_export_leaves_nothing(tmp_path, tfc_run):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / CHECKPOINT_NAME).write_bytes((tfc_run / CHECKPOINT_NAME).read_bytes()[:1000])
+    out = tmp_path / "out" / "m.onnx"
+    with pytest.raises(CheckpointError):
+        export_run(bad, out)
+    assert not out.exists() and not card_path_for(out).exists()
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_card_sits_beside_model(tfc_export):
+    assert card_path_for(tfc_export).name == "tfc.qonnx.json"
+    assert json.loads(card_path_for(tfc_export).read_text())["format"] == "sdk-model-card/1"
