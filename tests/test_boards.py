@@ -121,3 +121,9 @@ def test_user_board_folder(tmp_path, monkeypatch):
     with pytest.raises(BoardError) as info:
         load_boards()
     assert "already defined" in info.value.what
+
+
+def test_readme_lists_every_board():
+    readme = (BUILTIN_BOARDS_DIR.parent / "README.md").read_text()
+    missing = [name for name in load_boards() if f"`{name}`" not in readme]
+    assert not missing, f"README board table lacks {missing}"
