@@ -1,8 +1,9 @@
 """The main job on the embedded default (`make demo`): no downloads, no boards.
 
 Trains TFC w2a2 on scikit-learn's digits (cached in demo-out/ after the first
-run), exports it to QONNX checked against Brevitas, and prints a summary with
-the boards it can go to.
+run), deploys it to the PYNQ-Z2 through FINN with the bit-exact simulation as
+proof, and prints the summary: verification, fps, latency, utilisation, and
+what needs Vivado.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 import sdk
+from sdk.deploy import DeployConfig, deploy
 
 OUT = Path("demo-out")
 CONFIG = sdk.TrainConfig(model="tfc", bits="w2a2", dataset="digits")
@@ -40,22 +42,22 @@ def main() -> int:
         else:
             result = sdk.train(CONFIG, run_dir)
             accuracy, seconds = result.test_accuracy, result.seconds
-        exported = sdk.export_run(run_dir, OUT / "tfc_w2a2.qonnx.onnx")
-        boards = sdk.load_boards()
+        result = deploy(DeployConfig(target="pynq-z2", model=str(run_dir), out=str(OUT / "pynq-z2")))
     except sdk.SDKError as exc:
         console.print(f"[red]{exc}[/]")
         return 2
-    check = exported.card["check"]
-    table = Table(title="demo: TFC w2a2 on digits", show_header=False)
-    table.add_row("test accuracy", f"{accuracy:.2%} ({len(exported.card['labels'])} classes, trained in {seconds:.0f} s)")
-    table.add_row("QONNX model", f"{exported.onnx_path} + {exported.card_path.name}")
-    table.add_row("export check", f"qonnx == Brevitas on {check['samples']} test samples (max rel. diff {check['max_rel_diff']:.1e})")
-    kinds = {}
-    for board in boards.values():
-        kinds.setdefault(board.kind, []).append(board.name)
-    table.add_row("boards", "; ".join(f"{k}: {len(v)}" for k, v in kinds.items()) + " (sdk boards)")
+    s = result.summary
+    table = Table(title="demo: TFC w2a2 on digits -> PYNQ-Z2", show_header=False)
+    table.add_row("test accuracy (QAT)", f"{accuracy:.2%} (trained in {seconds:.0f} s)")
+    table.add_row("verification", ("[green]PASSED[/]" if result.verified else "[red]FAILED[/]") + " (bit-exact simulation vs FINN and the QAT model)")
+    table.add_row("throughput", f"{s['fps']:,.0f} frames/s ({s['folding']})")
+    table.add_row("latency", f"{s['latency_us']:.2f} us")
+    table.add_row("utilisation", ", ".join(f"{k.upper()} {v:.1%}" for k, v in s["utilisation"].items()))
+    table.add_row("package", str(result.package))
     console.print(table)
-    return 0
+    for message in result.messages:
+        console.print(f"[yellow]note:[/] {message}")
+    return result.exit_code
 
 
 if __name__ == "__main__":

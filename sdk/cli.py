@@ -167,6 +167,89 @@ def export(run_dir: Path, out_path: Path, as_json: bool) -> None:
               f"(max relative diff {check['max_rel_diff']:.1e})")
 
 
+def _deploy_options(func):
+    options = [
+        click.option("--target", required=True, help="Board name (sdk boards)."),
+        click.option("--model", required=True, help="A training run folder, or a QONNX file with its model card."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@main.command()
+@_deploy_options
+@click.option("--out", default=None, help="Package folder (default: deploy/<board>).")
+@click.option("--fps", type=float, default=None, help="Throughput target in frames/s (FINN's SetFolding).")
+@click.option("--fit", is_flag=True, help="Highest throughput under the utilisation cap (the default without --fps).")
+@click.option("--max-util", type=float, default=0.8, show_default=True, help="Utilisation cap for --fit (LUT, BRAM18, URAM, DSP).")
+@click.option("--clock-mhz", type=float, default=None, help="Override the board's clock.")
+@click.option("--samples", type=int, default=100, show_default=True, help="Verification samples from the test split.")
+@click.option("--require-bitfile", is_flag=True, help="Fail when no bitfile can be built (no Vivado / Vitis HLS).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def deploy(target, model, out, fps, fit, max_util, clock_mhz, samples, require_bitfile, as_json) -> None:
+    """Build, verify and package MODEL for a board. Exit 1 when verification fails."""
+    from sdk.deploy import DeployConfig, deploy as run_deploy
+
+    if fit and fps:
+        raise click.UsageError("--fit and --fps exclude each other")
+    config = DeployConfig(target=target, model=model, out=out, fps=fps, max_util=max_util, clock_mhz=clock_mhz,
+                          samples=samples, require_bitfile=require_bitfile)
+    result = run_deploy(config, progress=not as_json)
+    if as_json:
+        _emit_json(result.to_dict())
+    else:
+        _print_deploy(result)
+    sys.exit(result.exit_code)
+
+
+def _print_deploy(result) -> None:
+    s = result.summary
+    table = Table(title=f"deployed to {result.board} -> {result.package}", show_header=False)
+    table.add_row("verification", "[green]PASSED[/]" if result.verified else "[red]FAILED[/] (see report.md)")
+    for key, value in s.items():
+        if key == "verified":
+            continue
+        if isinstance(value, dict):
+            value = ", ".join(f"{k.upper()} {v:.1%}" for k, v in value.items())
+        elif isinstance(value, float):
+            value = f"{value:,.1f}"
+        table.add_row(key.replace("_", " "), str(value))
+    out.print(table)
+    for message in result.messages:
+        out.print(f"[yellow]note:[/] {message}")
+
+
+@main.command()
+@_deploy_options
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def check(target, model, as_json) -> None:
+    """Can MODEL run on the board? Names every unsupported layer and the fix (exit 2), fast."""
+    from sdk.deploy import DeployConfig, check as run_check
+
+    run_check(DeployConfig(target=target, model=model, samples=1))
+    if as_json:
+        return _emit_json({"target": target, "model": model, "supported": True})
+    out.print(f"[green]supported:[/] every layer of {model} maps to {target}")
+
+
+@main.command()
+@click.argument("package", type=click.Path(path_type=Path))
+@click.option("--data", default=None, help="Data set (default: the one the model was trained on).")
+@click.option("--limit", type=int, default=None, help="Only the first N test samples.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def simulate(package: Path, data: str | None, limit: int | None, as_json: bool) -> None:
+    """Run a deployment PACKAGE in the simulator: accuracy and agreement with the QAT model."""
+    from sdk.simulate import simulate_package
+
+    report = simulate_package(package, data, limit)
+    if as_json:
+        return _emit_json(report.to_dict())
+    out.print(f"{report.board}: {report.samples} samples of {report.data}: accuracy [bold]{report.accuracy:.2%}[/] "
+              f"(QAT model {report.qat_accuracy:.2%}); same class as the QAT model on {report.agreement:.2%}, "
+              f"identical output on {report.identical_outputs:.2%}")
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def doctor(as_json: bool) -> None:

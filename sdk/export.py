@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -27,9 +28,11 @@ from sdk.errors import CheckpointError, ExportError
 from sdk.qat import CHECKPOINT_NAME, METRICS_NAME, TrainConfig, file_sha256, load_checkpoint, model_input
 
 CARD_FORMAT = "sdk-model-card/1"
-# Floats may differ by accumulation order between PyTorch and onnxruntime; the
-# integer quantities they carry do not. Relative to the output range:
-EXPORT_RTOL = 1e-5
+# Floats may differ by accumulation order between PyTorch and onnxruntime. Up to
+# 4 bits that stays at float32 rounding (~1e-7 of the output range); at 8 bits
+# an activation that lands on a rounding tie can round the other way in one of
+# them, one LSB, which moves the output by up to ~1e-3 of its range. Relative:
+EXPORT_RTOL = 1e-3
 
 
 class _ScaledInput(nn.Module):
@@ -115,6 +118,7 @@ def export_run(run_dir: Path | str, out_path: Path | str, check_samples: int = 3
         tmp_onnx = Path(tmp) / "model.onnx"
         wrapped = _ScaledInput(model).eval()
         chatter = io.StringIO()  # torch.onnx prints progress to stdout; keep stdout for --json
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" is not news
         try:
             with contextlib.redirect_stdout(chatter):
                 export_qonnx(wrapped, input_t=torch.zeros(graph_shape), export_path=str(tmp_onnx))

@@ -1,14 +1,54 @@
 """The protocol every target adapter implements, and the registry of flows.
 
 A target turns a QONNX model (with its model card) into an artifact for one
-board: check -> compile -> estimate -> simulate. It never trains, and it knows
-nothing of how the package is written.
+board: check -> compile -> estimate -> simulate -> verify, writing its files
+and report into the package it is handed. It never trains, and it does not
+know how the package is committed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
+from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from sdk.boards import Board
+from sdk.package import PackageBuilder
+from sdk.report import Report
+from sdk.verify import Verification
+
+
+@dataclass
+class BuildRequest:
+    """Everything a target needs for one board."""
+
+    model_path: Path            # QONNX file
+    card: dict[str, Any]        # its model card
+    board: Board
+    options: dict[str, Any]     # target options from DeployConfig (fps, max_util, clock_mhz, ...)
+    workdir: Path               # scratch space, removed after the deploy
+    x: np.ndarray               # verification samples, uint8 in the model card's input layout
+    y: np.ndarray               # their labels
+    reference: np.ndarray       # the QAT model's float outputs on x
+
+
+@dataclass
+class BuildOutcome:
+    report: Report
+    verification: Verification
+    summary: dict[str, Any]     # the headline numbers for the CLI and the comparison table
+    messages: list[str] = field(default_factory=list)  # one-line notices (e.g. what needs Vivado)
+
+
+class Target(Protocol):
+    flow: str
+
+    def check(self, request: BuildRequest) -> None: ...
+
+    def build(self, request: BuildRequest, pkg: PackageBuilder, progress: Callable[[str], None]) -> BuildOutcome: ...
 
 
 @dataclass(frozen=True)
@@ -20,7 +60,11 @@ class FlowInfo:
     description: str
     python_package: str
     vendor_tools: str
-    status: str  # "available" once its adapter is in targets/<flow>/, else "planned"
+    adapter: str | None  # "module:Class" once its adapter exists
+
+    @property
+    def status(self) -> str:
+        return "available" if self.adapter else "planned"
 
     def package_version(self) -> str | None:
         try:
@@ -28,22 +72,15 @@ class FlowInfo:
         except metadata.PackageNotFoundError:
             return None
 
-
-class Target(Protocol):
-    """A compiler for one flow. Implemented by targets/<flow>/."""
-
-    flow: str
-
-    def check(self, model_path, card, board) -> list: ...
-    def compile(self, model_path, card, board, workdir): ...
-    def estimate(self, artifact, board) -> dict: ...
-    def simulate(self, artifact, inputs): ...
+    def load(self) -> Target:
+        module, _, name = (self.adapter or "").partition(":")
+        return getattr(importlib.import_module(module), name)()
 
 
 FLOWS: dict[str, FlowInfo] = {
     "finn": FlowInfo("finn", "fpga", "FPGA dataflow accelerators through FINN (finn-plus)", "finn-plus",
-                     "Vivado + Vitis HLS for synthesis and bitfile (optional)", "planned"),
-    "tflite": FlowInfo("tflite", "cpu", "int8 .tflite for LiteRT on application CPUs", "ai-edge-litert", "none", "planned"),
-    "tflm": FlowInfo("tflm", "mcu", "int8 .tflite for TensorFlow Lite Micro on Cortex-M", "tflite-micro", "none", "planned"),
-    "ethosu": FlowInfo("ethosu", "npu", "int8 .tflite compiled by Vela for Arm Ethos-U NPUs", "ethos-u-vela", "none", "planned"),
+                     "Vivado + Vitis HLS for synthesis and bitfile (optional)", "targets.finn.deploy:FinnTarget"),
+    "tflite": FlowInfo("tflite", "cpu", "int8 .tflite for LiteRT on application CPUs", "ai-edge-litert", "none", None),
+    "tflm": FlowInfo("tflm", "mcu", "int8 .tflite for TensorFlow Lite Micro on Cortex-M", "tflite-micro", "none", None),
+    "ethosu": FlowInfo("ethosu", "npu", "int8 .tflite compiled by Vela for Arm Ethos-U NPUs", "ethos-u-vela", "none", None),
 }

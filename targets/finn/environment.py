@@ -1,0 +1,47 @@
+"""FINN's process-wide settings and the vendor tools it may use.
+
+FINN transformations read global settings and write into FINN_BUILD_DIR; both
+are set once per build, pointing into the build's own folder.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def prepare_finn(build_dir: Path) -> None:
+    """Point FINN at this build's scratch folder and give it its (dummy) settings."""
+    build_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["FINN_BUILD_DIR"] = str(build_dir)
+    import finn.util.settings as settings
+
+    settings.initialize_dummy_settings()
+
+
+@dataclass(frozen=True)
+class VendorTools:
+    """Vivado / Vitis HLS as found through XILINX_VIVADO / XILINX_HLS."""
+
+    vivado: Path | None
+    vitis_hls: Path | None
+
+    @property
+    def complete(self) -> bool:
+        return self.vivado is not None and self.vitis_hls is not None
+
+    def missing(self) -> list[str]:
+        return [name for name, path in (("Vivado (XILINX_VIVADO)", self.vivado), ("Vitis HLS (XILINX_HLS)", self.vitis_hls)) if path is None]
+
+
+def _tool(env_var: str, binary: str) -> Path | None:
+    root = os.environ.get(env_var)
+    if root and (Path(root) / "bin" / binary).exists():
+        return Path(root) / "bin" / binary
+    found = shutil.which(binary) if root else None
+    return Path(found) if found else None
+
+
+def find_vendor_tools() -> VendorTools:
+    return VendorTools(_tool("XILINX_VIVADO", "vivado"), _tool("XILINX_HLS", "vitis_hls"))

@@ -1,0 +1,19 @@
+"""Stage 4: cut the HW layers out into FINN's dataflow partition (the accelerator)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.custom_op.registry import getCustomOp
+
+
+def create_partition(model: ModelWrapper, workdir: Path) -> tuple[ModelWrapper, ModelWrapper]:
+    """Returns (parent model with a StreamingDataflowPartition node, the dataflow model)."""
+    from finn.transformation.fpgadataflow.create_dataflow_partition import CreateDataflowPartition
+
+    parent = model.transform(CreateDataflowPartition(partition_model_dir=str(workdir / "dataflow_partition")))
+    partitions = parent.get_nodes_by_op_type("StreamingDataflowPartition")
+    if len(partitions) != 1:
+        raise RuntimeError(f"expected one dataflow partition, FINN made {len(partitions)}")
+    dataflow = ModelWrapper(getCustomOp(partitions[0]).get_nodeattr("model"))
+    return parent, dataflow

@@ -1,0 +1,120 @@
+"""`sdk deploy` to FPGA boards, end to end with real FINN and the SDK's simulator."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sdk.deploy import DeployConfig, check, deploy
+from sdk.errors import BoardError, ConfigError, SDKError
+from sdk.qat import TrainConfig, train
+from targets.finn.folding import ModelTooLargeError
+from targets.finn.target import UnsupportedLayersError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cnv_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cnv_run")
+    train(TrainConfig(model="cnv", bits="w2a2", epochs=3), out, progress=False)
+    return out
+
+
+@pytest.mark.parametrize("board", ["pynq-z2", "zcu104", "alveo-u250"])
+def test_tfc_deploys_verified_within_capacity(tfc_run, tmp_path, board):
+    result = deploy(DeployConfig(target=board, model=str(tfc_run), out=str(tmp_path / board), samples=40), progress=False)
+    assert result.verified and result.exit_code == 0
+    package = tmp_path / board
+    manifest = json.loads((package / "manifest.json").read_text())
+    names = {f["path"] for f in manifest["files"]}
+    assert {"dataflow_model.onnx", "parent_model.onnx", "folding_config.json", "finish_bitfile.py", "report.md", "report.json",
+            "cycles_per_layer.png", "utilisation.png", "model.qonnx.onnx"} <= names
+    assert any(n.startswith("sources/MVAU") and n.endswith(".cpp") for n in names)
+    assert manifest["board"]["part"] and manifest["tool_versions"]["finn-plus"] == "1.6.1" and manifest["verified"]
+    report = json.loads((package / "report.json").read_text())
+    estimate = report["data"]["estimate"]
+    for resource in ("lut", "bram18", "uram", "dsp"):
+        assert estimate["totals"][resource] <= 0.8 * estimate["capacity"][resource] + 1e-6
+    assert estimate["fps"] > 0 and all(c["passed"] for c in report["data"]["verification"]["checks"])
+    folding = json.loads((package / "folding_config.json").read_text())
+    assert "Defaults" in folding and any("PE" in v for v in folding.values())
+    assert "needs Vivado" in result.summary["bitfile"] and "finish the bitfile" in result.messages[0]
+
+
+def test_cnv_deploys_bit_exact(cnv_run, tmp_path):
+    result = deploy(DeployConfig(target="kv260", model=str(cnv_run), out=str(tmp_path / "kv"), samples=40), progress=False)
+    assert result.verified
+    checks = json.loads((tmp_path / "kv" / "report.json").read_text())["data"]["verification"]["checks"]
+    assert {c["name"] for c in checks} >= {"simulator = FINN python execution, every layer", "accelerator integer output = QAT model"}
+
+
+def test_target_fps_mode(tfc_run, tmp_path):
+    slow = deploy(DeployConfig(target="pynq-z2", model=str(tfc_run), out=str(tmp_path / "a"), fps=1000, samples=10), progress=False)
+    fast = deploy(DeployConfig(target="pynq-z2", model=str(tfc_run), out=str(tmp_path / "b"), samples=10), progress=False)
+    assert slow.verified and fast.verified and fast.summary["fps"] > slow.summary["fps"] >= 1000
+
+
+def test_same_inputs_give_identical_manifest(tfc_run, tmp_path):
+    for name in ("one", "two"):
+        deploy(DeployConfig(target="pynq-z2", model=str(tfc_run), out=str(tmp_path / name), samples=10), progress=False)
+    assert (tmp_path / "one" / "manifest.json").read_bytes() == (tmp_path / "two" / "manifest.json").read_bytes()
+
+
+def test_qonnx_file_with_card_deploys(tfc_export, tmp_path):
+    assert deploy(DeployConfig(target="ultra96-v2", model=str(tfc_export), out=str(tmp_path / "u"), samples=10), progress=False).verified
+
+
+def test_too_large_for_board_names_what_exceeds(tmp_path):
+    run = tmp_path / "lfc"
+    train(TrainConfig(model="lfc", bits="w8a8", epochs=1), run, progress=False)
+    with pytest.raises(ModelTooLargeError) as info:
+        deploy(DeployConfig(target="pynq-z2", model=str(run), out=str(tmp_path / "p"), samples=4), progress=False)
+    assert "needs" in info.value.what and "cap" in info.value.what
+    assert not (tmp_path / "p").exists() and not list(tmp_path.glob(".p.tmp-*"))
+
+
+@pytest.mark.parametrize("model, bits, op", [("resnet8", "w2a2", None), ("dscnn", "w2a2", "ReduceMean"), ("cnv", "w1a1", "FMPadding")])
+def test_unsupported_layers_are_named(tmp_path, model, bits, op):
+    run = tmp_path / "run"
+    train(TrainConfig(model=model, bits=bits, epochs=1), run, progress=False)
+    with pytest.raises(UnsupportedLayersError) as info:
+        check(DeployConfig(target="pynq-z2", model=str(run)))
+    assert info.value.layers and all(layer.why and layer.fix for layer in info.value.layers)
+    assert op is None or op in {layer.op_type for layer in info.value.layers}
+    if model != "resnet8":
+        return
+    proc = subprocess.run([sys.executable, "-m", "sdk", "check", "--target", "pynq-z2", "--model", str(run), "--json"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and json.loads(proc.stdout)["layers"]
+
+
+def test_user_errors(tfc_run, tmp_path):
+    with pytest.raises(BoardError):
+        deploy(DeployConfig(target="pynq-z9", model=str(tfc_run)), progress=False)
+    with pytest.raises(ConfigError):
+        deploy(DeployConfig(target="pynq-z2", model=str(tfc_run), max_util=1.5), progress=False)
+    with pytest.raises(SDKError, match="does not exist"):
+        deploy(DeployConfig(target="pynq-z2", model=str(tmp_path / "nothing.onnx")), progress=False)
+
+
+def test_cli_deploy_and_simulate(tfc_run, tmp_path):
+    package = tmp_path / "pkg"
+    proc = subprocess.run([sys.executable, "-m", "sdk", "deploy", "--target", "pynq-z2", "--model", str(tfc_run), "--out", str(package),
+                           "--samples", "20", "--json"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["verified"]
+    proc = subprocess.run([sys.executable, "-m", "sdk", "simulate", str(package), "--data", "digits", "--json"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    sim = json.loads(proc.stdout)
+    assert sim["samples"] == 360 and sim["identical_outputs"] == 1.0 and sim["agreement"] == 1.0
+    (package / "dataflow_model.onnx").write_bytes(b"broken")
+    proc = subprocess.run([sys.executable, "-m", "sdk", "simulate", str(package)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "corrupt" in proc.stderr
+
+
+def test_require_bitfile_without_vivado_fails_cleanly(tfc_run, tmp_path, monkeypatch):
+    monkeypatch.delenv("XILINX_VIVADO", raising=False)
+    with pytest.raises(SDKError, match="bitfile was required"):
+        deploy(DeployConfig(target="pynq-z2", model=str(tfc_run), out=str(tmp_path / "p"), samples=4, require_bitfile=True), progress=False)
+    assert not (tmp_path / "p").exists()
