@@ -59,7 +59,7 @@ def _load_onnx(path: Path):
 
 def simulate_package(package: Path | str, data: str | None = None, limit: int | None = None) -> SimulationReport:
     from sdk.deploy import ResolvedModel, qat_outputs
-    from sdk.verify import FLOAT_RTOL
+    from sdk.verify import FLOAT_RTOL, same_class
 
     package = Path(package)
     manifest = _manifest(package)
@@ -88,4 +88,4 @@ def simulate_package(package: Path | str, data: str | None = None, limit: int | 
     identical = np.max(np.abs(outputs - reference).reshape(len(x), -1), axis=1) / span <= FLOAT_RTOL
     return SimulationReport(str(package), manifest["board"]["name"], manifest["flow"], data or spec["name"], len(x),
                             float(np.mean(outputs.argmax(1) == y)), float(np.mean(reference.argmax(1) == y)),
-                            float(np.mean(outputs.argmax(1) == reference.argmax(1))), float(np.mean(identical)))
+                            float(np.mean(same_class(outputs, reference))), float(np.mean(identical)))

@@ -46,6 +46,14 @@ class Verification:
         return {"rule": self.rule, "passed": self.passed, "checks": [c.to_dict() for c in self.checks], "accuracy": self.accuracy}
 
 
+def same_class(ours: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per sample: our predicted class is the reference's, or ties with it (binary nets have exactly tied logits)."""
+    span = float(np.max(np.abs(reference))) or 1.0
+    predicted = ours.argmax(1)
+    chosen = reference[np.arange(len(reference)), predicted]
+    return chosen >= reference.max(1) - FLOAT_RTOL * span
+
+
 def compare_layers(name: str, ours: list[tuple[str, np.ndarray]], theirs: list[np.ndarray], detail: str) -> Check:
     """Layer-by-layer equality of integer tensors; names the first layer that differs."""
     samples = len(ours[0][1]) if ours else 0

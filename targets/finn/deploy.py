@@ -17,7 +17,7 @@ import numpy as np
 
 from sdk.package import PackageBuilder
 from sdk.report import Report, Table, bar_plot, utilisation_plot
-from sdk.verify import Verification, compare_float_outputs, compare_integer_outputs, compare_layers
+from sdk.verify import Verification, compare_float_outputs, compare_integer_outputs, compare_layers, same_class
 from targets.base import BuildOutcome, BuildRequest
 from targets.finn import target as finn
 from targets.finn.environment import prepare_finn
@@ -98,7 +98,7 @@ class FinnTarget:
         predicted = result.output.argmax(1)
         verification.accuracy = {"accelerator": float(np.mean(predicted == request.y)),
                                  "qat_model": float(np.mean(request.reference.argmax(1) == request.y)),
-                                 "agreement": float(np.mean(predicted == request.reference.argmax(1)))}
+                                 "agreement": float(np.mean(same_class(result.output, request.reference)))}
         return verification
 
     def _report(self, build: finn.FinnBuild, verification: Verification, outcome, pkg: PackageBuilder):
