@@ -42,10 +42,14 @@ def test_tfc_deploys_verified_within_capacity(tfc_run, tmp_path, board):
     assert "needs Vivado" in result.summary["bitfile"] and "finish the bitfile" in result.messages[0]
 
 
-def test_cnv_deploys_bit_exact(cnv_run, tmp_path):
-    result = deploy(DeployConfig(target="kv260", model=str(cnv_run), out=str(tmp_path / "kv"), samples=40), progress=False)
+@pytest.mark.parametrize("board", ["pynq-z2", "kv260", "alveo-u55c"])
+def test_cnv_deploys_bit_exact(cnv_run, tmp_path, board):
+    result = deploy(DeployConfig(target=board, model=str(cnv_run), out=str(tmp_path / board), samples=40), progress=False)
     assert result.verified
-    checks = json.loads((tmp_path / "kv" / "report.json").read_text())["data"]["verification"]["checks"]
+    report = json.loads((tmp_path / board / "report.json").read_text())
+    estimate = report["data"]["estimate"]
+    assert all(estimate["totals"][r] <= 0.8 * estimate["capacity"][r] + 1e-6 for r in ("lut", "bram18", "uram", "dsp"))
+    checks = report["data"]["verification"]["checks"]
     assert {c["name"] for c in checks} >= {"simulator = FINN python execution, every layer", "accelerator integer output = QAT model"}
 
 

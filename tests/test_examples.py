@@ -29,8 +29,18 @@ def test_train_own_npz(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_runs_and_caches(tmp_path):
+def test_demo_deploys_to_pynq_z2_and_caches(tmp_path):
     first = run("demo.py", cwd=tmp_path)
-    assert "test accuracy" in first and (tmp_path / "demo-out" / "tfc_w2a2.qonnx.onnx").is_file()
+    assert "PASSED" in first and "frames/s" in first and "finish_bitfile.py" in first
+    assert (tmp_path / "demo-out" / "pynq-z2" / "manifest.json").is_file()
     second = run("demo.py", cwd=tmp_path)
-    assert "reusing trained run" in second
+    assert "reusing trained run" in second and "PASSED" in second
+
+
+@pytest.mark.slow
+def test_deploy_fpga_example(tfc_run, tmp_path):
+    text = run("deploy_fpga.py", "--model", str(tfc_run), "--board", "zcu104", "--out", str(tmp_path))
+    assert "zcu104: verified" in text and (tmp_path / "zcu104" / "report.md").is_file()
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "deploy_fpga.py"), "--model", str(tfc_run), "--board", "zcu999"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and "Unknown board" in proc.stderr
