@@ -119,6 +119,6 @@ def test_cli_deploy_and_simulate(tfc_run, tmp_path):
 
 def test_require_bitfile_without_vivado_fails_cleanly(tfc_run, tmp_path, monkeypatch):
     monkeypatch.delenv("XILINX_VIVADO", raising=False)
-    with pytest.raises(SDKError, match="bitfile was required"):
+    with pytest.raises(SDKError, match="bitfile was required, but Vivado"):
         deploy(DeployConfig(target="pynq-z2", model=str(tfc_run), out=str(tmp_path / "p"), samples=4, require_bitfile=True), progress=False)
     assert not (tmp_path / "p").exists()

@@ -15,12 +15,14 @@ from typing import Callable
 
 import numpy as np
 
+from sdk.errors import SDKError
 from sdk.package import PackageBuilder
 from sdk.report import Report, Table, bar_plot, utilisation_plot
 from sdk.verify import Verification, compare_float_outputs, compare_integer_outputs, compare_layers, same_class
 from targets.base import BuildOutcome, BuildRequest
+from targets.finn import codegen, folding, hardware
 from targets.finn import target as finn
-from targets.finn.environment import prepare_finn
+from targets.finn.environment import find_vendor_tools
 
 DATAFLOW_NAME = "dataflow_model.onnx"
 PARENT_NAME = "parent_model.onnx"
@@ -41,6 +43,10 @@ class FinnTarget:
         from sdk.sim import simulate_parent
 
         board = request.board
+        tools = find_vendor_tools()
+        if request.options.get("require_bitfile") and not tools.complete:
+            raise SDKError(f"A bitfile was required, but {' and '.join(tools.missing())} cannot be found.", where=f"board {board.name}",
+                           fix="source Vivado's and Vitis HLS's settings64.sh, or deploy without --require-bitfile")
         progress("QONNX -> FINN, streamline, HW layers")
         hw_model = finn.check(request.model_path, board, request.workdir)
         options = finn.FinnOptions(fps=request.options.get("fps"), max_util=request.options.get("max_util", 0.8),
@@ -53,19 +59,17 @@ class FinnTarget:
         verification = self._verify(build, result, xs, request)
 
         progress("generate HLS C++ / RTL")
-        build.sources = finn.codegen.generate_sources(build.dataflow, board.part, build.clock_mhz, pkg.path("sources"))
+        build.sources = codegen.generate_sources(build.dataflow, board.part, build.clock_mhz, pkg.path("sources"))
         build.dataflow.save(str(pkg.path(DATAFLOW_NAME)))
         finn.relocatable_parent(build.parent, DATAFLOW_NAME).save(str(pkg.path(PARENT_NAME)))
-        finn.folding.write_folding_config(build.dataflow, pkg.path("folding_config.json"))
-        pkg.write_text(finn.hardware.FINISH_SCRIPT, finn.hardware.finish_script(board, build.clock_mhz))
+        folding.write_folding_config(build.dataflow, pkg.path("folding_config.json"))
+        pkg.write_text(hardware.FINISH_SCRIPT, hardware.finish_script(board, build.clock_mhz))
 
         progress("vendor tools")
-        outcome = finn.hardware.run_hardware_steps(pkg.temp_dir, finn.vendor_tools())
+        outcome = hardware.run_hardware_steps(pkg.temp_dir, tools)
         if request.options.get("require_bitfile") and outcome.bitfile is None:
-            from sdk.errors import SDKError
-
-            raise SDKError("A bitfile was required but could not be built.", where=f"board {board.name}",
-                           fix=outcome.message if not outcome.ran else "see hardware/finish_bitfile.log in a run without --require-bitfile")
+            raise SDKError(f"A bitfile was required but Vivado's run failed: {outcome.message}", where=f"board {board.name}",
+                           fix="deploy without --require-bitfile and run finish_bitfile.py in the package to see the log")
         report, summary = self._report(build, verification, outcome, pkg)
         return BuildOutcome(report, verification, summary, [outcome.message])
 

@@ -7,6 +7,7 @@ simulate -> sdk.sim (bit-exact; FINN's python execution of the same layers as th
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,8 +17,8 @@ from qonnx.custom_op.registry import getCustomOp
 
 from sdk.boards import Board
 from sdk.errors import SDKError
-from targets.finn import codegen, estimate, folding, frontend, hardware, hw_layers, partition, specialize, streamline
-from targets.finn.environment import find_vendor_tools, prepare_finn
+from targets.finn import estimate, folding, frontend, hw_layers, partition, specialize, streamline
+from targets.finn.environment import prepare_finn
 
 FINN_REFERENCE_SAMPLES = 8  # FINN's python execution runs one sample at a time: a few suffice per layer
 
@@ -126,22 +127,16 @@ def invert_output_ops(parent: ModelWrapper, y: np.ndarray) -> np.ndarray:
     nodes = list(parent.graph.node)
     index = next(i for i, n in enumerate(nodes) if n.op_type == "StreamingDataflowPartition")
     x = y.astype(np.float64)
+    inverse = {"Mul": np.divide, "Div": np.multiply, "Add": np.subtract, "Sub": np.add}
     for node in reversed(nodes[index + 1:]):
-        constant = next(parent.get_initializer(i) for i in node.input if parent.get_initializer(i) is not None).astype(np.float64)
-        x = {"Mul": lambda: x / constant, "Div": lambda: x * constant, "Add": lambda: x - constant, "Sub": lambda: x + constant}[node.op_type]()
+        constant = next(parent.get_initializer(i) for i in node.input if parent.get_initializer(i) is not None)
+        x = inverse[node.op_type](x, constant.astype(np.float64))
     return x
 
 
 def relocatable_parent(parent: ModelWrapper, dataflow_name: str) -> ModelWrapper:
     """The parent graph with the partition pointing at the packaged dataflow model, not a build path."""
-    copy = ModelWrapper(parent.model.__deepcopy__())
-    for node in copy.get_nodes_by_op_type("StreamingDataflowPartition"):
+    relocated = ModelWrapper(copy.deepcopy(parent.model))
+    for node in relocated.get_nodes_by_op_type("StreamingDataflowPartition"):
         getCustomOp(node).set_nodeattr("model", dataflow_name)
-    return copy
-
-
-def vendor_tools():
-    return find_vendor_tools()
-
-
-__all__ = ["FinnBuild", "FinnOptions", "UnsupportedLayersError", "check", "compile_model", "codegen", "hardware", "folding"]
+    return relocated
