@@ -157,7 +157,7 @@ def fit_folding(model: ModelWrapper, board: Board, max_util: float) -> FitResult
 
     if not _fits(totals(costs), limits):
         raise too_large_error(model, board, max_util, totals(costs))
-    steps, history = 0, []
+    steps, history, relaxed = 0, [], False
     while True:
         name = max(costs, key=lambda n: costs[n][0])
         candidates = [(node, linked, *step) for node, linked in _steppable(model, nodes[name]) for step in next_steps(node)]
@@ -177,6 +177,11 @@ def fit_folding(model: ModelWrapper, board: Board, max_util: float) -> FitResult
             if best is None or key < best[0]:
                 best = (key, node, linked, attr, value, changed)
         if best is None:
+            relax(model, board, limits, costs[name][0])
+            costs = {n: node_cost(node, board.part) for n, node in nodes.items()}
+            if not relaxed:  # once: what relaxing freed may pay for more steps (again and again would cycle)
+                relaxed = True
+                continue
             reason = "it is at full parallelism" if not candidates else "its next step would exceed the utilisation cap or HLS stream width limit"
             return FitResult(steps, f"{name} bounds throughput and {reason}", name, history)
         _, node, linked, attr, value, changed = best
@@ -193,6 +198,44 @@ def _steppable(model: ModelWrapper, bottleneck) -> list[tuple]:
         consumer = model.find_consumer(bottleneck.output[0])
         return [(consumer, bottleneck), (bottleneck, None)] if consumer is not None else [(bottleneck, None)]
     return [(bottleneck, linked_producer(model, bottleneck))]
+
+
+MAX_RELAX_CONFIGS = 512
+
+
+def relax(model: ModelWrapper, board: Board, limits: dict[str, float], target_cycles: int) -> None:
+    """Second pass at fixed throughput: each layer takes its cheapest folding that still meets target_cycles.
+
+    The greedy pass buys speed step by step and can overshoot on layers that
+    were once the bottleneck; this gives back what the final throughput does not need.
+    """
+    import itertools
+
+    for node in model.graph.node:
+        op = getCustomOp(node)
+        if "parallel_window" in op.get_nodeattr_types() and op.get_nodeattr("parallel_window"):
+            continue  # only legal with SIMD = channels: keep
+        dims = knobs(node)
+        if not dims:
+            continue
+        linked = linked_producer(model, node)
+        choices = list(itertools.product(*[_divisors(dim) for _, dim in dims]))[:MAX_RELAX_CONFIGS]
+        current = tuple(op.get_nodeattr(attr) for attr, _ in dims)
+        best = None
+        for values in choices:
+            for (attr, _), value in zip(dims, values):
+                _apply(node, linked, attr, value)
+            cycles, res = node_cost(node, board.part)
+            if linked is not None:
+                linked_cycles, linked_res = node_cost(linked, board.part)
+                cycles = max(cycles, linked_cycles)
+                res = {r: res[r] + linked_res[r] for r in RESOURCES}
+            legal = within_hls_limits(node) and (linked is None or within_hls_limits(linked))
+            score = sum(res[r] / max(limits[r], 1e-9) for r in RESOURCES)
+            if legal and cycles <= target_cycles and (best is None or score < best[0]):
+                best = (score, values)
+        for (attr, _), value in zip(dims, best[1] if best else current):
+            _apply(node, linked, attr, value)
 
 
 def _apply(node, linked, attr: str, value: int) -> None:

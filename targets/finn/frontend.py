@@ -16,9 +16,28 @@ def tidy_up(model: ModelWrapper) -> ModelWrapper:
     return model
 
 
+def spatial_mean_to_global_pool(model: ModelWrapper) -> ModelWrapper:
+    """torch exports a global average pool as ReduceMean over H and W; FINN maps GlobalAveragePool."""
+    from onnx import helper
+
+    for index, node in enumerate(list(model.graph.node)):
+        if node.op_type != "ReduceMean" or len(node.input) < 2:
+            continue
+        axes = model.get_initializer(node.input[1])
+        keepdims = next((a.i for a in node.attribute if a.name == "keepdims"), 1)
+        shape = model.get_tensor_shape(node.input[0])
+        if axes is None or shape is None or len(shape) != 4 or sorted(int(a) % 4 for a in axes) != [2, 3] or not keepdims:
+            continue
+        pool = helper.make_node("GlobalAveragePool", [node.input[0]], [node.output[0]], name=node.name)
+        model.graph.node.remove(node)
+        model.graph.node.insert(index, pool)
+    return model
+
+
 def qonnx_to_finn(model: ModelWrapper) -> ModelWrapper:
     from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
 
     model = cleanup_model(model)
+    model = spatial_mean_to_global_pool(model)
     model = model.transform(ConvertQONNXtoFINN())
     return tidy_up(model)

@@ -70,6 +70,14 @@ def convert_to_hw(model: ModelWrapper) -> ModelWrapper:
     def present(*op_types: str) -> bool:
         return any(model.get_nodes_by_op_type(op) for op in op_types)
 
+    # A global average pool becomes an accumulating pool and a scalar Mul: convert it first,
+    # so that the Mul is absorbed into the thresholds that follow it.
+    if present("GlobalAveragePool"):
+        from finn.transformation.streamline.reorder import MoveScalarLinearPastInvariants
+
+        for transformation in (InferGlobalAccPoolLayer(), MoveScalarLinearPastInvariants(), absorb.AbsorbMulIntoMultiThreshold(),
+                               absorb.AbsorbTransposeIntoMultiThreshold(), InferDataLayouts()):
+            model = model.transform(transformation)
     steps = [
         (("XnorPopcountMatMul",), InferBinaryMatrixVectorActivation),
         (("MatMul",), InferQuantizedMatrixVectorActivation),
@@ -81,7 +89,6 @@ def convert_to_hw(model: ModelWrapper) -> ModelWrapper:
         (("ReduceMax", "ReduceSum", "ReduceMean"), InferPoolFromReduce),
         (("Im2Col",), InferConvInpGen),
         (("ConvolutionInputGenerator",), RemoveCNVtoFCFlatten),
-        (("GlobalAveragePool",), InferGlobalAccPoolLayer),
     ]
     for op_types, transformation in steps:
         if present(*op_types):
@@ -89,7 +96,10 @@ def convert_to_hw(model: ModelWrapper) -> ModelWrapper:
     model = model.transform(InferDuplicateStreamsLayer())
     if _has_inner_add(model):
         model = model.transform(InferElementwiseBinaryOperation())
-    for transformation in (absorb.AbsorbConsecutiveTransposes(), RemoveCNVtoFCFlatten(), GiveUniqueNodeNames(),
+    from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
+
+    # RoundAndClipThresholds: integer inputs make ceil(threshold) exact, and RTL code generation needs integers.
+    for transformation in (absorb.AbsorbConsecutiveTransposes(), RemoveCNVtoFCFlatten(), RoundAndClipThresholds(), GiveUniqueNodeNames(),
                            InferDataLayouts(), InferDataTypes(), InferShapes()):
         model = model.transform(transformation)
     return model
