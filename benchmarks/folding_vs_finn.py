@@ -75,7 +75,7 @@ def main() -> None:
             sweep_s = time.perf_counter() - started
             ours_model = ModelWrapper(copy.deepcopy(base.model))
             started = time.perf_counter()
-            fit = folding.fit_folding(ours_model, board, args.max_util)
+            folding.fit_folding(ours_model, board, args.max_util)
             fit_s = time.perf_counter() - started
             ours = estimate_network(ours_model, board)
             rows.append({"model": f"{model} w2a2", "board": board_name, "cap": args.max_util,

@@ -74,7 +74,7 @@ class ResolvedModel:
 def resolve_model(model: str, workdir: Path) -> ResolvedModel:
     """A run folder is exported (and checked) on the fly; a QONNX file needs its model card beside it."""
     from sdk.export import card_path_for, export_run, read_card
-    from sdk.qat import CHECKPOINT_NAME, file_sha256, load_checkpoint
+    from sdk.qat import CHECKPOINT_NAME, load_checkpoint
 
     path = Path(model)
     if path.is_dir():
@@ -88,7 +88,7 @@ def resolve_model(model: str, workdir: Path) -> ResolvedModel:
     card = read_card(path)
     source = Path(card.get("source_checkpoint", {}).get("path", ""))
     brevitas = None
-    if source.is_file() and file_sha256(source) == card["source_checkpoint"]["sha256"]:
+    if source.is_file() and sha256_file(source) == card["source_checkpoint"]["sha256"]:
         brevitas = load_checkpoint(source)[0]
     local = workdir / "model.qonnx.onnx"
     local.write_bytes(path.read_bytes())

@@ -34,7 +34,7 @@ def _package(name: str, needed_for: str) -> Check:
     try:
         return Check(name, True, metadata.version(name), "python package", needed_for)
     except metadata.PackageNotFoundError:
-        return Check(name, False, None, f"not installed: run `make install`", needed_for)
+        return Check(name, False, None, "not installed: run `make install`", needed_for)
 
 
 def _command_version(cmd: list[str]) -> str | None:

@@ -25,7 +25,8 @@ from torch import nn
 
 from sdk.data import INPUT_SCALE, load_dataset
 from sdk.errors import CheckpointError, ExportError
-from sdk.qat import CHECKPOINT_NAME, METRICS_NAME, TrainConfig, file_sha256, load_checkpoint, model_input
+from sdk.package import sha256_file
+from sdk.qat import CHECKPOINT_NAME, METRICS_NAME, TrainConfig, load_checkpoint, model_input
 
 CARD_FORMAT = "sdk-model-card/1"
 # Floats may differ by accumulation order between PyTorch and onnxruntime. Up to
@@ -145,7 +146,7 @@ def export_run(run_dir: Path | str, out_path: Path | str, check_samples: int = 3
             "dataset": {"name": config.dataset, "image_size": config.image_size, "seed": config.seed,
                         "fingerprint": payload.get("dataset_fingerprint")},
             "accuracy": {"test": metrics.get("test_accuracy"), "val": payload.get("val_accuracy")},
-            "source_checkpoint": {"path": str(checkpoint), "sha256": file_sha256(checkpoint)},
+            "source_checkpoint": {"path": str(checkpoint), "sha256": sha256_file(checkpoint)},
             "check": check,
         }
         tmp_card = Path(tmp) / "card.json"

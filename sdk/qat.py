@@ -6,7 +6,6 @@ A run folder holds everything `sdk export` needs:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -183,14 +182,6 @@ def train(config: TrainConfig, out_dir: Path | str, data: Dataset | None = None,
                "num_test": len(x_test), "config": asdict(config), "history": history}
     _atomic_write(out_dir / METRICS_NAME, lambda tmp: tmp.write_text(json.dumps(metrics, indent=2)))
     return result
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_checkpoint(path: Path | str) -> tuple[nn.Module, dict[str, Any]]:
