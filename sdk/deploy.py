@@ -145,7 +145,8 @@ def check(config: DeployConfig) -> None:
     board = get_board(config.target)
     target = _adapter(board)
     with tempfile.TemporaryDirectory(prefix="sdk-check-") as tmp:
-        target.check(_request(config, board, Path(tmp)))
+        # no samples, no QAT outputs: the check only needs the graph
+        target.check(resolve_model(config.model, Path(tmp)).onnx_path, board, Path(tmp))
 
 
 def deploy(config: DeployConfig, progress: bool = True) -> DeployResult:

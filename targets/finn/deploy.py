@@ -11,10 +11,12 @@ Package contents:
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from sdk.boards import Board
 from sdk.errors import SDKError
 from sdk.package import PackageBuilder
 from sdk.report import Report, Table, bar_plot, utilisation_plot
@@ -36,8 +38,8 @@ def host_input(card: dict, x: np.ndarray) -> np.ndarray:
 class FinnTarget:
     flow = "finn"
 
-    def check(self, request: BuildRequest) -> None:
-        finn.check(request.model_path, request.board, request.workdir)
+    def check(self, model_path: Path, board: Board, workdir: Path) -> None:
+        finn.check(model_path, board, workdir)
 
     def build(self, request: BuildRequest, pkg: PackageBuilder, progress: Callable[[str], None]) -> BuildOutcome:
         from sdk.sim import simulate_parent
@@ -74,14 +76,13 @@ class FinnTarget:
         return BuildOutcome(report, verification, summary, [outcome.message])
 
     def _verify(self, build: finn.FinnBuild, result, xs: np.ndarray, request: BuildRequest) -> Verification:
-        from sdk.sim import simulate_dataflow
-
         verification = Verification(rule="FPGA (FINN): integer tensors identical to FINN's execution of the same layers and to "
                                          "the QAT model; dequantized output equal up to float32 rounding")
         layers = list(build.dataflow.graph.node)
-        dataflow_x = finn.host_side_input(build.parent, xs[:finn.FINN_REFERENCE_SAMPLES])
-        ours = simulate_dataflow(build.dataflow, dataflow_x)
-        ours_per_layer = [(node.name, ours.intermediates[node.output[0]]) for node in layers]
+        n = finn.FINN_REFERENCE_SAMPLES
+        dataflow_x = finn.host_side_input(build.parent, xs[:n])
+        # the deploy's own simulation already kept every layer's output: compare its first n samples
+        ours_per_layer = [(node.name, result.dataflow.intermediates[node.output[0]][:n]) for node in layers]
         theirs = finn.finn_layer_outputs(build.dataflow_hw, dataflow_x)
         verification.checks.append(compare_layers(
             "simulator = FINN python execution, every layer", ours_per_layer, theirs,
