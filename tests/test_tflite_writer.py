@@ -17,7 +17,8 @@ from sdk.errors import SDKError
 from sdk.qat import TrainConfig, load_checkpoint, model_input, train
 from sdk.sim.tflite_ref import quantize_multiplier, run_golden
 from sdk.zoo import build_model, parse_bits
-from targets.tflite.writer import BUFFER_ALIGNMENT, METADATA_NAME, SIGNATURE_KEY, TfliteConversionError, TfliteInfo, write_tflite
+from targets.tflite.verify import compare_with_qat
+from targets.tflite.writer import BUFFER_ALIGNMENT, METADATA_NAME, SIGNATURE_KEY, TfliteConversionError, TfliteInfo, tflite_input, write_tflite
 
 NUM_SAMPLES = 100
 BITS = ["w2a2", "w4a4"]
@@ -58,8 +59,8 @@ def samples(digits) -> tuple[np.ndarray, np.ndarray]:
     return digits.x_test[:NUM_SAMPLES], digits.y_test[:NUM_SAMPLES]
 
 
-def _int8_input(x_uint8: np.ndarray) -> np.ndarray:
-    return (x_uint8.reshape(len(x_uint8), -1).astype(np.int16) - 128).astype(np.int8)
+def _int8_input(x_uint8: np.ndarray, shape: list[int] | None = None) -> np.ndarray:
+    return tflite_input(x_uint8, shape or [64])
 
 
 def _litert(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -74,27 +75,9 @@ def _litert(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
     return {t["name"]: interpreter.get_tensor(t["index"]) for t in interpreter.get_tensor_details()}
 
 
-@torch.no_grad()
-def _brevitas(model: torch.nn.Module, x_uint8: np.ndarray) -> dict[str, np.ndarray]:
-    """Output of every layer of the Brevitas model (float)."""
-    h, outs = model_input(x_uint8, flat=True), {}
-    for name, module in model.body.named_children():
-        h = module(h)
-        outs[name] = h.numpy()
-    return outs
-
-
 def _compare_with_brevitas(w: Written, x_uint8: np.ndarray) -> dict[str, tuple[int, float]]:
-    """Per hidden activation: (max |diff| in LSB, mismatch rate) of the golden int8 vs Brevitas's integers."""
-    golden = run_golden(w.path, _int8_input(x_uint8))
-    reference = _brevitas(w.model, x_uint8)
-    result = {}
-    for layer in w.info.layers[:-1]:
-        act = layer.name.replace("fc", "act")
-        brevitas_int8 = np.rint(reference[act] / np.float32(layer.output_scale)).astype(np.int64) + layer.output_zero_point
-        diff = np.abs(golden[act].astype(np.int64) - brevitas_int8)
-        result[act] = (int(diff.max()), float((diff > 0).mean()))
-    return result
+    """Per tensor: (max |diff| in LSB, mismatch rate) of each op, fed the QAT model's input, against the QAT model."""
+    return {a.name: (a.max_lsb, a.mismatch_rate) for a in compare_with_qat(w.path, w.info, w.model, x_uint8, "litert")}
 
 
 @pytest.mark.parametrize("bits", BITS)
@@ -103,7 +86,7 @@ def test_litert_reference_equals_golden_on_every_tensor(written, samples, bits):
     x = _int8_input(samples[0])
     lite = _litert(w.path, x)
     golden = run_golden(w.path, x)
-    assert set(golden) == {"input", "act0", "act1", "act2", "fc0/out", "fc1/out", "fc2/out", "logits", "logits_float"}
+    assert set(golden) == {"input", "logits_float"} | {f"body.act{i}{suffix}" for i in range(3) for suffix in ("", "/pre_clamp")} | {"body.fc_out"}
     for name, value in golden.items():
         assert lite[name].dtype == value.dtype, name
         np.testing.assert_array_equal(lite[name], value, err_msg=f"tensor {name}")
@@ -113,6 +96,7 @@ def test_litert_reference_equals_golden_on_every_tensor(written, samples, bits):
 def test_hidden_activations_within_one_lsb_of_brevitas(written, samples, bits):
     stats = _compare_with_brevitas(written[bits], samples[0])
     print(f"\n{bits} vs Brevitas (max LSB, mismatch rate): {stats}")
+    assert set(stats) == {"body.act0", "body.act1", "body.act2", "body.fc_out"}
     for act, (max_diff, rate) in stats.items():
         assert max_diff <= 1, f"{act}: {max_diff} LSB"
         assert rate < 0.05, f"{act}: mismatch rate {rate:.2%}"
@@ -122,12 +106,13 @@ def test_hidden_activations_within_one_lsb_of_brevitas(written, samples, bits):
 def test_argmax_agrees_with_brevitas(written, samples, bits):
     w = written[bits]
     logits = run_golden(w.path, _int8_input(samples[0]))["logits_float"]
-    reference = _brevitas(w.model, samples[0])["fc_out"]
+    with torch.no_grad():
+        reference = w.model(torch.from_numpy(samples[0].reshape(NUM_SAMPLES, -1).astype(np.float32) / 255)).numpy()
     agreement = float((logits.argmax(1) == reference.argmax(1)).mean())
     print(f"\n{bits} argmax agreement {agreement:.2%}")
     assert agreement > 0.95
     # the int8 logits cover the whole accumulator range: no saturation
-    assert np.abs(reference).max() / w.info.layers[-1].output_scale < 127.5
+    assert np.abs(reference).max() / w.info.layers[-1].scale < 127.5
 
 
 def test_file_is_tfl3_with_aligned_buffers_signature_and_metadata(written):
@@ -162,7 +147,7 @@ def test_float_input_adds_exact_quantize(written, samples, tmp_path):
     for name, value in golden.items():
         np.testing.assert_array_equal(lite[name], value, err_msg=f"tensor {name}")
     np.testing.assert_array_equal(golden["input/int8"], _int8_input(samples[0]))
-    np.testing.assert_array_equal(golden["logits"], run_golden(w.path, _int8_input(samples[0]))["logits"])
+    np.testing.assert_array_equal(golden["body.fc_out"], run_golden(w.path, _int8_input(samples[0]))["body.fc_out"])
 
 
 def test_negative_batchnorm_factors_negate_channels(written, samples, tmp_path):
@@ -184,7 +169,7 @@ def test_negative_batchnorm_factors_negate_channels(written, samples, tmp_path):
 
 @pytest.mark.parametrize("bits", BITS)
 def test_tflm_matches_double_rounding_golden(written, samples, bits):
-    """TFLM is built with gemmlowp's double rounding, LiteRT 2.3.0's reference kernels with single rounding."""
+    """TFLM rounds twice in every kernel; LiteRT 2.3.0's reference FULLY_CONNECTED once."""
     from tflite_micro.python.tflite_micro import runtime
 
     w = written[bits]
@@ -195,7 +180,7 @@ def test_tflm_matches_double_rounding_golden(written, samples, bits):
         interpreter.set_input(row[None, :], 0)
         interpreter.invoke()
         outputs.append(interpreter.get_output(0).copy())
-    np.testing.assert_array_equal(np.concatenate(outputs), run_golden(w.path, x, rounding="double")["logits_float"])
+    np.testing.assert_array_equal(np.concatenate(outputs), run_golden(w.path, x, rounding="tflm")["logits_float"])
 
 
 @pytest.mark.parametrize(("name", "bits"), [("sfc", "w8a8"), ("lfc", "w3a5")])

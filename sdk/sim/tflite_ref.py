@@ -4,18 +4,25 @@ It reads the .tflite file itself (never the writer's state), so a test against i
 checks what is on disk. Arithmetic follows tensorflow/lite/kernels/internal:
 
   QuantizeMultiplier            frexp, q * 2^31 rounded half away from zero (std::round)
-  MultiplyByQuantizedMultiplier two builds exist (TFLITE_SINGLE_ROUNDING):
+  MultiplyByQuantizedMultiplier two forms exist (TFLITE_SINGLE_ROUNDING):
     "single"  (x * q + 2^(30 - shift)) >> (31 - shift): one rounding, ties up.
-              ai-edge-litert 2.3.0's BUILTIN_REF kernels are built this way
-              (checked: the double-rounding formula disagreed with it on ~9% of
-              a hidden layer's outputs of a w2a2 MLP, this one on none).
     "double"  SaturatingRoundingDoublingHighMul (nudge, truncating division by
-              2^31) then RoundingDivideByPOT (ties away from zero): the gemmlowp
-              form. The tflite-micro Python runtime is built this way (checked:
-              int8 logits equal on every sample; "single" differs on 3-6% of them).
-  FULLY_CONNECTED int8          acc = sum w * (x - zp_in) + bias (int32), requantized
+              2^31) then RoundingDivideByPOT (ties away from zero): the gemmlowp form.
+  Which kernel uses which was measured against the runtimes (RUNTIME_ROUNDING):
+  ai-edge-litert 2.3.0's BUILTIN_REF FULLY_CONNECTED rounds once, its CONV_2D,
+  DEPTHWISE_CONV_2D, ADD and int8 QUANTIZE twice (each form disagreed with the
+  runtime on 0.01-30% of outputs, its own on none); tflite-micro rounds twice
+  everywhere.
+  FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D (int8)
+                                acc = sum w * (x - zp_in) + bias (int32), requantized
                                 per channel (or per tensor), + zp_out, clamped to the
-                                fused activation range
+                                fused activation range; SAME padding skips positions
+                                outside the map, which equals padding with zp_in
+  ADD int8                      both inputs - zp, times 2^20, each rescaled by
+                                s_i / (2 max(s1, s2)), summed, rescaled by
+                                2 max(s1, s2) / (2^20 s_out), + zp_out, clamped
+  QUANTIZE int8 -> int8         requantize: (x - zp_in) * s_in / s_out, + zp_out
+  MAX_POOL_2D, PAD, RESHAPE     integer max (VALID), pad with the output zero point, view
   MINIMUM / MAXIMUM             raw integer compare (with broadcasting)
   QUANTIZE float -> int8        round(x / scale) half away from zero in float32, + zp
   DEQUANTIZE int8 -> float      float32(double(scale) * (q - zp))
@@ -47,6 +54,11 @@ def round_half_away(x: np.ndarray | float) -> np.ndarray:
 
 
 ROUNDINGS = ("single", "double")
+# Rounding form of each op per runtime ("*": every other op); see the module docstring.
+RUNTIME_ROUNDING: dict[str, dict[str, str]] = {
+    "litert": {"FULLY_CONNECTED": "single", "*": "double"},
+    "tflm": {"*": "double"},
+}
 
 
 def quantize_multiplier(real: float, rounding: str = "single") -> tuple[int, int]:
@@ -161,11 +173,84 @@ def fully_connected(x: np.ndarray, inp: _Tensor, weights: _Tensor, bias: _Tensor
         acc = acc + bias.data.astype(np.int64)
     if acc.min(initial=0) < -(2 ** 31) or acc.max(initial=0) > 2 ** 31 - 1:
         raise GoldenModelError(f"{out.name}: int32 accumulator overflow")
-    reals = [float(np.float64(inp.scales[0]) * np.float64(s) / np.float64(out.scales[0])) for s in weights.scales]
-    mults, shifts = zip(*(quantize_multiplier(r, rounding) for r in reals))
-    y = multiply_by_quantized_multiplier(acc, np.array(mults), np.array(shifts), rounding) + int(out.zero_points[0])
+    y = _requantize(acc, inp, weights, out, rounding)
     low, high = _activation_range(activation, out.scales[0], int(out.zero_points[0]))
     return np.clip(y, low, high).astype(np.int8)
+
+
+def _requantize(acc: np.ndarray, inp: _Tensor, weights: _Tensor, out: _Tensor, rounding: str) -> np.ndarray:
+    """acc (int64, channels last) at scale s_in * s_w[c], to int8 codes before clamping."""
+    reals = [float(np.float64(inp.scales[0]) * np.float64(s) / np.float64(out.scales[0])) for s in weights.scales]
+    mults, shifts = zip(*(quantize_multiplier(r, rounding) for r in reals))
+    return multiply_by_quantized_multiplier(acc, np.array(mults), np.array(shifts), rounding) + int(out.zero_points[0])
+
+
+def _windows(x: np.ndarray, kernel: tuple[int, int], stride: int, padding: int, pad_value: int) -> np.ndarray:
+    """(N, OH, OW, C, kh, kw) windows of an NHWC map, with TFLite SAME or VALID padding."""
+    if padding == schema.Padding.SAME:
+        pads = []
+        for size, k in zip(x.shape[1:3], kernel):
+            out = -(-size // stride)
+            total = max((out - 1) * stride + k - size, 0)
+            pads.append((total // 2, total - total // 2))
+        x = np.pad(x, [(0, 0), pads[0], pads[1], (0, 0)], constant_values=pad_value)
+    view = np.lib.stride_tricks.sliding_window_view(x, kernel, axis=(1, 2))
+    return view[:, ::stride, ::stride]
+
+
+def convolution(x: np.ndarray, inp: _Tensor, weights: _Tensor, bias: _Tensor | None, out: _Tensor, options, depthwise: bool,
+                rounding: str = "single") -> np.ndarray:
+    """int8 CONV_2D (weights OHWI) or DEPTHWISE_CONV_2D (weights 1HWC, multiplier 1), per-channel requantized."""
+    if options.dilationHFactor != 1 or options.dilationWFactor != 1 or options.strideH != options.strideW:
+        raise GoldenModelError(f"{out.name}: dilation or unequal strides not implemented")
+    if depthwise and options.depthMultiplier != 1:
+        raise GoldenModelError(f"{out.name}: depth multiplier {options.depthMultiplier} not implemented")
+    w = weights.data.astype(np.int64)
+    centred = x.astype(np.int64) - int(inp.zero_points[0])
+    win = _windows(centred, w.shape[1:3], options.strideH, options.padding, 0)  # padding with zp_in is 0 once centred
+    if depthwise:
+        acc = np.einsum("nhwckl,klc->nhwc", win, w[0], optimize=True)
+    else:
+        n, oh, ow = win.shape[:3]
+        patches = win.transpose(0, 1, 2, 4, 5, 3).reshape(n * oh * ow, -1)
+        acc = (patches @ w.reshape(len(w), -1).T).reshape(n, oh, ow, len(w))
+    if bias is not None:
+        acc = acc + bias.data.astype(np.int64)
+    if acc.min(initial=0) < -(2 ** 31) or acc.max(initial=0) > 2 ** 31 - 1:
+        raise GoldenModelError(f"{out.name}: int32 accumulator overflow")
+    y = _requantize(acc, inp, weights, out, rounding)
+    low, high = _activation_range(options.fusedActivationFunction, out.scales[0], int(out.zero_points[0]))
+    return np.clip(y, low, high).astype(np.int8)
+
+
+def max_pool(x: np.ndarray, options) -> np.ndarray:
+    win = _windows(x, (options.filterHeight, options.filterWidth), options.strideH, options.padding, -128)
+    return win.max(axis=(4, 5))
+
+
+ADD_LEFT_SHIFT = 20
+
+
+def add(a: np.ndarray, b: np.ndarray, in_a: _Tensor, in_b: _Tensor, out: _Tensor, activation: int, rounding: str = "single") -> np.ndarray:
+    """int8 ADD as the reference kernel computes it (inputs rescaled to a common 2^20-finer scale, then summed)."""
+    s_a, s_b, s_out = (np.float64(t.scales[0]) for t in (in_a, in_b, out))
+    twice_max = 2 * max(s_a, s_b)
+    terms = []
+    for value, tensor, scale in ((a, in_a, s_a), (b, in_b, s_b)):
+        mult, shift = quantize_multiplier(float(scale / twice_max), rounding)
+        shifted = (value.astype(np.int64) - int(tensor.zero_points[0])) * (1 << ADD_LEFT_SHIFT)
+        terms.append(multiply_by_quantized_multiplier(shifted, mult, shift, rounding))
+    mult, shift = quantize_multiplier(float(twice_max / ((1 << ADD_LEFT_SHIFT) * s_out)), rounding)
+    y = multiply_by_quantized_multiplier(terms[0] + terms[1], mult, shift, rounding) + int(out.zero_points[0])
+    low, high = _activation_range(activation, out.scales[0], int(out.zero_points[0]))
+    return np.clip(y, low, high).astype(np.int8)
+
+
+def requantize(x: np.ndarray, inp: _Tensor, out: _Tensor, rounding: str = "single") -> np.ndarray:
+    """QUANTIZE int8 -> int8."""
+    mult, shift = quantize_multiplier(float(np.float64(inp.scales[0]) / np.float64(out.scales[0])), rounding)
+    y = multiply_by_quantized_multiplier(x.astype(np.int64) - int(inp.zero_points[0]), mult, shift, rounding) + int(out.zero_points[0])
+    return np.clip(y, -128, 127).astype(np.int8)
 
 
 def quantize(x: np.ndarray, out: _Tensor) -> np.ndarray:
@@ -191,36 +276,61 @@ def load_model(tflite_path: Path | str) -> schema.ModelT:
     return schema.ModelT.InitFromPackedBuf(buf, 0)
 
 
-def run_golden(tflite_path: Path | str, x_int8: np.ndarray, rounding: str = "single") -> dict[str, np.ndarray]:
+def _run_op(code: int, op: schema.OperatorT, ins: list[_Tensor | None], args: list[np.ndarray | None], out: _Tensor,
+            rounding: str) -> np.ndarray:
+    ops, options = schema.BuiltinOperator, op.builtinOptions
+    if code == ops.FULLY_CONNECTED:
+        activation = options.fusedActivationFunction if options else 0
+        return fully_connected(args[0], ins[0], ins[1], ins[2] if len(ins) > 2 else None, out, activation, rounding)
+    if code in (ops.CONV_2D, ops.DEPTHWISE_CONV_2D):
+        return convolution(args[0], ins[0], ins[1], ins[2] if len(ins) > 2 else None, out, options, code == ops.DEPTHWISE_CONV_2D, rounding)
+    if code == ops.ADD:
+        return add(args[0], args[1], ins[0], ins[1], out, options.fusedActivationFunction if options else 0, rounding)
+    if code in (ops.MINIMUM, ops.MAXIMUM):
+        _check_same_quant([ins[0], ins[1], out], _OP_NAMES[code])
+        pick = np.minimum if code == ops.MINIMUM else np.maximum
+        return pick(args[0], args[1]).astype(out.dtype)
+    if code == ops.MAX_POOL_2D:
+        _check_same_quant([ins[0], out], "MAX_POOL_2D")
+        return max_pool(args[0], options)
+    if code == ops.PAD:
+        _check_same_quant([ins[0], out], "PAD")
+        return np.pad(args[0], [tuple(p) for p in args[1]], constant_values=int(out.zero_points[0]))
+    if code == ops.RESHAPE:
+        return args[0].reshape(len(args[0]), *list(args[1])[1:])
+    if code == ops.QUANTIZE:
+        return quantize(args[0], out) if ins[0].dtype == np.float32 else requantize(args[0], ins[0], out, rounding)
+    if code == ops.DEQUANTIZE:
+        return dequantize(args[0], ins[0])
+    raise GoldenModelError(f"op {_OP_NAMES.get(code, code)} not implemented")
+
+
+def run_golden(tflite_path: Path | str, x: np.ndarray, rounding: str | dict[str, str] = "litert",
+               feed: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Every tensor the graph computes (and its input), by name, for a batch of inputs.
 
-    rounding: "single" for ai-edge-litert's BUILTIN_REF kernels, "double" for TFLM
-    (see module docstring).
+    rounding: the runtime to model ("litert": ai-edge-litert's BUILTIN_REF kernels,
+    "tflm": tflite-micro), or one form ("single", "double") for every op, or a
+    dict op name -> form. feed: tensors to substitute, by name. An op still
+    reports its own result, but the ops after it read the fed value: with the QAT
+    model's tensors fed in, every op is checked on its own, without the error of
+    the ops before it.
     """
+    rounding = RUNTIME_ROUNDING.get(rounding, rounding) if isinstance(rounding, str) else rounding
     model = load_model(tflite_path)
     graph = model.subgraphs[0]
     tensors = _tensors(model)
     values: dict[int, np.ndarray] = {i: t.data for i, t in enumerate(tensors) if t.data is not None}
-    values[graph.inputs[0]] = np.asarray(x_int8)
+    values[graph.inputs[0]] = np.asarray(x)
+    computed: dict[str, np.ndarray] = {tensors[graph.inputs[0]].name: values[graph.inputs[0]]}
     codes = [code.builtinCode if code.builtinCode else code.deprecatedBuiltinCode for code in model.operatorCodes]
-    ops = schema.BuiltinOperator
     for op in graph.operators:
-        code = codes[op.opcodeIndex]
         ins = [tensors[i] if i >= 0 else None for i in op.inputs]
-        out = tensors[op.outputs[0]]
         args = [values[i] if i >= 0 else None for i in op.inputs]
-        if code == ops.FULLY_CONNECTED:
-            activation = op.builtinOptions.fusedActivationFunction if op.builtinOptions else 0
-            result = fully_connected(args[0], ins[0], ins[1], ins[2] if len(ins) > 2 else None, out, activation, rounding)
-        elif code in (ops.MINIMUM, ops.MAXIMUM):
-            _check_same_quant([ins[0], ins[1], out], _OP_NAMES[code])
-            pick = np.minimum if code == ops.MINIMUM else np.maximum
-            result = pick(args[0], args[1]).astype(out.dtype)
-        elif code == ops.QUANTIZE:
-            result = quantize(args[0], out)
-        elif code == ops.DEQUANTIZE:
-            result = dequantize(args[0], ins[0])
-        else:
-            raise GoldenModelError(f"op {_OP_NAMES.get(code, code)} not implemented")
-        values[op.outputs[0]] = result
-    return {tensors[i].name: v for i, v in values.items() if tensors[i].data is None}
+        out = tensors[op.outputs[0]]
+        code = codes[op.opcodeIndex]
+        mode = rounding.get(_OP_NAMES[code], rounding.get("*", "single")) if isinstance(rounding, dict) else rounding
+        result = _run_op(code, op, ins, args, out, mode)
+        computed[out.name] = result
+        values[op.outputs[0]] = feed[out.name].astype(result.dtype) if feed and out.name in feed else result
+    return computed

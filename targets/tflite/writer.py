@@ -1,38 +1,26 @@
-"""Write an int8 .tflite file straight from a Brevitas QAT MLP, with no converter.
+"""Write an int8 .tflite file straight from a Brevitas QAT model, with no converter.
 
 Converters re-calibrate; writing the flatbuffer with LiteRT's own object API
-(`ai_edge_litert.schema_py_generated`) is how the QAT scales survive. Every
-scale and zero point below comes from the Brevitas model:
+(`ai_edge_litert.schema_py_generated`) is how the QAT scales survive. fold.py
+turns the model into integer layers (what each number is, and why); this module
+lays them out as TFLite tensors and operators:
 
-  input    uint8 pixel p enters as int8 p - 128, scale 1/255, zero point -128
-  fc{i}    FULLY_CONNECTED, int8 weights per output channel = Brevitas integer
-           weights (times a power of two, see weight_gain()); the BatchNorm
-           factor a_c = gamma_c / sqrt(var_c + eps) is folded into the weight
-           scale (s_w[c] * |a_c|; a negative a_c negates the channel's integers),
-           the BatchNorm shift b_c into the int32 bias at scale s_in * s_w'[c];
-           the output is int8 at the scale of the following QuantReLU (uint a-bit,
-           zero point 0 -> int8 zero point -128)
-  act{i}   MINIMUM with the int8 constant -128 + 2^a - 1, only for a < 8.
-           A fused RELU only clamps below (at the zero point), and TFLite has no
-           fused clamp for an arbitrary a-bit top; an output scale cannot do it
-           either because int8 always spans 256 levels. MINIMUM on int8 with
-           identical quantization on all tensors compares raw integers (no
-           rescaling), so it adds no rounding of its own.
-  fc_out   FULLY_CONNECTED, per-tensor weights (as in Brevitas), no bias,
-           int8 logits with zero point 0 at a scale that covers the worst case:
-           inputs lie in [0, 2^a - 1], so |acc_c| <= (2^a - 1) * max(sum of the
-           positive w_cj, sum of the negative |w_cj|) (data-free: no calibration,
-           no saturation possible); a caller may pass a finer `logits_scale`.
-  logits_float  DEQUANTIZE of the int8 logits (optional)
+  fc        FULLY_CONNECTED (per-channel weights, int32 bias), fused RELU
+  conv/dw   CONV_2D / DEPTHWISE_CONV_2D, SAME or VALID padding where it equals
+            PyTorch's symmetric zero padding, else an explicit PAD (int8 pads with
+            the zero point, i.e. real 0) and VALID
+  a < 8     MINIMUM with the int8 constant -128 + 2^a - 1 after the op: TFLite has
+            no fused clamp for an arbitrary a-bit top, and MINIMUM on tensors of
+            identical quantization compares raw integers (no rounding of its own)
+  maxpool   MAX_POOL_2D;  reshape  RESHAPE;  add  ADD;  requant  QUANTIZE int8 -> int8
+  I/O       int8 input (p - 128) or, with float_input, a QUANTIZE of p / 255 in
+            front; int8 logits, plus a DEQUANTIZE to float with float_output
 
-Input zero points need no bias correction: the TFLite kernel adds -zero_point
-to every input itself (input_offset). Weights of 2..8 bits are stored as int8
-(int4 packing is left out: TFLM rejects int4 FULLY_CONNECTED).
+Weights of 2..8 bits are stored as int8 (int4 packing: see int4_refusal()).
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -45,50 +33,18 @@ from ai_edge_litert import schema_py_generated as schema
 from torch import nn
 
 from sdk.data import INPUT_SCALE
-from sdk.errors import SDKError
+from targets.tflite.fold import INPUT_NAME, INT8_MIN, Layer, LoweredModel, TfliteConversionError, lower
 
 BUFFER_ALIGNMENT = 16
 SIGNATURE_KEY = "serving_default"
 METADATA_NAME = "sdk_info"
-INPUT_NAME = "input"
-LOGITS_NAME = "logits"
 LOGITS_FLOAT_NAME = "logits_float"
-INT8_MIN, INT8_MAX = -128, 127
-INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
-# Operator versions a converter writes for int8 kernels; resolvers accept any registered version.
-OP_VERSIONS = {schema.BuiltinOperator.FULLY_CONNECTED: 4, schema.BuiltinOperator.MINIMUM: 2,
-               schema.BuiltinOperator.DEQUANTIZE: 2, schema.BuiltinOperator.QUANTIZE: 2}
+OPS = schema.BuiltinOperator
+# The lowest version of each op that covers int8 tensors with per-channel weights.
+OP_VERSIONS = {OPS.FULLY_CONNECTED: 4, OPS.CONV_2D: 3, OPS.DEPTHWISE_CONV_2D: 3, OPS.MAX_POOL_2D: 2, OPS.ADD: 2,
+               OPS.RESHAPE: 1, OPS.PAD: 2, OPS.MINIMUM: 2, OPS.DEQUANTIZE: 2, OPS.QUANTIZE: 2}
 
-
-class TfliteConversionError(SDKError):
-    """The model (or a layer of it) cannot be written as an int8 .tflite."""
-
-
-@dataclass
-class FoldedLayer:
-    """One FULLY_CONNECTED in TFLite terms: every number exactly as stored in the file."""
-
-    name: str
-    weights: np.ndarray              # int8 (out, in)
-    weight_scales: np.ndarray        # float32 (out,) per channel, or (1,) per tensor
-    bias: np.ndarray | None          # int32 (out,) at scale input_scale * weight_scales
-    input_scale: float               # float32 value
-    input_zero_point: int
-    output_scale: float              # float32 value
-    output_zero_point: int
-    clamp_max: int | None            # int8 top applied by MINIMUM (None: the full int8 range)
-    weight_bits: int
-    act_bits: int | None             # None for the classifier
-    negated_channels: int = 0        # channels whose BatchNorm factor was negative
-    weight_gain: int = 1             # stored weights = Brevitas integers * weight_gain (see weight_gain())
-
-    def summary(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.weights.shape), "weight_bits": self.weight_bits,
-                "act_bits": self.act_bits, "input_scale": self.input_scale, "input_zero_point": self.input_zero_point,
-                "output_scale": self.output_scale, "output_zero_point": self.output_zero_point,
-                "clamp_max": self.clamp_max, "per_channel": len(self.weight_scales) > 1,
-                "weight_scale_min": float(self.weight_scales.min()), "weight_scale_max": float(self.weight_scales.max()),
-                "negated_channels": self.negated_channels, "weight_gain": self.weight_gain}
+__all__ = ["TfliteConversionError", "TfliteInfo", "write_tflite", "BUFFER_ALIGNMENT", "SIGNATURE_KEY", "METADATA_NAME"]
 
 
 @dataclass
@@ -111,135 +67,27 @@ class OpSummary:
 
 @dataclass
 class TfliteInfo:
-    """What was written: the file, its tensors and ops, and the per-layer quantization."""
+    """What was written: the file, its tensors and ops, and the integer layers."""
 
     path: Path
     size_bytes: int
     input_name: str
+    input_shape: list[int]           # without the batch: (H, W, C) or (features,)
     input_scale: float
     input_zero_point: int
     logits_name: str                 # the int8 logits tensor
     output_name: str                 # the graph output (float logits if dequantized)
     tensors: list[TensorSummary]
     ops: list[OpSummary]
-    layers: list[FoldedLayer]
+    layers: list[Layer]
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": str(self.path), "size_bytes": self.size_bytes, "input": self.input_name,
+        return {"path": str(self.path), "size_bytes": self.size_bytes, "input": self.input_name, "input_shape": self.input_shape,
                 "input_scale": self.input_scale, "input_zero_point": self.input_zero_point,
                 "logits": self.logits_name, "output": self.output_name,
                 "tensors": [vars(t) for t in self.tensors], "ops": [vars(o) for o in self.ops],
                 "layers": [layer.summary() for layer in self.layers], "metadata": self.metadata}
-
-
-# ---------------------------------------------------------------- Brevitas -> folded integers
-
-def _mlp_body(model: nn.Module) -> nn.Module:
-    body = getattr(model, "body", None)
-    if not getattr(model, "flat_input", False) or body is None or not hasattr(body, "fc_out"):
-        raise TfliteConversionError(f"The TFLite writer handles the zoo MLPs (tfc, sfc, lfc) only; got {type(model).__name__}.",
-                                    where="targets/tflite", fix="deploy an MLP, or use the FINN target for this model")
-    return body
-
-
-def _weight_ints(fc: nn.Module, name: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """Brevitas integer weights (out, in), their float32 scales (out,) or (1,), and bit width."""
-    qw = fc.quant_weight()
-    bits = int(qw.bit_width)
-    if bits < 2:
-        raise TfliteConversionError(f"Layer {name} has {bits}-bit (binary) weights; int8 TFLite has no exact bipolar weights here.",
-                                    where=f"layer {name}", fix="train with 2..8 weight bits (e.g. --bits w2a2), or deploy 1-bit models to FINN")
-    if bits > 8:
-        raise TfliteConversionError(f"Layer {name} has {bits}-bit weights; int8 TFLite holds at most 8.", where=f"layer {name}", fix="train with 2..8 weight bits")
-    if float(qw.zero_point.abs().max()) != 0.0:
-        raise TfliteConversionError(f"Layer {name} has asymmetric weights.", where=f"layer {name}", fix="use symmetric weight quantizers")
-    ints = np.rint(qw.int().detach().cpu().numpy()).astype(np.int64)
-    scales = qw.scale.detach().cpu().numpy().astype(np.float32).reshape(-1)
-    return ints, scales, bits
-
-
-def _act_quant(act: nn.Module, name: str) -> tuple[np.float32, int]:
-    """Scale and bit width of an unsigned QuantReLU with zero point 0."""
-    from brevitas.nn import QuantReLU
-
-    quant = getattr(act, "act_quant", None)
-    bits = int(quant.bit_width()) if quant is not None and hasattr(quant, "bit_width") else 1
-    if not isinstance(act, QuantReLU) or bits < 2:
-        raise TfliteConversionError(f"Activation {name} is a {bits}-bit {type(act).__name__}; the TFLite writer needs an unsigned QuantReLU of 2..8 bits.",
-                                    where=f"layer {name}", fix="train with 2..8 activation bits (e.g. --bits w2a2); 1-bit (bipolar) models deploy to FINN")
-    if bits > 8 or quant.is_signed or float(quant.zero_point()) != 0.0:
-        raise TfliteConversionError(f"Activation {name} is not unsigned <= 8-bit with zero point 0.", where=f"layer {name}", fix="use the zoo's quant_act")
-    return np.float32(float(quant.scale().detach())), bits
-
-
-def _bias_ints(shift: np.ndarray, input_scale: np.float32, weight_scales: np.ndarray, name: str) -> np.ndarray:
-    bias = np.rint(shift / (np.float64(input_scale) * weight_scales.astype(np.float64)))
-    if bias.min() < INT32_MIN or bias.max() > INT32_MAX:
-        raise TfliteConversionError(f"The folded BatchNorm shift of {name} overflows the int32 bias.", where=f"layer {name}",
-                                    fix="the BatchNorm has an extreme shift or a near-zero scale; retrain with weight decay")
-    return bias.astype(np.int32)
-
-
-def weight_gain(ints: np.ndarray) -> int:
-    """Largest power of two k with k * max|w| <= 127.
-
-    TFLite puts the bias on the accumulator's scale s_in * s_w. With 2..4-bit
-    weights after 2..4-bit activations one accumulator step is a large part of an
-    output LSB (0.1..0.3), so the rounded BatchNorm shift alone would move outputs
-    across rounding boundaries. Weights k * w at scale s_w / k are the same real
-    numbers (k is a power of two: the scale division is exact in float32), and the
-    bias gets k times finer.
-    """
-    top = max(int(np.abs(ints).max()), 1)
-    return 2 ** int(math.floor(math.log2(INT8_MAX / top)))
-
-
-def _fold_hidden(name: str, fc: nn.Module, bn: nn.BatchNorm1d, act: nn.Module, input_scale: np.float32, widen: bool = True) -> FoldedLayer:
-    """y = QuantReLU(BN(W x)) as one int8 FULLY_CONNECTED (+ MINIMUM for a < 8)."""
-    ints, w_scales, w_bits = _weight_ints(fc, name)
-    out_scale, a_bits = _act_quant(act, name)
-    var = bn.running_var.detach().double().numpy()
-    factor = bn.weight.detach().double().numpy() / np.sqrt(var + bn.eps)
-    shift = bn.bias.detach().double().numpy() - bn.running_mean.detach().double().numpy() * factor
-    sign = np.where(factor < 0, -1, 1)
-    dead = factor == 0  # the channel is the constant shift: zero weights keep the plain scale
-    gain = weight_gain(ints) if widen else 1
-    weights = np.where(dead[:, None], 0, ints * sign[:, None] * gain)
-    scales = np.where(dead, w_scales.astype(np.float64), w_scales.astype(np.float64) * np.abs(factor)) / gain
-    scales = scales.astype(np.float32)
-    clamp_max = INT8_MIN + 2 ** a_bits - 1
-    return FoldedLayer(name, weights.astype(np.int8), scales, _bias_ints(shift, input_scale, scales, name),
-                       float(input_scale), INT8_MIN, float(out_scale), INT8_MIN,
-                       clamp_max if clamp_max < INT8_MAX else None, w_bits, a_bits, int((factor < 0).sum()), gain)
-
-
-def _fold_classifier(fc: nn.Module, input_scale: np.float32, input_max: int, logits_scale: float | None) -> FoldedLayer:
-    """The last Linear: float logits = s_in * s_w * acc, written as int8 logits."""
-    ints, w_scales, w_bits = _weight_ints(fc, "fc_out")
-    if w_scales.size != 1:
-        raise TfliteConversionError("The classifier fc_out has per-channel weight scales.", where="layer fc_out", fix="use per-tensor weights there (zoo default)")
-    if logits_scale is None:
-        positive, negative = np.clip(ints, 0, None).sum(axis=1), np.clip(-ints, 0, None).sum(axis=1)
-        bound = max(int(np.maximum(positive, negative).max()) * input_max, 1)  # inputs lie in [0, input_max]
-        logits_scale = float(np.float64(input_scale) * np.float64(w_scales[0]) * bound / INT8_MAX)
-    return FoldedLayer("fc_out", ints.astype(np.int8), w_scales, None, float(input_scale), INT8_MIN,
-                       float(np.float32(logits_scale)), 0, None, w_bits, None)
-
-
-def fold_mlp(model: nn.Module, logits_scale: float | None = None, widen_weights: bool = True) -> list[FoldedLayer]:
-    """Every FULLY_CONNECTED of the graph, with Brevitas's integers and folded scales."""
-    body = _mlp_body(model)
-    scale, in_max = np.float32(INPUT_SCALE), 255
-    layers: list[FoldedLayer] = []
-    i = 0
-    while hasattr(body, f"fc{i}"):
-        layer = _fold_hidden(f"fc{i}", getattr(body, f"fc{i}"), getattr(body, f"bn{i}"), getattr(body, f"act{i}"), scale, widen_weights)
-        layers.append(layer)
-        scale, in_max = np.float32(layer.output_scale), 2 ** layer.act_bits - 1
-        i += 1
-    layers.append(_fold_classifier(body.fc_out, scale, in_max, logits_scale))
-    return layers
 
 
 # ---------------------------------------------------------------- flatbuffer building
@@ -272,6 +120,7 @@ class _Graph:
 
     def __init__(self) -> None:
         self.tensors: list[schema.TensorT] = []
+        self.index: dict[str, int] = {}
         self.buffers: list[schema.BufferT] = [schema.BufferT()]  # buffer 0: empty, as TFLite requires
         self.operators: list[schema.OperatorT] = []
         self.opcodes: list[int] = []
@@ -284,11 +133,14 @@ class _Graph:
             t.shapeSignature = [-1] + list(shape[1:])
         t.buffer = 0
         if data is not None:
-            self.buffers.append(_AlignedBuffer())
-            self.buffers[-1].data = np.ascontiguousarray(data).tobytes()
-            t.buffer = len(self.buffers) - 1
+            t.buffer = self.blob(np.ascontiguousarray(data).tobytes())
         self.tensors.append(t)
+        self.index[name] = len(self.tensors) - 1
         return len(self.tensors) - 1
+
+    def activation(self, name: str, shape: list[int], scale: float, zero_point: int) -> int:
+        """An int8 activation tensor with a batch dimension."""
+        return self.tensor(name, [1] + list(shape), schema.TensorType.INT8, _quant([scale], [zero_point]), batch_dim=True)
 
     def op(self, builtin: int, inputs: list[int], outputs: list[int], options_type: int = 0, options: Any = None) -> None:
         if builtin not in self.opcodes:
@@ -304,62 +156,138 @@ class _Graph:
         return len(self.buffers) - 1
 
 
-def _add_fully_connected(g: _Graph, layer: FoldedLayer, x: int, out_name: str) -> int:
-    out_ch = layer.weights.shape[0]
+def _activation_fn(layer: Layer) -> int:
+    kinds = schema.ActivationFunctionType
+    return kinds.RELU if layer.relu else kinds.NONE
+
+
+def _weights_and_bias(g: _Graph, layer: Layer, quantized_dim: int, with_bias: bool) -> tuple[int, int]:
+    scales = layer.weight_scales
     w = g.tensor(f"{layer.name}/weights", list(layer.weights.shape), schema.TensorType.INT8,
-                 _quant(layer.weight_scales, [0] * len(layer.weight_scales)), layer.weights.astype(np.int8))
-    b = -1
-    if layer.bias is not None:
-        bias_scales = (np.float64(np.float32(layer.input_scale)) * layer.weight_scales.astype(np.float64)).astype(np.float32)
-        b = g.tensor(f"{layer.name}/bias", [out_ch], schema.TensorType.INT32,
-                     _quant(bias_scales, [0] * len(bias_scales)), layer.bias.astype("<i4"))
-    y = g.tensor(out_name, [1, out_ch], schema.TensorType.INT8, _quant([layer.output_scale], [layer.output_zero_point]), batch_dim=True)
-    options = schema.FullyConnectedOptionsT()
-    options.fusedActivationFunction = schema.ActivationFunctionType.RELU if layer.act_bits else schema.ActivationFunctionType.NONE
-    options.weightsFormat = schema.FullyConnectedOptionsWeightsFormat.DEFAULT
-    g.op(schema.BuiltinOperator.FULLY_CONNECTED, [x, w, b], [y], schema.BuiltinOptions.FullyConnectedOptions, options)
-    return y
+                 _quant(scales, [0] * len(scales), quantized_dim), layer.weights.astype(np.int8))
+    if layer.bias is None and not with_bias:
+        return w, -1
+    channels = layer.weights.shape[quantized_dim]
+    bias = layer.bias if layer.bias is not None else np.zeros(channels, np.int32)
+    bias_scales = (np.float64(np.float32(layer.input_scale)) * np.broadcast_to(scales, (channels,)).astype(np.float64)).astype(np.float32)
+    b = g.tensor(f"{layer.name}/bias", [channels], schema.TensorType.INT32, _quant(bias_scales, [0] * channels), bias.astype("<i4"))
+    return w, b
 
 
-def _add_clamp(g: _Graph, layer: FoldedLayer, x: int, act_name: str) -> int:
+def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
+    """TFLite SAME: output size, pad before, pad after."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return out, total // 2, total - total // 2
+
+
+def _padding(g: _Graph, layer: Layer, x: int) -> tuple[int, int]:
+    """The TFLite padding mode equal to PyTorch's symmetric zero padding, with an explicit PAD where none is."""
+    kernel = layer.weights.shape[1]
+    in_h, in_w = g.tensors[x].shape[1:3]
+    top, bottom, left, right = layer.pads
+    if not any(layer.pads):
+        return x, schema.Padding.VALID
+    same_h, same_w = _same_padding(in_h, kernel, layer.stride), _same_padding(in_w, kernel, layer.stride)
+    if same_h == (layer.shape[0], top, bottom) and same_w == (layer.shape[1], left, right):
+        return x, schema.Padding.SAME
+    source = g.tensors[x]
+    pads = np.array([[0, 0], [top, bottom], [left, right], [0, 0]], dtype="<i4")
+    paddings = g.tensor(f"{layer.name}/paddings", [4, 2], schema.TensorType.INT32, None, pads)
+    padded = g.activation(f"{layer.name}/padded", [in_h + top + bottom, in_w + left + right, source.shape[3]],
+                          source.quantization.scale[0], source.quantization.zeroPoint[0])
+    g.op(OPS.PAD, [x, paddings], [padded], schema.BuiltinOptions.PadOptions, schema.PadOptionsT())
+    return padded, schema.Padding.VALID
+
+
+def _emit_compute(g: _Graph, layer: Layer, x: int, y: int) -> None:
+    if layer.op == "fc":
+        w, b = _weights_and_bias(g, layer, 0, with_bias=False)
+        options = schema.FullyConnectedOptionsT()
+        options.fusedActivationFunction = _activation_fn(layer)
+        options.weightsFormat = schema.FullyConnectedOptionsWeightsFormat.DEFAULT
+        g.op(OPS.FULLY_CONNECTED, [x, w, b], [y], schema.BuiltinOptions.FullyConnectedOptions, options)
+        return
+    x, padding = _padding(g, layer, x)
+    if layer.op == "conv":
+        w, b = _weights_and_bias(g, layer, 0, with_bias=True)
+        options, kind, code = schema.Conv2DOptionsT(), schema.BuiltinOptions.Conv2DOptions, OPS.CONV_2D
+    else:
+        w, b = _weights_and_bias(g, layer, 3, with_bias=True)
+        options, kind, code = schema.DepthwiseConv2DOptionsT(), schema.BuiltinOptions.DepthwiseConv2DOptions, OPS.DEPTHWISE_CONV_2D
+        options.depthMultiplier = 1
+    options.padding, options.strideH, options.strideW = padding, layer.stride, layer.stride
+    options.dilationHFactor = options.dilationWFactor = 1
+    options.fusedActivationFunction = _activation_fn(layer)
+    g.op(code, [x, w, b], [y], kind, options)
+
+
+def _emit(g: _Graph, layer: Layer, x: int, y: int) -> None:
+    """The TFLite operator(s) computing `layer` from tensor x into tensor y."""
+    if layer.op in ("fc", "conv", "dw"):
+        _emit_compute(g, layer, x, y)
+    elif layer.op == "maxpool":
+        options = schema.Pool2DOptionsT()
+        options.padding, options.strideH, options.strideW = schema.Padding.VALID, layer.stride, layer.stride
+        options.filterHeight = options.filterWidth = layer.kernel
+        options.fusedActivationFunction = schema.ActivationFunctionType.NONE
+        g.op(OPS.MAX_POOL_2D, [x], [y], schema.BuiltinOptions.Pool2DOptions, options)
+    elif layer.op == "reshape":
+        shape = g.tensor(f"{layer.name}/shape", [1 + len(layer.shape)], schema.TensorType.INT32, None,
+                         np.array([-1] + layer.shape, dtype="<i4"))
+        options = schema.ReshapeOptionsT()
+        options.newShape = [-1] + layer.shape
+        g.op(OPS.RESHAPE, [x, shape], [y], schema.BuiltinOptions.ReshapeOptions, options)
+    elif layer.op == "requant":
+        g.op(OPS.QUANTIZE, [x], [y], schema.BuiltinOptions.QuantizeOptions, schema.QuantizeOptionsT())
+    elif layer.op == "add":
+        options = schema.AddOptionsT()
+        options.fusedActivationFunction = _activation_fn(layer)
+        g.op(OPS.ADD, [g.index[layer.inputs[0]], g.index[layer.inputs[1]]], [y], schema.BuiltinOptions.AddOptions, options)
+    else:
+        raise TfliteConversionError(f"Layer {layer.name}: op {layer.op} has no TFLite emitter.", where=f"layer {layer.name}",
+                                    fix="this is a bug in the SDK; please report it")
+
+
+def _add_clamp(g: _Graph, layer: Layer, x: int) -> int:
     """MINIMUM with the int8 top of the a-bit range: same quantization on all three tensors."""
-    quant = lambda: _quant([layer.output_scale], [layer.output_zero_point])  # noqa: E731
-    top = g.tensor(f"{act_name}/clamp_max", [1], schema.TensorType.INT8, quant(), np.array([layer.clamp_max], dtype=np.int8))
-    y = g.tensor(act_name, [1, layer.weights.shape[0]], schema.TensorType.INT8, quant(), batch_dim=True)
-    g.op(schema.BuiltinOperator.MINIMUM, [x, top], [y], schema.BuiltinOptions.MaximumMinimumOptions, schema.MaximumMinimumOptionsT())
+    top = g.tensor(f"{layer.name}/clamp_max", [1], schema.TensorType.INT8, _quant([layer.scale], [layer.zero_point]),
+                   np.array([layer.clamp_max], dtype=np.int8))
+    y = g.activation(layer.name, layer.shape, layer.scale, layer.zero_point)
+    g.op(OPS.MINIMUM, [x, top], [y], schema.BuiltinOptions.MaximumMinimumOptions, schema.MaximumMinimumOptionsT())
     return y
 
 
-def _build_graph(layers: list[FoldedLayer], in_features: int, float_input: bool, float_output: bool) -> tuple[_Graph, int, int, int]:
+def _build_graph(lowered: LoweredModel, float_input: bool, float_output: bool) -> tuple[_Graph, int, int, int]:
     """Returns the graph and the indices of its input, int8 logits and output tensors."""
     g = _Graph()
-    in_quant = lambda: _quant([np.float32(INPUT_SCALE)], [INT8_MIN])  # noqa: E731
+    scale = float(np.float32(INPUT_SCALE))
     if float_input:
-        graph_in = g.tensor(INPUT_NAME, [1, in_features], schema.TensorType.FLOAT32, None, batch_dim=True)
-        x = g.tensor(f"{INPUT_NAME}/int8", [1, in_features], schema.TensorType.INT8, in_quant(), batch_dim=True)
-        g.op(schema.BuiltinOperator.QUANTIZE, [graph_in], [x], schema.BuiltinOptions.QuantizeOptions, schema.QuantizeOptionsT())
+        graph_in = g.tensor(INPUT_NAME, [1] + lowered.input_shape, schema.TensorType.FLOAT32, None, batch_dim=True)
+        x = g.activation(f"{INPUT_NAME}/int8", lowered.input_shape, scale, INT8_MIN)
+        g.op(OPS.QUANTIZE, [graph_in], [x], schema.BuiltinOptions.QuantizeOptions, schema.QuantizeOptionsT())
+        g.index[INPUT_NAME] = x  # layers read the int8 tensor
     else:
-        graph_in = x = g.tensor(INPUT_NAME, [1, in_features], schema.TensorType.INT8, in_quant(), batch_dim=True)
-    for layer in layers:
-        if layer.act_bits is None:
-            x = _add_fully_connected(g, layer, x, LOGITS_NAME)
-            continue
-        act_name = layer.name.replace("fc", "act")
+        graph_in = g.activation(INPUT_NAME, lowered.input_shape, scale, INT8_MIN)
+    for layer in lowered.layers:
+        x = g.index[layer.inputs[0]]
         if layer.clamp_max is None:
-            x = _add_fully_connected(g, layer, x, act_name)
+            _emit(g, layer, x, g.activation(layer.name, layer.shape, layer.scale, layer.zero_point))
         else:
-            x = _add_clamp(g, layer, _add_fully_connected(g, layer, x, f"{layer.name}/out"), act_name)
-    logits = x
+            pre = g.activation(f"{layer.name}/pre_clamp", layer.shape, layer.scale, layer.zero_point)
+            _emit(g, layer, x, pre)
+            _add_clamp(g, layer, pre)
+    logits = output = g.index[lowered.logits.name]
     if float_output:
-        x = g.tensor(LOGITS_FLOAT_NAME, [1, layers[-1].weights.shape[0]], schema.TensorType.FLOAT32, None, batch_dim=True)
-        g.op(schema.BuiltinOperator.DEQUANTIZE, [logits], [x], schema.BuiltinOptions.DequantizeOptions, schema.DequantizeOptionsT())
-    return g, graph_in, logits, x
+        output = g.tensor(LOGITS_FLOAT_NAME, [1] + lowered.logits.shape, schema.TensorType.FLOAT32, None, batch_dim=True)
+        g.op(OPS.DEQUANTIZE, [logits], [output], schema.BuiltinOptions.DequantizeOptions, schema.DequantizeOptionsT())
+    return g, graph_in, logits, output
 
 
 def _opcode(builtin: int) -> schema.OperatorCodeT:
     code = schema.OperatorCodeT()
     code.builtinCode = builtin
-    code.deprecatedBuiltinCode = min(builtin, schema.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES)
+    code.deprecatedBuiltinCode = min(builtin, OPS.PLACEHOLDER_FOR_GREATER_OP_CODES)
     code.version = OP_VERSIONS.get(builtin, 1)
     return code
 
@@ -370,7 +298,7 @@ def _signature(graph_in: int, graph_out: int) -> schema.SignatureDefT:
     sig.inputs = [schema.TensorMapT()]
     sig.inputs[0].name, sig.inputs[0].tensorIndex = INPUT_NAME, graph_in
     sig.outputs = [schema.TensorMapT()]
-    sig.outputs[0].name, sig.outputs[0].tensorIndex = LOGITS_NAME, graph_out
+    sig.outputs[0].name, sig.outputs[0].tensorIndex = "logits", graph_out
     return sig
 
 
@@ -407,7 +335,7 @@ def _write_atomic(path: Path, payload: bytes) -> None:
 
 
 _TYPE_NAMES = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-_OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 
 
 def _summaries(g: _Graph) -> tuple[list[TensorSummary], list[OpSummary]]:
@@ -415,39 +343,74 @@ def _summaries(g: _Graph) -> tuple[list[TensorSummary], list[OpSummary]]:
                              int(t.quantization.zeroPoint[0]) if t.quantization else None, t.buffer != 0)
                for i, t in enumerate(g.tensors)]
     names = [t.name for t in g.tensors]
-    ops = [OpSummary(_OP_NAMES[g.opcodes[op.opcodeIndex]], [names[i] if i >= 0 else "-" for i in op.inputs], [names[i] for i in op.outputs])
+    ops = [OpSummary(OP_NAMES[g.opcodes[op.opcodeIndex]], [names[i] if i >= 0 else "-" for i in op.inputs], [names[i] for i in op.outputs])
            for op in g.operators]
     return tensors, ops
 
 
-def _metadata(card_like: dict[str, Any], layers: list[FoldedLayer]) -> dict[str, Any]:
+def _metadata(card_like: dict[str, Any], lowered: LoweredModel) -> dict[str, Any]:
     from sdk import __version__
 
+    layout = "flat (C*H*W)" if len(lowered.input_shape) == 1 else "NHWC"
     return {"sdk_version": __version__, "labels": list(card_like.get("labels", [])),
-            "input_shape": list(card_like.get("input_shape", [])),
+            "input_shape": list(card_like.get("input_shape", [])), "input_layout": layout,
             "normalisation": {"input": "uint8 pixel p", "model_sees": "p / 255", "int8_input": "p - 128",
                               "scale": INPUT_SCALE, "zero_point": INT8_MIN},
-            "logits_scale": layers[-1].output_scale, "layers": [layer.summary() for layer in layers]}
+            "logits_scale": lowered.logits.scale, "layers": [layer.summary() for layer in lowered.layers]}
 
 
 def write_tflite(model: nn.Module, card_like: dict[str, Any], path: Path | str, logits_scale: float | None = None,
                  float_input: bool = False, float_output: bool = True, widen_weights: bool = True) -> TfliteInfo:
-    """Write `model` (a zoo MLP in eval mode) as an int8 .tflite at `path`, atomically.
+    """Write `model` (a zoo model in eval mode) as an int8 .tflite at `path`, atomically.
 
-    card_like needs `input_shape` (C, H, W) and `labels`. The input is int8 (p - 128)
-    unless float_input, which adds a QUANTIZE of p / 255 in front.
+    card_like needs `input_shape` (C, H, W) and `labels`. The input is int8 (p - 128),
+    flat for the MLPs and NHWC for the conv nets, unless float_input, which adds a
+    QUANTIZE of p / 255 in front.
     """
     path = Path(path)
     model.eval()
-    layers = fold_mlp(model, logits_scale, widen_weights)
-    in_features = int(np.prod(card_like.get("input_shape") or [layers[0].weights.shape[1]]))
-    if in_features != layers[0].weights.shape[1]:
-        raise TfliteConversionError(f"Input shape {card_like.get('input_shape')} has {in_features} values; fc0 takes {layers[0].weights.shape[1]}.",
+    input_shape = card_like.get("input_shape")
+    if not input_shape or len(input_shape) != 3:
+        raise TfliteConversionError(f"The model card's input_shape is {input_shape!r}; the writer needs (C, H, W).",
                                     where="model card input_shape", fix="pass the card of the run the model was trained in")
-    g, graph_in, logits, graph_out = _build_graph(layers, in_features, float_input, float_output)
-    metadata = _metadata(card_like, layers)
+    lowered = lower(model, input_shape, logits_scale, widen_weights)
+    first = next(layer for layer in lowered.layers if layer.weights is not None)
+    if first.op == "fc" and first.inputs == [INPUT_NAME] and first.weights.shape[1] != lowered.input_shape[0]:
+        raise TfliteConversionError(f"Input shape {input_shape} has {lowered.input_shape[0]} values; {first.name} takes {first.weights.shape[1]}.",
+                                    where="model card input_shape", fix="pass the card of the run the model was trained in")
+    return write_lowered(lowered, path, _metadata(card_like, lowered), float_input, float_output)
+
+
+def write_lowered(lowered: LoweredModel, path: Path | str, metadata: dict[str, Any], float_input: bool = False,
+                  float_output: bool = True) -> TfliteInfo:
+    """Lay out an integer graph as a .tflite at `path`, atomically."""
+    path = Path(path)
+    g, graph_in, logits, graph_out = _build_graph(lowered, float_input, float_output)
     payload = serialize(_model(g, graph_in, graph_out, metadata))
     _write_atomic(path, payload)
     tensors, ops = _summaries(g)
-    return TfliteInfo(path, len(payload), g.tensors[graph_in].name, float(np.float32(INPUT_SCALE)), INT8_MIN,
-                      g.tensors[logits].name, g.tensors[graph_out].name, tensors, ops, layers, metadata)
+    return TfliteInfo(path, len(payload), g.tensors[graph_in].name, lowered.input_shape, float(np.float32(INPUT_SCALE)), INT8_MIN,
+                      g.tensors[logits].name, g.tensors[graph_out].name, tensors, ops, lowered.layers, metadata)
+
+
+def expose_all_tensors(source: Path | str, target: Path | str) -> list[str]:
+    """A copy of a .tflite whose graph outputs are every tensor an op computes.
+
+    TFLM only hands out graph outputs (and cannot record its arena while
+    preserving all tensors), so this copy is how its every tensor is compared.
+    Returns the output names in order.
+    """
+    model = schema.ModelT.InitFromPackedBuf(Path(source).read_bytes(), 0)
+    graph = model.subgraphs[0]
+    graph.outputs = [op.outputs[0] for op in graph.operators]
+    for buffer in model.buffers:  # keep the data 16-byte aligned in the copy too
+        buffer.__class__ = _AlignedBuffer
+    _write_atomic(Path(target), serialize(model))
+    return [graph.tensors[i].name.decode() for i in graph.outputs]
+
+
+def tflite_input(x_uint8: np.ndarray, input_shape: list[int]) -> np.ndarray:
+    """uint8 samples in the model card's layout (N, C, H, W) as the int8 input tensor (p - 128), flat or NHWC."""
+    x = np.asarray(x_uint8)
+    x = x.reshape(len(x), -1) if len(input_shape) == 1 else x.transpose(0, 2, 3, 1)
+    return (x.astype(np.int16) - 128).astype(np.int8)

@@ -1,0 +1,126 @@
+"""The exactness rule of the TFLite-family targets, applied on sample inputs.
+
+  runtime = golden model   the runtime's output (every tensor where the runtime
+                           exposes them) equals the numpy model of its kernels,
+                           bit for bit, on every sample
+  golden ~ QAT model       each op, fed the QAT model's own integer input, is
+                           within 1 LSB of the QAT model's output (the fixed-point
+                           requantization may round the other way at a tie); the
+                           mismatch rate is reported per tensor
+  end to end               mismatch rate and accuracy of the whole int8 graph
+                           against the QAT model (reported: errors compound)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from sdk.qat import model_input
+from sdk.sim.tflite_ref import run_golden
+from sdk.verify import Check, Verification, same_class
+from targets.tflite.fold import INT8_MAX, INT8_MIN, Layer
+from targets.tflite.writer import LOGITS_FLOAT_NAME, TfliteInfo, tflite_input
+
+MAX_LSB = 1
+RULE = ("TFLite: the runtime equals the numpy golden model of its kernels on every sample; every op within 1 LSB of the "
+        "QAT model given the QAT model's input (mismatch rate reported)")
+
+
+@dataclass
+class TensorAgreement:
+    """One tensor of the int8 graph against the QAT model."""
+
+    name: str
+    max_lsb: int
+    mismatch_rate: float          # fraction of values that differ
+    end_to_end_max_lsb: int
+    end_to_end_mismatch_rate: float
+
+    def row(self) -> list:
+        return [self.name, self.max_lsb, round(100 * self.mismatch_rate, 3), self.end_to_end_max_lsb, round(100 * self.end_to_end_mismatch_rate, 3)]
+
+
+def _module_name(tensor: str) -> tuple[str, int]:
+    name, _, call = tensor.partition("#")
+    return name, int(call or 0)
+
+
+@torch.no_grad()
+def qat_codes(model: nn.Module, layers: list[Layer], x_uint8: np.ndarray) -> dict[str, np.ndarray]:
+    """The QAT model's output of each compared layer, as int8 codes on that tensor's scale (NHWC, unclamped)."""
+    wanted = {_module_name(layer.name)[0] for layer in layers if layer.compared}
+    captured: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
+    modules = dict(model.named_modules())
+    handles = []
+    for name in wanted:
+        def hook(_module, _inputs, output, name=name):
+            value = getattr(output, "value", output)
+            captured[name].append(value.detach().cpu().numpy())
+        handles.append(modules[name].register_forward_hook(hook))
+    try:
+        model.eval()
+        model(model_input(x_uint8, bool(getattr(model, "flat_input", False))))
+    finally:
+        for handle in handles:
+            handle.remove()
+    codes = {}
+    for layer in layers:
+        if not layer.compared:
+            continue
+        name, call = _module_name(layer.name)
+        value = captured[name][call]
+        if value.ndim == 4:
+            value = value.transpose(0, 2, 3, 1)
+        codes[layer.name] = np.rint(value.astype(np.float64) / np.float32(layer.scale)).astype(np.int64) + layer.zero_point
+    return codes
+
+
+def _agreement(ours: np.ndarray, theirs: np.ndarray) -> tuple[int, float]:
+    diff = np.abs(ours.astype(np.int64) - theirs)
+    return int(diff.max(initial=0)), float((diff > 0).mean())
+
+
+def compare_with_qat(tflite_path: Path, info: TfliteInfo, model: nn.Module, x_uint8: np.ndarray, rounding: str) -> list[TensorAgreement]:
+    """Per compared tensor: the golden model, op by op (fed the QAT tensors) and end to end, against the QAT model."""
+    x = tflite_input(x_uint8, info.input_shape)
+    codes = qat_codes(model, info.layers, x_uint8)
+    feed = {name: np.clip(value, INT8_MIN, INT8_MAX).astype(np.int8) for name, value in codes.items()}
+    isolated = run_golden(tflite_path, x, rounding, feed=feed)
+    chained = run_golden(tflite_path, x, rounding)
+    return [TensorAgreement(name, *_agreement(isolated[name], value), *_agreement(chained[name], value)) for name, value in codes.items()]
+
+
+def compare_with_runtime(runtime: str, ours: dict[str, np.ndarray], golden: dict[str, np.ndarray]) -> Check:
+    """Bit-exact equality of every tensor the runtime exposes; names the first that differs."""
+    shared = [name for name in golden if name in ours]
+    samples = len(next(iter(golden.values())))
+    for name in shared:
+        mine, reference = np.asarray(ours[name]), golden[name]
+        if mine.shape != reference.shape or not np.array_equal(mine, reference):
+            rate = float(np.mean(np.any((mine != reference).reshape(len(mine), -1), axis=1))) if mine.shape == reference.shape else 1.0
+            return Check(f"{runtime} = golden model", False, samples, f"{len(shared)} tensors compared", first_difference=name, mismatch_rate=rate)
+    return Check(f"{runtime} = golden model", bool(shared), samples, f"{len(shared)} tensors compared, all bit-exact",
+                 first_difference=None if shared else "no shared tensor")
+
+
+def verify(tflite_path: Path, info: TfliteInfo, model: nn.Module, x_uint8: np.ndarray, y: np.ndarray, reference: np.ndarray,
+           runtime: str, runtime_tensors: dict[str, np.ndarray], rounding: str) -> tuple[Verification, list[TensorAgreement]]:
+    """The whole rule: runtime vs golden, golden vs QAT per op, and the accuracy of each."""
+    verification = Verification(rule=RULE)
+    golden = run_golden(tflite_path, tflite_input(x_uint8, info.input_shape), rounding)
+    verification.checks.append(compare_with_runtime(runtime, runtime_tensors, golden))
+    agreements = compare_with_qat(tflite_path, info, model, x_uint8, rounding)
+    worst = max(agreements, key=lambda a: (a.max_lsb, a.mismatch_rate))
+    first_bad = next((a for a in agreements if a.max_lsb > MAX_LSB), None)
+    verification.checks.append(Check(
+        f"every op within {MAX_LSB} LSB of the QAT model", first_bad is None, len(x_uint8),
+        f"{len(agreements)} tensors, each op fed the QAT model's input; worst {worst.name}: {worst.max_lsb} LSB on "
+        f"{worst.mismatch_rate:.2%} of values", first_difference=first_bad.name if first_bad else None, mismatch_rate=worst.mismatch_rate))
+    logits = golden[LOGITS_FLOAT_NAME] if LOGITS_FLOAT_NAME in golden else golden[info.logits_name].astype(np.float32)
+    verification.accuracy = {"tflite": float(np.mean(logits.argmax(1) == y)), "qat_model": float(np.mean(reference.argmax(1) == y)),
+                             "agreement": float(np.mean(same_class(logits, reference)))}
+    return verification, agreements

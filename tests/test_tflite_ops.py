@@ -1,0 +1,105 @@
+"""Per op: the writer's output, the numpy golden model and the real runtimes agree bit for bit.
+
+Each case is a one-layer graph with random int8 data and random scales, written by
+the writer's own emitters; LiteRT's reference kernels and tflite-micro run it.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sdk.sim.tflite_ref import run_golden
+from targets.tflite.fold import Layer, LoweredModel
+from targets.tflite.runtime import run_litert
+from targets.tflite.writer import expose_all_tensors, write_lowered
+from targets.tflm.runtime import run_tflm
+
+SAMPLES = 64
+RNG = np.random.default_rng(7)
+IN_SCALE, IN_ZP = float(np.float32(1 / 255)), -128  # the writer's input quantization
+
+
+def _weights(shape: tuple[int, ...], channels: int) -> dict:
+    return {"weights": RNG.integers(-127, 128, shape).astype(np.int8),
+            "weight_scales": RNG.uniform(0.002, 0.02, channels).astype(np.float32),
+            "bias": RNG.integers(-3000, 3000, channels).astype(np.int32), "input_scale": IN_SCALE, "input_zero_point": IN_ZP}
+
+
+def _case(name: str) -> LoweredModel:
+    """One graph per op: (input shape, layers)."""
+    if name == "fully_connected":
+        return LoweredModel([48], [Layer("y", "fc", ["input"], [16], 0.11, -128, relu=True, clamp_max=-113, **_weights((16, 48), 16))])
+    if name == "conv_same":
+        return LoweredModel([8, 8, 3], [Layer("y", "conv", ["input"], [8, 8, 5], 0.09, 3, pads=(1, 1, 1, 1), **_weights((5, 3, 3, 3), 5))])
+    if name == "conv_stride2_pad":  # PyTorch pads 1 on both sides: TFLite SAME would pad 0 / 1, so an explicit PAD
+        return LoweredModel([8, 8, 3], [Layer("y", "conv", ["input"], [4, 4, 4], 0.07, -128, relu=True, stride=2, pads=(1, 1, 1, 1),
+                                              **_weights((4, 3, 3, 3), 4))])
+    if name == "depthwise":
+        return LoweredModel([6, 6, 4], [Layer("y", "dw", ["input"], [6, 6, 4], 0.05, 0, pads=(1, 1, 1, 1), **_weights((1, 3, 3, 4), 4))])
+    if name == "depthwise_valid_stride2":
+        return LoweredModel([7, 7, 4], [Layer("y", "dw", ["input"], [3, 3, 4], 0.05, -128, relu=True, stride=2, **_weights((1, 3, 3, 4), 4))])
+    if name == "max_pool":
+        return LoweredModel([8, 8, 3], [Layer("y", "maxpool", ["input"], [4, 4, 3], IN_SCALE, IN_ZP, kernel=2, stride=2)])
+    if name == "reshape":
+        return LoweredModel([2, 2, 6], [Layer("y", "reshape", ["input"], [24], IN_SCALE, IN_ZP)])
+    if name == "requantize":
+        return LoweredModel([4, 4, 3], [Layer("y", "requant", ["input"], [4, 4, 3], 0.013, 4, input_scale=IN_SCALE, input_zero_point=IN_ZP)])
+    if name == "add":
+        return LoweredModel([4, 4, 3], [Layer("a", "requant", ["input"], [4, 4, 3], 0.03, 2, input_scale=IN_SCALE, input_zero_point=IN_ZP),
+                                        Layer("y", "add", ["input", "a"], [4, 4, 3], 0.06, -128, relu=True, clamp_max=-121)])
+    raise KeyError(name)
+
+
+CASES = ["fully_connected", "conv_same", "conv_stride2_pad", "depthwise", "depthwise_valid_stride2", "max_pool", "reshape",
+         "requantize", "add"]
+EXPECTED_OPS = {"conv_same": ["CONV_2D"], "conv_stride2_pad": ["PAD", "CONV_2D"], "depthwise": ["DEPTHWISE_CONV_2D"],
+                "fully_connected": ["FULLY_CONNECTED", "MINIMUM"], "add": ["QUANTIZE", "ADD", "MINIMUM"]}
+
+
+@pytest.fixture(scope="module", params=CASES)
+def written(request, tmp_path_factory):
+    lowered = _case(request.param)
+    path = tmp_path_factory.mktemp(request.param) / "op.tflite"
+    info = write_lowered(lowered, path, {"case": request.param})
+    x = RNG.integers(-128, 128, (SAMPLES, *lowered.input_shape)).astype(np.int8)
+    return request.param, path, info, x
+
+
+def test_writer_emits_the_expected_ops(written):
+    name, _, info, _ = written
+    ops = [op.op for op in info.ops if op.op != "DEQUANTIZE"]
+    for expected in EXPECTED_OPS.get(name, []):
+        assert expected in ops, ops
+
+
+def test_litert_reference_kernels_equal_golden(written):
+    _, path, _, x = written
+    lite = run_litert(path, x, kernels="reference", all_tensors=True)
+    golden = run_golden(path, x, rounding="litert")
+    for tensor, value in golden.items():
+        np.testing.assert_array_equal(lite[tensor], value, err_msg=f"tensor {tensor}")
+
+
+def test_tflm_equals_golden_on_every_tensor(written, tmp_path):
+    _, path, _, x = written
+    exposed = tmp_path / "all.tflite"
+    names = expose_all_tensors(path, exposed)
+    tflm = run_tflm(exposed, x, measure_arena=False)
+    golden = run_golden(path, x, rounding="tflm")
+    for tensor in names:
+        np.testing.assert_array_equal(tflm.outputs[tensor], golden[tensor], err_msg=f"tensor {tensor}")
+
+
+def test_the_two_roundings_are_told_apart():
+    """Without the right rounding per runtime and op, the golden model would not match: the cases above can fail."""
+    lowered = _case("requantize")
+    x = RNG.integers(-128, 128, (SAMPLES, *lowered.input_shape)).astype(np.int8)
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "op.tflite"
+        write_lowered(lowered, path, {})
+        lite = run_litert(path, x, kernels="reference")
+        wrong = run_golden(path, x, rounding="single")
+        assert not np.array_equal(lite["logits_float"], wrong["logits_float"])
