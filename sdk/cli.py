@@ -168,7 +168,7 @@ def export(run_dir: Path, out_path: Path, as_json: bool) -> None:
 
 def _deploy_options(func):
     options = [
-        click.option("--target", required=True, help="Board name (sdk boards)."),
+        click.option("--target", required=True, help="Board name (sdk boards); deploy: several, comma-separated."),
         click.option("--model", required=True, help="A training run folder, or a QONNX file with its model card."),
     ]
     for option in reversed(options):
@@ -178,28 +178,51 @@ def _deploy_options(func):
 
 @main.command()
 @_deploy_options
-@click.option("--out", default=None, help="Package folder (default: deploy/<board>).")
+@click.option("--out", default=None, help="Package folder (default: deploy/<board>; several targets: <out>/<board>).")
 @click.option("--fps", type=float, default=None, help="Throughput target in frames/s (FINN's SetFolding).")
 @click.option("--fit", is_flag=True, help="Highest throughput under the utilisation cap (the default without --fps).")
 @click.option("--max-util", type=float, default=0.8, show_default=True, help="Utilisation cap for --fit (LUT, BRAM18, URAM, DSP).")
 @click.option("--clock-mhz", type=float, default=None, help="Override the board's clock.")
 @click.option("--samples", type=int, default=100, show_default=True, help="Verification samples from the test split.")
 @click.option("--require-bitfile", is_flag=True, help="Fail when no bitfile can be built (no Vivado / Vitis HLS).")
+@click.option("--io", type=click.Choice(["int8", "float"]), default=None,
+              help="TFLite family: model input/output type (default: float on tflite, int8 on MCUs and NPUs).")
+@click.option("--int4-weights", is_flag=True, help="TFLite family: packed int4 weights where the runtime runs them (else exit 2).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def deploy(target, model, out, fps, fit, max_util, clock_mhz, samples, require_bitfile, as_json) -> None:
-    """Build, verify and package MODEL for a board. Exit 1 when verification fails."""
-    from sdk.deploy import DeployConfig, deploy as run_deploy
+def deploy(target, model, out, fps, fit, max_util, clock_mhz, samples, require_bitfile, io, int4_weights, as_json) -> None:
+    """Build, verify and package MODEL for one board or several. Exit 1 when verification fails, 2 on a user error."""
+    from sdk.deploy import DeployConfig, deploy_many
 
     if fit and fps:
         raise click.UsageError("--fit and --fps exclude each other")
     config = DeployConfig(target=target, model=model, out=out, fps=fps, max_util=max_util, clock_mhz=clock_mhz,
-                          samples=samples, require_bitfile=require_bitfile)
-    result = run_deploy(config, progress=not as_json)
+                          samples=samples, require_bitfile=require_bitfile, io=io, int4_weights=int4_weights)
+    results = deploy_many(config, progress=not as_json)
     if as_json:
-        _emit_json(result.to_dict())
+        payload = results[0].to_dict() if len(results) == 1 else {"results": [r.to_dict() for r in results]}
+        _emit_json(payload)
+    elif len(results) == 1:
+        _print_deploy(results[0])
     else:
-        _print_deploy(result)
-    sys.exit(result.exit_code)
+        print_comparison(results)
+    sys.exit(max(r.exit_code for r in results))
+
+
+def print_comparison(results) -> None:
+    """One row per board: accuracy, exactness rule and result, speed, resources, artifact size."""
+    from sdk.deploy import COMPARISON_COLUMNS, comparison_rows
+
+    table = Table(title="one model, several targets")
+    for column in COMPARISON_COLUMNS:
+        table.add_column(column)
+    for row in comparison_rows(results):
+        colour = {"PASSED": "green", "FAILED": "red", "ERROR": "red"}.get(row[4], "white")
+        table.add_row(*row[:4], f"[{colour}]{row[4]}[/]", *row[5:])
+    out.print(table, width=None if out.is_terminal else 160)  # logs and CI: one line per board
+    for r in results:
+        if r.error:
+            out.print(f"[red]{r.board}:[/] {r.error}")
+        out.print(f"[dim]{r.board}: {r.package}[/]")
 
 
 def _print_deploy(result) -> None:
@@ -247,6 +270,8 @@ def simulate(package: Path, data: str | None, limit: int | None, as_json: bool) 
     out.print(f"{report.board}: {report.samples} samples of {report.data}: accuracy [bold]{report.accuracy:.2%}[/] "
               f"(QAT model {report.qat_accuracy:.2%}); same class as the QAT model on {report.agreement:.2%}, "
               f"identical output on {report.identical_outputs:.2%}")
+    if report.runtime_equals_golden is not None:
+        out.print(f"runtime = golden model on {report.runtime_equals_golden:.2%} of the samples")
 
 
 @main.command()

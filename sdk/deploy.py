@@ -35,6 +35,9 @@ class DeployConfig:
     clock_mhz: float | None = None     # override the board's clock
     samples: int = 100                 # verification samples from the model's test split
     require_bitfile: bool = False      # FPGA: fail when no bitfile can be built (no Vivado)
+    io: str | None = None              # TFLite family: "int8" or "float" model input/output; None: the flow's default
+                                       # (float on tflite, int8 on microcontrollers and NPUs)
+    int4_weights: bool = False         # TFLite family: pack weights as int4 where the runtime runs them, else refuse (exit 2)
 
     def validate(self) -> None:
         if not 0 < self.max_util <= 1:
@@ -47,6 +50,15 @@ class DeployConfig:
     def package_dir(self, board: Board) -> Path:
         return Path(self.out) if self.out else Path("deploy") / board.name
 
+    def boards(self) -> list[str]:
+        """--target a,b,c: one deployment per board."""
+        names = [name.strip() for name in self.target.split(",") if name.strip()]
+        if not names:
+            raise ConfigError("--target names no board.", where="--target", fix="e.g. --target pynq-z2 (see `sdk boards`)")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"--target names a board twice: {self.target}.", where="--target", fix="name each board once")
+        return names
+
 
 @dataclass
 class DeployResult:
@@ -55,10 +67,11 @@ class DeployResult:
     verified: bool
     summary: dict[str, Any]
     messages: list[str] = field(default_factory=list)
+    error: str | None = None           # a user error that stopped this board (in a multi-target deploy)
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.verified else 1
+        return 2 if self.error else 0 if self.verified else 1
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "package": str(self.package), "exit_code": self.exit_code}
@@ -126,7 +139,7 @@ def _adapter(board: Board):
     info = FLOWS[board.flow]
     if info.adapter is None:
         raise SDKError(f"The {board.flow} flow ({info.description}) is not available in this SDK version.", where=f"--target {board.name}",
-                       fix="deploy to an FPGA board for now (sdk boards --kind fpga)")
+                       fix="pick a board of an available flow (`sdk targets`)")
     return info.load()
 
 
@@ -135,8 +148,9 @@ def _request(config: DeployConfig, board: Board, workdir: Path):
 
     resolved = resolve_model(config.model, workdir)
     x, y = verification_samples(resolved.card, config.samples)
-    options = {"fps": config.fps, "max_util": config.max_util, "clock_mhz": config.clock_mhz, "require_bitfile": config.require_bitfile}
-    return BuildRequest(resolved.onnx_path, resolved.card, board, options, workdir, x, y, qat_outputs(resolved, x))
+    options = {"fps": config.fps, "max_util": config.max_util, "clock_mhz": config.clock_mhz, "require_bitfile": config.require_bitfile,
+               "io": config.io, "int4_weights": config.int4_weights}
+    return BuildRequest(resolved.onnx_path, resolved.card, board, options, workdir, x, y, qat_outputs(resolved, x), resolved.brevitas)
 
 
 def check(config: DeployConfig) -> None:
@@ -145,8 +159,9 @@ def check(config: DeployConfig) -> None:
     board = get_board(config.target)
     target = _adapter(board)
     with tempfile.TemporaryDirectory(prefix="sdk-check-") as tmp:
-        # no samples, no QAT outputs: the check only needs the graph
-        target.check(resolve_model(config.model, Path(tmp)).onnx_path, board, Path(tmp))
+        # no samples, no QAT outputs: the check only needs the graph (and the QAT model, for the TFLite writer)
+        resolved = resolve_model(config.model, Path(tmp))
+        target.check(resolved.onnx_path, board, Path(tmp), resolved.brevitas)
 
 
 def deploy(config: DeployConfig, progress: bool = True) -> DeployResult:
@@ -193,3 +208,82 @@ def _card_hash(card: dict[str, Any]) -> str:
 
     stable = {k: v for k, v in card.items() if k != "source_checkpoint"} | {"source_sha256": card.get("source_checkpoint", {}).get("sha256")}
     return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()
+
+
+def _artifact_bytes(package: Path) -> int | None:
+    from targets.finn.deploy import DATAFLOW_NAME
+    from targets.tflite.deploy import MODEL_NAME
+
+    for name in ("model_vela.tflite", MODEL_NAME, DATAFLOW_NAME):
+        if (package / name).is_file():
+            return (package / name).stat().st_size
+    return None
+
+
+def deploy_many(config: DeployConfig, progress: bool = True) -> list[DeployResult]:
+    """--target a,b,c: deploy the one model to each board, into <out>/<board> (default deploy/<board>).
+
+    A user error on one board (too large, unsupported layer) is recorded in its
+    result and the other boards still deploy; each package is still all or nothing.
+    """
+    from dataclasses import replace
+
+    names = config.boards()
+    if len(names) == 1:
+        return [deploy(config, progress)]
+    for name in names:
+        get_board(name)  # every name is checked before the first long build
+    base = Path(config.out) if config.out else Path("deploy")
+    results = []
+    for name in names:
+        single = replace(config, target=name, out=str(base / name))
+        try:
+            results.append(deploy(single, progress))
+        except SDKError as exc:
+            results.append(DeployResult(name, base / name, False, {}, [], error=str(exc)))
+    return results
+
+
+COMPARISON_COLUMNS = ["board", "flow", "accuracy (QAT)", "exactness rule", "result", "speed", "resources / memory", "artifact"]
+RULE_NAMES = {"finn": "bit-exact vs QAT", "tflite": "=golden, QAT±1 LSB", "tflm": "=golden, QAT±1 LSB", "ethosu": "=golden, QAT±1 LSB"}
+
+
+def _speed(flow: str, s: dict[str, Any]) -> str:
+    if flow == "finn":
+        return f"{s['fps']:,.0f}/s, {s['latency_us']:.2f} us"
+    if flow == "ethosu":
+        return f"{s['inferences_per_second']:,.0f}/s (Vela)"
+    if flow == "tflite":
+        return f"{s['latency_us']:.1f} us (host)"
+    return "needs the board"
+
+
+def _resources(flow: str, s: dict[str, Any]) -> str:
+    if flow == "finn":
+        return " ".join(f"{k.upper()} {v:.0%}" for k, v in s["utilisation"].items() if v)
+    if flow in ("tflm", "ethosu"):
+        arena, flash = s.get("arena_bytes", s.get("sram_bytes")), s.get("flash_bytes", s["model_bytes"])
+        return f"SRAM {_kb(arena)} ({s['sram_used']:.1%}) flash {_kb(flash)} ({s['flash_used']:.1%})"
+    return f"file {_kb(s['model_bytes'])}"
+
+
+def _kb(size: int) -> str:
+    return f"{size / 1024:,.1f} KiB"
+
+
+def comparison_rows(results: list[DeployResult]) -> list[list[str]]:
+    """One row per board for the comparison table (COMPARISON_COLUMNS)."""
+    from sdk.boards import get_board as board_named
+
+    rows = []
+    for r in results:
+        flow = board_named(r.board).flow
+        if r.error:
+            rows.append([r.board, flow, "-", RULE_NAMES[flow], "ERROR", "-", r.error.splitlines()[0][:80], "-"])
+            continue
+        s = r.summary
+        size = _artifact_bytes(r.package)
+        rows.append([r.board, flow, f"{s.get('accuracy', 0):.1%} ({s.get('qat_accuracy', 0):.1%})", RULE_NAMES[flow],
+                     "PASSED" if r.verified else "FAILED", _speed(flow, s), _resources(flow, s),
+                     _kb(size) if size is not None else "-"])
+    return rows

@@ -30,6 +30,7 @@ class SimulationReport:
     qat_accuracy: float
     agreement: float  # same predicted class as the QAT model
     identical_outputs: float  # share of samples whose output equals the QAT model's (float32 rounding)
+    runtime_equals_golden: float | None = None  # TFLite family: share of samples where the runtime equals the golden model
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,9 +68,46 @@ def simulate_package(package: Path | str, data: str | None = None, limit: int | 
     spec = card["dataset"]
     dataset = load_dataset(data or spec["name"], seed=spec["seed"], image_size=spec["image_size"])
     x, y = dataset.x_test[:limit], dataset.y_test[:limit]
-    if manifest["flow"] != "finn":
-        raise PackageError(f"Simulation of {manifest['flow']} packages is not available in this SDK version.", where=str(package),
-                           fix="simulate an FPGA package")
+    expected = tuple(card["input"]["image_shape"])
+    if tuple(x.shape[1:]) != expected:
+        raise SDKError(f"Data '{data}' has images {x.shape[1:]}, the packaged model takes {expected}.", where="--data",
+                       fix="use the data set the model was trained on")
+    reference = qat_outputs(ResolvedModel(package / "model.qonnx.onnx", card, None), x)
+    if manifest["flow"] in ("tflite", "tflm", "ethosu"):
+        outputs, runtime_share = _simulate_tflite(package, manifest["flow"], x)
+    else:
+        outputs, runtime_share = _simulate_finn(package, card, x), None
+    span = float(np.max(np.abs(reference))) or 1.0
+    identical = np.max(np.abs(outputs - reference).reshape(len(x), -1), axis=1) / span <= FLOAT_RTOL
+    return SimulationReport(str(package), manifest["board"]["name"], manifest["flow"], data or spec["name"], len(x),
+                            float(np.mean(outputs.argmax(1) == y)), float(np.mean(reference.argmax(1) == y)),
+                            float(np.mean(same_class(outputs, reference))), float(np.mean(identical)), runtime_share)
+
+
+def _simulate_tflite(package: Path, flow: str, x: np.ndarray) -> tuple[np.ndarray, float]:
+    """The golden model of the flow's runtime on the package's model.tflite, and the runtime itself beside it."""
+    from sdk.sim.tflite_ref import run_golden
+    from targets.tflite.deploy import MODEL_NAME
+    from targets.tflite.runtime import open_tflite, run_litert
+    from targets.tflm.runtime import run_tflm
+
+    path = package / MODEL_NAME
+    open_tflite(path)  # a missing or corrupt file: TfliteFileError (exit 2) before any run
+    info = json.loads((package / "tflite_info.json").read_text())
+    shape, float_input = info["input_shape"], info["tensors"][0]["dtype"] == "FLOAT32"
+    flat = x.reshape(len(x), -1) if len(shape) == 1 else x.transpose(0, 2, 3, 1)
+    xin = (flat.astype(np.float32) / np.float32(255)) if float_input else (flat.astype(np.int16) - 128).astype(np.int8)
+    golden = run_golden(path, xin, "litert" if flow == "tflite" else "tflm")
+    output = info["output"]
+    runtime = run_litert(path, xin)[output] if flow == "tflite" else run_tflm(path, xin, measure_arena=False).outputs[output]
+    equal = np.all((runtime == golden[output]).reshape(len(x), -1), axis=1)
+    logits = golden[output]
+    if logits.dtype != np.float32:  # int8 output: dequantize at the logits scale
+        logits = logits.astype(np.float32) * np.float32(info["layers"][-1]["scale"])
+    return logits, float(np.mean(equal))
+
+
+def _simulate_finn(package: Path, card: dict, x: np.ndarray) -> np.ndarray:
     from sdk.sim import simulate_parent
     from targets.finn.deploy import DATAFLOW_NAME, PARENT_NAME, host_input
     from targets.finn.environment import prepare_finn
@@ -78,14 +116,4 @@ def simulate_package(package: Path | str, data: str | None = None, limit: int | 
     with tempfile.TemporaryDirectory(prefix="sdk-sim-") as tmp:
         prepare_finn(Path(tmp))
         parent, dataflow = _load_onnx(package / PARENT_NAME), _load_onnx(package / DATAFLOW_NAME)
-        expected = tuple(card["input"]["image_shape"])
-        if tuple(x.shape[1:]) != expected:
-            raise SDKError(f"Data '{data}' has images {x.shape[1:]}, the packaged model takes {expected}.", where="--data",
-                           fix="use the data set the model was trained on")
-        outputs = simulate_parent(parent, dataflow, host_input(card, x)).output
-        reference = qat_outputs(ResolvedModel(package / "model.qonnx.onnx", card, None), x)
-    span = float(np.max(np.abs(reference))) or 1.0
-    identical = np.max(np.abs(outputs - reference).reshape(len(x), -1), axis=1) / span <= FLOAT_RTOL
-    return SimulationReport(str(package), manifest["board"]["name"], manifest["flow"], data or spec["name"], len(x),
-                            float(np.mean(outputs.argmax(1) == y)), float(np.mean(reference.argmax(1) == y)),
-                            float(np.mean(same_class(outputs, reference))), float(np.mean(identical)))
+        return simulate_parent(parent, dataflow, host_input(card, x)).output

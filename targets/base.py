@@ -33,6 +33,7 @@ class BuildRequest:
     x: np.ndarray               # verification samples, uint8 in the model card's input layout
     y: np.ndarray               # their labels
     reference: np.ndarray       # the QAT model's float outputs on x
+    qat_model: Any = None       # the Brevitas model, where its checkpoint is at hand (the TFLite writer needs it)
 
 
 @dataclass
@@ -46,7 +47,7 @@ class BuildOutcome:
 class Target(Protocol):
     flow: str
 
-    def check(self, model_path: Path, board: Board, workdir: Path) -> None: ...
+    def check(self, model_path: Path, board: Board, workdir: Path, qat_model: Any = None) -> None: ...
 
     def build(self, request: BuildRequest, pkg: PackageBuilder, progress: Callable[[str], None]) -> BuildOutcome: ...
 
@@ -80,7 +81,10 @@ class FlowInfo:
 FLOWS: dict[str, FlowInfo] = {
     "finn": FlowInfo("finn", "fpga", "FPGA dataflow accelerators through FINN (finn-plus)", "finn-plus",
                      "Vivado + Vitis HLS for synthesis and bitfile (optional)", "targets.finn.deploy:FinnTarget"),
-    "tflite": FlowInfo("tflite", "cpu", "int8 .tflite for LiteRT on application CPUs", "ai-edge-litert", "none", None),
-    "tflm": FlowInfo("tflm", "mcu", "int8 .tflite for TensorFlow Lite Micro on Cortex-M", "tflite-micro", "none", None),
-    "ethosu": FlowInfo("ethosu", "npu", "int8 .tflite compiled by Vela for Arm Ethos-U NPUs", "ethos-u-vela", "none", None),
+    "tflite": FlowInfo("tflite", "cpu", "int8 .tflite for LiteRT on application CPUs", "ai-edge-litert", "none",
+                       "targets.tflite.deploy:TfliteTarget"),
+    "tflm": FlowInfo("tflm", "mcu", "int8 .tflite for TensorFlow Lite Micro on Cortex-M", "tflite-micro", "none",
+                     "targets.tflm.deploy:TflmTarget"),
+    "ethosu": FlowInfo("ethosu", "npu", "int8 .tflite compiled by Vela for Arm Ethos-U NPUs", "ethos-u-vela", "none",
+                       "targets.ethosu.deploy:EthosuTarget"),
 }

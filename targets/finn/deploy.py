@@ -38,7 +38,7 @@ def host_input(card: dict, x: np.ndarray) -> np.ndarray:
 class FinnTarget:
     flow = "finn"
 
-    def check(self, model_path: Path, board: Board, workdir: Path) -> None:
+    def check(self, model_path: Path, board: Board, workdir: Path, qat_model=None) -> None:
         finn.check(model_path, board, workdir)
 
     def build(self, request: BuildRequest, pkg: PackageBuilder, progress: Callable[[str], None]) -> BuildOutcome:
@@ -112,6 +112,8 @@ class FinnTarget:
         summary = {
             "board": f"{board.display_name} ({board.part}, {build.clock_mhz:g} MHz)",
             "verified": verification.passed,
+            "accuracy": verification.accuracy["accelerator"],
+            "qat_accuracy": verification.accuracy["qat_model"],
             "folding": build.folding_mode,
             "fps": round(net.fps, 1),
             "latency_us": round(net.latency_us, 3),

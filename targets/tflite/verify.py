@@ -41,7 +41,7 @@ class TensorAgreement:
     end_to_end_mismatch_rate: float
 
     def row(self) -> list:
-        return [self.name, self.max_lsb, round(100 * self.mismatch_rate, 3), self.end_to_end_max_lsb, round(100 * self.end_to_end_mismatch_rate, 3)]
+        return [self.name, self.max_lsb, self.mismatch_rate, self.end_to_end_max_lsb, self.end_to_end_mismatch_rate]
 
 
 def _module_name(tensor: str) -> tuple[str, int]:
@@ -84,9 +84,12 @@ def _agreement(ours: np.ndarray, theirs: np.ndarray) -> tuple[int, float]:
     return int(diff.max(initial=0)), float((diff > 0).mean())
 
 
-def compare_with_qat(tflite_path: Path, info: TfliteInfo, model: nn.Module, x_uint8: np.ndarray, rounding: str) -> list[TensorAgreement]:
-    """Per compared tensor: the golden model, op by op (fed the QAT tensors) and end to end, against the QAT model."""
-    x = tflite_input(x_uint8, info.input_shape)
+def compare_with_qat(tflite_path: Path, info: TfliteInfo, model: nn.Module, x_uint8: np.ndarray, rounding: str,
+                     x: np.ndarray | None = None) -> list[TensorAgreement]:
+    """Per compared tensor: the golden model, op by op (fed the QAT tensors) and end to end, against the QAT model.
+
+    x: the samples as the file's input takes them (default: int8 p - 128)."""
+    x = tflite_input(x_uint8, info.input_shape) if x is None else x
     codes = qat_codes(model, info.layers, x_uint8)
     feed = {name: np.clip(value, INT8_MIN, INT8_MAX).astype(np.int8) for name, value in codes.items()}
     isolated = run_golden(tflite_path, x, rounding, feed=feed)
@@ -108,19 +111,19 @@ def compare_with_runtime(runtime: str, ours: dict[str, np.ndarray], golden: dict
 
 
 def verify(tflite_path: Path, info: TfliteInfo, model: nn.Module, x_uint8: np.ndarray, y: np.ndarray, reference: np.ndarray,
-           runtime: str, runtime_tensors: dict[str, np.ndarray], rounding: str) -> tuple[Verification, list[TensorAgreement]]:
-    """The whole rule: runtime vs golden, golden vs QAT per op, and the accuracy of each."""
+           runtime: str, runtime_tensors: dict[str, np.ndarray], rounding: str, x: np.ndarray) -> tuple[Verification, list[TensorAgreement]]:
+    """The whole rule: runtime vs golden, golden vs QAT per op, and the accuracy of each (x: the runtime's input)."""
     verification = Verification(rule=RULE)
-    golden = run_golden(tflite_path, tflite_input(x_uint8, info.input_shape), rounding)
+    golden = run_golden(tflite_path, x, rounding)
     verification.checks.append(compare_with_runtime(runtime, runtime_tensors, golden))
-    agreements = compare_with_qat(tflite_path, info, model, x_uint8, rounding)
+    agreements = compare_with_qat(tflite_path, info, model, x_uint8, rounding, x)
     worst = max(agreements, key=lambda a: (a.max_lsb, a.mismatch_rate))
     first_bad = next((a for a in agreements if a.max_lsb > MAX_LSB), None)
     verification.checks.append(Check(
         f"every op within {MAX_LSB} LSB of the QAT model", first_bad is None, len(x_uint8),
         f"{len(agreements)} tensors, each op fed the QAT model's input; worst {worst.name}: {worst.max_lsb} LSB on "
         f"{worst.mismatch_rate:.2%} of values", first_difference=first_bad.name if first_bad else None, mismatch_rate=worst.mismatch_rate))
-    logits = golden[LOGITS_FLOAT_NAME] if LOGITS_FLOAT_NAME in golden else golden[info.logits_name].astype(np.float32)
+    logits = golden[LOGITS_FLOAT_NAME] if LOGITS_FLOAT_NAME in golden else golden[info.logits_name].astype(np.float32) * info.layers[-1].scale
     verification.accuracy = {"tflite": float(np.mean(logits.argmax(1) == y)), "qat_model": float(np.mean(reference.argmax(1) == y)),
                              "agreement": float(np.mean(same_class(logits, reference)))}
     return verification, agreements

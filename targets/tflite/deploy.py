@@ -1,0 +1,180 @@
+"""The TFLite-family target adapters' shared flow, and the `tflite` (LiteRT on CPUs) target.
+
+Every TFLite-family deploy: write the int8 .tflite from the QAT model, run it
+in the board's runtime, verify (runtime = golden model bit for bit; every op
+within 1 LSB of the QAT model), measure, report. The microcontroller (tflm)
+and NPU (ethosu) targets add their own runtime and measurements.
+
+Package contents:
+  model.tflite            the int8 flatbuffer (serving_default signature, SDK metadata)
+  tflite_info.json        its tensors, ops and per-layer quantization
+  model.qonnx.onnx/.json  the QONNX model and its card, as deployed
+  report.json, report.md, plots
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from sdk.boards import Board
+from sdk.errors import CheckpointError, ConfigError
+from sdk.package import PackageBuilder
+from sdk.report import Report, Table, bar_plot
+from sdk.verify import Verification
+from targets.base import BuildOutcome, BuildRequest
+from targets.tflite.verify import TensorAgreement, verify
+from targets.tflite.writer import TfliteInfo, tflite_input, write_tflite
+
+MODEL_NAME = "model.tflite"
+INFO_NAME = "tflite_info.json"
+IO_MODES = ("int8", "float")
+
+
+def _qat_model(qat_model: Any, board: Board) -> Any:
+    if qat_model is None:
+        raise CheckpointError(f"The {board.flow} flow writes the .tflite from the QAT model's own scales, and the training checkpoint "
+                              "is not at hand.", where="--model",
+                              fix="pass the training run folder (or keep the checkpoint named in the model card where it was)")
+    return qat_model
+
+
+def _card_like(card: dict[str, Any]) -> dict[str, Any]:
+    return {"input_shape": card["input"]["image_shape"], "labels": card.get("labels", [])}
+
+
+def runtime_input(x_uint8: np.ndarray, info: TfliteInfo) -> np.ndarray:
+    """The samples as the file's input tensor takes them: int8 p - 128, or float p / 255."""
+    x = tflite_input(x_uint8, info.input_shape)
+    if info.tensors[0].dtype == "FLOAT32":
+        return ((x.astype(np.float32) + 128) / np.float32(255)).astype(np.float32)
+    return x
+
+
+@dataclass
+class Measured:
+    """What a runtime adds to the shared flow: its tensors for the exactness check, and its report."""
+
+    tensors: dict[str, np.ndarray]
+    summary: dict[str, Any] = field(default_factory=dict)       # headline numbers (CLI, comparison table)
+    report_lines: dict[str, Any] = field(default_factory=dict)  # extra summary lines of report.md
+    tables: list[Table] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+    plot: Callable[[PackageBuilder, Report], None] | None = None  # drawn after the weight-bytes plot
+
+
+class TfliteFamilyTarget:
+    """Write, run, verify, report; subclasses say which runtime and what to measure."""
+
+    flow = ""
+    rounding = "litert"                 # golden model of the runtime (sdk.sim.tflite_ref.RUNTIME_ROUNDING)
+    runtime_label = ""
+    default_io = "int8"
+    int4_refusal = ("int4 weights are not supported by this flow's runtime", "deploy without --int4-weights")
+
+    def check(self, model_path: Path, board: Board, workdir: Path, qat_model: Any = None) -> None:
+        """Lowering names the first layer the writer cannot express (an SDKError, exit 2)."""
+        from sdk.export import read_card
+        from targets.tflite.fold import lower
+
+        lower(_qat_model(qat_model, board), _card_like(read_card(model_path))["input_shape"])
+
+    def options(self, request: BuildRequest) -> tuple[bool, bool]:
+        """(float_input, float_output) from --io, and the refusal of --int4-weights where the runtime cannot run it."""
+        io = request.options.get("io") or self.default_io
+        if io not in IO_MODES:
+            raise ConfigError(f"--io must be one of {', '.join(IO_MODES)}, got {io!r}.", where="--io", fix="e.g. --io int8")
+        if request.options.get("int4_weights"):
+            what, fix = self.int4_refusal
+            raise ConfigError(f"--int4-weights on {request.board.name}: {what}.", where="--int4-weights", fix=fix)
+        return io == "float", io == "float"
+
+    def measure(self, path: Path, info: TfliteInfo, request: BuildRequest, pkg: PackageBuilder,
+                progress: Callable[[str], None]) -> Measured:
+        raise NotImplementedError
+
+    def build(self, request: BuildRequest, pkg: PackageBuilder, progress: Callable[[str], None]) -> BuildOutcome:
+        model = _qat_model(request.qat_model, request.board)
+        float_input, float_output = self.options(request)
+        progress("write int8 .tflite from the QAT scales")
+        path = pkg.path(MODEL_NAME)
+        info = write_tflite(model, _card_like(request.card), path, float_input=float_input, float_output=float_output)
+        pkg.write_json(INFO_NAME, info.to_dict() | {"path": MODEL_NAME})
+        progress(f"run in {self.runtime_label}")
+        measured = self.measure(path, info, request, pkg, progress)
+        progress("verify: runtime = golden model, golden ~ QAT model")
+        verification, agreements = verify(path, info, model, request.x, request.y, request.reference, self.runtime_label,
+                                          measured.tensors, self.rounding, runtime_input(request.x, info))
+        report, summary = self._report(request.board, info, verification, agreements, measured, pkg)
+        return BuildOutcome(report, verification, summary, measured.messages)
+
+    def _report(self, board: Board, info: TfliteInfo, verification: Verification, agreements: list[TensorAgreement],
+                measured: Measured, pkg: PackageBuilder) -> tuple[Report, dict[str, Any]]:
+        accuracy = verification.accuracy
+        summary = {"board": board.display_name, "verified": verification.passed, "model_bytes": info.size_bytes,
+                   "accuracy": accuracy["tflite"], "qat_accuracy": accuracy["qat_model"]} | measured.summary
+        status = "PASSED" if verification.passed else f"FAILED at {verification.first_failure.first_difference}"
+        report = Report(title=f"{self.runtime_label} deployment to {board.display_name}", summary={
+            "board": board.display_name, "exactness rule": verification.rule, "verification": status,
+            "accuracy on samples (int8 .tflite / QAT)": f"{accuracy['tflite']:.2%} / {accuracy['qat_model']:.2%}",
+            "same class as the QAT model": f"{accuracy['agreement']:.2%}",
+            "model file": f"{info.size_bytes:,} bytes, {len(info.ops)} ops",
+        } | measured.report_lines)
+        report.tables.append(Table("Verification", ["check", "passed", "samples", "first difference", "mismatch %", "detail"],
+                                   [[c.name, c.passed, c.samples, c.first_difference, c.mismatch_rate, c.detail] for c in verification.checks]))
+        report.tables.append(Table("Each tensor against the QAT model (LSB)",
+                                   ["tensor", "op alone: max LSB", "op alone: mismatch %", "end to end: max LSB", "end to end: mismatch %"],
+                                   [a.row() for a in agreements]))
+        weighted = [layer for layer in info.layers if layer.weights is not None]
+        report.tables.append(Table("Layers", ["layer", "op", "output shape", "weight bits", "act bits", "weight bytes", "scale", "zero point"],
+                                   [[l.name, l.op, "x".join(map(str, l.shape)), l.weight_bits, l.act_bits,
+                                     None if l.weights is None else int(l.weights.size), l.scale, l.zero_point] for l in info.layers]))
+        report.tables += measured.tables
+        report.notes.append("'op alone' feeds each op the QAT model's own input (the rule); 'end to end' runs the int8 graph on its "
+                            "own, where differences compound (reported, with the accuracy of each).")
+        bar_plot(pkg, report, "weight_bytes_per_layer.png", [l.name for l in weighted], [l.weights.size for l in weighted],
+                 "int8 weight bytes per layer", "bytes")
+        if measured.plot is not None:
+            measured.plot(pkg, report)
+        report.data = {"tflite": info.to_dict() | {"path": MODEL_NAME}, "verification": verification.to_dict(),
+                       "agreement": [vars(a) for a in agreements]} | measured.data
+        return report, summary
+
+
+class TfliteTarget(TfliteFamilyTarget):
+    """LiteRT on an application CPU: reference kernels for the exactness rule, XNNPACK and reference timed."""
+
+    flow = "tflite"
+    rounding = "litert"
+    runtime_label = "LiteRT reference kernels"
+    default_io = "float"
+    int4_refusal = ("packed int4 weights are not written by this SDK version (LiteRT could run them; the golden model and "
+                    "tests do not cover them yet)", "deploy without --int4-weights; weights of 2..4 bits are stored exactly as int8")
+    latency_runs = 50
+
+    def measure(self, path, info, request, pkg, progress) -> Measured:
+        from targets.tflite.runtime import measure_latency, run_litert
+
+        x = runtime_input(request.x, info)
+        reference = run_litert(path, x, kernels="reference", all_tensors=True)
+        xnnpack = run_litert(path, x, kernels="xnnpack")
+        progress("time LiteRT (XNNPACK and reference kernels)")
+        latencies = {kernels: measure_latency(path, x[:1], kernels=kernels, runs=self.latency_runs) for kernels in ("xnnpack", "reference")}
+        out = info.output_name
+        xnn_agree = float(np.mean(xnnpack[out].argmax(1) == reference[out].argmax(1)))
+        xnn_equal = float(np.mean(np.all((xnnpack[out] == reference[out]).reshape(len(x), -1), axis=1)))
+        lat = latencies["xnnpack"]
+        return Measured(
+            reference,
+            summary={"latency_us": round(lat.median_us, 2), "latency_reference_us": round(latencies["reference"].median_us, 2)},
+            report_lines={"latency (batch 1, 1 thread, median)": f"XNNPACK {lat.median_us:.1f} us, reference kernels "
+                                                                   f"{latencies['reference'].median_us:.1f} us",
+                          "XNNPACK against the reference kernels": f"same class on {xnn_agree:.2%}, identical output on {xnn_equal:.2%} "
+                                                                   "(XNNPACK requantizes in float; not part of the rule)"},
+            tables=[Table("Latency (microseconds, batch 1)", ["kernels", "median", "p10", "p90", "runs", "threads", "XNNPACK partitions"],
+                          [[l.kernels, l.median_us, l.p10_us, l.p90_us, l.runs, l.threads, l.delegate_nodes] for l in latencies.values()])],
+            data={"latency": {k: v.to_dict() for k, v in latencies.items()}, "xnnpack": {"same_class": xnn_agree, "identical": xnn_equal}},
+            messages=["Latency is this machine's, measured here; run the package's model.tflite on the target CPU for its own."])
