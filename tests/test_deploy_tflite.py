@@ -1,0 +1,145 @@
+"""End to end: every zoo model deployed to LiteRT (tflite), a Cortex-M board (TFLM) and an Ethos-U NPU
+(Vela), verified in the real runtimes; several targets at once; the user errors (exit 2, no package)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sdk.deploy import DeployConfig, comparison_rows, deploy, deploy_many
+from sdk.errors import ConfigError, SDKError
+from sdk.qat import TrainConfig, train
+from targets.tflite.fold import TfliteConversionError
+from targets.tflm.runtime import ModelTooLargeForBoardError
+
+BOARDS = ["tflite", "stm32f746g-disco", "ethos-u55-128"]
+SAMPLES = 40
+
+
+@pytest.fixture(scope="module")
+def zoo_runs(tmp_path_factory) -> dict[str, Path]:
+    """Each conv zoo model trained briefly (real Brevitas QAT); w4a4 for the residual net, w2a2 otherwise."""
+    runs = {}
+    for model, bits, epochs in [("cnv", "w2a2", 3), ("dscnn", "w2a2", 3), ("resnet8", "w4a4", 2)]:
+        out = tmp_path_factory.mktemp(model)
+        train(TrainConfig(model=model, bits=bits, epochs=epochs), out, progress=False)
+        runs[model] = out
+    return runs
+
+
+def _check_package(result, board: str) -> dict:
+    assert result.exit_code == 0 and result.verified, result.summary
+    package = result.package
+    manifest = json.loads((package / "manifest.json").read_text())
+    assert manifest["verified"] and manifest["board"]["name"] == board
+    for name in ("model.tflite", "tflite_info.json", "report.md", "report.json", "weight_bytes_per_layer.png", "model.qonnx.onnx"):
+        assert (package / name).is_file(), name
+    report = json.loads((package / "report.json").read_text())
+    checks = report["data"]["verification"]["checks"]
+    assert [c["passed"] for c in checks] == [True, True] and "bit-exact" in checks[0]["detail"]
+    return report
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board", BOARDS)
+def test_tfc_deploys_to_each_tflite_board(tfc_run, tmp_path, board):
+    result = deploy(DeployConfig(target=board, model=str(tfc_run), out=str(tmp_path / board), samples=SAMPLES), progress=False)
+    report = _check_package(result, board)
+    s = result.summary
+    assert s["accuracy"] > 0.8 and s["model_bytes"] == (tmp_path / board / "model.tflite").stat().st_size
+    if board == "tflite":
+        assert s["latency_us"] > 0 and s["latency_reference_us"] > 0 and set(report["data"]["latency"]) == {"xnnpack", "reference"}
+    if board == "stm32f746g-disco":
+        assert 0 < s["arena_bytes"] < 327680 and 0 < s["sram_used"] < 1 and (tmp_path / board / "memory.png").is_file()
+    if board == "ethos-u55-128":
+        assert s["cycles"] > 0 and s["inferences_per_second"] > 0 and s["cpu_ops"] == 0  # int8 I/O: every op on the NPU
+        assert (tmp_path / board / "model_vela.tflite").is_file() and (tmp_path / board / "vela_cycles_per_layer.png").is_file()
+        assert json.loads((tmp_path / board / "vela_summary.json").read_text())["summary"]["sram_bytes"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["cnv", "dscnn", "resnet8"])
+@pytest.mark.parametrize("board", BOARDS)
+def test_conv_zoo_models_deploy_to_each_tflite_board(zoo_runs, tmp_path, model, board):
+    result = deploy(DeployConfig(target=board, model=str(zoo_runs[model]), out=str(tmp_path / "pkg"), samples=SAMPLES), progress=False)
+    _check_package(result, board)
+
+
+@pytest.mark.slow
+def test_several_targets_one_folder_each_and_a_comparison(tfc_run, tmp_path):
+    out = tmp_path / "multi"
+    targets = "pynq-z2,tflite,ethos-u55-128,nrf52840-dk"
+    proc = subprocess.run([sys.executable, "-m", "sdk", "deploy", "--target", targets, "--model", str(tfc_run), "--out", str(out),
+                           "--samples", "20"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for board in targets.split(","):
+        assert (out / board / "manifest.json").is_file() and board in proc.stdout
+    assert "PASSED" in proc.stdout and "FAILED" not in proc.stdout
+
+
+def test_an_error_on_one_board_does_not_stop_the_others(tfc_run, tmp_path, monkeypatch):
+    boards = tmp_path / "boards"
+    boards.mkdir()
+    board = Path(__file__).resolve().parent.parent / "boards" / "nrf52840-dk.yaml"
+    text = board.read_text().replace("name: nrf52840-dk", "name: tiny-mcu")
+    text = "\n".join("  sram_bytes: 1024" if line.strip().startswith("sram_bytes:") else line for line in text.splitlines())
+    (boards / "tiny-mcu.yaml").write_text(text + "\n")
+    monkeypatch.setenv("SDK_BOARDS_PATH", str(boards))
+    out = tmp_path / "multi"
+    results = deploy_many(DeployConfig(target="tiny-mcu,tflite", model=str(tfc_run), out=str(out), samples=10), progress=False)
+    assert [r.exit_code for r in results] == [2, 0]
+    assert "SRAM" in results[0].error and "tiny-mcu" in results[0].error
+    assert not (out / "tiny-mcu").exists() and (out / "tflite" / "manifest.json").is_file()
+    rows = comparison_rows(results)
+    assert rows[0][4] == "ERROR" and rows[1][4] == "PASSED"
+    with pytest.raises(ModelTooLargeForBoardError, match="tensor arena needs"):
+        deploy(DeployConfig(target="tiny-mcu", model=str(tfc_run), out=str(tmp_path / "single"), samples=4), progress=False)
+    assert not (tmp_path / "single").exists()
+
+
+def test_user_errors_exit_2_and_leave_nothing(tfc_run, tfc_export, tmp_path):
+    with pytest.raises(ConfigError, match="int4 FULLY_CONNECTED"):
+        deploy(DeployConfig(target="stm32f746g-disco", model=str(tfc_run), out=str(tmp_path / "a"), int4_weights=True), progress=False)
+    with pytest.raises(ConfigError, match="int4"):
+        deploy(DeployConfig(target="tflite", model=str(tfc_run), out=str(tmp_path / "a"), int4_weights=True), progress=False)
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(ConfigError, match="names a board twice"):
+        deploy_many(DeployConfig(target="tflite,tflite", model=str(tfc_run)), progress=False)
+    one_bit = tmp_path / "w1a1"
+    train(TrainConfig(model="tfc", bits="w1a1", epochs=1), one_bit, progress=False)
+    proc = subprocess.run([sys.executable, "-m", "sdk", "check", "--target", "ethos-u55-128", "--model", str(one_bit)],
+                          capture_output=True, text=True)
+    panel = " ".join(proc.stderr.replace("│", " ").split())
+    assert proc.returncode == 2 and "1-bit" in panel and "deploy to FINN" in panel and "fix:" in panel
+    with pytest.raises(TfliteConversionError):
+        deploy(DeployConfig(target="tflite", model=str(one_bit), out=str(tmp_path / "b")), progress=False)
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_simulate_a_tflite_package_and_refuse_a_corrupt_one(tfc_run, tmp_path):
+    package = tmp_path / "pkg"
+    deploy(DeployConfig(target="stm32f746g-disco", model=str(tfc_run), out=str(package), samples=10), progress=False)
+    proc = subprocess.run([sys.executable, "-m", "sdk", "simulate", str(package), "--limit", "50", "--json"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sim = json.loads(proc.stdout)
+    assert sim["flow"] == "tflm" and sim["runtime_equals_golden"] == 1.0 and sim["agreement"] > 0.9
+    (package / "model.tflite").write_bytes((package / "model.tflite").read_bytes()[:200])
+    proc = subprocess.run([sys.executable, "-m", "sdk", "simulate", str(package)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "model.tflite" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_tflite_flow_needs_the_checkpoint(tfc_run, tfc_export, tmp_path):
+    """A QONNX file whose checkpoint is gone cannot be written as .tflite: the scales come from the QAT model."""
+    card_path = tfc_export.with_suffix(".json")
+    lonely = tmp_path / "lonely.qonnx.onnx"
+    lonely.write_bytes(tfc_export.read_bytes())
+    card = json.loads(card_path.read_text())
+    card["source_checkpoint"]["path"] = str(tmp_path / "gone.pt")
+    lonely.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(SDKError, match="checkpoint"):
+        deploy(DeployConfig(target="tflite", model=str(lonely), out=str(tmp_path / "c")), progress=False)
+    assert not (tmp_path / "c").exists()
