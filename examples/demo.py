@@ -2,8 +2,9 @@
 
 Trains TFC w2a2 on scikit-learn's digits (cached in demo-out/ after the first
 run), deploys it to the PYNQ-Z2 through FINN with the bit-exact simulation as
-proof, and prints the summary: verification, fps, latency, utilisation, and
-what needs Vivado.
+proof and prints its summary (verification, fps, latency, utilisation, what
+needs Vivado), then deploys the same model to LiteRT, an Ethos-U55 (Vela) and
+a Cortex-M7 (TFLite Micro) and ends with one comparison table.
 """
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from rich.console import Console
 from rich.table import Table
 
 import sdk
-from sdk.deploy import DeployConfig, deploy
+from sdk.cli import print_comparison
+from sdk.deploy import DeployConfig, deploy_many
 
 OUT = Path("demo-out")
 CONFIG = sdk.TrainConfig(model="tfc", bits="w2a2", dataset="digits")
+TARGETS = "pynq-z2,tflite,ethos-u55-128,stm32f746g-disco"
 
 
 def cached_run(run_dir: Path) -> bool:
@@ -42,9 +45,13 @@ def main() -> int:
         else:
             result = sdk.train(CONFIG, run_dir)
             accuracy, seconds = result.test_accuracy, result.seconds
-        result = deploy(DeployConfig(target="pynq-z2", model=str(run_dir), out=str(OUT / "pynq-z2")))
+        results = deploy_many(DeployConfig(target=TARGETS, model=str(run_dir), out=str(OUT)))
     except sdk.SDKError as exc:
         console.print(f"[red]{exc}[/]")
+        return 2
+    result = results[0]
+    if result.error:
+        console.print(f"[red]{result.error}[/]")
         return 2
     s = result.summary
     table = Table(title="demo: TFC w2a2 on digits -> PYNQ-Z2", show_header=False)
@@ -57,7 +64,8 @@ def main() -> int:
     console.print(table)
     for message in result.messages:
         console.print(f"[yellow]note:[/] {message}")
-    return result.exit_code
+    print_comparison(results)
+    return max(r.exit_code for r in results)
 
 
 if __name__ == "__main__":

@@ -218,7 +218,7 @@ def print_comparison(results) -> None:
     for row in comparison_rows(results):
         colour = {"PASSED": "green", "FAILED": "red", "ERROR": "red"}.get(row[4], "white")
         table.add_row(*row[:4], f"[{colour}]{row[4]}[/]", *row[5:])
-    out.print(table, width=None if out.is_terminal else 160)  # logs and CI: one line per board
+    (out if out.is_terminal else Console(width=170)).print(table)  # logs and CI: one line per board
     for r in results:
         if r.error:
             out.print(f"[red]{r.board}:[/] {r.error}")

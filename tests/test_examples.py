@@ -1,4 +1,5 @@
 """The build scripts in examples/ run as an engineer would run them."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,9 @@ def test_train_own_npz(tmp_path):
 def test_demo_deploys_to_pynq_z2_and_caches(tmp_path):
     first = run("demo.py", cwd=tmp_path)
     assert "PASSED" in first and "frames/s" in first and "finish_bitfile.py" in first
-    assert (tmp_path / "demo-out" / "pynq-z2" / "manifest.json").is_file()
+    for board in ("pynq-z2", "tflite", "ethos-u55-128", "stm32f746g-disco"):
+        assert (tmp_path / "demo-out" / board / "manifest.json").is_file() and board in first
+    assert "one model, several targets" in first and "FAILED" not in first and "ERROR" not in first
     second = run("demo.py", cwd=tmp_path)
     assert "reusing trained run" in second and "PASSED" in second
 
@@ -44,3 +47,12 @@ def test_deploy_fpga_example(tfc_run, tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / "deploy_fpga.py"), "--model", str(tfc_run), "--board", "zcu999"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and "Unknown board" in proc.stderr
+
+
+@pytest.mark.slow
+def test_deploy_everywhere_example(tfc_run, tmp_path):
+    text = run("deploy_everywhere.py", "--model", str(tfc_run), "--targets", "tflite,nrf52840-dk", "--samples", "20",
+               "--out", str(tmp_path), "--json")
+    rows = json.loads(text[text.index("["):])
+    assert [row["board"] for row in rows] == ["tflite", "nrf52840-dk"] and {row["result"] for row in rows} == {"PASSED"}
+    assert (tmp_path / "nrf52840-dk" / "report.md").is_file()
