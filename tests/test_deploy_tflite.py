@@ -104,7 +104,7 @@ def test_user_errors_exit_2_and_leave_nothing(tfc_run, tfc_export, tmp_path):
     with pytest.raises(ConfigError, match="int4 FULLY_CONNECTED"):
         deploy(DeployConfig(target="stm32f746g-disco", model=str(tfc_run), out=str(tmp_path / "a"), int4_weights=True), progress=False)
     with pytest.raises(ConfigError, match="int4"):
-        deploy(DeployConfig(target="tflite", model=str(tfc_run), out=str(tmp_path / "a"), int4_weights=True), progress=False)
+        deploy(DeployConfig(target="ethos-u55-128", model=str(tfc_run), out=str(tmp_path / "a"), int4_weights=True), progress=False)
     assert not (tmp_path / "a").exists()
     with pytest.raises(ConfigError, match="names a board twice"):
         deploy_many(DeployConfig(target="tflite,tflite", model=str(tfc_run)), progress=False)
@@ -117,6 +117,23 @@ def test_user_errors_exit_2_and_leave_nothing(tfc_run, tfc_export, tmp_path):
     with pytest.raises(TfliteConversionError):
         deploy(DeployConfig(target="tflite", model=str(one_bit), out=str(tmp_path / "b")), progress=False)
     assert not (tmp_path / "b").exists()
+
+
+def test_int4_weights_on_litert(tfc_run, zoo_runs, tmp_path):
+    """Packed int4 weights: half the weight bytes, the same exactness rule; more than 4 weight bits is refused."""
+    int8 = deploy(DeployConfig(target="tflite", model=str(tfc_run), out=str(tmp_path / "int8"), samples=20), progress=False)
+    int4 = deploy(DeployConfig(target="tflite", model=str(tfc_run), out=str(tmp_path / "int4"), samples=20, int4_weights=True), progress=False)
+    assert int4.verified and int4.summary["model_bytes"] < 0.8 * int8.summary["model_bytes"]
+    info = json.loads((tmp_path / "int4" / "tflite_info.json").read_text())
+    assert {t["dtype"] for t in info["tensors"] if t["name"].endswith("/weights")} == {"INT4"}
+    residual = deploy(DeployConfig(target="tflite", model=str(zoo_runs["resnet8"]), out=str(tmp_path / "res"), samples=10, int4_weights=True),
+                      progress=False)
+    assert residual.verified
+    eight_bit = tmp_path / "w8"
+    train(TrainConfig(model="tfc", bits="w8a8", epochs=1), eight_bit, progress=False)
+    with pytest.raises(TfliteConversionError, match="int4 holds 4"):
+        deploy(DeployConfig(target="tflite", model=str(eight_bit), out=str(tmp_path / "w8pkg"), int4_weights=True), progress=False)
+    assert not (tmp_path / "w8pkg").exists()
 
 
 @pytest.mark.slow

@@ -38,9 +38,15 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-_DTYPES = {schema.TensorType.INT8: np.int8, schema.TensorType.INT32: np.int32,
+_DTYPES = {schema.TensorType.INT8: np.int8, schema.TensorType.INT4: np.int8, schema.TensorType.INT32: np.int32,
            schema.TensorType.FLOAT32: np.float32, schema.TensorType.UINT8: np.uint8}
 _OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+
+
+def unpack_int4(packed: np.ndarray, count: int) -> np.ndarray:
+    """INT4 constants: two's-complement nibbles, low nibble first."""
+    nibbles = np.stack([packed & 0xF, packed >> 4], axis=1).reshape(-1)[:count].astype(np.int8)
+    return np.where(nibbles > 7, nibbles - 16, nibbles).astype(np.int8)
 
 
 class GoldenModelError(Exception):
@@ -136,7 +142,9 @@ def _tensors(model: schema.ModelT) -> list[_Tensor]:
         zps = np.asarray(q.zeroPoint, np.int64) if q is not None and q.zeroPoint is not None and len(q.zeroPoint) else None
         raw = model.buffers[t.buffer].data if t.buffer else None
         data = None
-        if raw is not None and len(raw):
+        if raw is not None and len(raw) and t.type == schema.TensorType.INT4:
+            data = unpack_int4(np.asarray(raw, np.uint8), int(np.prod(t.shape))).reshape(t.shape)
+        elif raw is not None and len(raw):
             data = np.frombuffer(bytes(np.asarray(raw, np.uint8)), dtype=np.dtype(dtype).newbyteorder("<")).reshape(t.shape)
         name = t.name.decode() if isinstance(t.name, bytes) else t.name
         out.append(_Tensor(name, dtype, scales, zps, data))

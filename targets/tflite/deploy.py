@@ -66,6 +66,12 @@ class Measured:
     plot: Callable[[PackageBuilder, Report], None] | None = None  # drawn after the weight-bytes plot
 
 
+def _weight_bytes(layer) -> int | None:
+    if layer.weights is None:
+        return None
+    return (layer.weights.size + 1) // 2 if layer.weight_type == "int4" else int(layer.weights.size)
+
+
 class TfliteFamilyTarget:
     """Write, run, verify, report; subclasses say which runtime and what to measure."""
 
@@ -73,7 +79,7 @@ class TfliteFamilyTarget:
     rounding = "litert"                 # golden model of the runtime (sdk.sim.tflite_ref.RUNTIME_ROUNDING)
     runtime_label = ""
     default_io = "int8"
-    int4_refusal = ("int4 weights are not supported by this flow's runtime", "deploy without --int4-weights")
+    int4_refusal: tuple[str, str] | None = ("int4 weights are not supported by this flow's runtime", "deploy without --int4-weights")
 
     def check(self, model_path: Path, board: Board, workdir: Path, qat_model: Any = None) -> None:
         """Lowering names the first layer the writer cannot express (an SDKError, exit 2)."""
@@ -82,15 +88,16 @@ class TfliteFamilyTarget:
 
         lower(_qat_model(qat_model, board), _card_like(read_card(model_path))["input_shape"])
 
-    def options(self, request: BuildRequest) -> tuple[bool, bool]:
-        """(float_input, float_output) from --io, and the refusal of --int4-weights where the runtime cannot run it."""
+    def options(self, request: BuildRequest) -> tuple[bool, bool, bool]:
+        """(float_input, float_output, int4_weights) from --io and --int4-weights, refused where the runtime cannot run int4."""
         io = request.options.get("io") or self.default_io
         if io not in IO_MODES:
             raise ConfigError(f"--io must be one of {', '.join(IO_MODES)}, got {io!r}.", where="--io", fix="e.g. --io int8")
-        if request.options.get("int4_weights"):
+        int4 = bool(request.options.get("int4_weights"))
+        if int4 and self.int4_refusal is not None:
             what, fix = self.int4_refusal
             raise ConfigError(f"--int4-weights on {request.board.name}: {what}.", where="--int4-weights", fix=fix)
-        return io == "float", io == "float"
+        return io == "float", io == "float", int4
 
     def measure(self, path: Path, info: TfliteInfo, request: BuildRequest, pkg: PackageBuilder,
                 progress: Callable[[str], None]) -> Measured:
@@ -98,10 +105,10 @@ class TfliteFamilyTarget:
 
     def build(self, request: BuildRequest, pkg: PackageBuilder, progress: Callable[[str], None]) -> BuildOutcome:
         model = _qat_model(request.qat_model, request.board)
-        float_input, float_output = self.options(request)
+        float_input, float_output, int4 = self.options(request)
         progress("write int8 .tflite from the QAT scales")
         path = pkg.path(MODEL_NAME)
-        info = write_tflite(model, _card_like(request.card), path, float_input=float_input, float_output=float_output)
+        info = write_tflite(model, _card_like(request.card), path, float_input=float_input, float_output=float_output, int4_weights=int4)
         pkg.write_json(INFO_NAME, info.to_dict() | {"path": MODEL_NAME})
         progress(f"run in {self.runtime_label}")
         measured = self.measure(path, info, request, pkg, progress)
@@ -129,14 +136,15 @@ class TfliteFamilyTarget:
                                    ["tensor", "op alone: max LSB", "op alone: mismatch %", "end to end: max LSB", "end to end: mismatch %"],
                                    [a.row() for a in agreements]))
         weighted = [layer for layer in info.layers if layer.weights is not None]
-        report.tables.append(Table("Layers", ["layer", "op", "output shape", "weight bits", "act bits", "weight bytes", "scale", "zero point"],
-                                   [[l.name, l.op, "x".join(map(str, l.shape)), l.weight_bits, l.act_bits,
-                                     None if l.weights is None else int(l.weights.size), l.scale, l.zero_point] for l in info.layers]))
+        report.tables.append(Table("Layers", ["layer", "op", "output shape", "weight bits", "stored as", "act bits", "weight bytes", "scale",
+                                              "zero point"],
+                                   [[l.name, l.op, "x".join(map(str, l.shape)), l.weight_bits, l.weight_type if l.weights is not None else None,
+                                     l.act_bits, _weight_bytes(l), l.scale, l.zero_point] for l in info.layers]))
         report.tables += measured.tables
         report.notes.append("'op alone' feeds each op the QAT model's own input (the rule); 'end to end' runs the int8 graph on its "
                             "own, where differences compound (reported, with the accuracy of each).")
-        bar_plot(pkg, report, "weight_bytes_per_layer.png", [l.name for l in weighted], [l.weights.size for l in weighted],
-                 "int8 weight bytes per layer", "bytes")
+        bar_plot(pkg, report, "weight_bytes_per_layer.png", [l.name for l in weighted], [_weight_bytes(l) for l in weighted],
+                 "Weight bytes per layer in the .tflite", "bytes")
         if measured.plot is not None:
             measured.plot(pkg, report)
         report.data = {"tflite": info.to_dict() | {"path": MODEL_NAME}, "verification": verification.to_dict(),
@@ -151,8 +159,7 @@ class TfliteTarget(TfliteFamilyTarget):
     rounding = "litert"
     runtime_label = "LiteRT reference kernels"
     default_io = "float"
-    int4_refusal = ("packed int4 weights are not written by this SDK version (LiteRT could run them; the golden model and "
-                    "tests do not cover them yet)", "deploy without --int4-weights; weights of 2..4 bits are stored exactly as int8")
+    int4_refusal = None  # LiteRT runs INT4 FULLY_CONNECTED, CONV_2D and DEPTHWISE_CONV_2D
     latency_runs = 50
 
     def measure(self, path, info, request, pkg, progress) -> Measured:

@@ -78,6 +78,7 @@ class Layer:
     weight_gain: int = 1               # stored weights = Brevitas integers * weight_gain
     negated_channels: int = 0          # channels whose BatchNorm factor was negative
     compared: bool = True              # has a QAT-model counterpart to compare with
+    weight_type: str = "int8"          # how the weights are stored: int8, or int4 (packed two per byte)
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "op": self.op, "inputs": self.inputs, "shape": self.shape,
@@ -161,8 +162,11 @@ def _out_quant(act: nn.Module, name: str) -> _OutQuant:
                                 "and the signed 8-bit residual quantizer map to int8 here.", where=f"layer {name}", fix="use the zoo's quantizers")
 
 
-def weight_gain(ints: np.ndarray) -> int:
-    """Largest power of two k with k * max|w| <= 127.
+INT4_MAX = 7
+
+
+def weight_gain(ints: np.ndarray, limit: int = INT8_MAX) -> int:
+    """Largest power of two k with k * max|w| <= limit (127; 7 for int4 weights).
 
     TFLite puts the bias on the accumulator's scale s_in * s_w. With 2..4-bit
     weights after low-bit activations one accumulator step is a large part of an
@@ -171,7 +175,18 @@ def weight_gain(ints: np.ndarray) -> int:
     (k is a power of two: exact in float32), and the bias gets k times finer.
     """
     top = max(int(np.abs(ints).max()), 1)
-    return 2 ** int(math.floor(math.log2(INT8_MAX / top)))
+    return 2 ** int(math.floor(math.log2(limit / top)))
+
+
+def _storage(ints: np.ndarray, bits: int, name: str, int4: bool) -> tuple[str, int]:
+    """int8, or int4 where asked for: (weight type, the largest stored magnitude)."""
+    if not int4:
+        return "int8", INT8_MAX
+    if bits > 4 or int(np.abs(ints).max()) > INT4_MAX:
+        raise TfliteConversionError(f"--int4-weights: layer {name} has {bits}-bit weights, int4 holds 4 (-7..7).", where=f"layer {name}",
+                                    fix="train with at most 4 weight bits (e.g. --bits w4a4, or --layer-bits for this layer), "
+                                        "or deploy without --int4-weights")
+    return "int4", INT4_MAX
 
 
 def _bias_ints(shift: np.ndarray, input_scale: np.float32, weight_scales: np.ndarray, name: str) -> np.ndarray:
@@ -215,7 +230,7 @@ def _conv_geometry(module: nn.Module, cur: _Current, name: str) -> tuple[str, in
 
 
 def _compute(name: str, module: nn.Module, bn: nn.Module | None, out: _OutQuant, cur: _Current, widen: bool,
-             reorder_from: list[int] | None = None) -> Layer:
+             reorder_from: list[int] | None = None, int4: bool = False) -> Layer:
     """conv / depthwise / fc (+ folded BatchNorm) writing int8 at `out`'s quantization."""
     from brevitas.nn import QuantConv2d
 
@@ -227,24 +242,28 @@ def _compute(name: str, module: nn.Module, bn: nn.Module | None, out: _OutQuant,
         if reorder_from is not None:  # the flatten of an (C, H, W) map: columns NCHW -> NHWC
             channels, height, width = reorder_from
             ints = ints.reshape(len(ints), channels, height, width).transpose(0, 2, 3, 1).reshape(len(ints), -1)
+    # LiteRT 2.3's reference resolver has no DEPTHWISE_CONV_2D version 7 (int4): depthwise weights stay int8
+    weight_type, limit = _storage(ints, w_bits, name, int4 and op != "dw")
     factor = np.ones(len(ints)) if bn is None else bn.weight.detach().double().numpy() / np.sqrt(bn.running_var.detach().double().numpy() + bn.eps)
     shift = np.zeros(len(ints)) if bn is None else bn.bias.detach().double().numpy() - bn.running_mean.detach().double().numpy() * factor
     if w_scales.size == 1 and bn is not None:
         w_scales = np.repeat(w_scales, len(ints))
     sign = np.where(factor < 0, -1, 1).reshape(-1, *[1] * (ints.ndim - 1))
     dead = factor == 0  # the channel is the constant shift: zero weights keep the plain scale
-    gain = weight_gain(ints) if widen else 1
+    gain = weight_gain(ints, limit) if widen else 1
     weights = np.where(dead.reshape(sign.shape), 0, ints * sign * gain)
     scales = (np.where(dead, 1.0, np.abs(factor)) * w_scales.astype(np.float64) / gain).astype(np.float32)
     bias = None if bn is None else _bias_ints(shift, cur.scale, scales, name)
     return Layer(name, op, [cur.name], shape, float(out.scale), out.zero_point, out.relu, out.clamp_max,
                  _to_tflite_layout(weights, op).astype(np.int8), scales, bias, float(cur.scale), cur.zero_point, stride,
-                 pads=pads, weight_bits=w_bits, act_bits=out.bits, weight_gain=gain, negated_channels=int((factor < 0).sum()))
+                 pads=pads, weight_bits=w_bits, act_bits=out.bits, weight_gain=gain, negated_channels=int((factor < 0).sum()),
+                 weight_type=weight_type)
 
 
-def _classifier(name: str, module: nn.Module, cur: _Current, logits_scale: float | None) -> Layer:
+def _classifier(name: str, module: nn.Module, cur: _Current, logits_scale: float | None, int4: bool = False) -> Layer:
     """The last Linear: float logits = s_in * s_w * acc, written as int8 logits at a data-free scale."""
     ints, w_scales, w_bits = _weight_ints(module, name)
+    weight_type, _ = _storage(ints, w_bits, name, int4)
     if w_scales.size != 1:
         raise TfliteConversionError(f"The classifier {name} has per-channel weight scales.", where=f"layer {name}",
                                     fix="use per-tensor weights there (zoo default)")
@@ -254,7 +273,7 @@ def _classifier(name: str, module: nn.Module, cur: _Current, logits_scale: float
         logits_scale = float(np.float64(cur.scale) * np.float64(w_scales[0]) * bound / INT8_MAX)
     return Layer(name, "fc", [cur.name], [module.out_features], float(np.float32(logits_scale)), 0,
                  weights=ints.astype(np.int8), weight_scales=w_scales, input_scale=float(cur.scale),
-                 input_zero_point=cur.zero_point, weight_bits=w_bits)
+                 input_zero_point=cur.zero_point, weight_bits=w_bits, weight_type=weight_type)
 
 
 AVERAGE_GAIN = 64
@@ -296,13 +315,13 @@ def _sequence(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return items
 
 
-def _residual(name: str, block: nn.Module, cur: _Current, widen: bool) -> tuple[list[Layer], _Current]:
+def _residual(name: str, block: nn.Module, cur: _Current, widen: bool, int4: bool) -> tuple[list[Layer], _Current]:
     """conv1-bn1-act1-conv2-bn2 and the shortcut into the shared quantizer, ADD, then act_out."""
     add, act1 = _out_quant(block.add_quant, f"{name}.add_quant"), _out_quant(block.act1, f"{name}.act1")
-    conv1 = _compute(f"{name}.act1", block.conv1, block.bn1, act1, cur, widen)
-    main = _compute(f"{name}.add_quant#0", block.conv2, block.bn2, add, _advance(conv1, act1.span), widen)
+    conv1 = _compute(f"{name}.act1", block.conv1, block.bn1, act1, cur, widen, int4=int4)
+    main = _compute(f"{name}.add_quant#0", block.conv2, block.bn2, add, _advance(conv1, act1.span), widen, int4=int4)
     if block.shortcut is not None:
-        skip = _compute(f"{name}.add_quant#1", block.shortcut[0], block.shortcut[1], add, cur, widen)
+        skip = _compute(f"{name}.add_quant#1", block.shortcut[0], block.shortcut[1], add, cur, widen, int4=int4)
     else:
         skip = Layer(f"{name}.add_quant#1", "requant", [cur.name], cur.shape, float(add.scale), add.zero_point,
                      input_scale=float(cur.scale), input_zero_point=cur.zero_point)
@@ -313,8 +332,12 @@ def _residual(name: str, block: nn.Module, cur: _Current, widen: bool) -> tuple[
     return layers + [total], _advance(total, out.span)
 
 
-def lower(model: nn.Module, input_shape: list[int] | tuple[int, ...], logits_scale: float | None = None, widen_weights: bool = True) -> LoweredModel:
-    """The int8 graph of a zoo model in eval mode; input_shape is the model card's (C, H, W)."""
+def lower(model: nn.Module, input_shape: list[int] | tuple[int, ...], logits_scale: float | None = None, widen_weights: bool = True,
+          int4_weights: bool = False) -> LoweredModel:
+    """The int8 graph of a zoo model in eval mode; input_shape is the model card's (C, H, W).
+
+    int4_weights stores the conv and fc weights as int4 (each must have at most 4 bits); depthwise
+    weights stay int8, since LiteRT's reference kernels have no int4 DEPTHWISE_CONV_2D (version 7)."""
     from brevitas.nn import QuantConv2d, QuantLinear
 
     from sdk.zoo.resnet import ResidualBlock
@@ -340,11 +363,11 @@ def lower(model: nn.Module, input_shape: list[int] | tuple[int, ...], logits_sca
             bn = following[0] if following and isinstance(following[0], (nn.BatchNorm1d, nn.BatchNorm2d)) else None
             act_index = i + 1 + (bn is not None)
             if act_index >= len(items):  # the classifier
-                lowered.layers.append(_classifier(name, module, cur, logits_scale))
+                lowered.layers.append(_classifier(name, module, cur, logits_scale, int4_weights))
                 break
             act_name, act = items[act_index]
             out = _out_quant(act, act_name)
-            layer = _compute(act_name, module, bn, out, cur, widen_weights, reorder)
+            layer = _compute(act_name, module, bn, out, cur, widen_weights, reorder, int4_weights)
             lowered.layers.append(layer)
             cur, i = _advance(layer, out.span), act_index + 1
         elif isinstance(module, nn.MaxPool2d):
@@ -366,7 +389,7 @@ def lower(model: nn.Module, input_shape: list[int] | tuple[int, ...], logits_sca
             lowered.layers.append(layer)
             cur, i = _advance(layer, out.span), i + 2
         elif isinstance(module, ResidualBlock):
-            layers, cur = _residual(name, module, cur, widen_weights)
+            layers, cur = _residual(name, module, cur, widen_weights, int4_weights)
             lowered.layers += layers
             i += 1
         else:

@@ -16,7 +16,10 @@ lays them out as TFLite tensors and operators:
   I/O       int8 input (p - 128) or, with float_input, a QUANTIZE of p / 255 in
             front; int8 logits, plus a DEQUANTIZE to float with float_output
 
-Weights of 2..8 bits are stored as int8 (int4 packing: see int4_refusal()).
+Weights of 2..8 bits are stored as int8, or with int4_weights (at most 4 bits)
+packed two per byte as INT4 in FULLY_CONNECTED and CONV_2D (LiteRT runs them;
+its reference resolver has no int4 DEPTHWISE_CONV_2D, so those stay int8;
+TFLite Micro has no int4 FULLY_CONNECTED, so its targets refuse the option).
 """
 from __future__ import annotations
 
@@ -40,9 +43,11 @@ SIGNATURE_KEY = "serving_default"
 METADATA_NAME = "sdk_info"
 LOGITS_FLOAT_NAME = "logits_float"
 OPS = schema.BuiltinOperator
-# The lowest version of each op that covers int8 tensors with per-channel weights.
+# The lowest version of each op that covers its int8 use (LiteRT's tools/versioning/op_version.cc);
+# int4 weights need FULLY_CONNECTED 10, CONV_2D and DEPTHWISE_CONV_2D 7.
 OP_VERSIONS = {OPS.FULLY_CONNECTED: 4, OPS.CONV_2D: 3, OPS.DEPTHWISE_CONV_2D: 3, OPS.MAX_POOL_2D: 2, OPS.ADD: 2,
-               OPS.RESHAPE: 1, OPS.PAD: 2, OPS.MINIMUM: 2, OPS.DEQUANTIZE: 2, OPS.QUANTIZE: 2}
+               OPS.RESHAPE: 1, OPS.PAD: 2, OPS.MINIMUM: 2, OPS.DEQUANTIZE: 2, OPS.QUANTIZE: 1}
+INT4_OP_VERSIONS = {OPS.FULLY_CONNECTED: 10, OPS.CONV_2D: 7, OPS.DEPTHWISE_CONV_2D: 7}
 
 __all__ = ["TfliteConversionError", "TfliteInfo", "write_tflite", "BUFFER_ALIGNMENT", "SIGNATURE_KEY", "METADATA_NAME"]
 
@@ -123,7 +128,7 @@ class _Graph:
         self.index: dict[str, int] = {}
         self.buffers: list[schema.BufferT] = [schema.BufferT()]  # buffer 0: empty, as TFLite requires
         self.operators: list[schema.OperatorT] = []
-        self.opcodes: list[int] = []
+        self.opcodes: list[tuple[int, int]] = []  # (builtin, version)
 
     def tensor(self, name: str, shape: list[int], dtype: int, quant: schema.QuantizationParametersT | None,
                data: np.ndarray | None = None, batch_dim: bool = False) -> int:
@@ -142,11 +147,13 @@ class _Graph:
         """An int8 activation tensor with a batch dimension."""
         return self.tensor(name, [1] + list(shape), schema.TensorType.INT8, _quant([scale], [zero_point]), batch_dim=True)
 
-    def op(self, builtin: int, inputs: list[int], outputs: list[int], options_type: int = 0, options: Any = None) -> None:
-        if builtin not in self.opcodes:
-            self.opcodes.append(builtin)
+    def op(self, builtin: int, inputs: list[int], outputs: list[int], options_type: int = 0, options: Any = None,
+           version: int | None = None) -> None:
+        code = (builtin, version or OP_VERSIONS.get(builtin, 1))
+        if code not in self.opcodes:
+            self.opcodes.append(code)
         op = schema.OperatorT()
-        op.opcodeIndex, op.inputs, op.outputs = self.opcodes.index(builtin), inputs, outputs
+        op.opcodeIndex, op.inputs, op.outputs = self.opcodes.index(code), inputs, outputs
         op.builtinOptionsType, op.builtinOptions = options_type, options
         self.operators.append(op)
 
@@ -161,10 +168,19 @@ def _activation_fn(layer: Layer) -> int:
     return kinds.RELU if layer.relu else kinds.NONE
 
 
+def pack_int4(values: np.ndarray) -> np.ndarray:
+    """Two's-complement nibbles, two per byte, the first value in the low nibble (TFLite's INT4 layout)."""
+    nibbles = (values.reshape(-1).astype(np.int16) & 0xF).astype(np.uint8)
+    if nibbles.size % 2:
+        nibbles = np.append(nibbles, np.uint8(0))
+    return (nibbles[0::2] | (nibbles[1::2] << 4)).astype(np.uint8)
+
+
 def _weights_and_bias(g: _Graph, layer: Layer, quantized_dim: int, with_bias: bool) -> tuple[int, int]:
     scales = layer.weight_scales
-    w = g.tensor(f"{layer.name}/weights", list(layer.weights.shape), schema.TensorType.INT8,
-                 _quant(scales, [0] * len(scales), quantized_dim), layer.weights.astype(np.int8))
+    int4 = layer.weight_type == "int4"
+    w = g.tensor(f"{layer.name}/weights", list(layer.weights.shape), schema.TensorType.INT4 if int4 else schema.TensorType.INT8,
+                 _quant(scales, [0] * len(scales), quantized_dim), pack_int4(layer.weights) if int4 else layer.weights.astype(np.int8))
     if layer.bias is None and not with_bias:
         return w, -1
     channels = layer.weights.shape[quantized_dim]
@@ -206,7 +222,7 @@ def _emit_compute(g: _Graph, layer: Layer, x: int, y: int) -> None:
         options = schema.FullyConnectedOptionsT()
         options.fusedActivationFunction = _activation_fn(layer)
         options.weightsFormat = schema.FullyConnectedOptionsWeightsFormat.DEFAULT
-        g.op(OPS.FULLY_CONNECTED, [x, w, b], [y], schema.BuiltinOptions.FullyConnectedOptions, options)
+        g.op(OPS.FULLY_CONNECTED, [x, w, b], [y], schema.BuiltinOptions.FullyConnectedOptions, options, _version(OPS.FULLY_CONNECTED, layer))
         return
     x, padding = _padding(g, layer, x)
     if layer.op == "conv":
@@ -219,7 +235,11 @@ def _emit_compute(g: _Graph, layer: Layer, x: int, y: int) -> None:
     options.padding, options.strideH, options.strideW = padding, layer.stride, layer.stride
     options.dilationHFactor = options.dilationWFactor = 1
     options.fusedActivationFunction = _activation_fn(layer)
-    g.op(code, [x, w, b], [y], kind, options)
+    g.op(code, [x, w, b], [y], kind, options, _version(code, layer))
+
+
+def _version(code: int, layer: Layer) -> int:
+    return INT4_OP_VERSIONS[code] if layer.weight_type == "int4" else OP_VERSIONS[code]
 
 
 def _emit(g: _Graph, layer: Layer, x: int, y: int) -> None:
@@ -284,11 +304,11 @@ def _build_graph(lowered: LoweredModel, float_input: bool, float_output: bool) -
     return g, graph_in, logits, output
 
 
-def _opcode(builtin: int) -> schema.OperatorCodeT:
+def _opcode(builtin: int, version: int) -> schema.OperatorCodeT:
     code = schema.OperatorCodeT()
     code.builtinCode = builtin
     code.deprecatedBuiltinCode = min(builtin, OPS.PLACEHOLDER_FOR_GREATER_OP_CODES)
-    code.version = OP_VERSIONS.get(builtin, 1)
+    code.version = version
     return code
 
 
@@ -310,7 +330,7 @@ def _model(g: _Graph, graph_in: int, graph_out: int, metadata: dict[str, Any]) -
     model = schema.ModelT()
     model.version = 3
     model.description = "Edge QNN SDK: int8 from Brevitas QAT scales"
-    model.operatorCodes = [_opcode(code) for code in g.opcodes]
+    model.operatorCodes = [_opcode(builtin, version) for builtin, version in g.opcodes]
     model.subgraphs, model.buffers, model.metadata = [sub], g.buffers, [meta]
     model.signatureDefs = [_signature(graph_in, graph_out)]
     return model
@@ -343,7 +363,7 @@ def _summaries(g: _Graph) -> tuple[list[TensorSummary], list[OpSummary]]:
                              int(t.quantization.zeroPoint[0]) if t.quantization else None, t.buffer != 0)
                for i, t in enumerate(g.tensors)]
     names = [t.name for t in g.tensors]
-    ops = [OpSummary(OP_NAMES[g.opcodes[op.opcodeIndex]], [names[i] if i >= 0 else "-" for i in op.inputs], [names[i] for i in op.outputs])
+    ops = [OpSummary(OP_NAMES[g.opcodes[op.opcodeIndex][0]], [names[i] if i >= 0 else "-" for i in op.inputs], [names[i] for i in op.outputs])
            for op in g.operators]
     return tensors, ops
 
@@ -360,7 +380,7 @@ def _metadata(card_like: dict[str, Any], lowered: LoweredModel) -> dict[str, Any
 
 
 def write_tflite(model: nn.Module, card_like: dict[str, Any], path: Path | str, logits_scale: float | None = None,
-                 float_input: bool = False, float_output: bool = True, widen_weights: bool = True) -> TfliteInfo:
+                 float_input: bool = False, float_output: bool = True, widen_weights: bool = True, int4_weights: bool = False) -> TfliteInfo:
     """Write `model` (a zoo model in eval mode) as an int8 .tflite at `path`, atomically.
 
     card_like needs `input_shape` (C, H, W) and `labels`. The input is int8 (p - 128),
@@ -373,7 +393,7 @@ def write_tflite(model: nn.Module, card_like: dict[str, Any], path: Path | str, 
     if not input_shape or len(input_shape) != 3:
         raise TfliteConversionError(f"The model card's input_shape is {input_shape!r}; the writer needs (C, H, W).",
                                     where="model card input_shape", fix="pass the card of the run the model was trained in")
-    lowered = lower(model, input_shape, logits_scale, widen_weights)
+    lowered = lower(model, input_shape, logits_scale, widen_weights, int4_weights)
     first = next(layer for layer in lowered.layers if layer.weights is not None)
     if first.op == "fc" and first.inputs == [INPUT_NAME] and first.weights.shape[1] != lowered.input_shape[0]:
         raise TfliteConversionError(f"Input shape {input_shape} has {lowered.input_shape[0]} values; {first.name} takes {first.weights.shape[1]}.",
