@@ -32,7 +32,7 @@ def main() -> int:
     args = parser.parse_args()
     try:
         results = deploy_many(DeployConfig(target=args.targets, model=args.model, out=str(args.out), samples=args.samples),
-                              progress=not args.json)
+                              progress=not args.json, per_board_folders=True)
     except sdk.SDKError as exc:
         print(exc, file=sys.stderr)
         return 2

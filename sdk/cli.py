@@ -222,7 +222,8 @@ def print_comparison(results) -> None:
     for r in results:
         if r.error:
             out.print(f"[red]{r.board}:[/] {r.error}")
-        out.print(f"[dim]{r.board}: {r.package}[/]")
+        else:
+            out.print(f"[dim]{r.board}: {r.package}[/]")
 
 
 def _print_deploy(result) -> None:
@@ -234,6 +235,8 @@ def _print_deploy(result) -> None:
             continue
         if isinstance(value, dict):
             value = ", ".join(f"{k.upper()} {v:.1%}" for k, v in value.items())
+        elif isinstance(value, float) and (key.endswith("accuracy") or key.endswith("_used")):
+            value = f"{value:.2%}"
         elif isinstance(value, float):
             value = f"{value:,.1f}"
         table.add_row(key.replace("_", " "), str(value))
@@ -267,9 +270,9 @@ def simulate(package: Path, data: str | None, limit: int | None, as_json: bool) 
     report = simulate_package(package, data, limit)
     if as_json:
         return _emit_json(report.to_dict())
+    identical = "" if report.identical_outputs is None else f", identical output on {report.identical_outputs:.2%}"
     out.print(f"{report.board}: {report.samples} samples of {report.data}: accuracy [bold]{report.accuracy:.2%}[/] "
-              f"(QAT model {report.qat_accuracy:.2%}); same class as the QAT model on {report.agreement:.2%}, "
-              f"identical output on {report.identical_outputs:.2%}")
+              f"(QAT model {report.qat_accuracy:.2%}); same class as the QAT model on {report.agreement:.2%}{identical}")
     if report.runtime_equals_golden is not None:
         out.print(f"runtime = golden model on {report.runtime_equals_golden:.2%} of the samples")
 

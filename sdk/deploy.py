@@ -40,12 +40,23 @@ class DeployConfig:
     int4_weights: bool = False         # TFLite family: pack weights as int4 where the runtime runs them, else refuse (exit 2)
 
     def validate(self) -> None:
+        if self.io not in (None, "int8", "float"):
+            raise ConfigError(f"--io must be int8 or float, got {self.io!r}.", where="--io", fix="e.g. --io int8")
         if not 0 < self.max_util <= 1:
             raise ConfigError(f"--max-util must be in (0, 1], got {self.max_util}.", where="--max-util", fix="e.g. --max-util 0.8")
         if self.samples < 1:
             raise ConfigError(f"--samples must be at least 1, got {self.samples}.", where="--samples", fix="e.g. --samples 100")
         if self.clock_mhz is not None and self.clock_mhz <= 0:
             raise ConfigError(f"--clock-mhz must be positive, got {self.clock_mhz}.", where="--clock-mhz", fix="e.g. --clock-mhz 100")
+
+    def check_flow(self, board: Board) -> None:
+        """Options of another flow are refused rather than silently ignored."""
+        fpga_only = {"--fps": self.fps is not None, "--require-bitfile": self.require_bitfile}
+        tflite_only = {"--io": self.io is not None, "--int4-weights": self.int4_weights}
+        given = [flag for flag, on in (tflite_only if board.flow == "finn" else fpga_only).items() if on]
+        if given:
+            raise ConfigError(f"{', '.join(given)} does not apply to {board.name} (flow {board.flow}).", where=", ".join(given),
+                              fix="drop the option for this board, or deploy those boards separately")
 
     def package_dir(self, board: Board) -> Path:
         return Path(self.out) if self.out else Path("deploy") / board.name
@@ -63,6 +74,7 @@ class DeployConfig:
 @dataclass
 class DeployResult:
     board: str
+    flow: str
     package: Path
     verified: bool
     summary: dict[str, Any]
@@ -173,6 +185,7 @@ def deploy(config: DeployConfig, progress: bool = True) -> DeployResult:
 
     config.validate()
     board = get_board(config.target)
+    config.check_flow(board)
     target = _adapter(board)
     final_dir = config.package_dir(board)
     with tempfile.TemporaryDirectory(prefix="sdk-deploy-") as tmp, \
@@ -200,7 +213,7 @@ def deploy(config: DeployConfig, progress: bool = True) -> DeployResult:
                 "tool_versions": tool_versions(TOOL_PACKAGES),
                 "verified": outcome.verification.passed,
             })
-    return DeployResult(board.name, final_dir, outcome.verification.passed, outcome.summary, outcome.messages)
+    return DeployResult(board.name, board.flow, final_dir, outcome.verification.passed, outcome.summary, outcome.messages)
 
 
 def _card_hash(card: dict[str, Any]) -> str:
@@ -220,27 +233,34 @@ def _artifact_bytes(package: Path) -> int | None:
     return None
 
 
-def deploy_many(config: DeployConfig, progress: bool = True) -> list[DeployResult]:
+def deploy_many(config: DeployConfig, progress: bool = True, per_board_folders: bool | None = None) -> list[DeployResult]:
     """--target a,b,c: deploy the one model to each board, into <out>/<board> (default deploy/<board>).
 
-    A user error on one board (too large, unsupported layer) is recorded in its
-    result and the other boards still deploy; each package is still all or nothing.
+    One board without per_board_folders keeps `sdk deploy`'s meaning of --out (the
+    package folder itself). A user error on one of several boards (too large,
+    unsupported layer) is recorded in its result and the other boards still
+    deploy; each package is still all or nothing.
     """
     from dataclasses import replace
 
+    config.validate()
     names = config.boards()
-    if len(names) == 1:
+    nested = len(names) > 1 if per_board_folders is None else per_board_folders
+    if not nested:
         return [deploy(config, progress)]
-    for name in names:
-        get_board(name)  # every name is checked before the first long build
+    boards = [get_board(name) for name in names]  # every name is checked before the first long build
+    for board in boards:
+        config.check_flow(board)
     base = Path(config.out) if config.out else Path("deploy")
     results = []
-    for name in names:
-        single = replace(config, target=name, out=str(base / name))
+    for board in boards:
+        single = replace(config, target=board.name, out=str(base / board.name))
         try:
             results.append(deploy(single, progress))
         except SDKError as exc:
-            results.append(DeployResult(name, base / name, False, {}, [], error=str(exc)))
+            if len(boards) == 1:
+                raise
+            results.append(DeployResult(board.name, board.flow, base / board.name, False, {}, [], error=str(exc)))
     return results
 
 
@@ -249,41 +269,44 @@ RULE_NAMES = {"finn": "bit-exact vs QAT", "tflite": "=golden, QAT±1 LSB", "tflm
 
 
 def _speed(flow: str, s: dict[str, Any]) -> str:
-    if flow == "finn":
-        return f"{s['fps']:,.0f}/s, {s['latency_us']:.2f} us"
-    if flow == "ethosu":
+    if flow == "finn" and s.get("fps") is not None:
+        return f"{s['fps']:,.0f}/s, {s.get('latency_us', 0):.2f} us"
+    if flow == "ethosu" and s.get("inferences_per_second"):
         return f"{s['inferences_per_second']:,.0f}/s (Vela)"
-    if flow == "tflite":
+    if flow == "tflite" and s.get("latency_us") is not None:
         return f"{s['latency_us']:.1f} us (host)"
-    return "needs the board"
+    return "needs the board" if flow == "tflm" else "-"
 
 
 def _resources(flow: str, s: dict[str, Any]) -> str:
     if flow == "finn":
-        return " ".join(f"{k.upper()} {v:.0%}" for k, v in s["utilisation"].items() if v)
+        return " ".join(f"{k.upper()} {v:.0%}" for k, v in s.get("utilisation", {}).items() if v) or "-"
     if flow in ("tflm", "ethosu"):
-        arena, flash = s.get("arena_bytes", s.get("sram_bytes")), s.get("flash_bytes", s["model_bytes"])
-        return f"SRAM {_kb(arena)} ({s['sram_used']:.1%}) flash {_kb(flash)} ({s['flash_used']:.1%})"
-    return f"file {_kb(s['model_bytes'])}"
+        arena = s["arena_bytes"] if "arena_bytes" in s else s.get("sram_bytes")
+        flash = s["off_chip_bytes"] if "off_chip_bytes" in s else s.get("model_bytes")
+        return f"SRAM {_kb(arena)} ({_percent(s.get('sram_used'))}) flash {_kb(flash)} ({_percent(s.get('flash_used'))})"
+    return f"file {_kb(s.get('model_bytes'))}"
 
 
-def _kb(size: int) -> str:
-    return f"{size / 1024:,.1f} KiB"
+def _kb(size: int | None) -> str:
+    return "-" if size is None else f"{size / 1024:,.1f} KiB"
+
+
+def _percent(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{fraction:.1%}"
 
 
 def comparison_rows(results: list[DeployResult]) -> list[list[str]]:
     """One row per board for the comparison table (COMPARISON_COLUMNS)."""
-    from sdk.boards import get_board as board_named
-
     rows = []
     for r in results:
-        flow = board_named(r.board).flow
+        flow = r.flow
         if r.error:
             rows.append([r.board, flow, "-", RULE_NAMES[flow], "ERROR", "-", r.error.splitlines()[0][:80], "-"])
             continue
         s = r.summary
         size = _artifact_bytes(r.package)
-        rows.append([r.board, flow, f"{s.get('accuracy', 0):.1%} ({s.get('qat_accuracy', 0):.1%})", RULE_NAMES[flow],
+        rows.append([r.board, flow, f"{_percent(s.get('accuracy'))} ({_percent(s.get('qat_accuracy'))})", RULE_NAMES[flow],
                      "PASSED" if r.verified else "FAILED", _speed(flow, s), _resources(flow, s),
                      _kb(size) if size is not None else "-"])
     return rows

@@ -111,6 +111,7 @@ class PackageBuilder:
     def __enter__(self) -> PackageBuilder:
         if self._temp_dir is not None or self._committed:
             raise RuntimeError("a PackageBuilder can be entered only once")
+        self._refuse_foreign_folder()
         self._temp_dir = _make_temp_dir(self.final_dir)
         return self
 
@@ -175,6 +176,15 @@ class PackageBuilder:
         self._temp_dir = None
         self._committed = True
         return self.final_dir
+
+    def _refuse_foreign_folder(self) -> None:
+        """Only an old package (or an empty folder) may be replaced: never a folder of the user's other files."""
+        from sdk.errors import ConfigError
+
+        target = self.final_dir
+        if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST_NAME).is_file():
+            raise ConfigError(f"{target} holds files that are not a deployment package; a deploy would replace the whole folder.",
+                              where=f"--out {target}", fix="pick a new or empty folder for the package (e.g. --out deploy/<board>)")
 
     def _swap_in(self, built: Path) -> None:
         """Rename any old package aside, rename the new one in, then delete the old one."""

@@ -29,7 +29,8 @@ class SimulationReport:
     accuracy: float
     qat_accuracy: float
     agreement: float  # same predicted class as the QAT model
-    identical_outputs: float  # share of samples whose output equals the QAT model's (float32 rounding)
+    identical_outputs: float | None  # FPGA: share of samples whose output equals the QAT model's (float32 rounding); None for
+                                     # int8 TFLite packages, whose rule is the golden model (runtime_equals_golden) and 1 LSB
     runtime_equals_golden: float | None = None  # TFLite family: share of samples where the runtime equals the golden model
 
     def to_dict(self) -> dict:
@@ -81,30 +82,37 @@ def simulate_package(package: Path | str, data: str | None = None, limit: int | 
     identical = np.max(np.abs(outputs - reference).reshape(len(x), -1), axis=1) / span <= FLOAT_RTOL
     return SimulationReport(str(package), manifest["board"]["name"], manifest["flow"], data or spec["name"], len(x),
                             float(np.mean(outputs.argmax(1) == y)), float(np.mean(reference.argmax(1) == y)),
-                            float(np.mean(same_class(outputs, reference))), float(np.mean(identical)), runtime_share)
+                            float(np.mean(same_class(outputs, reference))), None if runtime_share is not None else float(np.mean(identical)),
+                            runtime_share)
+
+
+SIMULATION_CHUNK = 256  # samples per golden-model call: its im2col copies grow with the batch
 
 
 def _simulate_tflite(package: Path, flow: str, x: np.ndarray) -> tuple[np.ndarray, float]:
     """The golden model of the flow's runtime on the package's model.tflite, and the runtime itself beside it."""
     from sdk.sim.tflite_ref import run_golden
-    from targets.tflite.deploy import MODEL_NAME
+    from targets.tflite.deploy import INFO_NAME, MODEL_NAME, runtime_input
     from targets.tflite.runtime import open_tflite, run_litert
     from targets.tflm.runtime import run_tflm
 
     path = package / MODEL_NAME
     open_tflite(path)  # a missing or corrupt file: TfliteFileError (exit 2) before any run
-    info = json.loads((package / "tflite_info.json").read_text())
-    shape, float_input = info["input_shape"], info["tensors"][0]["dtype"] == "FLOAT32"
-    flat = x.reshape(len(x), -1) if len(shape) == 1 else x.transpose(0, 2, 3, 1)
-    xin = (flat.astype(np.float32) / np.float32(255)) if float_input else (flat.astype(np.int16) - 128).astype(np.int8)
-    golden = run_golden(path, xin, "litert" if flow == "tflite" else "tflm")
-    output = info["output"]
-    runtime = run_litert(path, xin)[output] if flow == "tflite" else run_tflm(path, xin, measure_arena=False).outputs[output]
-    equal = np.all((runtime == golden[output]).reshape(len(x), -1), axis=1)
-    logits = golden[output]
-    if logits.dtype != np.float32:  # int8 output: dequantize at the logits scale
-        logits = logits.astype(np.float32) * np.float32(info["layers"][-1]["scale"])
-    return logits, float(np.mean(equal))
+    if not (package / INFO_NAME).is_file():
+        raise PackageError(f"The package lacks {INFO_NAME}.", where=str(package), fix="deploy again; packages are written whole")
+    info = json.loads((package / INFO_NAME).read_text())
+    xin = runtime_input(x, info["input_shape"], info["tensors"][0]["dtype"] == "FLOAT32")
+    output, logits, equal = info["output"], [], []
+    for start in range(0, len(xin), SIMULATION_CHUNK):
+        chunk = xin[start:start + SIMULATION_CHUNK]
+        golden = run_golden(path, chunk, "litert" if flow == "tflite" else "tflm")[output]
+        runtime = run_litert(path, chunk)[output] if flow == "tflite" else run_tflm(path, chunk, measure_arena=False).outputs[output]
+        equal.append(np.all((runtime == golden).reshape(len(chunk), -1), axis=1))
+        logits.append(golden)
+    values = np.concatenate(logits)
+    if values.dtype != np.float32:  # int8 output at zero point 0: dequantize at the logits scale
+        values = values.astype(np.float32) * np.float32(info["layers"][-1]["scale"])
+    return values, float(np.mean(np.concatenate(equal)))
 
 
 def _simulate_finn(package: Path, card: dict, x: np.ndarray) -> np.ndarray:

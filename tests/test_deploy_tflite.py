@@ -57,7 +57,7 @@ def test_tfc_deploys_to_each_tflite_board(tfc_run, tmp_path, board):
     if board == "ethos-u55-128":
         assert s["cycles"] > 0 and s["inferences_per_second"] > 0 and s["cpu_ops"] == 0  # int8 I/O: every op on the NPU
         assert (tmp_path / board / "model_vela.tflite").is_file() and (tmp_path / board / "vela_cycles_per_layer.png").is_file()
-        assert json.loads((tmp_path / board / "vela_summary.json").read_text())["summary"]["sram_bytes"] > 0
+        assert s["off_chip_bytes"] > 0 and json.loads((tmp_path / board / "vela_summary.json").read_text())["summary"]["sram_bytes"] > 0
 
 
 @pytest.mark.slow
@@ -106,6 +106,16 @@ def test_user_errors_exit_2_and_leave_nothing(tfc_run, tfc_export, tmp_path):
     with pytest.raises(ConfigError, match="int4"):
         deploy(DeployConfig(target="ethos-u55-128", model=str(tfc_run), out=str(tmp_path / "a"), int4_weights=True), progress=False)
     assert not (tmp_path / "a").exists()
+    with pytest.raises(ConfigError, match="does not apply to pynq-z2"):
+        deploy(DeployConfig(target="pynq-z2", model=str(tfc_run), io="int8"), progress=False)
+    with pytest.raises(ConfigError, match="does not apply to stm32f746g-disco"):
+        deploy_many(DeployConfig(target="stm32f746g-disco,tflite", model=str(tfc_run), fps=1000.0), progress=False)
+    foreign = tmp_path / "my-project"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="not a deployment package"):
+        deploy(DeployConfig(target="tflite", model=str(tfc_run), out=str(foreign)), progress=False)
+    assert (foreign / "notes.txt").read_text() == "keep me"
     with pytest.raises(ConfigError, match="names a board twice"):
         deploy_many(DeployConfig(target="tflite,tflite", model=str(tfc_run)), progress=False)
     one_bit = tmp_path / "w1a1"
@@ -160,3 +170,15 @@ def test_tflite_flow_needs_the_checkpoint(tfc_run, tfc_export, tmp_path):
     with pytest.raises(SDKError, match="checkpoint"):
         deploy(DeployConfig(target="tflite", model=str(lonely), out=str(tmp_path / "c")), progress=False)
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.slow
+def test_float_io_is_selectable(tfc_run, tmp_path):
+    """--io float puts QUANTIZE / DEQUANTIZE at the boundaries (run by TFLM too); --io int8 takes int8 and gives int8 logits."""
+    floats = deploy(DeployConfig(target="ethos-u55-128", model=str(tfc_run), out=str(tmp_path / "f"), samples=20, io="float"), progress=False)
+    assert floats.verified and floats.summary["cpu_ops"] == 2  # Vela leaves the float boundary ops to the CPU
+    ops = [op["op"] for op in json.loads((tmp_path / "f" / "tflite_info.json").read_text())["ops"]]
+    assert ops[0] == "QUANTIZE" and ops[-1] == "DEQUANTIZE"
+    ints = deploy(DeployConfig(target="tflite", model=str(tfc_run), out=str(tmp_path / "i"), samples=20, io="int8"), progress=False)
+    info = json.loads((tmp_path / "i" / "tflite_info.json").read_text())
+    assert ints.verified and info["tensors"][0]["dtype"] == "INT8" and "DEQUANTIZE" not in [op["op"] for op in info["ops"]]

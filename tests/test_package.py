@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from sdk.errors import ConfigError
 from sdk.package import PACKAGE_FORMAT, PackageBuilder, sha256_file, tool_versions
 
 
@@ -71,6 +72,7 @@ def test_exception_keeps_existing_final_dir_intact(tmp_path):
     (final / "sub").mkdir(parents=True)
     (final / "old.txt").write_text("old\n")
     (final / "sub" / "keep.bin").write_bytes(b"\x00\x01")
+    (final / "manifest.json").write_text("{}\n")  # an earlier package
     before = _tree(final)
     with pytest.raises(Boom):
         with PackageBuilder(final) as pkg:
@@ -85,12 +87,26 @@ def test_commit_replaces_existing_final_dir(tmp_path):
     final = tmp_path / "pkg"
     final.mkdir()
     (final / "stale.txt").write_text("stale\n")
+    (final / "manifest.json").write_text("{}\n")  # an earlier package
     with PackageBuilder(final) as pkg:
         pkg.write_text("fresh.txt", "fresh\n")
         assert (final / "stale.txt").exists()  # untouched until commit
         pkg.commit({})
     assert _tree(final).keys() == {"fresh.txt", "manifest.json"}
     assert [p.name for p in tmp_path.iterdir()] == ["pkg"]  # old copy deleted, temp renamed
+
+
+def test_a_folder_that_is_no_package_is_never_replaced(tmp_path):
+    final = tmp_path / "project"
+    final.mkdir()
+    (final / "train.py").write_text("mine\n")
+    with pytest.raises(ConfigError, match="not a deployment package"):
+        with PackageBuilder(final):
+            pass
+    assert _tree(final).keys() == {"train.py"} and [p.name for p in tmp_path.iterdir()] == ["project"]
+    (tmp_path / "empty").mkdir()
+    with PackageBuilder(tmp_path / "empty") as pkg:  # an empty folder is fine
+        pkg.commit({})
 
 
 def test_exception_after_commit_keeps_committed_package(tmp_path):

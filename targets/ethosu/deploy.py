@@ -9,10 +9,11 @@ Package contents: as the tflite target, plus
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 from sdk.report import Table, bar_plot
 from targets.ethosu.vela import compile_vela
-from targets.tflite.deploy import Measured, TfliteFamilyTarget, runtime_input
+from targets.tflite.deploy import Measured, TfliteFamilyTarget, info_input
 from targets.tflm.deploy import every_tensor_in_tflm, memory_plot, memory_table
 from targets.tflm.runtime import check_memory, raise_if_too_large
 
@@ -29,8 +30,10 @@ class EthosuTarget(TfliteFamilyTarget):
 
     def measure(self, path, info, request, pkg, progress) -> Measured:
         board = request.board
-        tensors = every_tensor_in_tflm(path, runtime_input(request.x, info), request.workdir)
+        tensors = every_tensor_in_tflm(path, info_input(request.x, info), request.workdir)
         progress(f"compile with Vela for {board.vela['accelerator_config']}")
+        if request.options.get("clock_mhz"):  # --clock-mhz: Vela's cycles at the overriding clock
+            board = replace(board, clock_mhz=request.options["clock_mhz"])
         vela = compile_vela(path, board, request.workdir / "vela")
         s = vela.summary
         off_chip = s["flash_bytes"] + s["dram_bytes"]  # weights live in flash, or in DRAM in the Dedicated_Sram modes
@@ -41,7 +44,8 @@ class EthosuTarget(TfliteFamilyTarget):
             shutil.copyfile(vela.log_path, pkg.path("vela.log"))
         pkg.write_json("vela_summary.json", vela.to_dict() | {"optimised_tflite": VELA_MODEL_NAME, "log_path": "vela.log"})
         cpu_ops = [f"{op['op']} ({op.get('reason') or 'not supported on the NPU'})" for op in s["cpu_ops"]]
-        latency_us = 1e6 / s["inferences_per_second"] if s["inferences_per_second"] else None
+        per_second = s["inferences_per_second"] or 0.0  # None when Vela reports no cycles
+        latency_us = 1e6 / per_second if per_second else None
         names, cycles = [n for n, _ in vela.per_layer], [c for _, c in vela.per_layer]
 
         def plots(pkg_, report) -> None:
@@ -51,11 +55,11 @@ class EthosuTarget(TfliteFamilyTarget):
 
         return Measured(
             tensors,
-            summary={"inferences_per_second": round(s["inferences_per_second"] or 0, 1), "latency_us": round(latency_us or 0, 2),
-                     "cycles": s["cycles"], "sram_bytes": s["sram_bytes"], "flash_bytes": off_chip,
+            summary={"inferences_per_second": round(per_second, 1), "latency_us": None if latency_us is None else round(latency_us, 2),
+                     "cycles": s["cycles"], "sram_bytes": s["sram_bytes"], "off_chip_bytes": off_chip,
                      "sram_used": round(1 - fits[0].headroom, 4), "flash_used": round(1 - fits[1].headroom, 4), "cpu_ops": len(s["cpu_ops"])},
             report_lines={"Vela": f"{vela.vela_version}: {s['accelerator_config']}, {s['system_config']}, {s['memory_mode']}",
-                          "estimated throughput": f"{s['inferences_per_second']:,.0f} inferences/s ({s['cycles']:,} cycles at {board.clock_mhz:g} MHz)",
+                          "estimated throughput": f"{per_second:,.0f} inferences/s ({s['cycles']:,} cycles at {board.clock_mhz:g} MHz)",
                           "SRAM (Vela's arena)": f"{s['sram_bytes']:,} bytes of {fits[0].capacity_bytes:,}",
                           "flash / DRAM (weights, command stream)": f"{off_chip:,} bytes of {fits[1].capacity_bytes:,}",
                           "ops left to the CPU": ", ".join(cpu_ops) or "none"},

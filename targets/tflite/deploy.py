@@ -25,6 +25,8 @@ from sdk.package import PackageBuilder
 from sdk.report import Report, Table, bar_plot
 from sdk.verify import Verification
 from targets.base import BuildOutcome, BuildRequest
+from sdk.sim.tflite_ref import GoldenModelError
+from targets.tflite.fold import TfliteConversionError
 from targets.tflite.verify import TensorAgreement, verify
 from targets.tflite.writer import TfliteInfo, tflite_input, write_tflite
 
@@ -45,12 +47,14 @@ def _card_like(card: dict[str, Any]) -> dict[str, Any]:
     return {"input_shape": card["input"]["image_shape"], "labels": card.get("labels", [])}
 
 
-def runtime_input(x_uint8: np.ndarray, info: TfliteInfo) -> np.ndarray:
-    """The samples as the file's input tensor takes them: int8 p - 128, or float p / 255."""
-    x = tflite_input(x_uint8, info.input_shape)
-    if info.tensors[0].dtype == "FLOAT32":
-        return ((x.astype(np.float32) + 128) / np.float32(255)).astype(np.float32)
-    return x
+def runtime_input(x_uint8: np.ndarray, input_shape: list[int], float_input: bool) -> np.ndarray:
+    """The samples as the file's input tensor takes them: int8 p - 128, or float p / 255 (flat or NHWC)."""
+    x = tflite_input(x_uint8, input_shape)
+    return ((x.astype(np.float32) + 128) / np.float32(255)).astype(np.float32) if float_input else x
+
+
+def info_input(x_uint8: np.ndarray, info: TfliteInfo) -> np.ndarray:
+    return runtime_input(x_uint8, info.input_shape, info.tensors[0].dtype == "FLOAT32")
 
 
 @dataclass
@@ -113,8 +117,12 @@ class TfliteFamilyTarget:
         progress(f"run in {self.runtime_label}")
         measured = self.measure(path, info, request, pkg, progress)
         progress("verify: runtime = golden model, golden ~ QAT model")
-        verification, agreements = verify(path, info, model, request.x, request.y, request.reference, self.runtime_label,
-                                          measured.tensors, self.rounding, runtime_input(request.x, info))
+        try:
+            verification, agreements = verify(path, info, model, request.x, request.y, request.reference, self.runtime_label,
+                                              measured.tensors, self.rounding, info_input(request.x, info))
+        except GoldenModelError as exc:  # e.g. an int32 accumulator overflow the model's weights cause
+            raise TfliteConversionError(f"The int8 graph cannot be computed exactly: {exc}.", where=f"{MODEL_NAME} for {request.board.name}",
+                                        fix="retrain with fewer weight bits or narrower layers; if the model is a zoo model, report it") from None
         report, summary = self._report(request.board, info, verification, agreements, measured, pkg)
         return BuildOutcome(report, verification, summary, measured.messages)
 
@@ -159,13 +167,13 @@ class TfliteTarget(TfliteFamilyTarget):
     rounding = "litert"
     runtime_label = "LiteRT reference kernels"
     default_io = "float"
-    int4_refusal = None  # LiteRT runs INT4 FULLY_CONNECTED, CONV_2D and DEPTHWISE_CONV_2D
+    int4_refusal = None  # LiteRT's reference kernels run INT4 FULLY_CONNECTED and CONV_2D
     latency_runs = 50
 
     def measure(self, path, info, request, pkg, progress) -> Measured:
         from targets.tflite.runtime import measure_latency, run_litert
 
-        x = runtime_input(request.x, info)
+        x = info_input(request.x, info)
         reference = run_litert(path, x, kernels="reference", all_tensors=True)
         xnnpack = run_litert(path, x, kernels="xnnpack")
         progress("time LiteRT (XNNPACK and reference kernels)")

@@ -128,6 +128,9 @@ class _OutQuant:
 
 def _weight_ints(module: nn.Module, name: str) -> tuple[np.ndarray, np.ndarray, int]:
     """Brevitas integer weights, their float32 scales (O,) or (1,), and the bit width."""
+    if getattr(module, "bias", None) is not None:
+        raise TfliteConversionError(f"Layer {name} has a bias; the writer folds only BatchNorm shifts into the int32 bias.",
+                                    where=f"layer {name}", fix="build the layer with bias=False and a BatchNorm after it (as the zoo does)")
     qw = module.quant_weight()
     bits = int(qw.bit_width)
     if bits < 2:
@@ -147,7 +150,10 @@ def _out_quant(act: nn.Module, name: str) -> _OutQuant:
     from brevitas.nn import QuantIdentity, QuantReLU
 
     quant = getattr(act, "act_quant", None)
-    bits = int(quant.bit_width()) if quant is not None and hasattr(quant, "bit_width") else 1
+    if quant is None or not hasattr(quant, "bit_width"):
+        raise TfliteConversionError(f"Layer {name} ({type(act).__name__}) is not a Brevitas quantizer, so its output has no int8 scale.",
+                                    where=f"layer {name}", fix="follow every conv / linear with a Brevitas QuantReLU (or the zoo's quant_act)")
+    bits = int(quant.bit_width())
     if bits < 2 or bits > 8 or not isinstance(act, (QuantReLU, QuantIdentity)) or float(quant.zero_point()) != 0.0:
         raise TfliteConversionError(f"Activation {name} is a {bits}-bit {type(act).__name__}; the TFLite writer needs a 2..8-bit quantizer "
                                     "with zero point 0.", where=f"layer {name}",
@@ -197,6 +203,12 @@ def _bias_ints(shift: np.ndarray, input_scale: np.float32, weight_scales: np.nda
     return bias.astype(np.int32)
 
 
+def _nhwc_columns(ints: np.ndarray, chw: list[int]) -> np.ndarray:
+    """Linear weights (O, C*H*W) read after PyTorch's NCHW flatten, reordered for TFLite's NHWC flatten."""
+    channels, height, width = chw
+    return ints.reshape(len(ints), channels, height, width).transpose(0, 2, 3, 1).reshape(len(ints), -1)
+
+
 def _to_tflite_layout(ints: np.ndarray, op: str) -> np.ndarray:
     """fc (O, I) stays; conv OIHW -> OHWI; depthwise (C, 1, kh, kw) -> (1, kh, kw, C)."""
     if op == "conv":
@@ -240,8 +252,7 @@ def _compute(name: str, module: nn.Module, bn: nn.Module | None, out: _OutQuant,
     else:
         op, stride, pads, shape = "fc", 1, (0, 0, 0, 0), [module.out_features]
         if reorder_from is not None:  # the flatten of an (C, H, W) map: columns NCHW -> NHWC
-            channels, height, width = reorder_from
-            ints = ints.reshape(len(ints), channels, height, width).transpose(0, 2, 3, 1).reshape(len(ints), -1)
+            ints = _nhwc_columns(ints, reorder_from)
     # LiteRT 2.3's reference resolver has no DEPTHWISE_CONV_2D version 7 (int4): depthwise weights stay int8
     weight_type, limit = _storage(ints, w_bits, name, int4 and op != "dw")
     factor = np.ones(len(ints)) if bn is None else bn.weight.detach().double().numpy() / np.sqrt(bn.running_var.detach().double().numpy() + bn.eps)
@@ -260,9 +271,12 @@ def _compute(name: str, module: nn.Module, bn: nn.Module | None, out: _OutQuant,
                  weight_type=weight_type)
 
 
-def _classifier(name: str, module: nn.Module, cur: _Current, logits_scale: float | None, int4: bool = False) -> Layer:
+def _classifier(name: str, module: nn.Module, cur: _Current, logits_scale: float | None, int4: bool = False,
+                reorder_from: list[int] | None = None) -> Layer:
     """The last Linear: float logits = s_in * s_w * acc, written as int8 logits at a data-free scale."""
     ints, w_scales, w_bits = _weight_ints(module, name)
+    if reorder_from is not None:  # the flatten of an (C, H, W) map: columns NCHW -> NHWC
+        ints = _nhwc_columns(ints, reorder_from)
     weight_type, _ = _storage(ints, w_bits, name, int4)
     if w_scales.size != 1:
         raise TfliteConversionError(f"The classifier {name} has per-channel weight scales.", where=f"layer {name}",
@@ -351,19 +365,26 @@ def lower(model: nn.Module, input_shape: list[int] | tuple[int, ...], logits_sca
     i = 0
     while i < len(items):
         name, module = items[i]
-        following = [m for _, m in items[i + 1:i + 3]]
+        following = items[i + 1][1] if i + 1 < len(items) else None
         if isinstance(module, (QuantConv2d, QuantLinear)):
             reorder = None
             if isinstance(module, QuantLinear) and len(cur.shape) == 3:
+                if int(np.prod(cur.shape)) != module.in_features:
+                    raise TfliteConversionError(f"Layer {name} takes {module.in_features} features; the map before it has "
+                                                f"{'x'.join(map(str, cur.shape))} = {int(np.prod(cur.shape))} values.", where="model card input_shape",
+                                                fix="pass the card of the run the model was trained in (its image size)")
                 flat_layer = Layer(f"{name}/flatten", "reshape", [cur.name], [int(np.prod(cur.shape))], float(cur.scale), cur.zero_point,
                                    compared=False)
                 lowered.layers.append(flat_layer)
                 reorder = [cur.shape[2], cur.shape[0], cur.shape[1]] if cur.shape[:2] != [1, 1] else None
                 cur = _Current(flat_layer.name, flat_layer.shape, cur.scale, cur.zero_point, cur.span)
-            bn = following[0] if following and isinstance(following[0], (nn.BatchNorm1d, nn.BatchNorm2d)) else None
+            bn = following if isinstance(following, (nn.BatchNorm1d, nn.BatchNorm2d)) else None
             act_index = i + 1 + (bn is not None)
             if act_index >= len(items):  # the classifier
-                lowered.layers.append(_classifier(name, module, cur, logits_scale, int4_weights))
+                if bn is not None:
+                    raise TfliteConversionError(f"The classifier {name} is followed by a BatchNorm.", where=f"layer {name}",
+                                                fix="end the model with a QuantLinear without BatchNorm or activation")
+                lowered.layers.append(_classifier(name, module, cur, logits_scale, int4_weights, reorder))
                 break
             act_name, act = items[act_index]
             out = _out_quant(act, act_name)
@@ -372,7 +393,7 @@ def lower(model: nn.Module, input_shape: list[int] | tuple[int, ...], logits_sca
             cur, i = _advance(layer, out.span), act_index + 1
         elif isinstance(module, nn.MaxPool2d):
             k, s = module.kernel_size, module.stride
-            if module.padding != 0 or k != s or cur.shape[0] % k or cur.shape[1] % k:
+            if not isinstance(k, int) or module.padding != 0 or k != s or cur.shape[0] % k or cur.shape[1] % k:
                 raise TfliteConversionError(f"MaxPool {name} has kernel {k}, stride {s}, padding {module.padding} on a "
                                             f"{cur.shape[0]}x{cur.shape[1]} map.", where=f"layer {name}", fix="use non-overlapping pools that tile the map")
             layer = Layer(name, "maxpool", [cur.name], [cur.shape[0] // k, cur.shape[1] // k, cur.shape[2]], float(cur.scale), cur.zero_point,

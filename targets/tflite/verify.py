@@ -85,15 +85,16 @@ def _agreement(ours: np.ndarray, theirs: np.ndarray) -> tuple[int, float]:
 
 
 def compare_with_qat(tflite_path: Path, info: TfliteInfo, model: nn.Module, x_uint8: np.ndarray, rounding: str,
-                     x: np.ndarray | None = None) -> list[TensorAgreement]:
+                     x: np.ndarray | None = None, chained: dict[str, np.ndarray] | None = None) -> list[TensorAgreement]:
     """Per compared tensor: the golden model, op by op (fed the QAT tensors) and end to end, against the QAT model.
 
-    x: the samples as the file's input takes them (default: int8 p - 128)."""
+    x: the samples as the file's input takes them (default: int8 p - 128); chained: the
+    golden model's own run on x, where the caller has it already."""
     x = tflite_input(x_uint8, info.input_shape) if x is None else x
     codes = qat_codes(model, info.layers, x_uint8)
     feed = {name: np.clip(value, INT8_MIN, INT8_MAX).astype(np.int8) for name, value in codes.items()}
     isolated = run_golden(tflite_path, x, rounding, feed=feed)
-    chained = run_golden(tflite_path, x, rounding)
+    chained = run_golden(tflite_path, x, rounding) if chained is None else chained
     return [TensorAgreement(name, *_agreement(isolated[name], value), *_agreement(chained[name], value)) for name, value in codes.items()]
 
 
@@ -116,7 +117,7 @@ def verify(tflite_path: Path, info: TfliteInfo, model: nn.Module, x_uint8: np.nd
     verification = Verification(rule=RULE)
     golden = run_golden(tflite_path, x, rounding)
     verification.checks.append(compare_with_runtime(runtime, runtime_tensors, golden))
-    agreements = compare_with_qat(tflite_path, info, model, x_uint8, rounding, x)
+    agreements = compare_with_qat(tflite_path, info, model, x_uint8, rounding, x, golden)
     worst = max(agreements, key=lambda a: (a.max_lsb, a.mismatch_rate))
     first_bad = next((a for a in agreements if a.max_lsb > MAX_LSB), None)
     verification.checks.append(Check(

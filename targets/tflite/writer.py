@@ -44,12 +44,13 @@ METADATA_NAME = "sdk_info"
 LOGITS_FLOAT_NAME = "logits_float"
 OPS = schema.BuiltinOperator
 # The lowest version of each op that covers its int8 use (LiteRT's tools/versioning/op_version.cc);
-# int4 weights need FULLY_CONNECTED 10, CONV_2D and DEPTHWISE_CONV_2D 7.
+# int4 weights need FULLY_CONNECTED 10 and CONV_2D 7 (depthwise weights stay int8, see fold.lower).
 OP_VERSIONS = {OPS.FULLY_CONNECTED: 4, OPS.CONV_2D: 3, OPS.DEPTHWISE_CONV_2D: 3, OPS.MAX_POOL_2D: 2, OPS.ADD: 2,
                OPS.RESHAPE: 1, OPS.PAD: 2, OPS.MINIMUM: 2, OPS.DEQUANTIZE: 2, OPS.QUANTIZE: 1}
-INT4_OP_VERSIONS = {OPS.FULLY_CONNECTED: 10, OPS.CONV_2D: 7, OPS.DEPTHWISE_CONV_2D: 7}
+INT4_OP_VERSIONS = {OPS.FULLY_CONNECTED: 10, OPS.CONV_2D: 7}
 
-__all__ = ["TfliteConversionError", "TfliteInfo", "write_tflite", "BUFFER_ALIGNMENT", "SIGNATURE_KEY", "METADATA_NAME"]
+__all__ = ["TfliteConversionError", "TfliteInfo", "write_tflite", "write_lowered", "expose_all_tensors", "tflite_input", "pack_int4",
+           "BUFFER_ALIGNMENT", "SIGNATURE_KEY", "METADATA_NAME", "OP_NAMES"]
 
 
 @dataclass
@@ -269,13 +270,12 @@ def _emit(g: _Graph, layer: Layer, x: int, y: int) -> None:
                                     fix="this is a bug in the SDK; please report it")
 
 
-def _add_clamp(g: _Graph, layer: Layer, x: int) -> int:
+def _add_clamp(g: _Graph, layer: Layer, x: int) -> None:
     """MINIMUM with the int8 top of the a-bit range: same quantization on all three tensors."""
     top = g.tensor(f"{layer.name}/clamp_max", [1], schema.TensorType.INT8, _quant([layer.scale], [layer.zero_point]),
                    np.array([layer.clamp_max], dtype=np.int8))
     y = g.activation(layer.name, layer.shape, layer.scale, layer.zero_point)
     g.op(OPS.MINIMUM, [x, top], [y], schema.BuiltinOptions.MaximumMinimumOptions, schema.MaximumMinimumOptionsT())
-    return y
 
 
 def _build_graph(lowered: LoweredModel, float_input: bool, float_output: bool) -> tuple[_Graph, int, int, int]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from sdk.report import Table, utilisation_plot
-from targets.tflite.deploy import Measured, TfliteFamilyTarget, runtime_input
+from targets.tflite.deploy import Measured, TfliteFamilyTarget, info_input
 from targets.tflite.writer import expose_all_tensors
 from targets.tflm.runtime import MemoryFit, check_memory, raise_if_too_large, run_tflm
 
@@ -46,7 +46,7 @@ class TflmTarget(TfliteFamilyTarget):
 
     def measure(self, path, info, request, pkg, progress) -> Measured:
         board = request.board
-        x = runtime_input(request.x, info)
+        x = info_input(request.x, info)
         tensors = every_tensor_in_tflm(path, x, request.workdir)
         progress("measure the TFLM arena")
         arena = run_tflm(path, x[:1], measure_arena=True)

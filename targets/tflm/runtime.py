@@ -155,8 +155,9 @@ def _load_error(path: Path, model: schema.ModelT, log: str) -> TflmError:
                          fix="no microcontroller has that much SRAM: train a smaller model (fewer or narrower layers, smaller input)")
     if "registration" in log or "Didn't find op" in log or "failed to prepare" in log:
         return TflmError(f"TFLM cannot run an operator of {path.name}: {detail}", where=f"{path} (ops: {ops})",
-                         fix="keep to ops and types TFLM implements (int8 FULLY_CONNECTED, MINIMUM, QUANTIZE, DEQUANTIZE as "
-                             "the SDK writer emits); a Vela-compiled file needs the Ethos-U driver: run TFLM on the .tflite before Vela")
+                         fix="keep to the ops and types the SDK writer emits (int8 FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D, PAD, "
+                             "MAX_POOL_2D, ADD, RESHAPE, MINIMUM, QUANTIZE, DEQUANTIZE; no int4 FULLY_CONNECTED); a Vela-compiled file "
+                             "needs the Ethos-U driver: run TFLM on the .tflite before Vela")
     return TflmError(f"TFLM could not load {path.name}: {detail}", where=f"{path} (ops: {ops})",
                      fix="re-export the model with the SDK; if it persists, report it with this file")
 
@@ -316,5 +317,5 @@ def raise_if_too_large(fits: list[MemoryFit], board: Board) -> None:
                      f"{f.resource.upper()}, the board has {f.capacity_bytes:,}" for f in over)
     needs = " and ".join(f.resource.upper() for f in over)
     raise ModelTooLargeForBoardError(f"Model does not fit {board.display_name}: {what}.", where=f"board {board.name} ({board.path})",
-                                     fix=f"train a smaller model (fewer or narrower layers; the .tflite stores every weight as int8, "
-                                         f"so fewer bits do not shrink it) or pick a board with more {needs} (`sdk boards`)")
+                                     fix=f"train a smaller model (fewer or narrower layers, a smaller input; the .tflite stores 2..8-bit "
+                                         f"weights as int8, so fewer bits alone do not shrink it) or pick a board with more {needs} (`sdk boards`)")
