@@ -14,7 +14,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from sdk.data import Dataset, load_dataset
 from sdk.errors import SDKError
-from sdk.qat import TrainConfig, load_checkpoint, model_input, train
+from sdk.qat import TrainConfig, load_checkpoint, train
 from sdk.sim.tflite_ref import quantize_multiplier, run_golden
 from sdk.zoo import build_model, parse_bits
 from targets.tflite.verify import compare_with_qat

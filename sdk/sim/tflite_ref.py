@@ -38,9 +38,10 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
+from sdk.tflite_schema import OP_NAMES, builtin_code, is_tflite
+
 _DTYPES = {schema.TensorType.INT8: np.int8, schema.TensorType.INT4: np.int8, schema.TensorType.INT32: np.int32,
            schema.TensorType.FLOAT32: np.float32, schema.TensorType.UINT8: np.uint8}
-_OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 
 
 def unpack_int4(packed: np.ndarray, count: int) -> np.ndarray:
@@ -279,7 +280,7 @@ def _check_same_quant(tensors: list[_Tensor], op: str) -> None:
 
 def load_model(tflite_path: Path | str) -> schema.ModelT:
     buf = Path(tflite_path).read_bytes()
-    if buf[4:8] != b"TFL3":
+    if not is_tflite(buf):
         raise GoldenModelError(f"{tflite_path}: not a TFL3 flatbuffer")
     return schema.ModelT.InitFromPackedBuf(buf, 0)
 
@@ -295,7 +296,7 @@ def _run_op(code: int, op: schema.OperatorT, ins: list[_Tensor | None], args: li
     if code == ops.ADD:
         return add(args[0], args[1], ins[0], ins[1], out, options.fusedActivationFunction if options else 0, rounding)
     if code in (ops.MINIMUM, ops.MAXIMUM):
-        _check_same_quant([ins[0], ins[1], out], _OP_NAMES[code])
+        _check_same_quant([ins[0], ins[1], out], OP_NAMES[code])
         pick = np.minimum if code == ops.MINIMUM else np.maximum
         return pick(args[0], args[1]).astype(out.dtype)
     if code == ops.MAX_POOL_2D:
@@ -310,7 +311,7 @@ def _run_op(code: int, op: schema.OperatorT, ins: list[_Tensor | None], args: li
         return quantize(args[0], out) if ins[0].dtype == np.float32 else requantize(args[0], ins[0], out, rounding)
     if code == ops.DEQUANTIZE:
         return dequantize(args[0], ins[0])
-    raise GoldenModelError(f"op {_OP_NAMES.get(code, code)} not implemented")
+    raise GoldenModelError(f"op {OP_NAMES.get(code, code)} not implemented")
 
 
 def run_golden(tflite_path: Path | str, x: np.ndarray, rounding: str | dict[str, str] = "litert",
@@ -331,13 +332,13 @@ def run_golden(tflite_path: Path | str, x: np.ndarray, rounding: str | dict[str,
     values: dict[int, np.ndarray] = {i: t.data for i, t in enumerate(tensors) if t.data is not None}
     values[graph.inputs[0]] = np.asarray(x)
     computed: dict[str, np.ndarray] = {tensors[graph.inputs[0]].name: values[graph.inputs[0]]}
-    codes = [code.builtinCode if code.builtinCode else code.deprecatedBuiltinCode for code in model.operatorCodes]
+    codes = [builtin_code(code) for code in model.operatorCodes]
     for op in graph.operators:
         ins = [tensors[i] if i >= 0 else None for i in op.inputs]
         args = [values[i] if i >= 0 else None for i in op.inputs]
         out = tensors[op.outputs[0]]
         code = codes[op.opcodeIndex]
-        mode = rounding.get(_OP_NAMES[code], rounding.get("*", "single")) if isinstance(rounding, dict) else rounding
+        mode = rounding.get(OP_NAMES[code], rounding.get("*", "single")) if isinstance(rounding, dict) else rounding
         result = _run_op(code, op, ins, args, out, mode)
         computed[out.name] = result
         values[op.outputs[0]] = feed[out.name].astype(result.dtype) if feed and out.name in feed else result

@@ -26,8 +26,8 @@ from ai_edge_litert import schema_py_generated as schema
 
 from sdk.boards import Board
 from sdk.errors import SDKError
+from sdk.tflite_schema import OP_NAMES, builtin_code, is_tflite
 
-_OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 NPU_CUSTOM_CODE = b"ethos-u"
 
 
@@ -99,7 +99,7 @@ def _run(tflite_path: Path, board: Board, out_dir: Path) -> tuple[str, Path]:
     log.write_text(f"$ {' '.join(command)}\n[exit {done.returncode}]\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}")
     if done.returncode != 0:
         head = tflite_path.read_bytes()[:8]
-        hint = "" if head[4:8] == b"TFL3" else " (the file is not a TFLite flatbuffer: no 'TFL3' identifier)"
+        hint = "" if is_tflite(head) else " (the file is not a TFLite flatbuffer: no 'TFL3' identifier)"
         raise VelaError(f"Vela failed to compile {tflite_path.name} for {board.display_name}{hint}:\n{_tail(done.stderr or done.stdout)}",
                         where=f"{tflite_path} (full log: {log})",
                         fix="pass an int8 .tflite written by the SDK's TFLite writer; if the file is valid, "
@@ -130,7 +130,7 @@ def _ops(optimised: Path, reasons: dict[str, str]) -> tuple[int, list[dict[str, 
             if code.customCode == NPU_CUSTOM_CODE:
                 npu_streams += 1
                 continue
-            name = code.customCode.decode() if code.customCode else _OP_NAMES.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?")
+            name = code.customCode.decode() if code.customCode else OP_NAMES.get(builtin_code(code), "?")
             output = graph.tensors[op.outputs[0]].name.decode() if len(op.outputs) else ""
             cpu_ops.append({"op": name, "output": output, "reason": reasons.get(output, "")})
     return npu_streams, cpu_ops

@@ -25,10 +25,10 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from sdk.errors import ConfigError, SDKError
+from sdk.tflite_schema import is_tflite
 
 KERNELS = ("reference", "xnnpack")
 _RESOLVERS = {"reference": OpResolverType.BUILTIN_REF, "xnnpack": OpResolverType.AUTO}
-_FILE_IDENTIFIER = b"TFL3"
 _FIX_REWRITE = "write the .tflite again with the SDK (targets.tflite.writer.write_tflite); a copy or download may have been cut short"
 
 
@@ -87,7 +87,7 @@ def _check_file(path: Path) -> None:
         raise TfliteFileError(what, where=str(path), fix="pass the path of a .tflite written by the SDK (a deployment package holds one)")
     with path.open("rb") as fh:
         head = fh.read(8)
-    if len(head) < 8 or head[4:8] != _FILE_IDENTIFIER:
+    if not is_tflite(head):
         found = f"{len(head)} bytes in all" if len(head) < 8 else f"identifier {head[4:8]!r}"
         raise TfliteFileError(f"{path.name} is not a TFLite flatbuffer (expected identifier b'TFL3' at bytes 4..8, found {found}).",
                               where=str(path), fix=f"pass a .tflite file; if this is one, it is damaged: {_FIX_REWRITE}")

@@ -36,6 +36,7 @@ from ai_edge_litert import schema_py_generated as schema
 from torch import nn
 
 from sdk.data import INPUT_SCALE
+from sdk.tflite_schema import FILE_IDENTIFIER, OP_NAMES, TYPE_NAMES
 from targets.tflite.fold import INPUT_NAME, INT8_MIN, Layer, LoweredModel, TfliteConversionError, lower
 
 BUFFER_ALIGNMENT = 16
@@ -338,7 +339,7 @@ def _model(g: _Graph, graph_in: int, graph_out: int, metadata: dict[str, Any]) -
 
 def serialize(model: schema.ModelT) -> bytes:
     builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
     return bytes(builder.Output())
 
 
@@ -354,12 +355,10 @@ def _write_atomic(path: Path, payload: bytes) -> None:
             os.unlink(tmp)
 
 
-_TYPE_NAMES = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 
 
 def _summaries(g: _Graph) -> tuple[list[TensorSummary], list[OpSummary]]:
-    tensors = [TensorSummary(i, t.name, list(t.shape), _TYPE_NAMES[t.type], len(t.quantization.scale) if t.quantization else 0,
+    tensors = [TensorSummary(i, t.name, list(t.shape), TYPE_NAMES[t.type], len(t.quantization.scale) if t.quantization else 0,
                              int(t.quantization.zeroPoint[0]) if t.quantization else None, t.buffer != 0)
                for i, t in enumerate(g.tensors)]
     names = [t.name for t in g.tensors]

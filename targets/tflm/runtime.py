@@ -30,12 +30,12 @@ from ai_edge_litert import schema_py_generated as schema
 
 from sdk.boards import Board
 from sdk.errors import BoardError, SDKError
+from sdk.tflite_schema import OP_NAMES, builtin_code, is_tflite
 
 # The arena search starts no lower: below ~500 bytes not even TFLM's allocator objects fit.
 _ALLOCATOR_FLOOR = 1024
 # Far beyond any microcontroller's SRAM; untouched arena pages cost nothing on the host.
 _GENEROUS_ARENA = 1 << 28
-_OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 
 
 class TflmError(SDKError):
@@ -125,7 +125,7 @@ def _load_model(path: Path) -> tuple[bytes, schema.ModelT]:
     if not path.is_file():
         raise TflmError(f"TFLite file {path} does not exist.", where=str(path), fix=fix)
     data = path.read_bytes()
-    if len(data) < 8 or data[4:8] != b"TFL3":
+    if not is_tflite(data):
         raise TflmError(f"{path.name} is not a TFLite flatbuffer (no 'TFL3' identifier).", where=str(path), fix=fix)
     try:
         model = schema.ModelT.InitFromPackedBuf(data, 0)
@@ -139,8 +139,8 @@ def _load_model(path: Path) -> tuple[bytes, schema.ModelT]:
 def _op_names(model: schema.ModelT) -> list[str]:
     names = []
     for code in model.operatorCodes or []:
-        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-        name = _OP_NAMES.get(builtin, str(builtin))
+        builtin = builtin_code(code)
+        name = OP_NAMES.get(builtin, str(builtin))
         names.append(f"{name}({code.customCode.decode()})" if code.customCode else name)
     return names
 
