@@ -186,6 +186,9 @@ def measure_model(name: str, bits: str, epochs: int, data: Dataset, args: argpar
         timings[str(batch)] = {k: v.to_dict() for k, v in row.items()}
 
     tflite_bytes = path.stat().st_size
+    int4_path = run / "model_int4.tflite"  # the same model with packed INT4 weights (LiteRT only)
+    write_tflite(model, {"input_shape": payload["input_shape"], "labels": payload["labels"]}, int4_path, int4_weights=True)
+    int4_bytes = int4_path.stat().st_size
     payload_bytes, metadata_bytes = tflite_payload_bytes(path)
     fp32_bytes = 4 * float_parameters(model)
 
@@ -202,7 +205,8 @@ def measure_model(name: str, bits: str, epochs: int, data: Dataset, args: argpar
                                   "fp32_twin_vs_brevitas": speedup(b, "pytorch_fp32_twin", "pytorch_brevitas")} for b in BATCHES},
         "size": {"tflite_bytes": tflite_bytes, "tflite_constant_bytes": payload_bytes, "tflite_metadata_bytes": metadata_bytes,
                  "fp32_parameter_bytes": fp32_bytes, "float_parameters": fp32_bytes // 4,
-                 "fp32_over_tflite": fp32_bytes / tflite_bytes, "fp32_over_tflite_constants": fp32_bytes / payload_bytes},
+                 "fp32_over_tflite": fp32_bytes / tflite_bytes, "fp32_over_tflite_constants": fp32_bytes / payload_bytes,
+                 "int4_tflite_bytes": int4_bytes, "fp32_over_int4_tflite": fp32_bytes / int4_bytes},
     }
 
 
@@ -222,13 +226,14 @@ def print_tables(rows: list[dict], console: Console) -> None:
                             f"{s['xnnpack_vs_brevitas']:,.1f}x", f"{s['reference_vs_brevitas']:,.1f}x", f"{s['xnnpack_vs_fp32_twin']:,.1f}x",
                             f"{t['litert_xnnpack']['samples_per_s']:,.0f}")
     size = Table(title="File size (int8 .tflite vs fp32 parameters) and checks")
-    for col in ("model", ".tflite B", "constants B", "metadata B", "fp32 B", "fp32/.tflite", "fp32/constants",
+    for col in ("model", ".tflite B", "constants B", "metadata B", "fp32 B", "fp32/.tflite", "fp32/constants", "int4 .tflite B", "fp32/int4",
                 "argmax = Brevitas: XNNPACK / ref", "XNNPACK partitions", "test acc"):
         size.add_column(col, justify="left" if col == "model" else "right")
     for r in done:
         z, a = r["size"], r["argmax_agreement_with_brevitas"]
         size.add_row(f"{r['model']} {r['bits']}", f"{z['tflite_bytes']:,}", f"{z['tflite_constant_bytes']:,}", f"{z['tflite_metadata_bytes']:,}",
                      f"{z['fp32_parameter_bytes']:,}", f"{z['fp32_over_tflite']:.1f}x", f"{z['fp32_over_tflite_constants']:.1f}x",
+                     f"{z['int4_tflite_bytes']:,}", f"{z['fp32_over_int4_tflite']:.1f}x",
                      f"{a['xnnpack']:.1%} / {a['reference']:.1%}", str(r["timings"]["1"]["litert_xnnpack"]["delegate_nodes"]),
                      f"{r['test_accuracy']:.1%}")
     if done:

@@ -45,6 +45,8 @@ def _case(name: str) -> LoweredModel:
         return LoweredModel([8, 8, 3], [Layer("y", "conv", ["input"], [8, 8, 5], 0.01, 3, pads=(1, 1, 1, 1), **_weights((5, 3, 3, 3), 5, True))])
     if name == "max_pool":
         return LoweredModel([8, 8, 3], [Layer("y", "maxpool", ["input"], [4, 4, 3], IN_SCALE, IN_ZP, kernel=2, stride=2)])
+    if name == "average_pool":
+        return LoweredModel([6, 6, 3], [Layer("y", "avgpool", ["input"], [2, 2, 3], IN_SCALE, IN_ZP, kernel=3, stride=3)])
     if name == "reshape":
         return LoweredModel([2, 2, 6], [Layer("y", "reshape", ["input"], [24], IN_SCALE, IN_ZP)])
     if name == "requantize":
@@ -55,7 +57,7 @@ def _case(name: str) -> LoweredModel:
     raise KeyError(name)
 
 
-CASES = ["fully_connected", "conv_same", "conv_stride2_pad", "depthwise", "depthwise_valid_stride2", "max_pool", "reshape",
+CASES = ["fully_connected", "conv_same", "conv_stride2_pad", "depthwise", "depthwise_valid_stride2", "max_pool", "average_pool", "reshape",
          "requantize", "add", "fully_connected_int4", "conv_int4"]
 EXPECTED_OPS = {"conv_same": ["CONV_2D"], "conv_stride2_pad": ["PAD", "CONV_2D"], "depthwise": ["DEPTHWISE_CONV_2D"],
                 "fully_connected": ["FULLY_CONNECTED", "MINIMUM"], "add": ["QUANTIZE", "ADD", "MINIMUM"]}

@@ -216,3 +216,16 @@ def test_quantize_multiplier_matches_tflite():
     assert quantize_multiplier(0.0) == (0, 0)
     q, shift = quantize_multiplier(0.3)
     assert abs(q * 2.0 ** (shift - 31) - 0.3) < 2 ** -31
+
+
+def test_a_differing_runtime_tensor_is_named(written, samples):
+    """The rule's first check fails on one changed value and names the tensor (the deploy then exits 1)."""
+    from targets.tflite.verify import compare_with_runtime
+
+    w = written["w2a2"]
+    golden = run_golden(w.path, _int8_input(samples[0]))
+    assert compare_with_runtime("LiteRT", golden, golden).passed
+    tampered = {name: value.copy() for name, value in golden.items()}
+    tampered["body.act1"][3, 5] += 1
+    check = compare_with_runtime("LiteRT", tampered, golden)
+    assert not check.passed and check.first_difference == "body.act1" and check.mismatch_rate == 1 / NUM_SAMPLES

@@ -22,6 +22,7 @@ checks what is on disk. Arithmetic follows tensorflow/lite/kernels/internal:
                                 s_i / (2 max(s1, s2)), summed, rescaled by
                                 2 max(s1, s2) / (2^20 s_out), + zp_out, clamped
   QUANTIZE int8 -> int8         requantize: (x - zp_in) * s_in / s_out, + zp_out
+  AVERAGE_POOL_2D int8          raw sum over the window, / count rounded half away from zero
   MAX_POOL_2D, PAD, RESHAPE     integer max (VALID), pad with the output zero point, view
   MINIMUM / MAXIMUM             raw integer compare (with broadcasting)
   QUANTIZE float -> int8        round(x / scale) half away from zero in float32, + zp
@@ -237,6 +238,19 @@ def max_pool(x: np.ndarray, options) -> np.ndarray:
     return win.max(axis=(4, 5))
 
 
+def average_pool(x: np.ndarray, out: _Tensor, options) -> np.ndarray:
+    """int8 AVERAGE_POOL_2D (VALID): the sum of raw values over the window, divided with rounding half away from zero."""
+    if options.padding != schema.Padding.VALID:
+        raise GoldenModelError(f"{out.name}: SAME average pooling not implemented")
+    win = _windows(x.astype(np.int64), (options.filterHeight, options.filterWidth), options.strideH, options.padding, 0)
+    count = options.filterHeight * options.filterWidth
+    total = win.sum(axis=(4, 5))
+    shifted = np.where(total > 0, total + count // 2, total - count // 2)
+    mean = np.sign(shifted) * (np.abs(shifted) // count)  # C division truncates toward zero
+    low, high = _activation_range(options.fusedActivationFunction, out.scales[0], int(out.zero_points[0]))
+    return np.clip(mean, low, high).astype(np.int8)
+
+
 ADD_LEFT_SHIFT = 20
 
 
@@ -302,6 +316,9 @@ def _run_op(code: int, op: schema.OperatorT, ins: list[_Tensor | None], args: li
     if code == ops.MAX_POOL_2D:
         _check_same_quant([ins[0], out], "MAX_POOL_2D")
         return max_pool(args[0], options)
+    if code == ops.AVERAGE_POOL_2D:
+        _check_same_quant([ins[0], out], "AVERAGE_POOL_2D")
+        return average_pool(args[0], out, options)
     if code == ops.PAD:
         _check_same_quant([ins[0], out], "PAD")
         return np.pad(args[0], [tuple(p) for p in args[1]], constant_values=int(out.zero_points[0]))

@@ -53,7 +53,7 @@ class TfliteConversionError(SDKError):
 class Layer:
     """One operation of the int8 graph, with every number exactly as it is stored.
 
-    op: fc | conv | dw | maxpool | reshape | add | requant. Shapes leave out the
+    op: fc | conv | dw | maxpool | avgpool | reshape | add | requant. Shapes leave out the
     batch: (H, W, C) or (features,).
     """
 

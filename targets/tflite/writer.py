@@ -12,7 +12,10 @@ lays them out as TFLite tensors and operators:
   a < 8     MINIMUM with the int8 constant -128 + 2^a - 1 after the op: TFLite has
             no fused clamp for an arbitrary a-bit top, and MINIMUM on tensors of
             identical quantization compares raw integers (no rounding of its own)
-  maxpool   MAX_POOL_2D;  reshape  RESHAPE;  add  ADD;  requant  QUANTIZE int8 -> int8
+  maxpool   MAX_POOL_2D;  avgpool  AVERAGE_POOL_2D (input and output quantized alike,
+            so it rounds the mean at the input scale: fold.lower uses a depthwise
+            conv instead where Brevitas requantizes the mean);  reshape  RESHAPE;
+            add  ADD;  requant  QUANTIZE int8 -> int8
   I/O       int8 input (p - 128) or, with float_input, a QUANTIZE of p / 255 in
             front; int8 logits, plus a DEQUANTIZE to float with float_output
 
@@ -46,7 +49,7 @@ LOGITS_FLOAT_NAME = "logits_float"
 OPS = schema.BuiltinOperator
 # The lowest version of each op that covers its int8 use (LiteRT's tools/versioning/op_version.cc);
 # int4 weights need FULLY_CONNECTED 10 and CONV_2D 7 (depthwise weights stay int8, see fold.lower).
-OP_VERSIONS = {OPS.FULLY_CONNECTED: 4, OPS.CONV_2D: 3, OPS.DEPTHWISE_CONV_2D: 3, OPS.MAX_POOL_2D: 2, OPS.ADD: 2,
+OP_VERSIONS = {OPS.FULLY_CONNECTED: 4, OPS.CONV_2D: 3, OPS.DEPTHWISE_CONV_2D: 3, OPS.MAX_POOL_2D: 2, OPS.AVERAGE_POOL_2D: 2, OPS.ADD: 2,
                OPS.RESHAPE: 1, OPS.PAD: 2, OPS.MINIMUM: 2, OPS.DEQUANTIZE: 2, OPS.QUANTIZE: 1}
 INT4_OP_VERSIONS = {OPS.FULLY_CONNECTED: 10, OPS.CONV_2D: 7}
 
@@ -248,12 +251,13 @@ def _emit(g: _Graph, layer: Layer, x: int, y: int) -> None:
     """The TFLite operator(s) computing `layer` from tensor x into tensor y."""
     if layer.op in ("fc", "conv", "dw"):
         _emit_compute(g, layer, x, y)
-    elif layer.op == "maxpool":
+    elif layer.op in ("maxpool", "avgpool"):
         options = schema.Pool2DOptionsT()
         options.padding, options.strideH, options.strideW = schema.Padding.VALID, layer.stride, layer.stride
         options.filterHeight = options.filterWidth = layer.kernel
         options.fusedActivationFunction = schema.ActivationFunctionType.NONE
-        g.op(OPS.MAX_POOL_2D, [x], [y], schema.BuiltinOptions.Pool2DOptions, options)
+        code = OPS.MAX_POOL_2D if layer.op == "maxpool" else OPS.AVERAGE_POOL_2D
+        g.op(code, [x], [y], schema.BuiltinOptions.Pool2DOptions, options)
     elif layer.op == "reshape":
         shape = g.tensor(f"{layer.name}/shape", [1 + len(layer.shape)], schema.TensorType.INT32, None,
                          np.array([-1] + layer.shape, dtype="<i4"))
