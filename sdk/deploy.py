@@ -155,14 +155,31 @@ def _adapter(board: Board):
     return info.load()
 
 
-def _request(config: DeployConfig, board: Board, workdir: Path):
-    from targets.base import BuildRequest
+@dataclass
+class PreparedModel:
+    """What every board of one deploy shares: the exported model, the verification samples and the QAT outputs on them."""
 
+    resolved: ResolvedModel
+    x: np.ndarray
+    y: np.ndarray
+    reference: np.ndarray
+
+
+def prepare_model(config: DeployConfig, workdir: Path) -> PreparedModel:
+    """Export (or copy) the model into workdir, take the samples and run the QAT model on them: once per deploy."""
     resolved = resolve_model(config.model, workdir)
     x, y = verification_samples(resolved.card, config.samples)
+    return PreparedModel(resolved, x, y, qat_outputs(resolved, x))
+
+
+def _request(config: DeployConfig, board: Board, workdir: Path, prepared: PreparedModel):
+    from targets.base import BuildRequest
+
     options = {"fps": config.fps, "max_util": config.max_util, "clock_mhz": config.clock_mhz, "require_bitfile": config.require_bitfile,
                "io": config.io, "int4_weights": config.int4_weights}
-    return BuildRequest(resolved.onnx_path, resolved.card, board, options, workdir, x, y, qat_outputs(resolved, x), resolved.brevitas)
+    resolved = prepared.resolved
+    return BuildRequest(resolved.onnx_path, resolved.card, board, options, workdir, prepared.x, prepared.y, prepared.reference,
+                        resolved.brevitas)
 
 
 def check(config: DeployConfig) -> None:
@@ -176,8 +193,10 @@ def check(config: DeployConfig) -> None:
         target.check(resolved.onnx_path, board, Path(tmp), resolved.brevitas)
 
 
-def deploy(config: DeployConfig, progress: bool = True) -> DeployResult:
-    """Build, verify and package one deployment; the package appears only when complete."""
+def deploy(config: DeployConfig, progress: bool = True, prepared: PreparedModel | None = None) -> DeployResult:
+    """Build, verify and package one deployment; the package appears only when complete.
+
+    prepared: the model and samples from prepare_model(), shared by the boards of a multi-target deploy."""
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -192,7 +211,7 @@ def deploy(config: DeployConfig, progress: bool = True) -> DeployResult:
             Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(),
                      console=Console(stderr=True), disable=not progress) as bar:
         task = bar.add_task(f"{board.name}: load model and samples")
-        request = _request(config, board, Path(tmp))
+        request = _request(config, board, Path(tmp), prepared or prepare_model(config, Path(tmp)))
 
         def step(message: str) -> None:
             bar.update(task, description=f"{board.name}: {message}")
@@ -253,14 +272,16 @@ def deploy_many(config: DeployConfig, progress: bool = True, per_board_folders: 
         config.check_flow(board)
     base = Path(config.out) if config.out else Path("deploy")
     results = []
-    for board in boards:
-        single = replace(config, target=board.name, out=str(base / board.name))
-        try:
-            results.append(deploy(single, progress))
-        except SDKError as exc:
-            if len(boards) == 1:
-                raise
-            results.append(DeployResult(board.name, board.flow, base / board.name, False, {}, [], error=str(exc)))
+    with tempfile.TemporaryDirectory(prefix="sdk-deploy-model-") as tmp:
+        prepared = prepare_model(config, Path(tmp))  # exported, sampled and run once for all boards
+        for board in boards:
+            single = replace(config, target=board.name, out=str(base / board.name))
+            try:
+                results.append(deploy(single, progress, prepared))
+            except SDKError as exc:
+                if len(boards) == 1:
+                    raise
+                results.append(DeployResult(board.name, board.flow, base / board.name, False, {}, [], error=str(exc)))
     return results
 
 
