@@ -40,9 +40,9 @@ from targets.tflite.runtime import (
     Latency,
     latency_from_samples,
     measure_latency,
-    open_tflite,
     run_litert,
 )
+from targets.tflite.deploy import info_input
 from targets.tflite.writer import METADATA_NAME, TfliteConversionError, write_tflite
 
 BATCHES = (1, 64)
@@ -117,22 +117,6 @@ def tflite_payload_bytes(path: Path) -> tuple[int, int]:
     return sum(n for i, n in sizes if i not in meta), sum(n for i, n in sizes if i in meta)
 
 
-def litert_input(x_uint8: np.ndarray, detail: dict) -> np.ndarray:
-    """uint8 NCHW images in the file's input layout and type (flat or NHWC; int8 p - 128, or float p / 255)."""
-    shape = list(detail["shape"][1:])
-    if len(shape) == 1:
-        x = x_uint8.reshape(len(x_uint8), -1)
-    elif shape == list(x_uint8.shape[2:]) + [x_uint8.shape[1]]:
-        x = x_uint8.transpose(0, 2, 3, 1)
-    else:
-        x = x_uint8
-    if detail["dtype"] == np.int8:
-        return (x.astype(np.int16) - 128).astype(np.int8)
-    if detail["dtype"] == np.float32:
-        return x.astype(np.float32) / np.float32(255.0)
-    return x.astype(detail["dtype"])
-
-
 # ---------------------------------------------------------------- timing
 
 @torch.no_grad()
@@ -165,8 +149,7 @@ def measure_model(name: str, bits: str, epochs: int, data: Dataset, args: argpar
     metrics = json.loads((run / "metrics.json").read_text())
     twin = float_twin(model)
     x_test = data.x_test
-    detail = open_tflite(path).get_input_details()[0]
-    lite_x = litert_input(x_test, detail)
+    lite_x = info_input(x_test, info)
     torch_x = model_input(x_test, model.flat_input)
     with torch.no_grad():
         brevitas_pred, twin_pred = model(torch_x).argmax(1).numpy(), twin(torch_x).argmax(1).numpy()
@@ -181,7 +164,7 @@ def measure_model(name: str, bits: str, epochs: int, data: Dataset, args: argpar
         row = {"pytorch_brevitas": torch_latency(model, tx, "pytorch-brevitas", runs, warmup),
                "pytorch_fp32_twin": torch_latency(twin, tx, "pytorch-fp32", runs, warmup)}
         for kernels in ("xnnpack", "reference"):
-            row[f"litert_{kernels}"] = measure_latency(path, litert_input(one, detail), kernels, runs=runs, warmup=warmup,
+            row[f"litert_{kernels}"] = measure_latency(path, info_input(one, info), kernels, runs=runs, warmup=warmup,
                                                        threads=1, batch=batch)
         timings[str(batch)] = {k: v.to_dict() for k, v in row.items()}
 

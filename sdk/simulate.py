@@ -94,6 +94,7 @@ def _simulate_tflite(package: Path, flow: str, x: np.ndarray) -> tuple[np.ndarra
     from sdk.sim.tflite_ref import run_golden
     from targets.tflite.deploy import INFO_NAME, MODEL_NAME, runtime_input
     from targets.tflite.runtime import open_tflite, run_litert
+    from targets.tflite.writer import dequantized_logits
     from targets.tflm.runtime import run_tflm
 
     path = package / MODEL_NAME
@@ -109,10 +110,7 @@ def _simulate_tflite(package: Path, flow: str, x: np.ndarray) -> tuple[np.ndarra
         runtime = run_litert(path, chunk)[output] if flow == "tflite" else run_tflm(path, chunk, measure_arena=False).outputs[output]
         equal.append(np.all((runtime == golden).reshape(len(chunk), -1), axis=1))
         logits.append(golden)
-    values = np.concatenate(logits)
-    if values.dtype != np.float32:  # int8 output at zero point 0: dequantize at the logits scale
-        values = values.astype(np.float32) * np.float32(info["layers"][-1]["scale"])
-    return values, float(np.mean(np.concatenate(equal)))
+    return dequantized_logits(np.concatenate(logits), info["layers"][-1]["scale"]), float(np.mean(np.concatenate(equal)))
 
 
 def _simulate_finn(package: Path, card: dict, x: np.ndarray) -> np.ndarray:

@@ -21,9 +21,9 @@ from torch import nn
 
 from sdk.qat import model_input
 from sdk.sim.tflite_ref import run_golden
-from sdk.verify import Check, Verification, same_class
+from sdk.verify import Check, Verification, compare_layers, same_class
 from targets.tflite.fold import INT8_MAX, INT8_MIN, Layer
-from targets.tflite.writer import LOGITS_FLOAT_NAME, TfliteInfo, tflite_input
+from targets.tflite.writer import TfliteInfo, dequantized_logits, tflite_input
 
 MAX_LSB = 1
 RULE = ("TFLite: the runtime equals the numpy golden model of its kernels on every sample; every op within 1 LSB of the "
@@ -101,14 +101,12 @@ def compare_with_qat(tflite_path: Path, info: TfliteInfo, model: nn.Module, x_ui
 def compare_with_runtime(runtime: str, ours: dict[str, np.ndarray], golden: dict[str, np.ndarray]) -> Check:
     """Bit-exact equality of every tensor the runtime exposes; names the first that differs."""
     shared = [name for name in golden if name in ours]
-    samples = len(next(iter(golden.values())))
-    for name in shared:
-        mine, reference = np.asarray(ours[name]), golden[name]
-        if mine.shape != reference.shape or not np.array_equal(mine, reference):
-            rate = float(np.mean(np.any((mine != reference).reshape(len(mine), -1), axis=1))) if mine.shape == reference.shape else 1.0
-            return Check(f"{runtime} = golden model", False, samples, f"{len(shared)} tensors compared", first_difference=name, mismatch_rate=rate)
-    return Check(f"{runtime} = golden model", bool(shared), samples, f"{len(shared)} tensors compared, all bit-exact",
-                 first_difference=None if shared else "no shared tensor")
+    name = f"{runtime} = golden model"
+    if not shared:
+        return Check(name, False, len(next(iter(golden.values()))), "the runtime exposed no tensor of the graph",
+                     first_difference="no shared tensor")
+    return compare_layers(name, [(tensor, np.asarray(ours[tensor])) for tensor in shared], [golden[tensor] for tensor in shared],
+                          f"{len(shared)} tensors compared bit-exact")
 
 
 def verify(tflite_path: Path, info: TfliteInfo, model: nn.Module, x_uint8: np.ndarray, y: np.ndarray, reference: np.ndarray,
@@ -124,7 +122,7 @@ def verify(tflite_path: Path, info: TfliteInfo, model: nn.Module, x_uint8: np.nd
         f"every op within {MAX_LSB} LSB of the QAT model", first_bad is None, len(x_uint8),
         f"{len(agreements)} tensors, each op fed the QAT model's input; worst {worst.name}: {worst.max_lsb} LSB on "
         f"{worst.mismatch_rate:.2%} of values", first_difference=first_bad.name if first_bad else None, mismatch_rate=worst.mismatch_rate))
-    logits = golden[LOGITS_FLOAT_NAME] if LOGITS_FLOAT_NAME in golden else golden[info.logits_name].astype(np.float32) * info.layers[-1].scale
+    logits = dequantized_logits(golden[info.output_name], info.layers[-1].scale)
     verification.accuracy = {"tflite": float(np.mean(logits.argmax(1) == y)), "qat_model": float(np.mean(reference.argmax(1) == y)),
                              "agreement": float(np.mean(same_class(logits, reference)))}
     return verification, agreements

@@ -54,6 +54,7 @@ OP_VERSIONS = {OPS.FULLY_CONNECTED: 4, OPS.CONV_2D: 3, OPS.DEPTHWISE_CONV_2D: 3,
 INT4_OP_VERSIONS = {OPS.FULLY_CONNECTED: 10, OPS.CONV_2D: 7}
 
 __all__ = ["TfliteConversionError", "TfliteInfo", "write_tflite", "write_lowered", "expose_all_tensors", "tflite_input", "pack_int4",
+           "dequantized_logits",
            "BUFFER_ALIGNMENT", "SIGNATURE_KEY", "METADATA_NAME", "OP_NAMES"]
 
 
@@ -430,6 +431,11 @@ def expose_all_tensors(source: Path | str, target: Path | str) -> list[str]:
         buffer.__class__ = _AlignedBuffer
     _write_atomic(Path(target), serialize(model))
     return [graph.tensors[i].name.decode() for i in graph.outputs]
+
+
+def dequantized_logits(output: np.ndarray, logits_scale: float) -> np.ndarray:
+    """The graph output as float logits: float already (DEQUANTIZE in the graph), or int8 at zero point 0."""
+    return output if output.dtype == np.float32 else output.astype(np.float32) * np.float32(logits_scale)
 
 
 def tflite_input(x_uint8: np.ndarray, input_shape: list[int]) -> np.ndarray:
