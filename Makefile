@@ -6,13 +6,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.sdk-installed
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install lint demo test test-fast bench clean
 
 install: $(STAMP)
 
 # torch 2.13.0 first (pip takes the CPU wheel that lies on this machine's disk),
 # then the frozen set with --no-deps: finn-plus's own pins conflict with
-# torch 2.13 (see DESIGN.md), so no resolver run may touch them.
+# torch 2.13 (docs/ARCHITECTURE.md, "Dependencies"), so no resolver run may touch them.
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip==26.3"
@@ -24,10 +24,14 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
 	$(PY) -m pytest -q -ra
 
-test-fast: $(STAMP)
+test-fast: lint
 	$(PY) -m pytest -q -ra -m "not slow"
 
 bench: $(STAMP)

@@ -6,6 +6,7 @@ This script does that sweep exhaustively over a grid, then runs the SDK's fit
 search once, and prints both side by side (FINN's estimates for both).
 Usage: python benchmarks/folding_vs_finn.py [--max-util 0.8]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from sdk.boards import get_board
 from sdk.export import export_run
 from sdk.qat import TrainConfig, train
-from targets.finn import folding, target as finn
+from targets.finn import folding, steps
 from targets.finn.estimate import estimate_network
 
 CASES = [("tfc", "pynq-z2"), ("tfc", "zcu104"), ("cnv", "pynq-z2"), ("cnv", "zcu104")]
@@ -34,9 +35,8 @@ def fits(est, board, cap) -> bool:
 
 
 def prepared(model_path: Path, board, workdir: Path) -> ModelWrapper:
-    hw = finn.check(model_path, board, workdir)
-    build = finn.compile_model(hw, board, finn.FinnOptions(fps=1.0), workdir, lambda _: None)
-    return build.dataflow
+    cfg = steps.FinnConfig(board, workdir, fps=1.0)
+    return steps.run_steps(steps.load_qonnx(model_path), cfg, stop="minimize_bit_widths_after_folding")
 
 
 def finn_sweep(base: ModelWrapper, board, cap: float) -> tuple[dict | None, int]:
@@ -47,11 +47,18 @@ def finn_sweep(base: ModelWrapper, board, cap: float) -> tuple[dict | None, int]
         for fps in FPS_GRID:
             model = ModelWrapper(copy.deepcopy(base.model))
             cycles = max(1, int(board.clock_mhz * 1e6 / fps))
-            model = model.transform(SetFolding(target_cycles_per_frame=cycles, mvau_wwidth_max=wwidth, two_pass_relaxation=True))
+            model = model.transform(
+                SetFolding(target_cycles_per_frame=cycles, mvau_wwidth_max=wwidth, two_pass_relaxation=True)
+            )
             est = estimate_network(model, board)
             tried += 1
             if fits(est, board, cap) and (best is None or est.fps > best["fps"]):
-                best = {"fps": est.fps, "target_fps": float(fps), "mvau_wwidth_max": wwidth, "utilisation": est.utilisation}
+                best = {
+                    "fps": est.fps,
+                    "target_fps": float(fps),
+                    "mvau_wwidth_max": wwidth,
+                    "utilisation": est.utilisation,
+                }
     return best, tried
 
 
@@ -78,18 +85,36 @@ def main() -> None:
             folding.fit_folding(ours_model, board, args.max_util)
             fit_s = time.perf_counter() - started
             ours = estimate_network(ours_model, board)
-            rows.append({"model": f"{model} w2a2", "board": board_name, "cap": args.max_util,
-                         "finn_best_fps": best and best["fps"], "finn_best_point": best and {k: best[k] for k in ("target_fps", "mvau_wwidth_max")},
-                         "finn_util": best and best["utilisation"], "finn_configs_tried": tried, "finn_sweep_s": sweep_s,
-                         "sdk_fit_fps": ours.fps, "sdk_util": ours.utilisation, "sdk_fit_s": fit_s,
-                         "ratio": ours.fps / best["fps"] if best else None})
-    header = f"{'model':9s} {'board':8s} {'FINN best fps':>14s} {'LUT/BRAM %':>11s} {'SDK fit fps':>13s} {'LUT/BRAM %':>11s} {'ratio':>6s}"
+            rows.append(
+                {
+                    "model": f"{model} w2a2",
+                    "board": board_name,
+                    "cap": args.max_util,
+                    "finn_best_fps": best and best["fps"],
+                    "finn_best_point": best and {k: best[k] for k in ("target_fps", "mvau_wwidth_max")},
+                    "finn_util": best and best["utilisation"],
+                    "finn_configs_tried": tried,
+                    "finn_sweep_s": sweep_s,
+                    "sdk_fit_fps": ours.fps,
+                    "sdk_util": ours.utilisation,
+                    "sdk_fit_s": fit_s,
+                    "ratio": ours.fps / best["fps"] if best else None,
+                }
+            )
+    header = (
+        f"{'model':9s} {'board':8s} {'FINN best fps':>14s} {'LUT/BRAM %':>11s} "
+        f"{'SDK fit fps':>13s} {'LUT/BRAM %':>11s} {'ratio':>6s}"
+    )
     print(header)
     for r in rows:
         fu, su = r["finn_util"] or {}, r["sdk_util"]
-        print(f"{r['model']:9s} {r['board']:8s} {r['finn_best_fps'] or 0:>14,.0f} {fu.get('lut', 0):>5.0%}/{fu.get('bram18', 0):<5.0%} "
-              f"{r['sdk_fit_fps']:>13,.0f} {su['lut']:>5.0%}/{su['bram18']:<5.0%} {r['ratio'] or float('nan'):>6.2f}x"
-              f"   (FINN: {r['finn_configs_tried']} SetFolding runs, {r['finn_sweep_s']:.1f} s; fit {r['sdk_fit_s']:.1f} s)")
+        print(
+            f"{r['model']:9s} {r['board']:8s} {r['finn_best_fps'] or 0:>14,.0f} "
+            f"{fu.get('lut', 0):>5.0%}/{fu.get('bram18', 0):<5.0%} "
+            f"{r['sdk_fit_fps']:>13,.0f} {su['lut']:>5.0%}/{su['bram18']:<5.0%} {r['ratio'] or float('nan'):>6.2f}x"
+            f"   (FINN: {r['finn_configs_tried']} SetFolding runs, {r['finn_sweep_s']:.1f} s; "
+            f"fit {r['sdk_fit_s']:.1f} s)"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2))
 

@@ -4,6 +4,7 @@ Trains TFC and the CNV-style net at w2a2 with the SDK defaults, one after the
 other in this process, and prints test accuracy and wall time of each.
 Usage: python benchmarks/qat_digits.py [--out benchmarks/results/qat_digits.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,11 +25,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for model, bits, bar in CASES:
             result = train(TrainConfig(model=model, bits=bits), Path(tmp) / model)
-            rows.append({"model": model, "bits": bits, "test_accuracy": result.test_accuracy, "seconds": result.seconds,
-                         "bar": bar, "meets_bar": result.test_accuracy >= bar and result.seconds < 180})
+            rows.append(
+                {
+                    "model": model,
+                    "bits": bits,
+                    "test_accuracy": result.test_accuracy,
+                    "seconds": result.seconds,
+                    "bar": bar,
+                    "meets_bar": result.test_accuracy >= bar and result.seconds < 180,
+                }
+            )
     for r in rows:
-        print(f"{r['model']:4s} {r['bits']}  test accuracy {r['test_accuracy']:.2%}  train time {r['seconds']:.1f} s  "
-              f"(bar: >= {r['bar']:.0%} in < 180 s: {'met' if r['meets_bar'] else 'NOT met'})")
+        print(
+            f"{r['model']:4s} {r['bits']}  test accuracy {r['test_accuracy']:.2%}  train time {r['seconds']:.1f} s  "
+            f"(bar: >= {r['bar']:.0%} in < 180 s: {'met' if r['meets_bar'] else 'NOT met'})"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2))
 

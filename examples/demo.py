@@ -5,19 +5,26 @@ run), deploys it to the PYNQ-Z2 through FINN with the bit-exact simulation as
 proof and prints its summary (verification, fps, latency, utilisation, what
 needs Vivado), then deploys the same model to LiteRT, an Ethos-U55 (Vela) and
 a Cortex-M7 (TFLite Micro) and ends with one comparison table.
+
+The libraries' own warnings and log lines (Brevitas, qonnx, FINN, LiteRT ...)
+are hidden; `--verbose` shows them.
 """
+
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 import sdk
 from sdk.cli import print_comparison
 from sdk.deploy import DeployConfig, deploy_many
+from sdk.quiet import hush_stdout, quiet
 
 OUT = Path("demo-out")
 CONFIG = sdk.TrainConfig(model="tfc", bits="w2a2", dataset="digits")
@@ -34,8 +41,16 @@ def cached_run(run_dir: Path) -> bool:
     return json.loads(metrics.read_text()).get("config") == asdict(CONFIG)
 
 
-def main() -> int:
-    console = Console()
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="show the libraries' warnings and log lines")
+    args = parser.parse_args(argv)
+    with quiet(verbose=args.verbose):
+        return run_demo(Console())
+
+
+def run_demo(console: Console) -> int:
+    """Train (or reuse), deploy to the four boards, print the PYNQ-Z2 summary and the comparison."""
     run_dir = OUT / f"run-{CONFIG.model}-{CONFIG.bits}"
     try:
         if cached_run(run_dir):
@@ -43,12 +58,14 @@ def main() -> int:
             console.print(f"[dim]reusing trained run {run_dir} (delete it to retrain)[/]")
             accuracy, seconds = metrics["test_accuracy"], metrics["seconds"]
         else:
-            result = sdk.train(CONFIG, run_dir)
+            with hush_stdout():
+                result = sdk.train(CONFIG, run_dir)
             accuracy, seconds = result.test_accuracy, result.seconds
-        results = deploy_many(DeployConfig(target=TARGETS, model=str(run_dir), out=str(OUT)))
+        with hush_stdout():
+            results = deploy_many(DeployConfig(target=TARGETS, model=str(run_dir), out=str(OUT)))
     except sdk.SDKError as exc:
-        console.print(f"[red]{exc}[/]")
-        return 2
+        console.print(Text(str(exc), style="red"))  # Text: brackets in the message are not markup
+        return exc.exit_code
     result = results[0]
     if result.error:
         console.print(f"[red]{result.error}[/]")
@@ -56,7 +73,11 @@ def main() -> int:
     s = result.summary
     table = Table(title="demo: TFC w2a2 on digits -> PYNQ-Z2", show_header=False)
     table.add_row("test accuracy (QAT)", f"{accuracy:.2%} (trained in {seconds:.0f} s)")
-    table.add_row("verification", ("[green]PASSED[/]" if result.verified else "[red]FAILED[/]") + " (bit-exact simulation vs FINN and the QAT model)")
+    table.add_row(
+        "verification",
+        ("[green]PASSED[/]" if result.verified else "[red]FAILED[/]")
+        + " (bit-exact simulation vs FINN and the QAT model)",
+    )
     table.add_row("throughput", f"{s['fps']:,.0f} frames/s ({s['folding']})")
     table.add_row("latency", f"{s['latency_us']:.2f} us")
     table.add_row("utilisation", ", ".join(f"{k.upper()} {v:.1%}" for k, v in s["utilisation"].items()))

@@ -8,6 +8,7 @@ e.g. the model does not fit it; the other boards still deploy).
     python examples/deploy_everywhere.py --model build/run
     python examples/deploy_everywhere.py --model build/run --targets tflite,nrf52840-dk --json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,11 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
     args = parser.parse_args()
     try:
-        results = deploy_many(DeployConfig(target=args.targets, model=args.model, out=str(args.out), samples=args.samples),
-                              progress=not args.json, per_board_folders=True)
+        results = deploy_many(
+            DeployConfig(target=args.targets, model=args.model, out=str(args.out), samples=args.samples),
+            progress=not args.json,
+            per_board_folders=True,
+        )
     except sdk.SDKError as exc:
         print(exc, file=sys.stderr)
         return 2

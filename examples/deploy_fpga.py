@@ -6,6 +6,7 @@ accelerator differs from the QAT model) or 2 (a user error, e.g. unknown board).
 
     python examples/deploy_fpga.py --model build/run --board pynq-z2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("build"))
     args = parser.parse_args()
     try:
-        result = deploy(DeployConfig(target=args.board, model=args.model, out=str(args.out / args.board), max_util=args.max_util))
+        result = deploy(
+            DeployConfig(target=args.board, model=args.model, out=str(args.out / args.board), max_util=args.max_util)
+        )
     except sdk.SDKError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -32,8 +35,10 @@ def main() -> int:
         print(f"verification FAILED for {args.board}: see {result.package}/report.md", file=sys.stderr)
         return 1
     s = result.summary
-    print(f"{args.board}: verified; {s['fps']:,.0f} fps, latency {s['latency_us']:.2f} us, "
-          f"LUT {s['utilisation']['lut']:.0%}; package {result.package}")
+    print(
+        f"{args.board}: verified; {s['fps']:,.0f} fps, latency {s['latency_us']:.2f} us, "
+        f"LUT {s['utilisation']['lut']:.0%}; package {result.package}"
+    )
     for message in result.messages:
         print(f"note: {message}")
     return 0

@@ -6,6 +6,7 @@ trained model before it is written.
 
     python examples/train_and_export_digits.py --model tfc --bits w2a2 --out build/
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,13 +26,17 @@ def main() -> int:
     args = parser.parse_args()
 
     try:
-        run = sdk.train(sdk.TrainConfig(model=args.model, bits=args.bits, dataset="digits", epochs=args.epochs), args.out / "run")
+        run = sdk.train(
+            sdk.TrainConfig(model=args.model, bits=args.bits, dataset="digits", epochs=args.epochs), args.out / "run"
+        )
         exported = sdk.export_run(run.run_dir, args.out / f"{args.model}_{args.bits}.qonnx.onnx")
     except sdk.SDKError as exc:
         print(exc, file=sys.stderr)
         return 2
-    print(f"test accuracy {run.test_accuracy:.2%}; QONNX: {exported.onnx_path} "
-          f"(matches Brevitas on {exported.card['check']['samples']} samples)")
+    print(
+        f"test accuracy {run.test_accuracy:.2%}; QONNX: {exported.onnx_path} "
+        f"(matches Brevitas on {exported.card['check']['samples']} samples)"
+    )
     if run.test_accuracy < args.min_accuracy:
         print(f"accuracy below the required {args.min_accuracy:.0%}", file=sys.stderr)
         return 1

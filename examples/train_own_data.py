@@ -6,6 +6,7 @@ synthetic stroke patterns) so that it runs anywhere, then trains and exports.
 
     python examples/train_own_data.py --data my_sensor_frames.npz --model cnv --out build/
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,7 +47,10 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     data_path = args.data or make_example_npz(args.out / "example_data.npz")
     try:
-        run = sdk.train(sdk.TrainConfig(model=args.model, bits=args.bits, dataset=str(data_path), epochs=args.epochs), args.out / "run")
+        run = sdk.train(
+            sdk.TrainConfig(model=args.model, bits=args.bits, dataset=str(data_path), epochs=args.epochs),
+            args.out / "run",
+        )
         exported = sdk.export_run(run.run_dir, args.out / "model.qonnx.onnx")
     except sdk.SDKError as exc:
         print(exc, file=sys.stderr)

@@ -9,18 +9,34 @@ The stable Python API:
 
 Heavy imports (torch, brevitas, FINN) happen on first use, so `import sdk` is cheap.
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
 _API = {
-    "SDKError": "sdk.errors", "BoardError": "sdk.errors", "DatasetError": "sdk.errors", "ConfigError": "sdk.errors",
-    "CheckpointError": "sdk.errors", "ExportError": "sdk.errors",
-    "Board": "sdk.boards", "get_board": "sdk.boards", "load_boards": "sdk.boards",
-    "Dataset": "sdk.data", "load_dataset": "sdk.data",
-    "TrainConfig": "sdk.qat", "TrainResult": "sdk.qat", "train": "sdk.qat", "load_checkpoint": "sdk.qat",
-    "ExportResult": "sdk.export", "export_run": "sdk.export", "read_card": "sdk.export", "run_qonnx": "sdk.export",
-    "build_model": "sdk.zoo", "parse_bits": "sdk.zoo", "ZOO": "sdk.zoo",
+    "SDKError": "sdk.errors",
+    "BoardError": "sdk.errors",
+    "DatasetError": "sdk.errors",
+    "ConfigError": "sdk.errors",
+    "CheckpointError": "sdk.errors",
+    "ExportError": "sdk.errors",
+    "Board": "sdk.boards",
+    "get_board": "sdk.boards",
+    "load_boards": "sdk.boards",
+    "Dataset": "sdk.data",
+    "load_dataset": "sdk.data",
+    "TrainConfig": "sdk.qat",
+    "TrainResult": "sdk.qat",
+    "train": "sdk.qat",
+    "load_checkpoint": "sdk.qat",
+    "ExportResult": "sdk.export",
+    "export_run": "sdk.export",
+    "read_card": "sdk.export",
+    "run_qonnx": "sdk.export",
+    "build_model": "sdk.zoo",
+    "parse_bits": "sdk.zoo",
+    "ZOO": "sdk.zoo",
 }
 
 __all__ = ["__version__", *_API]

@@ -1,15 +1,26 @@
-"""Board registry: one validated YAML file per board in `boards/`.
+"""Board registry: one validated YAML file per board in `boards/`, one per chip in `boards/parts/`.
 
-A board is data, never code. Each file is checked against the schema below;
-unknown and missing fields are errors naming the file and the field. Extra
-board folders can be added with the SDK_BOARDS_PATH environment variable
-(os.pathsep-separated), so users can describe their own boards.
+A board is data, never code. A board lists the flows it serves (the first is
+its default) and carries one section per flow that needs settings (`finn:`,
+`ethosu:`); it names its chip, whose capacities are written once in a part
+file shared by every board using it. What each file may hold is declared in
+`boards/schema.yaml` and checked by the small generic validator below, so a
+new field or flow is a schema edit, not code; unknown and missing fields are
+errors naming the file and the field. Extra board folders (with their parts in
+`<folder>/parts/`) come from SDK_BOARDS_PATH (os.pathsep-separated), so users
+describe their own boards.
 """
+
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
+import math
 import os
-from dataclasses import asdict, dataclass, field
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,56 +29,205 @@ import yaml
 from sdk.errors import BoardError
 
 BUILTIN_BOARDS_DIR = Path(__file__).resolve().parent.parent / "boards"
+SCHEMA_PATH = BUILTIN_BOARDS_DIR / "schema.yaml"
+PARTS_DIRNAME = "parts"
+README_PATH = BUILTIN_BOARDS_DIR.parent / "README.md"
+README_BEGIN = "<!-- boards:begin -->"
+README_END = "<!-- boards:end -->"
+MAX_FILE_BYTES = 1 << 20  # a board file is a few hundred bytes; anything this large is not one
+KIND_ORDER = ("fpga", "npu", "mcu", "cpu")  # listing order
 
-KINDS = {"fpga": "finn", "npu": "ethosu", "mcu": "tflm", "cpu": "tflite"}
-LIFECYCLES = ("active", "legacy", "retired")
-SHELLS = ("zynq", "alveo")
 
-COMMON_REQUIRED = ("name", "display_name", "vendor", "kind", "flow", "lifecycle", "clock_mhz", "description", "source")
-COMMON_OPTIONAL = ("notes",)
-# Extra fields per kind: (required, optional).
-KIND_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "fpga": (("finn_board", "part", "shell", "capacity"), ("platform",)),
-    "npu": (("core", "capacity", "vela"), ()),
-    "mcu": (("core", "capacity"), ()),
-    "cpu": (("core",), ("capacity",)),
-}
-CAPACITY_FIELDS = {
-    "fpga": ("lut", "ff", "bram18", "uram", "dsp"),
-    "npu": ("sram_bytes", "flash_bytes"),
-    "mcu": ("sram_bytes", "flash_bytes"),
-    "cpu": ("ram_bytes",),
-}
-VELA_FIELDS = ("accelerator_config", "system_config", "memory_mode")
+# ---------------------------------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass(frozen=True)
+class Part:
+    """One chip's facts (capacities, core), shared by every board that names it."""
+
+    name: str
+    kind: str
+    vendor: str
+    description: str
+    source: str
+    path: Path
+    capacity: dict[str, int] = field(default_factory=dict)
+    core: str | None = None
+    notes: str | None = None
 
 
 @dataclass(frozen=True)
 class Board:
-    """One target board, as described by its YAML file."""
+    """One target board, as described by its YAML file and its chip's part file.
+
+    The attributes of the earlier flat layout (flow, part, core, capacity,
+    finn_board, shell, platform, vela) are properties over flows, chip_spec and
+    sections, so code reading them keeps working.
+    """
 
     name: str
     display_name: str
     vendor: str
     kind: str  # fpga | npu | mcu | cpu
-    flow: str  # finn | ethosu | tflm | tflite
+    flows: tuple[str, ...]  # the flows it serves; the first is its default
     lifecycle: str  # active | legacy | retired
     clock_mhz: float
     description: str
     source: str
     path: Path
-    capacity: dict[str, int] = field(default_factory=dict)
+    chip: str | None = None  # name of its part file; None for a generic target
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)  # flow -> that flow's settings
     notes: str | None = None
-    core: str | None = None
-    finn_board: str | None = None
-    part: str | None = None
-    shell: str | None = None
-    platform: str | None = None
-    vela: dict[str, str] | None = None
+    chip_spec: Part | None = None  # the resolved part file
+    board_core: str | None = None  # the processor of a board without a chip
+
+    def section(self, flow: str) -> dict[str, Any]:
+        """The board's settings for one flow (a copy; empty when the flow needs none or is not served)."""
+        return dict(self.sections.get(flow) or {})
+
+    @property
+    def flow(self) -> str:
+        """The default flow."""
+        return self.flows[0]
+
+    @property
+    def part(self) -> str | None:
+        """The FPGA part string (FPGA boards only): the chip's name."""
+        return self.chip if self.kind == "fpga" else None
+
+    @property
+    def core(self) -> str | None:
+        return self.chip_spec.core if self.chip_spec is not None else self.board_core
+
+    @property
+    def capacity(self) -> dict[str, int]:
+        """The chip's capacities (a copy, so a caller cannot change the shared part)."""
+        return dict(self.chip_spec.capacity) if self.chip_spec is not None else {}
+
+    @property
+    def finn_board(self) -> str | None:
+        return self.sections.get("finn", {}).get("board")
+
+    @property
+    def shell(self) -> str | None:
+        return self.sections.get("finn", {}).get("shell")
+
+    @property
+    def platform(self) -> str | None:
+        return self.sections.get("finn", {}).get("platform")
+
+    @property
+    def vela(self) -> dict[str, str] | None:
+        """The Ethos-U (Vela) settings: accelerator_config, system_config, memory_mode."""
+        return dict(self.sections["ethosu"]) if "ethosu" in self.sections else None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["path"] = str(self.path)
+        """JSON-ready: the board's own fields, its resolved chip facts, and its flow sections."""
+        data: dict[str, Any] = {
+            "name": self.name,
+            "display_name": self.display_name,
+            "vendor": self.vendor,
+            "kind": self.kind,
+            "flows": list(self.flows),
+            "lifecycle": self.lifecycle,
+            "clock_mhz": self.clock_mhz,
+            "chip": self.chip,
+            "part": self.part,
+            "core": self.core,
+            "capacity": self.capacity,
+            "sections": copy.deepcopy(self.sections),
+            "description": self.description,
+            "source": self.source,
+            "capacity_source": self.chip_spec.source if self.chip_spec is not None else None,
+            "notes": self.notes,
+            "path": str(self.path),
+        }
         return {k: v for k, v in data.items() if v is not None}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Reading YAML safely
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """Valid YAML the registry will not read (an alias, a duplicate key)."""
+
+
+class _Loader(yaml.SafeLoader):
+    """safe_load without aliases (an alias bomb expands without bound) and without silent duplicate keys."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _Refused(
+                None,
+                None,
+                f"uses the YAML alias *{event.anchor}; aliases are not allowed (they can expand without bound)",
+                event.start_mark,
+                "write the value out in full",
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in seen:
+                    raise _Refused(
+                        None, None, f"sets the field '{key_node.value}' twice", key_node.start_mark, "keep one of them"
+                    )
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: Path, label: str) -> Any:
+    """One YAML file as plain data; every way it can be unreadable is a BoardError naming it."""
+    where = str(path)
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "is not a regular file"
+        raise BoardError(f"{label} {path.name} {what}.", where=where, fix=f"remove or rename {path}")
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise BoardError(
+                f"{label} is larger than {MAX_FILE_BYTES // 1024} KiB.", where=where, fix="a board file is a few lines"
+            )
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BoardError(f"{label} cannot be read: {exc.strerror or exc}.", where=where, fix="check the file") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BoardError(
+            f"{label} is not UTF-8 text (byte {exc.start}).", where=where, fix="save the file as UTF-8"
+        ) from None
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader subclass
+    except _Refused as exc:
+        mark = exc.problem_mark
+        raise BoardError(
+            f"{label} {exc.problem}.",
+            where=f"{where}, line {mark.line + 1}",
+            fix=exc.note,
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise BoardError(
+            f"{label} is not valid YAML: {getattr(exc, 'problem', None) or exc}",
+            where=where + (f", line {mark.line + 1}" if mark else ""),
+            fix="fix the YAML syntax (indentation, colons, quotes)",
+        ) from None
+    except RecursionError:
+        raise BoardError(f"{label} is nested too deeply.", where=where, fix="a board file is a flat mapping") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The schema and its generic validator
+
+_TYPES = {"text", "name", "number", "integer", "choice", "kind", "flows", "part", "mapping"}
+_SPEC_KEYS = {"type", "required", "doc", "values", "min", "lower_case", "fields", "rules"}
+_RULE_KEYS = {"when", "when_present", "when_absent", "require", "forbid", "why", "fix"}
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def _fail(path: Path, field_name: str | None, what: str, fix: str) -> BoardError:
@@ -75,68 +235,342 @@ def _fail(path: Path, field_name: str | None, what: str, fix: str) -> BoardError
     return BoardError(what, where=where, fix=fix)
 
 
-def _check_keys(path: Path, data: dict, required: tuple[str, ...], optional: tuple[str, ...], prefix: str = "") -> None:
-    allowed = set(required) | set(optional)
-    for key in data:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
-            hint = f"did you mean '{prefix}{close[0]}'?" if close else f"allowed fields: {', '.join(sorted(allowed))}"
-            raise _fail(path, prefix + str(key), f"Unknown field '{prefix}{key}' in board file.", hint)
-    for key in required:
-        if key not in data or data[key] is None:
-            raise _fail(path, prefix + key, f"Missing required field '{prefix}{key}' in board file.", f"add '{prefix}{key}:' to the file")
+def _check_schema_fields(fields: Any, where: str) -> None:
+    """The schema is ours, but a typo in it should fail loudly, not validate nothing."""
+    if not isinstance(fields, dict):
+        raise BoardError(f"Schema {where} must be a mapping of fields.", where=str(SCHEMA_PATH), fix="fix the schema")
+    for name, spec in fields.items():
+        bad = not isinstance(spec, dict) or spec.get("type") not in _TYPES or set(spec) - _SPEC_KEYS
+        if bad or (spec.get("type") == "choice" and not spec.get("values")):
+            raise BoardError(f"Schema field {where}.{name} is malformed: {spec!r}.", where=str(SCHEMA_PATH), fix="")
+        if spec["type"] == "mapping":
+            _check_schema_fields(spec.get("fields") or {}, f"{where}.{name}")
+        for rule in spec.get("rules") or []:
+            if not isinstance(rule, dict) or set(rule) - _RULE_KEYS:
+                raise BoardError(f"Schema rule in {where}.{name} is malformed.", where=str(SCHEMA_PATH), fix="")
 
 
-def _check_number(path: Path, name: str, value: Any, integer: bool) -> None:
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or value < 0:
-        want = "a non-negative integer" if integer else "a positive number"
-        raise _fail(path, name, f"Field '{name}' must be {want}, got {value!r}.", "write a plain number, e.g. 53200 (no units)")
+@functools.cache
+def load_schema() -> dict[str, Any]:
+    """boards/schema.yaml, checked for the structure this module relies on."""
+    schema = _read_yaml(SCHEMA_PATH, "Board schema")
+    if not isinstance(schema, dict) or not {"flows", "kinds", "board", "part"} <= set(schema):
+        raise BoardError("Board schema lacks flows, kinds, board or part.", where=str(SCHEMA_PATH), fix="restore it")
+    for flow, spec in schema["flows"].items():
+        if spec.get("section") not in ("required", "optional") or set(spec.get("kinds", [])) - set(schema["kinds"]):
+            raise BoardError(f"Schema flow '{flow}' is malformed.", where=str(SCHEMA_PATH), fix="fix the schema")
+        _check_schema_fields(spec.get("fields") or {}, f"flows.{flow}")
+    for kind, spec in schema["kinds"].items():
+        if spec.get("serves") not in schema["flows"] or spec.get("chip") not in ("required", "optional"):
+            raise BoardError(f"Schema kind '{kind}' is malformed.", where=str(SCHEMA_PATH), fix="fix the schema")
+    _check_schema_fields(schema["board"]["fields"], "board")
+    _check_schema_fields(schema["part"]["fields"], "part")
+    for kind in schema["kinds"]:
+        _check_schema_fields(schema["part"]["kinds"].get(kind) or {}, f"part.kinds.{kind}")
+    return schema
 
 
-def parse_board(path: Path) -> Board:
-    """Read and validate one board file."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}" + (f", line {mark.line + 1}" if mark else "")
-        raise BoardError(f"Board file is not valid YAML: {getattr(exc, 'problem', exc)}", where=where,
-                         fix="fix the YAML syntax (indentation, colons, quotes)") from None
+def known_flows() -> tuple[str, ...]:
+    """The flows a board may serve, as the schema lists them."""
+    return tuple(load_schema()["flows"])
+
+
+def known_kinds() -> tuple[str, ...]:
+    return tuple(load_schema()["kinds"])
+
+
+@dataclass
+class _Check:
+    """Validation of one file: where errors point, and the parts a `part` field may name."""
+
+    path: Path
+    label: str  # "board file" / "part file"
+    parts: dict[str, Part]
+    kind: str | None = None  # the record's kind, once known (a chip must be of the board's kind)
+
+    def fail(self, field_name: str | None, what: str, fix: str) -> BoardError:
+        return _fail(self.path, field_name, what, fix)
+
+    def unknown(self, data: dict, fields: dict[str, dict], prefix: str = "", renamed: dict | None = None) -> None:
+        """A field the schema does not know: suggest the closest known one, or where an old field moved."""
+        moved = [key for key in data if key not in fields and key in (renamed or {})]
+        if moved:  # an old-layout file: name every moved field at once
+            many = len(moved) > 1
+            raise self.fail(
+                f"{prefix}{moved[0]}",
+                f"Field{'s' if many else ''} {', '.join(repr(k) for k in moved)} {'are' if many else 'is'} "
+                "from the earlier board layout (see boards/schema.yaml).",
+                "write " + "; ".join(f"{key} as {renamed[key]}" for key in moved),
+            )
+        for key in data:
+            if key in fields:
+                continue
+            name = f"{prefix}{key}"
+            close = difflib.get_close_matches(str(key), sorted(fields), n=1)
+            fix = f"did you mean '{prefix}{close[0]}'?" if close else f"allowed fields: {', '.join(sorted(fields))}"
+            raise self.fail(name, f"Unknown field '{name}' in {self.label}.", fix)
+
+    def missing(self, data: dict, key: str, prefix: str = "") -> None:
+        if data.get(key) is None:
+            raise self.fail(
+                f"{prefix}{key}", f"Missing required field '{prefix}{key}' in {self.label}.", f"add '{key}:'"
+            )
+
+    def fields(self, data: dict, fields: dict[str, dict], prefix: str = "", renamed: dict | None = None) -> None:
+        """Unknown fields, then missing ones, then each value against its type."""
+        self.unknown(data, fields, prefix, renamed)
+        for key, spec in fields.items():
+            if spec.get("required"):
+                self.missing(data, key, prefix)
+        for key, value in data.items():
+            if value is not None or fields[key]["type"] == "mapping":
+                self.value(f"{prefix}{key}", value, fields[key])
+
+    def value(self, name: str, value: Any, spec: dict) -> None:
+        kind = spec["type"]
+        if kind == "text":
+            if not isinstance(value, str) or not value.strip():
+                raise self.fail(name, f"Field '{name}' must be a non-empty text, got {value!r}.", 'quote it: "..."')
+        elif kind == "name":
+            self._name(name, value, spec)
+        elif kind == "number":
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise self.fail(
+                    name,
+                    f"Field '{name}' must be a finite number above 0, got {value!r}.",
+                    "write a plain number, e.g. 100",
+                )
+        elif kind == "integer":
+            low = spec.get("min", 1)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                want = "a positive integer" if low == 1 else f"an integer >= {low}"
+                raise self.fail(
+                    name,
+                    f"Field '{name}' must be {want}, got {value!r}.",
+                    "write a plain integer, e.g. 53200 (no units)",
+                )
+        elif kind in ("choice", "kind"):
+            allowed = list(spec["values"]) if kind == "choice" else list(known_kinds())
+            if not isinstance(value, str) or value not in allowed:
+                raise self.fail(
+                    name,
+                    f"Field '{name}' must be one of {', '.join(allowed)}, got {value!r}.",
+                    _closest(value, allowed),
+                )
+        elif kind == "flows":
+            self._flows(name, value)
+        elif kind == "part":
+            self._part(name, value)
+        elif kind == "mapping":
+            value = {} if value is None else value
+            if not isinstance(value, dict):
+                raise self.fail(name, f"Field '{name}' must be a mapping of fields, got {value!r}.", f"{name}: {{...}}")
+            self.fields(value, spec.get("fields") or {}, prefix=f"{name}.")
+            self.rules(value, spec.get("rules") or [], prefix=f"{name}.")
+
+    def _name(self, name: str, value: Any, spec: dict) -> None:
+        if not isinstance(value, str) or not _NAME.fullmatch(value):
+            raise self.fail(
+                name,
+                f"Field '{name}' must be a name of letters, digits, '.', '_' and '-', got {value!r}.",
+                "e.g. my-board",
+            )
+        if spec.get("lower_case") and value != value.lower():
+            raise self.fail(
+                name,
+                f"Board names are lower case (--target matches them case-insensitively); got {value!r}.",
+                f"set name: {value.lower()} and rename the file to {value.lower()}.yaml",
+            )
+        if value != self.path.stem:
+            raise self.fail(
+                name,
+                f"Field '{name}' is {value!r} but the file is {self.path.name}.",
+                f"name the file {value}.yaml or set name: {self.path.stem}",
+            )
+
+    def _flows(self, name: str, value: Any) -> None:
+        flows = known_flows()
+        if isinstance(value, str):
+            raise self.fail(name, f"Field '{name}' must be a list of flows, got {value!r}.", f"write {name}: [{value}]")
+        if not isinstance(value, list) or not value:
+            raise self.fail(name, f"Field '{name}' must be a non-empty list of flows.", f"e.g. {name}: [{flows[0]}]")
+        for flow in value:
+            if flow not in flows:
+                raise self.fail(
+                    name,
+                    f"Unknown flow {flow!r} in '{name}'; the flows are {', '.join(flows)}.",
+                    _closest(flow, list(flows)),
+                )
+        if len(set(value)) != len(value):
+            raise self.fail(name, f"Field '{name}' lists a flow twice: {value}.", "list each flow once")
+
+    def _part(self, name: str, value: Any) -> None:
+        if not isinstance(value, str) or value not in self.parts:
+            known = sorted(p for p in self.parts if self.kind is None or self.parts[p].kind == self.kind)
+            close = difflib.get_close_matches(str(value), known, n=3, cutoff=0.6)
+            lowered = [p for p in known if p.lower() == str(value).lower()]
+            hint = lowered or close
+            fix = f"did you mean {', '.join(hint)}?" if hint else "add a part file parts/<chip>.yaml beside the boards"
+            raise self.fail(name, f"Unknown chip {value!r}: no part file parts/{value}.yaml.", fix)
+        part = self.parts[value]
+        if self.kind is not None and part.kind != self.kind:
+            raise self.fail(
+                name,
+                f"Chip {value!r} is a {part.kind} part ({part.path}), but this board is of kind '{self.kind}'.",
+                f"name a {self.kind} part, or fix the board's kind",
+            )
+
+    def rules(self, data: dict, rules: list[dict], prefix: str = "") -> None:
+        """Declarative cross-field rules: when <condition>, require / forbid fields."""
+        for rule in rules:
+            if "when" in rule:
+                active = all(data.get(k) == v for k, v in rule["when"].items())
+                cond = " and ".join(f"{prefix}{k} is {v!r}" for k, v in rule["when"].items())
+            elif "when_present" in rule:
+                active = data.get(rule["when_present"]) is not None
+                cond = f"'{prefix}{rule['when_present']}' is given"
+            else:
+                active = data.get(rule["when_absent"]) is None
+                cond = f"'{prefix}{rule['when_absent']}' is not given"
+            if not active:
+                continue
+            for key in rule.get("require", []):
+                if data.get(key) is None:
+                    why = rule.get("why") or f"Field '{prefix}{key}' is required"
+                    raise self.fail(f"{prefix}{key}", f"{why} (when {cond}).", rule.get("fix") or f"add '{key}:'")
+            for key in rule.get("forbid", []):
+                if data.get(key) is not None:
+                    why = rule.get("why") or f"Field '{prefix}{key}' is not allowed"
+                    raise self.fail(f"{prefix}{key}", f"{why} (when {cond}).", rule.get("fix") or f"remove '{key}'")
+
+
+def _closest(value: Any, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(str(value), allowed, n=1)
+    return f"did you mean '{close[0]}'?" if close else f"use one of {', '.join(allowed)}"
+
+
+def _mapping(data: Any, check: _Check, example: str) -> dict:
     if not isinstance(data, dict):
-        raise _fail(path, None, "Board file must be a YAML mapping of fields.", "see boards/pynq-z2.yaml for an example")
-    kind = data.get("kind")
-    if kind not in KINDS:
-        raise _fail(path, "kind", f"Field 'kind' must be one of {', '.join(KINDS)}, got {kind!r}.", "set kind to the board's class")
-    required, optional = KIND_FIELDS[kind]
-    _check_keys(path, data, COMMON_REQUIRED + required, COMMON_OPTIONAL + optional)
-    if data["name"] != path.stem:
-        raise _fail(path, "name", f"Field 'name' is {data['name']!r} but the file is {path.name}.", f"name the file {data['name']}.yaml or set name: {path.stem}")
-    if data["flow"] != KINDS[kind]:
-        raise _fail(path, "flow", f"A board of kind '{kind}' uses flow '{KINDS[kind]}', not {data['flow']!r}.", f"set flow: {KINDS[kind]}")
-    if data["lifecycle"] not in LIFECYCLES:
-        raise _fail(path, "lifecycle", f"Field 'lifecycle' must be one of {', '.join(LIFECYCLES)}, got {data['lifecycle']!r}.", "set lifecycle: active")
-    _check_number(path, "clock_mhz", data["clock_mhz"], integer=False)
-    capacity = data.get("capacity") or {}
-    if not isinstance(capacity, dict):
-        raise _fail(path, "capacity", "Field 'capacity' must be a mapping.", "e.g. capacity: {lut: 53200, ...}")
-    cap_fields = CAPACITY_FIELDS[kind]
-    _check_keys(path, capacity, cap_fields if "capacity" in required else (), cap_fields, prefix="capacity.")
-    for key, value in capacity.items():
-        _check_number(path, f"capacity.{key}", value, integer=True)
-    if kind == "fpga":
-        if data["shell"] not in SHELLS:
-            raise _fail(path, "shell", f"Field 'shell' must be one of {', '.join(SHELLS)}, got {data['shell']!r}.", "zynq for Zynq/ZynqMP boards, alveo for Alveo cards")
-        if data["shell"] == "alveo" and not data.get("platform"):
-            raise _fail(path, "platform", "An Alveo board needs its Vitis platform.", "add platform: e.g. xilinx_u250_gen3x16_xdma_2_1_202010_1")
-        if data["shell"] == "zynq" and data.get("platform"):
-            raise _fail(path, "platform", "Field 'platform' is only for Alveo boards.", "remove it")
-    if kind == "npu":
-        vela = data["vela"]
-        if not isinstance(vela, dict):
-            raise _fail(path, "vela", "Field 'vela' must be a mapping.", "vela: {accelerator_config: ..., system_config: ..., memory_mode: ...}")
-        _check_keys(path, vela, VELA_FIELDS, (), prefix="vela.")
-    return Board(path=path, capacity=dict(capacity), **{k: v for k, v in data.items() if k != "capacity"})
+        raise check.fail(None, f"{check.label.capitalize()} must be a YAML mapping of fields.", f"see {example}")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Parts
+
+
+def parse_part(path: Path) -> Part:
+    """Read and validate one part file."""
+    schema = load_schema()["part"]
+    check = _Check(path, "part file", parts={})
+    data = _mapping(_read_yaml(path, "Part file"), check, "boards/parts/xc7z020clg400-1.yaml")
+    check.missing(data, "kind")
+    check.value("kind", data["kind"], {"type": "kind"})
+    fields = schema["fields"] | (schema["kinds"].get(data["kind"]) or {})
+    check.fields(data, fields)
+    check.rules(data, schema.get("rules") or [])
+    return Part(
+        path=path, capacity=dict(data.get("capacity") or {}), **{k: v for k, v in data.items() if k != "capacity"}
+    )
+
+
+def load_parts(dirs: Iterable[Path] | None = None) -> dict[str, Part]:
+    """Every part file in <folder>/parts/ of each board folder; a name defined twice is an error."""
+    parts: dict[str, Part] = {}
+    lowered: dict[str, Part] = {}
+    for folder in _existing(dirs):
+        for path in _yaml_files(folder / PARTS_DIRNAME):
+            part = parse_part(path)
+            other = lowered.get(part.name.lower())
+            if other is not None:
+                raise _fail(
+                    path, "name", f"Part '{part.name}' is already defined in {other.path}.", "keep one of the two files"
+                )
+            parts[part.name] = lowered[part.name.lower()] = part
+    return parts
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Boards
+
+
+def _board_fields(schema: dict, kind: str, flows: list[str]) -> dict[str, dict]:
+    """The fields a board of this kind serving these flows may hold: the common ones, its chip, a section per flow."""
+    fields = {k: dict(v) for k, v in schema["board"]["fields"].items()}
+    fields["chip"]["required"] = schema["kinds"][kind]["chip"] == "required"
+    for flow, spec in schema["flows"].items():
+        fields[flow] = {
+            "type": "mapping",
+            "required": flow in flows and spec["section"] == "required",
+            "fields": spec.get("fields") or {},
+            "rules": spec.get("rules") or [],
+        }
+    return fields
+
+
+def parse_board(path: Path, parts: dict[str, Part] | None = None) -> Board:
+    """Read and validate one board file; its chip is looked up in `parts` (default: every board folder's parts)."""
+    schema = load_schema()
+    if parts is None:
+        dirs = board_dirs()
+        parts = load_parts([*dirs, path.parent] if path.parent.resolve() not in {d.resolve() for d in dirs} else dirs)
+    check = _Check(path, "board file", parts)
+    data = _mapping(_read_yaml(path, "Board file"), check, "boards/pynq-z2.yaml")
+    renamed = schema["board"].get("renamed") or {}
+    # Unknown fields first (any section of any flow is a known field here): an old-layout or misspelt
+    # file gets the most precise message. Then kind and flows, which decide what else is required.
+    check.unknown(data, _board_fields(schema, "cpu", []), renamed=renamed)
+    check.missing(data, "kind")
+    check.value("kind", data["kind"], {"type": "kind"})
+    check.kind = kind = data["kind"]
+    check.missing(data, "flows")
+    check.value("flows", data["flows"], {"type": "flows"})
+    flows: list[str] = data["flows"]
+    serves = schema["kinds"][kind]["serves"]
+    if serves not in flows:
+        raise check.fail(
+            "flows", f"A board of kind '{kind}' serves the {serves} flow; flows is {flows}.", f"add {serves}"
+        )
+    for flow in flows:
+        if kind not in schema["flows"][flow]["kinds"]:
+            allowed = ", ".join(schema["flows"][flow]["kinds"])
+            raise check.fail(
+                "flows", f"The {flow} flow is for boards of kind {allowed}, not '{kind}'.", f"remove {flow}"
+            )
+    for flow in schema["flows"]:
+        if flow not in flows and flow in data:
+            raise check.fail(
+                flow,
+                f"Section '{flow}' is for the {flow} flow, which this board does not serve.",
+                f"add {flow} to flows",
+            )
+    fields = _board_fields(schema, kind, flows)
+    for flow in flows:
+        if data.get(flow) is None and fields[flow]["required"]:
+            example = ", ".join(f"{k}: ..." for k, s in fields[flow]["fields"].items() if s.get("required"))
+            raise check.fail(
+                flow, f"The board serves the {flow} flow but has no '{flow}' section.", f"add {flow}: {{{example}}}"
+            )
+    check.fields(data, fields, renamed=renamed)
+    check.rules(data, schema["board"].get("rules") or [])
+    chip = data.get("chip")
+    return Board(
+        name=data["name"],
+        display_name=data["display_name"],
+        vendor=data["vendor"],
+        kind=kind,
+        flows=tuple(flows),
+        lifecycle=data["lifecycle"],
+        clock_mhz=data["clock_mhz"],
+        description=data["description"],
+        source=data["source"],
+        path=path,
+        chip=chip,
+        sections={flow: dict(data.get(flow) or {}) for flow in flows if flow in data},
+        notes=data.get("notes"),
+        chip_spec=parts[chip] if chip is not None else None,
+        board_core=data.get("core"),
+    )
 
 
 def board_dirs() -> list[Path]:
@@ -145,22 +579,52 @@ def board_dirs() -> list[Path]:
     return [BUILTIN_BOARDS_DIR, *extra]
 
 
+def _existing(dirs: Iterable[Path] | None) -> list[Path]:
+    folders = list(dirs) if dirs is not None else board_dirs()
+    for folder in folders:
+        if not folder.is_dir():
+            raise BoardError(
+                f"Board folder {folder} does not exist.",
+                where="SDK_BOARDS_PATH",
+                fix="point SDK_BOARDS_PATH at a folder of board YAML files",
+            )
+    return folders
+
+
+def _yaml_files(folder: Path) -> list[Path]:
+    """The *.yaml entries of a folder (a folder named *.yaml too: it is refused when read), but not the schema."""
+    if not folder.is_dir():
+        return []
+    return [p for p in sorted(folder.glob("*.yaml")) if p.resolve() != SCHEMA_PATH]
+
+
 def load_boards(dirs: list[Path] | None = None) -> dict[str, Board]:
     """All boards by name; a later folder may not redefine a board silently."""
+    folders = _existing(dirs)
+    parts = load_parts(folders)
     boards: dict[str, Board] = {}
-    for folder in dirs if dirs is not None else board_dirs():
-        if not folder.is_dir():
-            raise BoardError(f"Board folder {folder} does not exist.", where="SDK_BOARDS_PATH", fix="point SDK_BOARDS_PATH at a folder of board YAML files")
-        for path in sorted(folder.glob("*.yaml")):
-            board = parse_board(path)
+    for folder in folders:
+        for path in _yaml_files(folder):
+            board = parse_board(path, parts)
             if board.name in boards:
-                raise _fail(path, "name", f"Board '{board.name}' is already defined in {boards[board.name].path}.", "rename one of the two boards")
+                raise _fail(
+                    path,
+                    "name",
+                    f"Board '{board.name}' is already defined in {boards[board.name].path}.",
+                    "rename one of the two boards",
+                )
             boards[board.name] = board
     return boards
 
 
 def get_board(name: str, boards: dict[str, Board] | None = None, where: str = "--target") -> Board:
-    """One board by name; a misspelt name suggests the closest ones."""
+    """One board by name, case-insensitively; a misspelt name suggests the closest ones."""
+    if not isinstance(name, str) or not name.strip():
+        raise BoardError(
+            f"A board name must be a non-empty string, got {name!r}.",
+            where=where,
+            fix="e.g. pynq-z2; run `sdk boards` to list the known boards",
+        )
     boards = load_boards() if boards is None else boards
     key = name.strip().lower()
     if key in boards:
@@ -168,3 +632,83 @@ def get_board(name: str, boards: dict[str, Board] | None = None, where: str = "-
     close = difflib.get_close_matches(key, list(boards), n=3, cutoff=0.5)
     fix = f"did you mean {', '.join(close)}?" if close else "run `sdk boards` to list the known boards"
     raise BoardError(f"Unknown board '{name}'.", where=where, fix=fix)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Tables (CLI and README)
+
+TABLE_COLUMNS = ("board", "kind", "flows", "chip / core", "MHz", "capacity", "lifecycle")
+
+
+def sorted_boards(boards: Iterable[Board]) -> list[Board]:
+    """FPGAs, NPUs, MCUs, CPUs; by name within a kind."""
+    order = {kind: i for i, kind in enumerate(KIND_ORDER)}
+    return sorted(boards, key=lambda b: (order.get(b.kind, len(order)), b.name))
+
+
+def capacity_text(board: Board, compact: bool = False) -> str:
+    """The capacities in one line: FPGA resources, or memories in KiB (compact: for a terminal table)."""
+    cap = board.capacity
+    if not cap:
+        return "-"
+    if board.kind == "fpga":
+        lut = f"{cap['lut'] / 1000:g}k" if compact else f"{cap['lut']:,}"
+        ff = "" if compact else f"{cap['ff']:,} FF, "
+        return f"{lut} LUT, {ff}{cap['bram18']} BRAM18, {cap['uram']} URAM, {cap['dsp']} DSP"
+    if compact:
+        return ", ".join(f"{_size(v)} {k.split('_')[0]}" for k, v in cap.items())
+    return ", ".join(f"{v // 1024:,} KiB {k.split('_')[0].upper()}" for k, v in cap.items())
+
+
+def _size(n: int) -> str:
+    return f"{n // (1 << 20)} MiB" if n % (1 << 20) == 0 else f"{n / 1024:g} KiB"
+
+
+def table_row(board: Board, compact: bool = False) -> tuple[str, ...]:
+    """One board as the cells of TABLE_COLUMNS (compact: the core alone for a board whose chip is not an FPGA)."""
+    if board.kind == "fpga" or not board.chip:
+        chip = board.chip or board.core
+    else:
+        chip = board.core if compact else f"{board.chip} ({board.core})"
+    return (
+        board.name,
+        board.kind,
+        ", ".join(board.flows),
+        chip or "",
+        f"{board.clock_mhz:g}",
+        capacity_text(board, compact),
+        board.lifecycle,
+    )
+
+
+def markdown_table(boards: dict[str, Board] | None = None) -> str:
+    """The README board table, generated so it cannot drift from the registry (built-in boards by default)."""
+    boards = load_boards([BUILTIN_BOARDS_DIR]) if boards is None else boards
+    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    for board in sorted_boards(boards.values()):
+        cells = list(table_row(board))
+        cells[0] = f"`{cells[0]}`"
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines)
+
+
+def readme_section(text: str) -> str | None:
+    """The text between the README's board markers, or None without markers."""
+    if README_BEGIN not in text or README_END not in text:
+        return None
+    return text.split(README_BEGIN, 1)[1].split(README_END, 1)[0].strip("\n")
+
+
+def update_readme(readme: Path = README_PATH) -> bool:
+    """Rewrite the README's board table from the registry; True when it changed."""
+    text = readme.read_text(encoding="utf-8")
+    if readme_section(text) is None:
+        raise BoardError(
+            "README has no board table markers.", where=str(readme), fix=f"add {README_BEGIN} and {README_END}"
+        )
+    head, rest = text.split(README_BEGIN, 1)
+    tail = rest.split(README_END, 1)[1]
+    new = f"{head}{README_BEGIN}\n{markdown_table()}\n{README_END}{tail}"
+    if new != text:
+        readme.write_text(new, encoding="utf-8")
+    return new != text

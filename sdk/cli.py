@@ -1,42 +1,127 @@
-"""The `sdk` command. Exit codes: 0 success, 1 verification failed, 2 user error."""
+"""The `sdk` command.
+
+Exit codes: 0 success, 1 a verification failed, 2 a user error (an SDKError, or
+click's own usage error), 3 a bug in the SDK (any other exception), 130
+interrupted (Ctrl-C).
+"""
+
 from __future__ import annotations
 
 import json
 import sys
+import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from sdk import __version__
-from sdk.errors import SDKError
+from sdk.errors import InternalError, SDKError
+from sdk.quiet import hush_stdout, quiet
 
 out = Console()
 err = Console(stderr=True)
+
+# Keys in click's ctx.meta (shared by the group's and the command's contexts).
+JSON_KEY = "sdk.json"  # set by a command's --json flag: errors are printed as JSON on stdout
+VERBOSE_KEY = "sdk.verbose"  # set by -v/--verbose, on the group or the command
+VERBOSE_HELP = "Show tracebacks, the causes of errors and the libraries' own warnings and log lines."
 
 
 def _emit_json(data) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-class SDKGroup(click.Group):
-    """Turns SDKError into one clear block on stderr (or JSON with --json) and exit 2."""
+def _remember(key: str, then: Callable | None = None) -> Callable:
+    """An option callback that records a set flag in ctx.meta (then runs the option's own callback)."""
 
-    def invoke(self, ctx: click.Context):
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value:
+            ctx.meta[key] = True
+        return then(ctx, param, value) if then else value
+
+    return callback
+
+
+class SDKCommand(click.Command):
+    """Every `sdk` command: its --json flag sets the output format in the click context, it takes
+    -v/--verbose after its name too, and it runs with third-party output quiet unless verbose."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if "--json" in getattr(param, "opts", ()):
+                param.callback = _remember(JSON_KEY, param.callback)
+        if not any("--verbose" in getattr(param, "opts", ()) for param in self.params):
+            self.params.append(
+                click.Option(
+                    ["-v", "--verbose"],
+                    is_flag=True,
+                    expose_value=False,
+                    callback=_remember(VERBOSE_KEY),
+                    help=VERBOSE_HELP,
+                )
+            )
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with quiet(verbose=ctx.meta.get(VERBOSE_KEY, False)):
+            return super().invoke(ctx)
+
+
+class SDKGroup(click.Group):
+    """Turns an SDKError into one clear block (exit 2), a crash into a bug report (exit 3), Ctrl-C into 130.
+
+    The format comes from the click context (a command's --json), never from
+    sys.argv: the CLI is also invoked in-process (tests, scripts calling main()).
+    """
+
+    command_class = SDKCommand
+
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click's own: usage errors exit 2, --help and ctx.exit() pass through
         except SDKError as exc:
-            if "--json" in sys.argv:
-                _emit_json(exc.to_dict())
-            else:
-                err.print(Panel(exc.render(), title=f"[bold red]{type(exc).__name__}", border_style="red", expand=False))
-            ctx.exit(exc.exit_code)
+            _fail(ctx, exc)
+        except KeyboardInterrupt:
+            ctx.exit(130)
+        except Exception as exc:  # anything else is a bug, and is reported as one
+            _fail(ctx, InternalError.from_crash(exc), crash=exc)
+
+
+def _fail(ctx: click.Context, exc: SDKError, crash: BaseException | None = None) -> NoReturn:
+    """One block on stderr (or the error's JSON alone on stdout), then exit with the error's code."""
+    verbose = ctx.meta.get(VERBOSE_KEY, False)
+    if crash is not None and verbose:
+        sys.stderr.write("".join(traceback.format_exception(crash)))
+        sys.stderr.flush()
+    if ctx.meta.get(JSON_KEY):
+        payload = {**exc.to_dict(), "exit_code": exc.exit_code}
+        if verbose:
+            payload["causes"] = exc.causes()
+        _emit_json(payload)
+    else:
+        text = Text(exc.render_verbose() if verbose else exc.render())  # Text: brackets in messages are not markup
+        err.print(Panel(text, title=f"[bold red]{type(exc).__name__}", border_style="red", expand=False))
+    ctx.exit(exc.exit_code)
 
 
 @click.group(cls=SDKGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="sdk")
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    expose_value=False,
+    callback=_remember(VERBOSE_KEY),
+    help=VERBOSE_HELP,
+)
 def main() -> None:
     """Put quantized neural networks on FPGAs, NPUs, microcontrollers and CPUs.
 
@@ -46,6 +131,16 @@ def main() -> None:
       sdk export run/ --out model.qonnx.onnx
       sdk boards                      # where it can go
       sdk doctor                      # what this machine has
+
+    \b
+    Exit codes:
+      0    success
+      1    a verification failed (the package and its report.md say where)
+      2    a user error: one block says what, where and the fix (with --json: JSON on stdout)
+      3    a bug in the SDK; please report it (-v shows the traceback)
+      130  interrupted
+
+    Third-party warnings and log lines show only with -v/--verbose.
     """
 
 
@@ -53,32 +148,47 @@ def main() -> None:
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--kind", type=click.Choice(["fpga", "npu", "mcu", "cpu"]), help="Only boards of this kind.")
-def boards(name: str | None, as_json: bool, kind: str | None) -> None:
+@click.option("--flow", type=click.Choice(["finn", "tflite", "tflm", "ethosu"]), help="Only boards serving this flow.")
+@click.option("--markdown", is_flag=True, help="Print the list as a Markdown table (the README's board table).")
+def boards(name: str | None, as_json: bool, kind: str | None, flow: str | None, markdown: bool) -> None:
     """List the known boards, or show one (NAME)."""
-    from sdk.boards import get_board, load_boards
+    from rich.markup import escape
+
+    from sdk.boards import TABLE_COLUMNS, get_board, load_boards, markdown_table, sorted_boards, table_row
 
     registry = load_boards()
     if name:
         board = get_board(name, registry, where="sdk boards NAME")
         if as_json:
             return _emit_json(board.to_dict())
-        table = Table(show_header=False, title=board.display_name, title_justify="left")
+        table = Table(show_header=False, title=escape(board.display_name), title_justify="left")
         for key, value in board.to_dict().items():
-            table.add_row(key, ", ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else str(value))
+            if key == "sections":  # one row per flow section: "finn  board=Pynq-Z2, shell=zynq"
+                for section, settings in value.items():
+                    table.add_row(section, escape(", ".join(f"{k}={v}" for k, v in settings.items()) or "-"))
+                continue
+            if isinstance(value, dict):
+                text = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+            elif isinstance(value, list):
+                text = ", ".join(map(str, value))
+            else:
+                text = str(value)
+            table.add_row(key, escape(text))
         return out.print(table)
-    order = {"fpga": 0, "npu": 1, "mcu": 2, "cpu": 3}
-    selected = sorted((b for b in registry.values() if kind is None or b.kind == kind), key=lambda b: (order[b.kind], b.name))
+    selected = sorted_boards(
+        b for b in registry.values() if (kind is None or b.kind == kind) and (flow is None or flow in b.flows)
+    )
     if as_json:
         return _emit_json([b.to_dict() for b in selected])
+    if markdown:
+        return click.echo(markdown_table({b.name: b for b in selected}))
     table = Table(title=f"{len(selected)} boards")
-    for column in ("name", "kind", "flow", "part / core", "MHz", "capacity", "lifecycle"):
-        table.add_column(column, no_wrap=column in ("name", "lifecycle"))
+    for column in TABLE_COLUMNS:
+        table.add_column(column, no_wrap=column in ("board", "lifecycle"))
     for b in selected:
-        cap = b.capacity
-        capacity = (f"{cap['lut'] / 1000:g}k LUT, {cap['bram18']} BRAM18, {cap['uram']} URAM, {cap['dsp']} DSP" if b.kind == "fpga" else
-                    ", ".join(f"{v // 1024} KiB {k.split('_')[0]}" for k, v in cap.items()))
+        *cells, lifecycle = (escape(cell) for cell in table_row(b, compact=True))
         style = {"legacy": "yellow", "retired": "red"}.get(b.lifecycle, "")
-        table.add_row(b.name, b.kind, b.flow, b.part or b.core or "", f"{b.clock_mhz:g}", capacity, f"[{style}]{b.lifecycle}" if style else b.lifecycle)
+        table.add_row(*cells, f"[{style}]{lifecycle}" if style else lifecycle)
     out.print(table)
 
 
@@ -87,21 +197,37 @@ def boards(name: str | None, as_json: bool, kind: str | None) -> None:
 def targets(as_json: bool) -> None:
     """List the compilation flows, their toolchains and boards."""
     from sdk.boards import load_boards
-    from targets.base import FLOWS
+    from targets.registry import FLOWS
 
     registry = load_boards()
     rows = []
     for info in FLOWS.values():
-        rows.append({"flow": info.flow, "kind": info.kind, "description": info.description, "status": info.status,
-                     "python_package": info.python_package, "version": info.package_version(),
-                     "vendor_tools": info.vendor_tools, "boards": [b.name for b in registry.values() if b.flow == info.flow]})
+        rows.append(
+            {
+                "flow": info.flow,
+                "kind": info.kind,
+                "description": info.description,
+                "status": "available",
+                "python_package": info.python_package,
+                "version": info.package_version(),
+                "vendor_tools": info.vendor_tools,
+                "boards": [b.name for b in registry.values() if info.flow in b.flows],
+            }
+        )
     if as_json:
         return _emit_json(rows)
     table = Table(title="targets")
     for column in ("flow", "kind", "status", "toolchain", "vendor tools", "boards"):
         table.add_column(column)
     for r in rows:
-        table.add_row(r["flow"], r["kind"], r["status"], f"{r['python_package']} {r['version'] or '(missing)'}", r["vendor_tools"], str(len(r["boards"])))
+        table.add_row(
+            r["flow"],
+            r["kind"],
+            r["status"],
+            f"{r['python_package']} {r['version'] or '(missing)'}",
+            r["vendor_tools"],
+            str(len(r["boards"])),
+        )
     out.print(table)
 
 
@@ -124,9 +250,13 @@ def models(as_json: bool) -> None:
 
 @main.command()
 @click.argument("model")
-@click.option("--bits", default="w2a2", show_default=True, help="Preset: w1a1, w1a2, w2a2, w4a4, w8a8 (any wXaY with 1..8 bits).")
+@click.option(
+    "--bits", default="w2a2", show_default=True, help="Preset: w1a1, w1a2, w2a2, w4a4, w8a8 (any wXaY with 1..8 bits)."
+)
 @click.option("--layer-bits", default="", help="Per-layer overrides, e.g. 'fc0=w8a8,fc_out=w4' (see `sdk models`).")
-@click.option("--dataset", default="digits", show_default=True, help="digits, fashion-mnist, an idx folder, or an .npz file.")
+@click.option(
+    "--dataset", default="digits", show_default=True, help="digits, fashion-mnist, an idx folder, or an .npz file."
+)
 @click.option("--image-size", type=int, default=None, help="Resize images to this side.")
 @click.option("--epochs", type=int, default=60, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
@@ -135,35 +265,60 @@ def models(as_json: bool) -> None:
 @click.option("--no-augment", is_flag=True, help="No random pixel shifts for image models.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def train(model, bits, layer_bits, dataset, image_size, epochs, batch_size, lr, seed, no_augment, out_dir, as_json) -> None:
+def train(
+    model, bits, layer_bits, dataset, image_size, epochs, batch_size, lr, seed, no_augment, out_dir, as_json
+) -> None:
     """Quantization-aware training of a zoo MODEL; keeps the best checkpoint."""
-    from sdk.qat import TrainConfig, train as run_training
+    from sdk.qat import TrainConfig
+    from sdk.qat import train as run_training
 
-    config = TrainConfig(model=model, bits=bits, layer_bits=layer_bits, dataset=dataset, image_size=image_size, epochs=epochs,
-                         batch_size=batch_size, lr=lr, seed=seed, augment=not no_augment)
-    result = run_training(config, out_dir, progress=not as_json)
+    config = TrainConfig(
+        model=model,
+        bits=bits,
+        layer_bits=layer_bits,
+        dataset=dataset,
+        image_size=image_size,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        augment=not no_augment,
+    )
+    with hush_stdout():
+        result = run_training(config, out_dir, progress=not as_json)
     if as_json:
         data = result.to_dict()
         data.pop("history")
         return _emit_json(data)
-    out.print(f"[green]trained[/] {model} {bits}: test accuracy [bold]{result.test_accuracy:.2%}[/] "
-              f"(best epoch {result.best_epoch}, {result.seconds:.1f} s) -> {out_dir}")
+    out.print(
+        f"[green]trained[/] {model} {bits}: test accuracy [bold]{result.test_accuracy:.2%}[/] "
+        f"(best epoch {result.best_epoch}, {result.seconds:.1f} s) -> {out_dir}"
+    )
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--out", "out_path", type=click.Path(path_type=Path), required=True, help="QONNX file to write (model card beside it).")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="QONNX file to write (model card beside it).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def export(run_dir: Path, out_path: Path, as_json: bool) -> None:
     """Export a training run to QONNX plus a model card, checked against Brevitas."""
     from sdk.export import export_run
 
-    result = export_run(run_dir, out_path)
+    with hush_stdout():  # torch.onnx and qonnx print; stdout is for the result
+        result = export_run(run_dir, out_path)
     if as_json:
         return _emit_json(result.to_dict())
     check = result.card["check"]
-    out.print(f"[green]exported[/] {result.onnx_path} + {result.card_path.name}: qonnx equals Brevitas on {check['samples']} samples "
-              f"(max relative diff {check['max_rel_diff']:.1e})")
+    out.print(
+        f"[green]exported[/] {result.onnx_path} + {result.card_path.name}: qonnx equals Brevitas on "
+        f"{check['samples']} samples (max relative diff {check['max_rel_diff']:.1e})"
+    )
 
 
 def _deploy_options(func):
@@ -179,25 +334,53 @@ def _deploy_options(func):
 @main.command()
 @_deploy_options
 @click.option("--out", default=None, help="Package folder (default: deploy/<board>; several targets: <out>/<board>).")
-@click.option("--fps", type=float, default=None, help="Throughput target in frames/s (FINN's SetFolding).")
-@click.option("--fit", is_flag=True, help="Highest throughput under the utilisation cap (the default without --fps).")
-@click.option("--max-util", type=float, default=0.8, show_default=True, help="Utilisation cap for --fit (LUT, BRAM18, URAM, DSP).")
+@click.option(
+    "--fps",
+    type=float,
+    default=None,
+    help="FPGA: throughput target in frames/s (FINN's SetFolding); without it, the fastest folding under --max-util.",
+)
+@click.option(
+    "--max-util",
+    type=float,
+    default=0.8,
+    show_default=True,
+    help="FPGA: utilisation cap (LUT, BRAM18, URAM, DSP) of the fastest-folding search used without --fps.",
+)
 @click.option("--clock-mhz", type=float, default=None, help="Override the board's clock.")
 @click.option("--samples", type=int, default=100, show_default=True, help="Verification samples from the test split.")
 @click.option("--require-bitfile", is_flag=True, help="Fail when no bitfile can be built (no Vivado / Vitis HLS).")
-@click.option("--io", type=click.Choice(["int8", "float"]), default=None,
-              help="TFLite family: model input/output type (default: float on tflite, int8 on MCUs and NPUs).")
-@click.option("--int4-weights", is_flag=True, help="TFLite family: packed int4 weights where the runtime runs them (else exit 2).")
+@click.option(
+    "--io",
+    type=click.Choice(["int8", "float"]),
+    default=None,
+    help="TFLite family: model input/output type (default: float on tflite, int8 on MCUs and NPUs).",
+)
+@click.option(
+    "--int4-weights", is_flag=True, help="TFLite family: packed int4 weights where the runtime runs them (else exit 2)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def deploy(target, model, out, fps, fit, max_util, clock_mhz, samples, require_bitfile, io, int4_weights, as_json) -> None:
-    """Build, verify and package MODEL for one board or several. Exit 1 when verification fails, 2 on a user error."""
+def deploy(target, model, out, fps, max_util, clock_mhz, samples, require_bitfile, io, int4_weights, as_json) -> None:
+    """Build, verify and package MODEL for one board or several.
+
+    Exit 1 when a verification fails, 2 on a user error, 3 on a bug in the SDK.
+    """
     from sdk.deploy import DeployConfig, deploy_many
 
-    if fit and fps:
-        raise click.UsageError("--fit and --fps exclude each other")
-    config = DeployConfig(target=target, model=model, out=out, fps=fps, max_util=max_util, clock_mhz=clock_mhz,
-                          samples=samples, require_bitfile=require_bitfile, io=io, int4_weights=int4_weights)
-    results = deploy_many(config, progress=not as_json)
+    config = DeployConfig(
+        target=target,
+        model=model,
+        out=out,
+        fps=fps,
+        max_util=max_util,
+        clock_mhz=clock_mhz,
+        samples=samples,
+        require_bitfile=require_bitfile,
+        io=io,
+        int4_weights=int4_weights,
+    )
+    with hush_stdout():
+        results = deploy_many(config, progress=not as_json)
     if as_json:
         payload = results[0].to_dict() if len(results) == 1 else {"results": [r.to_dict() for r in results]}
         _emit_json(payload)
@@ -250,9 +433,11 @@ def _print_deploy(result) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def check(target, model, as_json) -> None:
     """Can MODEL run on the board? Names every unsupported layer and the fix (exit 2), fast."""
-    from sdk.deploy import DeployConfig, check as run_check
+    from sdk.deploy import DeployConfig
+    from sdk.deploy import check as run_check
 
-    run_check(DeployConfig(target=target, model=model, samples=1))
+    with hush_stdout():
+        run_check(DeployConfig(target=target, model=model, samples=1))
     if as_json:
         return _emit_json({"target": target, "model": model, "supported": True})
     out.print(f"[green]supported:[/] every layer of {model} maps to {target}")
@@ -267,14 +452,17 @@ def simulate(package: Path, data: str | None, limit: int | None, as_json: bool) 
     """Run a deployment PACKAGE in the simulator: accuracy and agreement with the QAT model."""
     from sdk.simulate import simulate_package
 
-    report = simulate_package(package, data, limit)
+    with hush_stdout():
+        report = simulate_package(package, data, limit)
     if as_json:
         return _emit_json(report.to_dict())
     identical = "" if report.identical_outputs is None else f", identical output on {report.identical_outputs:.2%}"
-    out.print(f"{report.board}: {report.samples} samples of {report.data}: accuracy [bold]{report.accuracy:.2%}[/] "
-              f"(QAT model {report.qat_accuracy:.2%}); same class as the QAT model on {report.agreement:.2%}{identical}")
-    if report.runtime_equals_golden is not None:
-        out.print(f"runtime = golden model on {report.runtime_equals_golden:.2%} of the samples")
+    out.print(
+        f"{report.board}: {report.samples} samples of {report.data}: accuracy [bold]{report.accuracy:.2%}[/] "
+        f"(QAT model {report.qat_accuracy:.2%}); same class as the QAT model on {report.agreement:.2%}{identical}"
+    )
+    for what, share in report.runtime_agreement.items():
+        out.print(f"{what} on {share:.2%} of the samples")
 
 
 @main.command()

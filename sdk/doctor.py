@@ -3,6 +3,7 @@
 Vendor tools are optional: without them every flow still runs to a verified,
 hardware-ready package; with them FINN continues to a bitfile.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,18 @@ from importlib import metadata
 
 from sdk.data import FASHION_MNIST_DIR
 
-PYTHON_STACK = ["torch", "brevitas", "onnx", "onnxruntime", "qonnx", "finn-plus", "ai-edge-litert", "tflite-micro",
-                "ethos-u-vela", "numpy", "click", "rich", "matplotlib"]
+# The core's own stack; each flow's toolchain package comes from the registry of flows.
+CORE_STACK = {
+    "torch": "training",
+    "brevitas": "training and export",
+    "onnx": "export",
+    "onnxruntime": "checking exports",
+    "qonnx": "export",
+    "numpy": "core",
+    "click": "core",
+    "rich": "core",
+    "matplotlib": "report plots",
+}
 
 
 @dataclass
@@ -48,7 +59,9 @@ def _command_version(cmd: list[str]) -> str | None:
 
 def _vendor_tool(env_var: str, binary: str, needed_for: str) -> Check:
     root = os.environ.get(env_var)
-    path = shutil.which(binary) or (os.path.join(root, "bin", binary) if root and os.path.exists(os.path.join(root, "bin", binary)) else None)
+    path = shutil.which(binary) or (
+        os.path.join(root, "bin", binary) if root and os.path.exists(os.path.join(root, "bin", binary)) else None
+    )
     if root and path:
         return Check(binary, True, _command_version([path, "-version"]), f"{env_var}={root}", needed_for)
     detail = f"{env_var} is not set" if not root else f"{env_var}={root} but bin/{binary} is missing"
@@ -57,19 +70,41 @@ def _vendor_tool(env_var: str, binary: str, needed_for: str) -> Check:
 
 def run_checks() -> list[Check]:
     checks = [Check("python", True, sys.version.split()[0], sys.executable, "everything")]
-    needs = {"finn-plus": "FPGA flow (FINN transformations, estimates, HLS/RTL generation)", "ai-edge-litert": "tflite target",
-             "tflite-micro": "microcontroller targets", "ethos-u-vela": "Ethos-U targets", "torch": "training",
-             "brevitas": "training and export", "qonnx": "export"}
-    checks += [_package(name, needs.get(name, "core")) for name in PYTHON_STACK]
+    from targets.registry import FLOWS
+
+    needs = dict(CORE_STACK)
+    for info in FLOWS.values():
+        needs[info.python_package] = f"the {info.flow} flow: {info.description}"
+    checks += [_package(name, needed_for) for name, needed_for in needs.items()]
     gxx = shutil.which("g++")
-    checks.append(Check("g++", bool(gxx), _command_version(["g++", "--version"]) if gxx else None, gxx or "not on PATH",
-                        "compiling generated HLS C++ for testing (optional)"))
+    checks.append(
+        Check(
+            "g++",
+            bool(gxx),
+            _command_version(["g++", "--version"]) if gxx else None,
+            gxx or "not on PATH",
+            "compiling generated HLS C++ for testing (optional)",
+        )
+    )
     checks.append(_vendor_tool("XILINX_VIVADO", "vivado", "FPGA: stitched IP, synthesis, bitfile"))
     checks.append(_vendor_tool("XILINX_HLS", "vitis_hls", "FPGA: HLS synthesis of generated layers"))
     vela = shutil.which("vela") or shutil.which("vela", path=os.path.dirname(sys.executable))
-    checks.append(Check("vela (CLI)", bool(vela), _command_version([vela, "--version"]) if vela else None, vela or "not on PATH",
-                        "Ethos-U compilation"))
-    checks.append(Check("fashion-mnist", FASHION_MNIST_DIR.is_dir(), None,
-                        str(FASHION_MNIST_DIR) if FASHION_MNIST_DIR.is_dir() else "apt-get install dataset-fashion-mnist",
-                        "the Fashion-MNIST benchmark (optional)"))
+    checks.append(
+        Check(
+            "vela (CLI)",
+            bool(vela),
+            _command_version([vela, "--version"]) if vela else None,
+            vela or "not on PATH",
+            "Ethos-U compilation",
+        )
+    )
+    checks.append(
+        Check(
+            "fashion-mnist",
+            FASHION_MNIST_DIR.is_dir(),
+            None,
+            str(FASHION_MNIST_DIR) if FASHION_MNIST_DIR.is_dir() else "apt-get install dataset-fashion-mnist",
+            "the Fashion-MNIST benchmark (optional)",
+        )
+    )
     return checks

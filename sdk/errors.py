@@ -1,8 +1,11 @@
 """Errors a user can cause. Each says what went wrong, where, and what to do.
 
-The CLI prints an SDKError as one block and exits 2; anything else is a bug
-and keeps its traceback.
+The CLI prints an SDKError as one block and exits with its exit_code (2; with
+--verbose the chained causes follow, one line each). Anything else is a bug:
+the CLI wraps it in an InternalError (exit 3) and shows the traceback only
+with --verbose.
 """
+
 from __future__ import annotations
 
 
@@ -28,6 +31,22 @@ class SDKError(Exception):
     def to_dict(self) -> dict:
         return {"error": type(self).__name__, "what": self.what, "where": self.where, "fix": self.fix}
 
+    def causes(self) -> list[str]:
+        """The exceptions this one was raised from (`raise ... from`, or during handling), one line each."""
+        lines, seen, exc = [], {id(self)}, self
+        while True:
+            exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+            if exc is None or id(exc) in seen:
+                return lines
+            seen.add(id(exc))
+            text = (exc.what if isinstance(exc, SDKError) else str(exc)).strip()
+            name = f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins.")
+            lines.append(f"{name}: {text.splitlines()[0]}" if text else name)
+
+    def render_verbose(self) -> str:
+        """render() plus the cause chain: what --verbose prints (the plain block stays what/where/fix)."""
+        return "\n".join([self.render(), *(f"  caused by: {line}" for line in self.causes())])
+
 
 class BoardError(SDKError):
     """A board file is malformed or a board name is unknown."""
@@ -47,3 +66,86 @@ class CheckpointError(SDKError):
 
 class ExportError(SDKError):
     """A model could not be exported to QONNX."""
+
+
+class PackageError(SDKError):
+    """A deployment package is missing, incomplete, tampered with or corrupt."""
+
+
+class SimulationError(SDKError):
+    """A compiled graph holds a node the simulator cannot compute, or the input does not fit the graph."""
+
+
+class UnsupportedLayersError(SDKError):
+    """Layers a flow cannot map to its hardware or runtime; listed before any long work starts.
+
+    `layers` are objects with name, op_type, why, fix and to_dict() (one per layer).
+    """
+
+    def __init__(self, layers: list, board_name: str, flow_hint: str = "deploy it to a TFLite target"):
+        self.layers = layers
+        lines = [f"{u.name} ({u.op_type}): {u.why}; fix: {u.fix}" for u in layers]
+        super().__init__(
+            f"{len(layers)} layer(s) of the model cannot be mapped correctly to {board_name}:\n  " + "\n  ".join(lines),
+            where=f"--model -> --target {board_name}",
+            fix=f"change the model as suggested, or {flow_hint}",
+        )
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "layers": [u.to_dict() for u in self.layers]}
+
+
+class ModelTooLargeError(SDKError):
+    """The network does not fit the board (FPGA resources even fully folded, or MCU / NPU memory)."""
+
+
+class TfliteConversionError(SDKError):
+    """The model cannot be written as an int8 .tflite (an op, a quantizer or a shape TFLite cannot express)."""
+
+
+class GoldenModelError(SDKError):
+    """A compiled file holds something the numpy golden model of its runtime cannot compute exactly."""
+
+
+class TfliteFileError(SDKError):
+    """A .tflite file is missing, corrupt, or refused by LiteRT."""
+
+
+class TflmError(SDKError):
+    """TensorFlow Lite Micro refused or failed on a model."""
+
+
+class VelaError(SDKError):
+    """Vela failed to compile a model for an Ethos-U accelerator."""
+
+
+BUG_MESSAGE = "this is a bug in the SDK; please report it"
+
+
+class InternalError(SDKError):
+    """A state the SDK's own code calls impossible, or a crash: a bug, not the user's doing (exit 3).
+
+    Exit 1 means "verification failed" and 2 "user error"; a script must be able
+    to tell a bug from both.
+    """
+
+    exit_code = 3
+
+    def __init__(self, what: str, where: str | None = None, fix: str | None = None):
+        super().__init__(what, where, f"{BUG_MESSAGE} ({fix})" if fix else BUG_MESSAGE)
+
+    @classmethod
+    def from_crash(cls, exc: BaseException) -> InternalError:
+        """Wrap an uncaught non-SDK exception; `where` is the innermost frame that raised it."""
+        import traceback
+
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f"{frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}" if frames else None
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        error = cls(
+            f"Unexpected {type(exc).__name__}" + (f": {message}" if message else ""),
+            where=where,
+            fix="rerun with --verbose for the traceback and the libraries' own messages",
+        )
+        error.__cause__ = exc
+        return error

@@ -7,6 +7,7 @@ records input spec, normalisation, labels, bits, accuracy and the hash of the
 source checkpoint. The export is checked by executing it with qonnx against
 the Brevitas model before anything is written to the final path.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -54,7 +55,11 @@ class ExportResult:
     card: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"onnx": str(self.onnx_path), "card": str(self.card_path), **{k: self.card[k] for k in ("model", "bits", "input", "check")}}
+        return {
+            "onnx": str(self.onnx_path),
+            "card": str(self.card_path),
+            **{k: self.card[k] for k in ("model", "bits", "input", "check")},
+        }
 
 
 def card_path_for(onnx_path: Path) -> Path:
@@ -65,8 +70,11 @@ def card_path_for(onnx_path: Path) -> Path:
 def read_card(onnx_path: Path) -> dict[str, Any]:
     path = card_path_for(Path(onnx_path))
     if not path.is_file():
-        raise ExportError(f"The model card {path.name} is missing beside {onnx_path}.", where=str(path),
-                          fix="export with `sdk export RUN --out MODEL.onnx`, which writes both files")
+        raise ExportError(
+            f"The model card {path.name} is missing beside {onnx_path}.",
+            where=str(path),
+            fix="export with `sdk export RUN --out MODEL.onnx`, which writes both files",
+        )
     return json.loads(path.read_text())
 
 
@@ -78,7 +86,7 @@ def run_qonnx(onnx_path: Path | str, x_uint8: np.ndarray, flat: bool) -> np.ndar
     model = ModelWrapper(str(onnx_path))
     inp, out = model.graph.input[0].name, model.graph.output[0].name
     xs = x_uint8.reshape(len(x_uint8), -1) if flat else x_uint8
-    return np.concatenate([execute_onnx(model, {inp: xs[i:i + 1].astype(np.float32)})[out] for i in range(len(xs))])
+    return np.concatenate([execute_onnx(model, {inp: xs[i : i + 1].astype(np.float32)})[out] for i in range(len(xs))])
 
 
 def _check_against_brevitas(onnx_path: Path, model: nn.Module, x_uint8: np.ndarray) -> dict[str, Any]:
@@ -89,8 +97,13 @@ def _check_against_brevitas(onnx_path: Path, model: nn.Module, x_uint8: np.ndarr
     span = float(np.max(np.abs(reference))) or 1.0
     # Reported only: binary nets have exactly tied logits, where argmax follows float noise.
     same_class = float(np.mean(exported.argmax(1) == reference.argmax(1)))
-    return {"samples": int(len(x_uint8)), "max_abs_diff": max_abs, "max_rel_diff": max_abs / span,
-            "argmax_agreement": same_class, "passed": bool(max_abs / span <= EXPORT_RTOL)}
+    return {
+        "samples": int(len(x_uint8)),
+        "max_abs_diff": max_abs,
+        "max_rel_diff": max_abs / span,
+        "argmax_agreement": same_class,
+        "passed": bool(max_abs / span <= EXPORT_RTOL),
+    }
 
 
 def export_run(run_dir: Path | str, out_path: Path | str, check_samples: int = 32) -> ExportResult:
@@ -112,8 +125,11 @@ def export_run(run_dir: Path | str, out_path: Path | str, check_samples: int = 3
 
     data = load_dataset(config.dataset, seed=config.seed, image_size=config.image_size)
     if data.fingerprint() != payload.get("dataset_fingerprint"):
-        raise CheckpointError(f"The data set '{config.dataset}' differs from the one this run was trained on.", where=str(checkpoint),
-                              fix="export on the machine and data the run was trained with, or train again")
+        raise CheckpointError(
+            f"The data set '{config.dataset}' differs from the one this run was trained on.",
+            where=str(checkpoint),
+            fix="export on the machine and data the run was trained with, or train again",
+        )
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=f".{out_path.name}.") as tmp:
         tmp_onnx = Path(tmp) / "model.onnx"
@@ -124,27 +140,46 @@ def export_run(run_dir: Path | str, out_path: Path | str, check_samples: int = 3
             with contextlib.redirect_stdout(chatter):
                 export_qonnx(wrapped, input_t=torch.zeros(graph_shape), export_path=str(tmp_onnx))
         except Exception as exc:
-            raise ExportError(f"Brevitas could not export model '{config.model}': {type(exc).__name__}: {exc}\n{chatter.getvalue()[-2000:]}",
-                              where=str(checkpoint),
-                              fix="report this with the run folder; the model may use a layer Brevitas cannot export") from None
+            raise ExportError(
+                f"Brevitas could not export model '{config.model}': {type(exc).__name__}: {exc}\n"
+                f"{chatter.getvalue()[-2000:]}",
+                where=str(checkpoint),
+                fix="report this with the run folder; the model may use a layer Brevitas cannot export",
+            ) from None
         qmodel = cleanup_model(ModelWrapper(str(tmp_onnx)))
         qmodel.set_tensor_datatype(qmodel.graph.input[0].name, DataType["UINT8"])
         qmodel.save(str(tmp_onnx))
         check = _check_against_brevitas(tmp_onnx, model, data.x_test[:check_samples])
         if not check["passed"]:
-            raise ExportError(f"The exported graph disagrees with the Brevitas model (max relative diff {check['max_rel_diff']:.2e}).",
-                              where=str(checkpoint),
-                              fix="this is a bug in the export; please report it with the run folder")
+            raise ExportError(
+                "The exported graph disagrees with the Brevitas model "
+                f"(max relative diff {check['max_rel_diff']:.2e}).",
+                where=str(checkpoint),
+                fix="this is a bug in the export; please report it with the run folder",
+            )
         card = {
             "format": CARD_FORMAT,
             "model": config.model,
             "bits": config.bits_config().to_dict(),
-            "input": {"shape": graph_shape, "dtype": "uint8", "layout": "NC" if flat else "NCHW",
-                      "image_shape": input_shape, "flatten": flat},
-            "normalisation": {"scale": INPUT_SCALE, "offset": 0.0, "meaning": "model sees uint8 * scale; the scale is inside the graph"},
+            "input": {
+                "shape": graph_shape,
+                "dtype": "uint8",
+                "layout": "NC" if flat else "NCHW",
+                "image_shape": input_shape,
+                "flatten": flat,
+            },
+            "normalisation": {
+                "scale": INPUT_SCALE,
+                "offset": 0.0,
+                "meaning": "model sees uint8 * scale; the scale is inside the graph",
+            },
             "labels": payload["labels"],
-            "dataset": {"name": config.dataset, "image_size": config.image_size, "seed": config.seed,
-                        "fingerprint": payload.get("dataset_fingerprint")},
+            "dataset": {
+                "name": config.dataset,
+                "image_size": config.image_size,
+                "seed": config.seed,
+                "fingerprint": payload.get("dataset_fingerprint"),
+            },
             "accuracy": {"test": metrics.get("test_accuracy"), "val": payload.get("val_accuracy")},
             "source_checkpoint": {"path": str(checkpoint), "sha256": sha256_file(checkpoint)},
             "check": check,

@@ -2,12 +2,13 @@
 
 A package is a folder with a `manifest.json` listing every other file with its
 sha256 and size. Nothing appears at the final path until the package is
-complete (DESIGN.md, Conventions), so a crash or a failed build never leaves a
+complete, so a crash or a failed build never leaves a
 half-written package behind, and an older package at that path survives it.
 
 The writer is generic: backends (FINN, LiteRT, ...) add files and pass their own
 manifest fields to `commit`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -115,8 +116,9 @@ class PackageBuilder:
         self._temp_dir = _make_temp_dir(self.final_dir)
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
             self._temp_dir = None
@@ -125,7 +127,9 @@ class PackageBuilder:
     def temp_dir(self) -> Path:
         """The folder being built; only valid inside the `with` block, before commit."""
         if self._temp_dir is None:
-            raise RuntimeError("PackageBuilder is not open: use it as `with PackageBuilder(...) as pkg`, before commit()")
+            raise RuntimeError(
+                "PackageBuilder is not open: use it as `with PackageBuilder(...) as pkg`, before commit()"
+            )
         return self._temp_dir
 
     def path(self, rel: str | Path) -> Path:
@@ -183,8 +187,11 @@ class PackageBuilder:
 
         target = self.final_dir
         if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST_NAME).is_file():
-            raise ConfigError(f"{target} holds files that are not a deployment package; a deploy would replace the whole folder.",
-                              where=f"--out {target}", fix="pick a new or empty folder for the package (e.g. --out deploy/<board>)")
+            raise ConfigError(
+                f"{target} holds files that are not a deployment package; a deploy would replace the whole folder.",
+                where=f"--out {target}",
+                fix="pick a new or empty folder for the package (e.g. --out deploy/<board>)",
+            )
 
     def _swap_in(self, built: Path) -> None:
         """Rename any old package aside, rename the new one in, then delete the old one."""

@@ -4,6 +4,7 @@ A run folder holds everything `sdk export` needs:
   checkpoint.pt   best weights (by validation accuracy) + the plain-data config
   metrics.json    test accuracy of the best checkpoint, per-epoch history, timing
 """
+
 from __future__ import annotations
 
 import json
@@ -31,18 +32,18 @@ METRICS_NAME = "metrics.json"
 class TrainConfig:
     """Everything that determines a training run. Serialised into the checkpoint."""
 
-    model: str = "tfc"                 # zoo model name (sdk.zoo.ZOO)
-    bits: str = "w2a2"                 # preset: w1a1, w1a2, w2a2, w4a4, w8a8 (or any wXaY, 1..8)
-    layer_bits: str = ""               # per-layer overrides, e.g. "fc0=w8a8,fc_out=w4"
-    dataset: str = "digits"            # digits, fashion-mnist, an idx folder, or an .npz file
-    image_size: int | None = None      # resize images to this side (None: native size)
+    model: str = "tfc"  # zoo model name (sdk.zoo.ZOO)
+    bits: str = "w2a2"  # preset: w1a1, w1a2, w2a2, w4a4, w8a8 (or any wXaY, 1..8)
+    layer_bits: str = ""  # per-layer overrides, e.g. "fc0=w8a8,fc_out=w4"
+    dataset: str = "digits"  # digits, fashion-mnist, an idx folder, or an .npz file
+    image_size: int | None = None  # resize images to this side (None: native size)
     epochs: int = 60
     batch_size: int = 64
-    lr: float = 0.01                   # Adam, cosine-annealed to zero
+    lr: float = 0.01  # Adam, cosine-annealed to zero
     weight_decay: float = 0.0
     seed: int = 0
-    augment: bool = True               # random +-1 pixel shifts (image models only)
-    threads: int | None = None         # torch CPU threads (None: torch's default)
+    augment: bool = True  # random +-1 pixel shifts (image models only)
+    threads: int | None = None  # torch CPU threads (None: torch's default)
 
     def bits_config(self) -> BitsConfig:
         return parse_bits(self.bits, self.layer_bits)
@@ -52,7 +53,11 @@ class TrainConfig:
         self.bits_config()
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}.", where=f"--{name.replace('_', '-')}", fix="give a positive number")
+                raise ConfigError(
+                    f"{name} must be at least 1, got {getattr(self, name)}.",
+                    where=f"--{name.replace('_', '-')}",
+                    fix="give a positive number",
+                )
         if not self.lr > 0:
             raise ConfigError(f"Learning rate must be positive, got {self.lr}.", where="--lr", fix="e.g. --lr 0.01")
 
@@ -88,7 +93,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     model.eval()
     correct = 0
     for start in range(0, len(x), batch_size):
-        correct += int((model(x[start:start + batch_size]).argmax(1) == y[start:start + batch_size]).sum())
+        correct += int((model(x[start : start + batch_size]).argmax(1) == y[start : start + batch_size]).sum())
     return correct / max(len(x), 1)
 
 
@@ -103,7 +108,9 @@ def _atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
 
 
-def _save_checkpoint(path: Path, model: nn.Module, config: TrainConfig, data: Dataset, epoch: int, val_acc: float) -> None:
+def _save_checkpoint(
+    path: Path, model: nn.Module, config: TrainConfig, data: Dataset, epoch: int, val_acc: float
+) -> None:
     payload = {
         "format": CHECKPOINT_FORMAT,
         "config": asdict(config),
@@ -145,17 +152,25 @@ def train(config: TrainConfig, out_dir: Path | str, data: Dataset | None = None,
     history: list[dict[str, float]] = []
     best_val, best_epoch = -1.0, 0
     started = time.perf_counter()
-    columns = (TextColumn("[bold]train {task.fields[name]}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
-               TextColumn("loss {task.fields[loss]:.3f}  val {task.fields[val]:.2%}  best {task.fields[best]:.2%}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]train {task.fields[name]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("epochs"),
+        TextColumn("loss {task.fields[loss]:.3f}  val {task.fields[val]:.2%}  best {task.fields[best]:.2%}"),
+        TimeElapsedColumn(),
+    )
     # Progress goes to stderr: stdout stays clean for --json.
     with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
-        task = bar.add_task("train", total=config.epochs, name=f"{config.model} {config.bits}", loss=0.0, val=0.0, best=0.0)
+        task = bar.add_task(
+            "train", total=config.epochs, name=f"{config.model} {config.bits}", loss=0.0, val=0.0, best=0.0
+        )
         for epoch in range(1, config.epochs + 1):
             model.train()
             order = torch.randperm(len(x_train), generator=generator)
             total_loss = 0.0
             for start in range(0, len(order), config.batch_size):
-                idx = order[start:start + config.batch_size]
+                idx = order[start : start + config.batch_size]
                 if len(idx) < 2:  # BatchNorm needs two samples
                     continue
                 batch = x_train[idx]
@@ -177,9 +192,18 @@ def train(config: TrainConfig, out_dir: Path | str, data: Dataset | None = None,
     best_model, _ = load_checkpoint(checkpoint)
     test_acc = accuracy(best_model, x_test, y_test)
     result = TrainResult(out_dir, test_acc, best_val, best_epoch, seconds, history)
-    metrics = {"test_accuracy": test_acc, "val_accuracy": best_val, "best_epoch": best_epoch, "seconds": seconds,
-               "dataset": data.name, "dataset_fingerprint": data.fingerprint(), "num_train": len(x_train),
-               "num_test": len(x_test), "config": asdict(config), "history": history}
+    metrics = {
+        "test_accuracy": test_acc,
+        "val_accuracy": best_val,
+        "best_epoch": best_epoch,
+        "seconds": seconds,
+        "dataset": data.name,
+        "dataset_fingerprint": data.fingerprint(),
+        "num_train": len(x_train),
+        "num_test": len(x_test),
+        "config": asdict(config),
+        "history": history,
+    }
     _atomic_write(out_dir / METRICS_NAME, lambda tmp: tmp.write_text(json.dumps(metrics, indent=2)))
     return result
 
@@ -190,20 +214,32 @@ def load_checkpoint(path: Path | str) -> tuple[nn.Module, dict[str, Any]]:
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.is_file():
-        raise CheckpointError(f"No checkpoint at {path}.", where=str(path), fix="train first: sdk train MODEL --out RUN_DIR")
+        raise CheckpointError(
+            f"No checkpoint at {path}.", where=str(path), fix="train first: sdk train MODEL --out RUN_DIR"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
-        raise CheckpointError(f"Checkpoint cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", where=str(path),
-                              fix="the file is corrupt or not an SDK checkpoint; train again") from None
+        raise CheckpointError(
+            f"Checkpoint cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+            where=str(path),
+            fix="the file is corrupt or not an SDK checkpoint; train again",
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError("File is not an SDK checkpoint (format tag missing).", where=str(path), fix="pass the run folder written by `sdk train`")
+        raise CheckpointError(
+            "File is not an SDK checkpoint (format tag missing).",
+            where=str(path),
+            fix="pass the run folder written by `sdk train`",
+        )
     config = TrainConfig(**payload["config"])
     model = build_model(config.model, tuple(payload["input_shape"]), len(payload["labels"]), config.bits_config())
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
-        raise CheckpointError(f"Checkpoint weights do not fit model '{config.model}': {str(exc).splitlines()[0]}", where=str(path),
-                              fix="the checkpoint was made by another SDK version or edited; train again") from None
+        raise CheckpointError(
+            f"Checkpoint weights do not fit model '{config.model}': {str(exc).splitlines()[0]}",
+            where=str(path),
+            fix="the checkpoint was made by another SDK version or edited; train again",
+        ) from None
     model.eval()
     return model, payload

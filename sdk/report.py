@@ -5,12 +5,13 @@ plots into the package with the helpers below, then call `write_report`. Equal
 inputs give byte-identical files, PNGs included, so packages can be diffed and
 their manifests compared.
 """
+
 from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 from sdk.package import PackageBuilder
 
@@ -63,8 +64,7 @@ def _cell(text: str) -> str:
 
 def _markdown_table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
     percent = [str(column).endswith("%") for column in columns]
-    lines = ["| " + " | ".join(_cell(str(c)) for c in columns) + " |",
-             "|" + "|".join("---" for _ in columns) + "|"]
+    lines = ["| " + " | ".join(_cell(str(c)) for c in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     for row in rows:
         if len(row) != len(columns):
             raise ValueError(f"table row {row!r} has {len(row)} cells, expected {len(columns)} ({columns})")
@@ -98,8 +98,10 @@ def write_report(pkg: PackageBuilder, report: Report) -> None:
 def _pyplot():
     """pyplot on the Agg backend: no display needed, and pixel output is reproducible."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -113,8 +115,16 @@ def _save(pkg: PackageBuilder, report: Report, plt, fig, filename: str, caption:
     report.plots.append((filename, caption))
 
 
-def bar_plot(pkg: PackageBuilder, report: Report, filename: str, labels: Sequence[str], values: Sequence[float],
-             title: str, ylabel: str, highlight: int | None = None) -> None:
+def bar_plot(
+    pkg: PackageBuilder,
+    report: Report,
+    filename: str,
+    labels: Sequence[str],
+    values: Sequence[float],
+    title: str,
+    ylabel: str,
+    highlight: int | None = None,
+) -> None:
     """Vertical bars, one per label; bar `highlight` (e.g. the bottleneck layer) in another colour."""
     if len(labels) != len(values):
         raise ValueError(f"bar_plot: {len(labels)} labels but {len(values)} values")
@@ -125,8 +135,12 @@ def bar_plot(pkg: PackageBuilder, report: Report, filename: str, labels: Sequenc
     with plt.style.context("default"):  # ignore the user's matplotlibrc: same bytes everywhere
         fig, ax = plt.subplots(figsize=(8.0, 4.5))
         ax.bar(range(len(values)), [float(v) for v in values], color=colours)
-        ax.set_xticks(range(len(values)), [str(label) for label in labels],
-                      rotation=45 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center")
+        ax.set_xticks(
+            range(len(values)),
+            [str(label) for label in labels],
+            rotation=45 if len(labels) > 6 else 0,
+            ha="right" if len(labels) > 6 else "center",
+        )
         ax.set_title(title)
         ax.set_ylabel(ylabel)
         ax.grid(axis="y", alpha=0.3)
@@ -146,9 +160,15 @@ def _utilisation_percent(used: dict[str, float], capacity: dict[str, float]) -> 
     return percent
 
 
-def utilisation_plot(pkg: PackageBuilder, report: Report, filename: str, used: dict[str, float],
-                     capacity: dict[str, float], cap_fraction: float | None,
-                     title: str = "Resource utilisation") -> None:
+def utilisation_plot(
+    pkg: PackageBuilder,
+    report: Report,
+    filename: str,
+    used: dict[str, float],
+    capacity: dict[str, float],
+    cap_fraction: float | None,
+    title: str = "Resource utilisation",
+) -> None:
     """Horizontal bars of used/capacity in percent per resource, a dashed line at the cap if given."""
     percent = _utilisation_percent(used, capacity)
     limit = 100.0 * cap_fraction if cap_fraction is not None else 100.0

@@ -1,21 +1,24 @@
-"""The protocol every target adapter implements, and the registry of flows.
+"""The protocol every target adapter implements, and the plain data it exchanges with the core.
 
 A target turns a QONNX model (with its model card) into an artifact for one
-board: check -> compile -> estimate -> simulate -> verify, writing its files
-and report into the package it is handed. It never trains, and it does not
-know how the package is committed.
+board: check -> build (compile, estimate, simulate, verify) -> package files,
+and runs a finished package on new inputs (`simulate`). Everything that
+differs between flows lives behind this protocol: the core (`sdk/`) asks the
+registry (`targets.registry`) for a target and never names a flow.
 """
+
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass, field
-from importlib import metadata
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from sdk.boards import Board
+from sdk.errors import ConfigError
 from sdk.package import PackageBuilder
 from sdk.report import Report
 from sdk.verify import Verification
@@ -25,66 +28,90 @@ from sdk.verify import Verification
 class BuildRequest:
     """Everything a target needs for one board."""
 
-    model_path: Path            # QONNX file
-    card: dict[str, Any]        # its model card
+    model_path: Path  # QONNX file
+    card: dict[str, Any]  # its model card
     board: Board
-    options: dict[str, Any]     # target options from DeployConfig (fps, max_util, clock_mhz, ...)
-    workdir: Path               # scratch space, removed after the deploy
-    x: np.ndarray               # verification samples, uint8 in the model card's input layout
-    y: np.ndarray               # their labels
-    reference: np.ndarray       # the QAT model's float outputs on x
-    qat_model: Any = None       # the Brevitas model, where its checkpoint is at hand (the TFLite writer needs it)
+    options: Any  # the target's own typed options (its `Options` dataclass)
+    clock_mhz: float  # the board's clock, or the user's override
+    workdir: Path  # scratch space, removed after the deploy
+    x: np.ndarray  # verification samples, uint8 in the model card's input layout
+    y: np.ndarray  # their labels
+    reference: np.ndarray  # the QAT model's float outputs on x
+    qat_model: Any = None  # the Brevitas model, where its checkpoint is at hand (the TFLite writer needs it)
 
 
 @dataclass
 class BuildOutcome:
     report: Report
     verification: Verification
-    summary: dict[str, Any]     # the headline numbers for the CLI and the comparison table
+    summary: dict[str, Any]  # the headline numbers for the CLI and the comparison table
     messages: list[str] = field(default_factory=list)  # one-line notices (e.g. what needs Vivado)
 
 
+@dataclass
+class SimulatedOutputs:
+    """A package's artifact run on a batch: the final outputs as the host receives them, and flow-specific figures."""
+
+    outputs: np.ndarray  # float, batch first: what the deployed network returns
+    bit_exact: bool  # the flow's rule asks these outputs to equal the QAT model's (up to float32 rounding)
+    agreement: dict[str, float] = field(default_factory=dict)  # e.g. {"runtime = golden model": 1.0}
+
+
+@dataclass
+class ComparisonCells:
+    """A target's cells of the multi-target comparison table."""
+
+    speed: str
+    resources: str
+
+
 class Target(Protocol):
-    flow: str
+    """One compilation flow. Implementations live in targets/<flow>/adapter.py."""
+
+    flow: ClassVar[str]
+    rule_name: ClassVar[str]  # short name of the exactness rule (comparison table)
+    rule_text: ClassVar[str]  # the rule in one sentence (reports)
+    artifact_name: ClassVar[str]  # the file in the package that goes to the device
+    tool_packages: ClassVar[tuple[str, ...]]  # Python packages whose versions the manifest records
+    Options: ClassVar[type]  # dataclass of the flow's own deploy options
+
+    def validate_board(self, board: Board) -> None: ...
 
     def check(self, model_path: Path, board: Board, workdir: Path, qat_model: Any = None) -> None: ...
 
     def build(self, request: BuildRequest, pkg: PackageBuilder, progress: Callable[[str], None]) -> BuildOutcome: ...
 
+    def simulate(self, package: Path, card: dict[str, Any], x: np.ndarray) -> SimulatedOutputs: ...
 
-@dataclass(frozen=True)
-class FlowInfo:
-    """What a flow is, what it needs, and how far it is built in this SDK version."""
-
-    flow: str
-    kind: str
-    description: str
-    python_package: str
-    vendor_tools: str
-    adapter: str | None  # "module:Class" once its adapter exists
-
-    @property
-    def status(self) -> str:
-        return "available" if self.adapter else "planned"
-
-    def package_version(self) -> str | None:
-        try:
-            return metadata.version(self.python_package)
-        except metadata.PackageNotFoundError:
-            return None
-
-    def load(self) -> Target:
-        module, _, name = (self.adapter or "").partition(":")
-        return getattr(importlib.import_module(module), name)()
+    def comparison_cells(self, summary: dict[str, Any]) -> ComparisonCells: ...
 
 
-FLOWS: dict[str, FlowInfo] = {
-    "finn": FlowInfo("finn", "fpga", "FPGA dataflow accelerators through FINN (finn-plus)", "finn-plus",
-                     "Vivado + Vitis HLS for synthesis and bitfile (optional)", "targets.finn.deploy:FinnTarget"),
-    "tflite": FlowInfo("tflite", "cpu", "int8 .tflite for LiteRT on application CPUs", "ai-edge-litert", "none",
-                       "targets.tflite.deploy:TfliteTarget"),
-    "tflm": FlowInfo("tflm", "mcu", "int8 .tflite for TensorFlow Lite Micro on Cortex-M", "tflite-micro", "none",
-                     "targets.tflm.deploy:TflmTarget"),
-    "ethosu": FlowInfo("ethosu", "npu", "int8 .tflite compiled by Vela for Arm Ethos-U NPUs", "ethos-u-vela", "none",
-                       "targets.ethosu.deploy:EthosuTarget"),
-}
+def parse_options(target: Target, given: dict[str, Any], board: Board) -> Any:
+    """The user's flow options as the target's typed `Options`; an option of another flow is refused, not ignored.
+
+    given: option name -> value, only for the options the user set (e.g. {"fps": 5e4}).
+    """
+    own = {f.name for f in fields(target.Options)}
+    foreign = sorted(name for name in given if name not in own)
+    if foreign:
+        flags = ", ".join("--" + name.replace("_", "-") for name in foreign)
+        raise ConfigError(
+            f"{flags} does not apply to {board.name} (flow {target.flow}).",
+            where=flags,
+            fix="drop the option for this board, or deploy those boards separately",
+        )
+    options = target.Options(**given)
+    validate = getattr(options, "validate", None)
+    if validate is not None:
+        validate()
+    return options
+
+
+def finite_positive(value: float | None, flag: str, example: str) -> None:
+    """Refuse NaN, infinities, zero and negative numbers for an option that must be a positive amount."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(
+            f"{flag} must be a finite positive number, got {value!r}.", where=flag, fix=f"e.g. {flag} {example}"
+        )

@@ -1,19 +1,29 @@
-"""Shared fixtures: one short real training run and its real QONNX export."""
+"""Shared fixtures: a small trained run shipped with the tests, and its real QONNX export.
+
+The fast test set trains nothing: `tfc_run` is a copy of tests/fixtures/tfc_w2a2_digits, a TFC w2a2 that
+`sdk train tfc --bits w2a2 --epochs 5` wrote (real Brevitas QAT on scikit-learn's digits). Tests that train
+are marked slow; `fresh_tfc_run` trains one, once per test run, for the tests that need training itself.
+"""
+
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from sdk.export import export_run
-from sdk.qat import TrainConfig, train
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+TFC_RUN = FIXTURES / "tfc_w2a2_digits"
 
 
 @pytest.fixture(scope="session")
 def tfc_run(tmp_path_factory) -> Path:
-    """TFC w2a2 trained briefly on digits (real Brevitas QAT)."""
+    """TFC w2a2 trained for 5 epochs on digits (a committed training run; copied, so tests may write beside it)."""
     out = tmp_path_factory.mktemp("tfc_run")
-    train(TrainConfig(model="tfc", bits="w2a2", epochs=5), out, progress=False)
+    for path in TFC_RUN.iterdir():
+        shutil.copyfile(path, out / path.name)
     return out
 
 

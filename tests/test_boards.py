@@ -1,13 +1,51 @@
+import dataclasses
+import math
 from pathlib import Path
 
 import pytest
 import yaml
 
-from sdk.boards import BUILTIN_BOARDS_DIR, get_board, load_boards, parse_board
+from sdk.boards import (
+    BUILTIN_BOARDS_DIR,
+    PARTS_DIRNAME,
+    README_BEGIN,
+    README_END,
+    README_PATH,
+    get_board,
+    known_flows,
+    load_boards,
+    load_parts,
+    markdown_table,
+    parse_board,
+    parse_part,
+    readme_section,
+    table_row,
+)
 from sdk.errors import BoardError
 
-FINN_BOARDS = {"Pynq-Z1", "Pynq-Z2", "Ultra96", "Ultra96-V2", "AUP-ZU3_8GB", "ZCU102", "ZCU104", "ZCU111", "RFSoC2x2",
-               "RFSoC4x2", "KV260_SOM", "U50", "U200", "U250", "U280", "U55C"}
+FINN_BOARDS = {
+    "Pynq-Z1",
+    "Pynq-Z2",
+    "Ultra96",
+    "Ultra96-V2",
+    "AUP-ZU3_8GB",
+    "ZCU102",
+    "ZCU104",
+    "ZCU111",
+    "RFSoC2x2",
+    "RFSoC4x2",
+    "KV260_SOM",
+    "U50",
+    "U200",
+    "U250",
+    "U280",
+    "U55C",
+}
+ETHOS = {"ethos-u55-128", "ethos-u55-256", "ethos-u65-256", "ethos-u85-256"}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The built-in registry
 
 
 def test_all_builtin_boards_load():
@@ -16,7 +54,19 @@ def test_all_builtin_boards_load():
     assert kinds == {"fpga", "npu", "mcu", "cpu"}
     assert {b.finn_board for b in boards.values() if b.kind == "fpga"} == FINN_BOARDS
     assert sum(b.kind == "mcu" for b in boards.values()) >= 2
-    assert {"ethos-u55-128", "ethos-u55-256", "ethos-u65-256", "ethos-u85-256", "tflite"} <= set(boards)
+    assert ETHOS | {"tflite"} <= set(boards)
+    assert known_flows() == ("finn", "tflite", "tflm", "ethosu")
+    for board in boards.values():
+        # Ethos-U boards have a Cortex-M host, so they also serve TFLite Micro; every other board serves one flow.
+        expected = (
+            ("ethosu", "tflm")
+            if board.kind == "npu"
+            else ({"fpga": "finn", "mcu": "tflm", "cpu": "tflite"}[board.kind],)
+        )
+        assert board.flows == expected and board.flow == expected[0], board.name
+        assert board.name == board.name.lower() and board.path.stem == board.name
+        assert math.isfinite(board.clock_mhz) and board.clock_mhz > 0
+        assert (board.chip is None) == (board.name == "tflite"), board.name
 
 
 def test_fpga_parts_match_finn():
@@ -50,11 +100,57 @@ def test_npu_boards_name_real_vela_configs():
         if board.kind != "npu":
             continue
         arch = ArchitectureFeatures(
-            vela_config_files=[str(ini)], accelerator_config=board.vela["accelerator_config"],
-            system_config=board.vela["system_config"], memory_mode=board.vela["memory_mode"],
-            max_blockdep=3, verbose_config=False, arena_cache_size=None,
+            vela_config_files=[str(ini)],
+            accelerator_config=board.vela["accelerator_config"],
+            system_config=board.vela["system_config"],
+            memory_mode=board.vela["memory_mode"],
+            max_blockdep=3,
+            verbose_config=False,
+            arena_cache_size=None,
         )
         assert arch.core_clock == pytest.approx(board.clock_mhz * 1e6), board.name
+
+
+def test_boards_sharing_a_chip_share_one_part_file():
+    boards = load_boards()
+    for a, b in [("pynq-z1", "pynq-z2"), ("rfsoc2x2", "zcu111"), ("ethos-u55-128", "ethos-u65-256")]:
+        assert boards[a].chip == boards[b].chip and boards[a].chip_spec is boards[b].chip_spec
+    assert boards["pynq-z1"].chip_spec.path == BUILTIN_BOARDS_DIR / PARTS_DIRNAME / "xc7z020clg400-1.yaml"
+    assert boards["nrf52840-dk"].chip_spec is boards["arduino-nano-33-ble-sense"].chip_spec
+    assert boards["ethos-u85-256"].core == "Cortex-M85" and boards["ethos-u55-128"].core == "Cortex-M55"
+    # Every part file is some board's chip, and a caller changing a board's capacity changes no other board.
+    assert {b.chip for b in boards.values() if b.chip} == set(load_parts([BUILTIN_BOARDS_DIR]))
+    boards["pynq-z1"].capacity["lut"] = 1
+    assert boards["pynq-z2"].capacity["lut"] == 53200
+
+
+def test_old_attribute_names_still_work():
+    """Code elsewhere reads the flat layout's names; they are properties over flows, chip and sections now."""
+    z2, u250, u55, tfl = (get_board(n) for n in ("pynq-z2", "alveo-u250", "ethos-u55-128", "tflite"))
+    assert (z2.flow, z2.part, z2.core, z2.finn_board, z2.shell, z2.platform, z2.vela) == (
+        "finn",
+        "xc7z020clg400-1",
+        None,
+        "Pynq-Z2",
+        "zynq",
+        None,
+        None,
+    )
+    assert u250.shell == "alveo" and u250.platform == "xilinx_u250_gen3x16_xdma_4_1_202210_1"
+    assert u55.vela == {
+        "accelerator_config": "ethos-u55-128",
+        "system_config": "Ethos_U55_High_End_Embedded",
+        "memory_mode": "Shared_Sram",
+    }
+    assert u55.section("ethosu") == u55.vela and u55.section("tflm") == {} and u55.part is None
+    assert u55.capacity == {"sram_bytes": 2097152, "flash_bytes": 8388608} and u55.core == "Cortex-M55"
+    assert tfl.chip is None and tfl.capacity == {} and tfl.core == "Arm64 or x86-64 application processor"
+    faster = dataclasses.replace(u55, clock_mhz=250)
+    assert faster.clock_mhz == 250 and faster.vela == u55.vela and faster.capacity == u55.capacity
+    data = z2.to_dict()
+    assert data["flows"] == ["finn"] and data["chip"] == data["part"] == "xc7z020clg400-1"
+    assert data["sections"] == {"finn": {"board": "Pynq-Z2", "shell": "zynq"}} and data["capacity"]["bram18"] == 280
+    assert "DS190" in data["capacity_source"] and "DS190" not in data["source"]
 
 
 def test_unknown_board_suggests_closest():
@@ -63,67 +159,304 @@ def test_unknown_board_suggests_closest():
     assert "pynq-z2" in info.value.fix and "pynq-z3" in info.value.what
 
 
-def _write(tmp_path: Path, name: str, data) -> Path:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+@pytest.mark.parametrize("name", [None, 3, "", "  ", ["pynq-z2"]])
+def test_board_name_must_be_a_string(name):
+    with pytest.raises(BoardError, match="non-empty string"):
+        get_board(name)
+
+
+def test_board_names_match_case_insensitively():
+    assert get_board(" PYNQ-Z2 ").name == "pynq-z2"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Schema refusals
+
+
+def _write(folder: Path, name: str, data) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    if isinstance(data, bytes):
+        path.write_bytes(data)
+    else:
+        path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
     return path
 
 
-def _pynq(**changes) -> dict:
-    data = yaml.safe_load((BUILTIN_BOARDS_DIR / "pynq-z2.yaml").read_text())
+def _builtin(name: str, parts: bool = False) -> dict:
+    folder = BUILTIN_BOARDS_DIR / PARTS_DIRNAME if parts else BUILTIN_BOARDS_DIR
+    return yaml.safe_load((folder / f"{name}.yaml").read_text())
+
+
+def _board(base: str = "pynq-z2", **changes) -> dict:
+    """A copy of a built-in board named my-board; a change to None removes the field."""
+    data = _builtin(base)
     data["name"] = "my-board"
     data.update(changes)
     return {k: v for k, v in data.items() if v is not None}
 
 
-def test_malformed_yaml_names_file_and_line(tmp_path):
-    path = _write(tmp_path, "my-board", "name: my-board\nkind: [fpga\n")
+def _refused(tmp_path: Path, data, name: str = "my-board") -> BoardError:
     with pytest.raises(BoardError) as info:
-        parse_board(path)
-    assert str(path) in info.value.where and "line" in info.value.where
+        parse_board(_write(tmp_path, name, data))
+    assert str(tmp_path) in info.value.where
+    return info.value
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    error = _refused(tmp_path, "name: my-board\nkind: [fpga\n")
+    assert "line" in error.where
 
 
 def test_unknown_field_is_named(tmp_path):
-    path = _write(tmp_path, "my-board", _pynq(clock_mzh=100))
-    with pytest.raises(BoardError) as info:
-        parse_board(path)
-    assert "clock_mzh" in info.value.what and "clock_mhz" in info.value.fix and str(path) in info.value.where
+    error = _refused(tmp_path, _board(clock_mzh=100))
+    assert "clock_mzh" in error.what and "clock_mhz" in error.fix
+
+
+def test_unknown_field_in_a_section_is_named(tmp_path):
+    error = _refused(tmp_path, _board(finn={"board": "Pynq-Z2", "shell": "zynq", "shel": "zynq"}))
+    assert "finn.shel" in error.where and "finn.shell" in error.fix
+
+
+def test_old_layout_field_says_where_it_moved(tmp_path):
+    for field, moved in [("part", "chip"), ("vela", "ethosu"), ("flow", "flows"), ("capacity", "parts")]:
+        error = _refused(tmp_path, _board(**{field: "x"}))
+        assert f"'{field}'" in error.where and "earlier board layout" in error.what and moved in error.fix, field
 
 
 def test_missing_field_is_named(tmp_path):
-    path = _write(tmp_path, "my-board", _pynq(part=None))
-    with pytest.raises(BoardError) as info:
-        parse_board(path)
-    assert "'part'" in info.value.what
+    error = _refused(tmp_path, _board(display_name=None))
+    assert "'display_name'" in error.what
 
 
-def test_missing_capacity_field_is_named(tmp_path):
-    data = _pynq()
-    del data["capacity"]["dsp"]
-    with pytest.raises(BoardError) as info:
-        parse_board(_write(tmp_path, "my-board", data))
-    assert "capacity.dsp" in info.value.what
+def test_missing_section_for_a_flow_that_needs_one(tmp_path):
+    error = _refused(tmp_path, _board(finn=None))
+    assert "'finn'" in error.where and "no 'finn' section" in error.what and "shell" in error.fix
+    error = _refused(tmp_path, _board("ethos-u55-128", ethosu=None))
+    assert "'ethosu'" in error.where and "accelerator_config" in error.fix
+    error = _refused(tmp_path, _board("ethos-u55-128", ethosu={"accelerator_config": "ethos-u55-128"}))
+    assert "ethosu.system_config" in error.what
 
 
-def test_bad_values_rejected(tmp_path):
-    for changes, field in [({"kind": "gpu"}, "kind"), ({"clock_mhz": "fast"}, "clock_mhz"), ({"lifecycle": "eol"}, "lifecycle"),
-                           ({"flow": "tflite"}, "flow"), ({"platform": "xilinx_u50"}, "platform"), ({"name": "other"}, "name")]:
+def test_sections_optional_for_tflm_and_tflite(tmp_path):
+    board = parse_board(_write(tmp_path, "my-board", _board("nrf52840-dk", tflm={})))
+    assert board.flows == ("tflm",) and board.section("tflm") == {}
+    board = parse_board(_write(tmp_path, "my-board", "\n".join([yaml.safe_dump(_board("tflite")), "tflite:\n"])))
+    assert board.section("tflite") == {}
+
+
+@pytest.mark.parametrize(
+    "changes, field, words",
+    [
+        ({"flows": ["fin"]}, "flows", "Unknown flow 'fin'"),
+        ({"flows": "finn"}, "flows", "must be a list"),
+        ({"flows": []}, "flows", "non-empty list"),
+        ({"flows": ["finn", "finn"]}, "flows", "twice"),
+        ({"flows": ["tflite"]}, "flows", "serves the finn flow"),
+        ({"flows": ["finn", "tflm"]}, "flows", "tflm flow is for boards of kind"),
+        ({"ethosu": {"accelerator_config": "a", "system_config": "b", "memory_mode": "c"}}, "ethosu", "does not serve"),
+        ({"chip": "xc7z020clg400-2"}, "chip", "Unknown chip"),
+        ({"chip": "nrf52840"}, "chip", "mcu part"),
+        ({"chip": None}, "chip", "Missing required field 'chip'"),
+        ({"core": "Cortex-A9"}, "core", "part file"),
+        ({"clock_mhz": 0}, "clock_mhz", "finite number above 0"),
+        ({"clock_mhz": -100}, "clock_mhz", "finite number above 0"),
+        ({"clock_mhz": float("nan")}, "clock_mhz", "finite number above 0"),
+        ({"clock_mhz": float("inf")}, "clock_mhz", "finite number above 0"),
+        ({"clock_mhz": True}, "clock_mhz", "finite number above 0"),
+        ({"clock_mhz": "100"}, "clock_mhz", "finite number above 0"),
+        ({"kind": "gpu"}, "kind", "one of fpga"),
+        ({"kind": None}, "kind", "Missing required field 'kind'"),
+        ({"lifecycle": "eol"}, "lifecycle", "one of active"),
+        ({"name": "other"}, "name", "my-board.yaml"),
+        ({"display_name": 42}, "display_name", "non-empty text"),
+        ({"finn": {"board": "Pynq-Z2", "shell": "vivado"}}, "finn.shell", "one of zynq, alveo"),
+        ({"finn": {"board": "Pynq-Z2", "shell": "zynq", "platform": "xilinx_u50"}}, "finn.platform", "Alveo"),
+        ({"finn": {"board": "U250", "shell": "alveo"}}, "finn.platform", "Vitis platform"),
+        ({"finn": "Pynq-Z2"}, "finn", "mapping"),
+    ],
+)
+def test_bad_values_rejected(tmp_path, changes, field, words):
+    error = _refused(tmp_path, _board(**changes))
+    assert f"'{field}'" in error.where and words in error.what + error.fix, (changes, error)
+
+
+def test_fpga_board_must_serve_finn(tmp_path):
+    data = _board(flows=["tflite"], finn=None)
+    error = _refused(tmp_path, data)
+    assert "kind 'fpga' serves the finn flow" in error.what
+
+
+def test_part_file_refusals(tmp_path):
+    parts = tmp_path / PARTS_DIRNAME
+    good = _builtin("xc7z020clg400-1", parts=True)
+    assert parse_part(_write(parts, "xc7z020clg400-1", good)).capacity["uram"] == 0  # uram may be 0, nothing else
+    for capacity, field, words in [
+        ({"lut": 0}, "capacity.lut", "positive integer"),
+        ({"lut": float("nan")}, "capacity.lut", "positive integer"),
+        ({"dsp": 220.0}, "capacity.dsp", "positive integer"),
+        ({"uram": -1}, "capacity.uram", "integer >= 0"),
+        ({"luts": 1}, "capacity.luts", "did you mean 'capacity.lut'"),
+    ]:
+        data = dict(good, capacity=good["capacity"] | capacity)
         with pytest.raises(BoardError) as info:
-            parse_board(_write(tmp_path, "my-board", _pynq(**changes)))
-        assert field in info.value.where, changes
+            parse_part(_write(parts, "xc7z020clg400-1", data))
+        assert f"'{field}'" in info.value.where and words in info.value.what + info.value.fix, capacity
+    missing = dict(good, capacity={k: v for k, v in good["capacity"].items() if k != "dsp"})
+    with pytest.raises(BoardError, match="capacity.dsp"):
+        parse_part(_write(parts, "xc7z020clg400-1", missing))
+    mcu = _builtin("nrf52840", parts=True)
+    with pytest.raises(BoardError, match="'core'"):
+        parse_part(_write(parts, "nrf52840", {k: v for k, v in mcu.items() if k != "core"}))
 
 
-def test_user_board_folder(tmp_path, monkeypatch):
-    _write(tmp_path, "my-board", _pynq())
+# ---------------------------------------------------------------------------------------------------------------------
+# Hostile or broken files: always a BoardError naming the file, never a traceback
+
+
+BILLION_LAUGHS = "\n".join(
+    ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    + [f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]" for i in range(8)]
+)
+
+
+def test_yaml_alias_bomb_is_refused(tmp_path):
+    error = _refused(tmp_path, BILLION_LAUGHS)
+    assert "alias" in error.what and "line 2" in error.where
+    with pytest.raises(BoardError, match="alias"):
+        parse_part(_write(tmp_path / PARTS_DIRNAME, "bomb", BILLION_LAUGHS))
+
+
+def test_even_a_small_alias_is_refused(tmp_path):
+    text = yaml.safe_dump(_board(finn=None)) + "finn: &f {board: Pynq-Z2, shell: zynq}\nnotes: *f\n"
+    assert "alias" in _refused(tmp_path, text).what
+
+
+def test_duplicate_field_is_refused(tmp_path):
+    text = yaml.safe_dump(_board()) + "clock_mhz: 250\n"
+    error = _refused(tmp_path, text)
+    assert "'clock_mhz' twice" in error.what
+
+
+def test_non_utf8_file_is_refused(tmp_path):
+    text = yaml.safe_dump(_board(description="Caf\u00e9 board"), allow_unicode=True).encode("latin-1")
+    error = _refused(tmp_path, text)
+    assert "UTF-8" in error.what
+
+
+def test_python_tags_are_refused(tmp_path):
+    assert "not valid YAML" in _refused(tmp_path, "name: !!python/object/apply:os.system ['true']\n").what
+
+
+def test_folder_named_yaml_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "x.yaml").mkdir()
+    monkeypatch.setenv("SDK_BOARDS_PATH", str(tmp_path))
+    with pytest.raises(BoardError) as info:
+        load_boards()
+    assert "x.yaml" in info.value.where and "folder" in info.value.what
+    (tmp_path / "x.yaml").rmdir()
+    (tmp_path / PARTS_DIRNAME / "y.yaml").mkdir(parents=True)
+    with pytest.raises(BoardError) as info:
+        load_boards()
+    assert "y.yaml" in info.value.where
+
+
+def test_capital_letters_in_a_board_name_are_refused_with_the_fix(tmp_path):
+    """--target matches names case-insensitively, so a name must be lower case to be selectable at all."""
+    error = _refused(tmp_path, _board(name="My-Board"), name="My-Board")
+    assert "lower case" in error.what and "my-board.yaml" in error.fix and "name: my-board" in error.fix
+    error = _refused(tmp_path, _board(name="my-board"), name="My-Board")
+    assert "My-Board.yaml" in error.what and "name the file my-board.yaml" in error.fix
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# User board folders (SDK_BOARDS_PATH)
+
+
+def test_adding_a_board_is_one_yaml_file(tmp_path, monkeypatch):
+    """A board on a chip the registry knows: one file, no code."""
+    text = """\
+name: my-zynq
+display_name: "My Zynq-7020 board"
+vendor: Me
+kind: fpga
+flows: [finn]
+lifecycle: active
+clock_mhz: 125
+description: "A custom board on the PYNQ-Z2's chip."
+source: "my schematic"
+chip: xc7z020clg400-1
+finn: {board: Pynq-Z2, shell: zynq}
+"""
+    _write(tmp_path, "my-zynq", text)
+    monkeypatch.setenv("SDK_BOARDS_PATH", str(tmp_path))
+    board = get_board("My-Zynq")
+    assert board.part == "xc7z020clg400-1" and board.capacity["lut"] == 53200 and board.clock_mhz == 125
+    assert board.path == tmp_path / "my-zynq.yaml" and "my-zynq" in load_boards()
+
+
+def test_user_part_file_in_the_folders_parts(tmp_path, monkeypatch):
+    part = _builtin("nrf52840", parts=True) | {
+        "name": "tiny-chip",
+        "capacity": {"sram_bytes": 1024, "flash_bytes": 4096},
+    }
+    _write(tmp_path / PARTS_DIRNAME, "tiny-chip", part)
+    _write(tmp_path, "tiny-mcu", _board("nrf52840-dk", name="tiny-mcu", chip="tiny-chip"))
+    monkeypatch.setenv("SDK_BOARDS_PATH", str(tmp_path))
+    board = get_board("tiny-mcu")
+    assert board.capacity == {"sram_bytes": 1024, "flash_bytes": 4096} and board.core == "Cortex-M4F"
+    assert parse_board(tmp_path / "tiny-mcu.yaml").chip_spec.path == tmp_path / PARTS_DIRNAME / "tiny-chip.yaml"
+    _write(tmp_path / PARTS_DIRNAME, "nrf52840", _builtin("nrf52840", parts=True))
+    with pytest.raises(BoardError, match="already defined"):
+        load_boards()
+
+
+def test_user_board_may_not_redefine_a_builtin(tmp_path, monkeypatch):
+    _write(tmp_path, "my-board", _board())
     monkeypatch.setenv("SDK_BOARDS_PATH", str(tmp_path))
     assert get_board("my-board").part == "xc7z020clg400-1"
-    _write(tmp_path, "pynq-z2", _pynq(name="pynq-z2"))
+    _write(tmp_path, "pynq-z2", _board(name="pynq-z2"))
     with pytest.raises(BoardError) as info:
         load_boards()
     assert "already defined" in info.value.what
 
 
-def test_readme_lists_every_board():
-    readme = (BUILTIN_BOARDS_DIR.parent / "README.md").read_text()
-    missing = [name for name in load_boards() if f"`{name}`" not in readme]
-    assert not missing, f"README board table lacks {missing}"
+def test_missing_user_folder_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDK_BOARDS_PATH", str(tmp_path / "nowhere"))
+    with pytest.raises(BoardError, match="does not exist"):
+        load_boards()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The README table and the CLI
+
+
+def test_readme_board_table_is_generated():
+    section = readme_section(README_PATH.read_text(encoding="utf-8"))
+    assert section is not None, f"README.md lacks the markers {README_BEGIN} / {README_END}"
+    assert section.strip() == markdown_table().strip(), (
+        "README board table is out of date; regenerate it with\n"
+        "  .venv/bin/python -c 'import sdk.boards as b; b.update_readme()'\n"
+        "(or paste the output of `.venv/bin/python -m sdk boards --markdown` between the markers)"
+    )
+    assert all(f"`{name}`" in section for name in load_boards([BUILTIN_BOARDS_DIR]))
+
+
+def test_cli_lists_flows_and_prints_markdown():
+    from click.testing import CliRunner
+
+    from sdk.cli import main
+
+    runner = CliRunner()
+    result = runner.invoke(main, ["boards", "--markdown"], env={"SDK_BOARDS_PATH": ""})
+    assert result.exit_code == 0 and result.output.strip() == markdown_table().strip()
+    result = runner.invoke(main, ["boards", "--flow", "tflm", "--markdown"], env={"SDK_BOARDS_PATH": ""})
+    assert "ethos-u55-128" in result.output and "pynq-z2" not in result.output
+    result = runner.invoke(main, ["boards", "--kind", "npu"], env={"SDK_BOARDS_PATH": ""})
+    assert result.exit_code == 0 and "flows" in result.output and "4 boards" in result.output
+    assert table_row(get_board("ethos-u55-128"))[:4] == (
+        "ethos-u55-128",
+        "npu",
+        "ethosu, tflm",
+        "corstone-300 (Cortex-M55)",
+    )

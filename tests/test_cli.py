@@ -1,4 +1,5 @@
 """The `sdk` command, run as a user runs it: a subprocess, exit codes and --json output."""
+
 import json
 import subprocess
 import sys
@@ -36,8 +37,12 @@ def test_unknown_board_exit_2_with_suggestion():
 
 def test_malformed_user_board_exit_2(tmp_path):
     (tmp_path / "bad.yaml").write_text("name: bad\nkind: fpga\n  part: [\n")
-    proc = subprocess.run([sys.executable, "-m", "sdk", "boards"], capture_output=True, text=True,
-                          env={**__import__("os").environ, "SDK_BOARDS_PATH": str(tmp_path)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "sdk", "boards"],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "SDK_BOARDS_PATH": str(tmp_path)},
+    )
     assert proc.returncode == 2 and "bad.yaml" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -52,12 +57,15 @@ def test_targets_and_models_and_doctor_json():
     assert "vivado" in checks and "vitis_hls" in checks
 
 
-@pytest.mark.parametrize("args, expect", [
-    (["train", "tfc", "--bits", "w2a12"], "out of range"),
-    (["train", "tfc", "--dataset", "missing.npz"], "does not exist"),
-    (["train", "tfc", "--layer-bits", "conv9=w4"], "no layer 'conv9'"),
-    (["train", "alexnet"], "Unknown model"),
-])
+@pytest.mark.parametrize(
+    "args, expect",
+    [
+        (["train", "tfc", "--bits", "w2a12"], "out of range"),
+        (["train", "tfc", "--dataset", "missing.npz"], "does not exist"),
+        (["train", "tfc", "--layer-bits", "conv9=w4"], "no layer 'conv9'"),
+        (["train", "alexnet"], "Unknown model"),
+    ],
+)
 def test_train_user_errors_exit_2(tmp_path, args, expect):
     proc = sdk(*args, "--out", str(tmp_path / "run"), check_code=2)
     assert expect in proc.stderr and "Traceback" not in proc.stderr
@@ -82,5 +90,172 @@ def test_export_corrupt_checkpoint_exit_2(tmp_path):
 def test_train_then_export_json(tmp_path):
     result = json.loads(sdk("train", "tfc", "--epochs", "3", "--out", str(tmp_path / "run"), "--json").stdout)
     assert result["test_accuracy"] > 0.5 and result["best_epoch"] >= 1
-    exported = json.loads(sdk("export", str(tmp_path / "run"), "--out", str(tmp_path / "m.qonnx.onnx"), "--json").stdout)
+    exported = json.loads(
+        sdk("export", str(tmp_path / "run"), "--out", str(tmp_path / "m.qonnx.onnx"), "--json").stdout
+    )
     assert exported["check"]["passed"] and (tmp_path / "m.qonnx.json").is_file()
+
+
+# --- exit codes, --json from the click context, --verbose, quiet third-party output ---------------------------
+
+
+@pytest.fixture
+def temp_command():
+    """Registers commands on the real `sdk` group for one test (a crash path that needs no mocking)."""
+    from sdk.cli import main
+
+    added = []
+
+    def register(func):
+        command = main.command(name=func.__name__.replace("_", "-"))(func)
+        added.append(command.name)
+        return command
+
+    yield register
+    for name in added:
+        main.commands.pop(name, None)
+
+
+def invoke(*args):
+    from click.testing import CliRunner
+
+    from sdk.cli import main
+
+    return CliRunner().invoke(main, list(args))
+
+
+def flat(text):
+    """Rich panel text on one line: box characters and wrapping removed."""
+    return " ".join(text.replace("│", " ").split())
+
+
+def test_crash_exits_3_with_bug_message(temp_command):
+    @temp_command
+    def crash():
+        raise RuntimeError("boom")
+
+    result = invoke("crash")
+    assert result.exit_code == 3, result.output
+    assert "this is a bug in the SDK; please report it" in flat(result.stderr)
+    assert "RuntimeError: boom" in flat(result.stderr) and "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("args", [["-v", "crash"], ["--verbose", "crash"], ["crash", "-v"]])
+def test_verbose_shows_the_traceback(temp_command, args):
+    @temp_command
+    def crash():
+        raise RuntimeError("boom")
+
+    result = invoke(*args)
+    assert result.exit_code == 3
+    assert "Traceback (most recent call last)" in result.stderr and "raise RuntimeError" in result.stderr
+    assert "this is a bug in the SDK; please report it" in flat(result.stderr)
+
+
+def test_crash_in_sdk_code_with_json_exit_3(monkeypatch):
+    import sdk.doctor
+
+    def broken():
+        raise KeyError("tool")
+
+    monkeypatch.setattr(sdk.doctor, "run_checks", broken)
+    result = invoke("doctor", "--json")
+    assert result.exit_code == 3
+    payload = json.loads(result.stdout)  # the whole of stdout is the error's JSON
+    assert payload["error"] == "InternalError" and payload["exit_code"] == 3
+    assert "this is a bug in the SDK" in payload["fix"]
+    assert "broken" in payload["where"] and "Traceback" not in result.stderr
+
+
+def test_keyboard_interrupt_exits_130_quietly(temp_command):
+    @temp_command
+    def interrupted():
+        raise KeyboardInterrupt
+
+    result = invoke("interrupted")
+    assert result.exit_code == 130 and result.stdout == "" and "Traceback" not in result.stderr
+
+
+def test_causes_only_with_verbose(temp_command):
+    from sdk.errors import ConfigError
+
+    @temp_command
+    def chained():
+        try:
+            int("w9")
+        except ValueError as exc:
+            raise ConfigError("Bad bits 'w9'.", where="--bits", fix="use w1..w8") from exc
+
+    plain = invoke("chained")
+    assert plain.exit_code == 2 and "Bad bits" in plain.stderr and "caused by" not in plain.stderr
+    verbose = invoke("-v", "chained")
+    assert verbose.exit_code == 2 and "caused by: ValueError: invalid literal for int()" in flat(verbose.stderr)
+    assert "Traceback" not in verbose.stderr  # a user error is not a bug: no traceback even with -v
+
+
+def test_user_error_json_alone_on_stdout(tmp_path):
+    proc = sdk("train", "tfc", "--bits", "w2a12", "--out", str(tmp_path / "run"), "--json", check_code=2)
+    payload = json.loads(proc.stdout)  # fails if anything but the JSON is on stdout
+    assert payload["error"] == "ConfigError" and payload["exit_code"] == 2 and "out of range" in payload["what"]
+    assert "Warning" not in proc.stderr
+
+
+def test_json_format_comes_from_the_context_not_argv(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["pytest", "-q"])
+    result = invoke("train", "tfc", "--bits", "w2a12", "--out", str(tmp_path / "run"), "--json")
+    assert result.exit_code == 2 and json.loads(result.stdout)["exit_code"] == 2
+    monkeypatch.setattr(sys, "argv", ["sdk", "train", "--json"])  # --json in argv, not in this invocation
+    result = invoke("train", "tfc", "--bits", "w2a12", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2 and result.stdout == "" and "out of range" in result.stderr
+
+
+def test_deploy_fit_is_gone():
+    assert "--fit" not in sdk("deploy", "--help").stdout
+    proc = sdk("deploy", "--target", "tflite", "--model", "run/", "--fit", check_code=2)
+    assert "No such option '--fit'" in proc.stderr
+
+
+def test_internal_error_renders_as_bug():
+    from sdk.errors import InternalError
+
+    error = InternalError("folding search returned no folding", where="targets/finn/folding.py")
+    assert error.exit_code == 3 and "this is a bug in the SDK; please report it" in error.render()
+    assert error.to_dict()["fix"].startswith("this is a bug in the SDK; please report it")
+
+
+def test_quiet_keeps_library_output_out(capfd):
+    import logging
+    import os
+    import warnings
+
+    from sdk.quiet import hush_stdout, quiet
+
+    with quiet() as captured:
+        warnings.warn("library warning", RuntimeWarning, stacklevel=1)  # pyproject ignores UserWarning in tests
+        logging.getLogger("qonnx.transformation").warning("library log line")
+        logging.getLogger("somelib").warning("unlisted library log line")
+        os.write(2, b"INFO: native chatter\n")
+        with hush_stdout():
+            print("library print")
+        print("sdk result")
+        sys.stderr.write("sdk progress\n")
+    out, err = capfd.readouterr()
+    assert out == "sdk result\n" and "sdk progress" in err
+    assert "library log line" not in out + err  # a listed library's logger is at ERROR while quiet
+    for noise in ("library warning", "unlisted library", "native chatter", "library print"):
+        assert noise not in out + err and any(noise in line for line in captured.lines())
+    assert logging.getLogger("qonnx").level == logging.NOTSET  # restored
+    with warnings.catch_warnings(record=True) as seen, quiet(verbose=True):
+        warnings.simplefilter("always")
+        warnings.warn("shown when verbose", UserWarning, stacklevel=1)
+        os.write(2, b"native shown\n")
+    assert [str(w.message) for w in seen] == ["shown when verbose"] and "native shown" in capfd.readouterr().err
+
+
+def test_plain_export_prints_no_library_warnings(tfc_run, tmp_path):
+    proc = sdk("export", str(tfc_run), "--out", str(tmp_path / "m.qonnx.onnx"))
+    assert "exported" in proc.stdout
+    assert "Warning" not in proc.stderr and "warnings.warn" not in proc.stderr, proc.stderr
+    verbose = sdk("-v", "export", str(tfc_run), "--out", str(tmp_path / "v.qonnx.onnx"))
+    assert "UserWarning" in verbose.stderr  # the same run shows the libraries' warnings with -v

@@ -34,7 +34,12 @@ def test_idx_folder_round_trip(tmp_path):
         _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 6, 6)))
         _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 3)
     d = load_dataset(str(tmp_path))
-    assert d.input_shape == (1, 6, 6) and len(d.x_test) == 20 and len(d.x_train) + len(d.x_val) == 60 and d.num_classes == 3
+    assert (
+        d.input_shape == (1, 6, 6)
+        and len(d.x_test) == 20
+        and len(d.x_train) + len(d.x_val) == 60
+        and d.num_classes == 3
+    )
 
 
 def test_idx_folder_missing_file(tmp_path):
@@ -67,13 +72,16 @@ def test_npz_user_data(tmp_path):
     assert d.labels == ["no", "yes"] and d.input_shape == (1, 4, 4) and d.x_train.dtype == np.uint8
 
 
-@pytest.mark.parametrize("arrays, expect", [
-    ({"images": np.zeros((4, 2, 2), np.uint8), "y": np.zeros(4, int)}, "no array 'x'"),
-    ({"x": np.zeros((4, 2, 2), np.uint8)}, "no array 'y'"),
-    ({"x": np.zeros((4, 2, 2), np.uint8), "y": np.zeros(3, int)}, "shapes do not fit"),
-    ({"x": np.full((4, 2, 2), 3.0), "y": np.zeros(4, int)}, "floats in [0, 1]"),
-    ({"x": np.zeros((4, 2, 2), np.uint8), "y": np.zeros(4, float)}, "must be integers"),
-])
+@pytest.mark.parametrize(
+    "arrays, expect",
+    [
+        ({"images": np.zeros((4, 2, 2), np.uint8), "y": np.zeros(4, int)}, "no array 'x'"),
+        ({"x": np.zeros((4, 2, 2), np.uint8)}, "no array 'y'"),
+        ({"x": np.zeros((4, 2, 2), np.uint8), "y": np.zeros(3, int)}, "shapes do not fit"),
+        ({"x": np.full((4, 2, 2), 3.0), "y": np.zeros(4, int)}, "floats in [0, 1]"),
+        ({"x": np.zeros((4, 2, 2), np.uint8), "y": np.zeros(4, float)}, "must be integers"),
+    ],
+)
 def test_npz_wrong_content(tmp_path, arrays, expect):
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)

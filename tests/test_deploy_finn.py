@@ -1,4 +1,5 @@
 """`sdk deploy` to FPGA boards, end to end with real FINN and the SDK's simulator."""
+
 import json
 import subprocess
 import sys
@@ -6,10 +7,8 @@ import sys
 import pytest
 
 from sdk.deploy import DeployConfig, check, deploy
-from sdk.errors import BoardError, ConfigError, SDKError
+from sdk.errors import BoardError, ConfigError, ModelTooLargeError, SDKError, UnsupportedLayersError
 from sdk.qat import TrainConfig, train
-from targets.finn.folding import ModelTooLargeError
-from targets.finn.target import UnsupportedLayersError
 
 pytestmark = pytest.mark.slow
 
@@ -23,13 +22,24 @@ def cnv_run(tmp_path_factory):
 
 @pytest.mark.parametrize("board", ["pynq-z2", "zcu104", "alveo-u250"])
 def test_tfc_deploys_verified_within_capacity(tfc_run, tmp_path, board):
-    result = deploy(DeployConfig(target=board, model=str(tfc_run), out=str(tmp_path / board), samples=40), progress=False)
+    result = deploy(
+        DeployConfig(target=board, model=str(tfc_run), out=str(tmp_path / board), samples=40), progress=False
+    )
     assert result.verified and result.exit_code == 0
     package = tmp_path / board
     manifest = json.loads((package / "manifest.json").read_text())
     names = {f["path"] for f in manifest["files"]}
-    assert {"dataflow_model.onnx", "parent_model.onnx", "folding_config.json", "finish_bitfile.py", "report.md", "report.json",
-            "cycles_per_layer.png", "utilisation.png", "model.qonnx.onnx"} <= names
+    assert {
+        "dataflow_model.onnx",
+        "parent_model.onnx",
+        "folding_config.json",
+        "finish_bitfile.py",
+        "report.md",
+        "report.json",
+        "cycles_per_layer.png",
+        "utilisation.png",
+        "model.qonnx.onnx",
+    } <= names
     assert any(n.startswith("sources/MVAU") and n.endswith(".cpp") for n in names)
     assert manifest["board"]["part"] and manifest["tool_versions"]["finn-plus"] == "1.6.1" and manifest["verified"]
     report = json.loads((package / "report.json").read_text())
@@ -44,13 +54,18 @@ def test_tfc_deploys_verified_within_capacity(tfc_run, tmp_path, board):
 
 @pytest.mark.parametrize("board", ["pynq-z2", "kv260", "alveo-u55c"])
 def test_cnv_deploys_bit_exact(cnv_run, tmp_path, board):
-    result = deploy(DeployConfig(target=board, model=str(cnv_run), out=str(tmp_path / board), samples=40), progress=False)
+    result = deploy(
+        DeployConfig(target=board, model=str(cnv_run), out=str(tmp_path / board), samples=40), progress=False
+    )
     assert result.verified
     report = json.loads((tmp_path / board / "report.json").read_text())
     estimate = report["data"]["estimate"]
     assert all(estimate["totals"][r] <= 0.8 * estimate["capacity"][r] + 1e-6 for r in ("lut", "bram18", "uram", "dsp"))
     checks = report["data"]["verification"]["checks"]
-    assert {c["name"] for c in checks} >= {"simulator = FINN python execution, every layer", "accelerator integer output = QAT model"}
+    assert {c["name"] for c in checks} >= {
+        "simulator = FINN python execution, every layer",
+        "accelerator integer output = QAT model",
+    }
 
 
 def test_depthwise_separable_cnn_deploys_bit_exact(tmp_path):
@@ -58,13 +73,21 @@ def test_depthwise_separable_cnn_deploys_bit_exact(tmp_path):
     train(TrainConfig(model="dscnn", bits="w2a2", epochs=2), run, progress=False)
     result = deploy(DeployConfig(target="zcu104", model=str(run), out=str(tmp_path / "z"), samples=30), progress=False)
     assert result.verified
-    ops = {layer["op_type"] for layer in json.loads((tmp_path / "z" / "report.json").read_text())["data"]["estimate"]["layers"]}
+    ops = {
+        layer["op_type"]
+        for layer in json.loads((tmp_path / "z" / "report.json").read_text())["data"]["estimate"]["layers"]
+    }
     assert {"VVAU_hls", "GlobalAccPool_hls"} & ops or any(op.startswith("VVAU") for op in ops)
 
 
 def test_target_fps_mode(tfc_run, tmp_path):
-    slow = deploy(DeployConfig(target="pynq-z2", model=str(tfc_run), out=str(tmp_path / "a"), fps=1000, samples=10), progress=False)
-    fast = deploy(DeployConfig(target="pynq-z2", model=str(tfc_run), out=str(tmp_path / "b"), samples=10), progress=False)
+    slow = deploy(
+        DeployConfig(target="pynq-z2", model=str(tfc_run), out=str(tmp_path / "a"), fps=1000, samples=10),
+        progress=False,
+    )
+    fast = deploy(
+        DeployConfig(target="pynq-z2", model=str(tfc_run), out=str(tmp_path / "b"), samples=10), progress=False
+    )
     assert slow.verified and fast.verified and fast.summary["fps"] > slow.summary["fps"] >= 1000
 
 
@@ -75,7 +98,9 @@ def test_same_inputs_give_identical_manifest(tfc_run, tmp_path):
 
 
 def test_qonnx_file_with_card_deploys(tfc_export, tmp_path):
-    assert deploy(DeployConfig(target="ultra96-v2", model=str(tfc_export), out=str(tmp_path / "u"), samples=10), progress=False).verified
+    assert deploy(
+        DeployConfig(target="ultra96-v2", model=str(tfc_export), out=str(tmp_path / "u"), samples=10), progress=False
+    ).verified
 
 
 def test_too_large_for_board_names_what_exceeds(tmp_path):
@@ -97,8 +122,11 @@ def test_unsupported_layers_are_named(tmp_path, model, bits, op):
     assert op is None or op in {layer.op_type for layer in info.value.layers}
     if model != "resnet8":
         return
-    proc = subprocess.run([sys.executable, "-m", "sdk", "check", "--target", "pynq-z2", "--model", str(run), "--json"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sdk", "check", "--target", "pynq-z2", "--model", str(run), "--json"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and json.loads(proc.stdout)["layers"]
 
 
@@ -113,11 +141,32 @@ def test_user_errors(tfc_run, tmp_path):
 
 def test_cli_deploy_and_simulate(tfc_run, tmp_path):
     package = tmp_path / "pkg"
-    proc = subprocess.run([sys.executable, "-m", "sdk", "deploy", "--target", "pynq-z2", "--model", str(tfc_run), "--out", str(package),
-                           "--samples", "20", "--json"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sdk",
+            "deploy",
+            "--target",
+            "pynq-z2",
+            "--model",
+            str(tfc_run),
+            "--out",
+            str(package),
+            "--samples",
+            "20",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["verified"]
-    proc = subprocess.run([sys.executable, "-m", "sdk", "simulate", str(package), "--data", "digits", "--json"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sdk", "simulate", str(package), "--data", "digits", "--json"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     sim = json.loads(proc.stdout)
     assert sim["samples"] == 360 and sim["identical_outputs"] == 1.0 and sim["agreement"] == 1.0
@@ -129,5 +178,10 @@ def test_cli_deploy_and_simulate(tfc_run, tmp_path):
 def test_require_bitfile_without_vivado_fails_cleanly(tfc_run, tmp_path, monkeypatch):
     monkeypatch.delenv("XILINX_VIVADO", raising=False)
     with pytest.raises(SDKError, match="bitfile was required, but Vivado"):
-        deploy(DeployConfig(target="pynq-z2", model=str(tfc_run), out=str(tmp_path / "p"), samples=4, require_bitfile=True), progress=False)
+        deploy(
+            DeployConfig(
+                target="pynq-z2", model=str(tfc_run), out=str(tmp_path / "p"), samples=4, require_bitfile=True
+            ),
+            progress=False,
+        )
     assert not (tmp_path / "p").exists()

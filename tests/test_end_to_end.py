@@ -1,4 +1,5 @@
 """Train with the SDK defaults on digits and export: the quality bar of the foundation."""
+
 import pytest
 
 from sdk.export import export_run, read_card

@@ -1,4 +1,5 @@
 """The build scripts in examples/ run as an engineer would run them."""
+
 import json
 import subprocess
 import sys
@@ -10,7 +11,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(script, *args, cwd=ROOT):
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / script), *args], capture_output=True, text=True, cwd=cwd, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / script), *args], capture_output=True, text=True, cwd=cwd, timeout=900
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
@@ -44,15 +47,29 @@ def test_demo_deploys_to_pynq_z2_and_caches(tmp_path):
 def test_deploy_fpga_example(tfc_run, tmp_path):
     text = run("deploy_fpga.py", "--model", str(tfc_run), "--board", "zcu104", "--out", str(tmp_path))
     assert "zcu104: verified" in text and (tmp_path / "zcu104" / "report.md").is_file()
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "deploy_fpga.py"), "--model", str(tfc_run), "--board", "zcu999"],
-                          capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "deploy_fpga.py"), "--model", str(tfc_run), "--board", "zcu999"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2 and "Unknown board" in proc.stderr
 
 
 @pytest.mark.slow
 def test_deploy_everywhere_example(tfc_run, tmp_path):
-    text = run("deploy_everywhere.py", "--model", str(tfc_run), "--targets", "tflite,nrf52840-dk", "--samples", "20",
-               "--out", str(tmp_path), "--json")
-    rows = json.loads(text[text.index("["):])
+    text = run(
+        "deploy_everywhere.py",
+        "--model",
+        str(tfc_run),
+        "--targets",
+        "tflite,nrf52840-dk",
+        "--samples",
+        "20",
+        "--out",
+        str(tmp_path),
+        "--json",
+    )
+    rows = json.loads(text[text.index("[") :])
     assert [row["board"] for row in rows] == ["tflite", "nrf52840-dk"] and {row["result"] for row in rows} == {"PASSED"}
     assert (tmp_path / "nrf52840-dk" / "report.md").is_file()

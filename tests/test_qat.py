@@ -7,14 +7,22 @@ from sdk.errors import CheckpointError, ConfigError
 from sdk.qat import CHECKPOINT_NAME, TrainConfig, load_checkpoint, train
 
 
-def test_run_folder_contents(tfc_run):
-    metrics = json.loads((tfc_run / "metrics.json").read_text())
+@pytest.mark.slow
+def test_run_folder_contents(tmp_path):
+    train(TrainConfig(model="tfc", bits="w2a2", epochs=5), tmp_path, progress=False)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["test_accuracy"] > 0.5  # 5 epochs on 10 classes: far above chance
     assert len(metrics["history"]) == 5 and metrics["config"]["bits"] == "w2a2"
+    model, payload = load_checkpoint(tmp_path)
+    assert payload["input_shape"] == [1, 8, 8] and len(payload["labels"]) == 10 and not model.training
+
+
+def test_the_committed_fixture_run_loads(tfc_run):
     model, payload = load_checkpoint(tfc_run)
     assert payload["input_shape"] == [1, 8, 8] and len(payload["labels"]) == 10 and not model.training
 
 
+@pytest.mark.slow
 def test_training_is_deterministic(tmp_path):
     config = TrainConfig(model="tfc", bits="w2a2", epochs=2)
     a = train(config, tmp_path / "a", progress=False)
@@ -26,7 +34,12 @@ def test_training_is_deterministic(tmp_path):
 
 
 def test_bad_config_writes_nothing(tmp_path):
-    for config in (TrainConfig(bits="w2a9"), TrainConfig(model="nope"), TrainConfig(epochs=0), TrainConfig(layer_bits="conv0=w4")):
+    for config in (
+        TrainConfig(bits="w2a9"),
+        TrainConfig(model="nope"),
+        TrainConfig(epochs=0),
+        TrainConfig(layer_bits="conv0=w4"),
+    ):
         with pytest.raises(ConfigError):
             train(config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()

@@ -16,8 +16,13 @@ def _report() -> Report:
     return Report(
         title="TFC w2a2 on Pynq-Z2",
         summary={"board": "Pynq-Z2", "accuracy %": 0.9712, "throughput": 123456.789, "layers": 4},
-        tables=[Table(title="Layers", columns=["layer", "cycles", "time", "LUT %"],
-                      rows=[["fc0", 12345, 0.123456, 0.4312], ["fc1", 7, 2.5, 0.05], ["fc|out", None, 1e-6, 1]])],
+        tables=[
+            Table(
+                title="Layers",
+                columns=["layer", "cycles", "time", "LUT %"],
+                rows=[["fc0", 12345, 0.123456, 0.4312], ["fc1", 7, 2.5, 0.05], ["fc|out", None, 1e-6, 1]],
+            )
+        ],
         notes=["fc0 is the bottleneck.", "Synthesis estimates only."],
         data={"layers": {"fc0": {"cycles": 12345}}, "fps": 1234.5},
     )
@@ -26,10 +31,24 @@ def _report() -> Report:
 def _write(final: Path) -> Path:
     report = _report()
     with PackageBuilder(final) as pkg:
-        bar_plot(pkg, report, "cycles.png", ["fc0", "fc1", "fc_out"], [12345, 7, 300],
-                 title="Cycles per layer", ylabel="cycles", highlight=0)
-        utilisation_plot(pkg, report, "util.png", used={"LUT": 23000, "BRAM": 30, "URAM": 0},
-                         capacity={"LUT": 53200, "BRAM": 140, "URAM": 0}, cap_fraction=0.7)
+        bar_plot(
+            pkg,
+            report,
+            "cycles.png",
+            ["fc0", "fc1", "fc_out"],
+            [12345, 7, 300],
+            title="Cycles per layer",
+            ylabel="cycles",
+            highlight=0,
+        )
+        utilisation_plot(
+            pkg,
+            report,
+            "util.png",
+            used={"LUT": 23000, "BRAM": 30, "URAM": 0},
+            capacity={"LUT": 53200, "BRAM": 140, "URAM": 0},
+            cap_fraction=0.7,
+        )
         write_report(pkg, report)
         return pkg.commit({"title": report.title})
 
@@ -81,8 +100,10 @@ def test_json_holds_the_whole_report(package):
     assert data["tables"][0]["rows"][0] == ["fc0", 12345, 0.123456, 0.4312]
     assert data["tables"][0]["columns"] == ["layer", "cycles", "time", "LUT %"]
     assert data["notes"] == ["fc0 is the bottleneck.", "Synthesis estimates only."]
-    assert data["plots"] == [["cycles.png", "Cycles per layer"],
-                             ["util.png", "Resource utilisation (dashed line: cap at 70%)"]]
+    assert data["plots"] == [
+        ["cycles.png", "Cycles per layer"],
+        ["util.png", "Resource utilisation (dashed line: cap at 70%)"],
+    ]
     assert data["data"] == {"layers": {"fc0": {"cycles": 12345}}, "fps": 1234.5}
 
 
@@ -119,8 +140,10 @@ def test_utilisation_plot_draws_cap_line(tmp_path):
         with pytest.raises(ValueError):
             utilisation_plot(pkg, report, "bad.png", used={"DSP": 3}, capacity={"LUT": 10}, cap_fraction=None)
         assert pkg.path("cap.png").read_bytes() != pkg.path("nocap.png").read_bytes()
-    assert [caption for _, caption in report.plots] == ["Resource utilisation (dashed line: cap at 70%)",
-                                                       "Resource utilisation"]
+    assert [caption for _, caption in report.plots] == [
+        "Resource utilisation (dashed line: cap at 70%)",
+        "Resource utilisation",
+    ]
 
 
 def test_same_inputs_give_identical_files(package, tmp_path):
@@ -129,18 +152,21 @@ def test_same_inputs_give_identical_files(package, tmp_path):
         assert (again / name).read_bytes() == (package / name).read_bytes(), name
 
 
-@pytest.mark.parametrize("value, percent, text", [
-    (1234567, False, "1,234,567"),
-    (np.int64(4096), False, "4,096"),
-    (0.123456, False, "0.1235"),
-    (np.float32(2.5), False, "2.5"),
-    (98765.4, False, "98,765"),
-    (0.25, True, "25.00%"),
-    (None, False, "-"),
-    (True, False, "yes"),
-    (float("nan"), False, "nan"),
-    ("fc0", False, "fc0"),
-])
+@pytest.mark.parametrize(
+    "value, percent, text",
+    [
+        (1234567, False, "1,234,567"),
+        (np.int64(4096), False, "4,096"),
+        (0.123456, False, "0.1235"),
+        (np.float32(2.5), False, "2.5"),
+        (98765.4, False, "98,765"),
+        (0.25, True, "25.00%"),
+        (None, False, "-"),
+        (True, False, "yes"),
+        (float("nan"), False, "nan"),
+        ("fc0", False, "fc0"),
+    ],
+)
 def test_format_value(value, percent, text):
     assert format_value(value, percent) == text
 

@@ -6,6 +6,7 @@ or Vivado. So the specialised graph, simulated by the SDK, must equal FINN's own
 python execution of the same graph before specialisation, tensor for tensor, and
 the whole deployed network must equal the QONNX model the SDK exported.
 """
+
 from __future__ import annotations
 
 import copy
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sdk.sim import SUPPORTED_OPS, SimulationError, simulate_dataflow, simulate_parent
+from targets.finn.simulator import SUPPORTED_OPS, SimulationError, simulate_dataflow, simulate_parent
 
 FPGA_PART = "xc7z020clg400-1"
 SAMPLES = 50
@@ -27,9 +28,9 @@ class Graphs:
 
     name: str
     qonnx_path: Path
-    parent: object        # ModelWrapper with the StreamingDataflowPartition
-    hw: object            # the dataflow partition, abstract HW layers (FINN executes these in python)
-    specialized: object   # the same after SpecializeLayers, SetFolding, Minimize*Width (FINN cannot execute these here)
+    parent: object  # ModelWrapper with the StreamingDataflowPartition
+    hw: object  # the dataflow partition, abstract HW layers (FINN executes these in python)
+    specialized: object  # the same after SpecializeLayers, SetFolding, Minimize*Width (FINN cannot execute these here)
     flat: bool
 
 
@@ -41,23 +42,20 @@ def finn_ready(tmp_path_factory) -> None:
 
 
 def _build(model: str, bits: str, workdir: Path) -> Graphs:
-    from finn.transformation.fpgadataflow.minimize_accumulator_width import MinimizeAccumulatorWidth
-    from finn.transformation.fpgadataflow.minimize_weight_bit_width import MinimizeWeightBitWidth
-    from finn.transformation.fpgadataflow.set_folding import SetFolding
-    from qonnx.core.modelwrapper import ModelWrapper
-
+    """The deploy's own FINN steps, with FINN's SetFolding at 200 cycles per frame (100 MHz / 500k fps)."""
+    from sdk.boards import get_board
     from sdk.export import export_run
     from sdk.qat import TrainConfig, train
-    from targets.finn import frontend, hw_layers, partition, specialize, streamline
+    from targets.finn import steps
 
     train(TrainConfig(model=model, bits=bits, epochs=1), workdir / "run", progress=False)
     onnx_path = workdir / f"{model}_{bits}.qonnx.onnx"
     export_run(workdir / "run", onnx_path)
-    finn_model = hw_layers.convert_to_hw(streamline.streamline(frontend.qonnx_to_finn(ModelWrapper(str(onnx_path)))))
-    parent, hw = partition.create_partition(finn_model, workdir)
-    specialized = specialize.specialize(copy.deepcopy(hw), FPGA_PART)
-    specialized = specialized.transform(SetFolding(target_cycles_per_frame=200, mvau_wwidth_max=80, two_pass_relaxation=True))
-    specialized = specialized.transform(MinimizeAccumulatorWidth()).transform(MinimizeWeightBitWidth())
+    board = get_board("pynq-z2")
+    assert board.part == FPGA_PART
+    cfg = steps.FinnConfig(board, workdir, fps=board.clock_mhz * 1e6 / 200)
+    specialized = steps.run_steps(steps.load_qonnx(onnx_path), cfg, stop="minimize_bit_widths_after_folding")
+    parent, hw = cfg.parent, cfg.dataflow_hw
     return Graphs(f"{model}_{bits}", onnx_path, parent, hw, specialized, flat=model == "tfc")
 
 
@@ -85,7 +83,7 @@ def _finn_python(model, x: np.ndarray) -> list[dict[str, np.ndarray]]:
     from finn.core.onnx_exec import execute_onnx
 
     name = model.graph.input[0].name
-    return [execute_onnx(model, {name: x[i:i + 1]}, return_full_exec_context=True) for i in range(len(x))]
+    return [execute_onnx(model, {name: x[i : i + 1]}, return_full_exec_context=True) for i in range(len(x))]
 
 
 def _node_outputs(model) -> list[str]:
@@ -100,7 +98,9 @@ def _assert_equal_to_finn(hw, specialized, x: np.ndarray) -> None:
     assert set(result.intermediates) == set(names)
     for i, context in enumerate(_finn_python(hw, x)):
         for name in names:
-            np.testing.assert_array_equal(result.intermediates[name][i:i + 1], context[name], err_msg=f"sample {i}, tensor {name}")
+            np.testing.assert_array_equal(
+                result.intermediates[name][i : i + 1], context[name], err_msg=f"sample {i}, tensor {name}"
+            )
     np.testing.assert_array_equal(result.output, result.intermediates[hw.graph.output[0].name])
     assert result.output.dtype == np.int64
     assert result.overflows == []
@@ -136,10 +136,10 @@ def test_batch_equals_one_sample_at_a_time(graphs, digits):
     x = _dataflow_input(graphs, digits[:20])
     batch = simulate_dataflow(graphs.specialized, x)
     for i in range(len(x)):
-        single = simulate_dataflow(graphs.specialized, x[i:i + 1])
-        np.testing.assert_array_equal(single.output, batch.output[i:i + 1])
+        single = simulate_dataflow(graphs.specialized, x[i : i + 1])
+        np.testing.assert_array_equal(single.output, batch.output[i : i + 1])
         for name, value in single.intermediates.items():
-            np.testing.assert_array_equal(value, batch.intermediates[name][i:i + 1])
+            np.testing.assert_array_equal(value, batch.intermediates[name][i : i + 1])
     lean = simulate_dataflow(graphs.specialized, x, keep_intermediates=False)
     assert lean.intermediates == {}
     np.testing.assert_array_equal(lean.output, batch.output)
@@ -155,7 +155,9 @@ def test_fifos_and_width_converters_change_nothing(graphs, digits):
     streamed = streamed.transform(SpecializeLayers(FPGA_PART)).transform(GiveUniqueNodeNames())
     assert any(n.op_type.startswith("StreamingFIFO") for n in streamed.graph.node)
     x = _dataflow_input(graphs, digits[:10])
-    np.testing.assert_array_equal(simulate_dataflow(streamed, x).output, simulate_dataflow(graphs.specialized, x).output)
+    np.testing.assert_array_equal(
+        simulate_dataflow(streamed, x).output, simulate_dataflow(graphs.specialized, x).output
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -164,7 +166,9 @@ def test_fifos_and_width_converters_change_nothing(graphs, digits):
 HW = "finn.custom_op.fpgadataflow"
 
 
-def _graph(nodes, inputs: dict[str, tuple], shapes: dict[str, tuple], output: str, initializers: dict, input_dtype: str):
+def _graph(
+    nodes, inputs: dict[str, tuple], shapes: dict[str, tuple], output: str, initializers: dict, input_dtype: str
+):
     from onnx import TensorProto, helper
     from qonnx.core.datatype import DataType
     from qonnx.core.modelwrapper import ModelWrapper
@@ -186,68 +190,279 @@ def _graph(nodes, inputs: dict[str, tuple], shapes: dict[str, tuple], output: st
 
 
 def _stream_ops_graph(rng):
-    """Thresholding (per-channel, shared, BIPOLAR), DuplicateStreams, ElementwiseAdd, Pool, GlobalAccPool, LabelSelect."""
+    """Thresholding (per-channel, shared, BIPOLAR), DuplicateStreams, ElementwiseAdd, Pool, GlobalAccPool,
+    LabelSelect."""
     from onnx import helper
 
     c = 8
     nodes = [
-        helper.make_node("Thresholding", ["x", "thr0"], ["t0"], domain=HW, backend="fpgadataflow", NumChannels=c, PE=1, numSteps=3,
-                         inputDataType="INT4", weightDataType="INT5", outputDataType="INT2", numInputVectors=[1, 4, 4], ActVal=-2),
-        helper.make_node("DuplicateStreams", ["t0"], ["d0", "d1"], domain=HW, backend="fpgadataflow", NumChannels=c, PE=1,
-                         NumOutputStreams=2, inputDataType="INT2", numInputVectors=[1, 4, 4]),
-        helper.make_node("Thresholding", ["d1", "thr1"], ["t1"], domain=HW, backend="fpgadataflow", NumChannels=c, PE=1, numSteps=1,
-                         inputDataType="INT2", weightDataType="INT3", outputDataType="BIPOLAR", numInputVectors=[1, 4, 4], ActVal=0),
-        helper.make_node("ElementwiseAdd", ["d0", "t1"], ["a"], domain=HW, backend="fpgadataflow", lhs_dtype="INT2", rhs_dtype="BIPOLAR",
-                         out_dtype="INT4", lhs_shape=[1, 4, 4, c], rhs_shape=[1, 4, 4, c], out_shape=[1, 4, 4, c], PE=1),
-        helper.make_node("ConvolutionInputGenerator", ["a"], ["w"], domain=HW, backend="fpgadataflow", ConvKernelDim=[2, 2], IFMChannels=c,
-                         IFMDim=[4, 4], OFMDim=[2, 2], SIMD=c, Stride=[2, 2], Dilation=[1, 1], inputDataType="INT4",
-                         outputDataType="INT4", depthwise=1),
-        helper.make_node("Pool", ["w"], ["p"], domain=HW, backend="fpgadataflow", Channels=c, PE=1, KernelSize=[2, 2], Function="AccPool",
-                         OutImgDims=[2, 2], InputDataType="INT4", OutputDataType="INT6", AccumBits=6, BatchSize=1, Size=1),
-        helper.make_node("GlobalAccPool", ["p"], ["g"], domain=HW, backend="fpgadataflow", NumChannels=c, PE=1, inputDataType="INT6",
-                         numInputVectors=[1, 2, 2]),
-        helper.make_node("LabelSelect", ["g"], ["y"], domain=HW, backend="fpgadataflow", Labels=c, PE=1, K=3, inputDataType="INT8",
-                         outputDataType="UINT8", numInputVectors=[1, 1, 1]),
+        helper.make_node(
+            "Thresholding",
+            ["x", "thr0"],
+            ["t0"],
+            domain=HW,
+            backend="fpgadataflow",
+            NumChannels=c,
+            PE=1,
+            numSteps=3,
+            inputDataType="INT4",
+            weightDataType="INT5",
+            outputDataType="INT2",
+            numInputVectors=[1, 4, 4],
+            ActVal=-2,
+        ),
+        helper.make_node(
+            "DuplicateStreams",
+            ["t0"],
+            ["d0", "d1"],
+            domain=HW,
+            backend="fpgadataflow",
+            NumChannels=c,
+            PE=1,
+            NumOutputStreams=2,
+            inputDataType="INT2",
+            numInputVectors=[1, 4, 4],
+        ),
+        helper.make_node(
+            "Thresholding",
+            ["d1", "thr1"],
+            ["t1"],
+            domain=HW,
+            backend="fpgadataflow",
+            NumChannels=c,
+            PE=1,
+            numSteps=1,
+            inputDataType="INT2",
+            weightDataType="INT3",
+            outputDataType="BIPOLAR",
+            numInputVectors=[1, 4, 4],
+            ActVal=0,
+        ),
+        helper.make_node(
+            "ElementwiseAdd",
+            ["d0", "t1"],
+            ["a"],
+            domain=HW,
+            backend="fpgadataflow",
+            lhs_dtype="INT2",
+            rhs_dtype="BIPOLAR",
+            out_dtype="INT4",
+            lhs_shape=[1, 4, 4, c],
+            rhs_shape=[1, 4, 4, c],
+            out_shape=[1, 4, 4, c],
+            PE=1,
+        ),
+        helper.make_node(
+            "ConvolutionInputGenerator",
+            ["a"],
+            ["w"],
+            domain=HW,
+            backend="fpgadataflow",
+            ConvKernelDim=[2, 2],
+            IFMChannels=c,
+            IFMDim=[4, 4],
+            OFMDim=[2, 2],
+            SIMD=c,
+            Stride=[2, 2],
+            Dilation=[1, 1],
+            inputDataType="INT4",
+            outputDataType="INT4",
+            depthwise=1,
+        ),
+        helper.make_node(
+            "Pool",
+            ["w"],
+            ["p"],
+            domain=HW,
+            backend="fpgadataflow",
+            Channels=c,
+            PE=1,
+            KernelSize=[2, 2],
+            Function="AccPool",
+            OutImgDims=[2, 2],
+            InputDataType="INT4",
+            OutputDataType="INT6",
+            AccumBits=6,
+            BatchSize=1,
+            Size=1,
+        ),
+        helper.make_node(
+            "GlobalAccPool",
+            ["p"],
+            ["g"],
+            domain=HW,
+            backend="fpgadataflow",
+            NumChannels=c,
+            PE=1,
+            inputDataType="INT6",
+            numInputVectors=[1, 2, 2],
+        ),
+        helper.make_node(
+            "LabelSelect",
+            ["g"],
+            ["y"],
+            domain=HW,
+            backend="fpgadataflow",
+            Labels=c,
+            PE=1,
+            K=3,
+            inputDataType="INT8",
+            outputDataType="UINT8",
+            numInputVectors=[1, 1, 1],
+        ),
     ]
     image = (1, 4, 4, c)
-    shapes = {"x": image, "t0": image, "d0": image, "d1": image, "t1": image, "a": image, "w": (1, 2, 2, 4 * c),
-              "p": (1, 2, 2, c), "g": (1, 1, 1, c), "y": (1, 1, 1, 3)}
+    shapes = {
+        "x": image,
+        "t0": image,
+        "d0": image,
+        "d1": image,
+        "t1": image,
+        "a": image,
+        "w": (1, 2, 2, 4 * c),
+        "p": (1, 2, 2, c),
+        "g": (1, 1, 1, c),
+        "y": (1, 1, 1, 3),
+    }
     thresholds = {"thr0": np.sort(rng.integers(-8, 9, size=(c, 3)), axis=1), "thr1": [[0.5]]}
     model = _graph(nodes, {"x": image}, shapes, "y", thresholds, "INT4")
     return model, rng.integers(-8, 8, size=(40, *image[1:]))
 
 
 def _vector_units_graph(rng):
-    """Depthwise convolutions (VVAU with and without thresholds), MVAUs with signed, BIPOLAR and bipolar x bipolar math."""
+    """Depthwise convolutions (VVAU with and without thresholds), MVAUs with signed, BIPOLAR and
+    bipolar x bipolar math."""
     from onnx import helper
 
     c, mh = 6, 5
     nodes = [
-        helper.make_node("FMPadding", ["x"], ["xp"], domain=HW, backend="fpgadataflow", ImgDim=[5, 5], NumChannels=c, Padding=[1, 1, 1, 1],
-                         SIMD=1, inputDataType="UINT2"),
-        helper.make_node("ConvolutionInputGenerator", ["xp"], ["w0"], domain=HW, backend="fpgadataflow", ConvKernelDim=[3, 3],
-                         IFMChannels=c, IFMDim=[7, 7], OFMDim=[5, 5], SIMD=1, Stride=[1, 1], Dilation=[1, 1], inputDataType="UINT2",
-                         outputDataType="UINT2", depthwise=1),
-        helper.make_node("VVAU", ["w0", "vw0", "vt0"], ["v0"], domain=HW, backend="fpgadataflow", PE=1, Dim=[5, 5], Channels=c,
-                         Kernel=[3, 3], inputDataType="UINT2", weightDataType="INT3", outputDataType="INT2", ActVal=-2, noActivation=0),
-        helper.make_node("ConvolutionInputGenerator", ["v0"], ["w1"], domain=HW, backend="fpgadataflow", ConvKernelDim=[3, 3],
-                         IFMChannels=c, IFMDim=[5, 5], OFMDim=[2, 2], SIMD=1, Stride=[2, 2], Dilation=[1, 1], inputDataType="INT2",
-                         outputDataType="INT2", depthwise=1),
-        helper.make_node("VVAU", ["w1", "vw1"], ["v1"], domain=HW, backend="fpgadataflow", PE=1, Dim=[2, 2], Channels=c, Kernel=[3, 3],
-                         inputDataType="INT2", weightDataType="INT3", outputDataType="INT32", noActivation=1),
-        helper.make_node("MVAU", ["v1", "mw0", "mt0"], ["m0"], domain=HW, backend="fpgadataflow", MW=c, MH=mh, PE=1, SIMD=1,
-                         inputDataType="INT32", weightDataType="INT3", outputDataType="BIPOLAR", ActVal=0, noActivation=0,
-                         numInputVectors=[1, 2, 2]),
-        helper.make_node("MVAU", ["m0", "mw1"], ["y"], domain=HW, backend="fpgadataflow", MW=mh, MH=3, PE=1, SIMD=1,
-                         inputDataType="BIPOLAR", weightDataType="BIPOLAR", outputDataType="INT32", noActivation=1,
-                         numInputVectors=[1, 2, 2]),
+        helper.make_node(
+            "FMPadding",
+            ["x"],
+            ["xp"],
+            domain=HW,
+            backend="fpgadataflow",
+            ImgDim=[5, 5],
+            NumChannels=c,
+            Padding=[1, 1, 1, 1],
+            SIMD=1,
+            inputDataType="UINT2",
+        ),
+        helper.make_node(
+            "ConvolutionInputGenerator",
+            ["xp"],
+            ["w0"],
+            domain=HW,
+            backend="fpgadataflow",
+            ConvKernelDim=[3, 3],
+            IFMChannels=c,
+            IFMDim=[7, 7],
+            OFMDim=[5, 5],
+            SIMD=1,
+            Stride=[1, 1],
+            Dilation=[1, 1],
+            inputDataType="UINT2",
+            outputDataType="UINT2",
+            depthwise=1,
+        ),
+        helper.make_node(
+            "VVAU",
+            ["w0", "vw0", "vt0"],
+            ["v0"],
+            domain=HW,
+            backend="fpgadataflow",
+            PE=1,
+            Dim=[5, 5],
+            Channels=c,
+            Kernel=[3, 3],
+            inputDataType="UINT2",
+            weightDataType="INT3",
+            outputDataType="INT2",
+            ActVal=-2,
+            noActivation=0,
+        ),
+        helper.make_node(
+            "ConvolutionInputGenerator",
+            ["v0"],
+            ["w1"],
+            domain=HW,
+            backend="fpgadataflow",
+            ConvKernelDim=[3, 3],
+            IFMChannels=c,
+            IFMDim=[5, 5],
+            OFMDim=[2, 2],
+            SIMD=1,
+            Stride=[2, 2],
+            Dilation=[1, 1],
+            inputDataType="INT2",
+            outputDataType="INT2",
+            depthwise=1,
+        ),
+        helper.make_node(
+            "VVAU",
+            ["w1", "vw1"],
+            ["v1"],
+            domain=HW,
+            backend="fpgadataflow",
+            PE=1,
+            Dim=[2, 2],
+            Channels=c,
+            Kernel=[3, 3],
+            inputDataType="INT2",
+            weightDataType="INT3",
+            outputDataType="INT32",
+            noActivation=1,
+        ),
+        helper.make_node(
+            "MVAU",
+            ["v1", "mw0", "mt0"],
+            ["m0"],
+            domain=HW,
+            backend="fpgadataflow",
+            MW=c,
+            MH=mh,
+            PE=1,
+            SIMD=1,
+            inputDataType="INT32",
+            weightDataType="INT3",
+            outputDataType="BIPOLAR",
+            ActVal=0,
+            noActivation=0,
+            numInputVectors=[1, 2, 2],
+        ),
+        helper.make_node(
+            "MVAU",
+            ["m0", "mw1"],
+            ["y"],
+            domain=HW,
+            backend="fpgadataflow",
+            MW=mh,
+            MH=3,
+            PE=1,
+            SIMD=1,
+            inputDataType="BIPOLAR",
+            weightDataType="BIPOLAR",
+            outputDataType="INT32",
+            noActivation=1,
+            numInputVectors=[1, 2, 2],
+        ),
     ]
-    shapes = {"x": (1, 5, 5, c), "xp": (1, 7, 7, c), "w0": (1, 5, 5, 9 * c), "v0": (1, 5, 5, c), "w1": (1, 2, 2, 9 * c),
-              "v1": (1, 2, 2, c), "m0": (1, 2, 2, mh), "y": (1, 2, 2, 3)}
+    shapes = {
+        "x": (1, 5, 5, c),
+        "xp": (1, 7, 7, c),
+        "w0": (1, 5, 5, 9 * c),
+        "v0": (1, 5, 5, c),
+        "w1": (1, 2, 2, 9 * c),
+        "v1": (1, 2, 2, c),
+        "m0": (1, 2, 2, mh),
+        "y": (1, 2, 2, 3),
+    }
     initializers = {
-        "vw0": rng.integers(-4, 4, size=(c, 1, 3, 3)), "vt0": np.sort(rng.integers(-6, 7, size=(c, 3)), axis=1),
+        "vw0": rng.integers(-4, 4, size=(c, 1, 3, 3)),
+        "vt0": np.sort(rng.integers(-6, 7, size=(c, 3)), axis=1),
         "vw1": rng.integers(-4, 4, size=(c, 1, 3, 3)),
-        "mw0": rng.integers(-4, 4, size=(c, mh)), "mt0": rng.integers(-20, 21, size=(1, 1)) + 0.25,
+        "mw0": rng.integers(-4, 4, size=(c, mh)),
+        "mt0": rng.integers(-20, 21, size=(1, 1)) + 0.25,
         "mw1": rng.choice([-1, 1], size=(mh, 3)),
     }
     model = _graph(nodes, {"x": shapes["x"]}, shapes, "y", initializers, "UINT2")
@@ -279,7 +494,7 @@ def test_accumulator_and_output_overflows_are_reported(finn_ready):
     exact = simulate_dataflow(model, x)
     narrow = copy.deepcopy(model)
     (first, op), (last, last_op) = _mvau_nodes(narrow)
-    op.set_nodeattr("accDataType", "INT2")        # too narrow for the accumulator
+    op.set_nodeattr("accDataType", "INT2")  # too narrow for the accumulator
     last_op.set_nodeattr("outputDataType", "UINT2")  # output of noActivation MVAU can be negative
     result = simulate_dataflow(narrow, x)
     np.testing.assert_array_equal(result.output, exact.output)  # the exact values, with the differences reported
@@ -299,7 +514,9 @@ def test_unsupported_node_is_named(finn_ready):
         simulate_dataflow(broken, x)
     message = str(info.value)
     assert "Upsample_7" in message and "UpsampleNearestNeighbour_hls" in message
-    assert all(op in message for op in ("MVAU", "Thresholding", "ConvolutionInputGenerator")) and len(SUPPORTED_OPS) > 10
+    assert (
+        all(op in message for op in ("MVAU", "Thresholding", "ConvolutionInputGenerator")) and len(SUPPORTED_OPS) > 10
+    )
 
     foreign = copy.deepcopy(model)
     foreign.graph.node.insert(0, helper.make_node("Relu", ["x"], ["x_relu"], name="Relu_0"))
@@ -318,7 +535,7 @@ def test_inputs_outside_the_input_datatype_are_refused(finn_ready):
 
 
 def test_threshold_counts_match_brute_force():
-    from sdk.sim.finn_dataflow import _count_thresholds
+    from targets.finn.simulator import count_thresholds
 
     rng = np.random.default_rng(0)
     acc = rng.integers(-50, 50, size=(7, 3, 5))
@@ -327,4 +544,4 @@ def test_threshold_counts_match_brute_force():
     per_channel[3] = np.round(per_channel[3])  # integer thresholds: equality counts
     for thresholds in (per_channel, per_channel[:1], np.zeros((5, 0))):
         expected = (acc[..., None] >= np.broadcast_to(thresholds, (5, thresholds.shape[1]))).sum(-1)
-        np.testing.assert_array_equal(_count_thresholds(acc, thresholds, "test"), expected)
+        np.testing.assert_array_equal(count_thresholds(acc, thresholds, "test"), expected)

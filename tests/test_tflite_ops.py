@@ -3,13 +3,14 @@
 Each case is a one-layer graph with random int8 data and random scales, written by
 the writer's own emitters; LiteRT's reference kernels and tflite-micro run it.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from sdk.sim.tflite_ref import run_golden
-from targets.tflite.fold import Layer, LoweredModel
+from targets.tflite.golden import run_golden
+from targets.tflite.lowering import Layer, LoweredModel
 from targets.tflite.runtime import run_litert
 from targets.tflite.writer import expose_all_tensors, write_lowered
 from targets.tflm.runtime import TflmError, run_tflm
@@ -21,46 +22,108 @@ IN_SCALE, IN_ZP = float(np.float32(1 / 255)), -128  # the writer's input quantiz
 
 def _weights(shape: tuple[int, ...], channels: int, int4: bool = False) -> dict:
     top = 7 if int4 else 127
-    return {"weights": RNG.integers(-top, top + 1, shape).astype(np.int8), "weight_type": "int4" if int4 else "int8",
-            "weight_scales": RNG.uniform(0.002, 0.02, channels).astype(np.float32),
-            "bias": RNG.integers(-3000, 3000, channels).astype(np.int32), "input_scale": IN_SCALE, "input_zero_point": IN_ZP}
+    return {
+        "weights": RNG.integers(-top, top + 1, shape).astype(np.int8),
+        "weight_type": "int4" if int4 else "int8",
+        "weight_scales": RNG.uniform(0.002, 0.02, channels).astype(np.float32),
+        "bias": RNG.integers(-3000, 3000, channels).astype(np.int32),
+        "input_scale": IN_SCALE,
+        "input_zero_point": IN_ZP,
+    }
 
 
 def _case(name: str) -> LoweredModel:
     """One graph per op: (input shape, layers)."""
     if name == "fully_connected":
-        return LoweredModel([48], [Layer("y", "fc", ["input"], [16], 0.11, -128, relu=True, clamp_max=-113, **_weights((16, 48), 16))])
+        return LoweredModel(
+            [48], [Layer("y", "fc", ["input"], [16], 0.11, -128, relu=True, clamp_max=-113, **_weights((16, 48), 16))]
+        )
     if name == "conv_same":
-        return LoweredModel([8, 8, 3], [Layer("y", "conv", ["input"], [8, 8, 5], 0.09, 3, pads=(1, 1, 1, 1), **_weights((5, 3, 3, 3), 5))])
+        return LoweredModel(
+            [8, 8, 3],
+            [Layer("y", "conv", ["input"], [8, 8, 5], 0.09, 3, pads=(1, 1, 1, 1), **_weights((5, 3, 3, 3), 5))],
+        )
     if name == "conv_stride2_pad":  # PyTorch pads 1 on both sides: TFLite SAME would pad 0 / 1, so an explicit PAD
-        return LoweredModel([8, 8, 3], [Layer("y", "conv", ["input"], [4, 4, 4], 0.07, -128, relu=True, stride=2, pads=(1, 1, 1, 1),
-                                              **_weights((4, 3, 3, 3), 4))])
+        return LoweredModel(
+            [8, 8, 3],
+            [
+                Layer(
+                    "y",
+                    "conv",
+                    ["input"],
+                    [4, 4, 4],
+                    0.07,
+                    -128,
+                    relu=True,
+                    stride=2,
+                    pads=(1, 1, 1, 1),
+                    **_weights((4, 3, 3, 3), 4),
+                )
+            ],
+        )
     if name == "depthwise":
-        return LoweredModel([6, 6, 4], [Layer("y", "dw", ["input"], [6, 6, 4], 0.05, 0, pads=(1, 1, 1, 1), **_weights((1, 3, 3, 4), 4))])
+        return LoweredModel(
+            [6, 6, 4], [Layer("y", "dw", ["input"], [6, 6, 4], 0.05, 0, pads=(1, 1, 1, 1), **_weights((1, 3, 3, 4), 4))]
+        )
     if name == "depthwise_valid_stride2":
-        return LoweredModel([7, 7, 4], [Layer("y", "dw", ["input"], [3, 3, 4], 0.05, -128, relu=True, stride=2, **_weights((1, 3, 3, 4), 4))])
+        return LoweredModel(
+            [7, 7, 4],
+            [Layer("y", "dw", ["input"], [3, 3, 4], 0.05, -128, relu=True, stride=2, **_weights((1, 3, 3, 4), 4))],
+        )
     if name == "fully_connected_int4":
         return LoweredModel([48], [Layer("y", "fc", ["input"], [16], 0.01, 0, **_weights((16, 48), 16, int4=True))])
     if name == "conv_int4":
-        return LoweredModel([8, 8, 3], [Layer("y", "conv", ["input"], [8, 8, 5], 0.01, 3, pads=(1, 1, 1, 1), **_weights((5, 3, 3, 3), 5, True))])
+        return LoweredModel(
+            [8, 8, 3],
+            [Layer("y", "conv", ["input"], [8, 8, 5], 0.01, 3, pads=(1, 1, 1, 1), **_weights((5, 3, 3, 3), 5, True))],
+        )
     if name == "max_pool":
-        return LoweredModel([8, 8, 3], [Layer("y", "maxpool", ["input"], [4, 4, 3], IN_SCALE, IN_ZP, kernel=2, stride=2)])
+        return LoweredModel(
+            [8, 8, 3], [Layer("y", "maxpool", ["input"], [4, 4, 3], IN_SCALE, IN_ZP, kernel=2, stride=2)]
+        )
     if name == "average_pool":
-        return LoweredModel([6, 6, 3], [Layer("y", "avgpool", ["input"], [2, 2, 3], IN_SCALE, IN_ZP, kernel=3, stride=3)])
+        return LoweredModel(
+            [6, 6, 3], [Layer("y", "avgpool", ["input"], [2, 2, 3], IN_SCALE, IN_ZP, kernel=3, stride=3)]
+        )
     if name == "reshape":
         return LoweredModel([2, 2, 6], [Layer("y", "reshape", ["input"], [24], IN_SCALE, IN_ZP)])
     if name == "requantize":
-        return LoweredModel([4, 4, 3], [Layer("y", "requant", ["input"], [4, 4, 3], 0.013, 4, input_scale=IN_SCALE, input_zero_point=IN_ZP)])
+        return LoweredModel(
+            [4, 4, 3],
+            [Layer("y", "requant", ["input"], [4, 4, 3], 0.013, 4, input_scale=IN_SCALE, input_zero_point=IN_ZP)],
+        )
     if name == "add":
-        return LoweredModel([4, 4, 3], [Layer("a", "requant", ["input"], [4, 4, 3], 0.03, 2, input_scale=IN_SCALE, input_zero_point=IN_ZP),
-                                        Layer("y", "add", ["input", "a"], [4, 4, 3], 0.06, -128, relu=True, clamp_max=-121)])
+        return LoweredModel(
+            [4, 4, 3],
+            [
+                Layer("a", "requant", ["input"], [4, 4, 3], 0.03, 2, input_scale=IN_SCALE, input_zero_point=IN_ZP),
+                Layer("y", "add", ["input", "a"], [4, 4, 3], 0.06, -128, relu=True, clamp_max=-121),
+            ],
+        )
     raise KeyError(name)
 
 
-CASES = ["fully_connected", "conv_same", "conv_stride2_pad", "depthwise", "depthwise_valid_stride2", "max_pool", "average_pool", "reshape",
-         "requantize", "add", "fully_connected_int4", "conv_int4"]
-EXPECTED_OPS = {"conv_same": ["CONV_2D"], "conv_stride2_pad": ["PAD", "CONV_2D"], "depthwise": ["DEPTHWISE_CONV_2D"],
-                "fully_connected": ["FULLY_CONNECTED", "MINIMUM"], "add": ["QUANTIZE", "ADD", "MINIMUM"]}
+CASES = [
+    "fully_connected",
+    "conv_same",
+    "conv_stride2_pad",
+    "depthwise",
+    "depthwise_valid_stride2",
+    "max_pool",
+    "average_pool",
+    "reshape",
+    "requantize",
+    "add",
+    "fully_connected_int4",
+    "conv_int4",
+]
+EXPECTED_OPS = {
+    "conv_same": ["CONV_2D"],
+    "conv_stride2_pad": ["PAD", "CONV_2D"],
+    "depthwise": ["DEPTHWISE_CONV_2D"],
+    "fully_connected": ["FULLY_CONNECTED", "MINIMUM"],
+    "add": ["QUANTIZE", "ADD", "MINIMUM"],
+}
 
 
 @pytest.fixture(scope="module", params=CASES)
@@ -91,7 +154,9 @@ def test_tflm_equals_golden_on_every_tensor(written, tmp_path):
     name, path, _, x = written
     exposed = tmp_path / "all.tflite"
     names = expose_all_tensors(path, exposed)
-    if name == "fully_connected_int4":  # TFLM has int4 conv kernels but no int4 FULLY_CONNECTED: why its targets refuse int4
+    if (
+        name == "fully_connected_int4"
+    ):  # TFLM has int4 conv kernels but no int4 FULLY_CONNECTED: why its targets refuse int4
         with pytest.raises(TflmError, match="fully_connected"):
             run_tflm(exposed, x, measure_arena=False)
         return

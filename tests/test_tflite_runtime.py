@@ -1,5 +1,6 @@
 """LiteRT runtime wrapper: reference kernels equal the numpy golden model, XNNPACK agrees on
 the argmax, latency numbers are well formed, and bad files raise TfliteFileError."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +12,7 @@ from ai_edge_litert import schema_py_generated as schema
 from sdk.data import load_dataset
 from sdk.errors import ConfigError, SDKError
 from sdk.qat import TrainConfig, load_checkpoint, train
-from sdk.sim.tflite_ref import run_golden
+from targets.tflite.golden import run_golden
 from targets.tflite.runtime import (
     KERNELS,
     Latency,
@@ -35,7 +36,9 @@ def info(tmp_path_factory, digits) -> TfliteInfo:
     run = tmp_path_factory.mktemp("tfc_w2a2")
     train(TrainConfig(model="tfc", bits="w2a2", epochs=1), run, data=digits, progress=False)
     model, payload = load_checkpoint(run)
-    return write_tflite(model, {"input_shape": payload["input_shape"], "labels": payload["labels"]}, run / "model.tflite")
+    return write_tflite(
+        model, {"input_shape": payload["input_shape"], "labels": payload["labels"]}, run / "model.tflite"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +104,11 @@ def test_unknown_kernels_and_wrong_input_are_refused(tflite_path, x_int8):
 
 
 def _assert_file_error(path: Path, what: str) -> None:
-    for call in (lambda: open_tflite(path), lambda: run_litert(path, np.zeros((1, 64), np.int8)),
-                 lambda: measure_latency(path, np.zeros(64, np.int8), "xnnpack", runs=1)):
+    for call in (
+        lambda: open_tflite(path),
+        lambda: run_litert(path, np.zeros((1, 64), np.int8)),
+        lambda: measure_latency(path, np.zeros(64, np.int8), "xnnpack", runs=1),
+    ):
         with pytest.raises(TfliteFileError, match=what) as err:
             call()
         assert isinstance(err.value, SDKError) and err.value.where == str(path) and err.value.fix

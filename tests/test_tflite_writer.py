@@ -1,5 +1,6 @@
 """The int8 .tflite writer: real LiteRT reference kernels vs the numpy golden model
 (exact), and vs the Brevitas model (within 1 LSB, mismatch rate reported)."""
+
 from __future__ import annotations
 
 import json
@@ -15,10 +16,18 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from sdk.data import Dataset, load_dataset
 from sdk.errors import SDKError
 from sdk.qat import TrainConfig, load_checkpoint, train
-from sdk.sim.tflite_ref import quantize_multiplier, run_golden
 from sdk.zoo import build_model, parse_bits
+from targets.tflite.golden import quantize_multiplier, run_golden
 from targets.tflite.verify import compare_with_qat
-from targets.tflite.writer import BUFFER_ALIGNMENT, METADATA_NAME, SIGNATURE_KEY, TfliteConversionError, TfliteInfo, tflite_input, write_tflite
+from targets.tflite.writer import (
+    BUFFER_ALIGNMENT,
+    METADATA_NAME,
+    SIGNATURE_KEY,
+    TfliteConversionError,
+    TfliteInfo,
+    tflite_input,
+    write_tflite,
+)
 
 NUM_SAMPLES = 100
 BITS = ["w2a2", "w4a4"]
@@ -65,8 +74,11 @@ def _int8_input(x_uint8: np.ndarray, shape: list[int] | None = None) -> np.ndarr
 
 def _litert(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
     """Every tensor of the graph after one batched invoke on LiteRT's reference kernels."""
-    interpreter = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF,
-                              experimental_preserve_all_tensors=True)
+    interpreter = Interpreter(
+        model_path=str(path),
+        experimental_op_resolver_type=OpResolverType.BUILTIN_REF,
+        experimental_preserve_all_tensors=True,
+    )
     index = interpreter.get_input_details()[0]["index"]
     interpreter.resize_tensor_input(index, list(x.shape))
     interpreter.allocate_tensors()
@@ -86,7 +98,9 @@ def test_litert_reference_equals_golden_on_every_tensor(written, samples, bits):
     x = _int8_input(samples[0])
     lite = _litert(w.path, x)
     golden = run_golden(w.path, x)
-    assert set(golden) == {"input", "logits_float"} | {f"body.act{i}{suffix}" for i in range(3) for suffix in ("", "/pre_clamp")} | {"body.fc_out"}
+    assert set(golden) == {"input", "logits_float"} | {
+        f"body.act{i}{suffix}" for i in range(3) for suffix in ("", "/pre_clamp")
+    } | {"body.fc_out"}
     for name, value in golden.items():
         assert lite[name].dtype == value.dtype, name
         np.testing.assert_array_equal(lite[name], value, err_msg=f"tensor {name}")
@@ -215,7 +229,7 @@ def test_quantize_multiplier_matches_tflite():
     assert quantize_multiplier(1.0) == (1 << 30, 1)
     assert quantize_multiplier(0.0) == (0, 0)
     q, shift = quantize_multiplier(0.3)
-    assert abs(q * 2.0 ** (shift - 31) - 0.3) < 2 ** -31
+    assert abs(q * 2.0 ** (shift - 31) - 0.3) < 2**-31
 
 
 def test_a_differing_runtime_tensor_is_named(written, samples):

@@ -1,4 +1,5 @@
 """TFLM runtime and Vela compiler on a real int8 .tflite: outputs, arena, memory fit, NPU estimates, errors."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,10 +16,17 @@ from sdk.boards import get_board
 from sdk.data import load_dataset
 from sdk.errors import SDKError
 from sdk.qat import TrainConfig, load_checkpoint, train
-from sdk.sim.tflite_ref import run_golden
 from targets.ethosu.vela import VelaError, compile_vela
+from targets.tflite.golden import run_golden
 from targets.tflite.writer import write_tflite
-from targets.tflm.runtime import ModelTooLargeForBoardError, TflmError, TflmRun, check_memory, raise_if_too_large, run_tflm
+from targets.tflm.runtime import (
+    ModelTooLargeError,
+    TflmError,
+    TflmRun,
+    check_memory,
+    raise_if_too_large,
+    run_tflm,
+)
 
 NUM_SAMPLES = 20
 NPU_BOARDS = ["ethos-u55-128", "ethos-u65-256"]
@@ -44,7 +52,9 @@ def x_int8() -> np.ndarray:
 def _op_outputs(path: Path) -> tuple[list[str], list[str]]:
     """(output tensor of every op, graph outputs) of a .tflite, by name."""
     graph = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0).subgraphs[0]
-    return [graph.tensors[op.outputs[0]].name.decode() for op in graph.operators], [graph.tensors[i].name.decode() for i in graph.outputs]
+    return [graph.tensors[op.outputs[0]].name.decode() for op in graph.operators], [
+        graph.tensors[i].name.decode() for i in graph.outputs
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +87,14 @@ def test_arena_is_the_smallest_that_runs(tflm, model_path):
     interpreter.set_input(np.zeros((1, 64), np.int8), 0)
     interpreter.invoke()
     # one byte less must fail; TFLM's failure path may crash, so try it in a child
-    probe = ("import sys; from tflite_micro.python.tflite_micro import runtime\n"
-             "try: runtime.Interpreter.from_file(sys.argv[1], arena_size=int(sys.argv[2]))\n"
-             "except RuntimeError: sys.exit(3)\n")
-    child = subprocess.run([sys.executable, "-c", probe, str(model_path), str(used - 1)], check=False, capture_output=True)
+    probe = (
+        "import sys; from tflite_micro.python.tflite_micro import runtime\n"
+        "try: runtime.Interpreter.from_file(sys.argv[1], arena_size=int(sys.argv[2]))\n"
+        "except RuntimeError: sys.exit(3)\n"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", probe, str(model_path), str(used - 1)], check=False, capture_output=True
+    )
     assert child.returncode != 0
     assert json.loads(json.dumps(tflm.to_dict()))["arena_used_bytes"] == used
 
@@ -95,14 +109,20 @@ def test_model_fits_stm32f746(tflm):
 
 def test_too_small_board_is_refused(tflm):
     stm32 = get_board("stm32f746g-disco")
-    tiny = dataclasses.replace(stm32, name="tiny-mcu", display_name="Tiny MCU", capacity={"sram_bytes": 4096, "flash_bytes": 1 << 20})
+    chip = dataclasses.replace(stm32.chip_spec, name="tiny-chip", capacity={"sram_bytes": 4096, "flash_bytes": 1 << 20})
+    tiny = dataclasses.replace(stm32, name="tiny-mcu", display_name="Tiny MCU", chip="tiny-chip", chip_spec=chip)
     fits = check_memory(tflm.arena_used_bytes, tflm.model_bytes, tiny)
     assert [f.fits for f in fits] == [False, True] and fits[0].headroom < 0
-    with pytest.raises(ModelTooLargeForBoardError) as err:
+    with pytest.raises(ModelTooLargeError) as err:
         raise_if_too_large(fits, tiny)
     message = str(err.value)
     assert isinstance(err.value, SDKError) and err.value.fix and "tiny-mcu" in err.value.where
-    assert "SRAM" in message and f"{tflm.arena_used_bytes:,}" in message and "4,096" in message and "FLASH" not in err.value.what
+    assert (
+        "SRAM" in message
+        and f"{tflm.arena_used_bytes:,}" in message
+        and "4,096" in message
+        and "FLASH" not in err.value.what
+    )
 
 
 @pytest.mark.parametrize("board_name", NPU_BOARDS)
@@ -114,7 +134,9 @@ def test_vela_compiles_for_ethos_u(model_path, tmp_path, board_name):
     s = result.summary
     assert s["cycles"] > 0 and s["inferences_per_second"] > 0
     assert s["inferences_per_second"] == pytest.approx(board.clock_mhz * 1e6 / s["cycles"])
-    assert s["inferences_per_second"] == pytest.approx(s["vela_inferences_per_second"])  # board clock == Vela's core clock
+    assert s["inferences_per_second"] == pytest.approx(
+        s["vela_inferences_per_second"]
+    )  # board clock == Vela's core clock
     assert s["sram_bytes"] > 0 and s["flash_bytes"] + s["dram_bytes"] > 0
     # Vela has no DEQUANTIZE on the NPU: the float output op stays on the CPU, all else is one NPU command stream
     op_outputs, (graph_output,) = _op_outputs(model_path)

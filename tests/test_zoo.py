@@ -48,11 +48,18 @@ def test_layer_names_match_overrides_for_every_model():
         build_model(name, (1, 8, 8), 10, parse_bits("w2a2", overrides))
 
 
-@pytest.mark.parametrize("bits, layer_bits, expect", [
-    ("w9a2", "", "out of range"), ("w0a2", "", "out of range"), ("w2a12", "", "out of range"),
-    ("2-2", "", "Cannot read bits"), ("w2", "", "both weight and activation"),
-    ("w2a2", "fc0", "Cannot read layer override"), ("w2a2", "fc0=w16", "out of range"),
-])
+@pytest.mark.parametrize(
+    "bits, layer_bits, expect",
+    [
+        ("w9a2", "", "out of range"),
+        ("w0a2", "", "out of range"),
+        ("w2a12", "", "out of range"),
+        ("2-2", "", "Cannot read bits"),
+        ("w2", "", "both weight and activation"),
+        ("w2a2", "fc0", "Cannot read layer override"),
+        ("w2a2", "fc0=w16", "out of range"),
+    ],
+)
 def test_bad_bits(bits, layer_bits, expect):
     with pytest.raises(ConfigError) as info:
         parse_bits(bits, layer_bits)

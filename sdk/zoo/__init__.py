@@ -1,9 +1,10 @@
 """The model zoo: Brevitas networks configurable in weight and activation bits."""
+
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from torch import nn
 
@@ -28,9 +29,15 @@ ZOO: dict[str, ModelSpec] = {
     "tfc": ModelSpec("tfc", "MLP, 3 x 64 hidden (FINN TFC)", *_mlp([64, 64, 64])),
     "sfc": ModelSpec("sfc", "MLP, 3 x 256 hidden (FINN SFC)", *_mlp([256, 256, 256])),
     "lfc": ModelSpec("lfc", "MLP, 3 x 1024 hidden (FINN LFC)", *_mlp([1024, 1024, 1024])),
-    "cnv": ModelSpec("cnv", "CNV-style conv net: 2 x (conv 3x3, conv 3x3, maxpool), fc 128", cnv.QuantCNV, cnv.layer_names),
-    "dscnn": ModelSpec("dscnn", "Depthwise-separable CNN (KWS DS-CNN / MobileNet style)", dscnn.QuantDSCNN, dscnn.layer_names),
-    "resnet8": ModelSpec("resnet8", "Residual CNN, 3 stages (ResNet-8, MLPerf Tiny style)", resnet.QuantResNet8, resnet.layer_names),
+    "cnv": ModelSpec(
+        "cnv", "CNV-style conv net: 2 x (conv 3x3, conv 3x3, maxpool), fc 128", cnv.QuantCNV, cnv.layer_names
+    ),
+    "dscnn": ModelSpec(
+        "dscnn", "Depthwise-separable CNN (KWS DS-CNN / MobileNet style)", dscnn.QuantDSCNN, dscnn.layer_names
+    ),
+    "resnet8": ModelSpec(
+        "resnet8", "Residual CNN, 3 stages (ResNet-8, MLPerf Tiny style)", resnet.QuantResNet8, resnet.layer_names
+    ),
 }
 
 

@@ -1,4 +1,5 @@
 """Bit-width configuration: a preset (w2a2 ...) plus per-layer overrides."""
+
 from __future__ import annotations
 
 import re
@@ -34,8 +35,11 @@ class BitsConfig:
     def check_layer_names(self, known: list[str], model: str) -> None:
         for name in self.overrides:
             if name not in known:
-                raise ConfigError(f"Model '{model}' has no layer '{name}'.", where="--layer-bits",
-                                  fix=f"layers of {model}: {', '.join(known)}")
+                raise ConfigError(
+                    f"Model '{model}' has no layer '{name}'.",
+                    where="--layer-bits",
+                    fix=f"layers of {model}: {', '.join(known)}",
+                )
 
     @property
     def tag(self) -> str:
@@ -45,21 +49,26 @@ class BitsConfig:
         return {"weight": self.weight, "act": self.act, "overrides": self.overrides}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "BitsConfig":
+    def from_dict(cls, data: dict) -> BitsConfig:
         return cls(int(data["weight"]), int(data["act"]), {k: dict(v) for k, v in data.get("overrides", {}).items()})
 
 
 def _check_range(value: int, what: str, where: str) -> int:
     if not MIN_BITS <= value <= MAX_BITS:
-        raise ConfigError(f"{what} of {value} bits is out of range.", where=where,
-                          fix=f"use {MIN_BITS} to {MAX_BITS} bits (presets: {', '.join(PRESETS)})")
+        raise ConfigError(
+            f"{what} of {value} bits is out of range.",
+            where=where,
+            fix=f"use {MIN_BITS} to {MAX_BITS} bits (presets: {', '.join(PRESETS)})",
+        )
     return value
 
 
 def _parse_pair(text: str, where: str) -> dict[str, int]:
     match = _SPEC.match(text.strip().lower())
     if not match or not (match["w"] or match["a"]):
-        raise ConfigError(f"Cannot read bits '{text}'.", where=where, fix="write wXaY, e.g. w2a2, or w8 / a4 alone in an override")
+        raise ConfigError(
+            f"Cannot read bits '{text}'.", where=where, fix="write wXaY, e.g. w2a2, or w8 / a4 alone in an override"
+        )
     out: dict[str, int] = {}
     if match["w"]:
         out["weight"] = _check_range(int(match["w"]), "Weight width", where)
@@ -72,11 +81,15 @@ def parse_bits(preset: str, layer_bits: str | None = None) -> BitsConfig:
     """`preset` like 'w2a2'; `layer_bits` like 'fc0=w8a8,fc_out=w4'."""
     base = _parse_pair(preset, "--bits")
     if set(base) != {"weight", "act"}:
-        raise ConfigError(f"Bits '{preset}' must give both weight and activation bits.", where="--bits", fix="e.g. --bits w2a2")
+        raise ConfigError(
+            f"Bits '{preset}' must give both weight and activation bits.", where="--bits", fix="e.g. --bits w2a2"
+        )
     overrides: dict[str, dict[str, int]] = {}
     for item in filter(None, (part.strip() for part in (layer_bits or "").split(","))):
         name, sep, spec = item.partition("=")
         if not sep or not name.strip():
-            raise ConfigError(f"Cannot read layer override '{item}'.", where="--layer-bits", fix="write LAYER=wXaY, e.g. fc0=w8a8")
+            raise ConfigError(
+                f"Cannot read layer override '{item}'.", where="--layer-bits", fix="write LAYER=wXaY, e.g. fc0=w8a8"
+            )
         overrides[name.strip()] = _parse_pair(spec, f"--layer-bits {name.strip()}")
     return BitsConfig(base["weight"], base["act"], overrides)

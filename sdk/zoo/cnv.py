@@ -1,4 +1,5 @@
 """A CNV-style conv net (FINN's CNV, scaled to small images): conv pairs and max pools, then fc."""
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -27,9 +28,12 @@ class QuantCNV(nn.Module):
         super().__init__()
         channels, height, width = input_shape
         pools = CONV_PLAN.count("pool")
-        if height % (2 ** pools) or width % (2 ** pools):
-            raise ConfigError(f"CNV needs image sides divisible by {2 ** pools}, got {height}x{width}.", where="--image-size",
-                              fix="use --image-size 8, 16, 28 ...")
+        if height % (2**pools) or width % (2**pools):
+            raise ConfigError(
+                f"CNV needs image sides divisible by {2**pools}, got {height}x{width}.",
+                where="--image-size",
+                fix="use --image-size 8, 16, 28 ...",
+            )
         features: OrderedDict[str, nn.Module] = OrderedDict()
         conv_index = 0
         for item in CONV_PLAN:

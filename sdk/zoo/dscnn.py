@@ -1,4 +1,5 @@
 """A small depthwise-separable CNN (keyword-spotting DS-CNN / MobileNet style)."""
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -35,7 +36,9 @@ class QuantDSCNN(nn.Module):
         channels = STEM_CHANNELS
         for i, (stride, out_channels) in enumerate(BLOCKS):
             dw_bits, pw_bits = bits.for_layer(f"dw{i}"), bits.for_layer(f"pw{i}")
-            layers[f"dw{i}"] = quant_conv(channels, channels, 3, dw_bits.weight, stride=stride, padding=1, groups=channels)
+            layers[f"dw{i}"] = quant_conv(
+                channels, channels, 3, dw_bits.weight, stride=stride, padding=1, groups=channels
+            )
             layers[f"bn_dw{i}"] = nn.BatchNorm2d(channels)
             layers[f"act_dw{i}"] = quant_act(dw_bits.act)
             layers[f"pw{i}"] = quant_conv(channels, out_channels, 1, pw_bits.weight)

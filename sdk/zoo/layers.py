@@ -9,6 +9,7 @@ Choices that make the same trained model map to FINN and to int8 TFLite:
   the addition happens on integers of the same scale;
 - no biases in compute layers: BatchNorm carries the offset, FINN folds it into thresholds.
 """
+
 from __future__ import annotations
 
 from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear, QuantReLU
@@ -36,9 +37,19 @@ def quant_linear(in_features: int, out_features: int, weight_bits: int, per_chan
     return QuantLinear(in_features, out_features, bias=False, **_weight_quant(weight_bits, per_channel))
 
 
-def quant_conv(in_ch: int, out_ch: int, kernel: int, weight_bits: int, stride: int = 1, padding: int = 0, groups: int = 1) -> QuantConv2d:
-    return QuantConv2d(in_ch, out_ch, kernel, stride=stride, padding=padding, groups=groups, bias=False,
-                       **_weight_quant(weight_bits, per_channel=True))
+def quant_conv(
+    in_ch: int, out_ch: int, kernel: int, weight_bits: int, stride: int = 1, padding: int = 0, groups: int = 1
+) -> QuantConv2d:
+    return QuantConv2d(
+        in_ch,
+        out_ch,
+        kernel,
+        stride=stride,
+        padding=padding,
+        groups=groups,
+        bias=False,
+        **_weight_quant(weight_bits, per_channel=True),
+    )
 
 
 def quant_act(bits: int) -> nn.Module:

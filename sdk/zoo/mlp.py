@@ -1,4 +1,5 @@
 """Fully connected nets in the spirit of FINN's TFC / SFC / LFC."""
+
 from __future__ import annotations
 
 from collections import OrderedDict

@@ -1,4 +1,5 @@
 """A small residual CNN in the style of ResNet-8 (MLPerf Tiny image classification)."""
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -34,7 +35,9 @@ class ResidualBlock(nn.Module):
         self.shortcut: nn.Module | None = None
         if stride != 1 or in_ch != out_ch:
             sb = bits.for_layer(f"{name}_shortcut")
-            self.shortcut = nn.Sequential(quant_conv(in_ch, out_ch, 1, sb.weight, stride=stride), nn.BatchNorm2d(out_ch))
+            self.shortcut = nn.Sequential(
+                quant_conv(in_ch, out_ch, 1, sb.weight, stride=stride), nn.BatchNorm2d(out_ch)
+            )
         self.add_quant = residual_quant()
         self.act_out = quant_act(b2.act)
 
@@ -50,8 +53,11 @@ class QuantResNet8(nn.Module):
     def __init__(self, input_shape: tuple[int, int, int], num_classes: int, bits: BitsConfig):
         super().__init__()
         stem_bits = bits.for_layer("conv0")
-        self.stem = nn.Sequential(quant_conv(input_shape[0], STEM_CHANNELS, 3, stem_bits.weight, padding=1),
-                                  nn.BatchNorm2d(STEM_CHANNELS), quant_act(stem_bits.act))
+        self.stem = nn.Sequential(
+            quant_conv(input_shape[0], STEM_CHANNELS, 3, stem_bits.weight, padding=1),
+            nn.BatchNorm2d(STEM_CHANNELS),
+            quant_act(stem_bits.act),
+        )
         blocks, channels = [], STEM_CHANNELS
         for i, (stride, out_ch) in enumerate(STAGES):
             blocks.append(ResidualBlock(f"s{i}", channels, out_ch, stride, bits))

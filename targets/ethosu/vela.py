@@ -11,6 +11,7 @@ writes three files used here:
 - `<stem>_per-layer.csv` (from --verbose-performance): cycles per operator; these
   sum to the summary's total cycles.
 """
+
 from __future__ import annotations
 
 import csv
@@ -25,14 +26,10 @@ from typing import Any
 from ai_edge_litert import schema_py_generated as schema
 
 from sdk.boards import Board
-from sdk.errors import SDKError
-from sdk.tflite_schema import OP_NAMES, builtin_code, is_tflite
+from sdk.errors import VelaError
+from targets.tflite.schema import OP_NAMES, builtin_code, is_tflite
 
 NPU_CUSTOM_CODE = b"ethos-u"
-
-
-class VelaError(SDKError):
-    """Vela could not compile a model for a board."""
 
 
 def vela_ini() -> Path:
@@ -65,18 +62,35 @@ class VelaResult:
     log_path: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"optimised_tflite": str(self.optimised_tflite), "summary": self.summary,
-                "per_layer": [{"name": n, "cycles": c} for n, c in self.per_layer],
-                "vela_version": self.vela_version, "log_path": str(self.log_path) if self.log_path else None}
+        return {
+            "optimised_tflite": str(self.optimised_tflite),
+            "summary": self.summary,
+            "per_layer": [{"name": n, "cycles": c} for n, c in self.per_layer],
+            "vela_version": self.vela_version,
+            "log_path": str(self.log_path) if self.log_path else None,
+        }
 
 
 def vela_command(tflite_path: Path, board: Board, out_dir: Path) -> list[str]:
     """The Vela command line for a board (argument list: no shell)."""
     vela = board.vela or {}
-    return [sys.executable, "-m", "ethosu.vela", str(tflite_path),
-            "--accelerator-config", vela["accelerator_config"], "--system-config", vela["system_config"],
-            "--memory-mode", vela["memory_mode"], "--config", str(vela_ini()),
-            "--output-dir", str(out_dir), "--verbose-performance"]
+    return [
+        sys.executable,
+        "-m",
+        "ethosu.vela",
+        str(tflite_path),
+        "--accelerator-config",
+        vela["accelerator_config"],
+        "--system-config",
+        vela["system_config"],
+        "--memory-mode",
+        vela["memory_mode"],
+        "--config",
+        str(vela_ini()),
+        "--output-dir",
+        str(out_dir),
+        "--verbose-performance",
+    ]
 
 
 def _tail(text: str, lines: int = 4) -> str:
@@ -94,16 +108,24 @@ def _run(tflite_path: Path, board: Board, out_dir: Path) -> tuple[str, Path]:
     try:
         done = subprocess.run(command, check=False, capture_output=True, text=True, cwd=out_dir, timeout=1800)
     except subprocess.TimeoutExpired:
-        raise VelaError(f"Vela did not finish compiling {tflite_path.name} for {board.name} in 30 minutes.",
-                        where=str(tflite_path), fix="compile a smaller model, or run the command in the log by hand") from None
-    log.write_text(f"$ {' '.join(command)}\n[exit {done.returncode}]\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}")
+        raise VelaError(
+            f"Vela did not finish compiling {tflite_path.name} for {board.name} in 30 minutes.",
+            where=str(tflite_path),
+            fix="compile a smaller model, or run the command in the log by hand",
+        ) from None
+    log.write_text(
+        f"$ {' '.join(command)}\n[exit {done.returncode}]\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+    )
     if done.returncode != 0:
         head = tflite_path.read_bytes()[:8]
         hint = "" if is_tflite(head) else " (the file is not a TFLite flatbuffer: no 'TFL3' identifier)"
-        raise VelaError(f"Vela failed to compile {tflite_path.name} for {board.display_name}{hint}:\n{_tail(done.stderr or done.stdout)}",
-                        where=f"{tflite_path} (full log: {log})",
-                        fix="pass an int8 .tflite written by the SDK's TFLite writer; if the file is valid, "
-                            f"check the board's vela settings in {board.path} against `vela --list-configs {vela_ini()}`")
+        raise VelaError(
+            f"Vela failed to compile {tflite_path.name} for {board.display_name}{hint}:\n"
+            f"{_tail(done.stderr or done.stdout)}",
+            where=f"{tflite_path} (full log: {log})",
+            fix="pass an int8 .tflite written by the SDK's TFLite writer; if the file is valid, "
+            f"check the board's vela settings in {board.path} against `vela --list-configs {vela_ini()}`",
+        )
     return done.stdout, log
 
 
@@ -159,10 +181,15 @@ def compile_vela(tflite_path: Path | str, board: Board, out_dir: Path | str) -> 
     """
     tflite_path, out_dir = Path(tflite_path).resolve(), Path(out_dir).resolve()
     if not board.vela:
-        raise VelaError(f"Board '{board.name}' is not an Ethos-U board (no vela settings).", where=str(board.path),
-                        fix="pick an Ethos-U board (`sdk boards --kind npu`) or add a vela: section to the board file")
+        raise VelaError(
+            f"Board '{board.name}' is not an Ethos-U board (no vela settings).",
+            where=str(board.path),
+            fix="pick an Ethos-U board (`sdk boards --kind npu`) or add a vela: section to the board file",
+        )
     if not tflite_path.is_file():
-        raise VelaError(f"TFLite file {tflite_path} does not exist.", where=str(tflite_path), fix="write the .tflite first")
+        raise VelaError(
+            f"TFLite file {tflite_path} does not exist.", where=str(tflite_path), fix="write the .tflite first"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     stdout, log = _run(tflite_path, board, out_dir)
     stem = tflite_path.stem
@@ -173,9 +200,12 @@ def compile_vela(tflite_path: Path | str, board: Board, out_dir: Path | str) -> 
     counted = re.search(r"^NPU operators = (\d+)", stdout, re.MULTILINE)
     cycles = int(float(row["cycles_total"]))
     summary = {
-        "accelerator_config": board.vela["accelerator_config"], "system_config": board.vela["system_config"],
-        "memory_mode": board.vela["memory_mode"], "clock_mhz": board.clock_mhz,
-        "cycles": cycles, "npu_cycles": int(float(row["cycles_npu"])),
+        "accelerator_config": board.vela["accelerator_config"],
+        "system_config": board.vela["system_config"],
+        "memory_mode": board.vela["memory_mode"],
+        "clock_mhz": board.clock_mhz,
+        "cycles": cycles,
+        "npu_cycles": int(float(row["cycles_npu"])),
         "inferences_per_second": board.clock_mhz * 1e6 / cycles if cycles else None,
         "vela_inferences_per_second": float(row["inferences_per_second"]),
         "vela_core_clock_mhz": float(row["core_clock"]) / 1e6,

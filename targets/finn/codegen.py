@@ -4,6 +4,7 @@ Each layer's sources are copied into sources/<layer>/ with FINN's absolute,
 randomly named build paths replaced by '.', so the package is relocatable and
 two builds of the same inputs are byte-identical.
 """
+
 from __future__ import annotations
 
 import shutil

@@ -3,6 +3,7 @@
 FINN transformations read global settings and write into FINN_BUILD_DIR; both
 are set once per build, pointing into the build's own folder.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,11 @@ class VendorTools:
         return self.vivado is not None and self.vitis_hls is not None
 
     def missing(self) -> list[str]:
-        return [name for name, path in (("Vivado (XILINX_VIVADO)", self.vivado), ("Vitis HLS (XILINX_HLS)", self.vitis_hls)) if path is None]
+        return [
+            name
+            for name, path in (("Vivado (XILINX_VIVADO)", self.vivado), ("Vitis HLS (XILINX_HLS)", self.vitis_hls))
+            if path is None
+        ]
 
 
 def _tool(env_var: str, binary: str) -> Path | None:

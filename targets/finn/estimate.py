@@ -3,6 +3,7 @@
 All numbers are FINN's own analytical estimates (pure Python); synthesis
 results replace them only where Vivado ran.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -51,17 +52,41 @@ def estimate_network(model: ModelWrapper, board: Board, clock_mhz: float | None 
         cycles, res = node_cost(node, board.part)
         op = getCustomOp(node)
         types = op.get_nodeattr_types()
-        layers.append(LayerEstimate(node.name, node.op_type, op.get_nodeattr("PE") if "PE" in types else None,
-                                    op.get_nodeattr("SIMD") if "SIMD" in types else None, cycles,
-                                    res["LUT"], res["BRAM_18K"], res["URAM"], res["DSP"]))
+        layers.append(
+            LayerEstimate(
+                node.name,
+                node.op_type,
+                op.get_nodeattr("PE") if "PE" in types else None,
+                op.get_nodeattr("SIMD") if "SIMD" in types else None,
+                cycles,
+                res["LUT"],
+                res["BRAM_18K"],
+                res["URAM"],
+                res["DSP"],
+            )
+        )
     bottleneck = max(layers, key=lambda layer: layer.cycles)
     # Latency: a frame passes every layer; FINN's critical path estimate is the sum of layer cycles.
     latency = sum(layer.cycles for layer in layers)
-    totals = {"lut": sum(l.lut for l in layers), "bram18": sum(l.bram18 for l in layers),
-              "uram": sum(l.uram for l in layers), "dsp": sum(l.dsp for l in layers)}
+    totals = {
+        "lut": sum(layer.lut for layer in layers),
+        "bram18": sum(layer.bram18 for layer in layers),
+        "uram": sum(layer.uram for layer in layers),
+        "dsp": sum(layer.dsp for layer in layers),
+    }
     capacity = {CAPACITY_KEYS[r]: board.capacity[CAPACITY_KEYS[r]] for r in RESOURCES}
     capacity["ff"] = board.capacity["ff"]
     utilisation = {k: (totals[k] / capacity[k] if capacity[k] else 0.0) for k in totals}
     hz = clock_mhz * 1e6
-    return NetworkEstimate(layers, clock_mhz, bottleneck.name, bottleneck.cycles, hz / max(bottleneck.cycles, 1),
-                           latency, latency / hz * 1e6, totals, capacity, utilisation)
+    return NetworkEstimate(
+        layers,
+        clock_mhz,
+        bottleneck.name,
+        bottleneck.cycles,
+        hz / max(bottleneck.cycles, 1),
+        latency,
+        latency / hz * 1e6,
+        totals,
+        capacity,
+        utilisation,
+    )

@@ -9,6 +9,7 @@ Two modes:
   under the cap. It stops when the bottleneck layer cannot be sped up any more
   within the cap: no other change can raise throughput then.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,8 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
 from sdk.boards import Board
-from sdk.errors import SDKError
+from sdk.errors import ModelTooLargeError, SDKError
+from targets.finn.ops import hw_op
 
 RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
 CAPACITY_KEYS = {"LUT": "lut", "BRAM_18K": "bram18", "URAM": "uram", "DSP": "dsp"}
@@ -28,35 +30,14 @@ MVAU_WWIDTH_MAX = 80  # FINN's default cap on SIMD * weight bits for SetFolding
 MAX_AP_INT_WIDTH = 8191  # HLS ap_int limit: no stream of an HLS layer may be wider
 
 
-class ModelTooLargeError(SDKError):
-    """The network does not fit the board even fully folded."""
-
-
 def base_op(node) -> str:
     return node.op_type.removesuffix("_hls").removesuffix("_rtl")
 
 
 def knobs(node) -> list[tuple[str, int]]:
-    """Folding attributes of a node and the dimension each must divide."""
-    op, kind = getCustomOp(node), base_op(node)
-    get = op.get_nodeattr
-    if kind == "MVAU":
-        return [("SIMD", get("MW")), ("PE", get("MH"))]
-    if kind == "VVAU":
-        k = get("Kernel")
-        return [("SIMD", k[0] * k[1]), ("PE", get("Channels"))]
-    if kind == "ConvolutionInputGenerator":
-        # a depthwise window generator follows the PE of its consumer (see linked_producer)
-        return [] if get("depthwise") else [("SIMD", get("IFMChannels"))]
-    if kind == "FMPadding":
-        return [("SIMD", get("NumChannels"))]
-    if kind in ("Thresholding", "StreamingMaxPool", "GlobalAccPool", "DuplicateStreams", "AddStreams", "ChannelwiseOp"):
-        return [("PE", get("NumChannels"))]
-    if kind == "Pool":
-        return [("PE", get("Channels"))]
-    if kind == "LabelSelect":
-        return [("PE", get("Labels"))]
-    return []
+    """Folding attributes of a node and the dimension each must divide (from the op table)."""
+    op = hw_op(node.op_type)
+    return [] if op is None else op.knobs(getCustomOp(node).get_nodeattr)
 
 
 def _divisors(n: int) -> list[int]:
@@ -68,7 +49,11 @@ def linked_producer(model: ModelWrapper, node):
     if base_op(node) not in ("VVAU", "Pool"):
         return None
     producer = model.find_producer(node.input[0])
-    if producer is not None and base_op(producer) == "ConvolutionInputGenerator" and getCustomOp(producer).get_nodeattr("depthwise"):
+    if (
+        producer is not None
+        and base_op(producer) == "ConvolutionInputGenerator"
+        and getCustomOp(producer).get_nodeattr("depthwise")
+    ):
         return producer
     return None
 
@@ -84,7 +69,11 @@ def next_steps(node) -> list[tuple[str, int, int]]:
             steps.append((attr, current, larger[0]))
     types = op.get_nodeattr_types()
     # the RTL window generator doubles as a parallel-window unit once SIMD covers all channels
-    if "parallel_window" in types and not op.get_nodeattr("parallel_window") and op.get_nodeattr("SIMD") == op.get_nodeattr("IFMChannels"):
+    if (
+        "parallel_window" in types
+        and not op.get_nodeattr("parallel_window")
+        and op.get_nodeattr("SIMD") == op.get_nodeattr("IFMChannels")
+    ):
         steps.append(("parallel_window", 0, 1))
     return steps
 
@@ -136,13 +125,19 @@ def set_minimal_folding(model: ModelWrapper) -> None:
 
 def too_large_error(model: ModelWrapper, board: Board, max_util: float, totals: dict[str, float]) -> ModelTooLargeError:
     limits = capacity_limits(board, max_util)
-    rows = [f"{r:9s} needs {totals[r]:>12,.0f}  cap {limits[r]:>12,.0f}  ({totals[r] / max(limits[r], 1e-9):.0%} of the cap)"
-            for r in RESOURCES if totals[r] > limits[r]]
+    rows = [
+        f"{r:9s} needs {totals[r]:>12,.0f}  cap {limits[r]:>12,.0f}  "
+        f"({totals[r] / max(limits[r], 1e-9):.0%} of the cap)"
+        for r in RESOURCES
+        if totals[r] > limits[r]
+    ]
     return ModelTooLargeError(
-        f"The network does not fit {board.display_name} even fully folded (PE = SIMD = 1), at {max_util:.0%} utilisation:\n  "
-        + "\n  ".join(rows),
+        f"The network does not fit {board.display_name} even fully folded (PE = SIMD = 1), "
+        f"at {max_util:.0%} utilisation:\n  " + "\n  ".join(rows),
         where=f"board {board.name} ({board.part})",
-        fix="choose a larger board (sdk boards --kind fpga), fewer or narrower layers, lower bit widths, or raise --max-util")
+        fix="choose a larger board (sdk boards --kind fpga), fewer or narrower layers, lower bit widths, "
+        "or raise --max-util",
+    )
 
 
 def fit_folding(model: ModelWrapper, board: Board, max_util: float) -> FitResult:
@@ -160,7 +155,9 @@ def fit_folding(model: ModelWrapper, board: Board, max_util: float) -> FitResult
     steps, history, relaxed = 0, [], False
     while True:
         name = max(costs, key=lambda n: costs[n][0])
-        candidates = [(node, linked, *step) for node, linked in _steppable(model, nodes[name]) for step in next_steps(node)]
+        candidates = [
+            (node, linked, *step) for node, linked in _steppable(model, nodes[name]) for step in next_steps(node)
+        ]
         best = None
         for node, linked, attr, current, value in candidates:
             changed = _try_step(node, linked, attr, value, board.part)
@@ -172,7 +169,9 @@ def fit_folding(model: ModelWrapper, board: Board, max_util: float) -> FitResult
             if not _fits(totals(trial), limits):
                 continue
             # cheapest step: least added utilisation of the scarcest resource, then fewest cycles
-            added = max(sum(changed[n][1][r] - costs[n][1][r] for n in changed) / max(limits[r], 1e-9) for r in RESOURCES)
+            added = max(
+                sum(changed[n][1][r] - costs[n][1][r] for n in changed) / max(limits[r], 1e-9) for r in RESOURCES
+            )
             key = (added, changed[name][0])
             if best is None or key < best[0]:
                 best = (key, node, linked, attr, value, changed)
@@ -182,13 +181,19 @@ def fit_folding(model: ModelWrapper, board: Board, max_util: float) -> FitResult
             if not relaxed:  # once: what relaxing freed may pay for more steps (again and again would cycle)
                 relaxed = True
                 continue
-            reason = "it is at full parallelism" if not candidates else "its next step would exceed the utilisation cap or HLS stream width limit"
+            reason = (
+                "it is at full parallelism"
+                if not candidates
+                else "its next step would exceed the utilisation cap or HLS stream width limit"
+            )
             return FitResult(steps, f"{name} bounds throughput and {reason}", name, history)
         _, node, linked, attr, value, changed = best
         _apply(node, linked, attr, value)
         costs.update(changed)
         steps += 1
-        history.append({"step": steps, "node": node.name, "attribute": attr, "value": value, "cycles": changed[name][0]})
+        history.append(
+            {"step": steps, "node": node.name, "attribute": attr, "value": value, "cycles": changed[name][0]}
+        )
 
 
 def _steppable(model: ModelWrapper, bottleneck) -> list[tuple]:
@@ -260,7 +265,9 @@ def target_fps_folding(model: ModelWrapper, fps: float, clock_mhz: float) -> Mod
     if fps <= 0:
         raise SDKError(f"--fps must be positive, got {fps}.", where="--fps", fix="e.g. --fps 10000")
     target_cycles = max(1, int(clock_mhz * 1e6 / fps))
-    return model.transform(SetFolding(target_cycles_per_frame=target_cycles, mvau_wwidth_max=MVAU_WWIDTH_MAX, two_pass_relaxation=True))
+    return model.transform(
+        SetFolding(target_cycles_per_frame=target_cycles, mvau_wwidth_max=MVAU_WWIDTH_MAX, two_pass_relaxation=True)
+    )
 
 
 def folding_config(model: ModelWrapper) -> dict:

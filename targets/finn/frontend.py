@@ -1,4 +1,5 @@
 """Stage 1: QONNX -> FINN-ONNX, then FINN's tidy-up (shapes, constants, names, datatypes)."""
+
 from __future__ import annotations
 
 from qonnx.core.modelwrapper import ModelWrapper
@@ -10,8 +11,14 @@ from qonnx.util.cleanup import cleanup_model
 
 
 def tidy_up(model: ModelWrapper) -> ModelWrapper:
-    for transformation in (InferShapes(), FoldConstants(), GiveUniqueNodeNames(), GiveReadableTensorNames(),
-                           InferDataTypes(), RemoveStaticGraphInputs()):
+    for transformation in (
+        InferShapes(),
+        FoldConstants(),
+        GiveUniqueNodeNames(),
+        GiveReadableTensorNames(),
+        InferDataTypes(),
+        RemoveStaticGraphInputs(),
+    ):
         model = model.transform(transformation)
     return model
 
@@ -26,7 +33,13 @@ def spatial_mean_to_global_pool(model: ModelWrapper) -> ModelWrapper:
         axes = model.get_initializer(node.input[1])
         keepdims = next((a.i for a in node.attribute if a.name == "keepdims"), 1)
         shape = model.get_tensor_shape(node.input[0])
-        if axes is None or shape is None or len(shape) != 4 or sorted(int(a) % 4 for a in axes) != [2, 3] or not keepdims:
+        if (
+            axes is None
+            or shape is None
+            or len(shape) != 4
+            or sorted(int(a) % 4 for a in axes) != [2, 3]
+            or not keepdims
+        ):
             continue
         pool = helper.make_node("GlobalAveragePool", [node.input[0]], [node.output[0]], name=node.name)
         model.graph.node.remove(node)

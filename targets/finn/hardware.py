@@ -6,6 +6,7 @@ deploy runs it where the tools are present and otherwise says, in one line,
 the command that finishes the job on a machine that has them. A bitfile is
 never made up.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -17,9 +18,18 @@ from sdk.boards import Board
 from targets.finn.environment import VendorTools
 
 FINISH_SCRIPT = "finish_bitfile.py"
-HARDWARE_STEPS = ["step_apply_folding_config", "step_minimize_bit_width", "step_generate_estimate_reports", "step_hw_codegen",
-                  "step_hw_ipgen", "step_set_fifo_depths", "step_create_stitched_ip", "step_synthesize_bitfile",
-                  "step_make_driver", "step_deployment_package"]
+HARDWARE_STEPS = [
+    "step_apply_folding_config",
+    "step_minimize_bit_width",
+    "step_generate_estimate_reports",
+    "step_hw_codegen",
+    "step_hw_ipgen",
+    "step_set_fifo_depths",
+    "step_create_stitched_ip",
+    "step_synthesize_bitfile",
+    "step_make_driver",
+    "step_deployment_package",
+]
 
 
 def finish_script(board: Board, clock_mhz: float) -> str:
@@ -58,7 +68,11 @@ cfg = DataflowBuildConfig(
         shell_flow_type=ShellFlowType.{shell},{platform}
         folding_config_file=str(HERE / "folding_config.json"),
         steps={HARDWARE_STEPS!r},
-        generate_outputs=[DataflowOutputType.BITFILE, DataflowOutputType.PYNQ_DRIVER, DataflowOutputType.DEPLOYMENT_PACKAGE],
+        generate_outputs=[
+            DataflowOutputType.BITFILE,
+            DataflowOutputType.PYNQ_DRIVER,
+            DataflowOutputType.DEPLOYMENT_PACKAGE,
+        ],
 )
 sys.exit(build_dataflow_cfg(str(HERE / "dataflow_model.onnx"), cfg))
 '''
@@ -78,12 +92,18 @@ def run_hardware_steps(package_dir: Path, tools: VendorTools) -> HardwareOutcome
     """Run the finishing script in the package being built, where the tools are; otherwise say what would finish it."""
     if not tools.complete:
         # No path in the message: it goes into the report, and packages of equal inputs must be equal.
-        return HardwareOutcome(False, None, f"{' and '.join(tools.missing())} not found: the package is hardware-ready; "
-                                            f"finish the bitfile on a machine with them: python {FINISH_SCRIPT} (in the package folder)")
+        return HardwareOutcome(
+            False,
+            None,
+            f"{' and '.join(tools.missing())} not found: the package is hardware-ready; "
+            f"finish the bitfile on a machine with them: python {FINISH_SCRIPT} (in the package folder)",
+        )
     proc = subprocess.run([sys.executable, FINISH_SCRIPT], cwd=package_dir, capture_output=True, text=True, check=False)
     (package_dir / "hardware").mkdir(exist_ok=True)
     (package_dir / "hardware" / "finish_bitfile.log").write_text(proc.stdout + proc.stderr)
     bitfiles = sorted((package_dir / "hardware").rglob("*.bit")) + sorted((package_dir / "hardware").rglob("*.xclbin"))
     if proc.returncode != 0 or not bitfiles:
-        return HardwareOutcome(True, None, f"FINN's hardware steps failed (exit {proc.returncode}); see hardware/finish_bitfile.log")
+        return HardwareOutcome(
+            True, None, f"FINN's hardware steps failed (exit {proc.returncode}); see hardware/finish_bitfile.log"
+        )
     return HardwareOutcome(True, str(bitfiles[0].relative_to(package_dir)), "bitfile built by Vivado")

@@ -5,6 +5,7 @@ and typical Brevitas models produce. Whatever is left outside a HW layer,
 other than the float output scale at the very end, is reported by name with
 the reason and the fix, before any long work starts.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -15,26 +16,13 @@ from qonnx.transformation.infer_data_layouts import InferDataLayouts
 from qonnx.transformation.infer_datatypes import InferDataTypes
 from qonnx.transformation.infer_shapes import InferShapes
 
+from targets.finn.ops import hw_op, unmapped_hint
+
 HW_DOMAIN = "finn.custom_op.fpgadataflow"
 # Float ops FINN leaves after the last HW layer: the output scale (and offset).
 TRAILING_FLOAT_OPS = {"Mul", "Add", "Div", "Sub"}
 # Layout ops before the first HW layer: the host sends NHWC instead of NCHW.
 LEADING_LAYOUT_OPS = {"Transpose"}
-
-HINTS = {
-    "Transpose": ("a layout change FINN could not absorb (often a flatten of a feature map wider than 1x1 before a Linear layer)",
-                  "reduce the feature map to 1x1 before flattening (pooling or a conv whose kernel covers it)"),
-    "Reshape": ("a reshape FINN could not absorb", "flatten only 1x1 feature maps, or flatten at the input"),
-    "Add": ("an addition FINN could not map (residual add of operands with different scales or datatypes)",
-            "quantize both summands with one shared quantizer (sdk's resnet8 does), or deploy to a TFLite target"),
-    "Mul": ("a float scale inside the network that streamlining could not move into thresholds",
-            "put a quantized activation after every BatchNorm / scale, with no float op between layers"),
-    "MultiThreshold": ("a quantizer that did not merge into a HW layer", "check that its input comes from a quantized layer"),
-    "MatMul": ("a matrix product FINN could not map (non-integer or float input)",
-               "quantize the input of this layer (a quantized activation before it)"),
-    "Conv": ("a convolution FINN could not lower", "use square kernels, groups of 1 or depthwise, and a quantized input"),
-    "Softmax": ("softmax in the middle of the network", "leave softmax out of the exported model; argmax the output"),
-}
 
 
 @dataclass
@@ -52,20 +40,26 @@ class UnmappedLayer:
 
 
 def convert_to_hw(model: ModelWrapper) -> ModelWrapper:
-    from finn.transformation.fpgadataflow.convert_to_hw.binary_matrix_vector_activation import InferBinaryMatrixVectorActivation
+    import finn.transformation.streamline.absorb as absorb
+    from finn.transformation.fpgadataflow.convert_to_hw.binary_matrix_vector_activation import (
+        InferBinaryMatrixVectorActivation,
+    )
     from finn.transformation.fpgadataflow.convert_to_hw.conv_inp_gen import InferConvInpGen
     from finn.transformation.fpgadataflow.convert_to_hw.duplicate_streams import InferDuplicateStreamsLayer
-    from finn.transformation.fpgadataflow.convert_to_hw.elementwise_binary_operation import InferElementwiseBinaryOperation
+    from finn.transformation.fpgadataflow.convert_to_hw.elementwise_binary_operation import (
+        InferElementwiseBinaryOperation,
+    )
     from finn.transformation.fpgadataflow.convert_to_hw.fm_padding import InferFMPadding
     from finn.transformation.fpgadataflow.convert_to_hw.global_acc_pool import InferGlobalAccPoolLayer
     from finn.transformation.fpgadataflow.convert_to_hw.label_select import InferLabelSelectLayer
     from finn.transformation.fpgadataflow.convert_to_hw.pool import InferPool
     from finn.transformation.fpgadataflow.convert_to_hw.pool_from_reduce import InferPoolFromReduce
-    from finn.transformation.fpgadataflow.convert_to_hw.quantized_matrix_vector_activation import InferQuantizedMatrixVectorActivation
+    from finn.transformation.fpgadataflow.convert_to_hw.quantized_matrix_vector_activation import (
+        InferQuantizedMatrixVectorActivation,
+    )
     from finn.transformation.fpgadataflow.convert_to_hw.thresholding import InferThresholdingLayer
     from finn.transformation.fpgadataflow.convert_to_hw.vector_vector_activation import InferVectorVectorActivation
     from finn.transformation.move_reshape import RemoveCNVtoFCFlatten
-    import finn.transformation.streamline.absorb as absorb
 
     def present(*op_types: str) -> bool:
         return any(model.get_nodes_by_op_type(op) for op in op_types)
@@ -75,8 +69,13 @@ def convert_to_hw(model: ModelWrapper) -> ModelWrapper:
     if present("GlobalAveragePool"):
         from finn.transformation.streamline.reorder import MoveScalarLinearPastInvariants
 
-        for transformation in (InferGlobalAccPoolLayer(), MoveScalarLinearPastInvariants(), absorb.AbsorbMulIntoMultiThreshold(),
-                               absorb.AbsorbTransposeIntoMultiThreshold(), InferDataLayouts()):
+        for transformation in (
+            InferGlobalAccPoolLayer(),
+            MoveScalarLinearPastInvariants(),
+            absorb.AbsorbMulIntoMultiThreshold(),
+            absorb.AbsorbTransposeIntoMultiThreshold(),
+            InferDataLayouts(),
+        ):
             model = model.transform(transformation)
     steps = [
         (("XnorPopcountMatMul",), InferBinaryMatrixVectorActivation),
@@ -99,8 +98,15 @@ def convert_to_hw(model: ModelWrapper) -> ModelWrapper:
     from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
 
     # RoundAndClipThresholds: integer inputs make ceil(threshold) exact, and RTL code generation needs integers.
-    for transformation in (absorb.AbsorbConsecutiveTransposes(), RemoveCNVtoFCFlatten(), RoundAndClipThresholds(), GiveUniqueNodeNames(),
-                           InferDataLayouts(), InferDataTypes(), InferShapes()):
+    for transformation in (
+        absorb.AbsorbConsecutiveTransposes(),
+        RemoveCNVtoFCFlatten(),
+        RoundAndClipThresholds(),
+        GiveUniqueNodeNames(),
+        InferDataLayouts(),
+        InferDataTypes(),
+        InferShapes(),
+    ):
         model = model.transform(transformation)
     return model
 
@@ -123,24 +129,30 @@ def unmapped_layers(model: ModelWrapper) -> list[UnmappedLayer]:
     for i, node in enumerate(nodes):
         if is_hw(node) or (i < first_hw and node.op_type in LEADING_LAYOUT_OPS):
             continue
-        trailing = i > last_hw and node.op_type in TRAILING_FLOAT_OPS and all(
-            model.get_initializer(inp) is not None or j == 0 for j, inp in enumerate(node.input))
+        trailing = (
+            i > last_hw
+            and node.op_type in TRAILING_FLOAT_OPS
+            and all(model.get_initializer(inp) is not None or j == 0 for j, inp in enumerate(node.input))
+        )
         if trailing:
             continue
-        why, fix = HINTS.get(node.op_type, (f"FINN has no HW layer for {node.op_type} here", "replace the layer, or deploy to a TFLite target"))
+        why, fix = unmapped_hint(node.op_type)
         if last_hw < 0:
-            why, fix = "no layer of this network was mapped to FINN HW layers", "quantize weights and activations of every layer (see sdk.zoo)"
+            why, fix = (
+                "no layer of this network was mapped to FINN HW layers",
+                "quantize weights and activations of every layer (see sdk.zoo)",
+            )
         unmapped.append(UnmappedLayer(node.name, node.op_type, list(node.input), why, fix))
     return unmapped + wrongly_mapped_layers(model)
 
 
 def wrongly_mapped_layers(model: ModelWrapper) -> list[UnmappedLayer]:
-    """Layers FINN maps but computes differently from the QAT model: refused here rather than found by a failed verification."""
+    """Layers FINN maps but computes differently from the QAT model (each HwOp's check), refused here rather
+    than found by a failed verification."""
     wrong = []
     for node in model.graph.node:
-        if node.op_type.startswith("FMPadding") and model.get_tensor_datatype(node.input[0]).name == "BINARY":
-            # Brevitas pads bipolar (+-1) activations with 0; after FINN's XNOR conversion 0 stands for -1.
-            wrong.append(UnmappedLayer(node.name, node.op_type, list(node.input),
-                                       "zero padding of 1-bit (bipolar) activations: FINN's XNOR form reads the padding as -1, not 0",
-                                       "use 2-bit activations (e.g. w1a2) for padded convolutions, or convolutions without padding"))
+        op = hw_op(node.op_type) if is_hw(node) else None
+        problem = op.check(node, model) if op is not None and op.check is not None else None
+        if problem:
+            wrong.append(UnmappedLayer(node.name, node.op_type, list(node.input), *problem))
     return wrong

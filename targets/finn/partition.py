@@ -1,4 +1,5 @@
 """Stage 4: cut the HW layers out into FINN's dataflow partition (the accelerator)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,3 +18,13 @@ def create_partition(model: ModelWrapper, workdir: Path) -> tuple[ModelWrapper, 
         raise RuntimeError(f"expected one dataflow partition, FINN made {len(partitions)}")
     dataflow = ModelWrapper(getCustomOp(partitions[0]).get_nodeattr("model"))
     return parent, dataflow
+
+
+def relocatable_parent(parent: ModelWrapper, dataflow_name: str) -> ModelWrapper:
+    """The parent graph with the partition pointing at the packaged dataflow model, not a build path."""
+    import copy
+
+    relocated = ModelWrapper(copy.deepcopy(parent.model))
+    for node in relocated.get_nodes_by_op_type("StreamingDataflowPartition"):
+        getCustomOp(node).set_nodeattr("model", dataflow_name)
+    return relocated

@@ -1,4 +1,5 @@
 """Stage 5: choose HLS or RTL implementations of each HW layer for the board's FPGA part."""
+
 from __future__ import annotations
 
 from qonnx.core.modelwrapper import ModelWrapper

@@ -3,6 +3,7 @@
 After this stage every hidden layer is MatMul (integer weights) followed by
 MultiThreshold; convolutions are lowered to Im2Col + MatMul in NHWC.
 """
+
 from __future__ import annotations
 
 from qonnx.core.modelwrapper import ModelWrapper
@@ -20,8 +21,13 @@ def streamline(model: ModelWrapper) -> ModelWrapper:
     model = model.transform(absorb.AbsorbScalarBiasIntoMultiThreshold())
     model = model.transform(Streamline())
     if model.get_nodes_by_op_type("Conv"):
-        for transformation in (LowerConvsToMatMul(), MakeMaxPoolNHWC(), absorb.AbsorbTransposeIntoMultiThreshold(),
-                               MakeMaxPoolNHWC(), absorb.AbsorbConsecutiveTransposes()):
+        for transformation in (
+            LowerConvsToMatMul(),
+            MakeMaxPoolNHWC(),
+            absorb.AbsorbTransposeIntoMultiThreshold(),
+            MakeMaxPoolNHWC(),
+            absorb.AbsorbConsecutiveTransposes(),
+        ):
             model = model.transform(transformation)
     model = model.transform(ConvertBipolarMatMulToXnorPopcount())
     model = model.transform(Streamline())

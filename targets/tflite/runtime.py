@@ -12,6 +12,7 @@ Two kernel sets, never mixed up:
 A missing, truncated or corrupt file raises TfliteFileError (an SDKError), never a
 bare ValueError from inside LiteRT.
 """
+
 from __future__ import annotations
 
 import gc
@@ -24,16 +25,15 @@ from typing import Any
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from sdk.errors import ConfigError, SDKError
-from sdk.tflite_schema import is_tflite
+from sdk.errors import ConfigError, TfliteFileError
+from targets.tflite.schema import is_tflite
 
 KERNELS = ("reference", "xnnpack")
 _RESOLVERS = {"reference": OpResolverType.BUILTIN_REF, "xnnpack": OpResolverType.AUTO}
-_FIX_REWRITE = "write the .tflite again with the SDK (targets.tflite.writer.write_tflite); a copy or download may have been cut short"
-
-
-class TfliteFileError(SDKError):
-    """A .tflite file is missing, truncated, corrupt, or LiteRT refuses to load it."""
+_FIX_REWRITE = (
+    "write the .tflite again with the SDK (targets.tflite.writer.write_tflite); "
+    "a copy or download may have been cut short"
+)
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,10 @@ class Latency:
     p10_us: float
     p90_us: float
     runs: int
-    kernels: str                 # "reference", "xnnpack" (or a caller's label, e.g. "pytorch")
+    kernels: str  # "reference", "xnnpack" (or a caller's label, e.g. "pytorch")
     threads: int
     batch: int = 1
-    delegate_nodes: int = 0      # XNNPACK partitions in the graph (0: every op on builtin kernels)
+    delegate_nodes: int = 0  # XNNPACK partitions in the graph (0: every op on builtin kernels)
 
     @property
     def per_sample_us(self) -> float:
@@ -61,8 +61,9 @@ class Latency:
         return {**asdict(self), "per_sample_us": self.per_sample_us, "samples_per_s": self.samples_per_s}
 
 
-def latency_from_samples(samples_ns: list[int] | np.ndarray, kernels: str, threads: int, batch: int = 1,
-                         delegate_nodes: int = 0) -> Latency:
+def latency_from_samples(
+    samples_ns: list[int] | np.ndarray, kernels: str, threads: int, batch: int = 1, delegate_nodes: int = 0
+) -> Latency:
     """Median and 10th/90th percentiles of per-call times (ns), in microseconds.
 
     Medians, not means: the machine is shared, and a stray preemption must not move the result.
@@ -76,7 +77,9 @@ def latency_from_samples(samples_ns: list[int] | np.ndarray, kernels: str, threa
 
 def _check_kernels(kernels: str) -> OpResolverType:
     if kernels not in _RESOLVERS:
-        raise ConfigError(f"Unknown LiteRT kernels '{kernels}'.", where="kernels", fix=f"use one of: {', '.join(KERNELS)}")
+        raise ConfigError(
+            f"Unknown LiteRT kernels '{kernels}'.", where="kernels", fix=f"use one of: {', '.join(KERNELS)}"
+        )
     return _RESOLVERS[kernels]
 
 
@@ -84,13 +87,18 @@ def _check_file(path: Path) -> None:
     """The cheap checks LiteRT would make with a worse message: exists, and a TFL3 flatbuffer."""
     if not path.is_file():
         what = f"{path} is a folder, not a .tflite file." if path.is_dir() else f"No .tflite file at {path}."
-        raise TfliteFileError(what, where=str(path), fix="pass the path of a .tflite written by the SDK (a deployment package holds one)")
+        raise TfliteFileError(
+            what, where=str(path), fix="pass the path of a .tflite written by the SDK (a deployment package holds one)"
+        )
     with path.open("rb") as fh:
         head = fh.read(8)
     if not is_tflite(head):
         found = f"{len(head)} bytes in all" if len(head) < 8 else f"identifier {head[4:8]!r}"
-        raise TfliteFileError(f"{path.name} is not a TFLite flatbuffer (expected identifier b'TFL3' at bytes 4..8, found {found}).",
-                              where=str(path), fix=f"pass a .tflite file; if this is one, it is damaged: {_FIX_REWRITE}")
+        raise TfliteFileError(
+            f"{path.name} is not a TFLite flatbuffer (expected identifier b'TFL3' at bytes 4..8, found {found}).",
+            where=str(path),
+            fix=f"pass a .tflite file; if this is one, it is damaged: {_FIX_REWRITE}",
+        )
 
 
 def delegate_nodes(interpreter: Interpreter) -> int:
@@ -101,7 +109,9 @@ def delegate_nodes(interpreter: Interpreter) -> int:
     return sum(1 for op in interpreter._get_ops_details() if op["op_name"] == "DELEGATE")
 
 
-def open_tflite(path: Path | str, kernels: str = "reference", threads: int | None = 1, all_tensors: bool = False) -> Interpreter:
+def open_tflite(
+    path: Path | str, kernels: str = "reference", threads: int | None = 1, all_tensors: bool = False
+) -> Interpreter:
     """A LiteRT Interpreter on `kernels`, with tensors allocated, or a TfliteFileError that says why not.
 
     all_tensors keeps every intermediate tensor readable (LiteRT's
@@ -114,15 +124,24 @@ def open_tflite(path: Path | str, kernels: str = "reference", threads: int | Non
     try:
         with warnings.catch_warnings():  # LiteRT warns that preserving tensors is for debugging: that is why we ask
             warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
-            interpreter = Interpreter(model_path=str(path), experimental_op_resolver_type=resolver, num_threads=threads,
-                                      experimental_preserve_all_tensors=all_tensors)
+            interpreter = Interpreter(
+                model_path=str(path),
+                experimental_op_resolver_type=resolver,
+                num_threads=threads,
+                experimental_preserve_all_tensors=all_tensors,
+            )
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise TfliteFileError(f"LiteRT cannot load {path.name}: {reason}", where=str(path),
-                              fix=f"the file is truncated, corrupt, or uses ops this LiteRT lacks; {_FIX_REWRITE}") from None
+        raise TfliteFileError(
+            f"LiteRT cannot load {path.name}: {reason}",
+            where=str(path),
+            fix=f"the file is truncated, corrupt, or uses ops this LiteRT lacks; {_FIX_REWRITE}",
+        ) from None
     if kernels == "reference" and delegate_nodes(interpreter):
-        raise RuntimeError(f"{path}: a delegate took nodes on BUILTIN_REF kernels; the reference run would not be a reference")
+        raise RuntimeError(
+            f"{path}: a delegate took nodes on BUILTIN_REF kernels; the reference run would not be a reference"
+        )
     return interpreter
 
 
@@ -138,10 +157,14 @@ def _feed(interpreter: Interpreter, x: np.ndarray) -> int:
     detail = _input_detail(interpreter)
     x = np.asarray(x)
     if x.dtype != detail["dtype"]:
-        raise ValueError(f"input {detail['name']!r} is {np.dtype(detail['dtype']).name}, got {x.dtype.name} "
-                         f"(int8 inputs are uint8 pixels - 128)")
+        raise ValueError(
+            f"input {detail['name']!r} is {np.dtype(detail['dtype']).name}, got {x.dtype.name} "
+            f"(int8 inputs are uint8 pixels - 128)"
+        )
     if x.ndim != len(detail["shape"]) or list(x.shape[1:]) != list(detail["shape"][1:]):
-        raise ValueError(f"input {detail['name']!r} takes (batch, {', '.join(map(str, detail['shape'][1:]))}), got {tuple(x.shape)}")
+        raise ValueError(
+            f"input {detail['name']!r} takes (batch, {', '.join(map(str, detail['shape'][1:]))}), got {tuple(x.shape)}"
+        )
     if list(x.shape) != list(detail["shape"]):
         interpreter.resize_tensor_input(detail["index"], list(x.shape))
         interpreter.allocate_tensors()
@@ -149,7 +172,9 @@ def _feed(interpreter: Interpreter, x: np.ndarray) -> int:
     return detail["index"]
 
 
-def run_litert(tflite_path: Path | str, x: np.ndarray, kernels: str = "reference", all_tensors: bool = False) -> dict[str, np.ndarray]:
+def run_litert(
+    tflite_path: Path | str, x: np.ndarray, kernels: str = "reference", all_tensors: bool = False
+) -> dict[str, np.ndarray]:
     """One batched invoke on the real LiteRT interpreter: the outputs by name (every tensor with all_tensors).
 
     x is the whole batch in the model's input dtype and layout (int8 p - 128 for
@@ -169,8 +194,15 @@ def run_litert(tflite_path: Path | str, x: np.ndarray, kernels: str = "reference
     return tensors
 
 
-def measure_latency(tflite_path: Path | str, x_one_sample: np.ndarray, kernels: str = "reference", runs: int = 50,
-                    warmup: int = 5, threads: int = 1, batch: int = 1) -> Latency:
+def measure_latency(
+    tflite_path: Path | str,
+    x_one_sample: np.ndarray,
+    kernels: str = "reference",
+    runs: int = 50,
+    warmup: int = 5,
+    threads: int = 1,
+    batch: int = 1,
+) -> Latency:
     """Time invoke() alone (time.perf_counter_ns around each call) at batch 1, or at `batch` copies of the sample.
 
     x_one_sample is one input with or without its batch axis. Only invoke() is timed:
@@ -178,8 +210,11 @@ def measure_latency(tflite_path: Path | str, x_one_sample: np.ndarray, kernels: 
     collector is paused while timing so that its pauses do not land in one run.
     """
     if runs < 1 or warmup < 0 or batch < 1:
-        raise ConfigError(f"runs={runs}, warmup={warmup}, batch={batch} are out of range.", where="measure_latency",
-                          fix="runs >= 1, warmup >= 0, batch >= 1")
+        raise ConfigError(
+            f"runs={runs}, warmup={warmup}, batch={batch} are out of range.",
+            where="measure_latency",
+            fix="runs >= 1, warmup >= 0, batch >= 1",
+        )
     interpreter = open_tflite(tflite_path, kernels, threads=threads)
     sample = np.asarray(x_one_sample)
     rank = len(_input_detail(interpreter)["shape"])

@@ -1,15 +1,16 @@
 """The exactness rule of the TFLite-family targets, applied on sample inputs.
 
-  runtime = golden model   the runtime's output (every tensor where the runtime
-                           exposes them) equals the numpy model of its kernels,
-                           bit for bit, on every sample
-  golden ~ QAT model       each op, fed the QAT model's own integer input, is
-                           within 1 LSB of the QAT model's output (the fixed-point
-                           requantization may round the other way at a tie); the
-                           mismatch rate is reported per tensor
-  end to end               mismatch rate and accuracy of the whole int8 graph
-                           against the QAT model (reported: errors compound)
+runtime = golden model   the runtime's output (every tensor where the runtime
+                         exposes them) equals the numpy model of its kernels,
+                         bit for bit, on every sample
+golden ~ QAT model       each op, fed the QAT model's own integer input, is
+                         within 1 LSB of the QAT model's output (the fixed-point
+                         requantization may round the other way at a tie); the
+                         mismatch rate is reported per tensor
+end to end               mismatch rate and accuracy of the whole int8 graph
+                         against the QAT model (reported: errors compound)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,14 +21,16 @@ import torch
 from torch import nn
 
 from sdk.qat import model_input
-from sdk.sim.tflite_ref import run_golden
 from sdk.verify import Check, Verification, compare_layers, same_class
-from targets.tflite.fold import INT8_MAX, INT8_MIN, Layer
+from targets.tflite.golden import run_golden
+from targets.tflite.lowering import INT8_MAX, INT8_MIN, Layer
 from targets.tflite.writer import TfliteInfo, dequantized_logits, tflite_input
 
 MAX_LSB = 1
-RULE = ("TFLite: the runtime equals the numpy golden model of its kernels on every sample; every op within 1 LSB of the "
-        "QAT model given the QAT model's input (mismatch rate reported)")
+RULE = (
+    "TFLite: the runtime equals the numpy golden model of its kernels on every sample; every op within 1 LSB of the "
+    "QAT model given the QAT model's input (mismatch rate reported)"
+)
 
 
 @dataclass
@@ -36,7 +39,7 @@ class TensorAgreement:
 
     name: str
     max_lsb: int
-    mismatch_rate: float          # fraction of values that differ
+    mismatch_rate: float  # fraction of values that differ
     end_to_end_max_lsb: int
     end_to_end_mismatch_rate: float
 
@@ -57,9 +60,11 @@ def qat_codes(model: nn.Module, layers: list[Layer], x_uint8: np.ndarray) -> dic
     modules = dict(model.named_modules())
     handles = []
     for name in wanted:
+
         def hook(_module, _inputs, output, name=name):
             value = getattr(output, "value", output)
             captured[name].append(value.detach().cpu().numpy())
+
         handles.append(modules[name].register_forward_hook(hook))
     try:
         model.eval()
@@ -75,7 +80,9 @@ def qat_codes(model: nn.Module, layers: list[Layer], x_uint8: np.ndarray) -> dic
         value = captured[name][call]
         if value.ndim == 4:
             value = value.transpose(0, 2, 3, 1)
-        codes[layer.name] = np.rint(value.astype(np.float64) / np.float32(layer.scale)).astype(np.int64) + layer.zero_point
+        codes[layer.name] = (
+            np.rint(value.astype(np.float64) / np.float32(layer.scale)).astype(np.int64) + layer.zero_point
+        )
     return codes
 
 
@@ -84,8 +91,15 @@ def _agreement(ours: np.ndarray, theirs: np.ndarray) -> tuple[int, float]:
     return int(diff.max(initial=0)), float((diff > 0).mean())
 
 
-def compare_with_qat(tflite_path: Path, info: TfliteInfo, model: nn.Module, x_uint8: np.ndarray, rounding: str,
-                     x: np.ndarray | None = None, chained: dict[str, np.ndarray] | None = None) -> list[TensorAgreement]:
+def compare_with_qat(
+    tflite_path: Path,
+    info: TfliteInfo,
+    model: nn.Module,
+    x_uint8: np.ndarray,
+    rounding: str,
+    x: np.ndarray | None = None,
+    chained: dict[str, np.ndarray] | None = None,
+) -> list[TensorAgreement]:
     """Per compared tensor: the golden model, op by op (fed the QAT tensors) and end to end, against the QAT model.
 
     x: the samples as the file's input takes them (default: int8 p - 128); chained: the
@@ -95,7 +109,10 @@ def compare_with_qat(tflite_path: Path, info: TfliteInfo, model: nn.Module, x_ui
     feed = {name: np.clip(value, INT8_MIN, INT8_MAX).astype(np.int8) for name, value in codes.items()}
     isolated = run_golden(tflite_path, x, rounding, feed=feed)
     chained = run_golden(tflite_path, x, rounding) if chained is None else chained
-    return [TensorAgreement(name, *_agreement(isolated[name], value), *_agreement(chained[name], value)) for name, value in codes.items()]
+    return [
+        TensorAgreement(name, *_agreement(isolated[name], value), *_agreement(chained[name], value))
+        for name, value in codes.items()
+    ]
 
 
 def compare_with_runtime(runtime: str, ours: dict[str, np.ndarray], golden: dict[str, np.ndarray]) -> Check:
@@ -103,14 +120,33 @@ def compare_with_runtime(runtime: str, ours: dict[str, np.ndarray], golden: dict
     shared = [name for name in golden if name in ours]
     name = f"{runtime} = golden model"
     if not shared:
-        return Check(name, False, len(next(iter(golden.values()))), "the runtime exposed no tensor of the graph",
-                     first_difference="no shared tensor")
-    return compare_layers(name, [(tensor, np.asarray(ours[tensor])) for tensor in shared], [golden[tensor] for tensor in shared],
-                          f"{len(shared)} tensors compared bit-exact")
+        return Check(
+            name,
+            False,
+            len(next(iter(golden.values()))),
+            "the runtime exposed no tensor of the graph",
+            first_difference="no shared tensor",
+        )
+    return compare_layers(
+        name,
+        [(tensor, np.asarray(ours[tensor])) for tensor in shared],
+        [golden[tensor] for tensor in shared],
+        f"{len(shared)} tensors compared bit-exact",
+    )
 
 
-def verify(tflite_path: Path, info: TfliteInfo, model: nn.Module, x_uint8: np.ndarray, y: np.ndarray, reference: np.ndarray,
-           runtime: str, runtime_tensors: dict[str, np.ndarray], rounding: str, x: np.ndarray) -> tuple[Verification, list[TensorAgreement]]:
+def verify(
+    tflite_path: Path,
+    info: TfliteInfo,
+    model: nn.Module,
+    x_uint8: np.ndarray,
+    y: np.ndarray,
+    reference: np.ndarray,
+    runtime: str,
+    runtime_tensors: dict[str, np.ndarray],
+    rounding: str,
+    x: np.ndarray,
+) -> tuple[Verification, list[TensorAgreement]]:
     """The whole rule: runtime vs golden, golden vs QAT per op, and the accuracy of each (x: the runtime's input)."""
     verification = Verification(rule=RULE)
     golden = run_golden(tflite_path, x, rounding)
@@ -118,11 +154,21 @@ def verify(tflite_path: Path, info: TfliteInfo, model: nn.Module, x_uint8: np.nd
     agreements = compare_with_qat(tflite_path, info, model, x_uint8, rounding, x, golden)
     worst = max(agreements, key=lambda a: (a.max_lsb, a.mismatch_rate))
     first_bad = next((a for a in agreements if a.max_lsb > MAX_LSB), None)
-    verification.checks.append(Check(
-        f"every op within {MAX_LSB} LSB of the QAT model", first_bad is None, len(x_uint8),
-        f"{len(agreements)} tensors, each op fed the QAT model's input; worst {worst.name}: {worst.max_lsb} LSB on "
-        f"{worst.mismatch_rate:.2%} of values", first_difference=first_bad.name if first_bad else None, mismatch_rate=worst.mismatch_rate))
+    verification.checks.append(
+        Check(
+            f"every op within {MAX_LSB} LSB of the QAT model",
+            first_bad is None,
+            len(x_uint8),
+            f"{len(agreements)} tensors, each op fed the QAT model's input; worst {worst.name}: {worst.max_lsb} LSB on "
+            f"{worst.mismatch_rate:.2%} of values",
+            first_difference=first_bad.name if first_bad else None,
+            mismatch_rate=worst.mismatch_rate,
+        )
+    )
     logits = dequantized_logits(golden[info.output_name], info.layers[-1].scale)
-    verification.accuracy = {"tflite": float(np.mean(logits.argmax(1) == y)), "qat_model": float(np.mean(reference.argmax(1) == y)),
-                             "agreement": float(np.mean(same_class(logits, reference)))}
+    verification.accuracy = {
+        "tflite": float(np.mean(logits.argmax(1) == y)),
+        "qat_model": float(np.mean(reference.argmax(1) == y)),
+        "agreement": float(np.mean(same_class(logits, reference))),
+    }
     return verification, agreements

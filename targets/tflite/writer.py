@@ -24,6 +24,7 @@ packed two per byte as INT4 in FULLY_CONNECTED and CONV_2D (LiteRT runs them;
 its reference resolver has no int4 DEPTHWISE_CONV_2D, so those stay int8;
 TFLite Micro has no int4 FULLY_CONNECTED, so its targets refuse the option).
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,8 @@ from ai_edge_litert import schema_py_generated as schema
 from torch import nn
 
 from sdk.data import INPUT_SCALE
-from sdk.tflite_schema import FILE_IDENTIFIER, OP_NAMES, TYPE_NAMES
-from targets.tflite.fold import INPUT_NAME, INT8_MIN, Layer, LoweredModel, TfliteConversionError, lower
+from targets.tflite.lowering import INPUT_NAME, INT8_MIN, Layer, LoweredModel, TfliteConversionError, lower
+from targets.tflite.schema import FILE_IDENTIFIER, OP_NAMES, TYPE_NAMES
 
 BUFFER_ALIGNMENT = 16
 SIGNATURE_KEY = "serving_default"
@@ -49,13 +50,35 @@ LOGITS_FLOAT_NAME = "logits_float"
 OPS = schema.BuiltinOperator
 # The lowest version of each op that covers its int8 use (LiteRT's tools/versioning/op_version.cc);
 # int4 weights need FULLY_CONNECTED 10 and CONV_2D 7 (depthwise weights stay int8, see fold.lower).
-OP_VERSIONS = {OPS.FULLY_CONNECTED: 4, OPS.CONV_2D: 3, OPS.DEPTHWISE_CONV_2D: 3, OPS.MAX_POOL_2D: 2, OPS.AVERAGE_POOL_2D: 2, OPS.ADD: 2,
-               OPS.RESHAPE: 1, OPS.PAD: 2, OPS.MINIMUM: 2, OPS.DEQUANTIZE: 2, OPS.QUANTIZE: 1}
+OP_VERSIONS = {
+    OPS.FULLY_CONNECTED: 4,
+    OPS.CONV_2D: 3,
+    OPS.DEPTHWISE_CONV_2D: 3,
+    OPS.MAX_POOL_2D: 2,
+    OPS.AVERAGE_POOL_2D: 2,
+    OPS.ADD: 2,
+    OPS.RESHAPE: 1,
+    OPS.PAD: 2,
+    OPS.MINIMUM: 2,
+    OPS.DEQUANTIZE: 2,
+    OPS.QUANTIZE: 1,
+}
 INT4_OP_VERSIONS = {OPS.FULLY_CONNECTED: 10, OPS.CONV_2D: 7}
 
-__all__ = ["TfliteConversionError", "TfliteInfo", "write_tflite", "write_lowered", "expose_all_tensors", "tflite_input", "pack_int4",
-           "dequantized_logits",
-           "BUFFER_ALIGNMENT", "SIGNATURE_KEY", "METADATA_NAME", "OP_NAMES"]
+__all__ = [
+    "TfliteConversionError",
+    "TfliteInfo",
+    "write_tflite",
+    "write_lowered",
+    "expose_all_tensors",
+    "tflite_input",
+    "pack_int4",
+    "dequantized_logits",
+    "BUFFER_ALIGNMENT",
+    "SIGNATURE_KEY",
+    "METADATA_NAME",
+    "OP_NAMES",
+]
 
 
 @dataclass
@@ -64,7 +87,7 @@ class TensorSummary:
     name: str
     shape: list[int]
     dtype: str
-    scales: int                      # how many scales (1: per tensor)
+    scales: int  # how many scales (1: per tensor)
     zero_point: int | None
     constant: bool
 
@@ -83,25 +106,35 @@ class TfliteInfo:
     path: Path
     size_bytes: int
     input_name: str
-    input_shape: list[int]           # without the batch: (H, W, C) or (features,)
+    input_shape: list[int]  # without the batch: (H, W, C) or (features,)
     input_scale: float
     input_zero_point: int
-    logits_name: str                 # the int8 logits tensor
-    output_name: str                 # the graph output (float logits if dequantized)
+    logits_name: str  # the int8 logits tensor
+    output_name: str  # the graph output (float logits if dequantized)
     tensors: list[TensorSummary]
     ops: list[OpSummary]
     layers: list[Layer]
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": str(self.path), "size_bytes": self.size_bytes, "input": self.input_name, "input_shape": self.input_shape,
-                "input_scale": self.input_scale, "input_zero_point": self.input_zero_point,
-                "logits": self.logits_name, "output": self.output_name,
-                "tensors": [vars(t) for t in self.tensors], "ops": [vars(o) for o in self.ops],
-                "layers": [layer.summary() for layer in self.layers], "metadata": self.metadata}
+        return {
+            "path": str(self.path),
+            "size_bytes": self.size_bytes,
+            "input": self.input_name,
+            "input_shape": self.input_shape,
+            "input_scale": self.input_scale,
+            "input_zero_point": self.input_zero_point,
+            "logits": self.logits_name,
+            "output": self.output_name,
+            "tensors": [vars(t) for t in self.tensors],
+            "ops": [vars(o) for o in self.ops],
+            "layers": [layer.summary() for layer in self.layers],
+            "metadata": self.metadata,
+        }
 
 
 # ---------------------------------------------------------------- flatbuffer building
+
 
 class _AlignedBuffer(schema.BufferT):
     """A BufferT whose bytes start on a BUFFER_ALIGNMENT boundary of the file."""
@@ -118,7 +151,9 @@ class _AlignedBuffer(schema.BufferT):
         return schema.BufferEnd(builder)
 
 
-def _quant(scales: np.ndarray | list[float], zero_points: list[int] | np.ndarray, dim: int = 0) -> schema.QuantizationParametersT:
+def _quant(
+    scales: np.ndarray | list[float], zero_points: list[int] | np.ndarray, dim: int = 0
+) -> schema.QuantizationParametersT:
     q = schema.QuantizationParametersT()
     q.scale = [float(s) for s in np.asarray(scales, dtype=np.float32).reshape(-1)]
     q.zeroPoint = [int(z) for z in np.asarray(zero_points).reshape(-1)]
@@ -136,8 +171,15 @@ class _Graph:
         self.operators: list[schema.OperatorT] = []
         self.opcodes: list[tuple[int, int]] = []  # (builtin, version)
 
-    def tensor(self, name: str, shape: list[int], dtype: int, quant: schema.QuantizationParametersT | None,
-               data: np.ndarray | None = None, batch_dim: bool = False) -> int:
+    def tensor(
+        self,
+        name: str,
+        shape: list[int],
+        dtype: int,
+        quant: schema.QuantizationParametersT | None,
+        data: np.ndarray | None = None,
+        batch_dim: bool = False,
+    ) -> int:
         t = schema.TensorT()
         t.name, t.shape, t.type, t.quantization = name, list(shape), dtype, quant
         if batch_dim:
@@ -151,10 +193,19 @@ class _Graph:
 
     def activation(self, name: str, shape: list[int], scale: float, zero_point: int) -> int:
         """An int8 activation tensor with a batch dimension."""
-        return self.tensor(name, [1] + list(shape), schema.TensorType.INT8, _quant([scale], [zero_point]), batch_dim=True)
+        return self.tensor(
+            name, [1] + list(shape), schema.TensorType.INT8, _quant([scale], [zero_point]), batch_dim=True
+        )
 
-    def op(self, builtin: int, inputs: list[int], outputs: list[int], options_type: int = 0, options: Any = None,
-           version: int | None = None) -> None:
+    def op(
+        self,
+        builtin: int,
+        inputs: list[int],
+        outputs: list[int],
+        options_type: int = 0,
+        options: Any = None,
+        version: int | None = None,
+    ) -> None:
         code = (builtin, version or OP_VERSIONS.get(builtin, 1))
         if code not in self.opcodes:
             self.opcodes.append(code)
@@ -185,14 +236,27 @@ def pack_int4(values: np.ndarray) -> np.ndarray:
 def _weights_and_bias(g: _Graph, layer: Layer, quantized_dim: int, with_bias: bool) -> tuple[int, int]:
     scales = layer.weight_scales
     int4 = layer.weight_type == "int4"
-    w = g.tensor(f"{layer.name}/weights", list(layer.weights.shape), schema.TensorType.INT4 if int4 else schema.TensorType.INT8,
-                 _quant(scales, [0] * len(scales), quantized_dim), pack_int4(layer.weights) if int4 else layer.weights.astype(np.int8))
+    w = g.tensor(
+        f"{layer.name}/weights",
+        list(layer.weights.shape),
+        schema.TensorType.INT4 if int4 else schema.TensorType.INT8,
+        _quant(scales, [0] * len(scales), quantized_dim),
+        pack_int4(layer.weights) if int4 else layer.weights.astype(np.int8),
+    )
     if layer.bias is None and not with_bias:
         return w, -1
     channels = layer.weights.shape[quantized_dim]
     bias = layer.bias if layer.bias is not None else np.zeros(channels, np.int32)
-    bias_scales = (np.float64(np.float32(layer.input_scale)) * np.broadcast_to(scales, (channels,)).astype(np.float64)).astype(np.float32)
-    b = g.tensor(f"{layer.name}/bias", [channels], schema.TensorType.INT32, _quant(bias_scales, [0] * channels), bias.astype("<i4"))
+    bias_scales = (
+        np.float64(np.float32(layer.input_scale)) * np.broadcast_to(scales, (channels,)).astype(np.float64)
+    ).astype(np.float32)
+    b = g.tensor(
+        f"{layer.name}/bias",
+        [channels],
+        schema.TensorType.INT32,
+        _quant(bias_scales, [0] * channels),
+        bias.astype("<i4"),
+    )
     return w, b
 
 
@@ -216,8 +280,12 @@ def _padding(g: _Graph, layer: Layer, x: int) -> tuple[int, int]:
     source = g.tensors[x]
     pads = np.array([[0, 0], [top, bottom], [left, right], [0, 0]], dtype="<i4")
     paddings = g.tensor(f"{layer.name}/paddings", [4, 2], schema.TensorType.INT32, None, pads)
-    padded = g.activation(f"{layer.name}/padded", [in_h + top + bottom, in_w + left + right, source.shape[3]],
-                          source.quantization.scale[0], source.quantization.zeroPoint[0])
+    padded = g.activation(
+        f"{layer.name}/padded",
+        [in_h + top + bottom, in_w + left + right, source.shape[3]],
+        source.quantization.scale[0],
+        source.quantization.zeroPoint[0],
+    )
     g.op(OPS.PAD, [x, paddings], [padded], schema.BuiltinOptions.PadOptions, schema.PadOptionsT())
     return padded, schema.Padding.VALID
 
@@ -228,7 +296,14 @@ def _emit_compute(g: _Graph, layer: Layer, x: int, y: int) -> None:
         options = schema.FullyConnectedOptionsT()
         options.fusedActivationFunction = _activation_fn(layer)
         options.weightsFormat = schema.FullyConnectedOptionsWeightsFormat.DEFAULT
-        g.op(OPS.FULLY_CONNECTED, [x, w, b], [y], schema.BuiltinOptions.FullyConnectedOptions, options, _version(OPS.FULLY_CONNECTED, layer))
+        g.op(
+            OPS.FULLY_CONNECTED,
+            [x, w, b],
+            [y],
+            schema.BuiltinOptions.FullyConnectedOptions,
+            options,
+            _version(OPS.FULLY_CONNECTED, layer),
+        )
         return
     x, padding = _padding(g, layer, x)
     if layer.op == "conv":
@@ -236,7 +311,11 @@ def _emit_compute(g: _Graph, layer: Layer, x: int, y: int) -> None:
         options, kind, code = schema.Conv2DOptionsT(), schema.BuiltinOptions.Conv2DOptions, OPS.CONV_2D
     else:
         w, b = _weights_and_bias(g, layer, 3, with_bias=True)
-        options, kind, code = schema.DepthwiseConv2DOptionsT(), schema.BuiltinOptions.DepthwiseConv2DOptions, OPS.DEPTHWISE_CONV_2D
+        options, kind, code = (
+            schema.DepthwiseConv2DOptionsT(),
+            schema.BuiltinOptions.DepthwiseConv2DOptions,
+            OPS.DEPTHWISE_CONV_2D,
+        )
         options.depthMultiplier = 1
     options.padding, options.strideH, options.strideW = padding, layer.stride, layer.stride
     options.dilationHFactor = options.dilationWFactor = 1
@@ -260,8 +339,13 @@ def _emit(g: _Graph, layer: Layer, x: int, y: int) -> None:
         code = OPS.MAX_POOL_2D if layer.op == "maxpool" else OPS.AVERAGE_POOL_2D
         g.op(code, [x], [y], schema.BuiltinOptions.Pool2DOptions, options)
     elif layer.op == "reshape":
-        shape = g.tensor(f"{layer.name}/shape", [1 + len(layer.shape)], schema.TensorType.INT32, None,
-                         np.array([-1] + layer.shape, dtype="<i4"))
+        shape = g.tensor(
+            f"{layer.name}/shape",
+            [1 + len(layer.shape)],
+            schema.TensorType.INT32,
+            None,
+            np.array([-1] + layer.shape, dtype="<i4"),
+        )
         options = schema.ReshapeOptionsT()
         options.newShape = [-1] + layer.shape
         g.op(OPS.RESHAPE, [x, shape], [y], schema.BuiltinOptions.ReshapeOptions, options)
@@ -270,16 +354,30 @@ def _emit(g: _Graph, layer: Layer, x: int, y: int) -> None:
     elif layer.op == "add":
         options = schema.AddOptionsT()
         options.fusedActivationFunction = _activation_fn(layer)
-        g.op(OPS.ADD, [g.index[layer.inputs[0]], g.index[layer.inputs[1]]], [y], schema.BuiltinOptions.AddOptions, options)
+        g.op(
+            OPS.ADD,
+            [g.index[layer.inputs[0]], g.index[layer.inputs[1]]],
+            [y],
+            schema.BuiltinOptions.AddOptions,
+            options,
+        )
     else:
-        raise TfliteConversionError(f"Layer {layer.name}: op {layer.op} has no TFLite emitter.", where=f"layer {layer.name}",
-                                    fix="this is a bug in the SDK; please report it")
+        raise TfliteConversionError(
+            f"Layer {layer.name}: op {layer.op} has no TFLite emitter.",
+            where=f"layer {layer.name}",
+            fix="this is a bug in the SDK; please report it",
+        )
 
 
 def _add_clamp(g: _Graph, layer: Layer, x: int) -> None:
     """MINIMUM with the int8 top of the a-bit range: same quantization on all three tensors."""
-    top = g.tensor(f"{layer.name}/clamp_max", [1], schema.TensorType.INT8, _quant([layer.scale], [layer.zero_point]),
-                   np.array([layer.clamp_max], dtype=np.int8))
+    top = g.tensor(
+        f"{layer.name}/clamp_max",
+        [1],
+        schema.TensorType.INT8,
+        _quant([layer.scale], [layer.zero_point]),
+        np.array([layer.clamp_max], dtype=np.int8),
+    )
     y = g.activation(layer.name, layer.shape, layer.scale, layer.zero_point)
     g.op(OPS.MINIMUM, [x, top], [y], schema.BuiltinOptions.MaximumMinimumOptions, schema.MaximumMinimumOptionsT())
 
@@ -305,7 +403,9 @@ def _build_graph(lowered: LoweredModel, float_input: bool, float_output: bool) -
             _add_clamp(g, layer, pre)
     logits = output = g.index[lowered.logits.name]
     if float_output:
-        output = g.tensor(LOGITS_FLOAT_NAME, [1] + lowered.logits.shape, schema.TensorType.FLOAT32, None, batch_dim=True)
+        output = g.tensor(
+            LOGITS_FLOAT_NAME, [1] + lowered.logits.shape, schema.TensorType.FLOAT32, None, batch_dim=True
+        )
         g.op(OPS.DEQUANTIZE, [logits], [output], schema.BuiltinOptions.DequantizeOptions, schema.DequantizeOptionsT())
     return g, graph_in, logits, output
 
@@ -330,7 +430,13 @@ def _signature(graph_in: int, graph_out: int) -> schema.SignatureDefT:
 
 def _model(g: _Graph, graph_in: int, graph_out: int, metadata: dict[str, Any]) -> schema.ModelT:
     sub = schema.SubGraphT()
-    sub.tensors, sub.inputs, sub.outputs, sub.operators, sub.name = g.tensors, [graph_in], [graph_out], g.operators, "main"
+    sub.tensors, sub.inputs, sub.outputs, sub.operators, sub.name = (
+        g.tensors,
+        [graph_in],
+        [graph_out],
+        g.operators,
+        "main",
+    )
     meta = schema.MetadataT()
     meta.name, meta.buffer = METADATA_NAME, g.blob(json.dumps(metadata, sort_keys=True).encode())
     model = schema.ModelT()
@@ -360,15 +466,28 @@ def _write_atomic(path: Path, payload: bytes) -> None:
             os.unlink(tmp)
 
 
-
-
 def _summaries(g: _Graph) -> tuple[list[TensorSummary], list[OpSummary]]:
-    tensors = [TensorSummary(i, t.name, list(t.shape), TYPE_NAMES[t.type], len(t.quantization.scale) if t.quantization else 0,
-                             int(t.quantization.zeroPoint[0]) if t.quantization else None, t.buffer != 0)
-               for i, t in enumerate(g.tensors)]
+    tensors = [
+        TensorSummary(
+            i,
+            t.name,
+            list(t.shape),
+            TYPE_NAMES[t.type],
+            len(t.quantization.scale) if t.quantization else 0,
+            int(t.quantization.zeroPoint[0]) if t.quantization else None,
+            t.buffer != 0,
+        )
+        for i, t in enumerate(g.tensors)
+    ]
     names = [t.name for t in g.tensors]
-    ops = [OpSummary(OP_NAMES[g.opcodes[op.opcodeIndex][0]], [names[i] if i >= 0 else "-" for i in op.inputs], [names[i] for i in op.outputs])
-           for op in g.operators]
+    ops = [
+        OpSummary(
+            OP_NAMES[g.opcodes[op.opcodeIndex][0]],
+            [names[i] if i >= 0 else "-" for i in op.inputs],
+            [names[i] for i in op.outputs],
+        )
+        for op in g.operators
+    ]
     return tensors, ops
 
 
@@ -376,15 +495,33 @@ def _metadata(card_like: dict[str, Any], lowered: LoweredModel) -> dict[str, Any
     from sdk import __version__
 
     layout = "flat (C*H*W)" if len(lowered.input_shape) == 1 else "NHWC"
-    return {"sdk_version": __version__, "labels": list(card_like.get("labels", [])),
-            "input_shape": list(card_like.get("input_shape", [])), "input_layout": layout,
-            "normalisation": {"input": "uint8 pixel p", "model_sees": "p / 255", "int8_input": "p - 128",
-                              "scale": INPUT_SCALE, "zero_point": INT8_MIN},
-            "logits_scale": lowered.logits.scale, "layers": [layer.summary() for layer in lowered.layers]}
+    return {
+        "sdk_version": __version__,
+        "labels": list(card_like.get("labels", [])),
+        "input_shape": list(card_like.get("input_shape", [])),
+        "input_layout": layout,
+        "normalisation": {
+            "input": "uint8 pixel p",
+            "model_sees": "p / 255",
+            "int8_input": "p - 128",
+            "scale": INPUT_SCALE,
+            "zero_point": INT8_MIN,
+        },
+        "logits_scale": lowered.logits.scale,
+        "layers": [layer.summary() for layer in lowered.layers],
+    }
 
 
-def write_tflite(model: nn.Module, card_like: dict[str, Any], path: Path | str, logits_scale: float | None = None,
-                 float_input: bool = False, float_output: bool = True, widen_weights: bool = True, int4_weights: bool = False) -> TfliteInfo:
+def write_tflite(
+    model: nn.Module,
+    card_like: dict[str, Any],
+    path: Path | str,
+    logits_scale: float | None = None,
+    float_input: bool = False,
+    float_output: bool = True,
+    widen_weights: bool = True,
+    int4_weights: bool = False,
+) -> TfliteInfo:
     """Write `model` (a zoo model in eval mode) as an int8 .tflite at `path`, atomically.
 
     card_like needs `input_shape` (C, H, W) and `labels`. The input is int8 (p - 128),
@@ -395,26 +532,50 @@ def write_tflite(model: nn.Module, card_like: dict[str, Any], path: Path | str, 
     model.eval()
     input_shape = card_like.get("input_shape")
     if not input_shape or len(input_shape) != 3:
-        raise TfliteConversionError(f"The model card's input_shape is {input_shape!r}; the writer needs (C, H, W).",
-                                    where="model card input_shape", fix="pass the card of the run the model was trained in")
+        raise TfliteConversionError(
+            f"The model card's input_shape is {input_shape!r}; the writer needs (C, H, W).",
+            where="model card input_shape",
+            fix="pass the card of the run the model was trained in",
+        )
     lowered = lower(model, input_shape, logits_scale, widen_weights, int4_weights)
     first = next(layer for layer in lowered.layers if layer.weights is not None)
     if first.op == "fc" and first.inputs == [INPUT_NAME] and first.weights.shape[1] != lowered.input_shape[0]:
-        raise TfliteConversionError(f"Input shape {input_shape} has {lowered.input_shape[0]} values; {first.name} takes {first.weights.shape[1]}.",
-                                    where="model card input_shape", fix="pass the card of the run the model was trained in")
+        raise TfliteConversionError(
+            f"Input shape {input_shape} has {lowered.input_shape[0]} values; "
+            f"{first.name} takes {first.weights.shape[1]}.",
+            where="model card input_shape",
+            fix="pass the card of the run the model was trained in",
+        )
     return write_lowered(lowered, path, _metadata(card_like, lowered), float_input, float_output)
 
 
-def write_lowered(lowered: LoweredModel, path: Path | str, metadata: dict[str, Any], float_input: bool = False,
-                  float_output: bool = True) -> TfliteInfo:
+def write_lowered(
+    lowered: LoweredModel,
+    path: Path | str,
+    metadata: dict[str, Any],
+    float_input: bool = False,
+    float_output: bool = True,
+) -> TfliteInfo:
     """Lay out an integer graph as a .tflite at `path`, atomically."""
     path = Path(path)
     g, graph_in, logits, graph_out = _build_graph(lowered, float_input, float_output)
     payload = serialize(_model(g, graph_in, graph_out, metadata))
     _write_atomic(path, payload)
     tensors, ops = _summaries(g)
-    return TfliteInfo(path, len(payload), g.tensors[graph_in].name, lowered.input_shape, float(np.float32(INPUT_SCALE)), INT8_MIN,
-                      g.tensors[logits].name, g.tensors[graph_out].name, tensors, ops, lowered.layers, metadata)
+    return TfliteInfo(
+        path,
+        len(payload),
+        g.tensors[graph_in].name,
+        lowered.input_shape,
+        float(np.float32(INPUT_SCALE)),
+        INT8_MIN,
+        g.tensors[logits].name,
+        g.tensors[graph_out].name,
+        tensors,
+        ops,
+        lowered.layers,
+        metadata,
+    )
 
 
 def expose_all_tensors(source: Path | str, target: Path | str) -> list[str]:

@@ -13,6 +13,7 @@ must set aside. The tflite-micro Python package wraps the C++ interpreter:
   segfault: so the file is validated in Python first, the outputs are computed
   with a generous arena, and the search for the smallest arena runs in a child.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,21 +30,13 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from sdk.boards import Board
-from sdk.errors import BoardError, SDKError
-from sdk.tflite_schema import OP_NAMES, builtin_code, is_tflite
+from sdk.errors import BoardError, ModelTooLargeError, TflmError
+from targets.tflite.schema import OP_NAMES, builtin_code, is_tflite
 
 # The arena search starts no lower: below ~500 bytes not even TFLM's allocator objects fit.
 _ALLOCATOR_FLOOR = 1024
 # Far beyond any microcontroller's SRAM; untouched arena pages cost nothing on the host.
 _GENEROUS_ARENA = 1 << 28
-
-
-class TflmError(SDKError):
-    """A .tflite file TFLM cannot load or run."""
-
-
-class ModelTooLargeForBoardError(SDKError):
-    """The model's arena or its flatbuffer does not fit the board's SRAM or flash."""
 
 
 @dataclass
@@ -61,7 +54,7 @@ class TflmRun:
     generous arena the outputs were computed with.
     """
 
-    outputs: dict[str, np.ndarray]   # output tensor name -> outputs stacked over the batch
+    outputs: dict[str, np.ndarray]  # output tensor name -> outputs stacked over the batch
     arena_used_bytes: int
     arena_recorded_bytes: int
     arena_allocated_bytes: int
@@ -82,15 +75,20 @@ class TflmRun:
 class MemoryFit:
     """One memory of the board against what the model needs of it."""
 
-    resource: str        # "sram" (tensor arena) or "flash" (the .tflite)
+    resource: str  # "sram" (tensor arena) or "flash" (the .tflite)
     used_bytes: int
     capacity_bytes: int
-    headroom: float      # 1 - used / capacity; negative when it does not fit
+    headroom: float  # 1 - used / capacity; negative when it does not fit
     fits: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {"resource": self.resource, "used_bytes": self.used_bytes, "capacity_bytes": self.capacity_bytes,
-                "headroom": self.headroom, "fits": self.fits}
+        return {
+            "resource": self.resource,
+            "used_bytes": self.used_bytes,
+            "capacity_bytes": self.capacity_bytes,
+            "headroom": self.headroom,
+            "fits": self.fits,
+        }
 
 
 @contextmanager
@@ -130,7 +128,9 @@ def _load_model(path: Path) -> tuple[bytes, schema.ModelT]:
     try:
         model = schema.ModelT.InitFromPackedBuf(data, 0)
     except Exception as exc:  # noqa: BLE001 - any parse failure of untrusted bytes means a corrupt file
-        raise TflmError(f"{path.name} is a corrupt TFLite flatbuffer ({type(exc).__name__}: {exc}).", where=str(path), fix=fix) from None
+        raise TflmError(
+            f"{path.name} is a corrupt TFLite flatbuffer ({type(exc).__name__}: {exc}).", where=str(path), fix=fix
+        ) from None
     if not model.subgraphs or len(model.subgraphs[0].inputs) != 1:
         raise TflmError(f"{path.name} must have one subgraph with one input.", where=str(path), fix=fix)
     return data, model
@@ -151,15 +151,26 @@ def _load_error(path: Path, model: schema.ModelT, log: str) -> TflmError:
     detail = "; ".join(lines[-3:]) or "no message from TFLM"
     ops = ", ".join(_op_names(model))
     if "Failed to allocate" in log:
-        return TflmError(f"{path.name} needs more than {_GENEROUS_ARENA >> 20} MiB of tensor arena: {detail}", where=f"{path} (ops: {ops})",
-                         fix="no microcontroller has that much SRAM: train a smaller model (fewer or narrower layers, smaller input)")
+        return TflmError(
+            f"{path.name} needs more than {_GENEROUS_ARENA >> 20} MiB of tensor arena: {detail}",
+            where=f"{path} (ops: {ops})",
+            fix="no microcontroller has that much SRAM: "
+            "train a smaller model (fewer or narrower layers, smaller input)",
+        )
     if "registration" in log or "Didn't find op" in log or "failed to prepare" in log:
-        return TflmError(f"TFLM cannot run an operator of {path.name}: {detail}", where=f"{path} (ops: {ops})",
-                         fix="keep to the ops and types the SDK writer emits (int8 FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D, PAD, "
-                             "MAX_POOL_2D, ADD, RESHAPE, MINIMUM, QUANTIZE, DEQUANTIZE; no int4 FULLY_CONNECTED); a Vela-compiled file "
-                             "needs the Ethos-U driver: run TFLM on the .tflite before Vela")
-    return TflmError(f"TFLM could not load {path.name}: {detail}", where=f"{path} (ops: {ops})",
-                     fix="re-export the model with the SDK; if it persists, report it with this file")
+        return TflmError(
+            f"TFLM cannot run an operator of {path.name}: {detail}",
+            where=f"{path} (ops: {ops})",
+            fix="keep to the ops and types the SDK writer emits "
+            "(int8 FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D, PAD, "
+            "MAX_POOL_2D, ADD, RESHAPE, MINIMUM, QUANTIZE, DEQUANTIZE; no int4 FULLY_CONNECTED); a Vela-compiled file "
+            "needs the Ethos-U driver: run TFLM on the .tflite before Vela",
+        )
+    return TflmError(
+        f"TFLM could not load {path.name}: {detail}",
+        where=f"{path} (ops: {ops})",
+        fix="re-export the model with the SDK; if it persists, report it with this file",
+    )
 
 
 def _new_interpreter(data: bytes, arena: int) -> tuple[Any | None, str]:
@@ -201,8 +212,13 @@ class _ArenaProber:
 
     def __call__(self, arena: int) -> bool:
         if self.proc is None:
-            self.proc = subprocess.Popen([sys.executable, "-c", _PROBE, str(self.path)], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _PROBE, str(self.path)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
         assert self.proc.stdin and self.proc.stdout
         try:
             self.proc.stdin.write(f"{arena}\n")
@@ -269,8 +285,11 @@ def run_tflm(tflite_path: Path | str, x_int8: np.ndarray, measure_arena: bool = 
     shape, dtype = tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"])
     x = np.asarray(x_int8)
     if x.dtype != dtype or x.ndim == 0 or len(x) == 0 or x[0].size != int(np.prod(shape)):
-        raise TflmError(f"Input of dtype {x.dtype} and shape {x.shape} does not fit the model's input {dtype} {list(shape)}.",
-                        where=f"run_tflm({path.name})", fix=f"pass N samples of {int(np.prod(shape))} {dtype} values each")
+        raise TflmError(
+            f"Input of dtype {x.dtype} and shape {x.shape} does not fit the model's input {dtype} {list(shape)}.",
+            where=f"run_tflm({path.name})",
+            fix=f"pass N samples of {int(np.prod(shape))} {dtype} values each",
+        )
     samples = x.reshape((len(x), *shape))
     outputs: dict[str, list[np.ndarray]] = {name: [] for name in out_names}
     with _c_stderr() as log:
@@ -303,19 +322,31 @@ def check_memory(arena_bytes: int, model_bytes: int, board: Board) -> list[Memor
     """
     missing = [key for key in ("sram_bytes", "flash_bytes") if key not in board.capacity]
     if missing:
-        raise BoardError(f"Board '{board.name}' gives no {', '.join(missing)}, so the model's memory cannot be checked.",
-                         where=str(board.path), fix=f"add capacity.{missing[0]} to the board file")
-    return [_fit("sram", arena_bytes, board.capacity["sram_bytes"]), _fit("flash", model_bytes, board.capacity["flash_bytes"])]
+        raise BoardError(
+            f"Board '{board.name}' gives no {', '.join(missing)}, so the model's memory cannot be checked.",
+            where=str(board.path),
+            fix=f"add capacity.{missing[0]} to the board file",
+        )
+    return [
+        _fit("sram", arena_bytes, board.capacity["sram_bytes"]),
+        _fit("flash", model_bytes, board.capacity["flash_bytes"]),
+    ]
 
 
 def raise_if_too_large(fits: list[MemoryFit], board: Board) -> None:
-    """Raise ModelTooLargeForBoardError naming every memory the model overflows."""
+    """Raise ModelTooLargeError naming every memory the model overflows."""
     over = [f for f in fits if not f.fits]
     if not over:
         return
-    what = "; ".join(f"{'tensor arena' if f.resource == 'sram' else 'model file'} needs {f.used_bytes:,} bytes of "
-                     f"{f.resource.upper()}, the board has {f.capacity_bytes:,}" for f in over)
+    what = "; ".join(
+        f"{'tensor arena' if f.resource == 'sram' else 'model file'} needs {f.used_bytes:,} bytes of "
+        f"{f.resource.upper()}, the board has {f.capacity_bytes:,}"
+        for f in over
+    )
     needs = " and ".join(f.resource.upper() for f in over)
-    raise ModelTooLargeForBoardError(f"Model does not fit {board.display_name}: {what}.", where=f"board {board.name} ({board.path})",
-                                     fix=f"train a smaller model (fewer or narrower layers, a smaller input; the .tflite stores 2..8-bit "
-                                         f"weights as int8, so fewer bits alone do not shrink it) or pick a board with more {needs} (`sdk boards`)")
+    raise ModelTooLargeError(
+        f"Model does not fit {board.display_name}: {what}.",
+        where=f"board {board.name} ({board.path})",
+        fix=f"train a smaller model (fewer or narrower layers, a smaller input; the .tflite stores 2..8-bit "
+        f"weights as int8, so fewer bits alone do not shrink it) or pick a board with more {needs} (`sdk boards`)",
+    )

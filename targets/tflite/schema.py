@@ -3,6 +3,7 @@
 The writer, the golden model, and the LiteRT, TFLM and Vela wrappers all read
 the same flatbuffers with `ai_edge_litert.schema_py_generated`.
 """
+
 from __future__ import annotations
 
 from ai_edge_litert import schema_py_generated as schema

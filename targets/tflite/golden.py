@@ -30,29 +30,33 @@ checks what is on disk. Arithmetic follows tensorflow/lite/kernels/internal:
 
 All of it is vectorised over the batch with int64 numpy.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from sdk.tflite_schema import OP_NAMES, builtin_code, is_tflite
+from sdk.errors import GoldenModelError
+from targets.tflite.schema import OP_NAMES, builtin_code, is_tflite
 
-_DTYPES = {schema.TensorType.INT8: np.int8, schema.TensorType.INT4: np.int8, schema.TensorType.INT32: np.int32,
-           schema.TensorType.FLOAT32: np.float32, schema.TensorType.UINT8: np.uint8}
+_DTYPES = {
+    schema.TensorType.INT8: np.int8,
+    schema.TensorType.INT4: np.int8,
+    schema.TensorType.INT32: np.int32,
+    schema.TensorType.FLOAT32: np.float32,
+    schema.TensorType.UINT8: np.uint8,
+}
 
 
 def unpack_int4(packed: np.ndarray, count: int) -> np.ndarray:
     """INT4 constants: two's-complement nibbles, low nibble first."""
     nibbles = np.stack([packed & 0xF, packed >> 4], axis=1).reshape(-1)[:count].astype(np.int8)
     return np.where(nibbles > 7, nibbles - 16, nibbles).astype(np.int8)
-
-
-class GoldenModelError(Exception):
-    """The file uses an op or a type the golden model does not implement (a bug, not a user error)."""
 
 
 def round_half_away(x: np.ndarray | float) -> np.ndarray:
@@ -86,12 +90,12 @@ def quantize_multiplier(real: float, rounding: str = "single") -> tuple[int, int
 
 
 def _saturating_rounding_doubling_high_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    overflow = (a == -(2 ** 31)) & (b == -(2 ** 31))
+    overflow = (a == -(2**31)) & (b == -(2**31))
     ab = a.astype(np.int64) * b.astype(np.int64)
     nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
     total = ab + nudge
     high = np.where(total >= 0, total // (1 << 31), -((-total) // (1 << 31)))  # C division truncates
-    return np.where(overflow, 2 ** 31 - 1, high)
+    return np.where(overflow, 2**31 - 1, high)
 
 
 def _rounding_divide_by_pot(x: np.ndarray, exponent: np.ndarray) -> np.ndarray:
@@ -104,12 +108,14 @@ def _rounding_divide_by_pot(x: np.ndarray, exponent: np.ndarray) -> np.ndarray:
 def _single_rounding(x: np.ndarray, multiplier: np.ndarray, shift: np.ndarray) -> np.ndarray:
     total_shift = 31 - shift
     result = (x.astype(np.int64) * multiplier + (np.int64(1) << (total_shift - 1))) >> total_shift
-    if result.min(initial=0) < -(2 ** 31) or result.max(initial=0) > 2 ** 31 - 1:
+    if result.min(initial=0) < -(2**31) or result.max(initial=0) > 2**31 - 1:
         raise GoldenModelError("requantized value outside int32")
     return result
 
 
-def multiply_by_quantized_multiplier(x: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, rounding: str = "single") -> np.ndarray:
+def multiply_by_quantized_multiplier(
+    x: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, rounding: str = "single"
+) -> np.ndarray:
     """tflite::MultiplyByQuantizedMultiplier (int32 x), broadcast over the last axis."""
     multiplier, shift = np.asarray(multiplier, np.int64), np.asarray(shift, np.int64)
     if rounding == "single":
@@ -119,7 +125,7 @@ def multiply_by_quantized_multiplier(x: np.ndarray, multiplier: np.ndarray, shif
     left = np.maximum(shift, 0)
     right = np.maximum(-shift, 0)
     shifted = x.astype(np.int64) * (np.int64(1) << left)
-    if shifted.min(initial=0) < -(2 ** 31) or shifted.max(initial=0) > 2 ** 31 - 1:
+    if shifted.min(initial=0) < -(2**31) or shifted.max(initial=0) > 2**31 - 1:
         raise GoldenModelError("int32 overflow before requantization (TFLite behaviour is undefined here)")
     return _rounding_divide_by_pot(_saturating_rounding_doubling_high_mul(shifted, multiplier), right)
 
@@ -128,9 +134,9 @@ def multiply_by_quantized_multiplier(x: np.ndarray, multiplier: np.ndarray, shif
 class _Tensor:
     name: str
     dtype: type
-    scales: np.ndarray | None       # float32
+    scales: np.ndarray | None  # float32
     zero_points: np.ndarray | None  # int64
-    data: np.ndarray | None         # constant data in the tensor's shape
+    data: np.ndarray | None  # constant data in the tensor's shape
 
 
 def _tensors(model: schema.ModelT) -> list[_Tensor]:
@@ -141,13 +147,19 @@ def _tensors(model: schema.ModelT) -> list[_Tensor]:
             raise GoldenModelError(f"tensor {t.name!r}: type {t.type} not implemented")
         q = t.quantization
         scales = np.asarray(q.scale, np.float32) if q is not None and q.scale is not None and len(q.scale) else None
-        zps = np.asarray(q.zeroPoint, np.int64) if q is not None and q.zeroPoint is not None and len(q.zeroPoint) else None
+        zps = (
+            np.asarray(q.zeroPoint, np.int64)
+            if q is not None and q.zeroPoint is not None and len(q.zeroPoint)
+            else None
+        )
         raw = model.buffers[t.buffer].data if t.buffer else None
         data = None
         if raw is not None and len(raw) and t.type == schema.TensorType.INT4:
             data = unpack_int4(np.asarray(raw, np.uint8), int(np.prod(t.shape))).reshape(t.shape)
         elif raw is not None and len(raw):
-            data = np.frombuffer(bytes(np.asarray(raw, np.uint8)), dtype=np.dtype(dtype).newbyteorder("<")).reshape(t.shape)
+            data = np.frombuffer(bytes(np.asarray(raw, np.uint8)), dtype=np.dtype(dtype).newbyteorder("<")).reshape(
+                t.shape
+            )
         name = t.name.decode() if isinstance(t.name, bytes) else t.name
         out.append(_Tensor(name, dtype, scales, zps, data))
     return out
@@ -172,8 +184,15 @@ def _activation_range(activation: int, scale: np.float32, zero_point: int) -> tu
     raise GoldenModelError(f"fused activation {activation} not implemented")
 
 
-def fully_connected(x: np.ndarray, inp: _Tensor, weights: _Tensor, bias: _Tensor | None, out: _Tensor, activation: int,
-                    rounding: str = "single") -> np.ndarray:
+def fully_connected(
+    x: np.ndarray,
+    inp: _Tensor,
+    weights: _Tensor,
+    bias: _Tensor | None,
+    out: _Tensor,
+    activation: int,
+    rounding: str = "single",
+) -> np.ndarray:
     """int8 FULLY_CONNECTED, per channel or per tensor, as the reference kernel computes it."""
     if weights.zero_points is not None and np.any(weights.zero_points != 0):
         raise GoldenModelError(f"{weights.name}: non-zero weight zero point")
@@ -181,7 +200,7 @@ def fully_connected(x: np.ndarray, inp: _Tensor, weights: _Tensor, bias: _Tensor
     acc = (x.reshape(-1, w.shape[1]).astype(np.int64) - int(inp.zero_points[0])) @ w.T
     if bias is not None:
         acc = acc + bias.data.astype(np.int64)
-    if acc.min(initial=0) < -(2 ** 31) or acc.max(initial=0) > 2 ** 31 - 1:
+    if acc.min(initial=0) < -(2**31) or acc.max(initial=0) > 2**31 - 1:
         raise GoldenModelError(f"{out.name}: int32 accumulator overflow")
     y = _requantize(acc, inp, weights, out, rounding)
     low, high = _activation_range(activation, out.scales[0], int(out.zero_points[0]))
@@ -208,8 +227,16 @@ def _windows(x: np.ndarray, kernel: tuple[int, int], stride: int, padding: int, 
     return view[:, ::stride, ::stride]
 
 
-def convolution(x: np.ndarray, inp: _Tensor, weights: _Tensor, bias: _Tensor | None, out: _Tensor, options, depthwise: bool,
-                rounding: str = "single") -> np.ndarray:
+def convolution(
+    x: np.ndarray,
+    inp: _Tensor,
+    weights: _Tensor,
+    bias: _Tensor | None,
+    out: _Tensor,
+    options,
+    depthwise: bool,
+    rounding: str = "single",
+) -> np.ndarray:
     """int8 CONV_2D (weights OHWI) or DEPTHWISE_CONV_2D (weights 1HWC, multiplier 1), per-channel requantized."""
     if options.dilationHFactor != 1 or options.dilationWFactor != 1 or options.strideH != options.strideW:
         raise GoldenModelError(f"{out.name}: dilation or unequal strides not implemented")
@@ -226,7 +253,7 @@ def convolution(x: np.ndarray, inp: _Tensor, weights: _Tensor, bias: _Tensor | N
         acc = (patches @ w.reshape(len(w), -1).T).reshape(n, oh, ow, len(w))
     if bias is not None:
         acc = acc + bias.data.astype(np.int64)
-    if acc.min(initial=0) < -(2 ** 31) or acc.max(initial=0) > 2 ** 31 - 1:
+    if acc.min(initial=0) < -(2**31) or acc.max(initial=0) > 2**31 - 1:
         raise GoldenModelError(f"{out.name}: int32 accumulator overflow")
     y = _requantize(acc, inp, weights, out, rounding)
     low, high = _activation_range(options.fusedActivationFunction, out.scales[0], int(out.zero_points[0]))
@@ -239,7 +266,8 @@ def max_pool(x: np.ndarray, options) -> np.ndarray:
 
 
 def average_pool(x: np.ndarray, out: _Tensor, options) -> np.ndarray:
-    """int8 AVERAGE_POOL_2D (VALID): the sum of raw values over the window, divided with rounding half away from zero."""
+    """int8 AVERAGE_POOL_2D (VALID): the sum of raw values over the window, divided with rounding half away
+    from zero."""
     if options.padding != schema.Padding.VALID:
         raise GoldenModelError(f"{out.name}: SAME average pooling not implemented")
     win = _windows(x.astype(np.int64), (options.filterHeight, options.filterWidth), options.strideH, options.padding, 0)
@@ -254,7 +282,9 @@ def average_pool(x: np.ndarray, out: _Tensor, options) -> np.ndarray:
 ADD_LEFT_SHIFT = 20
 
 
-def add(a: np.ndarray, b: np.ndarray, in_a: _Tensor, in_b: _Tensor, out: _Tensor, activation: int, rounding: str = "single") -> np.ndarray:
+def add(
+    a: np.ndarray, b: np.ndarray, in_a: _Tensor, in_b: _Tensor, out: _Tensor, activation: int, rounding: str = "single"
+) -> np.ndarray:
     """int8 ADD as the reference kernel computes it (inputs rescaled to a common 2^20-finer scale, then summed)."""
     s_a, s_b, s_out = (np.float64(t.scales[0]) for t in (in_a, in_b, out))
     twice_max = 2 * max(s_a, s_b)
@@ -272,7 +302,9 @@ def add(a: np.ndarray, b: np.ndarray, in_a: _Tensor, in_b: _Tensor, out: _Tensor
 def requantize(x: np.ndarray, inp: _Tensor, out: _Tensor, rounding: str = "single") -> np.ndarray:
     """QUANTIZE int8 -> int8."""
     mult, shift = quantize_multiplier(float(np.float64(inp.scales[0]) / np.float64(out.scales[0])), rounding)
-    y = multiply_by_quantized_multiplier(x.astype(np.int64) - int(inp.zero_points[0]), mult, shift, rounding) + int(out.zero_points[0])
+    y = multiply_by_quantized_multiplier(x.astype(np.int64) - int(inp.zero_points[0]), mult, shift, rounding) + int(
+        out.zero_points[0]
+    )
     return np.clip(y, -128, 127).astype(np.int8)
 
 
@@ -289,7 +321,9 @@ def _check_same_quant(tensors: list[_Tensor], op: str) -> None:
     first = tensors[0]
     for t in tensors[1:]:
         if not (np.array_equal(t.scales, first.scales) and np.array_equal(t.zero_points, first.zero_points)):
-            raise GoldenModelError(f"{op}: {t.name} is quantized unlike {first.name}; the int8 kernel compares raw values")
+            raise GoldenModelError(
+                f"{op}: {t.name} is quantized unlike {first.name}; the int8 kernel compares raw values"
+            )
 
 
 def load_model(tflite_path: Path | str) -> schema.ModelT:
@@ -299,40 +333,92 @@ def load_model(tflite_path: Path | str) -> schema.ModelT:
     return schema.ModelT.InitFromPackedBuf(buf, 0)
 
 
-def _run_op(code: int, op: schema.OperatorT, ins: list[_Tensor | None], args: list[np.ndarray | None], out: _Tensor,
-            rounding: str) -> np.ndarray:
-    ops, options = schema.BuiltinOperator, op.builtinOptions
-    if code == ops.FULLY_CONNECTED:
-        activation = options.fusedActivationFunction if options else 0
-        return fully_connected(args[0], ins[0], ins[1], ins[2] if len(ins) > 2 else None, out, activation, rounding)
-    if code in (ops.CONV_2D, ops.DEPTHWISE_CONV_2D):
-        return convolution(args[0], ins[0], ins[1], ins[2] if len(ins) > 2 else None, out, options, code == ops.DEPTHWISE_CONV_2D, rounding)
-    if code == ops.ADD:
-        return add(args[0], args[1], ins[0], ins[1], out, options.fusedActivationFunction if options else 0, rounding)
-    if code in (ops.MINIMUM, ops.MAXIMUM):
-        _check_same_quant([ins[0], ins[1], out], OP_NAMES[code])
-        pick = np.minimum if code == ops.MINIMUM else np.maximum
+def _bias(ins: list[_Tensor | None]) -> _Tensor | None:
+    return ins[2] if len(ins) > 2 else None
+
+
+def _fused(options) -> int:
+    return options.fusedActivationFunction if options else 0
+
+
+def _same_quant_op(name: str, compute: Callable) -> Callable:
+    """An op whose int8 kernel moves raw values: its input and output must share one quantization."""
+
+    def run(op, ins, args, out, rounding):
+        _check_same_quant([ins[0], out], name)
+        return compute(op, ins, args, out, rounding)
+
+    return run
+
+
+def _min_max(pick: Callable) -> Callable:
+    def run(op, ins, args, out, rounding):
+        _check_same_quant([ins[0], ins[1], out], "MINIMUM / MAXIMUM")
         return pick(args[0], args[1]).astype(out.dtype)
-    if code == ops.MAX_POOL_2D:
-        _check_same_quant([ins[0], out], "MAX_POOL_2D")
-        return max_pool(args[0], options)
-    if code == ops.AVERAGE_POOL_2D:
-        _check_same_quant([ins[0], out], "AVERAGE_POOL_2D")
-        return average_pool(args[0], out, options)
-    if code == ops.PAD:
-        _check_same_quant([ins[0], out], "PAD")
-        return np.pad(args[0], [tuple(p) for p in args[1]], constant_values=int(out.zero_points[0]))
-    if code == ops.RESHAPE:
-        return args[0].reshape(len(args[0]), *list(args[1])[1:])
-    if code == ops.QUANTIZE:
-        return quantize(args[0], out) if ins[0].dtype == np.float32 else requantize(args[0], ins[0], out, rounding)
-    if code == ops.DEQUANTIZE:
-        return dequantize(args[0], ins[0])
-    raise GoldenModelError(f"op {OP_NAMES.get(code, code)} not implemented")
+
+    return run
 
 
-def run_golden(tflite_path: Path | str, x: np.ndarray, rounding: str | dict[str, str] = "litert",
-               feed: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+_BUILTIN = schema.BuiltinOperator
+# One entry per TFLite op: (operator, its inputs, their values, output tensor, rounding form) -> output values.
+GOLDEN_OPS: dict[int, Callable] = {
+    _BUILTIN.FULLY_CONNECTED: lambda op, ins, args, out, r: fully_connected(
+        args[0], ins[0], ins[1], _bias(ins), out, _fused(op.builtinOptions), r
+    ),
+    _BUILTIN.CONV_2D: lambda op, ins, args, out, r: convolution(
+        args[0], ins[0], ins[1], _bias(ins), out, op.builtinOptions, False, r
+    ),
+    _BUILTIN.DEPTHWISE_CONV_2D: lambda op, ins, args, out, r: convolution(
+        args[0], ins[0], ins[1], _bias(ins), out, op.builtinOptions, True, r
+    ),
+    _BUILTIN.ADD: lambda op, ins, args, out, r: add(
+        args[0], args[1], ins[0], ins[1], out, _fused(op.builtinOptions), r
+    ),
+    _BUILTIN.MINIMUM: _min_max(np.minimum),
+    _BUILTIN.MAXIMUM: _min_max(np.maximum),
+    _BUILTIN.MAX_POOL_2D: _same_quant_op(
+        "MAX_POOL_2D", lambda op, ins, args, out, r: max_pool(args[0], op.builtinOptions)
+    ),
+    _BUILTIN.AVERAGE_POOL_2D: _same_quant_op(
+        "AVERAGE_POOL_2D", lambda op, ins, args, out, r: average_pool(args[0], out, op.builtinOptions)
+    ),
+    _BUILTIN.PAD: _same_quant_op(
+        "PAD",
+        lambda op, ins, args, out, r: np.pad(
+            args[0], [tuple(p) for p in args[1]], constant_values=int(out.zero_points[0])
+        ),
+    ),
+    _BUILTIN.RESHAPE: lambda op, ins, args, out, r: args[0].reshape(len(args[0]), *list(args[1])[1:]),
+    _BUILTIN.QUANTIZE: lambda op, ins, args, out, r: (
+        quantize(args[0], out) if ins[0].dtype == np.float32 else requantize(args[0], ins[0], out, r)
+    ),
+    _BUILTIN.DEQUANTIZE: lambda op, ins, args, out, r: dequantize(args[0], ins[0]),
+}
+
+
+def _run_op(
+    code: int,
+    op: schema.OperatorT,
+    ins: list[_Tensor | None],
+    args: list[np.ndarray | None],
+    out: _Tensor,
+    rounding: str,
+) -> np.ndarray:
+    if code not in GOLDEN_OPS:
+        raise GoldenModelError(
+            f"The golden model has no {OP_NAMES.get(code, code)} op.",
+            where=f"tensor {out.name}",
+            fix=f"the golden model computes {', '.join(OP_NAMES[c] for c in GOLDEN_OPS)}",
+        )
+    return GOLDEN_OPS[code](op, ins, args, out, rounding)
+
+
+def run_golden(
+    tflite_path: Path | str,
+    x: np.ndarray,
+    rounding: str | dict[str, str] = "litert",
+    feed: dict[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
     """Every tensor the graph computes (and its input), by name, for a batch of inputs.
 
     rounding: the runtime to model ("litert": ai-edge-litert's BUILTIN_REF kernels,

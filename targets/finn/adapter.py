@@ -1,0 +1,314 @@
+"""The FPGA target adapter: stages -> verified, hardware-ready package for one FINN board.
+
+Package contents:
+  dataflow_model.onnx     the specialised, folded FINN dataflow graph (what goes to hardware)
+  parent_model.onnx       the network around it (host-side layout and output scale)
+  folding_config.json     the folding in FINN's own format (take it to FINN with Vivado)
+  sources/<layer>/        generated HLS C++ and RTL per layer
+  finish_bitfile.py       FINN's builder from here to bitfile and driver, where Vivado is
+  model.qonnx.onnx/.json  the QONNX model and its card, as deployed
+  report.json, report.md, plots
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sdk.boards import Board
+from sdk.errors import ConfigError, PackageError, SDKError
+from sdk.package import PackageBuilder
+from sdk.report import Report, Table, bar_plot, utilisation_plot
+from sdk.verify import (
+    Check,
+    Verification,
+    compare_float_outputs,
+    compare_integer_outputs,
+    compare_layers,
+    same_class,
+)
+from targets.base import BuildOutcome, BuildRequest, ComparisonCells, SimulatedOutputs, finite_positive
+from targets.finn import folding, hardware, steps
+from targets.finn.environment import find_vendor_tools, prepare_finn
+from targets.finn.partition import relocatable_parent
+from targets.finn.simulator import accelerator_output_of, host_input, simulate_parent
+
+DATAFLOW_NAME = "dataflow_model.onnx"
+PARENT_NAME = "parent_model.onnx"
+RULE_TEXT = (
+    "FPGA (FINN): integer tensors identical to FINN's execution of the same layers and to "
+    "the QAT model; dequantized output equal up to float32 rounding"
+)
+
+
+def graph_input(card: dict, x: np.ndarray) -> np.ndarray:
+    """uint8 samples in the layout the exported graph takes (flat for MLPs, NCHW for conv nets)."""
+    return x.reshape(len(x), -1).astype(np.float32) if card["input"]["flatten"] else x.astype(np.float32)
+
+
+@dataclass
+class FinnOptions:
+    """The FPGA flow's own deploy options."""
+
+    fps: float | None = None  # throughput target in frames/s: FINN's SetFolding; None: the fit search
+    max_util: float = 0.8  # fit search: cap on LUT, BRAM18, URAM and DSP utilisation, in (0, 1]
+    require_bitfile: bool = False  # fail when no bitfile can be built (no Vivado / Vitis HLS)
+
+    def validate(self) -> None:
+        finite_positive(self.fps, "--fps", "50000")
+        if isinstance(self.max_util, bool) or not (isinstance(self.max_util, int | float) and 0 < self.max_util <= 1):
+            raise ConfigError(
+                f"--max-util must be in (0, 1], got {self.max_util}.", where="--max-util", fix="e.g. --max-util 0.8"
+            )
+
+
+def _load_onnx(path: Path):
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    if not path.is_file():
+        raise PackageError(
+            f"The package lacks {path.name}.", where=str(path), fix="deploy again; packages are written whole"
+        )
+    try:
+        return ModelWrapper(str(path))
+    except Exception as exc:  # onnx raises DecodeError and others on a damaged file
+        raise PackageError(
+            f"{path.name} cannot be read: {type(exc).__name__}",
+            where=str(path),
+            fix="the file is corrupt; deploy again",
+        ) from exc
+
+
+class FinnTarget:
+    flow = "finn"
+    rule_name = "bit-exact vs QAT"
+    rule_text = RULE_TEXT
+    artifact_name = DATAFLOW_NAME
+    tool_packages = ("finn-plus", "qonnx", "onnx", "onnxruntime")
+    Options = FinnOptions
+
+    def validate_board(self, board: Board) -> None:
+        """Nothing beyond the board schema yet: the part is checked when FINN specialises layers for it."""
+
+    def check(self, model_path: Path, board: Board, workdir: Path, qat_model=None) -> None:
+        steps.check(model_path, board, workdir)
+
+    def build(self, request: BuildRequest, pkg: PackageBuilder, progress: Callable[[str], None]) -> BuildOutcome:
+        board, options = request.board, request.options
+        tools = find_vendor_tools()
+        if options.require_bitfile and not tools.complete:
+            raise SDKError(
+                f"A bitfile was required, but {' and '.join(tools.missing())} cannot be found.",
+                where=f"board {board.name}",
+                fix="source Vivado's and Vitis HLS's settings64.sh, or deploy without --require-bitfile",
+            )
+        cfg = steps.FinnConfig(
+            board,
+            request.workdir,
+            fps=options.fps,
+            max_util=options.max_util,
+            clock_mhz=request.clock_mhz,
+            sources_dir=pkg.path("sources"),
+        )
+        dataflow = steps.run_steps(steps.load_qonnx(request.model_path), cfg, stop="estimate", progress=progress)
+
+        progress("simulate and verify")
+        xs = graph_input(request.card, request.x)
+        result = simulate_parent(cfg.parent, dataflow, xs)
+        verification = self._verify(cfg, dataflow, result, xs, request)
+
+        steps.run_steps(dataflow, cfg, start="generate_sources", progress=progress)
+        dataflow.save(str(pkg.path(DATAFLOW_NAME)))
+        relocatable_parent(cfg.parent, DATAFLOW_NAME).save(str(pkg.path(PARENT_NAME)))
+        folding.write_folding_config(dataflow, pkg.path("folding_config.json"))
+        pkg.write_text(hardware.FINISH_SCRIPT, hardware.finish_script(board, cfg.clock))
+
+        progress("vendor tools")
+        outcome = hardware.run_hardware_steps(pkg.temp_dir, tools)
+        if options.require_bitfile and outcome.bitfile is None:
+            raise SDKError(
+                f"A bitfile was required but Vivado's run failed: {outcome.message}",
+                where=f"board {board.name}",
+                fix="deploy without --require-bitfile and run finish_bitfile.py in the package to see the log",
+            )
+        report, summary = self._report(cfg, verification, outcome, pkg)
+        return BuildOutcome(report, verification, summary, [outcome.message])
+
+    def simulate(self, package: Path, card: dict[str, Any], x: np.ndarray) -> SimulatedOutputs:
+        """The packaged accelerator and its host ops on a batch, in the bit-exact simulator."""
+        with tempfile.TemporaryDirectory(prefix="sdk-sim-") as tmp:
+            prepare_finn(Path(tmp))
+            parent, dataflow = _load_onnx(package / PARENT_NAME), _load_onnx(package / DATAFLOW_NAME)
+            outputs = simulate_parent(parent, dataflow, graph_input(card, x)).output
+        return SimulatedOutputs(outputs, bit_exact=True)
+
+    def comparison_cells(self, summary: dict[str, Any]) -> ComparisonCells:
+        speed = "-"
+        if summary.get("fps") is not None:
+            speed = f"{summary['fps']:,.0f}/s, {summary.get('latency_us', 0):.2f} us"
+        used = summary.get("utilisation", {})
+        return ComparisonCells(speed, " ".join(f"{k.upper()} {v:.0%}" for k, v in used.items() if v) or "-")
+
+    def _verify(self, cfg: steps.FinnConfig, dataflow, result, xs: np.ndarray, request: BuildRequest) -> Verification:
+        verification = Verification(rule=RULE_TEXT)
+        layers = list(dataflow.graph.node)
+        n = steps.FINN_REFERENCE_SAMPLES
+        # the deploy's own simulation already kept every layer's output: compare its first n samples
+        ours_per_layer = [(node.name, result.dataflow.intermediates[node.output[0]][:n]) for node in layers]
+        theirs = steps.finn_layer_outputs(cfg.dataflow_hw, host_input(cfg.parent, xs[:n]))
+        verification.checks.append(
+            compare_layers(
+                "simulator = FINN python execution, every layer",
+                ours_per_layer,
+                theirs,
+                f"{len(layers)} layers of the folded accelerator vs FINN's execution of the unspecialised layers",
+            )
+        )
+        expected_int = accelerator_output_of(cfg.parent, request.reference)
+        rounded = np.rint(expected_int)
+        integral = float(np.max(np.abs(expected_int - rounded), initial=0.0)) < 1e-2
+        verification.checks.append(
+            compare_integer_outputs(
+                "accelerator integer output = QAT model",
+                result.integer_output,
+                rounded.astype(np.int64),
+                "QAT output with the output scale removed"
+                + ("" if integral else " (NOT integral: the scale does not invert cleanly)"),
+            )
+        )
+        verification.checks.append(
+            compare_float_outputs(
+                "dequantized output = QAT model",
+                result.output,
+                request.reference,
+                "float output after the output scale",
+            )
+        )
+        if result.dataflow.overflows:
+            verification.checks.append(
+                Check(
+                    "accumulators within their FINN datatypes",
+                    False,
+                    len(xs),
+                    "; ".join(result.dataflow.overflows),
+                    first_difference=result.dataflow.overflows[0].split(":")[0],
+                )
+            )
+        predicted = result.output.argmax(1)
+        verification.accuracy = {
+            "accelerator": float(np.mean(predicted == request.y)),
+            "qat_model": float(np.mean(request.reference.argmax(1) == request.y)),
+            "agreement": float(np.mean(same_class(result.output, request.reference))),
+        }
+        return verification
+
+    def _report(self, cfg: steps.FinnConfig, verification: Verification, outcome, pkg: PackageBuilder):
+        board, net = cfg.board, cfg.network
+        layers = net.layers
+        summary = {
+            "board": f"{board.display_name} ({board.part}, {cfg.clock:g} MHz)",
+            "verified": verification.passed,
+            "accuracy": verification.accuracy["accelerator"],
+            "qat_accuracy": verification.accuracy["qat_model"],
+            "folding": cfg.folding_mode,
+            "fps": round(net.fps, 1),
+            "latency_us": round(net.latency_us, 3),
+            "bottleneck": net.bottleneck,
+            "utilisation": {k: round(v, 4) for k, v in net.utilisation.items()},
+            "bitfile": outcome.bitfile or ("needs Vivado" if not outcome.ran else "failed"),
+        }
+        report = Report(
+            title=f"FINN deployment to {board.display_name}",
+            summary={
+                "board": summary["board"],
+                "exactness rule": verification.rule,
+                "verification": "PASSED"
+                if verification.passed
+                else f"FAILED at {verification.first_failure.first_difference}",
+                "accuracy on samples (accelerator / QAT)": f"{verification.accuracy['accelerator']:.2%} / "
+                f"{verification.accuracy['qat_model']:.2%}",
+                "folding": cfg.folding_mode,
+                "throughput": f"{net.fps:,.0f} frames/s at {cfg.clock:g} MHz",
+                "latency": f"{net.latency_cycles:,} cycles = {net.latency_us:.2f} us",
+                "bottleneck layer": net.bottleneck,
+                "hardware": outcome.message,
+            },
+        )
+        report.tables.append(
+            Table(
+                "Per layer",
+                ["layer", "op", "PE", "SIMD", "cycles", "LUT", "BRAM18", "URAM", "DSP"],
+                [
+                    [
+                        layer.name,
+                        layer.op_type,
+                        layer.pe,
+                        layer.simd,
+                        layer.cycles,
+                        layer.lut,
+                        layer.bram18,
+                        layer.uram,
+                        layer.dsp,
+                    ]
+                    for layer in layers
+                ],
+            )
+        )
+        report.tables.append(
+            Table(
+                "Resources against capacity",
+                ["resource", "estimate", "capacity", "utilisation %"],
+                [
+                    [k.upper(), net.totals[k], net.capacity[k], net.utilisation[k]]
+                    for k in ("lut", "bram18", "uram", "dsp")
+                ],
+            )
+        )
+        report.tables.append(
+            Table(
+                "Verification",
+                ["check", "passed", "samples", "first difference", "mismatch %", "detail"],
+                [
+                    [c.name, c.passed, c.samples, c.first_difference, c.mismatch_rate, c.detail]
+                    for c in verification.checks
+                ],
+            )
+        )
+        if cfg.fit:
+            report.notes.append(f"fit search: {cfg.fit.steps} steps; stopped because {cfg.fit.stop_reason}.")
+        report.notes.append(
+            "Resource figures are FINN's analytical estimates of the accelerator alone (no shell, DMA or FIFOs)."
+        )
+        bar_plot(
+            pkg,
+            report,
+            "cycles_per_layer.png",
+            [layer.name for layer in layers],
+            [layer.cycles for layer in layers],
+            "Expected cycles per frame, per layer",
+            "cycles",
+            highlight=[layer.name for layer in layers].index(net.bottleneck),
+        )
+        utilisation_plot(
+            pkg,
+            report,
+            "utilisation.png",
+            {k.upper(): net.totals[k] for k in ("lut", "bram18", "uram", "dsp")},
+            {k.upper(): net.capacity[k] for k in ("lut", "bram18", "uram", "dsp")},
+            None if cfg.fps else cfg.max_util,
+        )
+        report.data = {
+            "estimate": net.to_dict(),
+            "verification": verification.to_dict(),
+            "folding_mode": cfg.folding_mode,
+            "fit": None if cfg.fit is None else {"steps": cfg.fit.steps, "stop_reason": cfg.fit.stop_reason},
+            "hardware": outcome.to_dict(),
+            "sources": cfg.sources,
+            "step_seconds": cfg.step_seconds,
+        }
+        return report, summary

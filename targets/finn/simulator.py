@@ -1,0 +1,268 @@
+"""Bit-exact simulation of a folded FINN accelerator and the host ops around it, in numpy, without vendor tools.
+
+FINN executes its specialised layers (MVAU_hls, Thresholding_rtl,
+ConvolutionInputGenerator_rtl, ...) only through Vitis HLS (cppsim) or Vivado
+(rtlsim). This module stands where those stand: every node is computed by its
+kernel from `ops.HW_OPS`, in int64, vectorised over a batch.
+
+The parent graph (what the host runs around the accelerator) is interpreted
+here too, and only here: the layout ops before the dataflow partition and the
+float output ops after it, each with its inverse (HOST_INPUT_OPS,
+HOST_OUTPUT_OPS).
+
+What the hardware would do differently is reported, not hidden: an
+MVAU / VVAU accumulator outside the node's accDataType, or any node output
+outside its output datatype, is listed in `DataflowResult.overflows`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sdk.errors import SimulationError
+from targets.finn.kernels import HwNode, base_op_type, count_thresholds, range_violation, to_int64
+from targets.finn.ops import HW_OPS, SUPPORTED_OPS
+
+if TYPE_CHECKING:
+    from qonnx.core.modelwrapper import ModelWrapper
+
+HW_DOMAIN_PREFIX = "finn.custom_op.fpgadataflow"
+__all__ = [
+    "SUPPORTED_OPS",
+    "DataflowResult",
+    "ParentResult",
+    "count_thresholds",
+    "simulate_dataflow",
+    "simulate_parent",
+]
+
+
+@dataclass
+class DataflowResult:
+    """The output of a dataflow graph for a batch, and what the hardware would do differently."""
+
+    output: np.ndarray  # int64, batch first
+    intermediates: dict[str, np.ndarray] = field(default_factory=dict)  # node output tensor name -> int64 batch
+    overflows: list[str] = field(default_factory=list)  # one message per node whose hardware result would differ
+
+
+@dataclass
+class ParentResult:
+    """The whole deployed network: host layout ops, the accelerator, the float output ops."""
+
+    output: np.ndarray  # float32, what the host returns
+    integer_output: np.ndarray  # int64, what the accelerator returns
+    dataflow: DataflowResult
+
+
+def _unsupported(node, why: str = "") -> SimulationError:
+    name = node.name or node.output[0]
+    return SimulationError(
+        f"The dataflow node '{name}' ({node.op_type}) cannot be simulated{': ' + why if why else ''}.",
+        where=f"dataflow graph node {name}, op_type {node.op_type}",
+        fix=f"the simulator supports {', '.join(SUPPORTED_OPS)} (each also as _hls / _rtl); "
+        "map this layer to one of them, or verify this model with FINN's cppsim / rtlsim "
+        "where Vitis HLS and Vivado are installed",
+    )
+
+
+# ---------------------------------------------------------------------------
+# graphs
+
+
+def _check_supported(model) -> None:
+    for node in model.graph.node:
+        if not node.domain.startswith(HW_DOMAIN_PREFIX):
+            raise _unsupported(node, "it is not a FINN HW layer")
+        if base_op_type(node.op_type) not in HW_OPS:
+            raise _unsupported(node)
+
+
+def _last_uses(model) -> dict[str, int]:
+    last: dict[str, int] = {}
+    for index, node in enumerate(model.graph.node):
+        for name in node.input:
+            last[name] = index
+    return last
+
+
+def simulate_dataflow(model: ModelWrapper, x: np.ndarray, keep_intermediates: bool = True) -> DataflowResult:
+    """Simulate a FINN dataflow graph (abstract or specialised HW layers) on a batch.
+
+    `x` is shaped like the graph's single input with the batch size N in place of 1,
+    e.g. (N, 64) for an MLP or (N, 8, 8, 1) NHWC for a CNN, and holds integers of
+    the input datatype. Returns the int64 output, every node output (by tensor
+    name) when `keep_intermediates`, and the nodes whose hardware would overflow.
+    """
+    from qonnx.custom_op.registry import getCustomOp
+
+    _check_supported(model)
+    graph = model.graph
+    if len(graph.input) != 1:
+        raise SimulationError(
+            f"The dataflow graph has {len(graph.input)} inputs; the simulator takes graphs with one.",
+            fix="simulate a dataflow partition with a single input stream",
+        )
+    in_name = graph.input[0].name
+    in_shape = tuple(model.get_tensor_shape(in_name))
+    x = np.asarray(x)
+    if x.ndim != len(in_shape) or tuple(x.shape[1:]) != in_shape[1:]:
+        raise SimulationError(
+            f"The input batch has shape {x.shape}; the dataflow graph takes (N, {', '.join(map(str, in_shape[1:]))}).",
+            where=f"graph input '{in_name}'",
+            fix="pass the batch in the layout of the graph input (NHWC for CNNs)",
+        )
+    x = to_int64(x, f"The input batch for '{in_name}'")
+    in_dtype = model.get_tensor_datatype(in_name)
+    violation = range_violation(x, in_dtype)
+    if violation:
+        raise SimulationError(
+            f"The input batch {violation}.",
+            where=f"graph input '{in_name}'",
+            fix=f"pass values the accelerator accepts ({in_dtype.name})",
+        )
+
+    values: dict[str, np.ndarray] = {in_name: x}
+    intermediates: dict[str, np.ndarray] = {}
+    overflows: list[str] = []
+    last_use = _last_uses(model)
+    outputs = {o.name for o in graph.output}
+    for index, onnx_node in enumerate(graph.node):
+        inputs = []
+        for name in onnx_node.input:
+            if name in values:
+                inputs.append(values[name])
+            elif name and model.get_initializer(name) is not None:
+                inputs.append(None)
+            else:
+                raise SimulationError(
+                    f"The dataflow node '{onnx_node.name}' reads '{name}', which no earlier node produces.",
+                    fix="the graph is not topologically sorted; apply qonnx SortGraph",
+                )
+        node = HwNode(onnx_node, getCustomOp(onnx_node), model, inputs, overflows)
+        results = HW_OPS[base_op_type(onnx_node.op_type)].kernel(node)
+        for i, (name, result) in enumerate(zip(onnx_node.output, results)):
+            values[name] = result
+            if keep_intermediates:
+                intermediates[name] = result
+            node.check_range(result, node.op.get_output_datatype(i), "output")
+        for name in onnx_node.input:
+            if last_use.get(name) == index and name not in outputs:
+                values.pop(name, None)
+    output = values[graph.output[0].name]
+    return DataflowResult(output=output, intermediates=intermediates, overflows=overflows)
+
+
+# ---------------------------------------------------------------------------
+# the parent graph: host layout ops -> accelerator -> host float ops
+
+
+def _attributes(node) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _reshape(model, node, x: np.ndarray) -> np.ndarray:
+    shape = [int(s) for s in model.get_initializer(node.input[1])]
+    return x.reshape(len(x), *shape[1:])
+
+
+# Ops the host runs on the input before the accelerator (layout only): op type -> (model, node, x) -> x.
+HOST_INPUT_OPS: dict[str, Callable] = {
+    "Transpose": lambda model, node, x: np.transpose(x, _attributes(node).get("perm")),
+    "Reshape": _reshape,
+    "Flatten": lambda model, node, x: x.reshape(len(x), -1),
+    "Identity": lambda model, node, x: x,
+}
+# Float ops the host runs after the accelerator, with one constant operand: op type -> (op, inverse).
+HOST_OUTPUT_OPS: dict[str, tuple[Callable, Callable]] = {
+    "Mul": (np.multiply, np.divide),
+    "Div": (np.divide, np.multiply),
+    "Add": (np.add, np.subtract),
+    "Sub": (np.subtract, np.add),
+}
+
+
+@dataclass
+class _ParentPlan:
+    """The parent graph cut at its one dataflow partition."""
+
+    before: list
+    partition: object
+    after: list
+
+
+def _plan(parent: ModelWrapper) -> _ParentPlan:
+    nodes = list(parent.graph.node)
+    partitions = [i for i, node in enumerate(nodes) if node.op_type == "StreamingDataflowPartition"]
+    if len(partitions) != 1:
+        raise SimulationError(
+            f"The parent graph has {len(partitions)} dataflow partitions; the simulator needs exactly one.",
+            where="parent_model.onnx",
+            fix="build the package with `sdk deploy`, which makes exactly one partition",
+        )
+    split = partitions[0]
+    for node in nodes[:split]:
+        if node.op_type not in HOST_INPUT_OPS:
+            raise _unsupported(node, f"only {', '.join(HOST_INPUT_OPS)} may run on the host before the accelerator")
+    for node in nodes[split + 1 :]:
+        constants = [parent.get_initializer(name) is not None for name in node.input]
+        if node.op_type not in HOST_OUTPUT_OPS or len(node.input) != 2 or sum(constants) != 1:
+            raise _unsupported(
+                node, f"only {', '.join(HOST_OUTPUT_OPS)} by one constant may run on the host after the accelerator"
+            )
+    return _ParentPlan(nodes[:split], nodes[split], nodes[split + 1 :])
+
+
+def host_input(parent: ModelWrapper, x: np.ndarray) -> np.ndarray:
+    """The parent's input batch as the accelerator takes it (the host's layout ops applied)."""
+    for node in _plan(parent).before:
+        x = HOST_INPUT_OPS[node.op_type](parent, node, x)
+    return x
+
+
+def _host_output_op(parent: ModelWrapper, node, x: np.ndarray, inverse: bool) -> np.ndarray:
+    index = 1 if inverse else 0
+    function = HOST_OUTPUT_OPS[node.op_type][index]
+    stream_first = parent.get_initializer(node.input[0]) is None
+    constant = next(parent.get_initializer(name) for name in node.input if parent.get_initializer(name) is not None)
+    if inverse:
+        if not stream_first and node.op_type in ("Sub", "Div"):  # c - x, c / x: their own inverses
+            return HOST_OUTPUT_OPS[node.op_type][0](constant.astype(np.float64), x)
+        return function(x, constant.astype(np.float64))
+    constant = np.asarray(constant, dtype=np.float32)
+    return (function(x, constant) if stream_first else function(constant, x)).astype(np.float32)
+
+
+def host_output(parent: ModelWrapper, accelerator_output: np.ndarray) -> np.ndarray:
+    """What the host returns for the accelerator's integer output (the float ops after the partition)."""
+    y = accelerator_output.astype(np.float32)
+    for node in _plan(parent).after:
+        y = _host_output_op(parent, node, y, inverse=False)
+    return np.asarray(y, dtype=np.float32)
+
+
+def accelerator_output_of(parent: ModelWrapper, host_values: np.ndarray) -> np.ndarray:
+    """The inverse of host_output: what the accelerator must emit for the host to return these values (float64)."""
+    y = host_values.astype(np.float64)
+    for node in reversed(_plan(parent).after):
+        y = _host_output_op(parent, node, y, inverse=True)
+    return y
+
+
+def simulate_parent(parent: ModelWrapper, dataflow: ModelWrapper, x: np.ndarray) -> ParentResult:
+    """The network as deployed: the parent graph's host ops around the simulated dataflow partition.
+
+    `parent` holds one StreamingDataflowPartition node, with only layout ops
+    (HOST_INPUT_OPS) before it and float ops by a constant (HOST_OUTPUT_OPS, the
+    output scale) after it; `dataflow` is the partition's graph, abstract or
+    specialised. `x` is a batch for the parent's input, e.g. (N, 64) or
+    (N, 1, 8, 8) NCHW uint8 values.
+    """
+    result = simulate_dataflow(dataflow, host_input(parent, np.asarray(x)))
+    return ParentResult(output=host_output(parent, result.output), integer_output=result.output, dataflow=result)

@@ -1,0 +1,168 @@
+"""FINN's flow as named steps, each `(model, config) -> model`, the way FINN's own builder runs them.
+
+FINN's `build_dataflow` cannot be imported without Vivado, so the SDK composes
+the same transformations itself, one stage file each (frontend, streamline,
+hw_layers, partition, specialize, folding, estimate, codegen). `sdk check`
+runs the steps up to `check_mapping`; a deploy runs them all. What a step
+produces besides the model (the parent graph, the fit result, the estimate)
+is recorded in the `FinnConfig` it is handed, with the time each step took.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from qonnx.core.modelwrapper import ModelWrapper
+
+from sdk.boards import Board
+from sdk.errors import UnsupportedLayersError
+from targets.finn import codegen, estimate, folding, frontend, hw_layers, partition, specialize, streamline
+from targets.finn.environment import prepare_finn
+
+FINN_REFERENCE_SAMPLES = 8  # FINN's python execution runs one sample at a time: a few suffice per layer
+
+
+@dataclass
+class FinnConfig:
+    """What the steps need, and what they record on the way (like FINN's DataflowBuildConfig plus its outputs)."""
+
+    board: Board
+    workdir: Path  # FINN's build folder for this run
+    fps: float | None = None  # throughput target: FINN's SetFolding; None: the --fit search
+    max_util: float = 0.8  # utilisation cap of the fit search (LUT, BRAM18, URAM, DSP)
+    clock_mhz: float | None = None  # None: the board's clock
+    sources_dir: Path | None = None  # where generate_sources writes HLS C++ / RTL; None: skip code generation
+    # recorded by the steps
+    parent: ModelWrapper | None = None  # the network around the accelerator (host ops)
+    dataflow_hw: ModelWrapper | None = None  # the accelerator before specialisation: what FINN executes in python
+    fit: folding.FitResult | None = None
+    folding_mode: str = ""
+    network: estimate.NetworkEstimate | None = None
+    sources: dict[str, list[str]] = field(default_factory=dict)
+    step_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def clock(self) -> float:
+        return self.clock_mhz or self.board.clock_mhz
+
+
+def qonnx_to_finn(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
+    return frontend.qonnx_to_finn(model)
+
+
+def streamline_model(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
+    return streamline.streamline(model)
+
+
+def convert_to_hw(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
+    return hw_layers.convert_to_hw(model)
+
+
+def check_mapping(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
+    """Every layer FINN cannot map (or maps wrongly) is named here, before any long work."""
+    unmapped = hw_layers.unmapped_layers(model)
+    if unmapped:
+        raise UnsupportedLayersError(unmapped, cfg.board.name)
+    return model
+
+
+def create_dataflow_partition(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
+    cfg.parent, cfg.dataflow_hw = partition.create_partition(model, cfg.workdir)
+    return cfg.dataflow_hw
+
+
+def specialize_layers(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
+    return specialize.specialize(model, cfg.board.part)
+
+
+def minimize_bit_widths(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
+    from finn.transformation.fpgadataflow.minimize_accumulator_width import MinimizeAccumulatorWidth
+    from finn.transformation.fpgadataflow.minimize_weight_bit_width import MinimizeWeightBitWidth
+
+    return model.transform(MinimizeWeightBitWidth()).transform(MinimizeAccumulatorWidth())
+
+
+def set_folding(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
+    if cfg.fps:
+        cfg.folding_mode = f"target {cfg.fps:,.0f} fps (FINN SetFolding)"
+        return folding.target_fps_folding(model, cfg.fps, cfg.clock)
+    cfg.fit = folding.fit_folding(model, cfg.board, cfg.max_util)
+    cfg.folding_mode = f"fit: highest throughput under {cfg.max_util:.0%} utilisation"
+    return model
+
+
+def estimate_performance(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
+    cfg.network = estimate.estimate_network(model, cfg.board, cfg.clock)
+    return model
+
+
+def generate_sources(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
+    if cfg.sources_dir is not None:
+        cfg.sources = codegen.generate_sources(model, cfg.board.part, cfg.clock, cfg.sources_dir)
+    return model
+
+
+Step = Callable[[ModelWrapper, FinnConfig], ModelWrapper]
+
+# (name, what the progress bar says, step): the order FINN's builder runs its steps in.
+STEPS: list[tuple[str, str, Step]] = [
+    ("qonnx_to_finn", "QONNX -> FINN", qonnx_to_finn),
+    ("streamline", "streamline", streamline_model),
+    ("convert_to_hw", "convert to HW layers", convert_to_hw),
+    ("check_mapping", "check every layer is mapped", check_mapping),
+    ("create_dataflow_partition", "dataflow partition", create_dataflow_partition),
+    ("specialize_layers", "specialise layers for the part", specialize_layers),
+    ("minimize_bit_widths", "minimise bit widths", minimize_bit_widths),
+    ("set_folding", "folding", set_folding),
+    ("minimize_bit_widths_after_folding", "minimise bit widths", minimize_bit_widths),
+    ("estimate", "estimates", estimate_performance),
+    ("generate_sources", "generate HLS C++ / RTL", generate_sources),
+]
+STEP_NAMES = [name for name, _, _ in STEPS]
+CHECK_STEP = "check_mapping"  # `sdk check` runs up to and including this step
+
+
+def run_steps(
+    model: ModelWrapper,
+    cfg: FinnConfig,
+    start: str | None = None,
+    stop: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ModelWrapper:
+    """Run the steps from `start` to `stop` (both included, names from STEP_NAMES), timing each."""
+    first = STEP_NAMES.index(start) if start else 0
+    last = STEP_NAMES.index(stop) if stop else len(STEPS) - 1
+    prepare_finn(cfg.workdir / "finn")
+    for name, label, step in STEPS[first : last + 1]:
+        if progress is not None:
+            progress(label)
+        began = time.perf_counter()
+        model = step(model, cfg)
+        cfg.step_seconds[name] = round(time.perf_counter() - began, 3)
+    return model
+
+
+def load_qonnx(model_path: Path) -> ModelWrapper:
+    return ModelWrapper(str(model_path))
+
+
+def check(model_path: Path, board: Board, workdir: Path) -> ModelWrapper:
+    """The steps up to the mapping check; raises UnsupportedLayersError naming every layer FINN cannot map."""
+    return run_steps(load_qonnx(model_path), FinnConfig(board, workdir), stop=CHECK_STEP)
+
+
+def finn_layer_outputs(dataflow_hw: ModelWrapper, x: np.ndarray) -> list[np.ndarray]:
+    """FINN's own python execution of the abstract HW layers, one sample at a time: the reference per layer."""
+    from finn.core.onnx_exec import execute_onnx
+
+    name = dataflow_hw.graph.input[0].name
+    outputs = [node.output[0] for node in dataflow_hw.graph.node]
+    per_sample = [
+        execute_onnx(dataflow_hw, {name: x[i : i + 1].astype(np.float32)}, return_full_exec_context=True)
+        for i in range(len(x))
+    ]
+    return [np.concatenate([ctx[t] for ctx in per_sample]).astype(np.int64) for t in outputs]

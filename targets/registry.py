@@ -1,0 +1,85 @@
+"""The registry of flows: the only way the core reaches a target.
+
+Adding a flow is a folder `targets/<flow>/` with an `adapter.py` whose class
+implements `targets.base.Target`, plus one entry here. Adapters are imported
+on first use, so listing flows stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from functools import cache
+from importlib import metadata
+
+from sdk.errors import SDKError
+
+
+@dataclass(frozen=True)
+class FlowInfo:
+    """What a flow is, what it needs, and where its adapter lives."""
+
+    flow: str
+    kind: str  # the kind of board it serves by default: fpga | cpu | mcu | npu
+    description: str
+    python_package: str  # the toolchain package (its version is shown by `sdk targets` and `sdk doctor`)
+    vendor_tools: str
+    adapter: str  # "module:Class"
+
+    def package_version(self) -> str | None:
+        try:
+            return metadata.version(self.python_package)
+        except metadata.PackageNotFoundError:
+            return None
+
+
+FLOWS: dict[str, FlowInfo] = {
+    info.flow: info
+    for info in (
+        FlowInfo(
+            "finn",
+            "fpga",
+            "FPGA dataflow accelerators through FINN (finn-plus)",
+            "finn-plus",
+            "Vivado + Vitis HLS for synthesis and bitfile (optional)",
+            "targets.finn.adapter:FinnTarget",
+        ),
+        FlowInfo(
+            "tflite",
+            "cpu",
+            "int8 .tflite for LiteRT on application CPUs",
+            "ai-edge-litert",
+            "none",
+            "targets.tflite.adapter:TfliteTarget",
+        ),
+        FlowInfo(
+            "tflm",
+            "mcu",
+            "int8 .tflite for TensorFlow Lite Micro on Cortex-M",
+            "tflite-micro",
+            "none",
+            "targets.tflm.adapter:TflmTarget",
+        ),
+        FlowInfo(
+            "ethosu",
+            "npu",
+            "int8 .tflite compiled by Vela for Arm Ethos-U NPUs",
+            "ethos-u-vela",
+            "none",
+            "targets.ethosu.adapter:EthosuTarget",
+        ),
+    )
+}
+
+
+def flow_info(flow: str) -> FlowInfo:
+    if flow not in FLOWS:
+        raise SDKError(f"Unknown flow '{flow}'.", where="flow", fix=f"one of {', '.join(FLOWS)} (see `sdk targets`)")
+    return FLOWS[flow]
+
+
+@cache
+def get_target(flow: str):
+    """The adapter instance of a flow (imported on first use)."""
+    module, _, name = flow_info(flow).adapter.partition(":")
+    return getattr(importlib.import_module(module), name)()

@@ -1,0 +1,391 @@
+"""The TFLite-family target adapters' shared flow, and the `tflite` (LiteRT on CPUs) target.
+
+Every TFLite-family deploy: write the int8 .tflite from the QAT model, run it
+in the board's runtime, verify (runtime = golden model bit for bit; every op
+within 1 LSB of the QAT model), measure, report. The microcontroller (tflm)
+and NPU (ethosu) targets add their own runtime and measurements.
+
+Package contents:
+  model.tflite            the int8 flatbuffer (serving_default signature, SDK metadata)
+  tflite_info.json        its tensors, ops and per-layer quantization
+  model.qonnx.onnx/.json  the QONNX model and its card, as deployed
+  report.json, report.md, plots
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sdk.boards import Board
+from sdk.errors import CheckpointError, ConfigError, GoldenModelError, PackageError, TfliteConversionError
+from sdk.package import PackageBuilder
+from sdk.report import Report, Table, bar_plot
+from sdk.verify import Verification
+from targets.base import BuildOutcome, BuildRequest, ComparisonCells, SimulatedOutputs
+from targets.tflite.verify import TensorAgreement, verify
+from targets.tflite.writer import TfliteInfo, dequantized_logits, tflite_input, write_tflite
+
+MODEL_NAME = "model.tflite"
+INFO_NAME = "tflite_info.json"
+IO_MODES = ("int8", "float")
+SIMULATION_CHUNK = 256  # samples per golden-model call in `simulate`: its im2col copies grow with the batch
+RULE_TEXT = "runtime = golden model of its kernels bit for bit; every op within 1 LSB of the QAT model"
+
+
+@dataclass
+class TfliteOptions:
+    """The TFLite family's own deploy options."""
+
+    io: str | None = None  # "int8" or "float" model input/output; None: the flow's default
+    int4_weights: bool = False  # pack weights as int4 where the runtime runs them, else refuse (exit 2)
+
+    def validate(self) -> None:
+        if self.io is not None and self.io not in IO_MODES:
+            raise ConfigError(
+                f"--io must be one of {', '.join(IO_MODES)}, got {self.io!r}.", where="--io", fix="e.g. --io int8"
+            )
+        if not isinstance(self.int4_weights, bool):
+            raise ConfigError(
+                f"--int4-weights is a switch (true or false), got {self.int4_weights!r}.", where="--int4-weights"
+            )
+
+
+def kib(size: int | None) -> str:
+    return "-" if size is None else f"{size / 1024:,.1f} KiB"
+
+
+def percent(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{fraction:.1%}"
+
+
+def _qat_model(qat_model: Any, board: Board) -> Any:
+    if qat_model is None:
+        raise CheckpointError(
+            f"The {board.flow} flow writes the .tflite from the QAT model's own scales, and the training checkpoint "
+            "is not at hand.",
+            where="--model",
+            fix="pass the training run folder (or keep the checkpoint named in the model card where it was)",
+        )
+    return qat_model
+
+
+def _card_like(card: dict[str, Any]) -> dict[str, Any]:
+    return {"input_shape": card["input"]["image_shape"], "labels": card.get("labels", [])}
+
+
+def runtime_input(x_uint8: np.ndarray, input_shape: list[int], float_input: bool) -> np.ndarray:
+    """The samples as the file's input tensor takes them: int8 p - 128, or float p / 255 (flat or NHWC)."""
+    x = tflite_input(x_uint8, input_shape)
+    return ((x.astype(np.float32) + 128) / np.float32(255)).astype(np.float32) if float_input else x
+
+
+def info_input(x_uint8: np.ndarray, info: TfliteInfo) -> np.ndarray:
+    return runtime_input(x_uint8, info.input_shape, info.tensors[0].dtype == "FLOAT32")
+
+
+@dataclass
+class Measured:
+    """What a runtime adds to the shared flow: its tensors for the exactness check, and its report."""
+
+    tensors: dict[str, np.ndarray]
+    summary: dict[str, Any] = field(default_factory=dict)  # headline numbers (CLI, comparison table)
+    report_lines: dict[str, Any] = field(default_factory=dict)  # extra summary lines of report.md
+    tables: list[Table] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+    plot: Callable[[PackageBuilder, Report], None] | None = None  # drawn after the weight-bytes plot
+
+
+def _weight_bytes(layer) -> int | None:
+    if layer.weights is None:
+        return None
+    return (layer.weights.size + 1) // 2 if layer.weight_type == "int4" else int(layer.weights.size)
+
+
+class TfliteFamilyTarget:
+    """Write, run, verify, report; subclasses say which runtime and what to measure."""
+
+    flow = ""
+    rule_name = "=golden, QAT±1 LSB"
+    rule_text = RULE_TEXT
+    artifact_name = MODEL_NAME
+    tool_packages: tuple[str, ...] = ("ai-edge-litert", "flatbuffers")
+    Options = TfliteOptions
+    rounding = "litert"  # golden model of the runtime (targets.tflite.golden.RUNTIME_ROUNDING)
+    runtime_label = ""
+    default_io = "int8"
+    int4_refusal: tuple[str, str] | None = (
+        "int4 weights are not supported by this flow's runtime",
+        "deploy without --int4-weights",
+    )
+
+    def check(self, model_path: Path, board: Board, workdir: Path, qat_model: Any = None) -> None:
+        """Lowering names the first layer the writer cannot express (an SDKError, exit 2)."""
+        from sdk.export import read_card
+        from targets.tflite.lowering import lower
+
+        lower(_qat_model(qat_model, board), _card_like(read_card(model_path))["input_shape"])
+
+    def validate_board(self, board: Board) -> None:
+        """Nothing beyond the board schema: memory capacities are checked against the measured model."""
+
+    def resolve_io(self, options: TfliteOptions, board: Board) -> tuple[bool, bool, bool]:
+        """(float_input, float_output, int4_weights); --int4-weights is refused where the runtime cannot run int4."""
+        io = options.io or self.default_io
+        if options.int4_weights and self.int4_refusal is not None:
+            what, fix = self.int4_refusal
+            raise ConfigError(f"--int4-weights on {board.name}: {what}.", where="--int4-weights", fix=fix)
+        return io == "float", io == "float", options.int4_weights
+
+    def run_runtime(self, path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph outputs of the flow's runtime on a batch."""
+        raise NotImplementedError
+
+    def simulate(self, package: Path, card: dict[str, Any], x: np.ndarray) -> SimulatedOutputs:
+        """The golden model of the flow's runtime on the package's model.tflite, and the runtime itself beside it."""
+        from targets.tflite.golden import run_golden
+        from targets.tflite.runtime import open_tflite
+
+        path = package / MODEL_NAME
+        open_tflite(path)  # a missing or corrupt file: TfliteFileError (exit 2) before any run
+        if not (package / INFO_NAME).is_file():
+            raise PackageError(
+                f"The package lacks {INFO_NAME}.", where=str(package), fix="deploy again; packages are written whole"
+            )
+        info = json.loads((package / INFO_NAME).read_text())
+        xin = runtime_input(x, info["input_shape"], info["tensors"][0]["dtype"] == "FLOAT32")
+        output, logits, equal = info["output"], [], []
+        for start in range(0, len(xin), SIMULATION_CHUNK):
+            chunk = xin[start : start + SIMULATION_CHUNK]
+            golden = run_golden(path, chunk, self.rounding)[output]
+            runtime = self.run_runtime(path, chunk)[output]
+            equal.append(np.all((runtime == golden).reshape(len(chunk), -1), axis=1))
+            logits.append(golden)
+        outputs = dequantized_logits(np.concatenate(logits), info["layers"][-1]["scale"])
+        share = float(np.mean(np.concatenate(equal))) if equal else 1.0
+        return SimulatedOutputs(outputs, bit_exact=False, agreement={f"{self.runtime_label} = golden model": share})
+
+    def comparison_cells(self, summary: dict[str, Any]) -> ComparisonCells:
+        raise NotImplementedError
+
+    def measure(
+        self, path: Path, info: TfliteInfo, request: BuildRequest, pkg: PackageBuilder, progress: Callable[[str], None]
+    ) -> Measured:
+        raise NotImplementedError
+
+    def build(self, request: BuildRequest, pkg: PackageBuilder, progress: Callable[[str], None]) -> BuildOutcome:
+        model = _qat_model(request.qat_model, request.board)
+        float_input, float_output, int4 = self.resolve_io(request.options, request.board)
+        progress("write int8 .tflite from the QAT scales")
+        path = pkg.path(MODEL_NAME)
+        info = write_tflite(
+            model, _card_like(request.card), path, float_input=float_input, float_output=float_output, int4_weights=int4
+        )
+        pkg.write_json(INFO_NAME, info.to_dict() | {"path": MODEL_NAME})
+        progress(f"run in {self.runtime_label}")
+        measured = self.measure(path, info, request, pkg, progress)
+        progress("verify: runtime = golden model, golden ~ QAT model")
+        try:
+            verification, agreements = verify(
+                path,
+                info,
+                model,
+                request.x,
+                request.y,
+                request.reference,
+                self.runtime_label,
+                measured.tensors,
+                self.rounding,
+                info_input(request.x, info),
+            )
+        except GoldenModelError as exc:  # e.g. an int32 accumulator overflow the model's weights cause
+            raise TfliteConversionError(
+                f"The int8 graph cannot be computed exactly: {exc.what}",
+                where=f"{MODEL_NAME} for {request.board.name}",
+                fix="retrain with fewer weight bits or narrower layers; if the model is a zoo model, report it",
+            ) from exc
+        report, summary = self._report(request.board, info, verification, agreements, measured, pkg)
+        return BuildOutcome(report, verification, summary, measured.messages)
+
+    def _report(
+        self,
+        board: Board,
+        info: TfliteInfo,
+        verification: Verification,
+        agreements: list[TensorAgreement],
+        measured: Measured,
+        pkg: PackageBuilder,
+    ) -> tuple[Report, dict[str, Any]]:
+        accuracy = verification.accuracy
+        summary = {
+            "board": board.display_name,
+            "verified": verification.passed,
+            "model_bytes": info.size_bytes,
+            "accuracy": accuracy["tflite"],
+            "qat_accuracy": accuracy["qat_model"],
+        } | measured.summary
+        status = "PASSED" if verification.passed else f"FAILED at {verification.first_failure.first_difference}"
+        report = Report(
+            title=f"{self.runtime_label} deployment to {board.display_name}",
+            summary={
+                "board": board.display_name,
+                "exactness rule": verification.rule,
+                "verification": status,
+                "accuracy on samples (int8 .tflite / QAT)": f"{accuracy['tflite']:.2%} / {accuracy['qat_model']:.2%}",
+                "same class as the QAT model": f"{accuracy['agreement']:.2%}",
+                "model file": f"{info.size_bytes:,} bytes, {len(info.ops)} ops",
+            }
+            | measured.report_lines,
+        )
+        report.tables.append(
+            Table(
+                "Verification",
+                ["check", "passed", "samples", "first difference", "mismatch %", "detail"],
+                [
+                    [c.name, c.passed, c.samples, c.first_difference, c.mismatch_rate, c.detail]
+                    for c in verification.checks
+                ],
+            )
+        )
+        report.tables.append(
+            Table(
+                "Each tensor against the QAT model (LSB)",
+                [
+                    "tensor",
+                    "op alone: max LSB",
+                    "op alone: mismatch %",
+                    "end to end: max LSB",
+                    "end to end: mismatch %",
+                ],
+                [a.row() for a in agreements],
+            )
+        )
+        weighted = [layer for layer in info.layers if layer.weights is not None]
+        report.tables.append(
+            Table(
+                "Layers",
+                [
+                    "layer",
+                    "op",
+                    "output shape",
+                    "weight bits",
+                    "stored as",
+                    "act bits",
+                    "weight bytes",
+                    "scale",
+                    "zero point",
+                ],
+                [
+                    [
+                        layer.name,
+                        layer.op,
+                        "x".join(map(str, layer.shape)),
+                        layer.weight_bits,
+                        layer.weight_type if layer.weights is not None else None,
+                        layer.act_bits,
+                        _weight_bytes(layer),
+                        layer.scale,
+                        layer.zero_point,
+                    ]
+                    for layer in info.layers
+                ],
+            )
+        )
+        report.tables += measured.tables
+        report.notes.append(
+            "'op alone' feeds each op the QAT model's own input (the rule); 'end to end' runs the int8 graph on its "
+            "own, where differences compound (reported, with the accuracy of each)."
+        )
+        bar_plot(
+            pkg,
+            report,
+            "weight_bytes_per_layer.png",
+            [layer.name for layer in weighted],
+            [_weight_bytes(layer) for layer in weighted],
+            "Weight bytes per layer in the .tflite",
+            "bytes",
+        )
+        if measured.plot is not None:
+            measured.plot(pkg, report)
+        report.data = {
+            "tflite": info.to_dict() | {"path": MODEL_NAME},
+            "verification": verification.to_dict(),
+            "agreement": [vars(a) for a in agreements],
+        } | measured.data
+        return report, summary
+
+
+class TfliteTarget(TfliteFamilyTarget):
+    """LiteRT on an application CPU: reference kernels for the exactness rule, XNNPACK and reference timed."""
+
+    flow = "tflite"
+    rounding = "litert"
+    runtime_label = "LiteRT reference kernels"
+    default_io = "float"
+    int4_refusal = None  # LiteRT's reference kernels run INT4 FULLY_CONNECTED and CONV_2D
+    latency_runs = 50
+
+    def run_runtime(self, path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+        from targets.tflite.runtime import run_litert
+
+        return run_litert(path, x)
+
+    def comparison_cells(self, summary: dict[str, Any]) -> ComparisonCells:
+        latency = summary.get("latency_us")
+        return ComparisonCells(
+            "-" if latency is None else f"{latency:.1f} us (host)", f"file {kib(summary.get('model_bytes'))}"
+        )
+
+    def measure(self, path, info, request, pkg, progress) -> Measured:
+        from targets.tflite.runtime import measure_latency, run_litert
+
+        x = info_input(request.x, info)
+        reference = run_litert(path, x, kernels="reference", all_tensors=True)
+        xnnpack = run_litert(path, x, kernels="xnnpack")
+        progress("time LiteRT (XNNPACK and reference kernels)")
+        latencies = {
+            kernels: measure_latency(path, x[:1], kernels=kernels, runs=self.latency_runs)
+            for kernels in ("xnnpack", "reference")
+        }
+        out = info.output_name
+        xnn_agree = float(np.mean(xnnpack[out].argmax(1) == reference[out].argmax(1)))
+        xnn_equal = float(np.mean(np.all((xnnpack[out] == reference[out]).reshape(len(x), -1), axis=1)))
+        lat = latencies["xnnpack"]
+        return Measured(
+            reference,
+            summary={
+                "latency_us": round(lat.median_us, 2),
+                "latency_reference_us": round(latencies["reference"].median_us, 2),
+            },
+            report_lines={
+                "latency (batch 1, 1 thread, median)": f"XNNPACK {lat.median_us:.1f} us, reference kernels "
+                f"{latencies['reference'].median_us:.1f} us",
+                "XNNPACK against the reference kernels": f"same class on {xnn_agree:.2%}, "
+                f"identical output on {xnn_equal:.2%} "
+                "(XNNPACK requantizes in float; not part of the rule)",
+            },
+            tables=[
+                Table(
+                    "Latency (microseconds, batch 1)",
+                    ["kernels", "median", "p10", "p90", "runs", "threads", "XNNPACK partitions"],
+                    [
+                        [t.kernels, t.median_us, t.p10_us, t.p90_us, t.runs, t.threads, t.delegate_nodes]
+                        for t in latencies.values()
+                    ],
+                )
+            ],
+            data={
+                "latency": {k: v.to_dict() for k, v in latencies.items()},
+                "xnnpack": {"same_class": xnn_agree, "identical": xnn_equal},
+            },
+            messages=[
+                "Latency is this machine's, measured here; "
+                "run the package's model.tflite on the target CPU for its own."
+            ],
+        )
