@@ -23,7 +23,7 @@ from rich.text import Text
 
 import sdk
 from sdk.cli import print_comparison
-from sdk.deploy import DeployConfig, deploy_many
+from sdk.deployment import DeployConfig, deploy_many
 from sdk.quiet import hush_stdout, quiet
 
 OUT = Path("demo-out")
@@ -72,7 +72,7 @@ def run_demo(console: Console) -> int:
         return 2
     s = result.summary
     table = Table(title="demo: TFC w2a2 on digits -> PYNQ-Z2", show_header=False)
-    table.add_row("test accuracy (QAT)", f"{accuracy:.2%} (trained in {seconds:.0f} s)")
+    table.add_row("QAT accuracy, whole digits test split", f"{accuracy:.2%} (trained in {seconds:.0f} s)")
     table.add_row(
         "verification",
         ("[green]PASSED[/]" if result.verified else "[red]FAILED[/]")

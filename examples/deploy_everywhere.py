@@ -18,7 +18,7 @@ from pathlib import Path
 
 import sdk
 from sdk.cli import print_comparison
-from sdk.deploy import COMPARISON_COLUMNS, DeployConfig, comparison_rows, deploy_many
+from sdk.deployment import COMPARISON_COLUMNS, DeployConfig, comparison_rows, deploy_many
 
 DEFAULT_TARGETS = "pynq-z2,tflite,ethos-u55-128,stm32f746g-disco"
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import sdk
-from sdk.deploy import DeployConfig, deploy
+from sdk.deployment import DeployConfig, deploy
 
 
 def main() -> int:

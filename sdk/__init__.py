@@ -6,6 +6,9 @@ The stable Python API:
     run = sdk.train(sdk.TrainConfig(model="tfc", bits="w2a2", dataset="digits"), "run/")
     exported = sdk.export_run("run/", "model.qonnx.onnx")
     board = sdk.get_board("pynq-z2")
+    sdk.check("run/", "pynq-z2")                       # raises an SDKError naming every unmappable layer
+    result = sdk.deploy("run/", "pynq-z2", data="my_samples.npz")   # or a QONNX file, or an nn.Module
+    outputs = sdk.simulate(result.package, x)          # the packaged artifact's outputs on x
 
 Heavy imports (torch, brevitas, FINN) happen on first use, so `import sdk` is cheap.
 """
@@ -15,7 +18,17 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _API = {
+    "check": "sdk.api",
+    "deploy": "sdk.api",
+    "simulate": "sdk.api",
+    "DeployConfig": "sdk.deployment",
+    "DeployResult": "sdk.deployment",
+    "deploy_many": "sdk.deployment",
+    "export_module": "sdk.export",
     "SDKError": "sdk.errors",
+    "InternalError": "sdk.errors",
+    "UnsupportedLayersError": "sdk.errors",
+    "PackageError": "sdk.errors",
     "BoardError": "sdk.errors",
     "DatasetError": "sdk.errors",
     "ConfigError": "sdk.errors",

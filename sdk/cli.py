@@ -348,7 +348,24 @@ def _deploy_options(func):
     help="FPGA: utilisation cap (LUT, BRAM18, URAM, DSP) of the fastest-folding search used without --fps.",
 )
 @click.option("--clock-mhz", type=float, default=None, help="Override the board's clock.")
-@click.option("--samples", type=int, default=100, show_default=True, help="Verification samples from the test split.")
+@click.option(
+    "--input-scale",
+    type=float,
+    default=None,
+    help="A QONNX file with a float input: the model receives pixel * S (1/255 for pixels / 255).",
+)
+@click.option(
+    "--data",
+    default=None,
+    help="Your verification samples: an .npz (x in the model's input layout, y optional) or an MNIST idx folder, "
+    "used whole. Default: the model card's data set's test split, else random inputs.",
+)
+@click.option(
+    "--samples",
+    type=int,
+    default=None,
+    help="At most this many verification samples (default: all of --data, 100 of the card's data set).",
+)
 @click.option("--require-bitfile", is_flag=True, help="Fail when no bitfile can be built (no Vivado / Vitis HLS).")
 @click.option(
     "--io",
@@ -360,12 +377,14 @@ def _deploy_options(func):
     "--int4-weights", is_flag=True, help="TFLite family: packed int4 weights where the runtime runs them (else exit 2)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def deploy(target, model, out, fps, max_util, clock_mhz, samples, require_bitfile, io, int4_weights, as_json) -> None:
+def deploy(
+    target, model, out, fps, max_util, clock_mhz, input_scale, data, samples, require_bitfile, io, int4_weights, as_json
+):
     """Build, verify and package MODEL for one board or several.
 
     Exit 1 when a verification fails, 2 on a user error, 3 on a bug in the SDK.
     """
-    from sdk.deploy import DeployConfig, deploy_many
+    from sdk.deployment import DeployConfig, deploy_many
 
     config = DeployConfig(
         target=target,
@@ -374,6 +393,8 @@ def deploy(target, model, out, fps, max_util, clock_mhz, samples, require_bitfil
         fps=fps,
         max_util=max_util,
         clock_mhz=clock_mhz,
+        input_scale=input_scale,
+        data=data,
         samples=samples,
         require_bitfile=require_bitfile,
         io=io,
@@ -393,7 +414,7 @@ def deploy(target, model, out, fps, max_util, clock_mhz, samples, require_bitfil
 
 def print_comparison(results) -> None:
     """One row per board: accuracy, exactness rule and result, speed, resources, artifact size."""
-    from sdk.deploy import COMPARISON_COLUMNS, comparison_rows
+    from sdk.deployment import COMPARISON_COLUMNS, comparison_rows
 
     table = Table(title="one model, several targets")
     for column in COMPARISON_COLUMNS:
@@ -402,6 +423,9 @@ def print_comparison(results) -> None:
         colour = {"PASSED": "green", "FAILED": "red", "ERROR": "red"}.get(row[4], "white")
         table.add_row(*row[:4], f"[{colour}]{row[4]}[/]", *row[5:])
     (out if out.is_terminal else Console(width=170)).print(table)  # logs and CI: one line per board
+    measured_on = sorted({r.summary["accuracy_on"] for r in results if r.summary.get("accuracy_on")})
+    if measured_on:
+        out.print(f"accuracy measured on {'; '.join(measured_on)}")
     for r in results:
         if r.error:
             out.print(f"[red]{r.board}:[/] {r.error}")
@@ -418,6 +442,8 @@ def _print_deploy(result) -> None:
             continue
         if isinstance(value, dict):
             value = ", ".join(f"{k.upper()} {v:.1%}" for k, v in value.items())
+        elif value is None and key.endswith("accuracy"):
+            value = "not measured (no labels)"
         elif isinstance(value, float) and (key.endswith("accuracy") or key.endswith("_used")):
             value = f"{value:.2%}"
         elif isinstance(value, float):
@@ -430,14 +456,20 @@ def _print_deploy(result) -> None:
 
 @main.command()
 @_deploy_options
+@click.option(
+    "--input-scale",
+    type=float,
+    default=None,
+    help="A QONNX file with a float input: the model receives pixel * S (1/255 for pixels / 255).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def check(target, model, as_json) -> None:
+def check(target, model, input_scale, as_json) -> None:
     """Can MODEL run on the board? Names every unsupported layer and the fix (exit 2), fast."""
-    from sdk.deploy import DeployConfig
-    from sdk.deploy import check as run_check
+    from sdk.deployment import DeployConfig
+    from sdk.deployment import check as run_check
 
     with hush_stdout():
-        run_check(DeployConfig(target=target, model=model, samples=1))
+        run_check(DeployConfig(target=target, model=model, samples=1, input_scale=input_scale))
     if as_json:
         return _emit_json({"target": target, "model": model, "supported": True})
     out.print(f"[green]supported:[/] every layer of {model} maps to {target}")
@@ -450,7 +482,8 @@ def check(target, model, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def simulate(package: Path, data: str | None, limit: int | None, as_json: bool) -> None:
     """Run a deployment PACKAGE in the simulator: accuracy and agreement with the QAT model."""
-    from sdk.simulate import simulate_package
+    from sdk.simulation import simulate_package
+    from sdk.verify import share
 
     with hush_stdout():
         report = simulate_package(package, data, limit)
@@ -458,11 +491,11 @@ def simulate(package: Path, data: str | None, limit: int | None, as_json: bool) 
         return _emit_json(report.to_dict())
     identical = "" if report.identical_outputs is None else f", identical output on {report.identical_outputs:.2%}"
     out.print(
-        f"{report.board}: {report.samples} samples of {report.data}: accuracy [bold]{report.accuracy:.2%}[/] "
-        f"(QAT model {report.qat_accuracy:.2%}); same class as the QAT model on {report.agreement:.2%}{identical}"
+        f"{report.board}: {report.samples} samples of {report.data}: accuracy [bold]{share(report.accuracy)}[/] "
+        f"(QAT model {share(report.qat_accuracy)}); same class as the QAT model on {report.agreement:.2%}{identical}"
     )
-    for what, share in report.runtime_agreement.items():
-        out.print(f"{what} on {share:.2%} of the samples")
+    for what, fraction in report.runtime_agreement.items():
+        out.print(f"{what} on {fraction:.2%} of the samples")
 
 
 @main.command()

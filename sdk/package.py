@@ -1,9 +1,19 @@
-"""Deployment package writer: build in a hidden sibling folder, then swap it in.
+"""Deployment packages: written whole or not at all, and refused when changed afterwards.
 
 A package is a folder with a `manifest.json` listing every other file with its
-sha256 and size. Nothing appears at the final path until the package is
-complete, so a crash or a failed build never leaves a
-half-written package behind, and an older package at that path survives it.
+sha256 and size, plus an identity hash over what the inputs determine (measured
+files such as latency reports are listed but left out of it, so equal inputs
+give equal identities). `verify_package` checks a package against its manifest;
+every reader calls it first.
+
+Writing (`PackageBuilder`): build in a hidden sibling folder, then swap it in,
+holding an OS lock beside the output so two deploys never write one package.
+The swap is renames between sibling names that encode the state (`.<name>.tmp-*`
+being built, `.new-*` complete, `.old-*` the old package moved aside); after a
+run killed anywhere in it, the next run into the same place finishes the swap
+(or restores the old package) before it removes every stale sibling. Nothing appears at the final
+path until the package is complete, and an older package there survives a
+failed or killed build.
 
 The writer is generic: backends (FINN, LiteRT, ...) add files and pass their own
 manifest fields to `commit`.
@@ -11,20 +21,30 @@ manifest fields to `commit`.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import numbers
 import os
+import re
 import secrets
 import shutil
+import signal
+import threading
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path, PurePosixPath
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any
+
+from sdk.errors import ConfigError, PackageError
 
 PACKAGE_FORMAT = "sdk-package/1"
 MANIFEST_NAME = "manifest.json"
-_RESERVED_FIELDS = ("format", "files")
+# Filled in by commit(), never by the caller.
+_RESERVED_FIELDS = ("format", "files", "volatile", "unlisted_allowed", "identity_sha256")
+_SIBLING_KINDS = ("tmp", "new", "old")  # building, complete and waiting for the swap, old package moved aside
+_REDEPLOY = "deploy again (`sdk deploy ... --out` this folder); a package is verified whole"
 
 
 def sha256_file(path: Path) -> str:
@@ -61,28 +81,20 @@ def dumps_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
 
 
-def _sibling(final_dir: Path, tag: str) -> Path:
-    """A fresh hidden name next to final_dir: same file system, so renames are atomic."""
-    return final_dir.parent / f".{final_dir.name}.{tag}-{secrets.token_hex(4)}"
+def _is_under(rel: str, entries: Iterable[str]) -> bool:
+    """rel is one of entries, or inside one of them (entries may name folders)."""
+    return any(rel == entry or rel.startswith(entry.rstrip("/") + "/") for entry in entries)
 
 
-def _make_temp_dir(final_dir: Path) -> Path:
-    # os.mkdir (not mkdtemp) so the folder gets the usual umask permissions, not 0700.
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        candidate = _sibling(final_dir, "tmp")
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            continue
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+def identity_sha256(manifest: dict[str, Any]) -> str:
+    """Hash of what the inputs determine: every manifest field, every file's hash except measured (volatile)
+    files, which count by name only. Two deploys of the same inputs agree on it; their timings may differ."""
+    volatile = manifest.get("volatile", [])
+    view = {key: value for key, value in manifest.items() if key not in ("files", "identity_sha256")}
+    view["files"] = [
+        {"path": entry["path"]} if _is_under(entry["path"], volatile) else entry for entry in manifest.get("files", [])
+    ]
+    return hashlib.sha256(dumps_json(view).encode()).hexdigest()
 
 
 def _relative(rel: str | Path) -> PurePosixPath:
@@ -93,35 +105,454 @@ def _relative(rel: str | Path) -> PurePosixPath:
     return posix
 
 
+def _walk(root: Path) -> tuple[list[str], list[str]]:
+    """(regular files, everything else that is not a folder: symlinks, sockets, ...) under root, as POSIX paths.
+
+    Symlinked folders are not followed: a package never holds links, so they count as foreign entries."""
+    files, others = [], []
+    for folder, dirs, names in os.walk(root, followlinks=False):
+        base = Path(folder)
+        for name in dirs:
+            if (base / name).is_symlink():
+                others.append((base / name).relative_to(root).as_posix())
+        for name in names:
+            path = base / name
+            rel = path.relative_to(root).as_posix()
+            (files if path.is_file() and not path.is_symlink() else others).append(rel)
+    return sorted(files), sorted(others)
+
+
+def _sibling(final_dir: Path, kind: str) -> Path:
+    """A fresh hidden name next to final_dir: same file system, so renames are atomic; `kind` encodes the state."""
+    return final_dir.parent / f".{final_dir.name}.{kind}-{secrets.token_hex(4)}"
+
+
+def _siblings(final_dir: Path) -> dict[str, list[Path]]:
+    """The hidden siblings a build of final_dir leaves while it runs (or when killed), by kind."""
+    pattern = re.compile(rf"\.{re.escape(final_dir.name)}\.({'|'.join(_SIBLING_KINDS)})-[0-9a-f]{{8}}")
+    found: dict[str, list[Path]] = {kind: [] for kind in _SIBLING_KINDS}
+    try:
+        entries = list(os.scandir(final_dir.parent))
+    except FileNotFoundError:
+        return found
+    stamped: dict[str, list[tuple[int, Path]]] = {kind: [] for kind in _SIBLING_KINDS}
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match:
+            try:
+                stamped[match.group(1)].append((entry.stat(follow_symlinks=False).st_mtime_ns, Path(entry.path)))
+            except FileNotFoundError:  # removed meanwhile
+                continue
+    for kind, paths in stamped.items():
+        found[kind] = [path for _, path in sorted(paths, key=lambda item: item[0], reverse=True)]  # newest first
+    return found
+
+
+def _lock_path(final_dir: Path) -> Path:
+    return final_dir.parent / f".{final_dir.name}.lock"
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Reading: verify a package against its manifest
+
+
+def _load_manifest(path: Path) -> dict[str, Any]:
+    """The manifest if it is the SDK's (a dict with format and a well-formed file list); PackageError otherwise."""
+    where = str(path)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PackageError(
+            f"{path.parent} is not a deployment package (no {MANIFEST_NAME}).",
+            where=str(path.parent),
+            fix="pass the folder written by `sdk deploy`",
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PackageError(f"{MANIFEST_NAME} is corrupt (not JSON): {exc}", where=where, fix=_REDEPLOY) from exc
+    except OSError as exc:
+        raise PackageError(f"{MANIFEST_NAME} cannot be read: {exc}", where=where, fix=_REDEPLOY) from exc
+    if not isinstance(manifest, dict) or not str(manifest.get("format", "")).startswith("sdk-package/"):
+        raise PackageError(
+            f"{MANIFEST_NAME} is not a deployment package manifest (no '{PACKAGE_FORMAT}' format field).",
+            where=where,
+            fix=_REDEPLOY,
+        )
+    files = manifest.get("files")
+    problem = None
+    if not isinstance(files, list):
+        problem = "has no file list"
+    else:
+        seen = set()
+        for entry in files:
+            ok = (
+                isinstance(entry, dict)
+                and isinstance(entry.get("path"), str)
+                and isinstance(entry.get("sha256"), str)
+                and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"]) is not None
+                and isinstance(entry.get("bytes"), int)
+                and not isinstance(entry.get("bytes"), bool)
+            )
+            try:
+                ok = ok and str(_relative(entry["path"])) == entry["path"] and entry["path"] != MANIFEST_NAME
+            except ValueError:
+                ok = False
+            if not ok or entry["path"] in seen:
+                problem = f"has a malformed file entry {entry!r}"
+                break
+            seen.add(entry["path"])
+        listed = seen
+        for key in ("volatile", "unlisted_allowed"):
+            value = manifest.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                problem = problem or f"has a malformed '{key}' field"
+        if not problem and not all(any(_is_under(rel, [v]) for rel in listed) for v in manifest.get("volatile", [])):
+            problem = "names volatile files it does not list"
+    if problem:
+        raise PackageError(f"{MANIFEST_NAME} {problem}.", where=where, fix=_REDEPLOY)
+    return manifest
+
+
+def _missing_package_hint(package: Path) -> str:
+    stranded = [p.name for kind in ("new", "old") for p in _siblings(package.absolute())[kind]]
+    if stranded:
+        return f"a deploy into it was interrupted (left {', '.join(stranded)}); deploy again to finish or undo it"
+    return "pass the folder written by `sdk deploy`"
+
+
+def verify_package(path: Path | str) -> dict[str, Any]:
+    """Check a package against its manifest and return the manifest: every listed file present with its size and
+    sha256, no file added (outside the folders the manifest leaves to scripts, e.g. a bitfile's), the identity
+    consistent. Every reader calls this first, so a changed package is refused (PackageError) before it runs."""
+    package = Path(path)
+    if not package.is_dir():
+        what = "does not exist" if not package.exists() else "is a file, not a package folder"
+        raise PackageError(f"{package} {what}.", where=str(package), fix=_missing_package_hint(package))
+    manifest = _load_manifest(package / MANIFEST_NAME)
+    problems: list[tuple[str, str]] = []  # (relative path, what is wrong)
+    listed = set()
+    for entry in manifest["files"]:
+        rel = entry["path"]
+        listed.add(rel)
+        file = package.joinpath(*PurePosixPath(rel).parts)
+        if file.is_symlink() or (file.exists() and not file.is_file()):
+            problems.append((rel, "is no longer the regular file the SDK wrote"))
+        elif not file.exists():
+            problems.append((rel, "is missing"))
+        elif file.stat().st_size != entry["bytes"]:
+            problems.append((rel, f"was changed ({file.stat().st_size} bytes, the manifest says {entry['bytes']})"))
+        elif sha256_file(file) != entry["sha256"]:
+            problems.append((rel, "was changed (its sha256 differs from the manifest's)"))
+    allowed = [folder for folder in manifest.get("unlisted_allowed", []) if folder.strip("/.")]
+    files, others = _walk(package)
+    for rel in files + others:
+        if rel != MANIFEST_NAME and rel not in listed and not _is_under(rel, allowed):
+            problems.append((rel, "was added: the manifest does not list it"))
+    if problems:
+        shown = "; ".join(f"{rel} {what}" for rel, what in problems[:8])
+        more = f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
+        raise PackageError(
+            f"The package is corrupt or was changed after it was written: {shown}{more}.",
+            where=str(package / problems[0][0]),
+            fix=f"restore the package, or {_REDEPLOY}",
+        )
+    stored = manifest.get("identity_sha256")
+    if stored is not None and stored != identity_sha256(manifest):
+        raise PackageError(
+            f"{MANIFEST_NAME} was edited: its identity_sha256 does not match its fields.",
+            where=str(package / MANIFEST_NAME),
+            fix=_REDEPLOY,
+        )
+    return manifest
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Writing: the output path, the lock, recovery from a killed run, the builder
+
+
+def _refuse_replacing(final: Path) -> None:
+    """Only a package the SDK wrote (or an empty folder) may be replaced: never a file, a link, a folder of the
+    user's other files, or a package holding files the SDK did not write (e.g. a bitfile built since)."""
+    where = f"--out {final}"
+    if final.is_symlink():
+        raise PackageError(
+            f"{final} is a symbolic link; a deploy replaces the folder at --out and would not write through it.",
+            where=where,
+            fix="pass the folder the link points to, or a new folder",
+        )
+    if final.exists() and not final.is_dir():
+        raise PackageError(
+            f"{final} is a file, not a package folder; a deploy would replace it.",
+            where=where,
+            fix="pick a new folder for the package (e.g. --out deploy/<board>), or move the file away",
+        )
+    if not final.is_dir() or not any(final.iterdir()):
+        return
+    if not (final / MANIFEST_NAME).is_file():
+        raise ConfigError(
+            f"{final} holds files that are not a deployment package; a deploy would replace the whole folder.",
+            where=where,
+            fix="pick a new or empty folder for the package (e.g. --out deploy/<board>)",
+        )
+    try:
+        manifest = _load_manifest(final / MANIFEST_NAME)
+    except PackageError as exc:
+        raise PackageError(
+            f"{final} holds a {MANIFEST_NAME} the SDK did not write ({exc.what}); a deploy would replace the whole "
+            "folder.",
+            where=where,
+            fix="pick a new folder for the package, or delete this one yourself if it is an old package",
+        ) from exc
+    listed = {entry["path"] for entry in manifest["files"]}
+    files, others = _walk(final)
+    foreign = [rel for rel in files + others if rel != MANIFEST_NAME and rel not in listed]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" (and {len(foreign) - 5} more)" if len(foreign) > 5 else "")
+        raise PackageError(
+            f"{final} is a deployment package, but holds files the SDK did not write: {shown}. A deploy replaces "
+            "the whole folder and would delete them.",
+            where=where,
+            fix="move those files out of the package (e.g. a finished bitfile), or deploy to another --out",
+        )
+
+
+def _check_parent(final: Path) -> None:
+    """The package's folder must be creatable: its nearest existing ancestor a writable folder."""
+    ancestor = final.parent
+    while not ancestor.exists() and not ancestor.is_symlink() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise PackageError(
+            f"{ancestor} is a file, so the package folder {final} cannot be created.",
+            where=f"--out {final}",
+            fix="pick a --out inside a folder",
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise PackageError(
+            f"The folder {ancestor} is not writable, so the package {final} cannot be written.",
+            where=f"--out {final}",
+            fix="pick a --out in a folder you can write to, or change that folder's permissions",
+        )
+
+
+def _lock_holder(final: Path) -> str | None:
+    """Who holds the lock of final (its pid, as written in the lock file), without taking it; None if nobody."""
+    try:
+        fd = os.open(_lock_path(final), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    except BlockingIOError:
+        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _busy_error(final: Path, holder: str) -> PackageError:
+    return PackageError(
+        f"Another deploy (process {holder}) is writing the package {final}.",
+        where=f"--out {final}",
+        fix="wait for that deploy to finish, or deploy to another --out; its lock "
+        f"({_lock_path(final).name}) is released when it ends, even if it is killed",
+    )
+
+
+def check_output_path(path: Path | str) -> Path:
+    """Refuse an output path a deploy must not write, before any long work; writes nothing.
+
+    Refused (exit 2): a file or a symbolic link at `path`; a folder that is not a package the SDK wrote (or that
+    holds files the SDK did not write); a parent that cannot be created or written; another deploy writing there.
+    Returns the absolute path."""
+    return _check_output(path, probe_lock=True)
+
+
+def _check_output(path: Path | str, probe_lock: bool) -> Path:
+    final = Path(os.path.abspath(path))
+    if final == final.parent:
+        raise PackageError(f"{final} cannot be a package folder.", where=f"--out {path}", fix="e.g. --out deploy/x")
+    _refuse_replacing(final)
+    _check_parent(final)
+    holder = _lock_holder(final) if probe_lock else None
+    if holder is not None:
+        raise _busy_error(final, holder)
+    return final
+
+
+class _OutputLock:
+    """An exclusive flock on `.<name>.lock` beside the output: the kernel drops it when the process dies, so a
+    killed deploy never blocks the next one; the file itself is removed on release."""
+
+    def __init__(self, final: Path):
+        self.final = final
+        self.path = _lock_path(final)
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise _busy_error(self.final, holder) from None
+            except BaseException:
+                os.close(fd)
+                raise
+            # The holder before us may have removed the file after we opened it: then this lock guards nothing.
+            try:
+                current = os.stat(self.path)
+                mine = os.fstat(fd)
+                if (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino):
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            current = os.stat(self.path)
+            mine = os.fstat(self.fd)
+            if (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino):
+                os.unlink(self.path)  # while still locked: a waiter then sees a new inode and retries
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _recover(final: Path) -> None:
+    """Undo what a killed run left (call with the lock held): if the package is gone because a run died between
+    the commit's two renames, put the complete new package in place (or else the old one back); then remove
+    every stale sibling."""
+    stale = _siblings(final)
+    if not final.exists() and not final.is_symlink():
+        for candidate in stale["new"]:  # complete by construction (renamed from tmp after the manifest); verify
+            try:
+                verify_package(candidate)
+            except PackageError:
+                continue
+            os.rename(candidate, final)
+            break
+        else:
+            if stale["old"]:
+                os.rename(stale["old"][0], final)
+    for paths in stale.values():
+        for path in paths:
+            if path.exists() or path.is_symlink():
+                _remove(path)
+
+
+def _write_error(final: Path, exc: OSError) -> PackageError:
+    return PackageError(
+        f"Cannot write the package {final}: {exc.strerror or exc}"
+        + (f" ({exc.filename})" if exc.filename else "")
+        + "; any package there is unchanged.",
+        where=f"--out {final}",
+        fix="pick a --out in a folder you can write to, or check that folder's permissions and free space",
+    )
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
 class PackageBuilder:
     """Build a package in a temporary sibling of `final_dir`; `commit` swaps it in.
 
     with PackageBuilder(out) as pkg:
         pkg.write_text("README.md", "...")
+        pkg.write_json("report.json", {...}, volatile=True)  # measured: hashed, but not part of the identity
         pkg.commit({"board": "Pynq-Z2"})
 
-    Leaving the block by an exception, or without commit(), deletes the temporary
-    folder and leaves `final_dir` exactly as it was.
+    Entering checks the output path (check_output_path), takes the lock beside it, and cleans up after a killed
+    run. Leaving the block by an exception, SIGTERM/SIGHUP, or without commit(), deletes the temporary folder
+    and leaves `final_dir` exactly as it was; the lock is released on every exit path.
     """
 
     def __init__(self, final_dir: Path | str):
-        self.final_dir = Path(final_dir).absolute()
+        self.final_dir = Path(os.path.abspath(final_dir))
         self._temp_dir: Path | None = None
         self._committed = False
+        self._entered = False
+        self._lock = _OutputLock(self.final_dir)
+        self._volatile: set[str] = set()
+        self._unlisted_allowed: set[str] = set()
+        self._signals: dict[int, Any] = {}
 
     def __enter__(self) -> PackageBuilder:
-        if self._temp_dir is not None or self._committed:
+        if self._entered:
             raise RuntimeError("a PackageBuilder can be entered only once")
-        self._refuse_foreign_folder()
-        self._temp_dir = _make_temp_dir(self.final_dir)
+        self._entered = True
+        final = _check_output(self.final_dir, probe_lock=False)  # fails before anything is written; then the lock
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire()
+        except OSError as exc:
+            raise _write_error(final, exc) from exc
+        try:
+            self._catch_signals()
+            _recover(final)
+            _refuse_replacing(final)  # again, under the lock: recovery may have put a package back
+            self._temp_dir = self._make_temp_dir()
+        except BaseException as exc:
+            self._restore_signals()
+            self._lock.release()
+            if isinstance(exc, OSError):
+                raise _write_error(final, exc) from exc
+            raise
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._temp_dir is not None:
-            shutil.rmtree(self._temp_dir, ignore_errors=True)
-            self._temp_dir = None
+        try:
+            if self._temp_dir is not None:
+                shutil.rmtree(self._temp_dir, ignore_errors=True)
+                self._temp_dir = None
+        finally:
+            self._restore_signals()
+            self._lock.release()
+
+    def _make_temp_dir(self) -> Path:
+        # os.mkdir (not mkdtemp) so the folder gets the usual umask permissions, not 0700.
+        while True:
+            candidate = _sibling(self.final_dir, "tmp")
+            try:
+                candidate.mkdir()
+                return candidate
+            except FileExistsError:
+                continue
+
+    def _catch_signals(self) -> None:
+        """SIGTERM and SIGHUP (where nobody handles them) unwind the `with` block like Ctrl-C, so it cleans up."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) is signal.SIG_DFL:
+                self._signals[sig] = signal.signal(sig, _exit_on_signal)
+
+    def _restore_signals(self) -> None:
+        for sig, handler in self._signals.items():
+            signal.signal(sig, handler)
+        self._signals.clear()
 
     @property
     def temp_dir(self) -> Path:
@@ -141,9 +572,21 @@ class PackageBuilder:
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
 
-    def add_file(self, rel: str | Path, src: Path) -> Path:
+    def mark_volatile(self, *rels: str | Path) -> None:
+        """Files (or whole folders) holding measurements, e.g. timings: listed and hashed in the manifest, but left
+        out of its identity."""
+        self._volatile.update(str(_relative(rel)) for rel in rels)
+
+    def allow_unlisted(self, folder: str | Path) -> None:
+        """A folder a packaged script writes its results into later (e.g. a bitfile): files appearing there do not
+        make verify_package refuse the package. A redeploy still refuses to delete them."""
+        self._unlisted_allowed.add(str(_relative(folder)))
+
+    def add_file(self, rel: str | Path, src: Path, volatile: bool = False) -> Path:
         target = self.path(rel)
         shutil.copy(src, target)  # content and mode (keeps scripts executable)
+        if volatile:
+            self.mark_volatile(rel)
         return target
 
     def add_tree(self, rel: str | Path, src_dir: Path) -> Path:
@@ -151,59 +594,69 @@ class PackageBuilder:
         shutil.copytree(src_dir, target, dirs_exist_ok=True)
         return target
 
-    def write_text(self, rel: str | Path, text: str) -> Path:
+    def write_text(self, rel: str | Path, text: str, volatile: bool = False) -> Path:
         target = self.path(rel)
         target.write_text(text, encoding="utf-8", newline="\n")
+        if volatile:
+            self.mark_volatile(rel)
         return target
 
-    def write_json(self, rel: str | Path, obj: Any) -> Path:
-        return self.write_text(rel, dumps_json(obj))
+    def write_json(self, rel: str | Path, obj: Any, volatile: bool = False) -> Path:
+        return self.write_text(rel, dumps_json(obj), volatile)
 
     def file_entries(self) -> list[dict[str, Any]]:
         """Every file in the package except the manifest, sorted by POSIX path."""
         root = self.temp_dir
-        entries = []
-        for file in root.rglob("*"):
-            rel = file.relative_to(root).as_posix()
-            if file.is_file() and rel != MANIFEST_NAME:
-                entries.append({"path": rel, "sha256": sha256_file(file), "bytes": file.stat().st_size})
-        return sorted(entries, key=lambda entry: entry["path"])
+        files, others = _walk(root)
+        if others:
+            raise ValueError(f"a package holds regular files only, not {others}")
+        return [
+            {"path": rel, "sha256": sha256_file(root / rel), "bytes": (root / rel).stat().st_size}
+            for rel in files
+            if rel != MANIFEST_NAME
+        ]
 
-    def commit(self, fields: dict[str, Any]) -> Path:
-        """Write manifest.json (fields + format + file list), then swap the package into final_dir."""
+    def commit(self, fields: dict[str, Any], volatile: Iterable[str | Path] = ()) -> Path:
+        """Write manifest.json (fields, format, file list, identity), then swap the package into final_dir.
+
+        volatile: files holding measurements (as mark_volatile)."""
         clash = [key for key in _RESERVED_FIELDS if key in fields]
         if clash:
             raise ValueError(f"manifest fields {clash} are reserved: commit() fills them in")
-        manifest = {**fields, "format": PACKAGE_FORMAT, "files": self.file_entries()}
+        self.mark_volatile(*volatile)
+        entries = self.file_entries()
+        absent = sorted(v for v in self._volatile if not any(_is_under(entry["path"], [v]) for entry in entries))
+        if absent:
+            raise ValueError(f"volatile files {absent} are not in the package")
+        manifest = {**fields, "format": PACKAGE_FORMAT, "files": entries}
+        if self._volatile:
+            manifest["volatile"] = sorted(self._volatile)
+        if self._unlisted_allowed:
+            manifest["unlisted_allowed"] = sorted(self._unlisted_allowed)
+        manifest = json.loads(dumps_json(manifest))  # the identity is of what readers will parse
+        manifest["identity_sha256"] = identity_sha256(manifest)
         (self.temp_dir / MANIFEST_NAME).write_text(dumps_json(manifest), encoding="utf-8", newline="\n")
-        self._swap_in(self.temp_dir)
-        self._temp_dir = None
+        self._swap_in()
         self._committed = True
         return self.final_dir
 
-    def _refuse_foreign_folder(self) -> None:
-        """Only an old package (or an empty folder) may be replaced: never a folder of the user's other files."""
-        from sdk.errors import ConfigError
-
-        target = self.final_dir
-        if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST_NAME).is_file():
-            raise ConfigError(
-                f"{target} holds files that are not a deployment package; a deploy would replace the whole folder.",
-                where=f"--out {target}",
-                fix="pick a new or empty folder for the package (e.g. --out deploy/<board>)",
-            )
-
-    def _swap_in(self, built: Path) -> None:
-        """Rename any old package aside, rename the new one in, then delete the old one."""
-        old = None
-        if self.final_dir.exists() or self.final_dir.is_symlink():
-            old = _sibling(self.final_dir, "old")
-            os.rename(self.final_dir, old)
+    def _swap_in(self) -> None:
+        """tmp -> new (complete), final -> old, new -> final, delete old. A run killed after the first rename
+        leaves names that tell the next run what to do (see _recover)."""
+        new, old = _sibling(self.final_dir, "new"), None
         try:
-            os.rename(built, self.final_dir)
-        except BaseException:
-            if old is not None:
+            os.rename(self.temp_dir, new)
+            self._temp_dir = None
+            if self.final_dir.exists() or self.final_dir.is_symlink():
+                old = _sibling(self.final_dir, "old")
+                os.rename(self.final_dir, old)
+            os.rename(new, self.final_dir)
+        except BaseException as exc:
+            if old is not None and not self.final_dir.exists():
                 os.rename(old, self.final_dir)
+            _remove(new)
+            if isinstance(exc, OSError):
+                raise _write_error(self.final_dir, exc) from exc
             raise
         if old is not None:
             _remove(old)

@@ -7,11 +7,13 @@ A run folder holds everything `sdk export` needs:
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +21,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from sdk.data import INPUT_SCALE, Dataset, load_dataset
-from sdk.errors import CheckpointError, ConfigError
+from sdk.data import INPUT_SCALE, MAX_CLASSES, Dataset, check_image_size, check_seed, is_int, load_dataset
+from sdk.errors import CheckpointError, ConfigError, SDKError
 from sdk.zoo import BitsConfig, build_model, get_spec, parse_bits
 
 CHECKPOINT_FORMAT = "sdk-checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.json"
+
+# Bounds past which a value is a typo, not a plan (and past which torch or scikit-learn fail in their own words).
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 1 << 20
+MAX_THREADS = 1024
+MAX_CHECKPOINT_BYTES = 2 << 30
+MAX_METRICS_BYTES = 64 << 20
+MAX_INPUT_ELEMENTS = 1 << 24  # C * H * W of a checkpoint's input
 
 
 @dataclass
@@ -49,17 +59,78 @@ class TrainConfig:
         return parse_bits(self.bits, self.layer_bits)
 
     def validate(self) -> None:
+        """Every field, before anything is read or written: a bad value fails here, not an hour into training."""
+        for name, where in (("model", "MODEL"), ("bits", "--bits"), ("layer_bits", "--layer-bits")):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(
+                    f"{where} must be text, got {getattr(self, name)!r}.", where=where, fix="e.g. tfc --bits w2a2"
+                )
         get_spec(self.model)
         self.bits_config()
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(
-                    f"{name} must be at least 1, got {getattr(self, name)}.",
-                    where=f"--{name.replace('_', '-')}",
-                    fix="give a positive number",
-                )
-        if not self.lr > 0:
-            raise ConfigError(f"Learning rate must be positive, got {self.lr}.", where="--lr", fix="e.g. --lr 0.01")
+        if not isinstance(self.dataset, str) or not self.dataset.strip():
+            raise ConfigError(
+                f"--dataset must name a data set, got {self.dataset!r}.",
+                where="--dataset",
+                fix="digits, fashion-mnist, a folder of MNIST idx files, or an .npz file",
+            )
+        check_image_size(self.image_size)
+        check_seed(self.seed)
+        _check_int(self.epochs, "--epochs", 1, MAX_EPOCHS, "e.g. --epochs 60")
+        # BatchNorm needs two samples per batch: a batch of one is skipped, so --batch-size 1 would train nothing.
+        _check_int(self.batch_size, "--batch-size", 2, MAX_BATCH_SIZE, "e.g. --batch-size 64")
+        if self.threads is not None:
+            _check_int(self.threads, "threads", 1, MAX_THREADS, "leave it unset for torch's default")
+        _check_float(self.lr, "--lr", "e.g. --lr 0.01", positive=True)
+        _check_float(self.weight_decay, "weight_decay", "e.g. 0.0 or 1e-4", positive=False)
+        if not isinstance(self.augment, bool):
+            raise ConfigError(
+                f"augment must be True or False, got {self.augment!r}.", where="augment", fix="--no-augment"
+            )
+
+
+def _check_int(value: Any, where: str, low: int, high: int, fix: str) -> None:
+    if not is_int(value) or not low <= value <= high:
+        raise ConfigError(f"{where} must be an integer from {low} to {high:,}, got {value!r}.", where=where, fix=fix)
+
+
+def _check_float(value: Any, where: str, fix: str, positive: bool) -> None:
+    number = is_int(value) or isinstance(value, float | np.floating)
+    if not number or not math.isfinite(value) or (value <= 0 if positive else value < 0):
+        what = "a finite number above 0" if positive else "a finite number of at least 0"
+        raise ConfigError(f"{where} must be {what}, got {value!r}.", where=where, fix=fix)
+
+
+def check_out_dir(out_dir: Path, where: str = "--out") -> None:
+    """The run folder can be made and written: an existing file, a file on the way, a read-only or missing-permission
+    folder, or a name too long fails now, before training, and nothing is left behind by the check."""
+
+    def fail(what: str, fix: str) -> ConfigError:
+        return ConfigError(what, where=f"{where} {out_dir}", fix=fix)
+
+    try:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise fail(f"{out_dir} exists and is not a folder.", "give a new or existing folder for the run")
+        existing, missing = out_dir, []
+        while not existing.exists():
+            missing.append(existing.name)
+            if existing.parent == existing:
+                break
+            existing = existing.parent
+        if not existing.is_dir():
+            raise fail(f"{existing} is a file, so {out_dir} cannot be made.", "give a folder path for the run")
+        longest = os.pathconf(existing, "PC_NAME_MAX")
+        too_long = [name for name in missing if len(os.fsencode(name)) > longest]
+        if too_long:
+            raise fail(f"The folder name {too_long[0][:40]}... is longer than {longest} bytes.", "use a shorter name")
+        probe = tempfile.mkdtemp(prefix=".sdk-write-check-", dir=existing)
+        os.rmdir(probe)
+    except ConfigError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise fail(
+            f"The run folder cannot be written: {getattr(exc, 'strerror', None) or exc}.",
+            "choose a folder you can write to (check its permissions, and that its disk is not read-only or full)",
+        ) from None
 
 
 @dataclass
@@ -131,6 +202,7 @@ def train(config: TrainConfig, out_dir: Path | str, data: Dataset | None = None,
 
     config.validate()
     out_dir = Path(out_dir)
+    check_out_dir(out_dir)
     data = data or load_dataset(config.dataset, seed=config.seed, image_size=config.image_size)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
@@ -139,6 +211,7 @@ def train(config: TrainConfig, out_dir: Path | str, data: Dataset | None = None,
     generator = torch.Generator().manual_seed(config.seed)
     model = build_model(config.model, data.input_shape, data.num_classes, config.bits_config())
     flat = model.flat_input
+    _dry_run(model, data, config)
     x_train, y_train = model_input(data.x_train, flat), torch.from_numpy(data.y_train)
     x_val, y_val = model_input(data.x_val, flat), torch.from_numpy(data.y_val)
     x_test, y_test = model_input(data.x_test, flat), torch.from_numpy(data.y_test)
@@ -189,7 +262,7 @@ def train(config: TrainConfig, out_dir: Path | str, data: Dataset | None = None,
                 _save_checkpoint(checkpoint, model, config, data, epoch, val_acc)
             bar.update(task, advance=1, loss=history[-1]["loss"], val=val_acc, best=best_val)
     seconds = time.perf_counter() - started
-    best_model, _ = load_checkpoint(checkpoint)
+    best_model, _ = load_checkpoint(checkpoint, check_metrics=False)  # metrics.json is (re)written below
     test_acc = accuracy(best_model, x_test, y_test)
     result = TrainResult(out_dir, test_acc, best_val, best_epoch, seconds, history)
     metrics = {
@@ -208,7 +281,103 @@ def train(config: TrainConfig, out_dir: Path | str, data: Dataset | None = None,
     return result
 
 
-def load_checkpoint(path: Path | str) -> tuple[nn.Module, dict[str, Any]]:
+def _dry_run(model: nn.Module, data: Dataset, config: TrainConfig) -> None:
+    """One forward pass of a copy on two samples: a model that cannot take this input fails before the first epoch
+    (the copy, so that no quantizer of the model to train sees data outside training)."""
+    try:
+        with torch.no_grad():
+            copy.deepcopy(model).eval()(model_input(data.x_train[:2], model.flat_input))
+    except (RuntimeError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"Model '{config.model}' cannot take inputs of shape {data.input_shape}: {reason}",
+            where="--image-size" if config.image_size else "--dataset",
+            fix="choose an image size the model supports (see `sdk models`), or another model",
+        ) from exc
+
+
+def _payload_error(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(
+        f"Checkpoint {what}.", where=str(path), fix="the file was edited or is not from `sdk train`; train again"
+    )
+
+
+def _checked_payload(payload: Any, path: Path) -> TrainConfig:
+    """The checkpoint's own fields, each of the type and range `sdk train` writes; the config they describe."""
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            "File is not an SDK checkpoint (format tag missing).",
+            where=str(path),
+            fix="pass the run folder written by `sdk train`",
+        )
+    raw = payload.get("config")
+    if not isinstance(raw, dict):
+        raise _payload_error(path, "has no training config")
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(str(k) for k in raw if k not in known)
+    if unknown:
+        raise _payload_error(path, f"config has unknown field(s) {', '.join(unknown)[:200]}")
+    if "model" not in raw or "bits" not in raw:
+        raise _payload_error(path, "config does not name its model and bits")
+    config = TrainConfig(**raw)
+    try:
+        config.validate()
+    except SDKError as exc:
+        raise _payload_error(path, f"config is invalid: {exc.what.rstrip('.')}") from exc
+    shape = payload.get("input_shape")
+    if (
+        not isinstance(shape, list | tuple)
+        or len(shape) != 3
+        or not all(is_int(d) and d >= 1 for d in shape)
+        or math.prod(shape) > MAX_INPUT_ELEMENTS
+    ):
+        raise _payload_error(path, f"input_shape {str(shape)[:100]} is not (C, H, W) of positive sizes")
+    labels = payload.get("labels")
+    if (
+        not isinstance(labels, list | tuple)
+        or not 1 <= len(labels) <= MAX_CLASSES
+        or not all(isinstance(v, str) for v in labels)
+    ):
+        raise _payload_error(path, "labels are not a list of class names")
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise _payload_error(path, "weights (state_dict) are not a mapping of names to tensors")
+    return config
+
+
+def read_metrics(path: Path | str) -> dict[str, Any]:
+    """metrics.json of a run folder (or beside a checkpoint): {} when absent, a CheckpointError when unreadable."""
+    path = Path(path)
+    run_dir = path if path.is_dir() else path.parent
+    metrics_path = run_dir / METRICS_NAME
+    if not metrics_path.exists():
+        return {}
+    fix = "the run's metrics.json is damaged; train again (or delete metrics.json to export without its accuracy)"
+    try:
+        if not metrics_path.is_file() or metrics_path.stat().st_size > MAX_METRICS_BYTES:
+            raise CheckpointError(f"{METRICS_NAME} is not a metrics file.", where=str(metrics_path), fix=fix)
+        metrics = json.loads(metrics_path.read_bytes().decode("utf-8"))
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise CheckpointError(
+            f"{METRICS_NAME} cannot be read: {type(exc).__name__}: {str(exc)[:200]}", where=str(metrics_path), fix=fix
+        ) from None
+    if not isinstance(metrics, dict):
+        raise CheckpointError(f"{METRICS_NAME} does not hold a JSON object.", where=str(metrics_path), fix=fix)
+    accuracy = metrics.get("test_accuracy")
+    if accuracy is not None and (
+        not isinstance(accuracy, int | float) or isinstance(accuracy, bool) or not 0 <= accuracy <= 1
+    ):
+        raise CheckpointError(
+            f"{METRICS_NAME} has test_accuracy {str(accuracy)[:50]}, not a fraction in [0, 1].",
+            where=str(metrics_path),
+            fix=fix,
+        )
+    return metrics
+
+
+def load_checkpoint(path: Path | str, check_metrics: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model of a checkpoint (weights_only load: checkpoints may be untrusted)."""
     path = Path(path)
     if path.is_dir():
@@ -217,27 +386,34 @@ def load_checkpoint(path: Path | str) -> tuple[nn.Module, dict[str, Any]]:
         raise CheckpointError(
             f"No checkpoint at {path}.", where=str(path), fix="train first: sdk train MODEL --out RUN_DIR"
         )
+    size = path.stat().st_size
+    if size == 0 or size > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(
+            f"Checkpoint is {'empty (0 bytes)' if size == 0 else f'larger than {MAX_CHECKPOINT_BYTES >> 30} GiB'}.",
+            where=str(path),
+            fix="the file is corrupt or not an SDK checkpoint; train again",
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
+        text = str(exc).strip()
         raise CheckpointError(
-            f"Checkpoint cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+            f"Checkpoint cannot be read: {type(exc).__name__}" + (f": {text.splitlines()[0][:200]}" if text else ""),
             where=str(path),
             fix="the file is corrupt or not an SDK checkpoint; train again",
         ) from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            "File is not an SDK checkpoint (format tag missing).",
-            where=str(path),
-            fix="pass the run folder written by `sdk train`",
-        )
-    config = TrainConfig(**payload["config"])
-    model = build_model(config.model, tuple(payload["input_shape"]), len(payload["labels"]), config.bits_config())
+    config = _checked_payload(payload, path)
+    if check_metrics:
+        read_metrics(path)
     try:
+        model = build_model(config.model, tuple(payload["input_shape"]), len(payload["labels"]), config.bits_config())
         model.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
+    except Exception as exc:  # a shape or a layer the weights do not fit, in torch's or Brevitas's words
+        text = exc.what if isinstance(exc, SDKError) else str(exc)
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
         raise CheckpointError(
-            f"Checkpoint weights do not fit model '{config.model}': {str(exc).splitlines()[0]}",
+            f"Checkpoint weights do not fit model '{config.model}': "
+            + (" ".join(lines[:2])[:300] if lines else type(exc).__name__),
             where=str(path),
             fix="the checkpoint was made by another SDK version or edited; train again",
         ) from None

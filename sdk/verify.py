@@ -24,6 +24,7 @@ class Check:
     detail: str
     first_difference: str | None = None
     mismatch_rate: float = 0.0
+    ties: int = 0  # samples that differ only where the reference sits on a rounding tie (reported, not failures)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,9 +54,41 @@ class Verification:
         }
 
 
+def binary_threshold(reference: np.ndarray) -> float:
+    """A one-output model is a binary classifier: 0.5 for probabilities (a sigmoid's), 0 for logits."""
+    return 0.5 if reference.size and float(reference.min()) >= 0.0 and float(reference.max()) <= 1.0 else 0.0
+
+
+def predicted_classes(outputs: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """argmax over the classes; a single output column is thresholded (binary classification), not argmaxed."""
+    flat = outputs.reshape(len(outputs), -1)
+    if flat.shape[1] == 1:
+        return (flat[:, 0] > (binary_threshold(flat) if threshold is None else threshold)).astype(np.int64)
+    return flat.argmax(1)
+
+
+def accuracy(outputs: np.ndarray, labels: np.ndarray | None, threshold: float | None = None) -> float | None:
+    """Share of samples whose predicted class is the label; None without labels (not measured)."""
+    if labels is None or len(labels) == 0:
+        return None
+    return float(np.mean(predicted_classes(outputs, threshold) == labels))
+
+
+def share(value: float | None) -> str:
+    """A share as a percentage for reports; 'not measured' where there was nothing to measure (no labels)."""
+    return "not measured" if value is None else f"{value:.2%}"
+
+
 def same_class(ours: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Per sample: our predicted class is the reference's, or ties with it (binary nets have exactly tied logits)."""
+    """Per sample: our predicted class is the reference's, or ties with it (binary nets have exactly tied logits).
+
+    One output column: both sides thresholded at the reference's threshold, with the same tie tolerance."""
     span = float(np.max(np.abs(reference))) or 1.0
+    ours, reference = ours.reshape(len(ours), -1), reference.reshape(len(reference), -1)
+    if reference.shape[1] == 1:
+        threshold = binary_threshold(reference)
+        near = np.abs(reference[:, 0] - threshold) <= FLOAT_RTOL * span
+        return near | ((ours[:, 0] > threshold) == (reference[:, 0] > threshold))
     predicted = ours.argmax(1)
     chosen = reference[np.arange(len(reference)), predicted]
     return chosen >= reference.max(1) - FLOAT_RTOL * span
@@ -83,27 +116,40 @@ def compare_layers(name: str, ours: list[tuple[str, np.ndarray]], theirs: list[n
     return Check(name, True, samples, detail)
 
 
-def compare_integer_outputs(name: str, ours: np.ndarray, reference: np.ndarray, detail: str) -> Check:
-    mismatch = np.any((ours != reference).reshape(len(ours), -1), axis=1)
-    return Check(
-        name,
-        not mismatch.any(),
-        len(ours),
-        detail,
-        first_difference="network output" if mismatch.any() else None,
-        mismatch_rate=float(mismatch.mean()),
-    )
-
-
-def compare_float_outputs(name: str, ours: np.ndarray, reference: np.ndarray, detail: str) -> Check:
-    span = float(np.max(np.abs(reference))) or 1.0
-    error = np.max(np.abs(ours - reference).reshape(len(ours), -1), axis=1) / span
-    bad = error > FLOAT_RTOL
+def _output_check(name: str, mismatch: np.ndarray, ties: np.ndarray | None, detail: str) -> Check:
+    """Per-sample mismatches -> a Check. A mismatch on a sample where the QAT model sits on a rounding tie
+    (`ties`: its float value within float32 rounding of a quantization boundary) is counted, not a failure."""
+    tied = mismatch & ties if ties is not None else np.zeros_like(mismatch)
+    bad = mismatch & ~tied
+    if tied.any():
+        detail += (
+            f"; {int(tied.sum())} sample(s) differ where the QAT model sits on a rounding tie "
+            "(its float value within float32 rounding of a quantization boundary): counted as ties, not failures"
+        )
+    if bad.any():
+        detail += f"; first differing sample: {int(np.argmax(bad))}"
     return Check(
         name,
         not bad.any(),
-        len(ours),
-        f"{detail}; max relative difference {float(error.max(initial=0.0)):.1e}",
+        len(mismatch),
+        detail,
         first_difference="network output" if bad.any() else None,
         mismatch_rate=float(bad.mean()),
+        ties=int(tied.sum()),
     )
+
+
+def compare_integer_outputs(
+    name: str, ours: np.ndarray, reference: np.ndarray, detail: str, ties: np.ndarray | None = None
+) -> Check:
+    mismatch = np.any((ours != reference).reshape(len(ours), -1), axis=1)
+    return _output_check(name, mismatch, ties, detail)
+
+
+def compare_float_outputs(
+    name: str, ours: np.ndarray, reference: np.ndarray, detail: str, ties: np.ndarray | None = None
+) -> Check:
+    span = float(np.max(np.abs(reference))) or 1.0
+    error = np.max(np.abs(ours - reference).reshape(len(ours), -1), axis=1) / span
+    detail = f"{detail}; max relative difference {float(error.max(initial=0.0)):.1e}"
+    return _output_check(name, error > FLOAT_RTOL, ties, detail)

@@ -37,6 +37,7 @@ class BuildRequest:
     x: np.ndarray  # verification samples, uint8 in the model card's input layout
     y: np.ndarray  # their labels
     reference: np.ndarray  # the QAT model's float outputs on x
+    data_label: str = ""  # what x is, for every accuracy reported: e.g. "digits test split, 100 samples"
     qat_model: Any = None  # the Brevitas model, where its checkpoint is at hand (the TFLite writer needs it)
 
 

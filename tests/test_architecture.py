@@ -94,3 +94,22 @@ def test_nothing_in_the_repository_cites_a_file_outside_it():
         and re.search(r"DESIGN\.md|\.\./shared", p.read_text(errors="ignore"))
     ]
     assert not cited
+
+
+def test_a_board_of_several_flows_is_deployed_with_the_one_named():
+    from sdk.deployment import choose_target
+
+    default, named = choose_target("ethos-u55-128"), choose_target("ethos-u55-128:tflm")
+    assert (default.flow, default.folder) == ("ethosu", "ethos-u55-128")
+    assert (named.flow, named.folder) == ("tflm", "ethos-u55-128-tflm")
+    with pytest.raises(ConfigError, match="does not serve the flow 'finn'"):
+        choose_target("ethos-u55-128:finn")
+
+
+def test_the_python_api_functions_are_not_shadowed_by_modules():
+    import sdk
+    import sdk.deployment
+    import sdk.simulation
+
+    assert callable(sdk.deploy) and callable(sdk.check) and callable(sdk.simulate)
+    assert sdk.deploy.__module__ == "sdk.api"

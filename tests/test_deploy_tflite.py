@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sdk.deploy import DeployConfig, comparison_rows, deploy, deploy_many
+from sdk.deployment import DeployConfig, comparison_rows, deploy, deploy_many
 from sdk.errors import ConfigError, SDKError
 from sdk.qat import TrainConfig, train
 from targets.tflite.lowering import TfliteConversionError

@@ -60,3 +60,14 @@ def test_failed_export_leaves_nothing(tmp_path, tfc_run):
 def test_card_sits_beside_model(tfc_export):
     assert card_path_for(tfc_export).name == "tfc.qonnx.json"
     assert json.loads(card_path_for(tfc_export).read_text())["format"] == "sdk-model-card/1"
+
+
+def test_batched_qonnx_execution_equals_one_sample_at_a_time(tfc_export, monkeypatch):
+    import sdk.export
+
+    x = load_dataset("digits").x_test[:40]
+    batched = run_qonnx(tfc_export, x, True)
+    monkeypatch.setattr(sdk.export, "QONNX_BATCH", 1)
+    one_by_one = run_qonnx(tfc_export, x, True)
+    assert batched.shape == (40, 10)  # equal up to float32 rounding (BLAS sums a batch in another order)
+    np.testing.assert_allclose(batched, one_by_one, rtol=0, atol=1e-6 * np.abs(one_by_one).max())

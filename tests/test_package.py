@@ -1,11 +1,28 @@
+"""The package writer: all or nothing, never over something that is not a package, one writer at a time, and a
+killed run (even between the commit's two renames) repaired by the next one."""
+
 import hashlib
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from sdk.errors import ConfigError
-from sdk.package import PACKAGE_FORMAT, PackageBuilder, sha256_file, tool_versions
+from sdk.errors import ConfigError, PackageError
+from sdk.package import (
+    PACKAGE_FORMAT,
+    PackageBuilder,
+    check_output_path,
+    identity_sha256,
+    sha256_file,
+    tool_versions,
+    verify_package,
+)
 
 
 class Boom(Exception):
@@ -22,6 +39,15 @@ def _source_tree(tmp_path: Path) -> Path:
     (src / "a.bin").write_bytes(bytes(range(256)) * 10)
     (src / "sub" / "b.txt").write_text("nested\n")
     return src
+
+
+def _old_package(final: Path, text: str = "old\n") -> dict[str, bytes]:
+    """An earlier package at `final` (written by the SDK); returns its files."""
+    with PackageBuilder(final) as pkg:
+        pkg.write_text("version.txt", text)
+        pkg.path("sub/keep.bin").write_bytes(b"\x00\x01")
+        pkg.commit({"board": "old"})
+    return _tree(final)
 
 
 def _build(final_dir: Path, src_dir: Path) -> Path:
@@ -69,11 +95,7 @@ def test_exception_inside_with_leaves_no_temp_and_no_final(tmp_path):
 
 def test_exception_keeps_existing_final_dir_intact(tmp_path):
     final = tmp_path / "pkg"
-    (final / "sub").mkdir(parents=True)
-    (final / "old.txt").write_text("old\n")
-    (final / "sub" / "keep.bin").write_bytes(b"\x00\x01")
-    (final / "manifest.json").write_text("{}\n")  # an earlier package
-    before = _tree(final)
+    before = _old_package(final)
     with pytest.raises(Boom):
         with PackageBuilder(final) as pkg:
             pkg.write_text("old.txt", "new\n")
@@ -85,12 +107,10 @@ def test_exception_keeps_existing_final_dir_intact(tmp_path):
 
 def test_commit_replaces_existing_final_dir(tmp_path):
     final = tmp_path / "pkg"
-    final.mkdir()
-    (final / "stale.txt").write_text("stale\n")
-    (final / "manifest.json").write_text("{}\n")  # an earlier package
+    _old_package(final)
     with PackageBuilder(final) as pkg:
         pkg.write_text("fresh.txt", "fresh\n")
-        assert (final / "stale.txt").exists()  # untouched until commit
+        assert (final / "version.txt").exists()  # untouched until commit
         pkg.commit({})
     assert _tree(final).keys() == {"fresh.txt", "manifest.json"}
     assert [p.name for p in tmp_path.iterdir()] == ["pkg"]  # old copy deleted, temp renamed
@@ -190,3 +210,333 @@ def test_tool_versions():
     assert list(versions) == ["pytest", "no-such-distribution-xyz"]
     assert versions["pytest"] == importlib.metadata.version("pytest") == pytest.__version__
     assert versions["no-such-distribution-xyz"] is None
+
+
+# --- identity: measured files do not change it ---------------------------------------------------------------------
+
+
+def _measured(final: Path, latency: str, weights: bytes = b"w") -> dict:
+    with PackageBuilder(final) as pkg:
+        pkg.write_text("model.bin", weights.decode())
+        pkg.write_json("report.json", {"latency_us": latency}, volatile=True)
+        pkg.write_text("report.md", f"latency {latency}\n")
+        pkg.commit({"board": "b"}, volatile=["report.md"])
+    return json.loads((final / "manifest.json").read_text())
+
+
+def test_identity_ignores_measured_files_but_not_the_rest(tmp_path):
+    one = _measured(tmp_path / "one", "12.5")
+    two = _measured(tmp_path / "two", "13.75")
+    other = _measured(tmp_path / "three", "12.5", weights=b"v")
+    assert one["volatile"] == ["report.json", "report.md"]
+    assert one["files"] != two["files"]  # every file is still listed with its own hash: tampering shows
+    assert one["identity_sha256"] == two["identity_sha256"] == identity_sha256(two)
+    assert other["identity_sha256"] != one["identity_sha256"]
+    assert verify_package(tmp_path / "two") == two
+
+
+def test_a_volatile_folder_covers_the_files_in_it(tmp_path):
+    identities = []
+    for run, log in enumerate(("built at 10:00\n", "built at 10:05\n")):
+        with PackageBuilder(tmp_path / str(run)) as pkg:
+            pkg.write_text("hardware/finish.log", log)
+            pkg.write_text("hardware.txt", "not in the folder\n")
+            pkg.mark_volatile("hardware")
+            pkg.commit({})
+        identities.append(verify_package(tmp_path / str(run))["identity_sha256"])
+    assert identities[0] == identities[1]
+    (tmp_path / "0" / "hardware.txt").write_text("changed\n")
+    with pytest.raises(PackageError, match="hardware.txt"):
+        verify_package(tmp_path / "0")
+
+
+def test_volatile_files_must_exist_and_reserved_fields_are_refused(tmp_path):
+    with PackageBuilder(tmp_path / "pkg") as pkg:
+        pkg.write_text("a.txt", "a\n")
+        with pytest.raises(ValueError, match="not in the package"):
+            pkg.commit({}, volatile=["report.json"])
+    for field in ("volatile", "identity_sha256", "unlisted_allowed", "format"):
+        with PackageBuilder(tmp_path / "pkg") as pkg:
+            with pytest.raises(ValueError, match="reserved"):
+                pkg.commit({field: 1})
+    assert not (tmp_path / "pkg").exists() and list(tmp_path.iterdir()) == []
+
+
+# --- --out: only a package the SDK wrote may be replaced, checked before any work ----------------------------------
+
+
+def _nothing_beside(folder: Path, *keep: str) -> None:
+    assert sorted(p.name for p in folder.iterdir()) == sorted(keep)
+
+
+def test_a_file_at_out_is_refused_and_untouched(tmp_path):
+    target = tmp_path / "results.csv"
+    target.write_text("precious\n")
+    for attempt in (lambda: check_output_path(target), lambda: PackageBuilder(target).__enter__()):
+        with pytest.raises(PackageError, match="is a file, not a package folder") as info:
+            attempt()
+        assert str(target) in info.value.where and info.value.fix
+    assert target.read_text() == "precious\n"
+    _nothing_beside(tmp_path, "results.csv")  # no lock file, no temporary folder
+
+
+def test_a_symlink_at_out_is_refused(tmp_path):
+    real = tmp_path / "real"
+    _old_package(real)
+    (tmp_path / "link").symlink_to(real)
+    with pytest.raises(PackageError, match="symbolic link"):
+        with PackageBuilder(tmp_path / "link"):
+            pass
+    assert (tmp_path / "link").is_symlink() and verify_package(real)
+
+
+@pytest.mark.parametrize("manifest", ["{}\n", "not json", '{"name": "my web app", "icons": []}\n'])
+def test_a_folder_whose_manifest_the_sdk_did_not_write_is_refused(tmp_path, manifest):
+    final = tmp_path / "app"
+    final.mkdir()
+    (final / "manifest.json").write_text(manifest)
+    (final / "index.html").write_text("<html/>\n")
+    before = _tree(final)
+    with pytest.raises(PackageError, match="did not write"):
+        check_output_path(final)
+    with pytest.raises(PackageError, match="did not write"):
+        with PackageBuilder(final):
+            pass
+    assert _tree(final) == before
+    _nothing_beside(tmp_path, "app")
+
+
+def test_a_package_holding_files_the_sdk_did_not_write_is_not_replaced(tmp_path):
+    final = tmp_path / "pkg"
+    _old_package(final)
+    (final / "hardware").mkdir()
+    (final / "hardware" / "top.bit").write_bytes(b"hours of Vivado")
+    before = _tree(final)
+    with pytest.raises(PackageError, match="hardware/top.bit") as info:
+        with PackageBuilder(final):
+            pass
+    assert "move those files" in info.value.fix
+    assert _tree(final) == before
+    _nothing_beside(tmp_path, "pkg")
+    (final / "hardware" / "top.bit").unlink()
+    (final / "version.txt").write_text("edited by hand\n")  # a file the SDK wrote: replacing it is fine
+    with PackageBuilder(final) as pkg:
+        pkg.commit({})
+
+
+def test_a_parent_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(PackageError, match="is a file, so the package folder"):
+        check_output_path(tmp_path / "file" / "deep" / "pkg")
+    with pytest.raises(PackageError):
+        check_output_path("/")
+
+
+def _without_root_privileges() -> list[str]:
+    """A command prefix that runs Python without the capabilities that let root write anywhere."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: a read-only folder is writable for root")
+    probe = subprocess.run(["setpriv", "--bounding-set=-all", "--inh-caps=-all", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("cannot drop root's capabilities here")
+    return ["setpriv", "--bounding-set=-all", "--inh-caps=-all"]
+
+
+def test_a_read_only_parent_is_refused_before_anything_is_written(tmp_path):
+    prefix = _without_root_privileges()
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    script = (
+        "import sys\n"
+        "from sdk.errors import PackageError\n"
+        "from sdk.package import PackageBuilder, check_output_path\n"
+        "for attempt in (lambda: check_output_path(sys.argv[1]), lambda: PackageBuilder(sys.argv[1]).__enter__()):\n"
+        "    try:\n"
+        "        attempt()\n"
+        "    except PackageError as exc:\n"
+        "        print(exc.what)\n"
+    )
+    try:
+        proc = subprocess.run(
+            [*prefix, sys.executable, "-c", script, str(read_only / "sub" / "pkg")], capture_output=True, text=True
+        )
+    finally:
+        read_only.chmod(0o755)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("is not writable") == 2, proc.stdout
+    assert list(read_only.iterdir()) == []
+
+
+# --- the lock: one writer per --out, never stale ---------------------------------------------------------------
+
+
+def test_a_second_writer_to_the_same_out_is_refused(tmp_path):
+    final = tmp_path / "pkg"
+    with PackageBuilder(final) as first:
+        first.write_text("a.txt", "a\n")
+        for attempt in (lambda: check_output_path(final), lambda: PackageBuilder(final).__enter__()):
+            with pytest.raises(PackageError, match="Another deploy") as info:
+                attempt()
+            assert str(final) in info.value.what and f"process {os.getpid()}" in info.value.what
+            assert "wait for that deploy to finish" in info.value.fix
+        assert first.temp_dir.is_dir()  # the refused writer touched nothing of the first one's
+        first.commit({})
+    _nothing_beside(tmp_path, "pkg")  # lock file removed on release
+    with PackageBuilder(tmp_path / "other"), PackageBuilder(final) as again:  # other folders are independent
+        again.commit({})
+
+
+_HOLD_THE_LOCK = """
+import sys, time
+from sdk.package import PackageBuilder
+with PackageBuilder(sys.argv[1]) as pkg:
+    pkg.write_text("half.txt", "half\\n")
+    print(pkg.temp_dir, flush=True)
+    time.sleep(60)
+"""
+
+
+def _start_holding(final: Path) -> tuple[subprocess.Popen, Path]:
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_THE_LOCK, str(final)], stdout=subprocess.PIPE, text=True)
+    temp = Path(proc.stdout.readline().strip())
+    assert temp.is_dir(), "the writer did not start"
+    return proc, temp
+
+
+def test_a_killed_writer_leaves_no_lock_and_the_next_run_removes_its_leftovers(tmp_path):
+    final = tmp_path / "pkg"
+    before = _old_package(final)
+    proc, temp = _start_holding(final)
+    with pytest.raises(PackageError, match=f"process {proc.pid}"):
+        check_output_path(final)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert temp.is_dir() and (tmp_path / ".pkg.lock").exists()  # what kill -9 leaves: a folder, an unheld lock
+    assert check_output_path(final) == final and _tree(final) == before
+    with PackageBuilder(final) as pkg:
+        assert not temp.exists()  # removed on entry
+        pkg.write_text("version.txt", "new\n")
+        pkg.commit({})
+    assert (final / "version.txt").read_text() == "new\n"
+    _nothing_beside(tmp_path, "pkg")
+
+
+def test_sigterm_unwinds_the_writer(tmp_path):
+    final = tmp_path / "pkg"
+    before = _old_package(final)
+    proc, temp = _start_holding(final)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert _tree(final) == before
+    _nothing_beside(tmp_path, "pkg")
+
+
+# --- a commit killed between its renames ---------------------------------------------------------------------------
+
+_KILLED_COMMIT = """
+import os, signal, sys
+from sdk.package import PackageBuilder
+final, stage = sys.argv[1], sys.argv[2]
+rename = os.rename
+def rename_then_die(src, dst):
+    rename(src, dst)
+    if os.path.basename(str(dst)).startswith(f".{os.path.basename(final)}.{stage}-"):
+        os.kill(os.getpid(), signal.SIGKILL)
+os.rename = rename_then_die
+with PackageBuilder(final) as pkg:
+    pkg.write_text("version.txt", "new\\n")
+    pkg.commit({"board": "new"})
+"""
+
+
+def _kill_commit(final: Path, stage: str) -> None:
+    proc = subprocess.run([sys.executable, "-c", _KILLED_COMMIT, str(final), stage], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+
+
+def _hidden(folder: Path) -> list[str]:
+    return sorted(p.name.split("-")[0] for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_a_commit_killed_between_its_renames_is_completed_by_the_next_run(tmp_path):
+    final = tmp_path / "pkg"
+    _old_package(final)
+    _kill_commit(final, "old")  # the old package moved aside, the new one not yet in place
+    assert not final.exists() and _hidden(tmp_path) == [".pkg.lock", ".pkg.new", ".pkg.old"]
+    with pytest.raises(PackageError, match="interrupted") as info:
+        verify_package(final)
+    assert "deploy again" in info.value.fix
+    with PackageBuilder(final):  # the next run into the same place: the complete new package is put in place
+        assert verify_package(final)["board"] == "new" and (final / "version.txt").read_text() == "new\n"
+        assert _hidden(tmp_path) == [".pkg.lock", ".pkg.tmp"]  # only this run's own
+    _nothing_beside(tmp_path, "pkg")
+
+
+def test_a_commit_killed_before_the_old_package_moved_keeps_the_old_one(tmp_path):
+    final = tmp_path / "pkg"
+    before = _old_package(final)
+    _kill_commit(final, "new")  # the new package complete beside the old one
+    assert _tree(final) == before and _hidden(tmp_path) == [".pkg.lock", ".pkg.new"]
+    with PackageBuilder(final):
+        assert _tree(final) == before
+    _nothing_beside(tmp_path, "pkg")
+
+
+def test_a_stranded_old_package_is_restored_when_the_new_one_is_damaged(tmp_path):
+    final = tmp_path / "pkg"
+    before = _old_package(final)
+    _kill_commit(final, "old")
+    (new,) = tmp_path.glob(".pkg.new-*")
+    (new / "version.txt").write_text("damaged\n")
+    with PackageBuilder(final):
+        assert _tree(final) == before
+    _nothing_beside(tmp_path, "pkg")
+
+
+def test_only_this_packages_siblings_are_removed(tmp_path):
+    final = tmp_path / "pkg"
+    _old_package(final)
+    for name in (".pkg.tmp-00000000", ".pkg.old-0badcafe", ".pkg.new-12345678"):
+        (tmp_path / name).mkdir()
+    (tmp_path / ".pkg.tmp-notmine").mkdir()
+    (tmp_path / ".pkg2.tmp-00000000").mkdir()
+    time.sleep(0.01)
+    with PackageBuilder(final):
+        pass
+    _nothing_beside(tmp_path, "pkg", ".pkg.tmp-notmine", ".pkg2.tmp-00000000")
+
+
+# --- through `sdk deploy` ------------------------------------------------------------------------------------------
+
+
+def _cli_deploy(prefix: list[str], run: Path, out: Path) -> tuple[int, dict, str]:
+    proc = subprocess.run(
+        [*prefix, sys.executable, "-m", "sdk", "deploy", "--target", "tflite", "--model", str(run)]
+        + ["--out", str(out), "--samples", "4", "--json"],
+        capture_output=True,
+        text=True,
+    )
+    return proc.returncode, json.loads(proc.stdout), proc.stderr
+
+
+@pytest.mark.slow
+def test_deploy_refuses_a_file_at_out_and_a_read_only_parent_with_exit_2(tfc_run, tmp_path):
+    target = tmp_path / "results.csv"
+    target.write_text("precious\n")
+    code, error, stderr = _cli_deploy([], tfc_run, target)
+    assert code == 2 and error["error"] == "PackageError" and "is a file" in error["what"], error
+    assert "Traceback" not in stderr and target.read_text() == "precious\n"
+    _nothing_beside(tmp_path, "results.csv")
+    prefix = _without_root_privileges()
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    try:
+        code, error, stderr = _cli_deploy(prefix, tfc_run, read_only / "pkg")
+    finally:
+        read_only.chmod(0o755)
+    assert code == 2 and error["error"] == "PackageError" and "not writable" in error["what"], error
+    assert "Traceback" not in stderr and list(read_only.iterdir()) == []

@@ -89,7 +89,9 @@ def _litert(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
 
 def _compare_with_brevitas(w: Written, x_uint8: np.ndarray) -> dict[str, tuple[int, float]]:
     """Per tensor: (max |diff| in LSB, mismatch rate) of each op, fed the QAT model's input, against the QAT model."""
-    return {a.name: (a.max_lsb, a.mismatch_rate) for a in compare_with_qat(w.path, w.info, w.model, x_uint8, "litert")}
+    return {
+        a.name: (a.max_lsb, a.mismatch_rate) for a in compare_with_qat(w.path, w.info, w.model, x_uint8, "litert")[0]
+    }
 
 
 @pytest.mark.parametrize("bits", BITS)

@@ -155,18 +155,17 @@ def test_corrupt_file_raises_tflm_error(corrupt, x_int8):
 
 
 def test_corrupt_file_raises_vela_error(corrupt, tmp_path):
-    with pytest.raises(VelaError, match="Vela failed") as err:
+    with pytest.raises(VelaError, match="Not a TFLite flatbuffer") as err:  # refused before Vela reads it
         compile_vela(corrupt, get_board("ethos-u55-128"), tmp_path / "vela")
     assert "Traceback" not in str(err.value) and err.value.fix
-    assert (tmp_path / "vela" / "vela.log").is_file()
 
 
 def test_op_tflm_lacks_raises_tflm_error(model_path, x_int8, tmp_path):
     """The Vela output's ethos-u custom op has no TFLM kernel without the NPU driver."""
     result = compile_vela(model_path, get_board("ethos-u55-128"), tmp_path / "vela")
-    with pytest.raises(TflmError, match="operator") as err:
+    with pytest.raises(TflmError, match="operator 0 \\(CUSTOM 'ethos-u'\\)") as err:
         run_tflm(result.optimised_tflite, x_int8)
-    assert "ethos-u" in err.value.where and "Vela" in err.value.fix
+    assert "Vela" in err.value.fix
 
 
 def test_non_npu_board_raises_vela_error(model_path, tmp_path):

@@ -80,3 +80,51 @@ def test_a_verification_passes_only_when_every_check_passes():
     assert verification.to_dict()["passed"] is False and len(verification.to_dict()["checks"]) == 3
     assert Verification("rule", [Check("a", True, 1, "")]).passed
     assert not Verification("rule", []).passed  # no check run is no proof
+
+
+def test_a_mismatch_on_a_rounding_tie_is_counted_not_failed():
+    ours, reference = np.array([[1, 2], [3, 4], [5, 6]]), np.array([[1, 2], [3, 5], [5, 6]])
+    ties = np.array([False, True, False])
+    tied = compare_integer_outputs("out", ours, reference, "", ties)
+    assert tied.passed and tied.ties == 1 and "rounding tie" in tied.detail
+    reference[2, 0] += 1  # the same, and a difference on a sample without a tie
+    failed = compare_integer_outputs("out", ours, reference, "", ties)
+    assert not failed.passed and failed.ties == 1 and "first differing sample: 2" in failed.detail
+
+
+def test_tie_samples_finds_activations_on_a_rounding_boundary(tmp_path):
+    """A QONNX graph whose quantizer sees pixel / 2: odd pixels land exactly on k + 0.5."""
+    from onnx import TensorProto, helper
+    from qonnx.util.basic import qonnx_make_model
+
+    from sdk.export import tie_samples
+
+    nodes = [
+        helper.make_node("Mul", ["x", "half"], ["h"]),
+        helper.make_node(
+            "Quant",
+            ["h", "scale", "zero", "bits"],
+            ["y"],
+            domain="qonnx.custom_op.general",
+            signed=0,
+            narrow=0,
+            rounding_mode="ROUND",
+        ),
+    ]
+    initializers = [
+        helper.make_tensor(name, TensorProto.FLOAT, [], [value])
+        for name, value in (("half", 0.5), ("scale", 1.0), ("zero", 0.0), ("bits", 8.0))
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "ties",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        initializers,
+    )
+    path = tmp_path / "ties.onnx"
+    import onnx
+
+    onnx.save(qonnx_make_model(graph), path)
+    x = np.array([[[[4, 6, 8]]], [[[4, 7, 8]]], [[[0, 2, 250]]]], dtype=np.uint8)
+    assert tie_samples(path, x, flat=True).tolist() == [False, True, False]

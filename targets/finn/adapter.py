@@ -21,22 +21,27 @@ from typing import Any
 import numpy as np
 
 from sdk.boards import Board
-from sdk.errors import ConfigError, PackageError, SDKError
+from sdk.errors import ConfigError, ExportError, PackageError, SDKError
+from sdk.export import tie_samples
+from sdk.onnx_guard import load_onnx_safely
 from sdk.package import PackageBuilder
 from sdk.report import Report, Table, bar_plot, utilisation_plot
 from sdk.verify import (
     Check,
     Verification,
+    accuracy,
+    binary_threshold,
     compare_float_outputs,
     compare_integer_outputs,
     compare_layers,
     same_class,
+    share,
 )
 from targets.base import BuildOutcome, BuildRequest, ComparisonCells, SimulatedOutputs, finite_positive
 from targets.finn import folding, hardware, steps
 from targets.finn.environment import find_vendor_tools, prepare_finn
 from targets.finn.partition import relocatable_parent
-from targets.finn.simulator import accelerator_output_of, host_input, simulate_parent
+from targets.finn.simulator import accelerator_output_of, host_input, output_is_invertible, simulate_parent
 
 DATAFLOW_NAME = "dataflow_model.onnx"
 PARENT_NAME = "parent_model.onnx"
@@ -75,8 +80,10 @@ def _load_onnx(path: Path):
             f"The package lacks {path.name}.", where=str(path), fix="deploy again; packages are written whole"
         )
     try:
-        return ModelWrapper(str(path))
-    except Exception as exc:  # onnx raises DecodeError and others on a damaged file
+        return ModelWrapper(load_onnx_safely(path, f"package file {path.name}", finn_ops=True))
+    except ExportError as exc:
+        raise PackageError(exc.what, where=str(path), fix="the file is corrupt; deploy again") from exc
+    except Exception as exc:  # qonnx on a graph the guard let through
         raise PackageError(
             f"{path.name} cannot be read: {type(exc).__name__}",
             where=str(path),
@@ -130,13 +137,16 @@ class FinnTarget:
 
         progress("vendor tools")
         outcome = hardware.run_hardware_steps(pkg.temp_dir, tools)
+        pkg.allow_unlisted("hardware")  # finish_bitfile.py writes the bitfile there later
+        if outcome.ran:
+            pkg.mark_volatile("hardware")  # Vivado's logs and bitfile carry timestamps
         if options.require_bitfile and outcome.bitfile is None:
             raise SDKError(
                 f"A bitfile was required but Vivado's run failed: {outcome.message}",
                 where=f"board {board.name}",
                 fix="deploy without --require-bitfile and run finish_bitfile.py in the package to see the log",
             )
-        report, summary = self._report(cfg, verification, outcome, pkg)
+        report, summary = self._report(cfg, verification, outcome, pkg, request.data_label)
         return BuildOutcome(report, verification, summary, [outcome.message])
 
     def simulate(self, package: Path, card: dict[str, Any], x: np.ndarray) -> SimulatedOutputs:
@@ -156,6 +166,7 @@ class FinnTarget:
 
     def _verify(self, cfg: steps.FinnConfig, dataflow, result, xs: np.ndarray, request: BuildRequest) -> Verification:
         verification = Verification(rule=RULE_TEXT)
+        ties = tie_samples(request.model_path, request.x, request.card["input"]["flatten"])
         layers = list(dataflow.graph.node)
         n = steps.FINN_REFERENCE_SAMPLES
         # the deploy's own simulation already kept every layer's output: compare its first n samples
@@ -169,24 +180,29 @@ class FinnTarget:
                 f"{len(layers)} layers of the folded accelerator vs FINN's execution of the unspecialised layers",
             )
         )
-        expected_int = accelerator_output_of(cfg.parent, request.reference)
-        rounded = np.rint(expected_int)
-        integral = float(np.max(np.abs(expected_int - rounded), initial=0.0)) < 1e-2
-        verification.checks.append(
-            compare_integer_outputs(
-                "accelerator integer output = QAT model",
-                result.integer_output,
-                rounded.astype(np.int64),
-                "QAT output with the output scale removed"
-                + ("" if integral else " (NOT integral: the scale does not invert cleanly)"),
+        if output_is_invertible(cfg.parent):  # only scales and offsets after the accelerator
+            expected_int = accelerator_output_of(cfg.parent, request.reference)
+            rounded = np.rint(expected_int)
+            integral = float(np.max(np.abs(expected_int - rounded), initial=0.0)) < 1e-2
+            verification.checks.append(
+                compare_integer_outputs(
+                    "accelerator integer output = QAT model",
+                    result.integer_output,
+                    rounded.astype(np.int64),
+                    "QAT output with the output scale removed"
+                    + ("" if integral else " (NOT integral: the scale does not invert cleanly)"),
+                    ties,
+                )
             )
-        )
         verification.checks.append(
             compare_float_outputs(
-                "dequantized output = QAT model",
+                "final output = QAT model",
                 result.output,
                 request.reference,
-                "float output after the output scale",
+                "the host's output after the accelerator (output scale"
+                + ("" if output_is_invertible(cfg.parent) else ", then the float activation the host runs")
+                + "), up to float32 rounding",
+                ties,
             )
         )
         if result.dataflow.overflows:
@@ -199,15 +215,15 @@ class FinnTarget:
                     first_difference=result.dataflow.overflows[0].split(":")[0],
                 )
             )
-        predicted = result.output.argmax(1)
+        threshold = binary_threshold(request.reference)
         verification.accuracy = {
-            "accelerator": float(np.mean(predicted == request.y)),
-            "qat_model": float(np.mean(request.reference.argmax(1) == request.y)),
+            "accelerator": accuracy(result.output, request.y, threshold),
+            "qat_model": accuracy(request.reference, request.y, threshold),
             "agreement": float(np.mean(same_class(result.output, request.reference))),
         }
         return verification
 
-    def _report(self, cfg: steps.FinnConfig, verification: Verification, outcome, pkg: PackageBuilder):
+    def _report(self, cfg: steps.FinnConfig, verification: Verification, outcome, pkg: PackageBuilder, data_label: str):
         board, net = cfg.board, cfg.network
         layers = net.layers
         summary = {
@@ -215,6 +231,7 @@ class FinnTarget:
             "verified": verification.passed,
             "accuracy": verification.accuracy["accelerator"],
             "qat_accuracy": verification.accuracy["qat_model"],
+            "accuracy_on": data_label,
             "folding": cfg.folding_mode,
             "fps": round(net.fps, 1),
             "latency_us": round(net.latency_us, 3),
@@ -230,8 +247,8 @@ class FinnTarget:
                 "verification": "PASSED"
                 if verification.passed
                 else f"FAILED at {verification.first_failure.first_difference}",
-                "accuracy on samples (accelerator / QAT)": f"{verification.accuracy['accelerator']:.2%} / "
-                f"{verification.accuracy['qat_model']:.2%}",
+                f"accuracy on {data_label} (accelerator / QAT)": f"{share(verification.accuracy['accelerator'])} / "
+                f"{share(verification.accuracy['qat_model'])}",
                 "folding": cfg.folding_mode,
                 "throughput": f"{net.fps:,.0f} frames/s at {cfg.clock:g} MHz",
                 "latency": f"{net.latency_cycles:,} cycles = {net.latency_us:.2f} us",

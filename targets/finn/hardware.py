@@ -9,12 +9,16 @@ never made up.
 
 from __future__ import annotations
 
+import json
+import math
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sdk.boards import Board
+from sdk.errors import BoardError, ConfigError
 from targets.finn.environment import VendorTools
 
 FINISH_SCRIPT = "finish_bitfile.py"
@@ -30,26 +34,32 @@ HARDWARE_STEPS = [
     "step_make_driver",
     "step_deployment_package",
 ]
+SHELL_FLOWS = {"zynq": "VIVADO_ZYNQ", "alveo": "VITIS_ALVEO"}  # board file's finn.shell -> FINN's ShellFlowType
+MAX_FIELD_CHARS = 1000
+_INPUTS_MARK = "@INPUTS_JSON@"
 
-
-def finish_script(board: Board, clock_mhz: float) -> str:
-    """A self-contained script: FINN's builder, from the packaged dataflow model to bitfile and driver."""
-    shell = "VIVADO_ZYNQ" if board.shell == "zynq" else "VITIS_ALVEO"
-    platform = f"\n        vitis_platform={board.platform!r}," if board.platform else ""
-    return f'''"""Finish this package on a machine with Vivado and Vitis HLS (XILINX_VIVADO, XILINX_HLS set).
+# The script is this fixed text plus one Python string literal: repr() of the JSON of its inputs. Whatever a board
+# file holds (quotes, triple quotes, newlines, backslashes) stays inside that literal and is read as data.
+_SCRIPT = f'''"""Finish this package on a machine with Vivado and Vitis HLS (XILINX_VIVADO, XILINX_HLS set).
 
 Runs FINN's own builder on the packaged dataflow model with the packaged
 folding: HLS synthesis, FIFO sizing, stitched IP, bitfile and PYNQ driver for
-{board.display_name} ({board.part}) at {clock_mhz:g} MHz. Output: ./hardware/
+the board, part and clock in INPUTS below. Output: ./hardware/
 
     python {FINISH_SCRIPT}
 """
+import json
 import os
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+INPUTS = json.loads({_INPUTS_MARK})
 
+TARGET = "%s (part %s, FINN board %s) at %g MHz" % (
+    INPUTS["display_name"], INPUTS["fpga_part"], INPUTS["board"], INPUTS["clock_mhz"]
+)
+print("finish_bitfile:", TARGET.encode("ascii", "backslashreplace").decode("ascii"))
 if not os.environ.get("XILINX_VIVADO") or not os.environ.get("XILINX_HLS"):
     sys.exit("finish_bitfile.py needs Vivado and Vitis HLS: source their settings64.sh first")
 os.environ.setdefault("FINN_BUILD_DIR", str(HERE / "hardware" / "build"))
@@ -60,22 +70,76 @@ settings.initialize_dummy_settings()
 from finn.builder.build_dataflow import build_dataflow_cfg  # noqa: E402
 from finn.builder.build_dataflow_config import DataflowBuildConfig, DataflowOutputType, ShellFlowType  # noqa: E402
 
+platform = {{"vitis_platform": INPUTS["vitis_platform"]}} if INPUTS["vitis_platform"] else {{}}
 cfg = DataflowBuildConfig(
-        output_dir=str(HERE / "hardware"),
-        synth_clk_period_ns={1000.0 / clock_mhz!r},
-        board={board.finn_board!r},
-        fpga_part={board.part!r},
-        shell_flow_type=ShellFlowType.{shell},{platform}
-        folding_config_file=str(HERE / "folding_config.json"),
-        steps={HARDWARE_STEPS!r},
-        generate_outputs=[
-            DataflowOutputType.BITFILE,
-            DataflowOutputType.PYNQ_DRIVER,
-            DataflowOutputType.DEPLOYMENT_PACKAGE,
-        ],
+    output_dir=str(HERE / "hardware"),
+    synth_clk_period_ns=INPUTS["synth_clk_period_ns"],
+    board=INPUTS["board"],
+    fpga_part=INPUTS["fpga_part"],
+    shell_flow_type=ShellFlowType[INPUTS["shell_flow_type"]],
+    folding_config_file=str(HERE / "folding_config.json"),
+    steps=list(INPUTS["steps"]),
+    generate_outputs=[
+        DataflowOutputType.BITFILE,
+        DataflowOutputType.PYNQ_DRIVER,
+        DataflowOutputType.DEPLOYMENT_PACKAGE,
+    ],
+    **platform,
 )
 sys.exit(build_dataflow_cfg(str(HERE / "dataflow_model.onnx"), cfg))
 '''
+
+
+def _text(board: Board, value: Any, field_name: str, required: bool = True) -> str | None:
+    """A board value that goes to FINN: text of sane length (it reaches the script only as JSON data)."""
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_FIELD_CHARS:
+        raise BoardError(
+            f"Board field {field_name} must be non-empty text of at most {MAX_FIELD_CHARS} characters, "
+            f"got {str(value)[:60]!r}.",
+            where=f"board {board.name}, field {field_name}",
+            fix="fix the board file (see boards/schema.yaml)",
+        )
+    return value
+
+
+def finish_script_inputs(board: Board, clock_mhz: float) -> dict[str, Any]:
+    """Everything from the board file and the deploy that the finishing script needs, as JSON-ready data."""
+    if isinstance(clock_mhz, bool) or not isinstance(clock_mhz, int | float) or not math.isfinite(clock_mhz):
+        raise ConfigError(
+            f"The clock must be a finite number of MHz, got {clock_mhz!r}.", where="--clock-mhz", fix="e.g. 100"
+        )
+    if not 0 < clock_mhz <= 10_000:
+        raise ConfigError(
+            f"The clock must be in (0, 10000] MHz, got {clock_mhz!r}.", where="--clock-mhz", fix="e.g. 100"
+        )
+    shell = board.shell
+    if shell not in SHELL_FLOWS:
+        raise BoardError(
+            f"Board field finn.shell must be one of {', '.join(SHELL_FLOWS)}, got {str(shell)[:60]!r}.",
+            where=f"board {board.name}, field finn.shell",
+            fix="fix the board file (see boards/schema.yaml)",
+        )
+    return {
+        "display_name": _text(board, board.display_name, "display_name"),
+        "board": _text(board, board.finn_board, "finn.board"),
+        "fpga_part": _text(board, board.part, "chip"),
+        "shell_flow_type": SHELL_FLOWS[shell],
+        "vitis_platform": _text(board, board.platform, "finn.platform", required=False),
+        "clock_mhz": float(clock_mhz),
+        "synth_clk_period_ns": 1000.0 / float(clock_mhz),
+        "steps": list(HARDWARE_STEPS),
+    }
+
+
+def finish_script(board: Board, clock_mhz: float) -> str:
+    """A self-contained script: FINN's builder, from the packaged dataflow model to bitfile and driver.
+
+    The board's and the deploy's values enter it only as one string literal of JSON (ASCII, so the file's
+    encoding cannot matter), never as code."""
+    inputs = json.dumps(finish_script_inputs(board, clock_mhz), ensure_ascii=True, sort_keys=True)
+    return _SCRIPT.replace(_INPUTS_MARK, repr(inputs))
 
 
 @dataclass

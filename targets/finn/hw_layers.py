@@ -17,12 +17,9 @@ from qonnx.transformation.infer_datatypes import InferDataTypes
 from qonnx.transformation.infer_shapes import InferShapes
 
 from targets.finn.ops import hw_op, unmapped_hint
+from targets.finn.simulator import HOST_INPUT_OPS, is_host_output_op
 
 HW_DOMAIN = "finn.custom_op.fpgadataflow"
-# Float ops FINN leaves after the last HW layer: the output scale (and offset).
-TRAILING_FLOAT_OPS = {"Mul", "Add", "Div", "Sub"}
-# Layout ops before the first HW layer: the host sends NHWC instead of NCHW.
-LEADING_LAYOUT_OPS = {"Transpose"}
 
 
 @dataclass
@@ -121,20 +118,16 @@ def is_hw(node) -> bool:
 
 
 def unmapped_layers(model: ModelWrapper) -> list[UnmappedLayer]:
-    """Every non-HW node, except the float ops after the last HW layer."""
+    """Every non-HW node, except the layout ops before the first HW layer and the float ops after the last one."""
     nodes = list(model.graph.node)
     last_hw = max((i for i, n in enumerate(nodes) if is_hw(n)), default=-1)
     first_hw = min((i for i, n in enumerate(nodes) if is_hw(n)), default=len(nodes))
     unmapped = []
     for i, node in enumerate(nodes):
-        if is_hw(node) or (i < first_hw and node.op_type in LEADING_LAYOUT_OPS):
+        # the host runs layout ops before the accelerator and float ops after it (the simulator's tables)
+        if is_hw(node) or (i < first_hw and node.op_type in HOST_INPUT_OPS):
             continue
-        trailing = (
-            i > last_hw
-            and node.op_type in TRAILING_FLOAT_OPS
-            and all(model.get_initializer(inp) is not None or j == 0 for j, inp in enumerate(node.input))
-        )
-        if trailing:
+        if i > last_hw and is_host_output_op(model, node):
             continue
         why, fix = unmapped_hint(node.op_type)
         if last_hw < 0:

@@ -16,7 +16,10 @@ def create_partition(model: ModelWrapper, workdir: Path) -> tuple[ModelWrapper, 
     partitions = parent.get_nodes_by_op_type("StreamingDataflowPartition")
     if len(partitions) != 1:
         raise RuntimeError(f"expected one dataflow partition, FINN made {len(partitions)}")
-    dataflow = ModelWrapper(getCustomOp(partitions[0]).get_nodeattr("model"))
+    from sdk.onnx_guard import load_onnx_safely
+
+    partition_file = getCustomOp(partitions[0]).get_nodeattr("model")
+    dataflow = ModelWrapper(load_onnx_safely(partition_file, "the dataflow partition FINN wrote", finn_ops=True))
     return parent, dataflow
 
 

@@ -179,12 +179,59 @@ HOST_INPUT_OPS: dict[str, Callable] = {
     "Flatten": lambda model, node, x: x.reshape(len(x), -1),
     "Identity": lambda model, node, x: x,
 }
-# Float ops the host runs after the accelerator, with one constant operand: op type -> (op, inverse).
-HOST_OUTPUT_OPS: dict[str, tuple[Callable, Callable]] = {
-    "Mul": (np.multiply, np.divide),
-    "Div": (np.divide, np.multiply),
-    "Add": (np.add, np.subtract),
-    "Sub": (np.subtract, np.add),
+
+
+def _constant_op(forward: Callable, inverse: Callable) -> HostOp:
+    """Mul / Div / Add / Sub of the stream and one constant (the output scale and offset)."""
+
+    def run(model, node, x, invert: bool):
+        constant = next(model.get_initializer(n) for n in node.input if model.get_initializer(n) is not None)
+        stream_first = model.get_initializer(node.input[0]) is None
+        if invert:
+            if not stream_first and node.op_type in ("Sub", "Div"):  # c - x, c / x: their own inverses
+                return forward(constant.astype(np.float64), x)
+            return inverse(x, constant.astype(np.float64))
+        constant = np.asarray(constant, dtype=np.float32)
+        return (forward(x, constant) if stream_first else forward(constant, x)).astype(np.float32)
+
+    return HostOp(run, invertible=True, operands=2)
+
+
+def _unary(forward: Callable) -> HostOp:
+    """A float activation after the last quantizer (sigmoid, tanh, softmax): run, not inverted."""
+
+    def run(model, node, x, invert: bool):
+        if invert:
+            raise SimulationError(f"{node.op_type} cannot be inverted.", where=node.name)
+        return forward(x.astype(np.float32), _attributes(node)).astype(np.float32)
+
+    return HostOp(run, invertible=False, operands=1)
+
+
+def _softmax(x: np.ndarray, attributes: dict) -> np.ndarray:
+    axis = int(attributes.get("axis", -1))
+    shifted = np.exp(x - x.max(axis=axis, keepdims=True))
+    return shifted / shifted.sum(axis=axis, keepdims=True)
+
+
+@dataclass(frozen=True)
+class HostOp:
+    """An op the host runs after the accelerator: run(model, node, x, invert) -> y."""
+
+    run: Callable
+    invertible: bool  # the QAT output can be mapped back to the accelerator's integer output
+    operands: int  # 2: the stream and one constant; 1: the stream alone
+
+
+# Float ops the host runs after the accelerator, as FINN's parent graph has them (and `sdk check` accepts them).
+HOST_OUTPUT_OPS: dict[str, HostOp] = {
+    "Mul": _constant_op(np.multiply, np.divide),
+    "Div": _constant_op(np.divide, np.multiply),
+    "Add": _constant_op(np.add, np.subtract),
+    "Sub": _constant_op(np.subtract, np.add),
+    "Sigmoid": _unary(lambda x, a: 1.0 / (1.0 + np.exp(-x))),
+    "Tanh": _unary(lambda x, a: np.tanh(x)),
+    "Softmax": _unary(_softmax),
 }
 
 
@@ -211,10 +258,11 @@ def _plan(parent: ModelWrapper) -> _ParentPlan:
         if node.op_type not in HOST_INPUT_OPS:
             raise _unsupported(node, f"only {', '.join(HOST_INPUT_OPS)} may run on the host before the accelerator")
     for node in nodes[split + 1 :]:
-        constants = [parent.get_initializer(name) is not None for name in node.input]
-        if node.op_type not in HOST_OUTPUT_OPS or len(node.input) != 2 or sum(constants) != 1:
+        if not is_host_output_op(parent, node):
             raise _unsupported(
-                node, f"only {', '.join(HOST_OUTPUT_OPS)} by one constant may run on the host after the accelerator"
+                node,
+                f"only {', '.join(HOST_OUTPUT_OPS)} (the binary ones by one constant) may run on the host after the "
+                "accelerator",
             )
     return _ParentPlan(nodes[:split], nodes[split], nodes[split + 1 :])
 
@@ -226,32 +274,32 @@ def host_input(parent: ModelWrapper, x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _host_output_op(parent: ModelWrapper, node, x: np.ndarray, inverse: bool) -> np.ndarray:
-    index = 1 if inverse else 0
-    function = HOST_OUTPUT_OPS[node.op_type][index]
-    stream_first = parent.get_initializer(node.input[0]) is None
-    constant = next(parent.get_initializer(name) for name in node.input if parent.get_initializer(name) is not None)
-    if inverse:
-        if not stream_first and node.op_type in ("Sub", "Div"):  # c - x, c / x: their own inverses
-            return HOST_OUTPUT_OPS[node.op_type][0](constant.astype(np.float64), x)
-        return function(x, constant.astype(np.float64))
-    constant = np.asarray(constant, dtype=np.float32)
-    return (function(x, constant) if stream_first else function(constant, x)).astype(np.float32)
+def is_host_output_op(model: ModelWrapper, node) -> bool:
+    """An op the host can run after the accelerator: one of HOST_OUTPUT_OPS, binary ones by one constant."""
+    op = HOST_OUTPUT_OPS.get(node.op_type)
+    if op is None or len([name for name in node.input if name]) != op.operands:
+        return False
+    return op.operands == 1 or sum(model.get_initializer(name) is not None for name in node.input) == 1
 
 
 def host_output(parent: ModelWrapper, accelerator_output: np.ndarray) -> np.ndarray:
     """What the host returns for the accelerator's integer output (the float ops after the partition)."""
     y = accelerator_output.astype(np.float32)
     for node in _plan(parent).after:
-        y = _host_output_op(parent, node, y, inverse=False)
+        y = HOST_OUTPUT_OPS[node.op_type].run(parent, node, y, False)
     return np.asarray(y, dtype=np.float32)
+
+
+def output_is_invertible(parent: ModelWrapper) -> bool:
+    """Whether accelerator_output_of can map host outputs back (only scales and offsets after the accelerator)."""
+    return all(HOST_OUTPUT_OPS[node.op_type].invertible for node in _plan(parent).after)
 
 
 def accelerator_output_of(parent: ModelWrapper, host_values: np.ndarray) -> np.ndarray:
     """The inverse of host_output: what the accelerator must emit for the host to return these values (float64)."""
     y = host_values.astype(np.float64)
     for node in reversed(_plan(parent).after):
-        y = _host_output_op(parent, node, y, inverse=True)
+        y = HOST_OUTPUT_OPS[node.op_type].run(parent, node, y, True)
     return y
 
 

@@ -26,7 +26,7 @@ from sdk.boards import Board
 from sdk.errors import CheckpointError, ConfigError, GoldenModelError, PackageError, TfliteConversionError
 from sdk.package import PackageBuilder
 from sdk.report import Report, Table, bar_plot
-from sdk.verify import Verification
+from sdk.verify import Verification, share
 from targets.base import BuildOutcome, BuildRequest, ComparisonCells, SimulatedOutputs
 from targets.tflite.verify import TensorAgreement, verify
 from targets.tflite.writer import TfliteInfo, dequantized_logits, tflite_input, write_tflite
@@ -76,7 +76,11 @@ def _qat_model(qat_model: Any, board: Board) -> Any:
 
 
 def _card_like(card: dict[str, Any]) -> dict[str, Any]:
-    return {"input_shape": card["input"]["image_shape"], "labels": card.get("labels", [])}
+    return {
+        "input_shape": card["input"]["image_shape"],
+        "flatten": card["input"]["flatten"],
+        "labels": card.get("labels", []),
+    }
 
 
 def runtime_input(x_uint8: np.ndarray, input_shape: list[int], float_input: bool) -> np.ndarray:
@@ -130,7 +134,8 @@ class TfliteFamilyTarget:
         from sdk.export import read_card
         from targets.tflite.lowering import lower
 
-        lower(_qat_model(qat_model, board), _card_like(read_card(model_path))["input_shape"])
+        card = _card_like(read_card(model_path))
+        lower(_qat_model(qat_model, board), card["input_shape"], flat=card["flatten"])
 
     def validate_board(self, board: Board) -> None:
         """Nothing beyond the board schema: memory capacities are checked against the measured model."""
@@ -210,7 +215,7 @@ class TfliteFamilyTarget:
                 where=f"{MODEL_NAME} for {request.board.name}",
                 fix="retrain with fewer weight bits or narrower layers; if the model is a zoo model, report it",
             ) from exc
-        report, summary = self._report(request.board, info, verification, agreements, measured, pkg)
+        report, summary = self._report(request.board, info, verification, agreements, measured, pkg, request.data_label)
         return BuildOutcome(report, verification, summary, measured.messages)
 
     def _report(
@@ -221,6 +226,7 @@ class TfliteFamilyTarget:
         agreements: list[TensorAgreement],
         measured: Measured,
         pkg: PackageBuilder,
+        data_label: str,
     ) -> tuple[Report, dict[str, Any]]:
         accuracy = verification.accuracy
         summary = {
@@ -229,6 +235,7 @@ class TfliteFamilyTarget:
             "model_bytes": info.size_bytes,
             "accuracy": accuracy["tflite"],
             "qat_accuracy": accuracy["qat_model"],
+            "accuracy_on": data_label,
         } | measured.summary
         status = "PASSED" if verification.passed else f"FAILED at {verification.first_failure.first_difference}"
         report = Report(
@@ -237,7 +244,8 @@ class TfliteFamilyTarget:
                 "board": board.display_name,
                 "exactness rule": verification.rule,
                 "verification": status,
-                "accuracy on samples (int8 .tflite / QAT)": f"{accuracy['tflite']:.2%} / {accuracy['qat_model']:.2%}",
+                f"accuracy on {data_label} (int8 .tflite / QAT)": f"{share(accuracy['tflite'])} / "
+                f"{share(accuracy['qat_model'])}",
                 "same class as the QAT model": f"{accuracy['agreement']:.2%}",
                 "model file": f"{info.size_bytes:,} bytes, {len(info.ops)} ops",
             }

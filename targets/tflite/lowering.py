@@ -449,11 +449,16 @@ def _sequence(model: nn.Module) -> list[tuple[str, nn.Module]]:
             items += [(f"{part}.{name}", child) for name, child in module.named_children()]
         elif module is not None:
             items.append((part, module))
-    if not items:
+    covered = {id(p) for _, module in items for p in module.parameters()}
+    skipped = sorted({name.split(".")[0] for name, p in model.named_parameters() if id(p) not in covered})
+    if not items or skipped:
+        what = f"its layers {', '.join(skipped)} would be skipped" if items and skipped else "it has none of them"
         raise TfliteConversionError(
-            f"{type(model).__name__} is not a zoo model the TFLite writer knows.",
-            where="--model",
-            fix="train one of `sdk models` (tfc, sfc, lfc, cnv, dscnn, resnet8)",
+            f"{type(model).__name__} is not laid out as the TFLite writer reads models (the zoo's body / features / "
+            f"stem / stages / head attributes, in forward order): {what}.",
+            where=f"model {type(model).__name__}",
+            fix="deploy it to an FPGA board (the FINN flow reads the exported graph), or lay it out as the zoo "
+            "models are (`sdk models`); the TFLite writer reading the exported graph is planned",
         )
     return items
 
@@ -618,13 +623,15 @@ def lower(
     logits_scale: float | None = None,
     widen_weights: bool = True,
     int4_weights: bool = False,
+    flat: bool | None = None,
 ) -> LoweredModel:
     """The int8 graph of a zoo model in eval mode; input_shape is the model card's (C, H, W).
 
+    flat: the model takes its input flattened (an MLP); default: the zoo model's own `flat_input`.
     int4_weights stores the conv and fc weights as int4 (each must have at most 4 bits); depthwise
     weights stay int8, since LiteRT's reference kernels have no int4 DEPTHWISE_CONV_2D (version 7)."""
     channels, height, width = input_shape
-    flat = bool(getattr(model, "flat_input", False))
+    flat = bool(getattr(model, "flat_input", False)) if flat is None else flat
     shape = [channels * height * width] if flat else [height, width, channels]
     lowered = LoweredModel(shape)
     cur = _Current(INPUT_NAME, shape, np.float32(INPUT_SCALE), INT8_MIN, 255)

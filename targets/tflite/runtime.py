@@ -10,7 +10,10 @@ Two kernel sets, never mixed up:
                Ops XNNPACK declines (e.g. int8 MINIMUM) stay on the builtin kernels.
 
 A missing, truncated or corrupt file raises TfliteFileError (an SDKError), never a
-bare ValueError from inside LiteRT.
+bare ValueError from inside LiteRT, nor a crash: LiteRT's C++ kernels trust a file's
+shapes, types and indices (a constant written to, a buffer shorter than its shape, an
+op fed the wrong tensors end in SIGSEGV or SIGABRT), so open_tflite first checks the
+file with golden.parse_tflite, in Python, against what the SDK's writer emits.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from sdk.errors import ConfigError, TfliteFileError
+from targets.tflite.golden import MAX_TFLITE_BYTES, parse_tflite
 from targets.tflite.schema import is_tflite
 
 KERNELS = ("reference", "xnnpack")
@@ -84,21 +88,37 @@ def _check_kernels(kernels: str) -> OpResolverType:
 
 
 def _check_file(path: Path) -> None:
-    """The cheap checks LiteRT would make with a worse message: exists, and a TFL3 flatbuffer."""
-    if not path.is_file():
-        what = f"{path} is a folder, not a .tflite file." if path.is_dir() else f"No .tflite file at {path}."
+    """The checks LiteRT makes with a worse message, or not at all: exists, a TFL3 flatbuffer, every index in range
+    and every constant buffer the size of its tensor's shape (LiteRT's C++ reads a malformed file unchecked)."""
+    try:
+        if not path.is_file():
+            what = f"{path} is a folder, not a .tflite file." if path.is_dir() else f"No .tflite file at {path}."
+            raise TfliteFileError(
+                what,
+                where=str(path),
+                fix="pass the path of a .tflite written by the SDK (a deployment package holds one)",
+            )
+        if path.stat().st_size > MAX_TFLITE_BYTES:
+            raise TfliteFileError(f"{path.name} is larger than a flatbuffer can be.", where=str(path), fix=_FIX_REWRITE)
+        buf = path.read_bytes()
+    except OSError as exc:
         raise TfliteFileError(
-            what, where=str(path), fix="pass the path of a .tflite written by the SDK (a deployment package holds one)"
-        )
-    with path.open("rb") as fh:
-        head = fh.read(8)
-    if not is_tflite(head):
-        found = f"{len(head)} bytes in all" if len(head) < 8 else f"identifier {head[4:8]!r}"
+            f"{path.name} cannot be read: {exc.strerror or exc}.", where=str(path), fix="check the file"
+        ) from None
+    if not is_tflite(buf):
+        found = f"{len(buf)} bytes in all" if len(buf) < 8 else f"identifier {buf[4:8]!r}"
         raise TfliteFileError(
             f"{path.name} is not a TFLite flatbuffer (expected identifier b'TFL3' at bytes 4..8, found {found}).",
             where=str(path),
             fix=f"pass a .tflite file; if this is one, it is damaged: {_FIX_REWRITE}",
         )
+    parse_tflite(
+        buf,
+        TfliteFileError,
+        str(path),
+        f"the file is truncated or damaged; {_FIX_REWRITE}",
+        lead=f"LiteRT cannot load {path.name}: the file is malformed",
+    )
 
 
 def delegate_nodes(interpreter: Interpreter) -> int:
@@ -167,9 +187,29 @@ def _feed(interpreter: Interpreter, x: np.ndarray) -> int:
         )
     if list(x.shape) != list(detail["shape"]):
         interpreter.resize_tensor_input(detail["index"], list(x.shape))
-        interpreter.allocate_tensors()
+        try:
+            interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:  # an op whose shapes do not follow at this batch size
+            raise TfliteFileError(
+                f"LiteRT cannot run the file at batch {len(x)}: {str(exc).strip()[:200] or type(exc).__name__}",
+                where=f"input {detail['name']!r}",
+                fix=f"the file's operators do not fit its tensors; {_FIX_REWRITE}",
+            ) from None
     interpreter.set_tensor(detail["index"], np.ascontiguousarray(x))
     return detail["index"]
+
+
+def _invoke(interpreter: Interpreter, path: Path | str) -> None:
+    """invoke(), with a kernel's refusal (a shape or type the file gets wrong) as a TfliteFileError."""
+    try:
+        interpreter.invoke()
+    except (ValueError, RuntimeError) as exc:
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise TfliteFileError(
+            f"LiteRT cannot run {Path(path).name}: {reason}",
+            where=str(path),
+            fix=f"the file's operators do not fit its tensors; {_FIX_REWRITE}",
+        ) from None
 
 
 def run_litert(
@@ -182,7 +222,7 @@ def run_litert(
     """
     interpreter = open_tflite(tflite_path, kernels, all_tensors=all_tensors)
     _feed(interpreter, x)
-    interpreter.invoke()
+    _invoke(interpreter, tflite_path)
     if not all_tensors:
         return {d["name"]: interpreter.get_tensor(d["index"]).copy() for d in interpreter.get_output_details()}
     tensors = {}
@@ -223,6 +263,7 @@ def measure_latency(
     if sample.ndim != rank or sample.shape[0] != 1:
         raise ValueError(f"x_one_sample must be one input (shape {tuple(sample.shape)} is not)")
     _feed(interpreter, np.repeat(sample, batch, axis=0))
+    _invoke(interpreter, tflite_path)  # a file LiteRT cannot run fails here, before the timing
     for _ in range(warmup):
         interpreter.invoke()
     times = np.empty(runs, dtype=np.int64)

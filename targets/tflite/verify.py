@@ -7,8 +7,15 @@ golden ~ QAT model       each op, fed the QAT model's own integer input, is
                          within 1 LSB of the QAT model's output (the fixed-point
                          requantization may round the other way at a tie); the
                          mismatch rate is reported per tensor
-end to end               mismatch rate and accuracy of the whole int8 graph
-                         against the QAT model (reported: errors compound)
+final output             the graph's final output, with every compared tensor
+                         fed from the QAT model, within 1 LSB of the source
+                         model's own final output (its forward, not a hooked
+                         layer): an op dropped, added or mis-lowered after the
+                         last compared tensor (a sigmoid, a softmax, a scale)
+                         cannot pass
+end to end               mismatch rate, output error in LSB and class agreement
+                         of the whole int8 graph against the QAT model
+                         (reported, not a limit: 1-LSB differences compound)
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import torch
 from torch import nn
 
 from sdk.qat import model_input
-from sdk.verify import Check, Verification, compare_layers, same_class
+from sdk.verify import Check, Verification, accuracy, binary_threshold, compare_layers, same_class
 from targets.tflite.golden import run_golden
 from targets.tflite.lowering import INT8_MAX, INT8_MIN, Layer
 from targets.tflite.writer import TfliteInfo, dequantized_logits, tflite_input
@@ -53,7 +60,7 @@ def _module_name(tensor: str) -> tuple[str, int]:
 
 
 @torch.no_grad()
-def qat_codes(model: nn.Module, layers: list[Layer], x_uint8: np.ndarray) -> dict[str, np.ndarray]:
+def qat_codes(model: nn.Module, layers: list[Layer], x_uint8: np.ndarray, flat: bool) -> dict[str, np.ndarray]:
     """The QAT model's output of each compared layer, as int8 codes on that tensor's scale (NHWC, unclamped)."""
     wanted = {_module_name(layer.name)[0] for layer in layers if layer.compared}
     captured: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
@@ -68,7 +75,7 @@ def qat_codes(model: nn.Module, layers: list[Layer], x_uint8: np.ndarray) -> dic
         handles.append(modules[name].register_forward_hook(hook))
     try:
         model.eval()
-        model(model_input(x_uint8, bool(getattr(model, "flat_input", False))))
+        model(model_input(x_uint8, flat))
     finally:
         for handle in handles:
             handle.remove()
@@ -99,20 +106,21 @@ def compare_with_qat(
     rounding: str,
     x: np.ndarray | None = None,
     chained: dict[str, np.ndarray] | None = None,
-) -> list[TensorAgreement]:
+) -> tuple[list[TensorAgreement], dict[str, np.ndarray]]:
     """Per compared tensor: the golden model, op by op (fed the QAT tensors) and end to end, against the QAT model.
 
     x: the samples as the file's input takes them (default: int8 p - 128); chained: the
-    golden model's own run on x, where the caller has it already."""
+    golden model's own run on x, where the caller has it already. Also returns the fed ("isolated") run."""
     x = tflite_input(x_uint8, info.input_shape) if x is None else x
-    codes = qat_codes(model, info.layers, x_uint8)
+    codes = qat_codes(model, info.layers, x_uint8, flat=len(info.input_shape) == 1)
     feed = {name: np.clip(value, INT8_MIN, INT8_MAX).astype(np.int8) for name, value in codes.items()}
     isolated = run_golden(tflite_path, x, rounding, feed=feed)
     chained = run_golden(tflite_path, x, rounding) if chained is None else chained
-    return [
+    agreements = [
         TensorAgreement(name, *_agreement(isolated[name], value), *_agreement(chained[name], value))
         for name, value in codes.items()
     ]
+    return agreements, isolated
 
 
 def compare_with_runtime(runtime: str, ours: dict[str, np.ndarray], golden: dict[str, np.ndarray]) -> Check:
@@ -135,6 +143,45 @@ def compare_with_runtime(runtime: str, ours: dict[str, np.ndarray], golden: dict
     )
 
 
+def output_error_lsb(ours: np.ndarray, reference: np.ndarray, scale: float) -> np.ndarray:
+    """|ours - reference| in steps of the output quantizer, per value (shapes must agree)."""
+    return np.abs(ours.astype(np.float64) - reference.astype(np.float64)) / float(scale)
+
+
+def compare_final_output(fed: np.ndarray, chained: np.ndarray, reference: np.ndarray, scale: float) -> Check:
+    """The artifact's final output against the source model's: within MAX_LSB with the QAT tensors fed in (the
+    rule), and end to end as the device runs it (reported: class agreement and error in LSB)."""
+    name = f"final output within {MAX_LSB} LSB of the source model"
+    if fed.shape != reference.shape:
+        return Check(
+            name,
+            False,
+            len(reference),
+            f"the artifact returns {fed.shape[1:]} per sample, the source model {reference.shape[1:]}",
+            first_difference="network output",
+            mismatch_rate=1.0,
+        )
+    # a value exactly half an LSB from both is a rounding tie; float32 noise must not make it 2 LSB
+    fed_error = output_error_lsb(fed, reference, scale)
+    bad = np.any((fed_error > MAX_LSB + 1e-3).reshape(len(fed), -1), axis=1)
+    chained_error = output_error_lsb(chained, reference, scale)
+    agree = float(np.mean(same_class(chained, reference)))
+    detail = (
+        f"with the QAT tensors fed in: max {float(fed_error.max(initial=0)):.2f} LSB; end to end (reported): "
+        f"max {float(chained_error.max(initial=0)):.2f} LSB, mean {float(chained_error.mean()):.2f} LSB"
+        + ("" if agree is None else f", same class on {agree:.1%}")
+        + f" (LSB = {scale:.4g})"
+    )
+    return Check(
+        name,
+        not bad.any(),
+        len(reference),
+        detail,
+        first_difference="network output" if bad.any() else None,
+        mismatch_rate=float(bad.mean()),
+    )
+
+
 def verify(
     tflite_path: Path,
     info: TfliteInfo,
@@ -151,7 +198,7 @@ def verify(
     verification = Verification(rule=RULE)
     golden = run_golden(tflite_path, x, rounding)
     verification.checks.append(compare_with_runtime(runtime, runtime_tensors, golden))
-    agreements = compare_with_qat(tflite_path, info, model, x_uint8, rounding, x, golden)
+    agreements, isolated = compare_with_qat(tflite_path, info, model, x_uint8, rounding, x, golden)
     worst = max(agreements, key=lambda a: (a.max_lsb, a.mismatch_rate))
     first_bad = next((a for a in agreements if a.max_lsb > MAX_LSB), None)
     verification.checks.append(
@@ -165,10 +212,13 @@ def verify(
             mismatch_rate=worst.mismatch_rate,
         )
     )
-    logits = dequantized_logits(golden[info.output_name], info.layers[-1].scale)
+    scale = info.layers[-1].scale
+    logits = dequantized_logits(golden[info.output_name], scale)
+    fed = dequantized_logits(isolated[info.output_name], scale)
+    verification.checks.append(compare_final_output(fed, logits, reference, scale))
     verification.accuracy = {
-        "tflite": float(np.mean(logits.argmax(1) == y)),
-        "qat_model": float(np.mean(reference.argmax(1) == y)),
+        "tflite": accuracy(logits, y, binary_threshold(reference)),
+        "qat_model": accuracy(reference, y, binary_threshold(reference)),
         "agreement": float(np.mean(same_class(logits, reference))),
     }
     return verification, agreements

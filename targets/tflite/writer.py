@@ -537,7 +537,7 @@ def write_tflite(
             where="model card input_shape",
             fix="pass the card of the run the model was trained in",
         )
-    lowered = lower(model, input_shape, logits_scale, widen_weights, int4_weights)
+    lowered = lower(model, input_shape, logits_scale, widen_weights, int4_weights, card_like.get("flatten"))
     first = next(layer for layer in lowered.layers if layer.weights is not None)
     if first.op == "fc" and first.inputs == [INPUT_NAME] and first.weights.shape[1] != lowered.input_shape[0]:
         raise TfliteConversionError(

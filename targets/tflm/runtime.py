@@ -119,18 +119,18 @@ def _runtime() -> Any:
 
 def _load_model(path: Path) -> tuple[bytes, schema.ModelT]:
     """The file's bytes and parsed flatbuffer; refuses what is not a .tflite before TFLM sees it."""
-    fix = "pass the .tflite written by the SDK (`sdk deploy` or targets.tflite.writer.write_tflite)"
+    fix = (
+        "pass the .tflite written by the SDK (`sdk deploy` or targets.tflite.writer.write_tflite); a Vela-compiled "
+        "file (ethos-u custom op) needs the Ethos-U driver: run TFLM on the .tflite before Vela"
+    )
     if not path.is_file():
         raise TflmError(f"TFLite file {path} does not exist.", where=str(path), fix=fix)
     data = path.read_bytes()
     if not is_tflite(data):
         raise TflmError(f"{path.name} is not a TFLite flatbuffer (no 'TFL3' identifier).", where=str(path), fix=fix)
-    try:
-        model = schema.ModelT.InitFromPackedBuf(data, 0)
-    except Exception as exc:  # noqa: BLE001 - any parse failure of untrusted bytes means a corrupt file
-        raise TflmError(
-            f"{path.name} is a corrupt TFLite flatbuffer ({type(exc).__name__}: {exc}).", where=str(path), fix=fix
-        ) from None
+    from targets.tflite.golden import parse_tflite
+
+    model = parse_tflite(data, TflmError, str(path), fix)  # checked before TFLM's native code reads a byte
     if not model.subgraphs or len(model.subgraphs[0].inputs) != 1:
         raise TflmError(f"{path.name} must have one subgraph with one input.", where=str(path), fix=fix)
     return data, model

@@ -17,11 +17,14 @@ import numpy as np
 
 from sdk import __version__
 from sdk.boards import Board, get_board
-from sdk.data import load_dataset
-from sdk.errors import CheckpointError, ConfigError, SDKError
-from sdk.package import PackageBuilder, sha256_file, tool_versions
+from sdk.data import load_dataset, load_samples
+from sdk.errors import CheckpointError, ConfigError, DatasetError, InternalError, SDKError
+from sdk.package import PackageBuilder, check_output_path, sha256_file, tool_versions
+from sdk.report import REPORT_JSON, REPORT_MD
 from targets.base import finite_positive, parse_options
 from targets.registry import get_target
+
+DEFAULT_SAMPLES = 100  # verification samples taken from the card's data set when --samples is not given
 
 # Packages every deploy uses, whatever the flow; each target adds its own (Target.tool_packages).
 CORE_TOOL_PACKAGES = ("torch", "brevitas", "onnx", "onnxruntime", "qonnx", "numpy")
@@ -40,7 +43,9 @@ class DeployConfig:
     model: str  # a training run folder (exported on the fly), or a QONNX file with its model card beside it
     out: str | None = None  # package folder; default: deploy/<board>
     clock_mhz: float | None = None  # override the board's clock
-    samples: int = 100  # verification samples from the model's test split
+    input_scale: float | None = None  # a QONNX graph with a float input receives pixel * input_scale
+    data: str | None = None  # verification samples: an .npz (x, y optional) or an idx folder, used whole
+    samples: int | None = None  # at most this many samples (default: all of --data, 100 of the card's data set)
     # flow options (see each target's Options): FPGA (FINN) ...
     fps: float | None = _flow_option()  # throughput target in frames/s (FINN's SetFolding); None: fit the board
     max_util: float = _flow_option(0.8)  # fit search: cap on LUT, BRAM18, URAM and DSP utilisation (0..1]
@@ -56,13 +61,16 @@ class DeployConfig:
                 where="DeployConfig(target=..., model=...)",
                 fix="e.g. DeployConfig(target='pynq-z2', model='run/')",
             )
-        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
+        if self.samples is not None and (
+            isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1
+        ):
             raise ConfigError(
                 f"--samples must be an integer of at least 1, got {self.samples!r}.",
                 where="--samples",
                 fix="e.g. --samples 100",
             )
         finite_positive(self.clock_mhz, "--clock-mhz", "100")
+        finite_positive(self.input_scale, "--input-scale", "0.00392156862745098")
 
     def flow_options(self) -> dict[str, Any]:
         """The flow options the user set (differing from their defaults), by name."""
@@ -97,11 +105,12 @@ class DeployResult:
     verified: bool
     summary: dict[str, Any]
     messages: list[str] = field(default_factory=list)
-    error: str | None = None  # a user error that stopped this board (in a multi-target deploy)
+    error: str | None = None  # an error that stopped this board (in a multi-target deploy)
+    error_exit_code: int = 2  # 2: a user error, 3: a bug in the SDK
 
     @property
     def exit_code(self) -> int:
-        return 2 if self.error else 0 if self.verified else 1
+        return self.error_exit_code if self.error else 0 if self.verified else 1
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "package": str(self.package), "exit_code": self.exit_code}
@@ -114,9 +123,11 @@ class ResolvedModel:
     brevitas: Any | None  # the QAT model, where its checkpoint is at hand
 
 
-def resolve_model(model: str, workdir: Path) -> ResolvedModel:
-    """A run folder is exported (and checked) on the fly; a QONNX file needs its model card beside it."""
-    from sdk.export import card_path_for, export_run, read_card
+def resolve_model(model: str, workdir: Path, input_scale: float | None = None) -> ResolvedModel:
+    """A run folder is exported (and checked) on the fly; a QONNX file is taken with its model card where one lies
+    beside it, else with a card read off the graph (see sdk.export.card_from_graph)."""
+    from sdk.export import card_from_graph, card_path_for, export_run, read_card
+    from sdk.onnx_guard import load_onnx_safely
     from sdk.qat import CHECKPOINT_NAME, load_checkpoint
 
     path = Path(model)
@@ -135,27 +146,69 @@ def resolve_model(model: str, workdir: Path) -> ResolvedModel:
             where="--model",
             fix="pass a training run folder or a .onnx file from `sdk export`",
         )
+    local = workdir / "model.qonnx.onnx"
+    local.write_bytes(path.read_bytes())  # what is checked is what is deployed, even if the file changes meanwhile
+    load_onnx_safely(local, f"--model {model}")  # no library sees the graph before its domains are checked
+    if not card_path_for(path).is_file():  # any QONNX file: the card comes from the graph
+        card = card_from_graph(local, local, input_scale, where=f"--model {model}")
+        return ResolvedModel(local, card, None)
     card = read_card(path)
     source = Path(card.get("source_checkpoint", {}).get("path", ""))
     brevitas = None
-    if source.is_file() and sha256_file(source) == card["source_checkpoint"]["sha256"]:
+    # the checkpoint stands for the file only when the file is the one exported from it, byte for byte
+    if (
+        source.is_file()
+        and sha256_file(source) == card["source_checkpoint"]["sha256"]
+        and card.get("onnx_sha256") == sha256_file(local)
+    ):
         brevitas = load_checkpoint(source)[0]
-    local = workdir / "model.qonnx.onnx"
-    local.write_bytes(path.read_bytes())
     card_path_for(local).write_text(json.dumps(card, indent=2))
     return ResolvedModel(local, card, brevitas)
 
 
-def verification_samples(card: dict[str, Any], count: int) -> tuple[np.ndarray, np.ndarray]:
-    spec = card["dataset"]
-    data = load_dataset(spec["name"], seed=spec["seed"], image_size=spec["image_size"])
-    if spec.get("fingerprint") and data.fingerprint() != spec["fingerprint"]:
+@dataclass
+class Samples:
+    """The verification inputs (uint8, in the card's input layout), their labels if known, and what they are."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    label: str  # for every accuracy reported: what it was measured on
+
+
+RANDOM_SEED = 0  # random verification inputs are reproducible
+
+
+def verification_samples(card: dict[str, Any], count: int | None, data: str | None = None) -> Samples:
+    """--data (the whole file, or its first --samples), else the card's data set's test split (its first --samples,
+    100 by default), else random inputs over the input's whole integer range (no labels: accuracy not measured)."""
+    shape = tuple(card["input"]["image_shape"])
+    if data is not None:
+        x, y, _ = load_samples(data)
+        if card["input"]["flatten"] and int(np.prod(x.shape[1:])) == int(np.prod(shape)):
+            x = x.reshape(len(x), *shape)  # an MLP takes the sample flat: any layout of the same size will do
+        if tuple(x.shape[1:]) != shape:
+            raise DatasetError(
+                f"--data holds samples of shape {tuple(x.shape[1:])}; the model takes {shape} (C, H, W).",
+                where=f"--data {data}",
+                fix="store x as (N, C, H, W) (or (N, H, W), (N, F) for one channel) in the model's input size",
+            )
+        x, y = x[:count], (None if y is None else y[:count])
+        unlabelled = "" if y is not None else " (no labels: accuracy not measured)"
+        return Samples(x, y, f"{Path(data).name}, {len(x):,} samples{unlabelled}")
+    spec = card.get("dataset")
+    count = DEFAULT_SAMPLES if count is None else count
+    if not spec:
+        x = np.random.default_rng(RANDOM_SEED).integers(0, 256, size=(count, *shape), dtype=np.uint8)
+        return Samples(x, None, f"{count:,} random inputs (no labels: accuracy not measured)")
+    dataset = load_dataset(spec["name"], seed=spec["seed"], image_size=spec["image_size"])
+    if spec.get("fingerprint") and dataset.fingerprint() != spec["fingerprint"]:
         raise CheckpointError(
             f"The data set '{spec['name']}' differs from the one the model was trained on.",
             where="model card, dataset",
-            fix="deploy where the training data is available",
+            fix="deploy where the training data is available, or pass your samples with --data",
         )
-    return data.x_test[:count], data.y_test[:count]
+    x, y = dataset.x_test[:count], dataset.y_test[:count]
+    return Samples(x, y, f"{spec['name']} test split, {len(x):,} samples")
 
 
 def qat_outputs(resolved: ResolvedModel, x: np.ndarray) -> np.ndarray:
@@ -212,16 +265,19 @@ class PreparedModel:
     on them."""
 
     resolved: ResolvedModel
-    x: np.ndarray
-    y: np.ndarray
+    samples: Samples
     reference: np.ndarray
 
 
-def prepare_model(config: DeployConfig, workdir: Path) -> PreparedModel:
-    """Export (or copy) the model into workdir, take the samples and run the QAT model on them: once per deploy."""
-    resolved = resolve_model(config.model, workdir)
-    x, y = verification_samples(resolved.card, config.samples)
-    return PreparedModel(resolved, x, y, qat_outputs(resolved, x))
+def prepare_model(config: DeployConfig, workdir: Path, qat_model: Any = None) -> PreparedModel:
+    """Export (or copy) the model into workdir, take the samples and run the QAT model on them: once per deploy.
+
+    qat_model: the Brevitas module itself, where the caller has it (the Python API with an nn.Module)."""
+    resolved = resolve_model(config.model, workdir, config.input_scale)
+    if qat_model is not None:
+        resolved.brevitas = qat_model.eval()
+    samples = verification_samples(resolved.card, config.samples, config.data)
+    return PreparedModel(resolved, samples, qat_outputs(resolved, samples.x))
 
 
 def _request(config: DeployConfig, choice: TargetChoice, workdir: Path, prepared: PreparedModel):
@@ -236,25 +292,30 @@ def _request(config: DeployConfig, choice: TargetChoice, workdir: Path, prepared
         options,
         config.clock_mhz or choice.board.clock_mhz,
         workdir,
-        prepared.x,
-        prepared.y,
+        prepared.samples.x,
+        prepared.samples.y,
         prepared.reference,
+        prepared.samples.label,
         resolved.brevitas,
     )
 
 
-def check(config: DeployConfig) -> None:
+def check(config: DeployConfig, qat_model: Any = None) -> None:
     """Only the mapping check of the target: raises an SDKError naming every unsupported layer."""
     config.validate()
     choice = choose_target(config.target)
     parse_options(choice.target, config.flow_options(), choice.board)
     with tempfile.TemporaryDirectory(prefix="sdk-check-") as tmp:
         # no samples, no QAT outputs: the check only needs the graph (and the QAT model, for the TFLite writer)
-        resolved = resolve_model(config.model, Path(tmp))
-        choice.target.check(resolved.onnx_path, choice.board, Path(tmp), resolved.brevitas)
+        resolved = resolve_model(config.model, Path(tmp), config.input_scale)
+        choice.target.check(
+            resolved.onnx_path, choice.board, Path(tmp), resolved.brevitas if qat_model is None else qat_model
+        )
 
 
-def deploy(config: DeployConfig, progress: bool = True, prepared: PreparedModel | None = None) -> DeployResult:
+def deploy(
+    config: DeployConfig, progress: bool = True, prepared: PreparedModel | None = None, qat_model: Any = None
+) -> DeployResult:
     """Build, verify and package one deployment; the package appears only when complete.
 
     prepared: the model and samples from prepare_model(), shared by the boards of a multi-target deploy."""
@@ -268,6 +329,7 @@ def deploy(config: DeployConfig, progress: bool = True, prepared: PreparedModel 
     board, target = choice.board, choice.target
     parse_options(target, config.flow_options(), board)  # refused before any long work
     final_dir = config.package_dir(choice)
+    check_output_path(final_dir)  # a file, a foreign folder, a read-only parent or a running deploy: before long work
     with (
         tempfile.TemporaryDirectory(prefix="sdk-deploy-") as tmp,
         Progress(
@@ -279,7 +341,7 @@ def deploy(config: DeployConfig, progress: bool = True, prepared: PreparedModel 
         ) as bar,
     ):
         task = bar.add_task(f"{board.name}: load model and samples")
-        request = _request(config, choice, Path(tmp), prepared or prepare_model(config, Path(tmp)))
+        request = _request(config, choice, Path(tmp), prepared or prepare_model(config, Path(tmp), qat_model))
 
         def step(message: str) -> None:
             bar.update(task, description=f"{board.name}: {message}")
@@ -292,7 +354,8 @@ def deploy(config: DeployConfig, progress: bool = True, prepared: PreparedModel 
             step("commit package")
             tools = list(dict.fromkeys([*CORE_TOOL_PACKAGES, *target.tool_packages]))
             pkg.commit(
-                {
+                volatile=(REPORT_JSON, REPORT_MD),  # measured timings: in the manifest, not in the package's identity
+                fields={
                     "sdk_version": __version__,
                     "board": board.to_dict() | {"path": board.path.name},
                     "flow": choice.flow,
@@ -305,7 +368,7 @@ def deploy(config: DeployConfig, progress: bool = True, prepared: PreparedModel 
                     },
                     "tool_versions": tool_versions(tools),
                     "verified": outcome.verification.passed,
-                }
+                },
             )
     return DeployResult(
         board.name, choice.flow, final_dir, outcome.verification.passed, outcome.summary, outcome.messages
@@ -322,7 +385,7 @@ def _card_hash(card: dict[str, Any]) -> str:
 
 
 def deploy_many(
-    config: DeployConfig, progress: bool = True, per_board_folders: bool | None = None
+    config: DeployConfig, progress: bool = True, per_board_folders: bool | None = None, qat_model: Any = None
 ) -> list[DeployResult]:
     """--target a,b,c: deploy the one model to each board, into <out>/<board> (default deploy/<board>).
 
@@ -337,23 +400,35 @@ def deploy_many(
     names = config.boards()
     nested = len(names) > 1 if per_board_folders is None else per_board_folders
     if not nested:
-        return [deploy(config, progress)]
+        return [deploy(config, progress, qat_model=qat_model)]
     choices = [choose_target(name) for name in names]  # every name is checked before the first long build
     for choice in choices:
         parse_options(choice.target, config.flow_options(), choice.board)
     base = Path(config.out) if config.out else Path("deploy")
+    for choice in choices:
+        check_output_path(base / choice.folder)
     results = []
     with tempfile.TemporaryDirectory(prefix="sdk-deploy-model-") as tmp:
-        prepared = prepare_model(config, Path(tmp))  # exported, sampled and run once for all boards
+        prepared = prepare_model(config, Path(tmp), qat_model)  # exported, sampled and run once for all boards
         for name, choice in zip(names, choices):
             single = replace(config, target=name, out=str(base / choice.folder))
             try:
                 results.append(deploy(single, progress, prepared))
-            except SDKError as exc:
+            except Exception as exc:  # one board's failure, even a crash, never stops the others
                 if len(choices) == 1:
                     raise
+                error = exc if isinstance(exc, SDKError) else InternalError.from_crash(exc)
                 results.append(
-                    DeployResult(choice.board.name, choice.flow, base / choice.folder, False, {}, [], error=str(exc))
+                    DeployResult(
+                        choice.board.name,
+                        choice.flow,
+                        base / choice.folder,
+                        False,
+                        {},
+                        [],
+                        error=str(error),
+                        error_exit_code=error.exit_code,
+                    )
                 )
     return results
 
@@ -393,7 +468,9 @@ def comparison_rows(results: list[DeployResult]) -> list[list[str]]:
             [
                 r.board,
                 r.flow,
-                f"{_percent(s.get('accuracy'))} ({_percent(s.get('qat_accuracy'))})",
+                f"{_percent(s.get('accuracy'))} ({_percent(s.get('qat_accuracy'))})"
+                if s.get("accuracy") is not None
+                else "not measured",
                 target.rule_name,
                 "PASSED" if r.verified else "FAILED",
                 cells.speed,

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sdk.data import load_dataset
-from sdk.errors import PackageError, SDKError
+from sdk.data import load_dataset, load_samples
+from sdk.errors import ConfigError, DatasetError, PackageError
+from sdk.package import MANIFEST_NAME, verify_package
 from targets.registry import FLOWS, get_target
 
 
@@ -24,8 +25,8 @@ class SimulationReport:
     flow: str
     data: str
     samples: int
-    accuracy: float
-    qat_accuracy: float
+    accuracy: float | None  # None: the samples carry no labels
+    qat_accuracy: float | None
     agreement: float  # same predicted class as the QAT model
     identical_outputs: float | None  # share of samples whose output equals the QAT model's (float32 rounding),
     # where the flow's rule is bit-exactness (FPGA); None where it is not (int8 TFLite: golden model and 1 LSB)
@@ -36,21 +37,12 @@ class SimulationReport:
 
 
 def _manifest(package: Path) -> dict:
-    path = package / "manifest.json"
-    if not path.is_file():
-        raise PackageError(
-            f"{package} is not a deployment package (no manifest.json).",
-            where=str(package),
-            fix="pass the folder written by `sdk deploy`",
-        )
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PackageError(f"manifest.json is corrupt: {exc}", where=str(path), fix="deploy again") from exc
-    if not isinstance(manifest, dict) or manifest.get("flow") not in FLOWS or "board" not in manifest:
+    """The package's manifest, after verify_package: a changed, added or missing file is refused before it runs."""
+    manifest = verify_package(package)
+    if manifest.get("flow") not in FLOWS or not isinstance(manifest.get("board"), dict):
         raise PackageError(
             "manifest.json does not describe a deployment package (no known flow or board).",
-            where=str(path),
+            where=str(package / MANIFEST_NAME),
             fix="deploy again; packages are written whole",
         )
     return manifest
@@ -75,23 +67,50 @@ def run_package(package: Path | str, x: np.ndarray) -> np.ndarray:
     return get_target(manifest["flow"]).simulate(package, _card(package), np.asarray(x)).outputs
 
 
-def simulate_package(package: Path | str, data: str | None = None, limit: int | None = None) -> SimulationReport:
-    from sdk.deploy import ResolvedModel, qat_outputs
-    from sdk.verify import FLOAT_RTOL, same_class
+BUILTIN_DATASETS = ("digits", "fashion-mnist")
 
+
+def _samples(card: dict, data: str | None, limit: int | None) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """--data (a built-in data set's test split, an .npz or an idx folder, whole), else the card's data set's test
+    split; the first `limit` samples."""
+    spec = card.get("dataset") or {}
+    if data in BUILTIN_DATASETS or (data is None and spec):
+        name = data or spec["name"]
+        dataset = load_dataset(name, seed=spec.get("seed", 0), image_size=spec.get("image_size"))
+        x, y, what = dataset.x_test, dataset.y_test, f"{name} (test split)"
+    elif data is None:
+        raise DatasetError(
+            "The packaged model names no data set to simulate it on.",
+            where="--data",
+            fix="pass your samples: --data samples.npz (x, y optional) or --data folder/ (MNIST idx files)",
+        )
+    else:
+        x, y, _ = load_samples(data)
+        what = Path(data).name
+    shape = tuple(card["input"]["image_shape"])
+    if card["input"]["flatten"] and int(np.prod(x.shape[1:])) == int(np.prod(shape)):
+        x = x.reshape(len(x), *shape)
+    if tuple(x.shape[1:]) != shape:
+        raise DatasetError(
+            f"Data '{data}' has samples of shape {tuple(x.shape[1:])}; the packaged model takes {shape}.",
+            where="--data",
+            fix="pass samples in the model's input size (C, H, W)",
+        )
+    return x[:limit], (None if y is None else y[:limit]), what
+
+
+def simulate_package(package: Path | str, data: str | None = None, limit: int | None = None) -> SimulationReport:
+    from sdk.deployment import ResolvedModel, qat_outputs
+    from sdk.verify import FLOAT_RTOL, accuracy, binary_threshold, same_class
+
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(
+            f"--limit must be a positive integer, got {limit!r}.", where="--limit", fix="e.g. --limit 1000"
+        )
     package = Path(package)
     manifest = _manifest(package)
     card = _card(package)
-    spec = card["dataset"]
-    dataset = load_dataset(data or spec["name"], seed=spec["seed"], image_size=spec["image_size"])
-    x, y = dataset.x_test[:limit], dataset.y_test[:limit]
-    expected = tuple(card["input"]["image_shape"])
-    if tuple(x.shape[1:]) != expected:
-        raise SDKError(
-            f"Data '{data}' has images {x.shape[1:]}, the packaged model takes {expected}.",
-            where="--data",
-            fix="use the data set the model was trained on",
-        )
+    x, y, what = _samples(card, data, limit)
     reference = qat_outputs(ResolvedModel(package / "model.qonnx.onnx", card, None), x)
     simulated = get_target(manifest["flow"]).simulate(package, card, x)
     outputs = simulated.outputs
@@ -99,14 +118,15 @@ def simulate_package(package: Path | str, data: str | None = None, limit: int | 
     if simulated.bit_exact:
         span = float(np.max(np.abs(reference))) or 1.0
         identical = float(np.mean(np.max(np.abs(outputs - reference).reshape(len(x), -1), axis=1) / span <= FLOAT_RTOL))
+    threshold = binary_threshold(reference)
     return SimulationReport(
         str(package),
         manifest["board"]["name"],
         manifest["flow"],
-        data or spec["name"],
+        what,
         len(x),
-        float(np.mean(outputs.argmax(1) == y)),
-        float(np.mean(reference.argmax(1) == y)),
+        accuracy(outputs, y, threshold),
+        accuracy(reference, y, threshold),
         float(np.mean(same_class(outputs, reference))),
         identical,
         simulated.agreement,

@@ -1,0 +1,88 @@
+"""The Python API for build scripts and tests: check, deploy and simulate, each taking a path or a Brevitas module.
+
+    import sdk
+    sdk.check(model, "pynq-z2", example_input=torch.zeros(1, 1, 28, 28))
+    result = sdk.deploy(model, "tflite", example_input=..., data="my_samples.npz", out="build/tflite")
+    outputs = sdk.simulate(result.package, x)   # the packaged artifact's outputs on x, in the simulator
+
+`model` is a training run folder, a QONNX file with its model card beside it (`sdk export`), or an `nn.Module`
+with `example_input` (one sample, (1, C, H, W) or (1, F)): the module takes pixels / 255 and is exported to QONNX,
+checked against itself, on the way.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sdk.errors import ConfigError
+
+
+@contextmanager
+def _as_model_path(model: Any, example_input: Any):
+    """A path the deploy can read, and the Brevitas module where the caller handed one."""
+    if isinstance(model, str | Path):
+        yield str(model), None
+        return
+    from torch import nn
+
+    if not isinstance(model, nn.Module):
+        raise ConfigError(
+            f"model must be a path or a torch nn.Module, got {type(model).__name__}.",
+            where="model",
+            fix="pass a training run folder, a .onnx file from `sdk export`, or your Brevitas module",
+        )
+    if example_input is None:
+        raise ConfigError(
+            f"A module ({type(model).__name__}) needs an example input to be exported.",
+            where="example_input",
+            fix="pass example_input=torch.zeros(1, C, H, W) (or (1, F)) shaped like one sample",
+        )
+    from sdk.export import export_module
+
+    with tempfile.TemporaryDirectory(prefix="sdk-module-") as tmp:
+        exported = export_module(model, example_input, Path(tmp) / "model.qonnx.onnx")
+        yield str(exported.onnx_path), model
+
+
+def check(model: Any, target: str, example_input: Any = None) -> None:
+    """Raise an SDKError naming every layer `target` cannot run; return quietly when every layer maps."""
+    from sdk.deployment import DeployConfig
+    from sdk.deployment import check as run_check
+
+    with _as_model_path(model, example_input) as (path, module):
+        run_check(DeployConfig(target=target, model=path), qat_model=module)
+
+
+def deploy(
+    model: Any,
+    target: str,
+    *,
+    data: str | None = None,
+    out: str | None = None,
+    samples: int | None = None,
+    example_input: Any = None,
+    progress: bool = False,
+    **options: Any,
+):
+    """Build, verify and package `model` for `target` (a board, or several: "pynq-z2,tflite").
+
+    options: the flow's own (fps, max_util, require_bitfile, io, int4_weights, clock_mhz). Returns a DeployResult
+    (a list of them for several boards); `result.verified` is the exactness rule, `result.exit_code` 0/1/2/3."""
+    from sdk.deployment import DeployConfig, deploy_many
+
+    with _as_model_path(model, example_input) as (path, module):
+        config = DeployConfig(target=target, model=path, out=out, data=data, samples=samples, **options)
+        results = deploy_many(config, progress=progress, qat_model=module)
+    return results if "," in target else results[0]
+
+
+def simulate(package: str | Path, x: np.ndarray) -> np.ndarray:
+    """The packaged artifact's final outputs on a batch `x` (uint8 in the model's input layout, (N, C, H, W))."""
+    from sdk.simulation import run_package
+
+    return run_package(package, x)

@@ -1,0 +1,256 @@
+"""Read an .onnx file a user handed over, and refuse it before any library sees the graph.
+
+Why: qonnx imports each custom node's `domain` as a Python module
+(qonnx.custom_op.registry: importlib.import_module(node.domain)), so a graph with a
+node in the domain "mymodule" would run mymodule.py from the working folder or
+anywhere on sys.path. onnx.load follows a tensor's external-data `location` to any
+file on disk, and FINN loads the file a StreamingDataflowPartition node's `model`
+attribute names. So the file is parsed here from bytes (no external data is read),
+every node (in the main graph, in subgraphs, in local functions) must be in a
+domain the SDK's libraries define, and the graph must be a graph.
+
+Known domains: the standard ones ("", "ai.onnx", "ai.onnx.ml"); what Brevitas's
+export_qonnx writes ("qonnx.custom_op.general"; older Brevitas wrote "onnx.brevitas",
+which qonnx maps to the same module); qonnx's "qonnx.custom_op.channels_last"; and,
+only for the graphs FINN wrote into a deployment package (finn_ops=True),
+"finn.custom_op.general", "finn.custom_op.fpgadataflow" and its "hls" and "rtl"
+backends. Sub-modules of those packages are known if they exist in the installed
+package (found on disk, never imported here).
+
+Call load_onnx_safely(path, where_name) and hand the returned ModelProto on
+(qonnx: ModelWrapper(model_proto)); where_name is the file as the user named it
+(e.g. "--model net.onnx"), used in every message instead of a temporary copy's path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections.abc import Iterator
+from pathlib import Path, PurePath
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from sdk.errors import ExportError
+
+MAX_BYTES = 2**31 - 1  # protobuf's own limit for one message; an SDK export is a few hundred KiB
+MAX_NODES = 1_000_000
+MAX_SUBGRAPH_DEPTH = 16
+STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
+QONNX_DOMAINS = frozenset({"onnx.brevitas", "qonnx.custom_op.general", "qonnx.custom_op.channels_last"})
+FINN_DOMAINS = frozenset(
+    {
+        "finn.custom_op.general",
+        "finn.custom_op.fpgadataflow",
+        "finn.custom_op.fpgadataflow.hls",
+        "finn.custom_op.fpgadataflow.rtl",
+    }
+)
+CUSTOM_DOMAINS = QONNX_DOMAINS | FINN_DOMAINS
+KNOWN_DOMAINS = STANDARD_DOMAINS | CUSTOM_DOMAINS
+_QONNX_PACKAGE, _FINN_PACKAGE = "qonnx.custom_op.", "finn.custom_op."  # their existing sub-modules may be named
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_FIX = "pass the .onnx file written by `sdk export` (or by Brevitas's export_qonnx), unchanged"
+
+
+def _fail(where_name: str, what: str, fix: str = _FIX) -> ExportError:
+    return ExportError(what, where=where_name, fix=fix)
+
+
+def is_known_domain(domain: str, finn_ops: bool = True) -> bool:
+    """A standard or custom-op domain of the SDK's libraries (FINN's only with finn_ops), or an existing
+    sub-module of their custom-op packages. The check looks for the module's file; nothing is imported."""
+    if domain in STANDARD_DOMAINS or domain in QONNX_DOMAINS or (finn_ops and domain in FINN_DOMAINS):
+        return True
+    packages = (_QONNX_PACKAGE, _FINN_PACKAGE) if finn_ops else (_QONNX_PACKAGE,)
+    if not domain.startswith(packages):
+        return False
+    parts = domain.split(".")
+    if not all(_IDENTIFIER.fullmatch(part) for part in parts):
+        return False
+    try:
+        spec = importlib.util.find_spec(parts[0])  # a top-level name: found, not run
+    except (ImportError, ValueError):
+        return False
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    for root in spec.submodule_search_locations:
+        base = Path(root).joinpath(*parts[1:])
+        if base.with_suffix(".py").is_file() or (base / "__init__.py").is_file():
+            return True
+    return False
+
+
+def _graphs(graph: onnx.GraphProto, depth: int = 0) -> Iterator[onnx.GraphProto]:
+    """The graph and every subgraph in its nodes' attributes (If, Loop, Scan bodies)."""
+    if depth > MAX_SUBGRAPH_DEPTH:
+        raise RecursionError(f"subgraphs nested deeper than {MAX_SUBGRAPH_DEPTH}")
+    yield graph
+    for node in graph.node:
+        yield from _subgraphs(node, depth)
+
+
+def _subgraphs(node: onnx.NodeProto, depth: int) -> Iterator[onnx.GraphProto]:
+    for attribute in node.attribute:
+        if attribute.HasField("g"):
+            yield from _graphs(attribute.g, depth + 1)
+        for sub in attribute.graphs:
+            yield from _graphs(sub, depth + 1)
+
+
+def _nodes(model: onnx.ModelProto) -> Iterator[tuple[onnx.NodeProto, str]]:
+    """Every node with where it is: the graph and its subgraphs, and each local function (and its subgraphs)."""
+    for graph in _graphs(model.graph):
+        for node in graph.node:
+            yield node, "graph" if graph is model.graph else f"subgraph {graph.name!r}"
+    for function in model.functions:
+        for node in function.node:
+            yield node, f"function {function.name!r}"
+            for graph in _subgraphs(node, 0):
+                for inner in graph.node:
+                    yield inner, f"function {function.name!r}"
+
+
+def _tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor the file carries: initializers, sparse ones, and constants in node attributes."""
+    for graph in _graphs(model.graph):
+        yield from graph.initializer
+        for sparse in graph.sparse_initializer:
+            yield from (sparse.values, sparse.indices)
+    for node, _ in _nodes(model):
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            for sparse in [attribute.sparse_tensor] if attribute.HasField("sparse_tensor") else []:
+                yield from (sparse.values, sparse.indices)
+            for sparse in attribute.sparse_tensors:
+                yield from (sparse.values, sparse.indices)
+
+
+def _read(path: Path, where_name: str) -> bytes:
+    try:
+        if not path.exists():
+            raise _fail(where_name, f"{where_name} does not exist.", "check the path of the .onnx file")
+        if not path.is_file():
+            raise _fail(where_name, f"{where_name} is not a file (a folder or a device).", "pass an .onnx file")
+        size = path.stat().st_size
+        if size == 0:
+            raise _fail(where_name, f"{where_name} is empty (0 bytes).", _FIX)
+        if size > MAX_BYTES:
+            raise _fail(where_name, f"{where_name} is larger than 2 GiB ({size:,} bytes); ONNX files are not.", _FIX)
+        return path.read_bytes()
+    except ExportError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise _fail(
+            where_name, f"{where_name} cannot be read: {getattr(exc, 'strerror', None) or exc}.", "check the file"
+        ) from None
+
+
+def _parse(data: bytes, where_name: str) -> onnx.ModelProto:
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, ValueError, RuntimeError, TypeError, MemoryError) as exc:
+        raise _fail(
+            where_name,
+            f"{where_name} is not an ONNX model (protobuf: {str(exc)[:200] or type(exc).__name__}).",
+            "the file is truncated, damaged or of another format; " + _FIX,
+        ) from None
+    return model
+
+
+def _unknown_domain(where_name: str, domain: str, what: str, finn_ops: bool) -> ExportError:
+    shown = domain if len(domain) <= 80 else domain[:80] + "..."
+    known = sorted(QONNX_DOMAINS | (FINN_DOMAINS if finn_ops else frozenset()))
+    finn = "" if finn_ops else " (FINN's own ops belong in the graphs FINN writes into a package, not in a model)"
+    return _fail(
+        where_name,
+        f"{where_name}: {what} is in the op domain {shown!r}, which the SDK does not know{finn}. qonnx would "
+        "import a Python module of that name to run it, so the file is refused before anything reads it.",
+        f"use ops of the standard ONNX or these domains: {', '.join(known)}; {_FIX}",
+    )
+
+
+def _check_structure(model: onnx.ModelProto, where_name: str, finn_ops: bool) -> None:
+    if not model.HasField("graph"):
+        raise _fail(where_name, f"{where_name} holds no graph.")
+    graph = model.graph
+    if not graph.node:
+        raise _fail(where_name, f"{where_name} has a graph with no nodes.")
+    initializers = {tensor.name for tensor in graph.initializer}
+    if not [value for value in graph.input if value.name not in initializers]:
+        raise _fail(where_name, f"{where_name} has a graph with no inputs.")
+    if not graph.output:
+        raise _fail(where_name, f"{where_name} has a graph with no outputs.")
+    nodes = list(_nodes(model))
+    if len(nodes) > MAX_NODES:
+        raise _fail(where_name, f"{where_name} has {len(nodes):,} nodes; more than {MAX_NODES:,} is not a network.")
+    for function in model.functions:
+        if not is_known_domain(function.domain, finn_ops):
+            raise _unknown_domain(where_name, function.domain, f"function {function.name!r}", finn_ops)
+    for node, scope in nodes:
+        if not is_known_domain(node.domain, finn_ops):
+            name = node.name or node.op_type
+            raise _unknown_domain(where_name, node.domain, f"node {name!r} ({scope})", finn_ops)
+        if node.op_type == "StreamingDataflowPartition":  # FINN loads the file its `model` attribute names
+            for attribute in node.attribute:
+                if attribute.name == "model" and not _bare_file_name(attribute.s):
+                    raise _fail(
+                        where_name,
+                        f"{where_name}: partition {node.name!r} names the model file {attribute.s[:80]!r}; "
+                        "a package's partition names a file beside it.",
+                        "deploy again: a package's graphs are written by the SDK",
+                    )
+    for tensor in _tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
+            raise _fail(
+                where_name,
+                f"{where_name} keeps tensor {tensor.name!r} in an external file; the SDK reads one self-contained "
+                "file and never follows a path written inside it.",
+                "save the model with its weights inside (onnx.save(model, path, save_as_external_data=False))",
+            )
+
+
+def _bare_file_name(raw: bytes) -> bool:
+    try:
+        name = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return bool(name) and PurePath(name).name == name and name not in (".", "..") and "\\" not in name
+
+
+def _check_standard_ops(model: onnx.ModelProto) -> None:
+    """onnx's checker (standard ops, their attributes and types). FINN writes its own domains without an opset
+    import, which the checker would call invalid: a copy gets one for each known custom domain it uses."""
+    used = {node.domain for node, _ in _nodes(model)} & CUSTOM_DOMAINS
+    missing = used - {opset.domain for opset in model.opset_import}
+    if missing:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        copy.opset_import.extend(onnx.helper.make_opsetid(domain, 1) for domain in sorted(missing))
+        model = copy
+    onnx.checker.check_model(model)
+
+
+def load_onnx_safely(path: Path | str, where_name: str | None = None, finn_ops: bool = False) -> onnx.ModelProto:
+    """The ModelProto of an .onnx file, or an ExportError naming the file as `where_name`, before any library (qonnx,
+    FINN, onnxruntime) has seen a byte of it.
+
+    finn_ops: accept FINN's own domains too, for the graphs FINN wrote into a deployment package (a user's model,
+    QONNX from Brevitas, never holds them)."""
+    where_name = where_name or str(path)
+    model = _parse(_read(Path(path), where_name), where_name)
+    try:
+        _check_structure(model, where_name, finn_ops)
+        _check_standard_ops(model)
+    except ExportError:
+        raise
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else "invalid graph"
+        raise _fail(where_name, f"{where_name} is not a valid ONNX graph: {first}") from None
+    except (UnicodeDecodeError, RecursionError, ValueError) as exc:  # names that are not UTF-8, nesting too deep
+        raise _fail(where_name, f"{where_name} is not a valid ONNX graph: {str(exc)[:200]}") from None
+    return model

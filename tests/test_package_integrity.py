@@ -1,0 +1,251 @@
+"""A package is checked against its manifest before anything reads it, and equal inputs give an equal identity.
+
+The fast tests tamper with small packages the writer builds; the slow ones deploy real packages (LiteRT and
+FINN), tamper with copies, and expect `sdk simulate` to exit 2 naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from sdk.cli import main
+from sdk.deployment import DeployConfig, deploy
+from sdk.errors import PackageError
+from sdk.package import PackageBuilder, verify_package
+from sdk.simulation import run_package, simulate_package
+
+# --- fast: packages written by the builder ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def package(tmp_path) -> Path:
+    with PackageBuilder(tmp_path / "pkg") as pkg:
+        pkg.write_text("model.bin", "weights\n")
+        pkg.write_text("sources/layer0.cpp", "int main() {}\n")
+        pkg.write_json("report.json", {"latency_us": 12.5}, volatile=True)
+        pkg.allow_unlisted("hardware")
+        pkg.commit({"flow": "tflite", "board": {"name": "tflite"}})
+    return tmp_path / "pkg"
+
+
+def _refused(package: Path, naming: str) -> PackageError:
+    with pytest.raises(PackageError) as info:
+        verify_package(package)
+    assert naming in info.value.what and naming in info.value.where, info.value.render()
+    assert info.value.fix
+    return info.value
+
+
+def test_an_untouched_package_verifies(package):
+    manifest = verify_package(package)
+    assert {entry["path"] for entry in manifest["files"]} == {"model.bin", "sources/layer0.cpp", "report.json"}
+    assert manifest["volatile"] == ["report.json"] and manifest["unlisted_allowed"] == ["hardware"]
+
+
+def test_a_changed_file_is_refused_even_at_the_same_size(package):
+    (package / "model.bin").write_text("weighty\n")
+    assert "sha256" in _refused(package, "model.bin").what
+
+
+def test_a_changed_measured_file_is_refused_too(package):
+    (package / "report.json").write_text('{"latency_us": 1}\n')
+    _refused(package, "report.json")
+
+
+def test_a_missing_file_is_refused(package):
+    (package / "sources" / "layer0.cpp").unlink()
+    assert "is missing" in _refused(package, "sources/layer0.cpp").what
+
+
+@pytest.mark.parametrize("extra", ["model2.bin", "sources/layer1.cpp", ".hidden"])
+def test_an_added_file_is_refused(package, extra):
+    (package / extra).write_text("x\n")
+    assert "was added" in _refused(package, extra).what
+
+
+def test_links_are_refused(package, tmp_path):
+    (tmp_path / "elsewhere.bin").write_text("weights\n")
+    (package / "model.bin").unlink()
+    (package / "model.bin").symlink_to(tmp_path / "elsewhere.bin")  # same bytes, but not the file the SDK wrote
+    _refused(package, "model.bin")
+    (package / "model.bin").unlink()
+    (package / "model.bin").write_text("weights\n")
+    (package / "linked").symlink_to(tmp_path)
+    _refused(package, "linked")
+
+
+def test_files_a_packaged_script_writes_into_its_folder_are_allowed(package):
+    (package / "hardware" / "build").mkdir(parents=True)
+    (package / "hardware" / "build" / "top.bit").write_bytes(b"\x00")
+    assert verify_package(package)
+    (package / "hardwareX").write_text("no\n")  # the folder, not a prefix of a name
+    _refused(package, "hardwareX")
+
+
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        ("{}", "not a deployment package manifest"),
+        ("not json {", "not JSON"),
+        ("[1, 2]", "not a deployment package manifest"),
+        ('{"format": "sdk-package/1"}', "no file list"),
+        ('{"format": "sdk-package/1", "files": [{"path": "../x", "sha256": "0", "bytes": 1}]}', "malformed"),
+    ],
+)
+def test_a_broken_manifest_is_refused(package, content, says):
+    (package / "manifest.json").write_text(content)
+    error = _refused(package, "manifest.json")
+    assert says in error.what
+
+
+def test_a_missing_manifest_or_package_is_refused(package, tmp_path):
+    with pytest.raises(PackageError, match="does not exist"):
+        verify_package(tmp_path / "nowhere")
+    with pytest.raises(PackageError, match="is a file"):
+        verify_package(package / "model.bin")
+    (package / "manifest.json").unlink()
+    with pytest.raises(PackageError, match="no manifest.json"):
+        verify_package(package)
+
+
+def test_an_edited_manifest_field_is_refused(package):
+    manifest = json.loads((package / "manifest.json").read_text())
+    manifest["board"]["name"] = "pynq-z2"
+    (package / "manifest.json").write_text(json.dumps(manifest))
+    assert "identity_sha256" in _refused(package, "manifest.json").what
+
+
+def test_readers_verify_first(package):
+    (package / "model.bin").write_text("changed\n")
+    for read in (lambda: run_package(package, np.zeros((1, 8, 8), np.uint8)), lambda: simulate_package(package)):
+        with pytest.raises(PackageError, match="model.bin"):
+            read()
+
+
+# --- slow: real packages of the LiteRT and FINN flows ------------------------------------------------------------
+
+FLOWS = {"tflite": "model.tflite", "pynq-z2": "dataflow_model.onnx"}
+
+
+@pytest.fixture(scope="module")
+def deployed(tfc_run, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("deployed")
+    for target in FLOWS:
+        deploy(DeployConfig(target=target, model=str(tfc_run), out=str(root / target), samples=8), progress=False)
+    return {target: root / target for target in FLOWS}
+
+
+def _simulate(package: Path) -> tuple[int, dict]:
+    result = CliRunner().invoke(main, ["simulate", str(package), "--limit", "8", "--json"])
+    return result.exit_code, json.loads(result.stdout)
+
+
+def _copy(deployed: dict[str, Path], target: str, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(deployed[target], tmp_path / target))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", FLOWS)
+def test_an_untouched_real_package_simulates(deployed, target):
+    code, result = _simulate(deployed[target])
+    assert code == 0 and result["samples"] == 8, result
+
+
+def _weight_bytes(model: Path) -> tuple[int, int]:
+    """(offset, length) of the classifier's int8 weights inside the .tflite file."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(model))
+    interpreter.allocate_tensors()
+    for detail in interpreter.get_tensor_details():
+        if detail["name"].endswith("fc_out/weights"):
+            weights = interpreter.get_tensor(detail["index"]).tobytes()
+            return model.read_bytes().index(weights), len(weights)
+    raise AssertionError("no classifier weights in the file")
+
+
+def _change_report(package: Path) -> str:
+    path = package / "report.json"
+    path.write_text(path.read_text().replace('"verified": false', '"verified": true').replace("0.", "1.", 1))
+    return "report.json"
+
+
+def _change_weights(package: Path) -> str:
+    path = package / "model.tflite"
+    offset, length = _weight_bytes(path)
+    data = bytearray(path.read_bytes())
+    data[offset + length // 2] ^= 0x01  # one weight, one bit: the file still loads and runs
+    path.write_bytes(bytes(data))
+    return "model.tflite"
+
+
+def _delete_folding(package: Path) -> str:
+    (package / "folding_config.json").unlink()
+    return "folding_config.json"
+
+
+def _add_source(package: Path) -> str:
+    (package / "sources" / "extra.cpp").write_text("// not the SDK's\n")
+    return "sources/extra.cpp"
+
+
+def _empty_manifest(package: Path) -> str:
+    (package / "manifest.json").write_text("{}")
+    return "manifest.json"
+
+
+def _garbled_manifest(package: Path) -> str:
+    (package / "manifest.json").write_text('{\n  "files": [')
+    return "manifest.json"
+
+
+def _add_artifact(package: Path) -> str:
+    shutil.copy(package / "model.tflite", package / "model_v2.tflite")
+    return "model_v2.tflite"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "target, tamper",
+    [
+        ("tflite", _change_report),
+        ("tflite", _change_weights),
+        ("tflite", _add_artifact),
+        ("tflite", _empty_manifest),
+        ("pynq-z2", _delete_folding),
+        ("pynq-z2", _add_source),
+        ("pynq-z2", _empty_manifest),
+        ("pynq-z2", _garbled_manifest),
+    ],
+)
+def test_a_tampered_real_package_exits_2_naming_the_file(deployed, tmp_path, target, tamper):
+    package = _copy(deployed, target, tmp_path)
+    name = tamper(package)
+    code, error = _simulate(package)
+    assert code == 2 and error["error"] == "PackageError", error
+    assert name in error["what"] and name in error["where"], error
+    with pytest.raises(PackageError, match=name.replace(".", r"\.")):
+        run_package(package, np.zeros((1, 8, 8), np.uint8))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", FLOWS)
+def test_the_same_inputs_give_the_same_identity(deployed, tfc_run, tmp_path, target):
+    """Until deploy marks the measured files volatile (report.json, report.md: LiteRT latencies, FINN step
+    times), this fails naming them."""
+    again = tmp_path / target
+    deploy(DeployConfig(target=target, model=str(tfc_run), out=str(again), samples=8), progress=False)
+    first, second = verify_package(deployed[target]), verify_package(again)
+    hashes = [{entry["path"]: entry["sha256"] for entry in m["files"]} for m in (first, second)]
+    differing = sorted(path for path in hashes[0] if hashes[0][path] != hashes[1].get(path))
+    assert first["identity_sha256"] == second["identity_sha256"], (
+        f"files that differ: {differing}; volatile: {first.get('volatile', [])}"
+    )
+    assert set(differing) <= set(first.get("volatile", []))
+    assert {k: v for k, v in first.items() if k != "files"} == {k: v for k, v in second.items() if k != "files"}
