@@ -149,3 +149,8 @@ class InternalError(SDKError):
         )
         error.__cause__ = exc
         return error
+
+
+class UnsupportedModelError(SDKError):
+    """A flow's own transformations cannot process the model (a pattern they do not handle), found before the
+    artifact exists: the model is refused, naming the step and, where known, the node."""

@@ -156,3 +156,105 @@ def test_a_qonnx_file_without_a_card_needs_its_input_scale_then_deploys_verified
         expected = model(torch.from_numpy(x.reshape(60, 64).astype(np.float32) / 255)).numpy()
     outputs = simulate(result.package, x)
     np.testing.assert_allclose(outputs, expected, rtol=0, atol=1e-5 * float(np.abs(expected).max()))
+
+
+class KeywordSpotter(nn.Module):
+    """A Conv1d keyword-spotting net over a 64-sample signal, as an audio engineer writes it."""
+
+    def __init__(self):
+        super().__init__()
+        from brevitas.nn import QuantConv1d
+
+        torch.manual_seed(7)
+        self.conv = QuantConv1d(1, 8, 3, bias=False, weight_bit_width=4, weight_quant=Int8WeightPerTensorFloat)
+        self.bn = nn.BatchNorm1d(8)
+        self.act = QuantReLU(bit_width=4)
+        self.fc = QuantLinear(8 * 62, 4, bias=False, weight_bit_width=4, weight_quant=Int8WeightPerTensorFloat)
+
+    def forward(self, x):
+        return self.fc(self.act(self.bn(self.conv(x.reshape(len(x), 1, -1)))).flatten(1))
+
+
+def test_a_conv1d_net_is_refused_by_the_fpga_check_naming_the_node():
+    from sdk.errors import UnsupportedLayersError
+
+    with pytest.raises(UnsupportedLayersError) as info:
+        check(KeywordSpotter().eval(), "pynq-z2", example_input=EXAMPLE)
+    (layer,) = info.value.layers
+    assert layer.op_type == "Conv" and "1-D convolution" in layer.why and "QuantConv2d" in layer.fix
+
+
+class MixedPrecisionMLP(nn.Module):
+    """8-bit first layer, 2-bit hidden layers: the mix users pick to keep the input layer accurate."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(11)
+        quant = {"weight_quant": Int8WeightPerTensorFloat, "bias": False}
+        self.layers = nn.Sequential(
+            QuantLinear(64, 32, weight_bit_width=8, **quant),
+            nn.BatchNorm1d(32),
+            QuantReLU(bit_width=8),
+            QuantLinear(32, 32, weight_bit_width=2, **quant),
+            nn.BatchNorm1d(32),
+            QuantReLU(bit_width=2),
+            QuantLinear(32, 10, weight_bit_width=2, **quant),
+        )
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+class OwnResidualCNN(nn.Module):
+    """A CNN with a hand-written residual block whose two summands have their own quantizers."""
+
+    def __init__(self):
+        super().__init__()
+        from brevitas.nn import QuantConv2d
+
+        torch.manual_seed(13)
+        quant = {"weight_quant": Int8WeightPerTensorFloat, "bias": False, "weight_bit_width": 4}
+        self.stem = QuantConv2d(1, 8, 3, padding=1, **quant)
+        self.stem_act = QuantReLU(bit_width=4)
+        self.branch = QuantConv2d(8, 8, 3, padding=1, **quant)
+        self.branch_act = QuantReLU(bit_width=4)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = QuantLinear(8, 10, **quant)
+
+    def forward(self, x):
+        x = self.stem_act(self.stem(x))
+        x = x + self.branch_act(self.branch(x))
+        return self.fc(self.pool(x).flatten(1))
+
+
+def test_a_mixed_precision_mlp_deploys_to_an_fpga_verified(tmp_path):
+    model = _eval(MixedPrecisionMLP())
+    result = deploy(model, "pynq-z2", example_input=EXAMPLE, out=str(tmp_path / "fpga"), samples=200)
+    assert result.verified, (tmp_path / "fpga" / "report.md").read_text()
+
+
+def test_a_hand_written_residual_cnn_is_refused_by_the_fpga_check_naming_the_add():
+    from sdk.errors import UnsupportedLayersError
+
+    with pytest.raises(UnsupportedLayersError) as info:
+        check(_eval(OwnResidualCNN()), "pynq-z2", example_input=torch.zeros(1, 1, 8, 8))
+    assert all(layer.why and layer.fix for layer in info.value.layers)
+    assert all("shared quantizer" in layer.fix for layer in info.value.layers)  # the root cause, not its echoes
+
+
+def test_an_lstm_is_refused_clearly():
+    from brevitas.nn import QuantLSTM
+
+    class Recurrent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = QuantLSTM(8, 8, batch_first=True)
+            self.fc = QuantLinear(8, 2, bias=False, weight_quant=Int8WeightPerTensorFloat)
+
+        def forward(self, x):
+            out, _ = self.lstm(x.reshape(len(x), 8, 8))
+            return self.fc(out[:, -1])
+
+    with pytest.raises(SDKError) as info:  # refused at export or at the check, never a crash
+        check(Recurrent().eval(), "pynq-z2", example_input=EXAMPLE)
+    assert info.value.exit_code == 2 and info.value.fix

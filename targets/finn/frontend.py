@@ -54,3 +54,33 @@ def qonnx_to_finn(model: ModelWrapper) -> ModelWrapper:
     model = spatial_mean_to_global_pool(model)
     model = model.transform(ConvertQONNXtoFINN())
     return tidy_up(model)
+
+
+def unsupported_nodes(model: ModelWrapper) -> list:
+    """Nodes FINN's frontend and streamlining cannot take, named with the fix before they are run."""
+    from targets.finn.hw_layers import UnmappedLayer
+
+    found = []
+    for node in model.graph.node:
+        kernel = next((list(a.ints) for a in node.attribute if a.name == "kernel_shape"), None)
+        if node.op_type == "Conv" and kernel is not None and len(kernel) != 2:
+            found.append(
+                UnmappedLayer(
+                    node.name,
+                    node.op_type,
+                    list(node.input),
+                    f"a {len(kernel)}-D convolution (kernel {kernel}); FINN lowers 2-D convolutions only",
+                    "write it as a 2-D convolution over (N, C, 1, L) with kernel (1, k) (QuantConv2d)",
+                )
+            )
+        if node.op_type in ("LSTM", "GRU", "RNN", "Loop", "Scan", "If"):
+            found.append(
+                UnmappedLayer(
+                    node.name,
+                    node.op_type,
+                    list(node.input),
+                    "a recurrent or control-flow op; FINN builds feed-forward dataflow accelerators",
+                    "unroll the recurrence into feed-forward layers, or run this part of the model on the host",
+                )
+            )
+    return found

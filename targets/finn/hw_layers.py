@@ -136,7 +136,53 @@ def unmapped_layers(model: ModelWrapper) -> list[UnmappedLayer]:
                 "quantize weights and activations of every layer (see sdk.zoo)",
             )
         unmapped.append(UnmappedLayer(node.name, node.op_type, list(node.input), why, fix))
-    return unmapped + wrongly_mapped_layers(model)
+    unmapped += _float_hw_layers(model)
+    return _root_causes(model, unmapped) + wrongly_mapped_layers(model)
+
+
+FLOAT_SCALE_HINT = (
+    "a float scale FINN could not absorb into integer thresholds, so every layer after it computes in float "
+    "(typically an activation that feeds two paths, as in a residual block)",
+    "quantize both summands of the add with one shared quantizer (sdk's resnet8 does), so the add happens on "
+    "integers of one scale",
+)
+
+
+def _float_hw_layers(model: ModelWrapper) -> list[UnmappedLayer]:
+    """HW layers whose output is float and feeds further layers: FINN mapped them, but the rest cannot be."""
+    outputs = {o.name for o in model.graph.output}
+    found = []
+    for node in model.graph.node:
+        if is_hw(node) and any(t not in outputs and not model.get_tensor_datatype(t).is_integer() for t in node.output):
+            found.append(UnmappedLayer(node.name, node.op_type, list(node.input), *FLOAT_SCALE_HINT))
+    return found
+
+
+def _root_causes(model: ModelWrapper, layers: list[UnmappedLayer]) -> list[UnmappedLayer]:
+    """The layers that fail on their own account; each names the layers after it that fail only because of it."""
+    by_name = {layer.name: layer for layer in layers}
+    producer = {t: n.name for n in model.graph.node for t in n.output}
+    caused_by: dict[str, str] = {}
+    for node in model.graph.node:  # topological order: a cause is resolved before its consequences
+        if node.name not in by_name:
+            continue
+        upstream = [producer[t] for t in node.input if t in producer and producer[t] in by_name]
+        if upstream:
+            caused_by[node.name] = caused_by.get(upstream[0], upstream[0])
+    roots = []
+    for layer in layers:
+        if layer.name in caused_by:
+            continue
+        after = [name for name, root in caused_by.items() if root == layer.name]
+        scale = next((n for n in after if by_name[n].why == FLOAT_SCALE_HINT[0]), None)
+        if scale is not None:  # the root's own hint would mislead: the float scale after it is the cause
+            layer.why = f"{FLOAT_SCALE_HINT[0]}: {scale} after this layer"
+            layer.fix = FLOAT_SCALE_HINT[1]
+        if after:
+            shown = ", ".join(after[:6]) + (" ..." if len(after) > 6 else "")
+            layer.why += f"; the {len(after)} layer(s) after it ({shown}) cannot be mapped because of it"
+        roots.append(layer)
+    return roots
 
 
 def wrongly_mapped_layers(model: ModelWrapper) -> list[UnmappedLayer]:

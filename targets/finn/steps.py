@@ -19,7 +19,7 @@ import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
 from sdk.boards import Board
-from sdk.errors import UnsupportedLayersError
+from sdk.errors import SDKError, UnsupportedLayersError, UnsupportedModelError
 from targets.finn import codegen, estimate, folding, frontend, hw_layers, partition, specialize, streamline
 from targets.finn.environment import prepare_finn
 
@@ -51,6 +51,9 @@ class FinnConfig:
 
 
 def qonnx_to_finn(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
+    unsupported = frontend.unsupported_nodes(model)  # named before FINN's transformations trip over them
+    if unsupported:
+        raise UnsupportedLayersError(unsupported, cfg.board.name)
     return frontend.qonnx_to_finn(model)
 
 
@@ -141,7 +144,17 @@ def run_steps(
         if progress is not None:
             progress(label)
         began = time.perf_counter()
-        model = step(model, cfg)
+        try:
+            model = step(model, cfg)
+        except SDKError:
+            raise
+        except Exception as exc:  # FINN / qonnx met a pattern they do not handle: the model's limit, not a crash
+            raise UnsupportedModelError(
+                f"FINN's step '{name}' cannot process this model: {type(exc).__name__}: {exc}".rstrip(": "),
+                where=f"--target {cfg.board.name}, FINN step {name}",
+                fix="change the layer this step stopped at (rerun with -v for FINN's own message and traceback); "
+                "`sdk check --target BOARD` runs the same steps up to the mapping check",
+            ) from exc
         cfg.step_seconds[name] = round(time.perf_counter() - began, 3)
     return model
 
