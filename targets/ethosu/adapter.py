@@ -61,8 +61,11 @@ class EthosuTarget(TfliteFamilyTarget):
         fits = check_memory(s["sram_bytes"], off_chip, board)
         raise_if_too_large(fits, board)
         shutil.copyfile(vela.optimised_tflite, pkg.path(VELA_MODEL_NAME))
-        if vela.log_path is not None:
-            shutil.copyfile(vela.log_path, pkg.path("vela.log"))
+        if vela.log_path is not None:  # the build's scratch paths are no part of the package (nor its identity)
+            log = vela.log_path.read_text(errors="replace")
+            for scratch, shown in ((request.workdir / "vela", "vela-output"), (path.parent, ".")):
+                log = log.replace(str(scratch.resolve()), shown).replace(str(scratch), shown)
+            pkg.write_text("vela.log", log)
         pkg.write_json(
             "vela_summary.json", vela.to_dict() | {"optimised_tflite": VELA_MODEL_NAME, "log_path": "vela.log"}
         )
