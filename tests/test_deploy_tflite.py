@@ -47,7 +47,8 @@ def _check_package(result, board: str) -> dict:
         assert (package / name).is_file(), name
     report = json.loads((package / "report.json").read_text())
     checks = report["data"]["verification"]["checks"]
-    assert [c["passed"] for c in checks] == [True, True] and "bit-exact" in checks[0]["detail"]
+    assert [c["passed"] for c in checks] == [True, True, True] and "bit-exact" in checks[0]["detail"]
+    assert checks[2]["name"].startswith("final output")  # the artifact's output against the source model's
     return report
 
 
