@@ -352,6 +352,7 @@ def _litert(path: Path) -> None:
         run_litert(path, x)
 
 
+@pytest.mark.slow  # forked children per example: the fast set keeps the in-process readers
 @examples("tflite_litert_bytes")
 @given(data=st.data())
 def test_tflite_litert_bytes(tflite_seeds, scratch, data):
@@ -359,6 +360,7 @@ def test_tflite_litert_bytes(tflite_seeds, scratch, data):
     in_child(lambda: _litert(path))
 
 
+@pytest.mark.slow  # forked children per example: the fast set keeps the in-process readers
 @examples("tflite_litert_structure")
 @given(data=st.data())
 def test_tflite_litert_structure(tflite_seeds, scratch, data):
@@ -551,6 +553,7 @@ def test_manifest(package, data):
 CHECKPOINT = (FIXTURE_RUN / "checkpoint.pt").read_bytes()
 
 
+@pytest.mark.slow  # forked children per example: the fast set keeps the in-process readers
 @examples("checkpoint_bytes")
 @given(data=st.data())
 def test_checkpoint_bytes(scratch, data):
@@ -620,6 +623,7 @@ def test_cli_train_numbers(scratch, options):
     _cli(["train", "tfc", *flat, "--dataset", str(scratch / "absent" / "data.npz"), "--out", str(out)], out)
 
 
+@pytest.mark.slow  # 500 CLI invocations
 @examples("cli_deploy")
 @given(
     options=st.dictionaries(st.sampled_from(["--fps", "--max-util", "--clock-mhz", "--samples"]), ODD_NUMBERS),

@@ -110,12 +110,14 @@ def _assert_equal_to_finn(hw, specialized, x: np.ndarray) -> None:
 # the zoo models through the real flow
 
 
+@pytest.mark.slow  # the graphs fixture trains each model for an epoch
 def test_specialized_graph_equals_finn_python_execution(graphs, digits):
     specialised_ops = [n.op_type for n in graphs.specialized.graph.node]
     assert all(op.endswith(("_hls", "_rtl")) for op in specialised_ops), specialised_ops
     _assert_equal_to_finn(graphs.hw, graphs.specialized, _dataflow_input(graphs, digits))
 
 
+@pytest.mark.slow  # the graphs fixture trains each model for an epoch
 def test_deployed_network_equals_qonnx_model(graphs, digits):
     from sdk.export import run_qonnx
 
@@ -132,6 +134,7 @@ def test_deployed_network_equals_qonnx_model(graphs, digits):
     np.testing.assert_array_equal(result.output.argmax(1)[untied], reference.argmax(1)[untied])
 
 
+@pytest.mark.slow  # the graphs fixture trains each model for an epoch
 def test_batch_equals_one_sample_at_a_time(graphs, digits):
     x = _dataflow_input(graphs, digits[:20])
     batch = simulate_dataflow(graphs.specialized, x)
@@ -145,6 +148,7 @@ def test_batch_equals_one_sample_at_a_time(graphs, digits):
     np.testing.assert_array_equal(lean.output, batch.output)
 
 
+@pytest.mark.slow  # the graphs fixture trains each model for an epoch
 def test_fifos_and_width_converters_change_nothing(graphs, digits):
     from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
     from finn.transformation.fpgadataflow.insert_fifo import InsertFIFO
