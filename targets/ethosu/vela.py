@@ -190,7 +190,7 @@ def compile_vela(tflite_path: Path | str, board: Board, out_dir: Path | str) -> 
         raise VelaError(
             f"TFLite file {tflite_path} does not exist.", where=str(tflite_path), fix="write the .tflite first"
         )
-    from targets.tflite.golden import parse_tflite
+    from targets.tflite.reader import parse_tflite
 
     parse_tflite(
         tflite_path.read_bytes(), VelaError, str(tflite_path), "pass the int8 .tflite written by the SDK's writer"

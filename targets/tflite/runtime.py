@@ -29,7 +29,7 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from sdk.errors import ConfigError, TfliteFileError
-from targets.tflite.golden import MAX_TFLITE_BYTES, parse_tflite
+from targets.tflite.reader import MAX_TFLITE_BYTES, parse_tflite
 from targets.tflite.schema import is_tflite
 
 KERNELS = ("reference", "xnnpack")

@@ -128,7 +128,7 @@ def _load_model(path: Path) -> tuple[bytes, schema.ModelT]:
     data = path.read_bytes()
     if not is_tflite(data):
         raise TflmError(f"{path.name} is not a TFLite flatbuffer (no 'TFL3' identifier).", where=str(path), fix=fix)
-    from targets.tflite.golden import parse_tflite
+    from targets.tflite.reader import parse_tflite
 
     model = parse_tflite(data, TflmError, str(path), fix)  # checked before TFLM's native code reads a byte
     if not model.subgraphs or len(model.subgraphs[0].inputs) != 1:
