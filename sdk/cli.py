@@ -324,7 +324,11 @@ def export(run_dir: Path, out_path: Path, as_json: bool) -> None:
 def _deploy_options(func):
     options = [
         click.option("--target", required=True, help="Board name (sdk boards); deploy: several, comma-separated."),
-        click.option("--model", required=True, help="A training run folder, or a QONNX file with its model card."),
+        click.option(
+            "--model",
+            required=True,
+            help="A training run folder, or a QONNX file (a model card beside it is optional).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)

@@ -71,3 +71,14 @@ def test_batched_qonnx_execution_equals_one_sample_at_a_time(tfc_export, monkeyp
     one_by_one = run_qonnx(tfc_export, x, True)
     assert batched.shape == (40, 10)  # equal up to float32 rounding (BLAS sums a batch in another order)
     np.testing.assert_allclose(batched, one_by_one, rtol=0, atol=1e-6 * np.abs(one_by_one).max())
+
+
+def test_the_documented_card_schema_names_what_read_card_requires(tfc_export):
+    """docs/model-card.schema.json documents the card; the fields it calls required are the ones read_card checks."""
+    from pathlib import Path
+
+    schema = json.loads((Path(__file__).resolve().parent.parent / "docs" / "model-card.schema.json").read_text())
+    card = read_card(tfc_export)
+    assert set(schema["required"]) <= set(card)
+    assert set(schema["properties"]["input"]["required"]) <= set(card["input"])
+    assert set(card) <= set(schema["properties"])  # every field an export writes is documented
