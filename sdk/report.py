@@ -89,6 +89,18 @@ def render_markdown(report: Report) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def verification_table(verification) -> Table:
+    """Every check of a flow's exactness rule, one row each (the same table in every flow's report)."""
+    return Table(
+        "Verification",
+        ["check", "passed", "samples", "first difference", "mismatch %", "ties", "detail"],
+        [
+            [c.name, c.passed, c.samples, c.first_difference, c.mismatch_rate, c.ties, c.detail]
+            for c in verification.checks
+        ],
+    )
+
+
 def write_report(pkg: PackageBuilder, report: Report) -> None:
     """Write report.json and report.md into the package. Draw the plots first: they are listed here."""
     pkg.write_json(REPORT_JSON, asdict(report))

@@ -25,7 +25,7 @@ from sdk.errors import ConfigError, ExportError, PackageError, SDKError
 from sdk.export import tie_samples
 from sdk.onnx_guard import load_onnx_safely
 from sdk.package import PackageBuilder
-from sdk.report import Report, Table, bar_plot, utilisation_plot
+from sdk.report import Report, Table, bar_plot, utilisation_plot, verification_table
 from sdk.verify import (
     Check,
     Verification,
@@ -286,16 +286,7 @@ class FinnTarget:
                 ],
             )
         )
-        report.tables.append(
-            Table(
-                "Verification",
-                ["check", "passed", "samples", "first difference", "mismatch %", "detail"],
-                [
-                    [c.name, c.passed, c.samples, c.first_difference, c.mismatch_rate, c.detail]
-                    for c in verification.checks
-                ],
-            )
-        )
+        report.tables.append(verification_table(verification))
         if cfg.fit:
             report.notes.append(f"fit search: {cfg.fit.steps} steps; stopped because {cfg.fit.stop_reason}.")
         report.notes.append(

@@ -25,7 +25,7 @@ import numpy as np
 from sdk.boards import Board
 from sdk.errors import CheckpointError, ConfigError, GoldenModelError, PackageError, TfliteConversionError
 from sdk.package import PackageBuilder
-from sdk.report import Report, Table, bar_plot
+from sdk.report import Report, Table, bar_plot, verification_table
 from sdk.verify import Verification, share
 from targets.base import BuildOutcome, BuildRequest, ComparisonCells, SimulatedOutputs
 from targets.tflite.verify import TensorAgreement, verify
@@ -251,16 +251,7 @@ class TfliteFamilyTarget:
             }
             | measured.report_lines,
         )
-        report.tables.append(
-            Table(
-                "Verification",
-                ["check", "passed", "samples", "first difference", "mismatch %", "detail"],
-                [
-                    [c.name, c.passed, c.samples, c.first_difference, c.mismatch_rate, c.detail]
-                    for c in verification.checks
-                ],
-            )
-        )
+        report.tables.append(verification_table(verification))
         report.tables.append(
             Table(
                 "Each tensor against the QAT model (LSB)",
