@@ -329,6 +329,12 @@ def _deploy_options(func):
             required=True,
             help="A training run folder, or a QONNX file (a model card beside it is optional).",
         ),
+        click.option(
+            "--input-scale",
+            type=float,
+            default=None,
+            help="A QONNX file with a float input: the model receives pixel * S (1/255 for pixels / 255).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -353,12 +359,6 @@ def _deploy_options(func):
 )
 @click.option("--clock-mhz", type=float, default=None, help="Override the board's clock.")
 @click.option(
-    "--input-scale",
-    type=float,
-    default=None,
-    help="A QONNX file with a float input: the model receives pixel * S (1/255 for pixels / 255).",
-)
-@click.option(
     "--data",
     default=None,
     help="Your verification samples: an .npz (x in the model's input layout, y optional) or an MNIST idx folder, "
@@ -382,7 +382,7 @@ def _deploy_options(func):
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def deploy(
-    target, model, out, fps, max_util, clock_mhz, input_scale, data, samples, require_bitfile, io, int4_weights, as_json
+    target, model, input_scale, out, fps, max_util, clock_mhz, data, samples, require_bitfile, io, int4_weights, as_json
 ):
     """Build, verify and package MODEL for one board or several.
 
@@ -460,12 +460,6 @@ def _print_deploy(result) -> None:
 
 @main.command()
 @_deploy_options
-@click.option(
-    "--input-scale",
-    type=float,
-    default=None,
-    help="A QONNX file with a float input: the model receives pixel * S (1/255 for pixels / 255).",
-)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def check(target, model, input_scale, as_json) -> None:
     """Can MODEL run on the board? Names every unsupported layer and the fix (exit 2), fast."""

@@ -20,7 +20,7 @@ from sdk.boards import Board, get_board
 from sdk.data import load_dataset, load_samples
 from sdk.errors import CheckpointError, ConfigError, DatasetError, InternalError, SDKError
 from sdk.package import PackageBuilder, check_output_path, sha256_file, tool_versions
-from sdk.report import REPORT_JSON, REPORT_MD
+from sdk.report import REPORT_JSON, REPORT_MD, kib, percent
 from targets.base import finite_positive, parse_options
 from targets.registry import get_target
 
@@ -178,20 +178,27 @@ class Samples:
 RANDOM_SEED = 0  # random verification inputs are reproducible
 
 
+def in_model_layout(x: np.ndarray, card: dict[str, Any], where: str) -> np.ndarray:
+    """Samples as the card's (N, C, H, W); an MLP takes any layout of the right size (it flattens the sample)."""
+    shape = tuple(card["input"]["image_shape"])
+    if card["input"]["flatten"] and int(np.prod(x.shape[1:])) == int(np.prod(shape)):
+        x = x.reshape(len(x), *shape)
+    if tuple(x.shape[1:]) != shape:
+        raise DatasetError(
+            f"The samples have shape {tuple(x.shape[1:])}; the model takes {shape} (C, H, W).",
+            where=where,
+            fix="store x as (N, C, H, W) (or (N, H, W), (N, F) for one channel) in the model's input size",
+        )
+    return x
+
+
 def verification_samples(card: dict[str, Any], count: int | None, data: str | None = None) -> Samples:
     """--data (the whole file, or its first --samples), else the card's data set's test split (its first --samples,
     100 by default), else random inputs over the input's whole integer range (no labels: accuracy not measured)."""
     shape = tuple(card["input"]["image_shape"])
     if data is not None:
         x, y, _ = load_samples(data)
-        if card["input"]["flatten"] and int(np.prod(x.shape[1:])) == int(np.prod(shape)):
-            x = x.reshape(len(x), *shape)  # an MLP takes the sample flat: any layout of the same size will do
-        if tuple(x.shape[1:]) != shape:
-            raise DatasetError(
-                f"--data holds samples of shape {tuple(x.shape[1:])}; the model takes {shape} (C, H, W).",
-                where=f"--data {data}",
-                fix="store x as (N, C, H, W) (or (N, H, W), (N, F) for one channel) in the model's input size",
-            )
+        x = in_model_layout(x, card, f"--data {data}")
         x, y = x[:count], (None if y is None else y[:count])
         unlabelled = "" if y is not None else " (no labels: accuracy not measured)"
         return Samples(x, y, f"{Path(data).name}, {len(x):,} samples{unlabelled}")
@@ -445,14 +452,6 @@ COMPARISON_COLUMNS = [
 ]
 
 
-def _kib(size: int | None) -> str:
-    return "-" if size is None else f"{size / 1024:,.1f} KiB"
-
-
-def _percent(fraction: float | None) -> str:
-    return "-" if fraction is None else f"{fraction:.1%}"
-
-
 def comparison_rows(results: list[DeployResult]) -> list[list[str]]:
     """One row per board for the comparison table (COMPARISON_COLUMNS); the cells of each flow come from its target."""
     rows = []
@@ -468,14 +467,14 @@ def comparison_rows(results: list[DeployResult]) -> list[list[str]]:
             [
                 r.board,
                 r.flow,
-                f"{_percent(s.get('accuracy'))} ({_percent(s.get('qat_accuracy'))})"
+                f"{percent(s.get('accuracy'))} ({percent(s.get('qat_accuracy'))})"
                 if s.get("accuracy") is not None
                 else "not measured",
                 target.rule_name,
                 "PASSED" if r.verified else "FAILED",
                 cells.speed,
                 cells.resources,
-                _kib(artifact.stat().st_size) if artifact.is_file() else "-",
+                kib(artifact.stat().st_size) if artifact.is_file() else "-",
             ]
         )
     return rows

@@ -89,6 +89,16 @@ def render_markdown(report: Report) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def kib(size: int | None) -> str:
+    """A byte count as KiB for tables; '-' where there is none."""
+    return "-" if size is None else f"{size / 1024:,.1f} KiB"
+
+
+def percent(fraction: float | None) -> str:
+    """A fraction as a percentage for tables; '-' where there is none."""
+    return "-" if fraction is None else f"{fraction:.1%}"
+
+
 def verification_table(verification) -> Table:
     """Every check of a flow's exactness rule, one row each (the same table in every flow's report)."""
     return Table(

@@ -87,15 +87,9 @@ def _samples(card: dict, data: str | None, limit: int | None) -> tuple[np.ndarra
     else:
         x, y, _ = load_samples(data)
         what = Path(data).name
-    shape = tuple(card["input"]["image_shape"])
-    if card["input"]["flatten"] and int(np.prod(x.shape[1:])) == int(np.prod(shape)):
-        x = x.reshape(len(x), *shape)
-    if tuple(x.shape[1:]) != shape:
-        raise DatasetError(
-            f"Data '{data}' has samples of shape {tuple(x.shape[1:])}; the packaged model takes {shape}.",
-            where="--data",
-            fix="pass samples in the model's input size (C, H, W)",
-        )
+    from sdk.deployment import in_model_layout
+
+    x = in_model_layout(x, card, f"--data {data}")
     return x[:limit], (None if y is None else y[:limit]), what
 
 

@@ -21,6 +21,7 @@ from qonnx.custom_op.registry import getCustomOp
 
 from sdk.boards import Board
 from sdk.errors import ModelTooLargeError, SDKError
+from targets.finn.kernels import base_op_type
 from targets.finn.ops import hw_op
 
 RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
@@ -31,7 +32,7 @@ MAX_AP_INT_WIDTH = 8191  # HLS ap_int limit: no stream of an HLS layer may be wi
 
 
 def base_op(node) -> str:
-    return node.op_type.removesuffix("_hls").removesuffix("_rtl")
+    return base_op_type(node.op_type)
 
 
 def knobs(node) -> list[tuple[str, int]]:

@@ -25,7 +25,7 @@ import numpy as np
 from sdk.boards import Board
 from sdk.errors import CheckpointError, ConfigError, GoldenModelError, PackageError, TfliteConversionError
 from sdk.package import PackageBuilder
-from sdk.report import Report, Table, bar_plot, verification_table
+from sdk.report import Report, Table, bar_plot, kib, verification_table
 from sdk.verify import Verification, share
 from targets.base import BuildOutcome, BuildRequest, ComparisonCells, SimulatedOutputs
 from targets.tflite.verify import TensorAgreement, verify
@@ -54,14 +54,6 @@ class TfliteOptions:
             raise ConfigError(
                 f"--int4-weights is a switch (true or false), got {self.int4_weights!r}.", where="--int4-weights"
             )
-
-
-def kib(size: int | None) -> str:
-    return "-" if size is None else f"{size / 1024:,.1f} KiB"
-
-
-def percent(fraction: float | None) -> str:
-    return "-" if fraction is None else f"{fraction:.1%}"
 
 
 def _qat_model(qat_model: Any, board: Board) -> Any:

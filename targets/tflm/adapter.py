@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from sdk.report import Table, utilisation_plot
+from sdk.report import Table, kib, percent, utilisation_plot
 from targets.base import ComparisonCells
-from targets.tflite.adapter import Measured, TfliteFamilyTarget, info_input, kib, percent
+from targets.tflite.adapter import Measured, TfliteFamilyTarget, info_input
 from targets.tflite.writer import expose_all_tensors
 from targets.tflm.runtime import MemoryFit, check_memory, raise_if_too_large, run_tflm
 
