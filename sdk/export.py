@@ -415,6 +415,24 @@ def card_from_graph(onnx_path: Path, out_path: Path, input_scale: float | None, 
     return card
 
 
+def qonnx_tensors(onnx_path: Path | str, x_uint8: np.ndarray, flat: bool, names: list[str]) -> dict[str, np.ndarray]:
+    """The named tensors of a QONNX graph on a batch of samples (qonnx's executor, QONNX_BATCH at a time): what
+    a flow compares its artifact with, tensor by tensor."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+
+    model = ModelWrapper(load_onnx_safely(onnx_path, str(onnx_path)))
+    inp = model.graph.input[0].name
+    xs = (x_uint8.reshape(len(x_uint8), -1) if flat else x_uint8).astype(np.float32)
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for start in range(0, len(xs), QONNX_BATCH):
+        chunk = xs[start : start + QONNX_BATCH]
+        context = execute_onnx(_batched(model, len(chunk)), {inp: chunk}, return_full_exec_context=True)
+        for name in names:
+            chunks[name].append(np.asarray(context[name]))
+    return {name: np.concatenate(parts) for name, parts in chunks.items() if parts}
+
+
 TIE_ULPS = 64  # how close to a rounding boundary counts as a tie: float32 ulps of the value's magnitude
 
 

@@ -78,20 +78,48 @@ def test_an_own_mlp_deploys_to_an_fpga_and_simulates_like_the_module(tmp_path):
     np.testing.assert_allclose(outputs, expected, rtol=0, atol=1e-5 * float(np.abs(expected).max()))
 
 
-def test_an_own_mlp_with_its_own_layer_names_is_refused_by_the_tflite_writer_with_a_reason(tmp_path):
-    with pytest.raises(TfliteConversionError, match="OddMLP is not laid out") as info:
-        deploy(_eval(OddMLP()), "tflite", example_input=EXAMPLE, out=str(tmp_path / "t"), samples=8)
-    assert all(name in info.value.what for name in ("fc1", "fc2", "bn1", "bn2"))
-    assert not (tmp_path / "t").exists()
+TFLITE_FAMILY = "tflite,stm32f746g-disco,ethos-u55-128"  # LiteRT, TFLite Micro on a Cortex-M, Vela for an Ethos-U
 
 
-def test_a_sigmoid_the_tflite_file_lacks_fails_verification_at_the_output(tmp_path):
-    result = deploy(_eval(SigmoidClassifier()), "tflite", example_input=EXAMPLE, out=str(tmp_path / "t"), samples=30)
-    assert not result.verified and result.exit_code == 1
+def _final_check(package) -> dict:
     import json
 
-    checks = json.loads((result.package / "report.json").read_text())["data"]["verification"]["checks"]
-    final = next(c for c in checks if c["name"].startswith("final output"))
+    checks = json.loads((package / "report.json").read_text())["data"]["verification"]["checks"]
+    return next(c for c in checks if c["name"].startswith("final output"))
+
+
+def test_a_sigmoid_classifier_deploys_to_the_tflite_family_with_the_sigmoid_in_the_file(tmp_path):
+    """The sigmoid in forward becomes an int8 LOGISTIC, and the final output is checked against the module's."""
+    model = _eval(SigmoidClassifier())
+    results = deploy(model, TFLITE_FAMILY, example_input=EXAMPLE, out=str(tmp_path / "t"), samples=50)
+    assert [r.exit_code for r in results] == [0, 0, 0]
+    info = __import__("json").loads((results[0].package / "tflite_info.json").read_text())
+    assert [op["op"] for op in info["ops"]][-2:] == ["LOGISTIC", "DEQUANTIZE"]
+    x = np.random.default_rng(1).integers(0, 256, size=(40, 1, 1, 64), dtype=np.uint8)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x.reshape(40, 64).astype(np.float32) / 255)).numpy()
+    outputs = simulate(results[0].package, x)
+    assert outputs.shape == expected.shape and float(np.abs(outputs - expected).max()) < 0.02  # 1/256 steps
+    assert _final_check(results[0].package)["passed"]
+
+
+def test_a_tflite_file_with_its_final_op_dropped_fails_at_the_network_output(tmp_path, monkeypatch):
+    """Take the correct lowering of the sigmoid classifier, drop its LOGISTIC: the per-op checks still pass (every
+    remaining op is right), the final-output check must not."""
+    from targets.tflite import writer
+
+    original = writer.lower
+
+    def lower_without_the_last_op(*args, **kwargs):
+        lowered = original(*args, **kwargs)
+        assert lowered.layers[-1].op == "logistic"
+        lowered.layers.pop()
+        return lowered
+
+    monkeypatch.setattr(writer, "lower", lower_without_the_last_op)
+    result = deploy(_eval(SigmoidClassifier()), "tflite", example_input=EXAMPLE, out=str(tmp_path / "t"), samples=30)
+    assert not result.verified and result.exit_code == 1
+    final = _final_check(result.package)
     assert not final["passed"] and final["first_difference"] == "network output"
 
 
@@ -258,3 +286,27 @@ def test_an_lstm_is_refused_clearly():
     with pytest.raises(SDKError) as info:  # refused at export or at the check, never a crash
         check(Recurrent().eval(), "pynq-z2", example_input=EXAMPLE)
     assert info.value.exit_code == 2 and info.value.fix
+
+
+@pytest.mark.parametrize(
+    ("model_class", "example"),
+    [
+        (OddMLP, EXAMPLE),
+        (SoftmaxMLP, EXAMPLE),
+        (KeywordSpotter, EXAMPLE),
+        (MixedPrecisionMLP, EXAMPLE),
+    ],
+)
+def test_own_models_deploy_to_the_tflite_family_verified(tmp_path, model_class, example):
+    """Own layer names, odd widths, 3-bit weights, a softmax, a Conv1d, mixed precision: all lowered from the graph."""
+    results = deploy(_eval(model_class()), TFLITE_FAMILY, example_input=example, out=str(tmp_path / "t"), samples=50)
+    for result in results:
+        assert result.exit_code == 0, (result.package / "report.md").read_text()
+        assert _final_check(result.package)["passed"]
+
+
+def test_a_residual_sum_without_a_quantizer_is_refused_by_the_tflite_writer_naming_the_node(tmp_path):
+    with pytest.raises(TfliteConversionError) as info:
+        deploy(_eval(OwnResidualCNN()), "tflite", example_input=torch.zeros(1, 1, 8, 8), out=str(tmp_path / "t"))
+    assert "Add_0" in info.value.what and "quantizer" in info.value.fix and info.value.exit_code == 2
+    assert not (tmp_path / "t").exists()

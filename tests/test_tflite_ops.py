@@ -55,7 +55,7 @@ def _case(name: str) -> LoweredModel:
                     0.07,
                     -128,
                     relu=True,
-                    stride=2,
+                    strides=(2, 2),
                     pads=(1, 1, 1, 1),
                     **_weights((4, 3, 3, 3), 4),
                 )
@@ -68,7 +68,11 @@ def _case(name: str) -> LoweredModel:
     if name == "depthwise_valid_stride2":
         return LoweredModel(
             [7, 7, 4],
-            [Layer("y", "dw", ["input"], [3, 3, 4], 0.05, -128, relu=True, stride=2, **_weights((1, 3, 3, 4), 4))],
+            [
+                Layer(
+                    "y", "dw", ["input"], [3, 3, 4], 0.05, -128, relu=True, strides=(2, 2), **_weights((1, 3, 3, 4), 4)
+                )
+            ],
         )
     if name == "fully_connected_int4":
         return LoweredModel([48], [Layer("y", "fc", ["input"], [16], 0.01, 0, **_weights((16, 48), 16, int4=True))])
@@ -79,11 +83,11 @@ def _case(name: str) -> LoweredModel:
         )
     if name == "max_pool":
         return LoweredModel(
-            [8, 8, 3], [Layer("y", "maxpool", ["input"], [4, 4, 3], IN_SCALE, IN_ZP, kernel=2, stride=2)]
+            [8, 8, 3], [Layer("y", "maxpool", ["input"], [4, 4, 3], IN_SCALE, IN_ZP, kernel=(2, 2), strides=(2, 2))]
         )
     if name == "average_pool":
         return LoweredModel(
-            [6, 6, 3], [Layer("y", "avgpool", ["input"], [2, 2, 3], IN_SCALE, IN_ZP, kernel=3, stride=3)]
+            [6, 6, 3], [Layer("y", "avgpool", ["input"], [2, 2, 3], IN_SCALE, IN_ZP, kernel=(3, 3), strides=(3, 3))]
         )
     if name == "reshape":
         return LoweredModel([2, 2, 6], [Layer("y", "reshape", ["input"], [24], IN_SCALE, IN_ZP)])

@@ -15,6 +15,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from sdk.data import Dataset, load_dataset
 from sdk.errors import SDKError
+from sdk.export import export_module
 from sdk.qat import TrainConfig, load_checkpoint, train
 from sdk.zoo import build_model, parse_bits
 from targets.tflite.golden import quantize_multiplier, run_golden
@@ -39,10 +40,21 @@ class Written:
     card: dict
     path: Path
     info: TfliteInfo
+    onnx: Path
 
 
 def _card(payload: dict) -> dict:
-    return {"input_shape": payload["input_shape"], "labels": payload["labels"]}
+    return {"input_shape": payload["input_shape"], "labels": payload["labels"], "flatten": True}
+
+
+def _write(model: torch.nn.Module, card: dict, folder: Path, **options) -> Written:
+    """Export the module to QONNX (as a deploy does), then write the .tflite from that graph."""
+    onnx = export_module(model, (1, int(np.prod(card["input_shape"]))), folder / "model.onnx").onnx_path
+    path = folder / "model.tflite"
+    return Written(model, card, path, write_tflite(onnx, card, path, **options), onnx)
+
+
+HIDDEN = ["Gemm_0", "Gemm_1", "Gemm_2"]  # the TFC graph's node names: three hidden layers and the classifier
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +70,7 @@ def written(tmp_path_factory, digits) -> dict[str, Written]:
         run = tmp_path_factory.mktemp(f"tfc_{bits}")
         train(TrainConfig(model="tfc", bits=bits, epochs=2), run, data=digits, progress=False)
         model, payload = load_checkpoint(run)
-        path = run / "model.tflite"
-        out[bits] = Written(model, _card(payload), path, write_tflite(model, _card(payload), path))
+        out[bits] = _write(model, _card(payload), run)
     return out
 
 
@@ -90,7 +101,7 @@ def _litert(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
 def _compare_with_brevitas(w: Written, x_uint8: np.ndarray) -> dict[str, tuple[int, float]]:
     """Per tensor: (max |diff| in LSB, mismatch rate) of each op, fed the QAT model's input, against the QAT model."""
     return {
-        a.name: (a.max_lsb, a.mismatch_rate) for a in compare_with_qat(w.path, w.info, w.model, x_uint8, "litert")[0]
+        a.name: (a.max_lsb, a.mismatch_rate) for a in compare_with_qat(w.path, w.info, w.onnx, x_uint8, "litert")[0]
     }
 
 
@@ -101,8 +112,8 @@ def test_litert_reference_equals_golden_on_every_tensor(written, samples, bits):
     lite = _litert(w.path, x)
     golden = run_golden(w.path, x)
     assert set(golden) == {"input", "logits_float"} | {
-        f"body.act{i}{suffix}" for i in range(3) for suffix in ("", "/pre_clamp")
-    } | {"body.fc_out"}
+        f"{name}{suffix}" for name in HIDDEN for suffix in ("", "/pre_clamp")
+    } | {"Gemm_3"}
     for name, value in golden.items():
         assert lite[name].dtype == value.dtype, name
         np.testing.assert_array_equal(lite[name], value, err_msg=f"tensor {name}")
@@ -112,7 +123,7 @@ def test_litert_reference_equals_golden_on_every_tensor(written, samples, bits):
 def test_hidden_activations_within_one_lsb_of_brevitas(written, samples, bits):
     stats = _compare_with_brevitas(written[bits], samples[0])
     print(f"\n{bits} vs Brevitas (max LSB, mismatch rate): {stats}")
-    assert set(stats) == {"body.act0", "body.act1", "body.act2", "body.fc_out"}
+    assert set(stats) == {*HIDDEN, "Gemm_3"}
     for act, (max_diff, rate) in stats.items():
         assert max_diff <= 1, f"{act}: {max_diff} LSB"
         assert rate < 0.05, f"{act}: mismatch rate {rate:.2%}"
@@ -157,13 +168,13 @@ def test_file_is_tfl3_with_aligned_buffers_signature_and_metadata(written):
 def test_float_input_adds_exact_quantize(written, samples, tmp_path):
     w = written["w4a4"]
     path = tmp_path / "float_in.tflite"
-    write_tflite(w.model, w.card, path, float_input=True)
+    write_tflite(w.onnx, w.card, path, float_input=True)
     x = samples[0].reshape(NUM_SAMPLES, -1).astype(np.float32) / np.float32(255.0)
     lite, golden = _litert(path, x), run_golden(path, x)
     for name, value in golden.items():
         np.testing.assert_array_equal(lite[name], value, err_msg=f"tensor {name}")
     np.testing.assert_array_equal(golden["input/int8"], _int8_input(samples[0]))
-    np.testing.assert_array_equal(golden["body.fc_out"], run_golden(w.path, _int8_input(samples[0]))["body.fc_out"])
+    np.testing.assert_array_equal(golden["Gemm_3"], run_golden(w.path, _int8_input(samples[0]))["Gemm_3"])
 
 
 def test_negative_batchnorm_factors_negate_channels(written, samples, tmp_path):
@@ -171,15 +182,15 @@ def test_negative_batchnorm_factors_negate_channels(written, samples, tmp_path):
     model, _ = load_checkpoint(w.path.parent)
     with torch.no_grad():
         model.body.bn1.weight[:16] *= -1  # 16 channels with a negative BatchNorm factor
-    path = tmp_path / "negated.tflite"
-    info = write_tflite(model, w.card, path)
+    negated = _write(model, w.card, tmp_path)
+    path, info = negated.path, negated.info
     assert info.layers[1].negated_channels == 16
     x = _int8_input(samples[0])
     golden = run_golden(path, x)
     lite = _litert(path, x)
     for name, value in golden.items():
         np.testing.assert_array_equal(lite[name], value, err_msg=f"tensor {name}")
-    stats = _compare_with_brevitas(Written(model, w.card, path, info), samples[0])
+    stats = _compare_with_brevitas(negated, samples[0])
     assert all(max_diff <= 1 and rate < 0.05 for max_diff, rate in stats.values()), stats
 
 
@@ -204,15 +215,15 @@ def test_other_mlps_and_bit_widths_match_golden(name, bits, samples, tmp_path):
     """Untrained sfc / lfc: other widths, 8-bit activations (no MINIMUM) and odd bit widths."""
     torch.manual_seed(0)
     model = build_model(name, (1, 8, 8), 10, parse_bits(bits)).eval()
-    card = {"input_shape": [1, 8, 8], "labels": [str(i) for i in range(10)]}
-    path = tmp_path / f"{name}.tflite"
-    info = write_tflite(model, card, path)
+    card = {"input_shape": [1, 8, 8], "labels": [str(i) for i in range(10)], "flatten": True}
+    written = _write(model, card, tmp_path)
+    path, info = written.path, written.info
     assert any(op.op == "MINIMUM" for op in info.ops) == (bits != "w8a8")
     x = _int8_input(samples[0])
     golden, lite = run_golden(path, x), _litert(path, x)
     for tensor, value in golden.items():
         np.testing.assert_array_equal(lite[tensor], value, err_msg=f"tensor {tensor}")
-    stats = _compare_with_brevitas(Written(model, card, path, info), samples[0])
+    stats = _compare_with_brevitas(written, samples[0])
     print(f"\n{name} {bits} vs Brevitas (max LSB, mismatch rate): {stats}")
     assert all(max_diff <= 1 and rate < 0.05 for max_diff, rate in stats.values()), stats
 
@@ -221,7 +232,8 @@ def test_other_mlps_and_bit_widths_match_golden(name, bits, samples, tmp_path):
 def test_one_bit_models_are_refused(bits, tmp_path):
     model = build_model("tfc", (1, 8, 8), 10, parse_bits(bits)).eval()
     with pytest.raises(TfliteConversionError, match="1-bit") as err:
-        write_tflite(model, {"input_shape": [1, 8, 8], "labels": [str(i) for i in range(10)]}, tmp_path / "m.tflite")
+        card = {"input_shape": [1, 8, 8], "labels": [str(i) for i in range(10)], "flatten": True}
+        write_tflite(model, card, tmp_path / "m.tflite")
     assert isinstance(err.value, SDKError) and err.value.fix
     assert not (tmp_path / "m.tflite").exists()
 
@@ -242,6 +254,6 @@ def test_a_differing_runtime_tensor_is_named(written, samples):
     golden = run_golden(w.path, _int8_input(samples[0]))
     assert compare_with_runtime("LiteRT", golden, golden).passed
     tampered = {name: value.copy() for name, value in golden.items()}
-    tampered["body.act1"][3, 5] += 1
+    tampered["Gemm_1"][3, 5] += 1
     check = compare_with_runtime("LiteRT", tampered, golden)
-    assert not check.passed and check.first_difference == "body.act1" and check.mismatch_rate == 1 / NUM_SAMPLES
+    assert not check.passed and check.first_difference == "Gemm_1" and check.mismatch_rate == 1 / NUM_SAMPLES

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from sdk.boards import Board
-from sdk.errors import CheckpointError, ConfigError, GoldenModelError, PackageError, TfliteConversionError
+from sdk.errors import ConfigError, GoldenModelError, PackageError, TfliteConversionError
 from sdk.package import PackageBuilder
 from sdk.report import Report, Table, bar_plot, kib, verification_table
 from sdk.verify import Verification, share
@@ -56,17 +56,6 @@ class TfliteOptions:
             )
 
 
-def _qat_model(qat_model: Any, board: Board) -> Any:
-    if qat_model is None:
-        raise CheckpointError(
-            f"The {board.flow} flow writes the .tflite from the QAT model's own scales, and the training checkpoint "
-            "is not at hand.",
-            where="--model",
-            fix="pass the training run folder (or keep the checkpoint named in the model card where it was)",
-        )
-    return qat_model
-
-
 def _card_like(card: dict[str, Any]) -> dict[str, Any]:
     return {
         "input_shape": card["input"]["image_shape"],
@@ -75,14 +64,14 @@ def _card_like(card: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def runtime_input(x_uint8: np.ndarray, input_shape: list[int], float_input: bool) -> np.ndarray:
-    """The samples as the file's input tensor takes them: int8 p - 128, or float p / 255 (flat or NHWC)."""
+def runtime_input(x_uint8: np.ndarray, input_shape: list[int], float_input: bool, scale: float) -> np.ndarray:
+    """The samples as the file's input tensor takes them: int8 p - 128, or float p * scale (flat or NHWC)."""
     x = tflite_input(x_uint8, input_shape)
-    return ((x.astype(np.float32) + 128) / np.float32(255)).astype(np.float32) if float_input else x
+    return ((x.astype(np.float32) + 128) * np.float32(scale)).astype(np.float32) if float_input else x
 
 
 def info_input(x_uint8: np.ndarray, info: TfliteInfo) -> np.ndarray:
-    return runtime_input(x_uint8, info.input_shape, info.tensors[0].dtype == "FLOAT32")
+    return runtime_input(x_uint8, info.input_shape, info.tensors[0].dtype == "FLOAT32", info.input_scale)
 
 
 @dataclass
@@ -123,11 +112,10 @@ class TfliteFamilyTarget:
 
     def check(self, model_path: Path, board: Board, workdir: Path, qat_model: Any = None) -> None:
         """Lowering names the first layer the writer cannot express (an SDKError, exit 2)."""
-        from sdk.export import read_card
         from targets.tflite.lowering import lower
+        from targets.tflite.writer import load_graph
 
-        card = _card_like(read_card(model_path))
-        lower(_qat_model(qat_model, board), card["input_shape"], flat=card["flatten"])
+        lower(load_graph(model_path, {}, workdir))
 
     def validate_board(self, board: Board) -> None:
         """Nothing beyond the board schema: memory capacities are checked against the measured model."""
@@ -156,7 +144,7 @@ class TfliteFamilyTarget:
                 f"The package lacks {INFO_NAME}.", where=str(package), fix="deploy again; packages are written whole"
             )
         info = json.loads((package / INFO_NAME).read_text())
-        xin = runtime_input(x, info["input_shape"], info["tensors"][0]["dtype"] == "FLOAT32")
+        xin = runtime_input(x, info["input_shape"], info["tensors"][0]["dtype"] == "FLOAT32", info["input_scale"])
         output, logits, equal = info["output"], [], []
         for start in range(0, len(xin), SIMULATION_CHUNK):
             chunk = xin[start : start + SIMULATION_CHUNK]
@@ -164,7 +152,8 @@ class TfliteFamilyTarget:
             runtime = self.run_runtime(path, chunk)[output]
             equal.append(np.all((runtime == golden).reshape(len(chunk), -1), axis=1))
             logits.append(golden)
-        outputs = dequantized_logits(np.concatenate(logits), info["layers"][-1]["scale"])
+        last = info["layers"][-1]
+        outputs = dequantized_logits(np.concatenate(logits), last["scale"], last["zero_point"])
         share = float(np.mean(np.concatenate(equal))) if equal else 1.0
         return SimulatedOutputs(outputs, bit_exact=False, agreement={f"{self.runtime_label} = golden model": share})
 
@@ -177,12 +166,16 @@ class TfliteFamilyTarget:
         raise NotImplementedError
 
     def build(self, request: BuildRequest, pkg: PackageBuilder, progress: Callable[[str], None]) -> BuildOutcome:
-        model = _qat_model(request.qat_model, request.board)
         float_input, float_output, int4 = self.resolve_io(request.options, request.board)
         progress("write int8 .tflite from the QAT scales")
         path = pkg.path(MODEL_NAME)
         info = write_tflite(
-            model, _card_like(request.card), path, float_input=float_input, float_output=float_output, int4_weights=int4
+            request.model_path,
+            _card_like(request.card),
+            path,
+            float_input=float_input,
+            float_output=float_output,
+            int4_weights=int4,
         )
         pkg.write_json(INFO_NAME, info.to_dict() | {"path": MODEL_NAME})
         progress(f"run in {self.runtime_label}")
@@ -192,7 +185,7 @@ class TfliteFamilyTarget:
             verification, agreements = verify(
                 path,
                 info,
-                model,
+                request.model_path,
                 request.x,
                 request.y,
                 request.reference,

@@ -1,82 +1,104 @@
-"""Lower a Brevitas QAT model to integer layers in TFLite terms (int8, NHWC).
+"""Lower a QONNX graph to integer layers in TFLite terms (int8, NHWC), node by node through an op table.
 
-Every number comes from the trained model; nothing is calibrated:
+The graph is the one FINN gets (a Brevitas export, or any QONNX file, cleaned up
+on load), so a user's own module layout, names and forward all lower alike.
+Every number comes from the graph; nothing is calibrated:
 
-  input     uint8 pixel p enters as int8 p - 128 at scale 1/255, zero point -128
-  conv/fc   int8 weights per output channel = Brevitas integers times a power of
-            two (weight_gain); BatchNorm's factor a_c = gamma_c / sqrt(var_c + eps)
-            is folded into the weight scale (s_w[c] * |a_c|; a negative a_c negates
-            the channel), its shift into the int32 bias at scale s_in * s_w'[c].
-            The output is int8 at the scale of the quantizer that follows:
-            an unsigned a-bit QuantReLU (zero point 0 -> int8 zero point -128,
-            fused RELU, plus a MINIMUM at -128 + 2^a - 1 when a < 8), or the
-            signed 8-bit quantizer of a residual addition (zero point 0)
-  maxpool   MAX_POOL_2D on int8 with the input's quantization
-  avgpool   a global average pool followed by its QuantReLU is a depthwise
-            convolution over the whole map with constant weights at scale 1/(64 H W):
-            the exact integer sum, requantized once to the QuantReLU's scale, as
-            Brevitas computes it (MEAN's int8 kernels round twice and differ
-            between LiteRT and TFLM)
-  residual  ADD of the two int8 operands of the shared residual quantizer; an
-            identity shortcut is first requantized to it (QUANTIZE int8 -> int8),
-            as Brevitas rounds it (measured: feeding it to the ADD at its own
-            scale instead doubled the end-to-end mismatch rate)
-  flatten   RESHAPE; the next Linear's columns are reordered NCHW -> NHWC
-  fc_out    per-tensor weights, no bias, int8 logits with zero point 0 at a
-            data-free scale that covers the worst-case accumulator
+  input       uint8 pixel p enters as int8 p - 128 at scale 1, zero point -128;
+              a Mul / Div by a constant after it only changes that scale
+  Quant       on a constant: integer weights (2..8 bits, symmetric) and their
+              scales. On a value: the int8 quantization of the layer before it
+              (an unsigned a-bit quantizer: zero point -128, fused RELU, MINIMUM at
+              -128 + 2^a - 1; a signed one: zero point 0, clamps at its range),
+              or a QUANTIZE int8 -> int8 where it requantizes an int8 tensor
+  Conv, Gemm  int8 weights per output channel = the integers times a power of two
+  MatMul      (weight_gain); BatchNormalization, Mul / Add by constants and biases
+              after them fold into the weight scales and the int32 bias at
+              s_in * s_w; 1-D convolutions run as 2-D ones of height 1; groups =
+              channels is a depthwise convolution
+  MaxPool     MAX_POOL_2D on int8 with the input's quantization
+  Global /    a mean over the whole map followed by its quantizer is a depthwise
+  ReduceMean  convolution with constant weights at scale 1/(64 H W): the exact
+              integer sum, requantized once, as the graph computes it
+  Add         ADD of two int8 tensors, written at the quantizer that follows
+  Reshape,    RESHAPE; a (C, H, W) map flattened for a Gemm has that Gemm's
+  Flatten     columns reordered NCHW -> NHWC
+  Sigmoid,    int8 LOGISTIC / TANH / SOFTMAX at TFLite's fixed output scales
+  Tanh,
+  Softmax
+  output      a Gemm / Conv with no quantizer after it (the classifier) writes int8
+              at a data-free scale that covers its worst-case accumulator
 
-Tensor names are the qualified names of the Brevitas modules whose output they
-hold, so a verification can hook the QAT model and compare tensor by tensor.
+Each layer's `source` names the graph tensor it equals, so a verification can
+run the graph and compare tensor by tensor. Anything else is refused, naming the
+node and its op.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from torch import nn
 
 from sdk.data import INPUT_SCALE
 from sdk.errors import TfliteConversionError
+from targets.tflite.golden import FIXED_OUTPUT_QUANT
 
 INT8_MIN, INT8_MAX = -128, 127
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+INT4_MAX = 7
 INPUT_NAME = "input"
+AVERAGE_GAIN = 64
+# The graph's activation -> TFLite's int8 op (written at its fixed output quantization, golden.FIXED_OUTPUT_QUANT),
+# and its largest slope: how far one LSB of its input moves its output, which the final-output check allows for.
+FIXED_ACTIVATIONS: dict[str, tuple[str, float]] = {
+    "Sigmoid": ("logistic", 0.25),
+    "Tanh": ("tanh", 1.0),
+    "Softmax": ("softmax", 0.5),
+}
+SUPPORTED = (
+    "Quant (2..8 bits), Conv (1-D / 2-D, depthwise), Gemm / MatMul, BatchNormalization, Relu, Mul / Add / Div by "
+    "constants, MaxPool, GlobalAveragePool / ReduceMean, Add, Reshape / Flatten, Sigmoid, Tanh, Softmax"
+)
 
 
 @dataclass
 class Layer:
     """One operation of the int8 graph, with every number exactly as it is stored.
 
-    op: fc | conv | dw | maxpool | avgpool | reshape | add | requant. Shapes leave out the
-    batch: (H, W, C) or (features,).
+    op: fc | conv | dw | maxpool | reshape | add | requant | logistic | tanh | softmax.
+    Shapes leave out the batch: (H, W, C) or (features,).
     """
 
-    name: str  # output tensor = the Brevitas module whose output it holds
+    name: str  # its output tensor in the .tflite: the graph node it comes from
     op: str
     inputs: list[str]
     shape: list[int]
     scale: float  # output quantization (float32 value)
     zero_point: int
     relu: bool = False  # fused RELU (clamps at the zero point)
-    clamp_max: int | None = None  # int8 top of an a-bit activation (a MINIMUM follows)
+    clamp_max: int | None = None  # int8 top of an a-bit range (a MINIMUM follows)
     weights: np.ndarray | None = None  # int8: fc (O, I), conv (O, kh, kw, I), dw (1, kh, kw, C)
     weight_scales: np.ndarray | None = None  # float32 (O,) per channel or (1,)
     bias: np.ndarray | None = None  # int32 (O,) at scale input_scale * weight_scales
     input_scale: float | None = None
     input_zero_point: int | None = None
-    stride: int = 1
-    kernel: int = 1  # maxpool window
-    pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, bottom, left, right (PyTorch's zero padding)
+    strides: tuple[int, int] = (1, 1)
+    kernel: tuple[int, int] = (1, 1)  # maxpool window
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, bottom, left, right (the graph's zero padding)
+    dilation: tuple[int, int] = (1, 1)
     weight_bits: int | None = None
     act_bits: int | None = None
-    weight_gain: int = 1  # stored weights = Brevitas integers * weight_gain
-    negated_channels: int = 0  # channels whose BatchNorm factor was negative
-    compared: bool = True  # has a QAT-model counterpart to compare with
+    weight_gain: int = 1  # stored weights = the graph's integers * weight_gain
+    negated_channels: int = 0  # channels whose folded factor was negative
+    compared: bool = True  # `source` holds the same value in the graph
     weight_type: str = "int8"  # how the weights are stored: int8, or int4 (packed two per byte)
+    clamp_min: int | None = None  # int8 bottom of a signed a-bit range (a MAXIMUM follows)
+    source: str = ""  # the graph tensor this layer's output equals
+    slope: float = 0.0  # logistic / tanh / softmax: the largest change of the output per unit of input
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -87,6 +109,8 @@ class Layer:
             "scale": self.scale,
             "zero_point": self.zero_point,
             "clamp_max": self.clamp_max,
+            "clamp_min": self.clamp_min,
+            "source": self.source,
         }
         if self.weights is not None:
             out |= {
@@ -94,8 +118,9 @@ class Layer:
                 "weight_bits": self.weight_bits,
                 "act_bits": self.act_bits,
                 "per_channel": len(self.weight_scales) > 1,
-                "stride": self.stride,
+                "strides": list(self.strides),
                 "pads": list(self.pads),
+                "dilation": list(self.dilation),
                 "weight_gain": self.weight_gain,
                 "negated_channels": self.negated_channels,
                 "weight_scale_min": float(self.weight_scales.min()),
@@ -110,21 +135,189 @@ class LoweredModel:
 
     input_shape: list[int]  # (H, W, C) or (features,)
     layers: list[Layer] = field(default_factory=list)
+    input_scale: float = INPUT_SCALE  # of the int8 input p - 128: what the graph multiplies pixels by
 
     @property
     def logits(self) -> Layer:
+        """The layer whose output is the graph's output."""
         return self.layers[-1]
 
 
+# ---------------------------------------------------------------- values while walking the graph
+
+
 @dataclass
-class _Current:
-    """The tensor the next layer reads: name, shape, quantization, and its largest value above the zero point."""
+class _Int8:
+    """A graph tensor that exists in the int8 graph: its name there, NHWC shape, quantization and code range."""
 
     name: str
     shape: list[int]
     scale: np.float32
     zero_point: int
-    span: int
+    low: int  # smallest code minus the zero point
+    high: int  # largest code minus the zero point
+    nchw: list[int] | None = None  # a flattened (C, H, W) map in NHWC order: the next Gemm reorders its columns
+
+
+@dataclass
+class _Weights:
+    """A constant: float values, and where a weight quantizer made them, its integers, scales and bit width."""
+
+    values: np.ndarray
+    ints: np.ndarray | None = None
+    scales: np.ndarray | None = None
+    bits: int | None = None
+
+
+@dataclass
+class _Pending:
+    """A value not yet in the int8 graph: real = factor * (the op's exact result) + shift, then relu.
+
+    kind: compute (a conv / fc accumulator), add, mean (a global average) or requant (an int8 tensor
+    waiting for its quantizer)."""
+
+    kind: str
+    node: Any
+    inputs: list[_Int8]
+    shape: list[int]
+    op: str = ""  # compute: fc | conv | dw
+    weights: _Weights | None = None
+    factor: np.ndarray | None = None  # (O,)
+    shift: np.ndarray | None = None  # (O,)
+    relu: bool = False
+    strides: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    tensor: str = ""  # the graph tensor this value is (the last node folded in)
+
+
+@dataclass
+class _Walk:
+    """The lowering in progress: graph tensor -> value, the layers so far, and the options."""
+
+    graph: Any  # qonnx ModelWrapper
+    values: dict[str, Any]
+    lowered: LoweredModel
+    widen: bool
+    int4: bool
+    names: set[str] = field(default_factory=set)
+    input_scale: float = 1.0  # the graph input's scale: 1 (pixels), or a constant it is multiplied by first
+    input_read: bool = False
+
+    def value(self, node, index: int = 0) -> Any:
+        name = node.input[index]
+        if name in self.values:
+            return self.values[name]
+        init = self.graph.get_initializer(name)
+        if init is not None:
+            return _Weights(np.asarray(init, dtype=np.float64))
+        raise _refuse(node, f"reads {name}, which nothing before it computes")
+
+    def int8(self, node, index: int = 0) -> _Int8:
+        value = self.value(node, index)
+        if isinstance(value, _Int8):
+            return value
+        if isinstance(value, _Pending):
+            producer = value.node
+            raise _refuse(
+                node,
+                f"reads the output of {producer.name} ({producer.op_type}) before any quantizer: it has no int8 scale",
+                "put a Brevitas quantizer (QuantIdentity / QuantReLU, or an input_quant) between the two",
+            )
+        raise _refuse(node, "takes a constant where the int8 graph needs a computed tensor")
+
+    def add(self, layer: Layer, low: int, high: int, nchw: list[int] | None = None) -> _Int8:
+        if INPUT_NAME in layer.inputs:
+            self.input_read = True
+            if layer.input_scale is not None and np.float32(layer.input_scale) != np.float32(self.input_scale):
+                raise TfliteConversionError(
+                    "The graph reads its input at two scales.",
+                    where=f"node {layer.name}",
+                    fix="scale the input once, before every layer that reads it",
+                )
+        name, n = layer.name, 1
+        while name in self.names:
+            n += 1
+            name = f"{layer.name}#{n}"
+        layer.name = name
+        self.names.add(name)
+        self.lowered.layers.append(layer)
+        return _Int8(name, layer.shape, np.float32(layer.scale), layer.zero_point, low, high, nchw)
+
+
+def _refuse(node, what: str, fix: str | None = None) -> TfliteConversionError:
+    return TfliteConversionError(
+        f"Node {node.name} ({node.op_type}) {what}.",
+        where=f"node {node.name} ({node.op_type})",
+        fix=fix or f"the TFLite writer lowers {SUPPORTED}; deploy this model to an FPGA board, or change that layer",
+    )
+
+
+def _attrs(node) -> dict[str, Any]:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _nhwc(shape: list[int]) -> list[int]:
+    """A graph shape without the batch, as the int8 graph holds it: (C, H, W) -> (H, W, C); (C, L) -> (1, L, C)."""
+    if len(shape) == 3:
+        return [shape[1], shape[2], shape[0]]
+    if len(shape) == 2:
+        return [1, shape[1], shape[0]]
+    return list(shape)
+
+
+def graph_to_nhwc(value: np.ndarray) -> np.ndarray:
+    """A batch of a graph tensor in the int8 graph's layout: NCHW -> NHWC, NCL -> N1LC, flat stays."""
+    if value.ndim == 4:
+        return value.transpose(0, 2, 3, 1)
+    if value.ndim == 3:
+        return value.transpose(0, 2, 1)[:, None]
+    return value
+
+
+# ---------------------------------------------------------------- quantizers
+
+
+def _quant_params(walk: _Walk, node) -> tuple[np.ndarray, np.ndarray, int, bool, bool]:
+    """scale, zero point, bit width, signed, narrow of a Quant node (its parameters must be constants)."""
+    params = [walk.graph.get_initializer(name) for name in node.input[1:4]]
+    if any(p is None for p in params):
+        raise _refuse(node, "has a scale, zero point or bit width that is computed, not a constant")
+    attrs = _attrs(node)
+    bits = float(np.asarray(params[2]).reshape(-1)[0])
+    if bits != int(bits):
+        raise _refuse(node, f"has a fractional bit width {bits}")
+    rounding = attrs.get("rounding_mode", b"ROUND")
+    if (rounding.decode() if isinstance(rounding, bytes) else rounding).upper() not in ("ROUND", "HALF_EVEN"):
+        raise _refuse(node, f"rounds by {rounding!r}; TFLite's requantization rounds to nearest")
+    scale = np.asarray(params[0], dtype=np.float32)
+    return (
+        scale,
+        np.asarray(params[1], dtype=np.float64),
+        int(bits),
+        bool(attrs.get("signed", 1)),
+        bool(attrs.get("narrow", 0)),
+    )
+
+
+def _code_range(bits: int, signed: bool, narrow: bool) -> tuple[int, int]:
+    if signed:
+        return -(2 ** (bits - 1)) + int(narrow), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1 - int(narrow)
+
+
+def _weight_quant(walk: _Walk, node, values: np.ndarray) -> _Weights:
+    """A weight quantizer on a constant: its integers (round half to even, clipped, as QONNX's Quant)."""
+    scale, zero, bits, signed, narrow = _quant_params(walk, node)
+    if np.any(zero != 0):
+        raise _refuse(node, "quantizes weights asymmetrically (non-zero zero point)", "use symmetric weight quantizers")
+    if np.any(scale <= 0) or not np.all(np.isfinite(scale)):
+        raise _refuse(node, "has a weight scale that is zero, negative or not finite")
+    low, high = _code_range(bits, signed, narrow)
+    ints = np.clip(np.round(values / scale.astype(np.float64)), low, high).astype(np.int64)
+    return _Weights((ints * scale).astype(np.float64), ints, scale, bits)
 
 
 @dataclass
@@ -132,78 +325,39 @@ class _OutQuant:
     scale: np.float32
     zero_point: int
     relu: bool
+    clamp_min: int | None
     clamp_max: int | None
     bits: int
-    span: int
+    low: int
+    high: int
 
 
-# ---------------------------------------------------------------- Brevitas quantities
-
-
-def _weight_ints(module: nn.Module, name: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """Brevitas integer weights, their float32 scales (O,) or (1,), and the bit width."""
-    if getattr(module, "bias", None) is not None:
-        raise TfliteConversionError(
-            f"Layer {name} has a bias; the writer folds only BatchNorm shifts into the int32 bias.",
-            where=f"layer {name}",
-            fix="build the layer with bias=False and a BatchNorm after it (as the zoo does)",
+def _out_quant(walk: _Walk, node) -> _OutQuant:
+    """The int8 quantization of an activation quantizer's output."""
+    scale, zero, bits, signed, narrow = _quant_params(walk, node)
+    if scale.size != 1 or zero.size != 1 or float(zero.reshape(-1)[0]) != 0.0:
+        raise _refuse(
+            node,
+            "quantizes activations per channel or with a non-zero zero point",
+            "use per-tensor activation quantizers with zero point 0 (Brevitas's defaults)",
         )
-    qw = module.quant_weight()
-    bits = int(qw.bit_width)
-    if bits < 2:
-        raise TfliteConversionError(
-            f"Layer {name} has {bits}-bit (binary) weights; int8 TFLite has no exact bipolar weights.",
-            where=f"layer {name}",
-            fix="train with 2..8 weight bits (e.g. --bits w2a2), or deploy 1-bit models to FINN",
+    if not 2 <= bits <= 8:
+        raise _refuse(
+            node,
+            f"quantizes activations to {bits} bits; int8 TFLite holds 2..8",
+            "train with 2..8 activation bits; 1-bit (bipolar) models deploy to FINN",
         )
-    if bits > 8:
-        raise TfliteConversionError(
-            f"Layer {name} has {bits}-bit weights; int8 TFLite holds at most 8.",
-            where=f"layer {name}",
-            fix="train with 2..8 weight bits",
-        )
-    if float(qw.zero_point.abs().max()) != 0.0:
-        raise TfliteConversionError(
-            f"Layer {name} has asymmetric weights.", where=f"layer {name}", fix="use symmetric weight quantizers"
-        )
-    ints = np.rint(qw.int().detach().cpu().numpy()).astype(np.int64)
-    return ints, qw.scale.detach().cpu().numpy().astype(np.float32).reshape(-1), bits
+    s = np.float32(scale.reshape(-1)[0])
+    if not (np.isfinite(s) and s > 0):
+        raise _refuse(node, f"has the activation scale {s}")
+    low, high = _code_range(bits, signed, narrow)
+    if not signed:
+        top = INT8_MIN + high
+        return _OutQuant(s, INT8_MIN, True, None, top if top < INT8_MAX else None, bits, 0, high)
+    return _OutQuant(s, 0, False, low if low > INT8_MIN else None, high if high < INT8_MAX else None, bits, low, high)
 
 
-def _out_quant(act: nn.Module, name: str) -> _OutQuant:
-    """The int8 quantization of a quantizer's output: unsigned QuantReLU, or the signed residual quantizer."""
-    from brevitas.nn import QuantIdentity, QuantReLU
-
-    quant = getattr(act, "act_quant", None)
-    if quant is None or not hasattr(quant, "bit_width"):
-        raise TfliteConversionError(
-            f"Layer {name} ({type(act).__name__}) is not a Brevitas quantizer, so its output has no int8 scale.",
-            where=f"layer {name}",
-            fix="follow every conv / linear with a Brevitas QuantReLU (or the zoo's quant_act)",
-        )
-    bits = int(quant.bit_width())
-    if bits < 2 or bits > 8 or not isinstance(act, (QuantReLU, QuantIdentity)) or float(quant.zero_point()) != 0.0:
-        raise TfliteConversionError(
-            f"Activation {name} is a {bits}-bit {type(act).__name__}; the TFLite writer needs a 2..8-bit quantizer "
-            "with zero point 0.",
-            where=f"layer {name}",
-            fix="train with 2..8 activation bits (e.g. --bits w2a2); 1-bit (bipolar) models deploy to FINN",
-        )
-    scale = np.float32(float(quant.scale().detach()))
-    if isinstance(act, QuantReLU) and not quant.is_signed:
-        clamp = INT8_MIN + 2**bits - 1
-        return _OutQuant(scale, INT8_MIN, True, clamp if clamp < INT8_MAX else None, bits, 2**bits - 1)
-    if quant.is_signed and bits == 8 and not quant.is_narrow_range:
-        return _OutQuant(scale, 0, False, None, bits, INT8_MAX)
-    raise TfliteConversionError(
-        f"Quantizer {name} is {'signed' if quant.is_signed else 'unsigned'} {bits}-bit; only unsigned QuantReLU "
-        "and the signed 8-bit residual quantizer map to int8 here.",
-        where=f"layer {name}",
-        fix="use the zoo's quantizers",
-    )
-
-
-INT4_MAX = 7
+# ---------------------------------------------------------------- folding into integer layers
 
 
 def weight_gain(ints: np.ndarray, limit: int = INT8_MAX) -> int:
@@ -211,43 +365,38 @@ def weight_gain(ints: np.ndarray, limit: int = INT8_MAX) -> int:
 
     TFLite puts the bias on the accumulator's scale s_in * s_w. With 2..4-bit
     weights after low-bit activations one accumulator step is a large part of an
-    output LSB, so the rounded BatchNorm shift alone would move outputs across
-    rounding boundaries. Weights k * w at scale s_w / k are the same real numbers
-    (k is a power of two: exact in float32), and the bias gets k times finer.
+    output LSB, so a rounded bias alone would move outputs across rounding
+    boundaries. Weights k * w at scale s_w / k are the same real numbers (k is a
+    power of two: exact in float32), and the bias gets k times finer.
     """
-    top = max(int(np.abs(ints).max()), 1)
+    top = max(int(np.abs(ints).max(initial=0)), 1)
     return 2 ** int(math.floor(math.log2(limit / top)))
-
-
-def _storage(ints: np.ndarray, bits: int, name: str, int4: bool) -> tuple[str, int]:
-    """int8, or int4 where asked for: (weight type, the largest stored magnitude)."""
-    if not int4:
-        return "int8", INT8_MAX
-    if bits > 4 or int(np.abs(ints).max()) > INT4_MAX:
-        raise TfliteConversionError(
-            f"--int4-weights: layer {name} has {bits}-bit weights, int4 holds 4 (-7..7).",
-            where=f"layer {name}",
-            fix="train with at most 4 weight bits (e.g. --bits w4a4, or --layer-bits for this layer), "
-            "or deploy without --int4-weights",
-        )
-    return "int4", INT4_MAX
 
 
 def _bias_ints(shift: np.ndarray, input_scale: np.float32, weight_scales: np.ndarray, name: str) -> np.ndarray:
     bias = np.rint(shift / (np.float64(input_scale) * weight_scales.astype(np.float64)))
-    if bias.min() < INT32_MIN or bias.max() > INT32_MAX:
+    if bias.min(initial=0) < INT32_MIN or bias.max(initial=0) > INT32_MAX:
         raise TfliteConversionError(
-            f"The folded BatchNorm shift of {name} overflows the int32 bias.",
-            where=f"layer {name}",
-            fix="the BatchNorm has an extreme shift or a near-zero scale; retrain with weight decay",
+            f"The folded bias of {name} overflows the int32 bias.",
+            where=f"node {name}",
+            fix="the layer has an extreme bias or BatchNorm shift, or a near-zero scale; retrain with weight decay",
         )
     return bias.astype(np.int32)
 
 
-def _nhwc_columns(ints: np.ndarray, chw: list[int]) -> np.ndarray:
-    """Linear weights (O, C*H*W) read after PyTorch's NCHW flatten, reordered for TFLite's NHWC flatten."""
-    channels, height, width = chw
-    return ints.reshape(len(ints), channels, height, width).transpose(0, 2, 3, 1).reshape(len(ints), -1)
+def _storage(pending: _Pending, walk: _Walk) -> tuple[str, int]:
+    """int8, or int4 where asked for: (weight type, the largest stored magnitude)."""
+    w = pending.weights
+    # LiteRT's reference resolver has no DEPTHWISE_CONV_2D version 7 (int4): depthwise weights stay int8
+    if not walk.int4 or pending.op == "dw":
+        return "int8", INT8_MAX
+    if w.bits > 4 or int(np.abs(w.ints).max(initial=0)) > INT4_MAX:
+        raise TfliteConversionError(
+            f"--int4-weights: {pending.node.name} has {w.bits}-bit weights, int4 holds 4 (-7..7).",
+            where=f"node {pending.node.name}",
+            fix="train with at most 4 weight bits, or deploy without --int4-weights",
+        )
+    return "int4", INT4_MAX
 
 
 def _to_tflite_layout(ints: np.ndarray, op: str) -> np.ndarray:
@@ -259,399 +408,528 @@ def _to_tflite_layout(ints: np.ndarray, op: str) -> np.ndarray:
     return ints
 
 
-# ---------------------------------------------------------------- layers
+def _per_channel_scales(w: _Weights, channels: int, node) -> np.ndarray:
+    scales = np.asarray(w.scales, dtype=np.float32).reshape(-1)
+    if scales.size == 1:
+        return np.repeat(scales, channels)
+    if scales.size != channels:
+        raise _refuse(node, f"has {scales.size} weight scales for {channels} output channels")
+    return scales
 
 
-def _conv_geometry(
-    module: nn.Module, cur: _Current, name: str
-) -> tuple[str, int, int, tuple[int, int, int, int], list[int]]:
-    """op, kernel, stride, pads and output shape of a QuantConv2d."""
-    kernel, stride, padding = module.kernel_size, module.stride, module.padding
-    if (
-        kernel[0] != kernel[1]
-        or stride[0] != stride[1]
-        or not isinstance(padding, tuple)
-        or padding[0] != padding[1]
-        or module.dilation != (1, 1)
-    ):
-        raise TfliteConversionError(
-            f"Conv {name} has kernel {kernel}, stride {stride}, padding {padding}, dilation {module.dilation}.",
-            where=f"layer {name}",
-            fix="use square kernels, equal strides and padding, no dilation",
-        )
-    height, width, channels = cur.shape
-    groups = module.groups
-    if groups == 1:
-        op = "conv"
-    elif groups == channels == module.out_channels:
-        op = "dw"
-    else:
-        raise TfliteConversionError(
-            f"Conv {name} is grouped ({groups} groups, {channels} -> {module.out_channels} channels).",
-            where=f"layer {name}",
-            fix="use plain or depthwise (groups = channels, multiplier 1) convolutions",
-        )
-    k, s, p = kernel[0], stride[0], padding[0]
-    out_h, out_w = (height + 2 * p - k) // s + 1, (width + 2 * p - k) // s + 1
-    return op, k, s, (p, p, p, p), [out_h, out_w, module.out_channels]
-
-
-def _compute(
-    name: str,
-    module: nn.Module,
-    bn: nn.Module | None,
-    out: _OutQuant,
-    cur: _Current,
-    widen: bool,
-    reorder_from: list[int] | None = None,
-    int4: bool = False,
-) -> Layer:
-    """conv / depthwise / fc (+ folded BatchNorm) writing int8 at `out`'s quantization."""
-    from brevitas.nn import QuantConv2d
-
-    ints, w_scales, w_bits = _weight_ints(module, name)
-    if isinstance(module, QuantConv2d):
-        op, _, stride, pads, shape = _conv_geometry(module, cur, name)
-    else:
-        op, stride, pads, shape = "fc", 1, (0, 0, 0, 0), [module.out_features]
-        if reorder_from is not None:  # the flatten of an (C, H, W) map: columns NCHW -> NHWC
-            ints = _nhwc_columns(ints, reorder_from)
-    # LiteRT 2.3's reference resolver has no DEPTHWISE_CONV_2D version 7 (int4): depthwise weights stay int8
-    weight_type, limit = _storage(ints, w_bits, name, int4 and op != "dw")
-    factor = (
-        np.ones(len(ints))
-        if bn is None
-        else bn.weight.detach().double().numpy() / np.sqrt(bn.running_var.detach().double().numpy() + bn.eps)
-    )
-    shift = (
-        np.zeros(len(ints))
-        if bn is None
-        else bn.bias.detach().double().numpy() - bn.running_mean.detach().double().numpy() * factor
-    )
-    if w_scales.size == 1 and bn is not None:
-        w_scales = np.repeat(w_scales, len(ints))
+def _materialize_compute(walk: _Walk, pending: _Pending, out: _OutQuant | None, quant_node) -> _Int8:
+    """conv / depthwise / fc with its folded factor and shift, written at `out`'s quantization, or (out None) the
+    classifier at a data-free scale covering its worst-case accumulator."""
+    node, source, w = pending.node, pending.inputs[0], pending.weights
+    ints = w.ints
+    channels = len(ints)
+    factor, shift = pending.factor, pending.shift
+    w_scales = _per_channel_scales(w, channels, node)
+    weight_type, limit = _storage(pending, walk)
     sign = np.where(factor < 0, -1, 1).reshape(-1, *[1] * (ints.ndim - 1))
     dead = factor == 0  # the channel is the constant shift: zero weights keep the plain scale
-    gain = weight_gain(ints, limit) if widen else 1
+    gain = weight_gain(ints, limit) if walk.widen else 1
     weights = np.where(dead.reshape(sign.shape), 0, ints * sign * gain)
     scales = (np.where(dead, 1.0, np.abs(factor)) * w_scales.astype(np.float64) / gain).astype(np.float32)
-    bias = None if bn is None else _bias_ints(shift, cur.scale, scales, name)
-    return Layer(
-        name,
-        op,
-        [cur.name],
-        shape,
+    if out is None:  # the classifier: a data-free int8 scale, zero point 0
+        flat = weights.reshape(channels, -1)
+        upper = np.maximum(flat * source.low, flat * source.high).sum(axis=1)
+        lower = np.minimum(flat * source.low, flat * source.high).sum(axis=1)
+        real = np.maximum(np.abs(upper), np.abs(lower)) * np.float64(source.scale) * scales + np.abs(shift)
+        out = _OutQuant(
+            np.float32(max(float(real.max(initial=0)), 1e-30) / INT8_MAX), 0, False, None, None, 8, -127, 127
+        )
+        if pending.relu:
+            out = replace(out, relu=True, low=0)
+    bias = _bias_ints(shift, source.scale, scales, node.name) if np.any(shift != 0) or pending.op != "fc" else None
+    layer = Layer(
+        node.name,
+        pending.op,
+        [source.name],
+        pending.shape,
         float(out.scale),
         out.zero_point,
-        out.relu,
+        out.relu or pending.relu,
         out.clamp_max,
-        _to_tflite_layout(weights, op).astype(np.int8),
+        _to_tflite_layout(weights, pending.op).astype(np.int8),
         scales,
         bias,
-        float(cur.scale),
-        cur.zero_point,
-        stride,
-        pads=pads,
-        weight_bits=w_bits,
-        act_bits=out.bits,
+        float(source.scale),
+        source.zero_point,
+        strides=pending.strides,
+        pads=pending.pads,
+        dilation=pending.dilation,
+        weight_bits=w.bits,
+        act_bits=out.bits if quant_node is not None else None,
         weight_gain=gain,
         negated_channels=int((factor < 0).sum()),
         weight_type=weight_type,
+        clamp_min=out.clamp_min,
+        source=quant_node.output[0] if quant_node is not None else pending.tensor,
     )
+    return walk.add(layer, out.low, out.high)
 
 
-def _classifier(
-    name: str,
-    module: nn.Module,
-    cur: _Current,
-    logits_scale: float | None,
-    int4: bool = False,
-    reorder_from: list[int] | None = None,
-) -> Layer:
-    """The last Linear: float logits = s_in * s_w * acc, written as int8 logits at a data-free scale."""
-    ints, w_scales, w_bits = _weight_ints(module, name)
-    if reorder_from is not None:  # the flatten of an (C, H, W) map: columns NCHW -> NHWC
-        ints = _nhwc_columns(ints, reorder_from)
-    weight_type, _ = _storage(ints, w_bits, name, int4)
-    if w_scales.size != 1:
-        raise TfliteConversionError(
-            f"The classifier {name} has per-channel weight scales.",
-            where=f"layer {name}",
-            fix="use per-tensor weights there (zoo default)",
-        )
-    if logits_scale is None:
-        positive, negative = np.clip(ints, 0, None).sum(axis=1), np.clip(-ints, 0, None).sum(axis=1)
-        bound = max(
-            int(np.maximum(positive, negative).max()) * cur.span, 1
-        )  # inputs lie in [0, span] above the zero point
-        logits_scale = float(np.float64(cur.scale) * np.float64(w_scales[0]) * bound / INT8_MAX)
-    return Layer(
-        name,
-        "fc",
-        [cur.name],
-        [module.out_features],
-        float(np.float32(logits_scale)),
-        0,
-        weights=ints.astype(np.int8),
-        weight_scales=w_scales,
-        input_scale=float(cur.scale),
-        input_zero_point=cur.zero_point,
-        weight_bits=w_bits,
-        weight_type=weight_type,
-    )
-
-
-AVERAGE_GAIN = 64
-
-
-def _global_average(name: str, out: _OutQuant, cur: _Current) -> Layer:
-    """Global average pool + QuantReLU as a depthwise conv with weights 64 at scale 1/(64 H W).
-
-    Weights of 1 would be the same real numbers, but the kernels' two-step
-    requantization rounds the product of a small accumulator to a few integer
-    steps first (sum 15 -> 13 -> 6.5 -> 7 where the mean is 6.47); 64 times the
-    accumulator makes that first rounding 64 times finer.
-    """
-    height, width, channels = cur.shape
-    scales = np.full(channels, np.float32(1.0 / (AVERAGE_GAIN * height * width)), dtype=np.float32)
-    return Layer(
-        name,
-        "dw",
-        [cur.name],
-        [1, 1, channels],
-        float(out.scale),
-        out.zero_point,
-        out.relu,
-        out.clamp_max,
-        np.full((1, height, width, channels), AVERAGE_GAIN, np.int8),
-        scales,
-        None,
-        float(cur.scale),
-        cur.zero_point,
+def _materialize(walk: _Walk, pending: _Pending, out: _OutQuant, quant_node) -> _Int8:
+    """A pending value through its quantizer: one int8 layer."""
+    if pending.kind == "compute":
+        return _materialize_compute(walk, pending, out, quant_node)
+    common = dict(
+        relu=out.relu or pending.relu,
+        clamp_max=out.clamp_max,
+        clamp_min=out.clamp_min,
         act_bits=out.bits,
-        weight_gain=AVERAGE_GAIN,
+        source=quant_node.output[0],
     )
-
-
-def _advance(layer: Layer, span: int) -> _Current:
-    return _Current(layer.name, layer.shape, np.float32(layer.scale), layer.zero_point, span)
-
-
-# ---------------------------------------------------------------- walking the model
-
-
-def _sequence(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The modules in forward order, by qualified name (the zoo models are sequential; residual blocks are one item)."""
-    items: list[tuple[str, nn.Module]] = []
-    for part in ("body", "features", "stem", "stages", "pool", "act_pool", "head", "fc_out"):
-        module = getattr(model, part, None)
-        if isinstance(module, nn.Sequential):
-            items += [(f"{part}.{name}", child) for name, child in module.named_children()]
-        elif module is not None:
-            items.append((part, module))
-    covered = {id(p) for _, module in items for p in module.parameters()}
-    skipped = sorted({name.split(".")[0] for name, p in model.named_parameters() if id(p) not in covered})
-    if not items or skipped:
-        what = f"its layers {', '.join(skipped)} would be skipped" if items and skipped else "it has none of them"
-        raise TfliteConversionError(
-            f"{type(model).__name__} is not laid out as the TFLite writer reads models (the zoo's body / features / "
-            f"stem / stages / head attributes, in forward order): {what}.",
-            where=f"model {type(model).__name__}",
-            fix="deploy it to an FPGA board (the FINN flow reads the exported graph), or lay it out as the zoo "
-            "models are (`sdk models`); the TFLite writer reading the exported graph is planned",
+    if pending.kind == "add":
+        a, b = pending.inputs
+        layer = Layer(
+            pending.node.name, "add", [a.name, b.name], pending.shape, float(out.scale), out.zero_point, **common
         )
-    return items
-
-
-def _residual(name: str, block: nn.Module, cur: _Current, widen: bool, int4: bool) -> tuple[list[Layer], _Current]:
-    """conv1-bn1-act1-conv2-bn2 and the shortcut into the shared quantizer, ADD, then act_out."""
-    add, act1 = _out_quant(block.add_quant, f"{name}.add_quant"), _out_quant(block.act1, f"{name}.act1")
-    conv1 = _compute(f"{name}.act1", block.conv1, block.bn1, act1, cur, widen, int4=int4)
-    main = _compute(f"{name}.add_quant#0", block.conv2, block.bn2, add, _advance(conv1, act1.span), widen, int4=int4)
-    if block.shortcut is not None:
-        skip = _compute(f"{name}.add_quant#1", block.shortcut[0], block.shortcut[1], add, cur, widen, int4=int4)
-    else:
-        skip = Layer(
-            f"{name}.add_quant#1",
+    elif pending.kind == "mean":
+        source = pending.inputs[0]
+        height, width, channels = source.shape
+        layer = Layer(
+            pending.node.name,
+            "dw",
+            [source.name],
+            [1, 1, channels],
+            float(out.scale),
+            out.zero_point,
+            weights=np.full((1, height, width, channels), AVERAGE_GAIN, np.int8),
+            weight_scales=np.full(channels, np.float32(1.0 / (AVERAGE_GAIN * height * width)), dtype=np.float32),
+            input_scale=float(source.scale),
+            input_zero_point=source.zero_point,
+            weight_gain=AVERAGE_GAIN,
+            kernel=(height, width),
+            **common,
+        )
+    else:  # requant: QUANTIZE has no fused activation, so a relu before a signed quantizer clamps at its zero
+        source = pending.inputs[0]
+        if common["relu"] and out.zero_point > INT8_MIN:
+            common |= {"relu": False, "clamp_min": max(out.clamp_min or INT8_MIN, out.zero_point)}
+        layer = Layer(
+            quant_node.name,
             "requant",
-            [cur.name],
-            cur.shape,
-            float(add.scale),
-            add.zero_point,
-            input_scale=float(cur.scale),
-            input_zero_point=cur.zero_point,
+            [source.name],
+            source.shape,
+            float(out.scale),
+            out.zero_point,
+            input_scale=float(source.scale),
+            input_zero_point=source.zero_point,
+            **common,
         )
-    layers = [conv1, main, skip]
-    out = _out_quant(block.act_out, f"{name}.act_out")
-    total = Layer(
-        f"{name}.act_out",
-        "add",
-        [main.name, skip.name],
-        main.shape,
-        float(out.scale),
-        out.zero_point,
-        out.relu,
-        out.clamp_max,
-        act_bits=out.bits,
+    return walk.add(layer, out.low, out.high)
+
+
+def _materialized(walk: _Walk, node, index: int = 0) -> _Int8:
+    """The node's input as an int8 tensor: a pending classifier accumulator is written at its data-free scale."""
+    value = walk.value(node, index)
+    if isinstance(value, _Pending) and value.kind == "compute":
+        return _materialize_compute(walk, value, None, None)
+    return walk.int8(node, index)
+
+
+# ---------------------------------------------------------------- node handlers
+
+
+def _on_quant(walk: _Walk, node) -> Any:
+    value = walk.value(node)
+    if isinstance(value, _Weights):
+        return _weight_quant(walk, node, value.values)
+    out = _out_quant(walk, node)
+    if isinstance(value, _Pending):
+        return _materialize(walk, value, out, node)
+    source = walk.int8(node)
+    return _materialize(walk, _Pending("requant", node, [source], source.shape), out, node)
+
+
+def _compute_weights(walk: _Walk, node, index: int) -> _Weights:
+    w = walk.value(node, index)
+    if not isinstance(w, _Weights) or w.ints is None:
+        raise _refuse(
+            node,
+            "has weights without a weight quantizer (float weights)"
+            if isinstance(w, _Weights)
+            else "has computed weights",
+            "quantize the layer's weights (Brevitas QuantConv / QuantLinear, 2..8 bits)",
+        )
+    if not 2 <= w.bits <= 8:
+        raise _refuse(
+            node,
+            f"has {w.bits}-bit weights; int8 TFLite holds exact 2..8-bit weights",
+            "train with 2..8 weight bits; 1-bit (binary) models deploy to FINN",
+        )
+    return w
+
+
+def _constant(walk: _Walk, node, index: int) -> np.ndarray | None:
+    value = walk.value(node, index)
+    return value.values if isinstance(value, _Weights) else None
+
+
+def _on_gemm(walk: _Walk, node) -> _Pending:
+    source = walk.int8(node)
+    if len(source.shape) != 1:
+        raise _refuse(node, f"multiplies a {'x'.join(map(str, source.shape))} map; the int8 graph needs it flat")
+    w = _compute_weights(walk, node, 1)
+    attrs = _attrs(node)
+    ints, values = w.ints, w.values
+    if node.op_type == "MatMul" or not attrs.get("transB", 0):
+        ints, values = ints.T, values.T
+        if w.scales.size > 1:
+            w = replace(w, scales=w.scales.reshape(-1))
+    if attrs.get("transA", 0) or float(attrs.get("alpha", 1.0)) != 1.0:
+        raise _refuse(node, "has transA or alpha != 1")
+    if ints.ndim != 2 or ints.shape[1] != source.shape[0]:
+        raise _refuse(node, f"has weights {list(ints.shape)} for {source.shape[0]} inputs")
+    if source.nchw is not None:  # the flatten of a (C, H, W) map: columns NCHW -> NHWC
+        c, h, wd = source.nchw
+        ints = ints.reshape(len(ints), c, h, wd).transpose(0, 2, 3, 1).reshape(len(ints), -1)
+    channels = len(ints)
+    shift = np.zeros(channels)
+    if len(node.input) > 2 and node.input[2]:
+        bias = _constant(walk, node, 2)
+        if bias is None:
+            raise _refuse(node, "has a computed bias")
+        shift = shift + float(attrs.get("beta", 1.0)) * np.broadcast_to(bias.reshape(-1), (channels,))
+    return _Pending(
+        "compute",
+        node,
+        [source],
+        [channels],
+        "fc",
+        replace(w, ints=ints),
+        np.ones(channels),
+        shift,
     )
-    return layers + [total], _advance(total, out.span)
 
 
-@dataclass
-class _Walk:
-    """The lowering in progress: the modules in forward order, the next one, the tensor it reads, the result."""
-
-    items: list[tuple[str, nn.Module]]
-    index: int
-    cur: _Current
-    lowered: LoweredModel
-    logits_scale: float | None
-    widen: bool
-    int4: bool
-    done: bool = False
-
-    def following(self, offset: int = 1) -> tuple[str, nn.Module] | tuple[None, None]:
-        j = self.index + offset
-        return self.items[j] if j < len(self.items) else (None, None)
-
-
-def _flatten_before_linear(walk: _Walk, name: str, module: nn.Module) -> list[int] | None:
-    """A Linear after a (H, W, C) map: a RESHAPE, and the NCHW -> NHWC column order to apply to its weights."""
-    cur = walk.cur
-    if int(np.prod(cur.shape)) != module.in_features:
-        raise TfliteConversionError(
-            f"Layer {name} takes {module.in_features} features; the map before it has "
-            f"{'x'.join(map(str, cur.shape))} = {int(np.prod(cur.shape))} values.",
-            where="model card input_shape",
-            fix="pass the card of the run the model was trained in (its image size)",
+def _on_conv(walk: _Walk, node) -> _Pending:
+    source = walk.int8(node)
+    w = _compute_weights(walk, node, 1)
+    attrs = _attrs(node)
+    ints = w.ints
+    one_d = ints.ndim == 3
+    if one_d:
+        ints = ints[:, :, None, :]
+    if ints.ndim != 4 or len(source.shape) != 3:
+        raise _refuse(node, f"is a {ints.ndim - 2}-D convolution; TFLite convolves 1-D and 2-D maps")
+    kernel = [int(k) for k in attrs.get("kernel_shape", ints.shape[2:])]
+    strides = [int(s) for s in attrs.get("strides", [1] * len(kernel))]
+    dilations = [int(d) for d in attrs.get("dilations", [1] * len(kernel))]
+    pads = [int(p) for p in attrs.get("pads", [0] * 2 * len(kernel))]
+    auto_pad = attrs.get("auto_pad", b"NOTSET")
+    if (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) != "NOTSET":
+        raise _refuse(node, f"pads by auto_pad={auto_pad!r}", "export with explicit padding")
+    if one_d:
+        strides, dilations, pads = [1, *strides], [1, *dilations], [0, pads[0], 0, pads[1]]
+    height, width, channels = source.shape
+    groups = int(attrs.get("group", 1))
+    out_channels = len(ints)
+    if groups == 1:
+        op = "conv"
+    elif groups == channels == out_channels:
+        op = "dw"
+    else:
+        raise _refuse(
+            node,
+            f"is a grouped convolution ({groups} groups, {channels} -> {out_channels} channels); TFLite's int8 "
+            "kernels run plain and depthwise (groups = channels, multiplier 1) convolutions",
+            "use groups=1 or groups=channels with as many output channels",
         )
-    flat_layer = Layer(
-        f"{name}/flatten",
-        "reshape",
-        [cur.name],
-        [int(np.prod(cur.shape))],
-        float(cur.scale),
-        cur.zero_point,
-        compared=False,
+    if ints.shape[1] * groups != channels:
+        raise _refuse(node, f"has weights {list(w.ints.shape)} for {channels} input channels")
+    top, left, bottom, right = pads
+    span_h, span_w = (ints.shape[2] - 1) * dilations[0] + 1, (ints.shape[3] - 1) * dilations[1] + 1
+    out_h = (height + top + bottom - span_h) // strides[0] + 1
+    out_w = (width + left + right - span_w) // strides[1] + 1
+    shift = np.zeros(out_channels)
+    if len(node.input) > 2 and node.input[2]:
+        bias = _constant(walk, node, 2)
+        if bias is None:
+            raise _refuse(node, "has a computed bias")
+        shift = shift + bias.reshape(-1)
+    return _Pending(
+        "compute",
+        node,
+        [source],
+        [out_h, out_w, out_channels],
+        op,
+        replace(w, ints=ints),
+        np.ones(out_channels),
+        shift,
+        strides=(strides[0], strides[1]),
+        pads=(top, bottom, left, right),
+        dilation=(dilations[0], dilations[1]),
     )
-    walk.lowered.layers.append(flat_layer)
-    walk.cur = _Current(flat_layer.name, flat_layer.shape, cur.scale, cur.zero_point, cur.span)
-    return [cur.shape[2], cur.shape[0], cur.shape[1]] if cur.shape[:2] != [1, 1] else None
 
 
-def _lower_weighted(walk: _Walk, name: str, module: nn.Module) -> None:
-    """QuantConv2d / QuantLinear (+ BatchNorm) + its activation quantizer, or the final classifier."""
-    reorder = (
-        _flatten_before_linear(walk, name, module)
-        if hasattr(module, "in_features") and len(walk.cur.shape) == 3
-        else None
+def _channel_constant(walk: _Walk, node, pending: _Pending, index: int) -> np.ndarray:
+    """A constant operand broadcast per output channel (a scalar, or one value per channel)."""
+    value = _constant(walk, node, index)
+    channels = pending.shape[-1]
+    if value is None:
+        raise _refuse(node, "combines two computed values before any quantizer")
+    flat = value.reshape(-1)
+    if flat.size == 1:
+        return np.full(channels, float(flat[0]))
+    rank = len(walk.graph.get_tensor_shape(pending.tensor) or [])
+    aligned = [1] * (rank - value.ndim) + list(value.shape)
+    if rank >= 2 and len(aligned) == rank and aligned[1] == channels and int(np.prod(aligned)) == channels:
+        return flat.astype(np.float64)
+    raise _refuse(node, f"uses a constant of shape {list(value.shape)} that is neither a scalar nor per channel")
+
+
+def _on_batchnorm(walk: _Walk, node) -> _Pending:
+    pending = walk.value(node)
+    if not isinstance(pending, _Pending) or pending.kind != "compute" or pending.relu:
+        raise _refuse(node, "does not follow a convolution or a linear layer", "put the BatchNorm right after one")
+    params = [_constant(walk, node, i) for i in range(1, 5)]
+    if any(p is None for p in params):
+        raise _refuse(node, "has computed parameters")
+    gamma, beta, mean, var = (p.reshape(-1).astype(np.float64) for p in params)
+    eps = float(_attrs(node).get("epsilon", 1e-5))
+    a = gamma / np.sqrt(var + eps)
+    return replace(pending, factor=pending.factor * a, shift=(pending.shift - mean) * a + beta, node=pending.node)
+
+
+def _on_mul_add(walk: _Walk, node) -> Any:
+    first, second = walk.value(node, 0), walk.value(node, 1)
+    if isinstance(first, _Weights) and not isinstance(second, _Weights):  # constant first: swap (Add, Mul commute)
+        if node.op_type in ("Sub", "Div"):
+            raise _refuse(node, "takes its computed operand second")
+        first, second, index = second, first, 0
+    else:
+        index = 1
+    if isinstance(first, _Int8) and node.op_type in ("Mul", "Div"):
+        c = _constant(walk, node, index)
+        if first.name == INPUT_NAME and not walk.input_read and c is not None and c.size == 1 and c.item() > 0:
+            scale = float(c.reshape(-1)[0])
+            walk.input_scale = float(np.float32(first.scale * scale if node.op_type == "Mul" else first.scale / scale))
+            return replace(first, scale=np.float32(walk.input_scale))
+        raise _refuse(
+            node,
+            "scales a quantized tensor; the int8 graph takes a constant scale only on its input, before any layer",
+            "fold the scale into the layer before the quantizer, or into the quantizer's own scale",
+        )
+    if node.op_type == "Add" and isinstance(first, _Int8) and isinstance(second, _Int8):
+        if first.shape != second.shape:
+            raise _refuse(node, f"adds tensors of shapes {first.shape} and {second.shape}")
+        return _Pending("add", node, [first, second], first.shape)
+    if not isinstance(first, _Pending) or first.kind != "compute" or first.relu:
+        raise _refuse(
+            node,
+            "adds or scales a value the int8 graph cannot fold",
+            "quantize both inputs of an addition (QuantIdentity) and fold scales into a conv / linear layer",
+        )
+    c = _channel_constant(walk, node, first, index)
+    if node.op_type == "Mul":
+        return replace(first, factor=first.factor * c, shift=first.shift * c)
+    if node.op_type == "Div":
+        return replace(first, factor=first.factor / c, shift=first.shift / c)
+    if node.op_type == "Sub":
+        return replace(first, shift=first.shift - c)
+    return replace(first, shift=first.shift + c)
+
+
+def _on_relu(walk: _Walk, node) -> _Pending:
+    value = walk.value(node)
+    if isinstance(value, _Pending):
+        return replace(value, relu=True)
+    source = walk.int8(node)
+    return _Pending("requant", node, [source], source.shape, relu=True)
+
+
+def _on_max_pool(walk: _Walk, node) -> _Int8:
+    source = walk.int8(node)
+    attrs = _attrs(node)
+    kernel = [int(k) for k in attrs["kernel_shape"]]
+    strides = [int(s) for s in attrs.get("strides", [1] * len(kernel))]
+    pads = [int(p) for p in attrs.get("pads", [0] * 2 * len(kernel))]
+    if len(kernel) == 1:
+        kernel, strides, pads = [1, *kernel], [1, *strides], [0, pads[0], 0, pads[1]]
+    if attrs.get("ceil_mode", 0) or any(d != 1 for d in attrs.get("dilations", [1, 1])) or len(kernel) != 2:
+        raise _refuse(node, "uses ceil_mode, dilation or more than two dimensions", "use floor-mode pooling")
+    if any(pads) and source.zero_point != INT8_MIN:
+        raise _refuse(node, "pads a signed tensor", "pad by a convolution instead, or pool without padding")
+    height, width, channels = source.shape
+    top, left, bottom, right = pads
+    shape = [
+        (height + top + bottom - kernel[0]) // strides[0] + 1,
+        (width + left + right - kernel[1]) // strides[1] + 1,
+        channels,
+    ]
+    layer = Layer(
+        node.name,
+        "maxpool",
+        [source.name],
+        shape,
+        float(source.scale),
+        source.zero_point,
+        kernel=(kernel[0], kernel[1]),
+        strides=(strides[0], strides[1]),
+        pads=(top, bottom, left, right),
+        source=node.output[0],
     )
-    _, following = walk.following()
-    bn = following if isinstance(following, nn.BatchNorm1d | nn.BatchNorm2d) else None
-    act_name, act = walk.following(1 + (bn is not None))
-    if act is None:  # the classifier
-        if bn is not None:
-            raise TfliteConversionError(
-                f"The classifier {name} is followed by a BatchNorm.",
-                where=f"layer {name}",
-                fix="end the model with a QuantLinear without BatchNorm or activation",
-            )
-        walk.lowered.layers.append(_classifier(name, module, walk.cur, walk.logits_scale, walk.int4, reorder))
-        walk.done = True
-        return
-    out = _out_quant(act, act_name)
-    layer = _compute(act_name, module, bn, out, walk.cur, walk.widen, reorder, walk.int4)
-    walk.lowered.layers.append(layer)
-    walk.cur, walk.index = _advance(layer, out.span), walk.index + 2 + (bn is not None)
+    return walk.add(layer, source.low, source.high)
 
 
-def _lower_max_pool(walk: _Walk, name: str, module: nn.Module) -> None:
-    cur = walk.cur
-    k, s = module.kernel_size, module.stride
-    if not isinstance(k, int) or module.padding != 0 or k != s or cur.shape[0] % k or cur.shape[1] % k:
-        raise TfliteConversionError(
-            f"MaxPool {name} has kernel {k}, stride {s}, padding {module.padding} on a "
-            f"{cur.shape[0]}x{cur.shape[1]} map.",
-            where=f"layer {name}",
-            fix="use non-overlapping pools that tile the map",
+def _on_global_mean(walk: _Walk, node) -> _Pending:
+    source = walk.int8(node)
+    if len(source.shape) != 3:
+        raise _refuse(node, "averages a flat tensor")
+    if node.op_type == "ReduceMean":
+        axes = _attrs(node).get("axes")
+        if axes is None and len(node.input) > 1:
+            axes = _constant(walk, node, 1)
+        in_rank = len(walk.graph.get_tensor_shape(node.input[0]) or [])
+        spatial = {2, 3} if in_rank == 4 else {2}
+        if axes is None or {int(a) % in_rank for a in np.asarray(axes).reshape(-1)} != spatial:
+            raise _refuse(node, f"averages over axes {axes}; only the mean over the whole map lowers")
+    if node.op_type == "AveragePool":
+        attrs = _attrs(node)
+        kernel = [int(k) for k in attrs.get("kernel_shape", [])]
+        if kernel not in (source.shape[:2], source.shape[1:2] if source.shape[0] == 1 else None) or any(
+            attrs.get("pads", [])
+        ):
+            raise _refuse(node, "pools windows smaller than the map", "use a global average pool")
+    return _Pending("mean", node, [source], [1, 1, source.shape[2]])
+
+
+def _on_reshape(walk: _Walk, node) -> _Int8:
+    value = walk.value(node)
+    out_shape = walk.graph.get_tensor_shape(node.output[0]) or []
+    if isinstance(value, _Pending) and value.kind == "compute" and len(value.shape) == 1:
+        value = _materialize_compute(walk, value, None, None)
+    source = walk.int8(node) if not isinstance(value, _Int8) else value
+    features = int(np.prod(source.shape))
+    if len(source.shape) == 1 and len(out_shape) in (3, 4) and int(out_shape[1]) == 1:
+        # a flat signal or image of one channel: the same values in NCHW and NHWC order
+        shape = _nhwc([int(d) for d in out_shape[1:]])
+        if int(np.prod(shape)) != features:
+            raise _refuse(node, f"reshapes {features} values to {out_shape}")
+        layer = Layer(node.name, "reshape", [source.name], shape, float(source.scale), source.zero_point)
+        return walk.add(replace(layer, compared=False), source.low, source.high)
+    if len(out_shape) != 2 or int(out_shape[1]) != features:
+        raise _refuse(
+            node,
+            f"reshapes {'x'.join(map(str, source.shape))} to {out_shape}; the int8 graph flattens maps to "
+            "(batch, features) only",
         )
-    shape = [cur.shape[0] // k, cur.shape[1] // k, cur.shape[2]]
-    layer = Layer(name, "maxpool", [cur.name], shape, float(cur.scale), cur.zero_point, kernel=k, stride=s)
-    walk.lowered.layers.append(layer)
-    walk.cur, walk.index = _advance(layer, cur.span), walk.index + 1
+    if len(source.shape) == 1:
+        return source
+    height, width, channels = source.shape
+    # NCHW and NHWC flatten alike where the map has one channel or one position; else the next Gemm reorders
+    nchw = None if channels == 1 or height * width == 1 else [channels, height, width]
+    layer = Layer(
+        node.name, "reshape", [source.name], [features], float(source.scale), source.zero_point, compared=False
+    )
+    return walk.add(layer, source.low, source.high, nchw)
 
 
-def _lower_global_pool(walk: _Walk, name: str, module: nn.Module) -> None:
-    """AdaptiveAvgPool2d(1) + its quantizer."""
-    act_name, act = walk.following()
-    if module.output_size not in (1, (1, 1)) or act is None:
-        raise TfliteConversionError(
-            f"{name} pools to {module.output_size}; only global average pooling followed by a quantizer maps.",
-            where=f"layer {name}",
-            fix="use AdaptiveAvgPool2d(1) followed by a QuantReLU / QuantIdentity",
-        )
-    out = _out_quant(act, act_name)
-    layer = _global_average(act_name, out, walk.cur)
-    walk.lowered.layers.append(layer)
-    walk.cur, walk.index = _advance(layer, out.span), walk.index + 2
+def _on_activation(walk: _Walk, node) -> _Int8:
+    op, slope = FIXED_ACTIVATIONS[node.op_type]
+    scale, zero_point = FIXED_OUTPUT_QUANT[op]
+    source = _materialized(walk, node)
+    if op == "softmax":
+        axis = int(_attrs(node).get("axis", -1))
+        rank = len(walk.graph.get_tensor_shape(node.input[0]) or [])
+        if len(source.shape) != 1 or axis % max(rank, 1) != rank - 1:
+            raise _refuse(node, f"takes the softmax over axis {axis} of a map; the int8 graph's is over features")
+    if source.nchw is not None:
+        raise _refuse(node, "reads a map flattened in NCHW order", "apply it before the flatten or after a linear")
+    layer = Layer(
+        node.name,
+        op,
+        [source.name],
+        source.shape,
+        float(np.float32(scale)),
+        zero_point,
+        input_scale=float(source.scale),
+        input_zero_point=source.zero_point,
+        source=node.output[0],
+        slope=slope,
+    )
+    low, high = INT8_MIN - zero_point, INT8_MAX - zero_point
+    return walk.add(layer, low, high)
 
 
-def _lower_residual(walk: _Walk, name: str, module: nn.Module) -> None:
-    layers, walk.cur = _residual(name, module, walk.cur, walk.widen, walk.int4)
-    walk.lowered.layers += layers
-    walk.index += 1
+def _on_bipolar(walk: _Walk, node) -> None:
+    raise _refuse(
+        node,
+        "quantizes to 1 bit (bipolar, -1 / +1); int8 TFLite has no exact bipolar arithmetic",
+        "train with 2..8 bits (e.g. --bits w2a2), or deploy to FINN: 1-bit models run on the FPGA boards",
+    )
 
 
-def lowering_table() -> dict[type, Callable[[_Walk, str, nn.Module], None]]:
-    """One entry per module type the writer lowers (imported lazily: Brevitas is heavy)."""
-    from brevitas.nn import QuantConv2d, QuantLinear
-
-    from sdk.zoo.resnet import ResidualBlock
-
+def lowering_table() -> dict[str, Callable[[_Walk, Any], Any]]:
+    """One entry per QONNX op the writer lowers."""
     return {
-        QuantConv2d: _lower_weighted,
-        QuantLinear: _lower_weighted,
-        nn.MaxPool2d: _lower_max_pool,
-        nn.AdaptiveAvgPool2d: _lower_global_pool,
-        ResidualBlock: _lower_residual,
+        "Quant": _on_quant,
+        "Gemm": _on_gemm,
+        "MatMul": _on_gemm,
+        "Conv": _on_conv,
+        "BatchNormalization": _on_batchnorm,
+        "Mul": _on_mul_add,
+        "Div": _on_mul_add,
+        "Add": _on_mul_add,
+        "Sub": _on_mul_add,
+        "Relu": _on_relu,
+        "MaxPool": _on_max_pool,
+        "GlobalAveragePool": _on_global_mean,
+        "ReduceMean": _on_global_mean,
+        "AveragePool": _on_global_mean,
+        "Reshape": _on_reshape,
+        "Flatten": _on_reshape,
+        "Sigmoid": _on_activation,
+        "Tanh": _on_activation,
+        "Softmax": _on_activation,
+        "Identity": lambda walk, node: walk.value(node),
+        "BipolarQuant": _on_bipolar,
     }
 
 
-def lower(
-    model: nn.Module,
-    input_shape: list[int] | tuple[int, ...],
-    logits_scale: float | None = None,
-    widen_weights: bool = True,
-    int4_weights: bool = False,
-    flat: bool | None = None,
-) -> LoweredModel:
-    """The int8 graph of a zoo model in eval mode; input_shape is the model card's (C, H, W).
+def lower(graph, widen_weights: bool = True, int4_weights: bool = False) -> LoweredModel:
+    """The int8 graph of a cleaned-up QONNX model (a qonnx ModelWrapper) whose input is uint8 pixels.
 
-    flat: the model takes its input flattened (an MLP); default: the zoo model's own `flat_input`.
     int4_weights stores the conv and fc weights as int4 (each must have at most 4 bits); depthwise
     weights stay int8, since LiteRT's reference kernels have no int4 DEPTHWISE_CONV_2D (version 7)."""
-    channels, height, width = input_shape
-    flat = bool(getattr(model, "flat_input", False)) if flat is None else flat
-    shape = [channels * height * width] if flat else [height, width, channels]
-    lowered = LoweredModel(shape)
-    cur = _Current(INPUT_NAME, shape, np.float32(INPUT_SCALE), INT8_MIN, 255)
-    walk = _Walk(_sequence(model), 0, cur, lowered, logits_scale, widen_weights, int4_weights)
-    table = lowering_table()
-    while walk.index < len(walk.items) and not walk.done:
-        name, module = walk.items[walk.index]
-        handler = table.get(type(module))
-        if handler is None:
-            raise TfliteConversionError(
-                f"Layer {name} ({type(module).__name__}) has no int8 TFLite mapping here.",
-                where=f"layer {name}",
-                fix="use the zoo's building blocks: QuantConv2d/QuantLinear + BatchNorm + QuantReLU, MaxPool2d, "
-                "AdaptiveAvgPool2d(1), residual blocks",
-            )
-        handler(walk, name, module)
-    if not lowered.layers or lowered.layers[-1].act_bits is not None or lowered.layers[-1].op != "fc":
+    if len(graph.graph.input) != 1 or len(graph.graph.output) != 1:
         raise TfliteConversionError(
-            f"{type(model).__name__} does not end in a classifier Linear.",
-            where="--model",
-            fix="end the model with a QuantLinear without activation",
+            "The graph has several inputs or outputs.", where="--model", fix="export with one input and one output"
         )
+    name = graph.graph.input[0].name
+    shape = [int(d) for d in graph.get_tensor_shape(name)[1:]]
+    input_shape = _nhwc(shape)
+    lowered = LoweredModel(input_shape)
+    walk = _Walk(graph, {}, lowered, widen_weights, int4_weights, {INPUT_NAME})
+    walk.values[name] = _Int8(INPUT_NAME, input_shape, np.float32(1.0), INT8_MIN, 0, 255)
+    table = lowering_table()
+    for node in graph.graph.node:
+        handler = table.get(node.op_type)
+        if handler is None:
+            raise _refuse(node, "has no int8 TFLite mapping")
+        result = handler(walk, node)
+        if isinstance(result, _Pending):
+            result = replace(result, tensor=node.output[0])
+        walk.values[node.output[0]] = result
+    output = graph.graph.output[0].name
+    final = walk.values.get(output)
+    if isinstance(final, _Pending) and final.kind == "compute":
+        final = _materialize_compute(walk, final, None, None)
+    if not isinstance(final, _Int8) or not lowered.layers or final.name != lowered.layers[-1].name:
+        raise TfliteConversionError(
+            f"The graph's output {output} is not an int8 tensor the writer computes last ({type(final).__name__}).",
+            where=f"output {output}",
+            fix="end the model with a linear / conv layer, a quantizer, or a sigmoid / tanh / softmax after them",
+        )
+    if final.nchw is not None:
+        raise TfliteConversionError(
+            f"The graph's output {output} is a flattened map in NCHW order.",
+            where=f"output {output}",
+            fix="end the model with a linear layer after the flatten",
+        )
+    lowered.input_scale = walk.input_scale
+    lowered.layers[-1].source = output
     return lowered

@@ -212,6 +212,9 @@ OP_SIGNATURES: dict[int, tuple[int, int, type, bool]] = {
     _OPS.RESHAPE: (2, 2, schema.ReshapeOptionsT, False),
     _OPS.QUANTIZE: (1, 1, schema.QuantizeOptionsT, False),
     _OPS.DEQUANTIZE: (1, 1, schema.DequantizeOptionsT, False),
+    _OPS.LOGISTIC: (1, 1, type(None), False),  # LOGISTIC and TANH have no options
+    _OPS.TANH: (1, 1, type(None), False),
+    _OPS.SOFTMAX: (1, 1, schema.SoftmaxOptionsT, True),
 }
 _MAX_WINDOW = 4096  # strides, dilations, pooling windows, paddings
 _MAX_TENSOR_ELEMENTS = 1 << 26  # one activation (batch 1); the SDK's largest are ~10^5
@@ -372,6 +375,14 @@ def _check_op(o: _Op) -> None:
             raise o.fail(f"input {xs} cannot be reshaped to {ys}")
         if x.type == _T.INT8:
             o.quantized(x, out)
+    elif o.code in (codes.LOGISTIC, codes.TANH, codes.SOFTMAX):
+        o.types(x, _T.INT8, role="input")
+        o.types(out, _T.INT8, role="output")
+        o.quantized(x, out)
+        if xs != ys or not xs or not all(xs):
+            raise o.fail(f"input {xs} and output {ys} differ in shape or are empty")
+        if o.code == codes.SOFTMAX and not (isinstance(options.beta, float) and 0 < options.beta < math.inf):
+            raise o.fail(f"beta {options.beta!r} is not a positive number")
     elif o.code in (codes.QUANTIZE, codes.DEQUANTIZE):
         quantize = o.code == codes.QUANTIZE
         o.types(x, *((_T.FLOAT32, _T.INT8) if quantize else (_T.INT8,)), role="input")

@@ -37,9 +37,8 @@ from typing import Any
 import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
-from torch import nn
 
-from sdk.data import INPUT_SCALE
+from targets.tflite.golden import FIXED_OUTPUT_QUANT
 from targets.tflite.lowering import INPUT_NAME, INT8_MIN, Layer, LoweredModel, TfliteConversionError, lower
 from targets.tflite.schema import FILE_IDENTIFIER, OP_NAMES, TYPE_NAMES
 
@@ -60,8 +59,12 @@ OP_VERSIONS = {
     OPS.RESHAPE: 1,
     OPS.PAD: 2,
     OPS.MINIMUM: 2,
+    OPS.MAXIMUM: 2,
     OPS.DEQUANTIZE: 2,
     OPS.QUANTIZE: 1,
+    OPS.LOGISTIC: 2,
+    OPS.TANH: 2,
+    OPS.SOFTMAX: 2,
 }
 INT4_OP_VERSIONS = {OPS.FULLY_CONNECTED: 10, OPS.CONV_2D: 7}
 
@@ -268,13 +271,18 @@ def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
 
 
 def _padding(g: _Graph, layer: Layer, x: int) -> tuple[int, int]:
-    """The TFLite padding mode equal to PyTorch's symmetric zero padding, with an explicit PAD where none is."""
-    kernel = layer.weights.shape[1]
+    """The TFLite padding mode equal to the graph's zero padding, with an explicit PAD where none is.
+
+    A max pool's SAME padding ignores the positions outside the map; its explicit PAD uses the zero point,
+    which the lowering allows only where that is int8's lowest value."""
+    kernel = layer.weights.shape[1:3] if layer.weights is not None else layer.kernel
+    span = [(k - 1) * d + 1 for k, d in zip(kernel, layer.dilation)]
     in_h, in_w = g.tensors[x].shape[1:3]
     top, bottom, left, right = layer.pads
     if not any(layer.pads):
         return x, schema.Padding.VALID
-    same_h, same_w = _same_padding(in_h, kernel, layer.stride), _same_padding(in_w, kernel, layer.stride)
+    same_h = _same_padding(in_h, span[0], layer.strides[0])
+    same_w = _same_padding(in_w, span[1], layer.strides[1])
     if same_h == (layer.shape[0], top, bottom) and same_w == (layer.shape[1], left, right):
         return x, schema.Padding.SAME
     source = g.tensors[x]
@@ -317,8 +325,8 @@ def _emit_compute(g: _Graph, layer: Layer, x: int, y: int) -> None:
             OPS.DEPTHWISE_CONV_2D,
         )
         options.depthMultiplier = 1
-    options.padding, options.strideH, options.strideW = padding, layer.stride, layer.stride
-    options.dilationHFactor = options.dilationWFactor = 1
+    options.padding, (options.strideH, options.strideW) = padding, layer.strides
+    options.dilationHFactor, options.dilationWFactor = layer.dilation
     options.fusedActivationFunction = _activation_fn(layer)
     g.op(code, [x, w, b], [y], kind, options, _version(code, layer))
 
@@ -327,14 +335,34 @@ def _version(code: int, layer: Layer) -> int:
     return INT4_OP_VERSIONS[code] if layer.weight_type == "int4" else OP_VERSIONS[code]
 
 
+def _emit_activation(g: _Graph, layer: Layer, x: int, y: int) -> None:
+    """LOGISTIC, TANH or SOFTMAX (beta 1, over the last axis), whose int8 kernels take one output quantization."""
+    scale, zero_point = FIXED_OUTPUT_QUANT[layer.op]
+    if np.float32(layer.scale) != np.float32(scale) or layer.zero_point != zero_point or layer.relu:
+        raise TfliteConversionError(
+            f"Layer {layer.name}: {layer.op} output at scale {layer.scale!r}, zero point {layer.zero_point}"
+            f"{' with a fused RELU' if layer.relu else ''}; TFLite's int8 kernel writes scale {scale!r}, "
+            f"zero point {zero_point}.",
+            where=f"layer {layer.name}",
+            fix="lower the layer with targets.tflite.golden.FIXED_OUTPUT_QUANT as its output quantization",
+        )
+    if layer.op == "softmax":
+        options = schema.SoftmaxOptionsT()
+        options.beta = 1.0
+        g.op(OPS.SOFTMAX, [x], [y], schema.BuiltinOptions.SoftmaxOptions, options)
+    else:
+        g.op(OPS.LOGISTIC if layer.op == "logistic" else OPS.TANH, [x], [y])
+
+
 def _emit(g: _Graph, layer: Layer, x: int, y: int) -> None:
     """The TFLite operator(s) computing `layer` from tensor x into tensor y."""
     if layer.op in ("fc", "conv", "dw"):
         _emit_compute(g, layer, x, y)
     elif layer.op in ("maxpool", "avgpool"):
+        x, padding = _padding(g, layer, x)
         options = schema.Pool2DOptionsT()
-        options.padding, options.strideH, options.strideW = schema.Padding.VALID, layer.stride, layer.stride
-        options.filterHeight = options.filterWidth = layer.kernel
+        options.padding, (options.strideH, options.strideW) = padding, layer.strides
+        options.filterHeight, options.filterWidth = layer.kernel
         options.fusedActivationFunction = schema.ActivationFunctionType.NONE
         code = OPS.MAX_POOL_2D if layer.op == "maxpool" else OPS.AVERAGE_POOL_2D
         g.op(code, [x], [y], schema.BuiltinOptions.Pool2DOptions, options)
@@ -361,6 +389,8 @@ def _emit(g: _Graph, layer: Layer, x: int, y: int) -> None:
             schema.BuiltinOptions.AddOptions,
             options,
         )
+    elif layer.op in FIXED_OUTPUT_QUANT:
+        _emit_activation(g, layer, x, y)
     else:
         raise TfliteConversionError(
             f"Layer {layer.name}: op {layer.op} has no TFLite emitter.",
@@ -369,23 +399,23 @@ def _emit(g: _Graph, layer: Layer, x: int, y: int) -> None:
         )
 
 
-def _add_clamp(g: _Graph, layer: Layer, x: int) -> None:
-    """MINIMUM with the int8 top of the a-bit range: same quantization on all three tensors."""
-    top = g.tensor(
-        f"{layer.name}/clamp_max",
+def _add_clamp(g: _Graph, layer: Layer, x: int, code: int, bound: int, y: int) -> None:
+    """MINIMUM / MAXIMUM with an int8 end of the a-bit range: same quantization on all three tensors."""
+    which = "clamp_max" if code == OPS.MINIMUM else "clamp_min"
+    limit = g.tensor(
+        f"{layer.name}/{which}",
         [1],
         schema.TensorType.INT8,
         _quant([layer.scale], [layer.zero_point]),
-        np.array([layer.clamp_max], dtype=np.int8),
+        np.array([bound], dtype=np.int8),
     )
-    y = g.activation(layer.name, layer.shape, layer.scale, layer.zero_point)
-    g.op(OPS.MINIMUM, [x, top], [y], schema.BuiltinOptions.MaximumMinimumOptions, schema.MaximumMinimumOptionsT())
+    g.op(code, [x, limit], [y], schema.BuiltinOptions.MaximumMinimumOptions, schema.MaximumMinimumOptionsT())
 
 
 def _build_graph(lowered: LoweredModel, float_input: bool, float_output: bool) -> tuple[_Graph, int, int, int]:
     """Returns the graph and the indices of its input, int8 logits and output tensors."""
     g = _Graph()
-    scale = float(np.float32(INPUT_SCALE))
+    scale = float(np.float32(lowered.input_scale))
     if float_input:
         graph_in = g.tensor(INPUT_NAME, [1] + lowered.input_shape, schema.TensorType.FLOAT32, None, batch_dim=True)
         x = g.activation(f"{INPUT_NAME}/int8", lowered.input_shape, scale, INT8_MIN)
@@ -395,12 +425,19 @@ def _build_graph(lowered: LoweredModel, float_input: bool, float_output: bool) -
         graph_in = g.activation(INPUT_NAME, lowered.input_shape, scale, INT8_MIN)
     for layer in lowered.layers:
         x = g.index[layer.inputs[0]]
-        if layer.clamp_max is None:
+        clamps = [(code, bound) for code, bound in ((OPS.MAXIMUM, layer.clamp_min), (OPS.MINIMUM, layer.clamp_max))]
+        clamps = [(code, bound) for code, bound in clamps if bound is not None]
+        if not clamps:
             _emit(g, layer, x, g.activation(layer.name, layer.shape, layer.scale, layer.zero_point))
-        else:
-            pre = g.activation(f"{layer.name}/pre_clamp", layer.shape, layer.scale, layer.zero_point)
-            _emit(g, layer, x, pre)
-            _add_clamp(g, layer, pre)
+            continue
+        pre = g.activation(f"{layer.name}/pre_clamp", layer.shape, layer.scale, layer.zero_point)
+        _emit(g, layer, x, pre)
+        for i, (code, bound) in enumerate(clamps):
+            last = i == len(clamps) - 1
+            name = layer.name if last else f"{layer.name}/clamped_low"
+            y = g.activation(name, layer.shape, layer.scale, layer.zero_point)
+            _add_clamp(g, layer, pre, code, bound, y)
+            pre = y
     logits = output = g.index[lowered.logits.name]
     if float_output:
         output = g.tensor(
@@ -502,9 +539,9 @@ def _metadata(card_like: dict[str, Any], lowered: LoweredModel) -> dict[str, Any
         "input_layout": layout,
         "normalisation": {
             "input": "uint8 pixel p",
-            "model_sees": "p / 255",
+            "model_sees": f"p * {lowered.input_scale:.9g}",
             "int8_input": "p - 128",
-            "scale": INPUT_SCALE,
+            "scale": lowered.input_scale,
             "zero_point": INT8_MIN,
         },
         "logits_scale": lowered.logits.scale,
@@ -512,40 +549,49 @@ def _metadata(card_like: dict[str, Any], lowered: LoweredModel) -> dict[str, Any
     }
 
 
+def load_graph(model: Any, card_like: dict[str, Any], workdir: Path) -> Any:
+    """The cleaned-up QONNX graph to lower: a QONNX file as it is, or a Brevitas module exported first (its
+    input shaped as card_like says: `input_shape` (C, H, W), `flatten` for an MLP)."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from sdk.onnx_guard import load_onnx_safely
+
+    if not isinstance(model, (str, Path)):
+        from sdk.export import export_module
+
+        shape = card_like.get("input_shape")
+        if not shape or len(shape) != 3:
+            raise TfliteConversionError(
+                f"The model card's input_shape is {shape!r}; the writer needs (C, H, W).",
+                where="model card input_shape",
+                fix="pass the card of the run the model was trained in",
+            )
+        flat = card_like.get("flatten", getattr(model, "flat_input", False))  # the zoo's MLPs say so themselves
+        example = (1, int(np.prod(shape))) if flat else (1, *shape)
+        model = export_module(model, example, workdir / "model.onnx").onnx_path
+    return ModelWrapper(load_onnx_safely(model, str(model)))
+
+
 def write_tflite(
-    model: nn.Module,
+    model: Any,
     card_like: dict[str, Any],
     path: Path | str,
-    logits_scale: float | None = None,
     float_input: bool = False,
     float_output: bool = True,
     widen_weights: bool = True,
     int4_weights: bool = False,
 ) -> TfliteInfo:
-    """Write `model` (a zoo model in eval mode) as an int8 .tflite at `path`, atomically.
+    """Write `model` (a QONNX file whose input is uint8 pixels, as the SDK deploys it, or a Brevitas module in
+    eval mode) as an int8 .tflite at `path`, atomically.
 
-    card_like needs `input_shape` (C, H, W) and `labels`. The input is int8 (p - 128),
-    flat for the MLPs and NHWC for the conv nets, unless float_input, which adds a
-    QUANTIZE of p / 255 in front.
+    card_like gives the `labels` (and, for a module, `input_shape` and `flatten`). The input is int8 (p - 128),
+    flat for an MLP and NHWC for a conv net, unless float_input, which adds a QUANTIZE of the scaled pixels in
+    front.
     """
     path = Path(path)
-    model.eval()
-    input_shape = card_like.get("input_shape")
-    if not input_shape or len(input_shape) != 3:
-        raise TfliteConversionError(
-            f"The model card's input_shape is {input_shape!r}; the writer needs (C, H, W).",
-            where="model card input_shape",
-            fix="pass the card of the run the model was trained in",
-        )
-    lowered = lower(model, input_shape, logits_scale, widen_weights, int4_weights, card_like.get("flatten"))
-    first = next(layer for layer in lowered.layers if layer.weights is not None)
-    if first.op == "fc" and first.inputs == [INPUT_NAME] and first.weights.shape[1] != lowered.input_shape[0]:
-        raise TfliteConversionError(
-            f"Input shape {input_shape} has {lowered.input_shape[0]} values; "
-            f"{first.name} takes {first.weights.shape[1]}.",
-            where="model card input_shape",
-            fix="pass the card of the run the model was trained in",
-        )
+    with tempfile.TemporaryDirectory(prefix="sdk-tflite-") as tmp:
+        graph = load_graph(model, card_like, Path(tmp))
+        lowered = lower(graph, widen_weights, int4_weights)
     return write_lowered(lowered, path, _metadata(card_like, lowered), float_input, float_output)
 
 
@@ -567,7 +613,7 @@ def write_lowered(
         len(payload),
         g.tensors[graph_in].name,
         lowered.input_shape,
-        float(np.float32(INPUT_SCALE)),
+        float(np.float32(lowered.input_scale)),
         INT8_MIN,
         g.tensors[logits].name,
         g.tensors[graph_out].name,
@@ -594,9 +640,11 @@ def expose_all_tensors(source: Path | str, target: Path | str) -> list[str]:
     return [graph.tensors[i].name.decode() for i in graph.outputs]
 
 
-def dequantized_logits(output: np.ndarray, logits_scale: float) -> np.ndarray:
-    """The graph output as float logits: float already (DEQUANTIZE in the graph), or int8 at zero point 0."""
-    return output if output.dtype == np.float32 else output.astype(np.float32) * np.float32(logits_scale)
+def dequantized_logits(output: np.ndarray, scale: float, zero_point: int = 0) -> np.ndarray:
+    """The graph output as floats: float already (DEQUANTIZE in the graph), or int8 codes at (scale, zero_point)."""
+    if output.dtype == np.float32:
+        return output
+    return ((output.astype(np.int32) - zero_point).astype(np.float32) * np.float32(scale)).astype(np.float32)
 
 
 def tflite_input(x_uint8: np.ndarray, input_shape: list[int]) -> np.ndarray:

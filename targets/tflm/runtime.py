@@ -163,7 +163,8 @@ def _load_error(path: Path, model: schema.ModelT, log: str) -> TflmError:
             where=f"{path} (ops: {ops})",
             fix="keep to the ops and types the SDK writer emits "
             "(int8 FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D, PAD, "
-            "MAX_POOL_2D, ADD, RESHAPE, MINIMUM, QUANTIZE, DEQUANTIZE; no int4 FULLY_CONNECTED); a Vela-compiled file "
+            "MAX_POOL_2D, ADD, RESHAPE, MINIMUM, QUANTIZE, DEQUANTIZE, LOGISTIC, TANH, SOFTMAX; no int4 "
+            "FULLY_CONNECTED); a Vela-compiled file "
             "needs the Ethos-U driver: run TFLM on the .tflite before Vela",
         )
     return TflmError(
