@@ -57,7 +57,7 @@ class SigmoidClassifier(nn.Module):
 def _eval(model: nn.Module) -> nn.Module:
     """Random but non-trivial BatchNorm statistics, so activations spread over their range."""
     for module in model.modules():
-        if isinstance(module, nn.BatchNorm1d):
+        if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
             module.running_mean.uniform_(-0.5, 0.5)
             module.running_var.uniform_(0.05, 0.2)
     return model.eval()
@@ -288,6 +288,31 @@ def test_an_lstm_is_refused_clearly():
     assert info.value.exit_code == 2 and info.value.fix
 
 
+class BranchyCNN(nn.Module):
+    """Two branches concatenated through one shared quantizer: a non-square kernel with a bias, a dilated conv, a
+    depthwise conv, signed 8-bit activations and a max pool, as an inception-style block is written."""
+
+    def __init__(self):
+        super().__init__()
+        from brevitas.nn import QuantConv2d, QuantIdentity
+
+        torch.manual_seed(17)
+        quant = {"weight_quant": Int8WeightPerTensorFloat, "weight_bit_width": 4}
+        self.stem = QuantConv2d(1, 8, (3, 5), padding=(1, 2), bias=True, **quant)
+        self.stem_bn = nn.BatchNorm2d(8)
+        self.stem_act = QuantReLU(bit_width=4)
+        self.dilated = QuantConv2d(8, 8, 3, padding=2, dilation=2, bias=False, **quant)
+        self.depthwise = QuantConv2d(8, 8, 3, padding=1, groups=8, bias=False, **quant)
+        self.shared = QuantIdentity(bit_width=8)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = QuantLinear(16 * 4 * 4, 10, bias=True, **quant)
+
+    def forward(self, x):
+        x = self.stem_act(self.stem_bn(self.stem(x)))
+        x = torch.cat([self.shared(self.dilated(x)), self.shared(self.depthwise(x))], dim=1)
+        return self.fc(self.pool(x).flatten(1))
+
+
 @pytest.mark.parametrize(
     ("model_class", "example"),
     [
@@ -295,10 +320,12 @@ def test_an_lstm_is_refused_clearly():
         (SoftmaxMLP, EXAMPLE),
         (KeywordSpotter, EXAMPLE),
         (MixedPrecisionMLP, EXAMPLE),
+        (BranchyCNN, torch.zeros(1, 1, 8, 8)),
     ],
 )
 def test_own_models_deploy_to_the_tflite_family_verified(tmp_path, model_class, example):
-    """Own layer names, odd widths, 3-bit weights, a softmax, a Conv1d, mixed precision: all lowered from the graph."""
+    """Own layer names, odd widths, 3-bit weights, a softmax, a Conv1d, mixed precision, concatenated branches: all
+    lowered from the graph."""
     results = deploy(_eval(model_class()), TFLITE_FAMILY, example_input=example, out=str(tmp_path / "t"), samples=50)
     for result in results:
         assert result.exit_code == 0, (result.package / "report.md").read_text()

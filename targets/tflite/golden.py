@@ -600,6 +600,12 @@ def _fused(options) -> int:
     return options.fusedActivationFunction if options else 0
 
 
+def concatenation(args: list[np.ndarray], ins: list[_Tensor], out: _Tensor, axis: int) -> np.ndarray:
+    """int8 CONCATENATION of tensors quantized alike (the writer requantizes none): raw values side by side."""
+    _check_same_quant([*ins, out], "CONCATENATION")
+    return np.concatenate(args, axis=axis)
+
+
 def _same_quant_op(name: str, compute: Callable) -> Callable:
     """An op whose int8 kernel moves raw values: its input and output must share one quantization."""
 
@@ -635,6 +641,7 @@ GOLDEN_OPS: dict[int, Callable] = {
     ),
     _BUILTIN.MINIMUM: _min_max(np.minimum),
     _BUILTIN.MAXIMUM: _min_max(np.maximum),
+    _BUILTIN.CONCATENATION: lambda op, ins, args, out, r: concatenation(args, ins, out, op.builtinOptions.axis),
     _BUILTIN.MAX_POOL_2D: _same_quant_op(
         "MAX_POOL_2D", lambda op, ins, args, out, r: max_pool(args[0], op.builtinOptions)
     ),

@@ -23,6 +23,7 @@ Every number comes from the graph; nothing is calibrated:
   Add         ADD of two int8 tensors, written at the quantizer that follows
   Reshape,    RESHAPE; a (C, H, W) map flattened for a Gemm has that Gemm's
   Flatten     columns reordered NCHW -> NHWC
+  Concat      CONCATENATION of int8 tensors quantized alike, along the channels
   Sigmoid,    int8 LOGISTIC / TANH / SOFTMAX at TFLite's fixed output scales
   Tanh,
   Softmax
@@ -61,7 +62,7 @@ FIXED_ACTIVATIONS: dict[str, tuple[str, float]] = {
 }
 SUPPORTED = (
     "Quant (2..8 bits), Conv (1-D / 2-D, depthwise), Gemm / MatMul, BatchNormalization, Relu, Mul / Add / Div by "
-    "constants, MaxPool, GlobalAveragePool / ReduceMean, Add, Reshape / Flatten, Sigmoid, Tanh, Softmax"
+    "constants, MaxPool, GlobalAveragePool / ReduceMean, Add, Concat, Reshape / Flatten, Sigmoid, Tanh, Softmax"
 )
 
 
@@ -69,7 +70,7 @@ SUPPORTED = (
 class Layer:
     """One operation of the int8 graph, with every number exactly as it is stored.
 
-    op: fc | conv | dw | maxpool | reshape | add | requant | logistic | tanh | softmax.
+    op: fc | conv | dw | maxpool | avgpool | reshape | add | concat | requant | logistic | tanh | softmax.
     Shapes leave out the batch: (H, W, C) or (features,).
     """
 
@@ -855,6 +856,29 @@ def _on_activation(walk: _Walk, node) -> _Int8:
     return walk.add(layer, low, high)
 
 
+def _on_concat(walk: _Walk, node) -> _Int8:
+    """Channels (or features) side by side: TFLite's int8 CONCATENATION moves raw values, so every part must be
+    quantized alike, as a shared quantizer makes them."""
+    parts = [walk.int8(node, i) for i in range(len(node.input))]
+    rank = len(walk.graph.get_tensor_shape(node.input[0]) or [])
+    if int(_attrs(node).get("axis", 1)) % max(rank, 1) != 1:
+        raise _refuse(node, "concatenates along an axis other than the channels / features")
+    first = parts[0]
+    if any(p.scale != first.scale or p.zero_point != first.zero_point for p in parts):
+        raise _refuse(
+            node,
+            "concatenates tensors quantized at different scales",
+            "quantize the concatenated tensors with one shared quantizer (e.g. one QuantIdentity applied to each)",
+        )
+    if any(p.shape[:-1] != first.shape[:-1] or p.nchw is not None for p in parts):
+        raise _refuse(node, f"concatenates tensors of shapes {[p.shape for p in parts]}")
+    shape = [*first.shape[:-1], sum(p.shape[-1] for p in parts)]
+    layer = Layer(
+        node.name, "concat", [p.name for p in parts], shape, float(first.scale), first.zero_point, source=node.output[0]
+    )
+    return walk.add(layer, min(p.low for p in parts), max(p.high for p in parts))
+
+
 def _on_bipolar(walk: _Walk, node) -> None:
     raise _refuse(
         node,
@@ -887,6 +911,7 @@ def lowering_table() -> dict[str, Callable[[_Walk, Any], Any]]:
         "Softmax": _on_activation,
         "Identity": lambda walk, node: walk.value(node),
         "BipolarQuant": _on_bipolar,
+        "Concat": _on_concat,
     }
 
 

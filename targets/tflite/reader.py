@@ -215,6 +215,7 @@ OP_SIGNATURES: dict[int, tuple[int, int, type, bool]] = {
     _OPS.LOGISTIC: (1, 1, type(None), False),  # LOGISTIC and TANH have no options
     _OPS.TANH: (1, 1, type(None), False),
     _OPS.SOFTMAX: (1, 1, schema.SoftmaxOptionsT, True),
+    _OPS.CONCATENATION: (2, 16, schema.ConcatenationOptionsT, True),
 }
 _MAX_WINDOW = 4096  # strides, dilations, pooling windows, paddings
 _MAX_TENSOR_ELEMENTS = 1 << 26  # one activation (batch 1); the SDK's largest are ~10^5
@@ -383,6 +384,18 @@ def _check_op(o: _Op) -> None:
             raise o.fail(f"input {xs} and output {ys} differ in shape or are empty")
         if o.code == codes.SOFTMAX and not (isinstance(options.beta, float) and 0 < options.beta < math.inf):
             raise o.fail(f"beta {options.beta!r} is not a positive number")
+    elif o.code == codes.CONCATENATION:
+        parts = [o.t(i) for i in range(len(o.inputs))]
+        for tensor in (*parts, out):
+            o.types(tensor, _T.INT8, role="input" if tensor is not out else "output")
+        o.quantized(*parts, out)
+        shapes = [_shape(t) for t in parts]
+        axis = options.axis % len(ys) if ys and -len(ys) <= options.axis < len(ys) else None
+        if axis is None or any(len(s) != len(ys) for s in shapes):
+            raise o.fail(f"axis {options.axis} does not fit inputs {shapes} and output {ys}")
+        others = [[d for i, d in enumerate(s) if i != axis] for s in (*shapes, ys)]
+        if any(rest != others[-1] for rest in others) or sum(s[axis] for s in shapes) != ys[axis]:
+            raise o.fail(f"inputs {shapes} do not concatenate to {ys} along axis {axis}")
     elif o.code in (codes.QUANTIZE, codes.DEQUANTIZE):
         quantize = o.code == codes.QUANTIZE
         o.types(x, *((_T.FLOAT32, _T.INT8) if quantize else (_T.INT8,)), role="input")

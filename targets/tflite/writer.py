@@ -60,6 +60,7 @@ OP_VERSIONS = {
     OPS.PAD: 2,
     OPS.MINIMUM: 2,
     OPS.MAXIMUM: 2,
+    OPS.CONCATENATION: 2,
     OPS.DEQUANTIZE: 2,
     OPS.QUANTIZE: 1,
     OPS.LOGISTIC: 2,
@@ -377,6 +378,12 @@ def _emit(g: _Graph, layer: Layer, x: int, y: int) -> None:
         options = schema.ReshapeOptionsT()
         options.newShape = [-1] + layer.shape
         g.op(OPS.RESHAPE, [x, shape], [y], schema.BuiltinOptions.ReshapeOptions, options)
+    elif layer.op == "concat":
+        options = schema.ConcatenationOptionsT()
+        options.axis = len(layer.shape)  # the channels (or features), last after the batch
+        options.fusedActivationFunction = schema.ActivationFunctionType.NONE
+        parts = [g.index[name] for name in layer.inputs]
+        g.op(OPS.CONCATENATION, parts, [y], schema.BuiltinOptions.ConcatenationOptions, options)
     elif layer.op == "requant":
         g.op(OPS.QUANTIZE, [x], [y], schema.BuiltinOptions.QuantizeOptions, schema.QuantizeOptionsT())
     elif layer.op == "add":
