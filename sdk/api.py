@@ -12,7 +12,6 @@ checked against itself, on the way.
 
 from __future__ import annotations
 
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from sdk.errors import ConfigError
+from sdk.scratch import scratch_dir
 
 
 @contextmanager
@@ -44,7 +44,7 @@ def _as_model_path(model: Any, example_input: Any):
         )
     from sdk.export import export_module
 
-    with tempfile.TemporaryDirectory(prefix="sdk-module-") as tmp:
+    with scratch_dir("module") as tmp:
         exported = export_module(model, example_input, Path(tmp) / "model.qonnx.onnx")
         yield str(exported.onnx_path), model
 

@@ -8,7 +8,6 @@ target adapter, then commit the package atomically. The adapter does the flow.
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from sdk.data import load_dataset, load_samples
 from sdk.errors import CheckpointError, ConfigError, DatasetError, InternalError, SDKError
 from sdk.package import PackageBuilder, check_output_path, sha256_file, tool_versions
 from sdk.report import REPORT_JSON, REPORT_MD, kib, percent
+from sdk.scratch import scratch_dir
 from targets.base import finite_positive, parse_options
 from targets.registry import get_target
 
@@ -312,7 +312,7 @@ def check(config: DeployConfig, qat_model: Any = None) -> None:
     config.validate()
     choice = choose_target(config.target)
     parse_options(choice.target, config.flow_options(), choice.board)
-    with tempfile.TemporaryDirectory(prefix="sdk-check-") as tmp:
+    with scratch_dir("check") as tmp:
         # no samples, no QAT outputs: the check only needs the graph (and the QAT model, for the TFLite writer)
         resolved = resolve_model(config.model, Path(tmp), config.input_scale)
         choice.target.check(
@@ -338,7 +338,7 @@ def deploy(
     final_dir = config.package_dir(choice)
     check_output_path(final_dir)  # a file, a foreign folder, a read-only parent or a running deploy: before long work
     with (
-        tempfile.TemporaryDirectory(prefix="sdk-deploy-") as tmp,
+        scratch_dir("deploy") as tmp,
         Progress(
             SpinnerColumn(),
             TextColumn("[bold]{task.description}"),
@@ -415,7 +415,7 @@ def deploy_many(
     for choice in choices:
         check_output_path(base / choice.folder)
     results = []
-    with tempfile.TemporaryDirectory(prefix="sdk-deploy-model-") as tmp:
+    with scratch_dir("deploy-model") as tmp:
         prepared = prepare_model(config, Path(tmp), qat_model)  # exported, sampled and run once for all boards
         for name, choice in zip(names, choices):
             single = replace(config, target=name, out=str(base / choice.folder))

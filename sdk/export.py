@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from sdk.errors import CheckpointError, ExportError
 from sdk.onnx_guard import load_onnx_safely
 from sdk.package import sha256_file
 from sdk.qat import CHECKPOINT_NAME, TrainConfig, check_out_dir, load_checkpoint, model_input, read_metrics
+from sdk.scratch import scratch_dir
 
 CARD_FORMAT = "sdk-model-card/1"
 # Floats may differ by accumulation order between PyTorch and onnxruntime. Up to
@@ -248,7 +248,7 @@ def _export_checked(
 
     graph_shape = card["input"]["shape"]
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=f".{out_path.name}.") as tmp:
+    with scratch_dir("export", out_path.parent, hidden=True) as tmp:
         tmp_onnx = Path(tmp) / "model.onnx"
         wrapped = _ScaledInput(model).eval()
         chatter = io.StringIO()  # torch.onnx prints progress to stdout; keep stdout for --json

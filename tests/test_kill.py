@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,9 +55,10 @@ KILL_POINTS: list[tuple[str, Ready, str | None]] = [
 ]
 
 
-def _kill_at(command: list[str], out: Path, ready: Ready, lock_seen: list[int]) -> str:
+def _kill_at(command: list[str], out: Path, ready: Ready, lock_seen: list[int], scratch: Path) -> str:
     inode = out.stat().st_ino if out.exists() else -1
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, env=env)
     began = time.monotonic()
     try:
         while proc.poll() is None and not ready(out, time.monotonic() - began, inode):
@@ -79,15 +81,17 @@ def _kill_at(command: list[str], out: Path, ready: Ready, lock_seen: list[int]) 
     return f"{time.monotonic() - began:.2f} s"
 
 
-def test_a_killed_deploy_leaves_a_whole_package_and_the_next_one_cleans_up(tfc_run, tmp_path):
+def test_a_killed_deploy_leaves_a_whole_package_and_the_next_one_cleans_up(tfc_run, tmp_path, monkeypatch):
     out = tmp_path / "deploys" / "pkg"
+    scratch = tmp_path / "scratch"  # the killed deploys' temp folder (TMPDIR)
+    scratch.mkdir()
     deploy(DeployConfig(target="tflite", model=str(tfc_run), out=str(out), samples=OLD_SAMPLES), progress=False)
     old_identity = verify_package(out)["identity_sha256"]
     command = [sys.executable, "-m", "sdk", "deploy", "--target", "tflite", "--model", str(tfc_run)]
     command += ["--out", str(out), "--samples", str(NEW_SAMPLES), "--json"]
     lock_seen: list[int] = []
     for name, ready, expected in KILL_POINTS:
-        when = _kill_at(command, out, ready, lock_seen)
+        when = _kill_at(command, out, ready, lock_seen, scratch)
         hidden = {p.name.rsplit("-", 1)[0] for p in out.parent.iterdir() if p.name != out.name}
         print(f"killed {name} at {when}: beside --out {sorted(hidden)}")
         assert hidden <= {".pkg.lock", ".pkg.tmp", ".pkg.new", ".pkg.old"}, (name, hidden)
@@ -102,8 +106,11 @@ def test_a_killed_deploy_leaves_a_whole_package_and_the_next_one_cleans_up(tfc_r
         elif expected == "new":
             assert samples == NEW_SAMPLES and manifest["identity_sha256"] != old_identity, (name, when)
     assert lock_seen, "no kill point found the deploy writing"
+    assert any(p.name.startswith("sdk-deploy-") for p in scratch.iterdir())  # kill -9 leaves scratch behind
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # the next deploy runs with the same TMPDIR
     result = deploy(
         DeployConfig(target="tflite", model=str(tfc_run), out=str(out), samples=NEW_SAMPLES), progress=False
     )
     assert result.verified and verify_package(out)["deploy_config"]["samples"] == NEW_SAMPLES
     assert sorted(p.name for p in out.parent.iterdir()) == ["pkg"]  # no hidden folder, no lock file
+    assert list(scratch.iterdir()) == []  # the dead deploys' scratch folders are gone

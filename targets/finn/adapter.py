@@ -12,7 +12,6 @@ Package contents:
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from sdk.export import tie_samples
 from sdk.onnx_guard import load_onnx_safely
 from sdk.package import PackageBuilder
 from sdk.report import Report, Table, bar_plot, utilisation_plot, verification_table
+from sdk.scratch import scratch_dir
 from sdk.verify import (
     Check,
     Verification,
@@ -151,7 +151,7 @@ class FinnTarget:
 
     def simulate(self, package: Path, card: dict[str, Any], x: np.ndarray) -> SimulatedOutputs:
         """The packaged accelerator and its host ops on a batch, in the bit-exact simulator."""
-        with tempfile.TemporaryDirectory(prefix="sdk-sim-") as tmp:
+        with scratch_dir("sim") as tmp:
             prepare_finn(Path(tmp))
             parent, dataflow = _load_onnx(package / PARENT_NAME), _load_onnx(package / DATAFLOW_NAME)
             outputs = simulate_parent(parent, dataflow, graph_input(card, x)).output

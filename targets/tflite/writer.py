@@ -38,6 +38,7 @@ import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
+from sdk.scratch import scratch_dir
 from targets.tflite.golden import FIXED_OUTPUT_QUANT
 from targets.tflite.lowering import INPUT_NAME, INT8_MIN, Layer, LoweredModel, TfliteConversionError, lower
 from targets.tflite.schema import FILE_IDENTIFIER, OP_NAMES, TYPE_NAMES
@@ -596,7 +597,7 @@ def write_tflite(
     front.
     """
     path = Path(path)
-    with tempfile.TemporaryDirectory(prefix="sdk-tflite-") as tmp:
+    with scratch_dir("tflite") as tmp:
         graph = load_graph(model, card_like, Path(tmp))
         lowered = lower(graph, widen_weights, int4_weights)
     return write_lowered(lowered, path, _metadata(card_like, lowered), float_input, float_output)
