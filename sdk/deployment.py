@@ -207,7 +207,17 @@ def verification_samples(card: dict[str, Any], count: int | None, data: str | No
     if not spec:
         x = np.random.default_rng(RANDOM_SEED).integers(0, 256, size=(count, *shape), dtype=np.uint8)
         return Samples(x, None, f"{count:,} random inputs (no labels: accuracy not measured)")
-    dataset = load_dataset(spec["name"], seed=spec["seed"], image_size=spec["image_size"])
+    try:
+        dataset = load_dataset(spec["name"], seed=spec["seed"], image_size=spec["image_size"])
+    except SDKError as exc:  # the card's own seed / image size / data set name: say so, not as an option
+        if not str(exc.where or "").startswith("--"):
+            raise
+        field = exc.where.removeprefix("--").replace("-", "_")
+        raise CheckpointError(
+            f"The model card's dataset.{field} is not usable: {exc.what}",
+            where="model card, dataset",
+            fix="export the model again with `sdk export RUN`, or pass your samples with --data",
+        ) from exc
     if spec.get("fingerprint") and dataset.fingerprint() != spec["fingerprint"]:
         raise CheckpointError(
             f"The data set '{spec['name']}' differs from the one the model was trained on.",

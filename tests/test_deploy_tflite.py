@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sdk.deployment import DeployConfig, comparison_rows, deploy, deploy_many
-from sdk.errors import ConfigError
+from sdk.errors import ConfigError, SDKError
 from sdk.qat import TrainConfig, train
 from targets.tflite.lowering import TfliteConversionError
 from targets.tflm.runtime import ModelTooLargeError
@@ -271,3 +271,16 @@ def test_float_io_is_selectable(tfc_run, tmp_path):
     assert (
         ints.verified and info["tensors"][0]["dtype"] == "INT8" and "DEQUANTIZE" not in [op["op"] for op in info["ops"]]
     )
+
+
+@pytest.mark.parametrize(("field", "value"), [("seed", -1), ("image_size", 0)])
+def test_a_bad_card_dataset_field_is_named_as_the_card_field(tfc_export, tmp_path, field, value):
+    card = json.loads(tfc_export.with_suffix(".json").read_text())
+    card["dataset"][field] = value
+    model = tmp_path / "m.qonnx.onnx"
+    model.write_bytes(tfc_export.read_bytes())
+    model.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(SDKError) as info:
+        deploy(DeployConfig(target="tflite", model=str(model), out=str(tmp_path / "o")), progress=False)
+    assert f"dataset.{field}" in info.value.what and info.value.where == "model card, dataset"
+    assert not (tmp_path / "o").exists()
