@@ -1,23 +1,22 @@
-"""Write an int8 .tflite file straight from a Brevitas QAT model, with no converter.
+"""Write an int8 .tflite file from a QONNX graph (or a Brevitas module exported to one), with no converter.
 
 Converters re-calibrate; writing the flatbuffer with LiteRT's own object API
-(`ai_edge_litert.schema_py_generated`) is how the QAT scales survive. fold.py
-turns the model into integer layers (what each number is, and why); this module
-lays them out as TFLite tensors and operators:
+(`ai_edge_litert.schema_py_generated`) is how the QAT scales survive.
+lowering.py turns the graph into integer layers (what each number is, and
+why); this module lays them out as TFLite tensors and operators:
 
   fc        FULLY_CONNECTED (per-channel weights, int32 bias), fused RELU
-  conv/dw   CONV_2D / DEPTHWISE_CONV_2D, SAME or VALID padding where it equals
-            PyTorch's symmetric zero padding, else an explicit PAD (int8 pads with
-            the zero point, i.e. real 0) and VALID
-  a < 8     MINIMUM with the int8 constant -128 + 2^a - 1 after the op: TFLite has
-            no fused clamp for an arbitrary a-bit top, and MINIMUM on tensors of
-            identical quantization compares raw integers (no rounding of its own)
-  maxpool   MAX_POOL_2D;  avgpool  AVERAGE_POOL_2D (input and output quantized alike,
-            so it rounds the mean at the input scale: fold.lower uses a depthwise
-            conv instead where Brevitas requantizes the mean);  reshape  RESHAPE;
-            add  ADD;  requant  QUANTIZE int8 -> int8
-  I/O       int8 input (p - 128) or, with float_input, a QUANTIZE of p / 255 in
-            front; int8 logits, plus a DEQUANTIZE to float with float_output
+  conv/dw   CONV_2D / DEPTHWISE_CONV_2D with strides and dilation, SAME or VALID
+            padding where it equals the graph's zero padding, else an explicit PAD
+            (int8 pads with the zero point, i.e. real 0) and VALID
+  clamps    MINIMUM / MAXIMUM with the int8 ends of an a-bit range after the op:
+            TFLite has no fused clamp for an arbitrary range, and MINIMUM / MAXIMUM
+            on tensors of identical quantization compare raw integers
+  maxpool   MAX_POOL_2D;  avgpool  AVERAGE_POOL_2D (hand-made graphs only);
+            reshape  RESHAPE;  add  ADD;  concat  CONCATENATION;  requant  QUANTIZE
+            int8 -> int8;  logistic / tanh / softmax  LOGISTIC / TANH / SOFTMAX
+  I/O       int8 input (p - 128) or, with float_input, a QUANTIZE of the scaled
+            pixels in front; int8 output, plus a DEQUANTIZE to float with float_output
 
 Weights of 2..8 bits are stored as int8, or with int4_weights (at most 4 bits)
 packed two per byte as INT4 in FULLY_CONNECTED and CONV_2D (LiteRT runs them;
@@ -49,7 +48,7 @@ METADATA_NAME = "sdk_info"
 LOGITS_FLOAT_NAME = "logits_float"
 OPS = schema.BuiltinOperator
 # The lowest version of each op that covers its int8 use (LiteRT's tools/versioning/op_version.cc);
-# int4 weights need FULLY_CONNECTED 10 and CONV_2D 7 (depthwise weights stay int8, see fold.lower).
+# int4 weights need FULLY_CONNECTED 10 and CONV_2D 7 (depthwise weights stay int8, see lowering._storage).
 OP_VERSIONS = {
     OPS.FULLY_CONNECTED: 4,
     OPS.CONV_2D: 3,
