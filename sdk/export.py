@@ -433,6 +433,27 @@ def qonnx_tensors(onnx_path: Path | str, x_uint8: np.ndarray, flat: bool, names:
     return {name: np.concatenate(parts) for name, parts in chunks.items() if parts}
 
 
+def activation_codes(onnx_path: Path | str, x_uint8: np.ndarray, flat: bool) -> list[tuple[str, np.ndarray]]:
+    """Every activation quantizer of a QONNX graph on a batch, in graph order: (its node, its integer codes per
+    sample, channels last as a dataflow accelerator streams them). What a flow's layers are matched against to
+    find where an artifact first parts from the source model."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    model = ModelWrapper(load_onnx_safely(onnx_path, str(onnx_path)))
+    quants = [n for n in model.graph.node if n.op_type == "Quant" and model.get_initializer(n.input[0]) is None]
+    values = qonnx_tensors(onnx_path, x_uint8, flat, [n.output[0] for n in quants])
+    codes = []
+    for node in quants:
+        scale, zero = model.get_initializer(node.input[1]), model.get_initializer(node.input[2])
+        if scale is None or zero is None:
+            continue
+        level = np.rint(values[node.output[0]] / scale + zero)
+        if level.ndim == 4:
+            level = level.transpose(0, 2, 3, 1)
+        codes.append((node.name, level.reshape(len(level), -1).astype(np.int64)))
+    return codes
+
+
 TIE_ULPS = 64  # how close to a rounding boundary counts as a tie: float32 ulps of the value's magnitude
 
 

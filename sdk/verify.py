@@ -25,6 +25,7 @@ class Check:
     first_difference: str | None = None
     mismatch_rate: float = 0.0
     ties: int = 0  # samples that differ only where the reference sits on a rounding tie (reported, not failures)
+    first_sample: int | None = None  # the first sample that failed, where the check compares per sample
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -136,6 +137,7 @@ def _output_check(name: str, mismatch: np.ndarray, ties: np.ndarray | None, deta
         first_difference="network output" if bad.any() else None,
         mismatch_rate=float(bad.mean()),
         ties=int(tied.sum()),
+        first_sample=int(np.argmax(bad)) if bad.any() else None,
     )
 
 

@@ -76,3 +76,36 @@ def test_a_tflite_file_with_one_weight_changed_fails_naming_the_tensor(tfc_run, 
     assert code == 1 and result["verified"] is False
     failed = [c for c in report["data"]["verification"]["checks"] if not c["passed"]]
     assert failed and failed[0]["first_difference"] == changed["tensor"]
+
+
+def test_an_accelerator_that_parts_from_the_qat_model_is_failed_at_the_first_differing_layer(
+    tfc_run, tmp_path, monkeypatch
+):
+    """Weights changed in the second HW layer before FINN's own execution is taken: simulator and FINN agree with
+    each other, only the QAT comparison can catch it, and it names that layer, not just the network output."""
+    from qonnx.core.datatype import DataType
+    from qonnx.custom_op.registry import getCustomOp
+
+    from targets.finn import steps
+
+    def change_the_second_layer(model, cfg):
+        node = [n for n in model.graph.node if n.op_type.startswith("MVAU")][1]
+        weights = model.get_initializer(node.input[1]).copy()
+        weights[:, :8] = DataType[getCustomOp(node).get_nodeattr("weightDataType")].max()
+        model.set_initializer(node.input[1], weights)
+        return model
+
+    position = steps.STEP_NAMES.index("check_mapping")
+    changed = [*steps.STEPS[:position], ("change_layer", "change the second layer", change_the_second_layer)]
+    monkeypatch.setattr(steps, "STEPS", changed + steps.STEPS[position:])
+    monkeypatch.setattr(steps, "STEP_NAMES", [name for name, _, _ in steps.STEPS])
+
+    code, result = _deploy("pynq-z2", tfc_run, tmp_path / "finn")
+    report = json.loads((tmp_path / "finn" / "report.json").read_text())
+    assert code == 1 and result["verified"] is False
+    checks = {c["name"]: c for c in report["data"]["verification"]["checks"]}
+    assert checks["simulator = FINN python execution, every layer"]["passed"]
+    failed = [c for c in checks.values() if not c["passed"]]
+    assert failed[0]["first_difference"].startswith("MVAU") and failed[0]["first_difference"].endswith("_1"), failed
+    assert f"sample: {failed[0]['first_sample']}" in failed[0]["detail"]
+    assert "first parts from the QAT model at " + failed[0]["first_difference"] in failed[0]["detail"]

@@ -21,7 +21,7 @@ import numpy as np
 
 from sdk.boards import Board
 from sdk.errors import ConfigError, ExportError, PackageError, SDKError
-from sdk.export import tie_samples
+from sdk.export import activation_codes, tie_samples
 from sdk.onnx_guard import load_onnx_safely
 from sdk.package import PackageBuilder
 from sdk.report import Report, Table, bar_plot, utilisation_plot, verification_table
@@ -70,6 +70,31 @@ class FinnOptions:
             raise ConfigError(
                 f"--max-util must be in (0, 1], got {self.max_util}.", where="--max-util", fix="e.g. --max-util 0.8"
             )
+
+
+def first_parting_layer(
+    layers: list[tuple[str, np.ndarray]], quantizers: list[tuple[str, np.ndarray]], sample: int
+) -> str | None:
+    """The first accelerator layer whose output differs from the QAT model on `sample`.
+
+    Layers and the QONNX graph's activation quantizers are paired in order: each layer takes the next quantizer
+    with as many values per sample (a sliding window or a pool has none and is passed over, as is a layer that
+    only passes its input on). Codes may differ by a constant offset (FINN may shift signed codes). None when
+    every paired layer agrees on that sample."""
+    start, previous = 0, None
+    for name, output in layers:
+        flat = output.reshape(len(output), -1)
+        if previous is not None and previous.shape == flat.shape and np.array_equal(previous, flat):
+            continue
+        previous = flat
+        k = next((k for k in range(start, len(quantizers)) if quantizers[k][1].shape == flat.shape), None)
+        if k is None:
+            continue
+        start = k + 1
+        diff = flat - quantizers[k][1]
+        if not np.all(diff[sample] == int(np.median(diff))):
+            return name
+    return None
 
 
 def _load_onnx(path: Path):
@@ -215,6 +240,16 @@ class FinnTarget:
                     first_difference=result.dataflow.overflows[0].split(":")[0],
                 )
             )
+        failed = next((c for c in verification.checks if not c.passed and c.first_sample is not None), None)
+        if failed is not None:
+            parting = first_parting_layer(
+                [(node.name, result.dataflow.intermediates[node.output[0]]) for node in layers],
+                activation_codes(request.model_path, request.x, request.card["input"]["flatten"]),
+                failed.first_sample,
+            )
+            if parting is not None:
+                failed.first_difference = parting
+                failed.detail += f"; on that sample the accelerator first parts from the QAT model at {parting}"
         threshold = binary_threshold(request.reference)
         verification.accuracy = {
             "accelerator": accuracy(result.output, request.y, threshold),
