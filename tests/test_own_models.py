@@ -337,3 +337,31 @@ def test_a_residual_sum_without_a_quantizer_is_refused_by_the_tflite_writer_nami
         deploy(_eval(OwnResidualCNN()), "tflite", example_input=torch.zeros(1, 1, 8, 8), out=str(tmp_path / "t"))
     assert "Add_0" in info.value.what and "quantizer" in info.value.fix and info.value.exit_code == 2
     assert not (tmp_path / "t").exists()
+
+
+def _old_style(path) -> None:
+    """Rewrite an export the way older exporters wrote graphs: every initializer also a graph input, no shapes."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    listed = {i.name for i in graph.input}
+    for init in (init for init in graph.initializer if init.name not in listed):
+        graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    del graph.value_info[:]
+    onnx.save(model, str(path))
+
+
+def test_an_old_style_qonnx_export_deploys_to_an_fpga_and_the_tflite_family(tmp_path):
+    model = _eval(OddMLP())
+    path = tmp_path / "old.onnx"
+    _user_qonnx(model, EXAMPLE, path)
+    _old_style(path)
+    import onnx
+
+    assert len(onnx.load(str(path)).graph.input) > 1  # the initializers are listed as inputs
+    results = deploy(
+        str(path), "pynq-z2,tflite,stm32f746g-disco", out=str(tmp_path / "o"), samples=40, input_scale=1 / 255
+    )
+    assert [r.exit_code for r in results] == [0, 0, 0], [r.summary for r in results]
