@@ -126,7 +126,8 @@ class ResolvedModel:
 def resolve_model(model: str, workdir: Path, input_scale: float | None = None) -> ResolvedModel:
     """A run folder is exported (and checked) on the fly; a QONNX file is taken with its model card where one lies
     beside it, else with a card read off the graph (see sdk.export.card_from_graph)."""
-    from sdk.export import card_from_graph, card_path_for, export_run, read_card
+    from sdk.export import card_from_graph, card_path_for, read_card
+    from sdk.export_cache import export_run_cached
     from sdk.onnx_guard import load_onnx_safely
     from sdk.qat import CHECKPOINT_NAME, load_checkpoint
 
@@ -138,7 +139,7 @@ def resolve_model(model: str, workdir: Path, input_scale: float | None = None) -
                 where="--model",
                 fix="pass a folder written by `sdk train`, or a QONNX file from `sdk export`",
             )
-        exported = export_run(path, workdir / "model.qonnx.onnx")
+        exported = export_run_cached(path, workdir / "model.qonnx.onnx")
         return ResolvedModel(exported.onnx_path, exported.card, load_checkpoint(path)[0])
     if not path.is_file():
         raise CheckpointError(

@@ -7,6 +7,7 @@ are marked slow; `fresh_tfc_run` trains one, once per test run, for the tests th
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,15 @@ import pytest
 from sdk.export import export_run
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def export_cache(tmp_path_factory):
+    """Deploys cache their exports in a folder of this test run, not in the user's ~/.cache (subprocesses too)."""
+    os.environ["SDK_CACHE_DIR"] = str(tmp_path_factory.mktemp("export-cache"))
+    return Path(os.environ["SDK_CACHE_DIR"])
+
+
 TFC_RUN = FIXTURES / "tfc_w2a2_digits"
 
 
