@@ -8,6 +8,7 @@ target adapter, then commit the package atomically. The adapter does the flow.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -359,15 +360,19 @@ def deploy(
         ) as bar,
     ):
         task = bar.add_task(f"{board.name}: load model and samples")
+        steps = [("load model and samples", time.perf_counter())]
         request = _request(config, choice, Path(tmp), prepared or prepare_model(config, Path(tmp), qat_model))
 
         def step(message: str) -> None:
+            steps.append((message, time.perf_counter()))
             bar.update(task, description=f"{board.name}: {message}")
 
         with PackageBuilder(final_dir) as pkg:
             outcome = target.build(request, pkg, step)
             pkg.add_file("model.qonnx.onnx", request.model_path)
             pkg.write_json("model.qonnx.json", request.card)
+            step("write report")
+            _add_step_times(outcome.report, steps)
             write_report(pkg, outcome.report)
             step("commit package")
             tools = list(dict.fromkeys([*CORE_TOOL_PACKAGES, *target.tool_packages]))
@@ -391,6 +396,15 @@ def deploy(
     return DeployResult(
         board.name, choice.flow, final_dir, outcome.verification.passed, outcome.summary, outcome.messages
     )
+
+
+def _add_step_times(report, steps: list[tuple[str, float]]) -> None:
+    """Seconds per deploy step (each from its progress message to the next), in report.json and report.md."""
+    from sdk.report import Table
+
+    times = [(label, round(end - start, 3)) for (label, start), (_, end) in zip(steps, steps[1:])]
+    report.data["deploy_steps"] = [{"step": label, "seconds": seconds} for label, seconds in times]
+    report.tables.append(Table("Time per step (seconds)", ["step", "seconds"], [list(t) for t in times]))
 
 
 def _card_hash(card: dict[str, Any]) -> str:

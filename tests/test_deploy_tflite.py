@@ -284,3 +284,10 @@ def test_a_bad_card_dataset_field_is_named_as_the_card_field(tfc_export, tmp_pat
         deploy(DeployConfig(target="tflite", model=str(model), out=str(tmp_path / "o")), progress=False)
     assert f"dataset.{field}" in info.value.what and info.value.where == "model card, dataset"
     assert not (tmp_path / "o").exists()
+
+
+def test_the_report_gives_the_seconds_of_each_deploy_step(tfc_run, tmp_path):
+    deploy(DeployConfig(target="tflite", model=str(tfc_run), out=str(tmp_path / "t"), samples=10), progress=False)
+    steps = json.loads((tmp_path / "t" / "report.json").read_text())["data"]["deploy_steps"]
+    assert [s["step"] for s in steps][:2] == ["load model and samples", "write int8 .tflite from the QONNX graph"]
+    assert all(s["seconds"] >= 0 for s in steps) and "Time per step" in (tmp_path / "t" / "report.md").read_text()

@@ -167,7 +167,7 @@ class TfliteFamilyTarget:
 
     def build(self, request: BuildRequest, pkg: PackageBuilder, progress: Callable[[str], None]) -> BuildOutcome:
         float_input, float_output, int4 = self.resolve_io(request.options, request.board)
-        progress("write int8 .tflite from the QAT scales")
+        progress("write int8 .tflite from the QONNX graph")
         path = pkg.path(MODEL_NAME)
         info = write_tflite(
             request.model_path,
