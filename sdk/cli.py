@@ -372,6 +372,11 @@ def _deploy_options(func):
 )
 @click.option("--require-bitfile", is_flag=True, help="Fail when no bitfile can be built (no Vivado / Vitis HLS).")
 @click.option(
+    "--rtlsim",
+    is_flag=True,
+    help="FPGA: prefer RTL layers and run each one's generated Verilog in Verilator on the samples (bit-exact).",
+)
+@click.option(
     "--io",
     type=click.Choice(["int8", "float"]),
     default=None,
@@ -382,7 +387,20 @@ def _deploy_options(func):
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def deploy(
-    target, model, input_scale, out, fps, max_util, clock_mhz, data, samples, require_bitfile, io, int4_weights, as_json
+    target,
+    model,
+    input_scale,
+    out,
+    fps,
+    max_util,
+    clock_mhz,
+    data,
+    samples,
+    require_bitfile,
+    rtlsim,
+    io,
+    int4_weights,
+    as_json,
 ):
     """Build, verify and package MODEL for one board or several.
 
@@ -401,6 +419,7 @@ def deploy(
         data=data,
         samples=samples,
         require_bitfile=require_bitfile,
+        rtlsim=rtlsim,
         io=io,
         int4_weights=int4_weights,
     )

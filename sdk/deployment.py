@@ -51,6 +51,7 @@ class DeployConfig:
     fps: float | None = _flow_option()  # throughput target in frames/s (FINN's SetFolding); None: fit the board
     max_util: float = _flow_option(0.8)  # fit search: cap on LUT, BRAM18, URAM and DSP utilisation (0..1]
     require_bitfile: bool = _flow_option(False)  # fail when no bitfile can be built (no Vivado)
+    rtlsim: bool = _flow_option(False)  # FPGA: run each RTL layer's generated Verilog in Verilator on the samples
     # ... and the TFLite family
     io: str | None = _flow_option()  # "int8" or "float" model input/output; None: the flow's default
     int4_weights: bool = _flow_option(False)  # int4 weights where the runtime runs them, else refuse (exit 2)

@@ -437,3 +437,59 @@ def test_streaming_layers_chained_in_rtl_equal_numpy_kernels(board, cache_dir, t
         assert len(x) * beats <= result.cycles <= 1.25 * len(x) * max(beats, result.exp_cycles) + 64, node.name
         stream = result.output  # the next layer reads what this layer's RTL produced
     np.testing.assert_array_equal(stream, reference.output)
+
+
+def _small_cnn():
+    """A user's conv net: an 8-bit input quantizer, two padded 3x3 convs, a max pool and a classifier."""
+    import torch
+    from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear, QuantReLU
+    from brevitas.quant import Int8WeightPerTensorFloat
+    from torch import nn
+
+    class SmallCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(3)
+            q = {"weight_quant": Int8WeightPerTensorFloat, "weight_bit_width": 4, "bias": False}
+            self.inp = QuantIdentity(bit_width=8)
+            self.conv1, self.bn1, self.act1 = QuantConv2d(1, 8, 3, padding=1, **q), nn.BatchNorm2d(8), QuantReLU()
+            self.pool = nn.MaxPool2d(2)
+            self.conv2, self.bn2, self.act2 = QuantConv2d(8, 8, 3, padding=1, **q), nn.BatchNorm2d(8), QuantReLU()
+            self.fc = QuantLinear(8 * 4 * 4, 10, **q)
+
+        def forward(self, x):
+            x = self.pool(self.act1(self.bn1(self.conv1(self.inp(x)))))
+            return self.fc(self.act2(self.bn2(self.conv2(x))).flatten(1))
+
+    return SmallCNN().eval(), torch.zeros(1, 1, 8, 8)
+
+
+@pytest.mark.slow
+def test_deploy_with_rtlsim_runs_every_rtl_layer_in_verilator_and_fails_naming_a_changed_one(tmp_path, monkeypatch):
+    import json
+
+    from sdk import deploy
+    from targets.finn import codegen
+
+    model, example = _small_cnn()
+    result = deploy(model, "pynq-z2", example_input=example, out=str(tmp_path / "ok"), samples=20, rtlsim=True)
+    assert result.verified, (result.package / "report.md").read_text()
+    rtl = json.loads((result.package / "report.json").read_text())["data"]["rtl_simulation"]
+    assert {"Thresholding_rtl_0", "FMPadding_rtl_0", "ConvolutionInputGenerator_rtl_0"} <= set(rtl["verified_at_rtl"])
+    assert any(name.startswith("MVAU") for name in rtl["graph_level_only"])  # named, not silently skipped
+
+    original = codegen.generate_sources
+
+    def generate_then_change_thresholds(model, part, clock, sources_dir):
+        sources = original(model, part, clock, sources_dir)
+        for dat in (Path(sources_dir) / "Thresholding_rtl_0").glob("*.dat"):
+            dat.write_text("40\n" * len(dat.read_text().split()))  # every threshold 64: other outputs
+        return sources
+
+    monkeypatch.setattr(codegen, "generate_sources", generate_then_change_thresholds)
+    bad = deploy(model, "pynq-z2", example_input=example, out=str(tmp_path / "bad"), samples=20, rtlsim=True)
+    assert not bad.verified and bad.exit_code == 1
+    checks = json.loads((bad.package / "report.json").read_text())["data"]["verification"]["checks"]
+    failed = next(c for c in checks if c["name"].startswith("RTL"))
+    assert not failed["passed"] and failed["first_difference"] == "Thresholding_rtl_0"
+    assert "sample" in failed["detail"] and "element" in failed["detail"]

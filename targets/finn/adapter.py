@@ -41,6 +41,7 @@ from targets.base import BuildOutcome, BuildRequest, ComparisonCells, SimulatedO
 from targets.finn import folding, hardware, steps
 from targets.finn.environment import find_vendor_tools, prepare_finn
 from targets.finn.partition import relocatable_parent
+from targets.finn.rtl_verify import RtlVerification, verify_rtl_layers
 from targets.finn.simulator import accelerator_output_of, host_input, output_is_invertible, simulate_parent
 
 DATAFLOW_NAME = "dataflow_model.onnx"
@@ -63,9 +64,12 @@ class FinnOptions:
     fps: float | None = None  # throughput target in frames/s: FINN's SetFolding; None: the fit search
     max_util: float = 0.8  # fit search: cap on LUT, BRAM18, URAM and DSP utilisation, in (0, 1]
     require_bitfile: bool = False  # fail when no bitfile can be built (no Vivado / Vitis HLS)
+    rtlsim: bool = False  # prefer RTL layers and run each one's generated Verilog in Verilator on the samples
 
     def validate(self) -> None:
         finite_positive(self.fps, "--fps", "50000")
+        if not isinstance(self.rtlsim, bool):
+            raise ConfigError(f"--rtlsim is a switch (true or false), got {self.rtlsim!r}.", where="--rtlsim")
         if isinstance(self.max_util, bool) or not (isinstance(self.max_util, int | float) and 0 < self.max_util <= 1):
             raise ConfigError(
                 f"--max-util must be in (0, 1], got {self.max_util}.", where="--max-util", fix="e.g. --max-util 0.8"
@@ -146,6 +150,7 @@ class FinnTarget:
             max_util=options.max_util,
             clock_mhz=request.clock_mhz,
             sources_dir=pkg.path("sources"),
+            rtlsim=options.rtlsim,
         )
         dataflow = steps.run_steps(steps.load_qonnx(request.model_path), cfg, stop="estimate", progress=progress)
 
@@ -155,6 +160,10 @@ class FinnTarget:
         verification = self._verify(cfg, dataflow, result, xs, request)
 
         steps.run_steps(dataflow, cfg, start="generate_sources", progress=progress)
+        rtl = None
+        if options.rtlsim:
+            rtl = self._verify_rtl(cfg, dataflow, result, xs, progress)
+            verification.checks.append(rtl.check)
         dataflow.save(str(pkg.path(DATAFLOW_NAME)))
         relocatable_parent(cfg.parent, DATAFLOW_NAME).save(str(pkg.path(PARENT_NAME)))
         folding.write_folding_config(dataflow, pkg.path("folding_config.json"))
@@ -171,8 +180,22 @@ class FinnTarget:
                 where=f"board {board.name}",
                 fix="deploy without --require-bitfile and run finish_bitfile.py in the package to see the log",
             )
-        report, summary = self._report(cfg, verification, outcome, pkg, request.data_label)
+        report, summary = self._report(cfg, verification, outcome, pkg, request.data_label, rtl)
         return BuildOutcome(report, verification, summary, [outcome.message])
+
+    def _verify_rtl(self, cfg: steps.FinnConfig, dataflow, result, xs: np.ndarray, progress) -> RtlVerification:
+        """Each RTL layer's generated Verilog in Verilator, fed the simulator's own input of that layer."""
+        from sdk.export_cache import cache_root
+        from targets.finn.rtlsim import SUPPORTED_RTL_OPS
+
+        accelerator_input = dataflow.graph.input[0].name
+        names = {t for n in dataflow.graph.node if n.op_type in SUPPORTED_RTL_OPS for t in (n.input[0], n.output[0])}
+        tensors = {
+            name: host_input(cfg.parent, xs) if name == accelerator_input else result.dataflow.intermediates[name]
+            for name in names
+        }
+        cache = (cache_root() or cfg.workdir) / "verilator"
+        return verify_rtl_layers(dataflow, tensors, cfg.sources_dir, cache, progress)
 
     def simulate(self, package: Path, card: dict[str, Any], x: np.ndarray) -> SimulatedOutputs:
         """The packaged accelerator and its host ops on a batch, in the bit-exact simulator."""
@@ -258,7 +281,15 @@ class FinnTarget:
         }
         return verification
 
-    def _report(self, cfg: steps.FinnConfig, verification: Verification, outcome, pkg: PackageBuilder, data_label: str):
+    def _report(
+        self,
+        cfg: steps.FinnConfig,
+        verification: Verification,
+        outcome,
+        pkg: PackageBuilder,
+        data_label: str,
+        rtl: RtlVerification | None = None,
+    ):
         board, net = cfg.board, cfg.network
         layers = net.layers
         summary = {
@@ -322,6 +353,9 @@ class FinnTarget:
             )
         )
         report.tables.append(verification_table(verification))
+        if rtl is not None:
+            report.tables.append(rtl.table())
+            summary["rtl_verified_layers"] = rtl.verified
         if cfg.fit:
             report.notes.append(f"fit search: {cfg.fit.steps} steps; stopped because {cfg.fit.stop_reason}.")
         report.notes.append(
@@ -353,5 +387,6 @@ class FinnTarget:
             "hardware": outcome.to_dict(),
             "sources": cfg.sources,
             "step_seconds": cfg.step_seconds,
+            "rtl_simulation": None if rtl is None else rtl.to_dict(),
         }
         return report, summary

@@ -36,6 +36,7 @@ class FinnConfig:
     max_util: float = 0.8  # utilisation cap of the fit search (LUT, BRAM18, URAM, DSP)
     clock_mhz: float | None = None  # None: the board's clock
     sources_dir: Path | None = None  # where generate_sources writes HLS C++ / RTL; None: skip code generation
+    rtlsim: bool = False  # prefer the RTL variants the SDK can simulate in Verilator
     # recorded by the steps
     parent: ModelWrapper | None = None  # the network around the accelerator (host ops)
     dataflow_hw: ModelWrapper | None = None  # the accelerator before specialisation: what FINN executes in python
@@ -79,6 +80,10 @@ def create_dataflow_partition(model: ModelWrapper, cfg: FinnConfig) -> ModelWrap
 
 
 def specialize_layers(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
+    if cfg.rtlsim:
+        from targets.finn.rtl_verify import prefer_rtl
+
+        prefer_rtl(model)
     return specialize.specialize(model, cfg.board.part)
 
 
