@@ -1,27 +1,46 @@
 """The numpy kernel of every FINN HW layer: integer, bit-exact, vectorised over a batch.
 
-Each kernel computes one node from its ONNX attributes and initializers in
-int64. Tensors are the logical (unfolded) tensors FINN's python execution of
-the abstract HW layers produces: NHWC, batch first, im2col patches ordered
+Each kernel computes one node from its ONNX attributes and initializers.
+Tensors are the logical (unfolded) tensors FINN's python execution of the
+abstract HW layers produces: NHWC, batch first, im2col patches ordered
 (kernel row, kernel column, channel). Folding attributes (PE, SIMD) change only
 the order of words on the streams, never the values, so a node is computed the
 same way before and after SpecializeLayers and SetFolding.
+
+Values are exact integers: activations (threshold counts) in the narrowest
+integer type that holds them, accumulators in float32 where that is exact (so
+the matrix products run on float32 BLAS), int64 otherwise. A float32 tensor
+never holds a magnitude of 2**24 or more: every integer below that is exact.
+Whether a layer may use float32 is decided once, when the plan is prepared, from
+the static range of its input (`Range`, propagated from the graph's input
+datatype by `output_ranges`) and its weights; unknown ranges are decided per call.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from sdk.errors import SimulationError
 
-# float64 matrix products are exact while every partial sum stays below 2**53.
-_FLOAT64_EXACT = 2.0**53
+# Static bounds on a tensor's values, lo <= v <= hi for every element of every sample; None: unknown.
+Range = tuple[int, int] | None
+
+# float32 (float64) matrix products are exact while every partial sum stays below 2**24 (2**53) in magnitude.
+FLOAT32_EXACT = 2**24
+_FLOAT64_EXACT = 2**53
 # Thresholds beyond this magnitude are clipped first: they can never be crossed by an int64 accumulator anyway.
 _THRESHOLD_LIMIT = 2.0**62
+# Up to this many thresholds per channel, one compare per step is faster than a searchsorted over all of them.
+COMPARE_STEPS = 16
+# Input elements per block of rows an MVAU converts to float32, multiplies and thresholds at once: bounds the
+# float32 copy of a narrow input (an im2col of 2-bit activations is 4x larger in float32), yet each BLAS call
+# stays large enough to run well on several threads.
+_BLOCK = 1 << 22
 
 
 def base_op_type(op_type: str) -> str:
@@ -35,13 +54,19 @@ def base_op_type(op_type: str) -> str:
 
 @dataclass
 class HwNode:
-    """One node being simulated: its ONNX node, FINN custom-op instance, graph and inputs."""
+    """One node being simulated: its ONNX node, FINN custom-op instance, graph and inputs.
+
+    `ranges` are the static ranges of the inputs and `memo` what the kernel prepared for this
+    layer; a plan keeps both across calls, so weights are checked and converted once.
+    """
 
     onnx: object
     op: object
     model: object
     inputs: list[np.ndarray | None]
     overflows: list[str]
+    ranges: list[Range] = field(default_factory=list)
+    memo: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -59,13 +84,24 @@ class HwNode:
 
         return DataType[self.attr(attr_name)]
 
+    def input_range(self, index: int = 0) -> Range:
+        return self.ranges[index] if index < len(self.ranges) else None
+
+    def prepared(self, build: Callable[[HwNode], object]):
+        """build(self), computed once per layer and kept in `memo`."""
+        if build not in self.memo:
+            self.memo[build] = build(self)
+        return self.memo[build]
+
     def batch(self) -> int:
         return len(next(x for x in self.inputs if x is not None))
 
     def out_shape(self, index: int = 0) -> tuple[int, ...]:
         """The output tensor's shape from the graph, with the batch of this simulation."""
-        shape = self.model.get_tensor_shape(self.onnx.output[index])
-        return (self.batch(), *shape[1:])
+        key = ("shape", index)
+        if key not in self.memo:
+            self.memo[key] = tuple(self.model.get_tensor_shape(self.onnx.output[index])[1:])
+        return (self.batch(), *self.memo[key])
 
     def operand(self, index: int) -> np.ndarray:
         """Input `index`: the simulated tensor, or else the node's integer initializer."""
@@ -103,23 +139,45 @@ class HwNode:
             self.overflows.append(f"{self.label}: {what} {message}; the hardware result would differ here")
 
 
+def datatype_range(datatype) -> Range:
+    """The values an integer datatype holds (BIPOLAR: -1 and 1); None for float types."""
+    if not datatype.is_integer():
+        return None
+    return int(datatype.min()), int(datatype.max())
+
+
+def within(known: Range, datatype) -> bool:
+    """Whether every value in `known` is a value of `datatype` (never for BIPOLAR, which has no 0)."""
+    from qonnx.core.datatype import DataType
+
+    if known is None or datatype == DataType["BIPOLAR"] or not datatype.is_integer():
+        return False
+    return int(datatype.min()) <= known[0] and known[1] <= int(datatype.max())
+
+
+def float32_exact(known: Range) -> bool:
+    return known is not None and max(-known[0], known[1]) < FLOAT32_EXACT
+
+
 def range_violation(values: np.ndarray, datatype) -> str | None:
+    """None if every value is one of `datatype`, else what is wrong (one min and max unless it is)."""
     from qonnx.core.datatype import DataType
 
     if values.size == 0:
         return None
-    per_sample = values.reshape(len(values), -1)
-    if datatype == DataType["BIPOLAR"]:
-        bad = np.any(np.abs(per_sample) != 1, axis=1)
-    elif datatype.is_integer():
-        bad = np.any((per_sample < datatype.min()) | (per_sample > datatype.max()), axis=1)
-    else:
+    if not datatype.is_integer():
         return f"has datatype {datatype.name}, which is not an integer type"
-    if not np.any(bad):
+    low, high = values.min(), values.max()
+    bipolar = datatype == DataType["BIPOLAR"]
+    if datatype.min() <= low and high <= datatype.max() and not (bipolar and np.any(values == 0)):
         return None
-    low, high = int(values.min()), int(values.max())
+    per_sample = values.reshape(len(values), -1)
+    if bipolar:
+        bad = np.any(np.abs(per_sample) != 1, axis=1)
+    else:
+        bad = np.any((per_sample < datatype.min()) | (per_sample > datatype.max()), axis=1)
     return (
-        f"range [{low}, {high}] exceeds {datatype.name} [{int(datatype.min())}, {int(datatype.max())}] "
+        f"range [{int(low)}, {int(high)}] exceeds {datatype.name} [{int(datatype.min())}, {int(datatype.max())}] "
         f"on {int(bad.sum())} of {len(values)} samples"
     )
 
@@ -137,54 +195,179 @@ def to_int64(values: np.ndarray, what: str) -> np.ndarray:
     return integer.astype(np.int64)
 
 
-def _matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Exact int64 product; through float64 BLAS when every partial sum is exactly representable."""
-    bound = float(np.abs(x).max(initial=0)) * float(np.abs(w).max(initial=0)) * x.shape[-1]
-    if bound < _FLOAT64_EXACT:
-        return np.matmul(x.astype(np.float64), w.astype(np.float64)).astype(np.int64)
-    return np.matmul(x, w)
+def as_int64(values: np.ndarray) -> np.ndarray:
+    """A working tensor (exact integers in float32 or an integer type) as int64, without a copy if it is one."""
+    return values.astype(np.int64, copy=False)
 
 
-def count_thresholds(acc: np.ndarray, thresholds: np.ndarray, what: str) -> np.ndarray:
-    """Per element, how many of its channel's thresholds are <= the value (channels last).
+# ---------------------------------------------------------------------------
+# exact products and threshold counts, prepared once per layer
 
-    Thresholds are (C, T) per channel or (1, T) shared. For integer values, v >= t
-    exactly when v >= ceil(t); thresholds outside [min, max + 1] of the batch are
-    clipped there, which changes no count. One searchsorted over all channels:
-    each channel's sorted thresholds and values are moved into their own disjoint window.
+
+@dataclass
+class _Product:
+    """x contracted with integer weights, exactly: float32 while every partial sum stays below 2**24,
+    float64 below 2**53, int64 beyond. `static32`: float32 decided once from the input's static range;
+    otherwise the bound is taken from max |x| on each call."""
+
+    weights: np.ndarray  # int64
+    contract: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    abs_sum: int  # the largest sum of |w| one output meets: a partial sum is at most abs_sum * max |x|
+    known: Range  # static range of x
+
+    def __post_init__(self):
+        self.w32 = self.weights.astype(np.float32)
+        self.static32 = self.known is not None and _bound(self.known) * self.abs_sum < FLOAT32_EXACT
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if not self.static32:
+            bound = _abs_max(x) * self.abs_sum
+            if bound >= _FLOAT64_EXACT:
+                return self.contract(as_int64(x), self.weights)
+            if bound >= FLOAT32_EXACT:
+                return self.contract(x.astype(np.float64), self.weights.astype(np.float64)).astype(np.int64)
+        return self.contract(x.astype(np.float32, copy=False), self.w32)
+
+
+def _bound(known: tuple[int, int]) -> int:
+    return max(-known[0], known[1])
+
+
+def _abs_max(values: np.ndarray) -> int:
+    return max(-int(values.min()), int(values.max())) if values.size else 0
+
+
+def _span(weights: np.ndarray, known: Range) -> Range:
+    """The range of sum(w * x) over axis 0 for every x in `known`: per output, each term's extremes added up."""
+    if known is None:
+        return None
+    if weights.size == 0:
+        return 0, 0
+    low, high = weights * known[0], weights * known[1]
+    return int(np.minimum(low, high).sum(0).min()), int(np.maximum(low, high).sum(0).max())
+
+
+@dataclass
+class Thresholds:
+    """Per-channel (C, T) or shared (1, T) thresholds, ready to count against values in `known`.
+
+    For integers, v >= t exactly when v >= ceil(t); thresholds outside [lo, hi + 1] of the values
+    are clipped there, which changes no count. Kept in int64 and, for float32 values (below 2**24
+    in magnitude), in float32 clipped to +-2**24 so that every one is exact.
     """
-    channels = acc.shape[-1]
-    thresholds = np.asarray(thresholds, dtype=np.float64)
-    if thresholds.ndim != 2 or thresholds.shape[0] not in (1, channels):
-        raise SimulationError(
-            f"{what}: thresholds of shape {thresholds.shape} do not fit {channels} channels.",
-            fix="thresholds must be (channels, steps) or (1, steps)",
-        )
-    if np.any(np.isnan(thresholds)):
-        raise SimulationError(f"{what}: thresholds hold NaN.", fix="check the streamlined model for invalid thresholds")
-    steps = thresholds.shape[1]
-    if acc.size == 0 or steps == 0:
-        return np.zeros(acc.shape, dtype=np.int64)
-    thresholds = np.broadcast_to(np.ceil(np.clip(thresholds, -_THRESHOLD_LIMIT, _THRESHOLD_LIMIT)), (channels, steps))
-    low, high = int(acc.min()), int(acc.max())
-    clipped = np.sort(np.clip(thresholds, low, high + 1).astype(np.int64) - low, axis=1)
+
+    int64: np.ndarray
+    float32: np.ndarray
+
+    @classmethod
+    def prepare(cls, raw: np.ndarray, channels: int, known: Range, what: str) -> Thresholds:
+        thresholds = np.asarray(raw, dtype=np.float64)
+        if thresholds.ndim != 2 or thresholds.shape[0] not in (1, channels):
+            raise SimulationError(
+                f"{what}: thresholds of shape {thresholds.shape} do not fit {channels} channels.",
+                fix="thresholds must be (channels, steps) or (1, steps)",
+            )
+        if np.any(np.isnan(thresholds)):
+            raise SimulationError(
+                f"{what}: thresholds hold NaN.", fix="check the streamlined model for invalid thresholds"
+            )
+        ceiled = np.ceil(np.clip(thresholds, -_THRESHOLD_LIMIT, _THRESHOLD_LIMIT))
+        if known is not None:
+            ceiled = np.clip(ceiled, known[0], known[1] + 1)
+        return cls(ceiled.astype(np.int64), np.clip(ceiled, -FLOAT32_EXACT, FLOAT32_EXACT).astype(np.float32))
+
+    @property
+    def steps(self) -> int:
+        return self.int64.shape[1]
+
+    def count(self, values: np.ndarray) -> np.ndarray:
+        """Per element, how many of its channel's thresholds are <= the value (channels last), in uint8 or int64."""
+        if self.int64.shape[0] not in (1, values.shape[-1]):
+            raise SimulationError(
+                f"thresholds of shape {self.int64.shape} do not fit {values.shape[-1]} channels.",
+                fix="thresholds must be (channels, steps) or (1, steps)",
+            )
+        if values.size == 0 or self.steps == 0:
+            return np.zeros(values.shape, dtype=np.uint8)
+        if self.steps > COMPARE_STEPS:
+            return _count_by_search(as_int64(values), self.int64)
+        if values.dtype == np.float32 or (values.dtype.kind in "iu" and values.dtype.itemsize <= 2):
+            return _count_by_compare(values.astype(np.float32, copy=False), self.float32)
+        return _count_by_compare(as_int64(values), self.int64)
+
+
+def _count_by_compare(values: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """sum over the steps of (v >= t): one vectorised compare per step, no sort."""
+    count = np.zeros(values.shape, dtype=np.uint8)
+    hit = np.empty(values.shape, dtype=bool)
+    for step in np.ascontiguousarray(table.T):
+        np.greater_equal(values, step, out=hit)
+        count += hit
+    return count
+
+
+def _count_by_search(values: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """One searchsorted over all channels: each channel's sorted thresholds and values moved into their own window."""
+    channels, steps = values.shape[-1], table.shape[1]
+    table = np.broadcast_to(table, (channels, steps))
+    low, high = int(values.min()), int(values.max())
+    clipped = np.sort(np.clip(table, low, high + 1) - low, axis=1)
     window = high - low + 2
     offsets = np.arange(channels, dtype=np.int64) * window
     keys = (clipped + offsets[:, None]).ravel()
-    return np.searchsorted(keys, acc - low + offsets, side="right") - np.arange(channels, dtype=np.int64) * steps
+    return np.searchsorted(keys, values - low + offsets, side="right") - np.arange(channels, dtype=np.int64) * steps
 
 
-def _activate(node: HwNode, acc: np.ndarray, thresholds_index: int) -> np.ndarray:
-    """MVAU / VVAU activation: the accumulator itself, or the count of crossed thresholds."""
+def count_thresholds(acc: np.ndarray, thresholds: np.ndarray, what: str) -> np.ndarray:
+    """Per element, how many of its channel's thresholds are <= the value (channels last), as int64.
+
+    Thresholds are (C, T) per channel or (1, T) shared.
+    """
+    prepared = Thresholds.prepare(thresholds, acc.shape[-1], None, what)
+    return prepared.count(np.asarray(acc)).astype(np.int64)
+
+
+@dataclass
+class _Activation:
+    """y = scale * (number of thresholds crossed) + bias."""
+
+    thresholds: Thresholds
+    scale: int
+    bias: int
+
+    @property
+    def out_range(self) -> tuple[int, int]:
+        return self.bias, self.bias + self.scale * self.thresholds.steps
+
+    def __call__(self, acc: np.ndarray) -> np.ndarray:
+        count = self.thresholds.count(acc)
+        dtype = _narrowest(min(0, self.bias), max(self.out_range[1], self.scale * self.thresholds.steps))
+        if count.dtype == dtype and self.scale == 1 and self.bias == 0:
+            return count
+        out = count.astype(dtype)
+        if self.scale != 1:
+            out *= self.scale
+        if self.bias:
+            out += self.bias
+        return out
+
+
+def _narrowest(low: int, high: int) -> np.dtype:
+    """The smallest integer type holding [low, high]: small activations are cheap to window, pad and pool."""
+    for dtype in (np.uint8, np.int8, np.int16, np.int32):
+        if np.iinfo(dtype).min <= low and high <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
+
+
+def _activation(node: HwNode, index: int, channels: int, known: Range, bipolar_bias: int) -> _Activation:
+    """The thresholds of input `index`; a BIPOLAR output is 2 * count + bipolar_bias, else count + ActVal."""
     from qonnx.core.datatype import DataType
 
-    if node.attr("noActivation"):
-        return acc
-    count = count_thresholds(acc, node.initializer(thresholds_index), node.label)
+    thresholds = Thresholds.prepare(node.initializer(index), channels, known, node.label)
     if node.dtype("outputDataType") == DataType["BIPOLAR"]:
-        # a BIPOLAR output is the bit count in {0, 1} reinterpreted as {-1, +1}; ActVal does not apply
-        return 2 * count - 1
-    return count + int(node.attr("ActVal"))
+        return _Activation(thresholds, 2, bipolar_bias)
+    return _Activation(thresholds, 1, int(node.attr("ActVal")))
 
 
 def _is_bipolar_pair(node: HwNode) -> bool:
@@ -193,12 +376,71 @@ def _is_bipolar_pair(node: HwNode) -> bool:
     return node.dtype("inputDataType") == DataType["BIPOLAR"] and node.dtype("weightDataType") == DataType["BIPOLAR"]
 
 
-# ---------------------------------------------------------------------------
-# one function per op (op_type without its _hls / _rtl suffix)
+@dataclass
+class _VectorUnit:
+    """An MVAU or VVAU prepared: its exact product, its bipolar correction, its activation and their ranges."""
+
+    product: _Product
+    xnor: bool  # inputs and weights in {0, 1} stand for {-1, +1}
+    halve_offset: int | None  # bipolar math: acc = (product + offset) // 2, the XNOR popcount
+    acc_range: Range
+    acc_check: object  # accDataType, or None where acc_range proves the accumulator always fits
+    activation: _Activation | None
+
+    @property
+    def out_range(self) -> Range:
+        return self.activation.out_range if self.activation else self.acc_range
+
+    @property
+    def blocked(self) -> bool:
+        """Float32 product straight into thresholds, nothing checked in between: done block by block of rows."""
+        plain = not self.xnor and self.halve_offset is None and self.acc_check is None
+        return plain and self.activation is not None and self.product.static32 and self.product.contract is np.matmul
+
+    def __call__(self, node: HwNode, x: np.ndarray) -> np.ndarray:
+        if self.blocked:
+            return self._by_blocks(x).reshape(node.out_shape())
+        if self.xnor:
+            x = 2 * x.astype(np.float32 if self.product.static32 else np.int64) - 1
+        acc = self.product(x)
+        if self.halve_offset is not None:
+            acc = (as_int64(acc) + self.halve_offset) // 2
+        acc = acc.reshape(node.out_shape())
+        if self.acc_check is not None:
+            node.check_range(acc, self.acc_check, "accumulator")
+        return self.activation(acc) if self.activation else acc
+
+    def _by_blocks(self, x: np.ndarray) -> np.ndarray:
+        rows = max(1, _BLOCK // max(1, x.shape[1]))
+        if len(x) <= rows:
+            return self.activation(self.product(x))
+        out = None
+        for start in range(0, len(x), rows):
+            y = self.activation(self.product(x[start : start + rows]))
+            if out is None:
+                out = np.empty((len(x), y.shape[1]), dtype=y.dtype)
+            out[start : start + rows] = y
+        return out
 
 
-def mvau(node: HwNode) -> list[np.ndarray]:
-    x = node.inputs[0]
+def _vector_unit(node: HwNode, weights: np.ndarray, contract: Callable, terms: int, xnor: bool) -> _VectorUnit:
+    """weights (terms, outputs) int64; `terms` products are summed per output."""
+    known = node.input_range(0)
+    if xnor:
+        weights = 2 * weights - 1
+        known = None if known is None else (2 * known[0] - 1, 2 * known[1] - 1)
+    product = _Product(weights, contract, int(np.abs(weights).sum(0).max(initial=0)), known)
+    span = _span(weights, known)
+    offset = terms if xnor or _is_bipolar_pair(node) else None
+    acc_range = span if span is None or offset is None else ((span[0] + offset) // 2, (span[1] + offset) // 2)
+    activation = None
+    if not node.attr("noActivation"):
+        activation = _activation(node, 2, weights.shape[1], acc_range, bipolar_bias=-1)  # ActVal does not apply
+    acc_type = node.dtype("accDataType")
+    return _VectorUnit(product, xnor, offset, acc_range, None if within(acc_range, acc_type) else acc_type, activation)
+
+
+def _prepare_mvau(node: HwNode) -> _VectorUnit:
     mw, mh = int(node.attr("MW")), int(node.attr("MH"))
     weights = node.integer_initializer(1)
     if weights.shape != (mw, mh):
@@ -207,51 +449,52 @@ def mvau(node: HwNode) -> list[np.ndarray]:
             where=f"dataflow node {node.name}",
             fix="the graph is inconsistent; rebuild it",
         )
-    rows = x.reshape(-1, mw)
-    if node.attr("binaryXnorMode"):
-        # inputs and weights in {0, 1} stand for {-1, +1}; the accumulator is the XNOR popcount
-        acc = (_matmul(2 * rows - 1, 2 * weights - 1) + mw) // 2
-    elif _is_bipolar_pair(node):
-        acc = (_matmul(rows, weights) + mw) // 2
-    else:
-        acc = _matmul(rows, weights)
-    acc = acc.reshape(node.out_shape())
-    node.check_range(acc, node.dtype("accDataType"), "accumulator")
-    return [_activate(node, acc, 2)]
+    return _vector_unit(node, weights, np.matmul, mw, bool(node.attr("binaryXnorMode")))
+
+
+def _depthwise(patches: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    return np.einsum("...kc,kc->...c", patches, weights)
+
+
+def _prepare_vvau(node: HwNode) -> _VectorUnit:
+    channels = int(node.attr("Channels"))
+    k_h, k_w = (int(k) for k in node.attr("Kernel"))
+    weights = node.integer_initializer(1).reshape(channels, k_h * k_w).T  # (C, 1, kH, kW) -> (kernel position, C)
+    return _vector_unit(node, np.ascontiguousarray(weights), _depthwise, k_h * k_w, xnor=False)
+
+
+def _prepare_thresholding(node: HwNode) -> _Activation:
+    # a BIPOLAR output here is 2 * (count + ActVal) - 1
+    act_val = int(node.attr("ActVal"))
+    return _activation(node, 1, int(node.attr("NumChannels")), node.input_range(0), 2 * act_val - 1)
+
+
+# ---------------------------------------------------------------------------
+# one function per op (op_type without its _hls / _rtl suffix)
+
+
+def mvau(node: HwNode) -> list[np.ndarray]:
+    unit = node.prepared(_prepare_mvau)
+    return [unit(node, node.inputs[0].reshape(-1, unit.product.weights.shape[0]))]
 
 
 def vvau(node: HwNode) -> list[np.ndarray]:
+    unit = node.prepared(_prepare_vvau)
     x = node.inputs[0]
-    channels = int(node.attr("Channels"))
-    k_h, k_w = (int(k) for k in node.attr("Kernel"))
-    weights = node.integer_initializer(1).reshape(channels, k_h * k_w)  # (C, 1, kH, kW)
     # the input is im2col order (kernel position, channel); each channel meets its own kernel
-    patches = x.reshape(*x.shape[:-1], k_h * k_w, channels)
-    acc = np.einsum("...kc,kc->...c", patches, weights.T)
-    if _is_bipolar_pair(node):
-        acc = (acc + k_h * k_w) // 2
-    acc = acc.reshape(node.out_shape())
-    node.check_range(acc, node.dtype("accDataType"), "accumulator")
-    return [_activate(node, acc, 2)]
+    return [unit(node, x.reshape(*x.shape[:-1], *unit.product.weights.shape))]
 
 
 def thresholding(node: HwNode) -> list[np.ndarray]:
-    from qonnx.core.datatype import DataType
-
-    y = count_thresholds(node.inputs[0], node.initializer(1), node.label) + int(node.attr("ActVal"))
-    if node.dtype("outputDataType") == DataType["BIPOLAR"]:
-        y = 2 * y - 1
-    return [y]
+    return [node.prepared(_prepare_thresholding)(node.inputs[0])]
 
 
 def _sliding_windows(x: np.ndarray, kernel, stride, dilation) -> np.ndarray:
-    """(N, H, W, C) -> (N, OH, OW, kH, kW, C), without padding."""
-    n, h, w, c = x.shape
+    """(N, H, W, C) -> (N, OH, OW, kH, kW, C), without padding: a strided view, copied once by the reshape after."""
     (k_h, k_w), (s_h, s_w), (d_h, d_w) = kernel, stride, dilation
-    out_h, out_w = (h - d_h * (k_h - 1) - 1) // s_h + 1, (w - d_w * (k_w - 1) - 1) // s_w + 1
-    rows = (np.arange(out_h) * s_h)[:, None] + np.arange(k_h) * d_h  # (OH, kH)
-    cols = (np.arange(out_w) * s_w)[:, None] + np.arange(k_w) * d_w  # (OW, kW)
-    return x[:, rows[:, None, :, None], cols[None, :, None, :], :]
+    span = (d_h * (k_h - 1) + 1, d_w * (k_w - 1) + 1)
+    windows = sliding_window_view(x, span, axis=(1, 2))  # (N, H - span + 1, W - span + 1, C, span_h, span_w)
+    return windows[:, ::s_h, ::s_w, :, ::d_h, ::d_w].transpose(0, 1, 2, 4, 5, 3)
 
 
 def conv_input_generator(node: HwNode) -> list[np.ndarray]:
@@ -266,7 +509,10 @@ def conv_input_generator(node: HwNode) -> list[np.ndarray]:
 def fm_padding(node: HwNode) -> list[np.ndarray]:
     top, left, bottom, right = (int(p) for p in node.attr("Padding"))
     x = node.inputs[0]
-    return [np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0))).reshape(node.out_shape())]
+    n, h, w, c = x.shape
+    padded = np.zeros((n, top + h + bottom, left + w + right, c), dtype=x.dtype)
+    padded[:, top : top + h, left : left + w] = x
+    return [padded.reshape(node.out_shape())]
 
 
 def pool(node: HwNode) -> list[np.ndarray]:
@@ -278,14 +524,14 @@ def pool(node: HwNode) -> list[np.ndarray]:
     if function == "MaxPool":
         y = windows.max(axis=-2)
     elif function == "AccPool":
-        y = windows.sum(axis=-2)
+        y = as_int64(windows).sum(axis=-2)
     elif function == "AvgPool":
         # finn-hlslib's AvgPoolFunction: the integer sum divided by the window size, C++ division (towards zero)
-        total = windows.sum(axis=-2)
+        total = as_int64(windows).sum(axis=-2)
         y = np.sign(total) * (np.abs(total) // (k_h * k_w))
     elif function == "QuantAvgPool":
         # the sum shifted right by Size bits (the shift the HLS kernel is generated with)
-        y = windows.sum(axis=-2) >> int(node.attr("Size"))
+        y = as_int64(windows).sum(axis=-2) >> int(node.attr("Size"))
     else:
         raise SimulationError(
             f"Node {node.label}: pool function '{function}' is not simulated.",
@@ -296,12 +542,12 @@ def pool(node: HwNode) -> list[np.ndarray]:
 
 
 def global_acc_pool(node: HwNode) -> list[np.ndarray]:
-    x = node.inputs[0]
+    x = as_int64(node.inputs[0])
     return [x.sum(axis=tuple(range(1, x.ndim - 1))).reshape(node.out_shape())]
 
 
 def label_select(node: HwNode) -> list[np.ndarray]:
-    x = node.inputs[0]
+    x = as_int64(node.inputs[0])
     k = int(node.attr("K"))
     # indices of the K largest values, largest first; equal values: lower index first (ONNX TopK)
     order = np.argsort(-x, axis=-1, kind="stable")[..., :k]
@@ -338,5 +584,59 @@ ELEMENTWISE: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 
 def elementwise(node: HwNode) -> list[np.ndarray]:
     function = ELEMENTWISE[base_op_type(node.onnx.op_type)]
-    lhs, rhs = node.operand(0), node.operand(1)
+    lhs, rhs = as_int64(node.operand(0)), as_int64(node.operand(1))
     return [np.asarray(function(lhs, rhs)).astype(np.int64).reshape(node.out_shape())]
+
+
+# ---------------------------------------------------------------------------
+# static output ranges: which layers may use float32, and which range checks can never fail
+
+
+def _same_range(node: HwNode) -> list[Range]:
+    return [node.input_range(0)] * len(node.onnx.output)
+
+
+def _padded_range(node: HwNode) -> list[Range]:
+    known = node.input_range(0)
+    return [None if known is None else (min(known[0], 0), max(known[1], 0))]
+
+
+def _pool_range(node: HwNode) -> list[Range]:
+    known, function = node.input_range(0), node.attr("Function")
+    size = int(np.prod([int(k) for k in node.attr("KernelSize")]))
+    if known is None or function not in ("MaxPool", "AvgPool", "AccPool", "QuantAvgPool"):
+        return [None]
+    if function in ("MaxPool", "AvgPool"):  # a window's maximum, or its mean rounded towards zero
+        return [known]
+    shift = int(node.attr("Size")) if function == "QuantAvgPool" else 0
+    return [((size * known[0]) >> shift, (size * known[1]) >> shift)]
+
+
+def _global_pool_range(node: HwNode) -> list[Range]:
+    known = node.input_range(0)
+    positions = int(np.prod(node.model.get_tensor_shape(node.onnx.input[0])[1:-1]))
+    return [None if known is None else (positions * known[0], positions * known[1])]
+
+
+RANGES: dict[str, Callable[[HwNode], list[Range]]] = {
+    "MVAU": lambda node: [node.prepared(_prepare_mvau).out_range],
+    "VVAU": lambda node: [node.prepared(_prepare_vvau).out_range],
+    "Thresholding": lambda node: [node.prepared(_prepare_thresholding).out_range],
+    "ConvolutionInputGenerator": _same_range,
+    "FMPadding": _padded_range,
+    "Pool": _pool_range,
+    "GlobalAccPool": _global_pool_range,
+    "LabelSelect": lambda node: [(0, int(node.attr("Labels")) - 1)],
+    "DuplicateStreams": _same_range,
+    "StreamingDataWidthConverter": _same_range,
+    "StreamingFIFO": _same_range,
+}
+
+
+def output_ranges(node: HwNode) -> list[Range]:
+    """Static ranges of the node's outputs from those of its inputs (`node.ranges`); None where unknown.
+
+    Preparing them also prepares the layer (weights checked, thresholds clipped, float32 decided).
+    """
+    rule = RANGES.get(base_op_type(node.onnx.op_type))
+    return rule(node) if rule else [None] * len(node.onnx.output)

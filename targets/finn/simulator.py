@@ -3,7 +3,9 @@
 FINN executes its specialised layers (MVAU_hls, Thresholding_rtl,
 ConvolutionInputGenerator_rtl, ...) only through Vitis HLS (cppsim) or Vivado
 (rtlsim). This module stands where those stand: every node is computed by its
-kernel from `ops.HW_OPS`, in int64, vectorised over a batch.
+kernel from `ops.HW_OPS`, exactly, vectorised over a batch. `prepare_dataflow`
+readies a graph once (weights, thresholds, float32 or int64 per layer); its plan
+then runs any number of batches.
 
 The parent graph (what the host runs around the accelerator) is interpreted
 here too, and only here: the layout ops before the dataflow partition and the
@@ -17,14 +19,24 @@ outside its output datatype, is listed in `DataflowResult.overflows`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sdk.errors import SimulationError
-from targets.finn.kernels import HwNode, base_op_type, count_thresholds, range_violation, to_int64
+from targets.finn.kernels import (
+    HwNode,
+    base_op_type,
+    count_thresholds,
+    datatype_range,
+    float32_exact,
+    output_ranges,
+    range_violation,
+    to_int64,
+    within,
+)
 from targets.finn.ops import HW_OPS, SUPPORTED_OPS
 
 if TYPE_CHECKING:
@@ -33,9 +45,11 @@ if TYPE_CHECKING:
 HW_DOMAIN_PREFIX = "finn.custom_op.fpgadataflow"
 __all__ = [
     "SUPPORTED_OPS",
+    "DataflowPlan",
     "DataflowResult",
     "ParentResult",
     "count_thresholds",
+    "prepare_dataflow",
     "simulate_dataflow",
     "simulate_parent",
 ]
@@ -46,7 +60,7 @@ class DataflowResult:
     """The output of a dataflow graph for a batch, and what the hardware would do differently."""
 
     output: np.ndarray  # int64, batch first
-    intermediates: dict[str, np.ndarray] = field(default_factory=dict)  # node output tensor name -> int64 batch
+    intermediates: Mapping[str, np.ndarray] = field(default_factory=dict)  # node output tensor name -> int64 batch
     overflows: list[str] = field(default_factory=list)  # one message per node whose hardware result would differ
 
 
@@ -90,13 +104,117 @@ def _last_uses(model) -> dict[str, int]:
     return last
 
 
-def simulate_dataflow(model: ModelWrapper, x: np.ndarray, keep_intermediates: bool = True) -> DataflowResult:
-    """Simulate a FINN dataflow graph (abstract or specialised HW layers) on a batch.
+class _Int64Outputs(Mapping):
+    """Node outputs by tensor name, as int64 when read: the simulation keeps them narrower (uint8 counts, float32)."""
 
-    `x` is shaped like the graph's single input with the batch size N in place of 1,
-    e.g. (N, 64) for an MLP or (N, 8, 8, 1) NHWC for a CNN, and holds integers of
-    the input datatype. Returns the int64 output, every node output (by tensor
-    name) when `keep_intermediates`, and the nodes whose hardware would overflow.
+    def __init__(self, values: dict[str, np.ndarray]):
+        self._values, self._read = values, {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._read:
+            self._read[name] = self._values[name].astype(np.int64)
+        return self._read[name]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+@dataclass
+class _Step:
+    node: HwNode  # inputs unset; its ranges and memo stay with the plan
+    kernel: Callable
+    checks: list  # per output: its datatype, or None where its static range proves every value fits
+    release: list[str]  # tensors no later node reads
+
+
+@dataclass
+class DataflowPlan:
+    """A dataflow graph ready to simulate: nodes looked up, weights checked and converted, ranges decided.
+
+    Prepare it once per graph (`prepare_dataflow`) and `run` it on any number of batches; the graph
+    must not change afterwards.
+    """
+
+    model: ModelWrapper
+    in_name: str
+    in_shape: tuple[int, ...]
+    in_type: object  # qonnx DataType of the graph input
+    steps: list[_Step]
+    out_name: str
+
+    def run(self, x: np.ndarray, keep_intermediates: bool = True) -> DataflowResult:
+        x = self._input(np.asarray(x))
+        values: dict[str, np.ndarray] = {self.in_name: x}
+        kept: dict[str, np.ndarray] = {}
+        overflows: list[str] = []
+        for step in self.steps:
+            inputs = [values.get(name) for name in step.node.onnx.input]
+            node = replace(step.node, inputs=inputs, overflows=overflows)
+            for name, result, datatype in zip(step.node.onnx.output, step.kernel(node), step.checks):
+                values[name] = result
+                if keep_intermediates:
+                    kept[name] = result
+                if datatype is not None:
+                    node.check_range(result, datatype, "output")
+            for name in step.release:
+                values.pop(name, None)
+        output = values[self.out_name].astype(np.int64)
+        return DataflowResult(output=output, intermediates=_Int64Outputs(kept) if kept else {}, overflows=overflows)
+
+    def _input(self, x: np.ndarray) -> np.ndarray:
+        """The input batch checked (integers of the input datatype), then kept if 8 or 16 bits wide, else held
+        in float32 if exact, else int64. A float batch is checked chunk by chunk: min, max and rounding in cache."""
+        if x.ndim != len(self.in_shape) or tuple(x.shape[1:]) != self.in_shape[1:]:
+            raise SimulationError(
+                f"The input batch has shape {x.shape}; the dataflow graph takes "
+                f"(N, {', '.join(map(str, self.in_shape[1:]))}).",
+                where=f"graph input '{self.in_name}'",
+                fix="pass the batch in the layout of the graph input (NHWC for CNNs)",
+            )
+        known, bipolar = datatype_range(self.in_type), self.in_type.name == "BIPOLAR"
+        if known is not None and x.dtype.kind in "iubf" and _integers_within(x, known, bipolar):
+            if x.dtype.kind in "iu" and x.dtype.itemsize <= 2:
+                return x  # the first product converts it to float32 block by block
+            return x.astype(np.float32 if float32_exact(known) else np.int64, copy=False)
+        x = to_int64(x, f"The input batch for '{self.in_name}'")
+        violation = range_violation(x, self.in_type)
+        if violation:
+            raise SimulationError(
+                f"The input batch {violation}.",
+                where=f"graph input '{self.in_name}'",
+                fix=f"pass values the accelerator accepts ({self.in_type.name})",
+            )
+        return x
+
+
+_CHUNK = 1 << 18  # elements per chunk of the input check
+
+
+def _integers_within(x: np.ndarray, known: tuple[int, int], bipolar: bool) -> bool:
+    """Whether every value is an integer in `known` (bipolar: without 0), chunk by chunk."""
+    flat = x.reshape(-1)
+    if x.dtype.kind == "f":
+        rounded = np.empty(min(flat.size, _CHUNK), dtype=x.dtype)
+    for start in range(0, flat.size, _CHUNK):
+        chunk = flat[start : start + _CHUNK]
+        if not known[0] <= chunk.min() <= chunk.max() <= known[1]:  # NaN fails here too
+            return False
+        if bipolar and np.any(chunk == 0):
+            return False
+        if x.dtype.kind == "f" and not np.array_equal(np.rint(chunk, out=rounded[: chunk.size]), chunk):
+            return False
+    return True
+
+
+def prepare_dataflow(model: ModelWrapper) -> DataflowPlan:
+    """The plan to simulate a FINN dataflow graph (abstract or specialised HW layers) on batches.
+
+    Every layer is prepared here, once: its weights checked and converted, its thresholds clipped to
+    the static range of its input, and float32 BLAS chosen where that range and the weights bound the
+    accumulator below 2**24.
     """
     from qonnx.custom_op.registry import getCustomOp
 
@@ -108,53 +226,42 @@ def simulate_dataflow(model: ModelWrapper, x: np.ndarray, keep_intermediates: bo
             fix="simulate a dataflow partition with a single input stream",
         )
     in_name = graph.input[0].name
-    in_shape = tuple(model.get_tensor_shape(in_name))
-    x = np.asarray(x)
-    if x.ndim != len(in_shape) or tuple(x.shape[1:]) != in_shape[1:]:
-        raise SimulationError(
-            f"The input batch has shape {x.shape}; the dataflow graph takes (N, {', '.join(map(str, in_shape[1:]))}).",
-            where=f"graph input '{in_name}'",
-            fix="pass the batch in the layout of the graph input (NHWC for CNNs)",
-        )
-    x = to_int64(x, f"The input batch for '{in_name}'")
-    in_dtype = model.get_tensor_datatype(in_name)
-    violation = range_violation(x, in_dtype)
-    if violation:
-        raise SimulationError(
-            f"The input batch {violation}.",
-            where=f"graph input '{in_name}'",
-            fix=f"pass values the accelerator accepts ({in_dtype.name})",
-        )
-
-    values: dict[str, np.ndarray] = {in_name: x}
-    intermediates: dict[str, np.ndarray] = {}
-    overflows: list[str] = []
+    in_type = model.get_tensor_datatype(in_name)
+    ranges = {in_name: datatype_range(in_type)}
     last_use = _last_uses(model)
     outputs = {o.name for o in graph.output}
+    steps = []
     for index, onnx_node in enumerate(graph.node):
-        inputs = []
         for name in onnx_node.input:
-            if name in values:
-                inputs.append(values[name])
-            elif name and model.get_initializer(name) is not None:
-                inputs.append(None)
-            else:
+            if name and name not in ranges and model.get_initializer(name) is None:
                 raise SimulationError(
                     f"The dataflow node '{onnx_node.name}' reads '{name}', which no earlier node produces.",
                     fix="the graph is not topologically sorted; apply qonnx SortGraph",
                 )
-        node = HwNode(onnx_node, getCustomOp(onnx_node), model, inputs, overflows)
-        results = HW_OPS[base_op_type(onnx_node.op_type)].kernel(node)
-        for i, (name, result) in enumerate(zip(onnx_node.output, results)):
-            values[name] = result
-            if keep_intermediates:
-                intermediates[name] = result
-            node.check_range(result, node.op.get_output_datatype(i), "output")
-        for name in onnx_node.input:
-            if last_use.get(name) == index and name not in outputs:
-                values.pop(name, None)
-    output = values[graph.output[0].name]
-    return DataflowResult(output=output, intermediates=intermediates, overflows=overflows)
+        op = getCustomOp(onnx_node)
+        node = HwNode(onnx_node, op, model, [], [], ranges=[ranges.get(name) for name in onnx_node.input])
+        out_ranges = output_ranges(node)
+        ranges.update(zip(onnx_node.output, out_ranges))
+        release = [name for name in onnx_node.input if last_use.get(name) == index and name not in outputs]
+        types = [op.get_output_datatype(i) for i in range(len(onnx_node.output))]
+        checks = [None if within(known, datatype) else datatype for known, datatype in zip(out_ranges, types)]
+        steps.append(_Step(node, HW_OPS[base_op_type(onnx_node.op_type)].kernel, checks, release))
+    shape = tuple(model.get_tensor_shape(in_name))
+    return DataflowPlan(model, in_name, shape, in_type, steps, graph.output[0].name)
+
+
+def simulate_dataflow(
+    model: ModelWrapper | DataflowPlan, x: np.ndarray, keep_intermediates: bool = True
+) -> DataflowResult:
+    """Simulate a FINN dataflow graph (abstract or specialised HW layers, or its prepared plan) on a batch.
+
+    `x` is shaped like the graph's single input with the batch size N in place of 1,
+    e.g. (N, 64) for an MLP or (N, 8, 8, 1) NHWC for a CNN, and holds integers of
+    the input datatype. Returns the int64 output, every node output (by tensor
+    name) when `keep_intermediates`, and the nodes whose hardware would overflow.
+    """
+    plan = model if isinstance(model, DataflowPlan) else prepare_dataflow(model)
+    return plan.run(x, keep_intermediates)
 
 
 # ---------------------------------------------------------------------------
@@ -303,13 +410,14 @@ def accelerator_output_of(parent: ModelWrapper, host_values: np.ndarray) -> np.n
     return y
 
 
-def simulate_parent(parent: ModelWrapper, dataflow: ModelWrapper, x: np.ndarray) -> ParentResult:
+def simulate_parent(parent: ModelWrapper, dataflow: ModelWrapper | DataflowPlan, x: np.ndarray) -> ParentResult:
     """The network as deployed: the parent graph's host ops around the simulated dataflow partition.
 
     `parent` holds one StreamingDataflowPartition node, with only layout ops
     (HOST_INPUT_OPS) before it and float ops by a constant (HOST_OUTPUT_OPS, the
     output scale) after it; `dataflow` is the partition's graph, abstract or
-    specialised. `x` is a batch for the parent's input, e.g. (N, 64) or
+    specialised, or its plan from `prepare_dataflow` (prepared once, for many
+    batches). `x` is a batch for the parent's input, e.g. (N, 64) or
     (N, 1, 8, 8) NCHW uint8 values.
     """
     result = simulate_dataflow(dataflow, host_input(parent, np.asarray(x)))

@@ -1,0 +1,415 @@
+"""The simulator's fast paths against a straightforward int64 reference, on random data and at the edges.
+
+The kernels compute in float32 BLAS where the static range of a layer's input and its weights bound
+every partial sum below 2**24, in float64 or int64 beyond, and count thresholds with one compare per
+step (a searchsorted for many steps). Each case here is built so that a wrong choice would show:
+accumulators at exactly 2**24 - 1, 2**24 and 2**24 + 1, thresholds equal to accumulator values,
+negative, fractional and infinite thresholds, BINARY (XNOR) and BIPOLAR inputs, inputs of every dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from targets.finn import kernels
+from targets.finn.simulator import SimulationError, count_thresholds, prepare_dataflow, simulate_dataflow
+
+HW = "finn.custom_op.fpgadataflow"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def finn_ready(tmp_path_factory) -> None:
+    from targets.finn.environment import prepare_finn
+
+    prepare_finn(tmp_path_factory.mktemp("finn_build"))
+
+
+def _model(nodes, shapes: dict[str, tuple], initializers: dict, input_dtype: str):
+    """A graph of real FINN nodes: the first shape is its input, the last its output."""
+    from onnx import TensorProto, helper
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.basic import qonnx_make_model
+
+    info = {name: helper.make_tensor_value_info(name, TensorProto.FLOAT, list(s)) for name, s in shapes.items()}
+    names = list(shapes)
+    hidden = [info[n] for n in names[1:-1]]
+    graph = helper.make_graph(nodes, "exact", [info[names[0]]], [info[names[-1]]], value_info=hidden)
+    model = ModelWrapper(qonnx_make_model(graph, producer_name="sdk-test"))
+    for name, value in initializers.items():
+        model.set_initializer(name, np.asarray(value, dtype=np.float32))
+    model.set_tensor_datatype(names[0], DataType[input_dtype])
+    return model
+
+
+def _mvau(x_type: str, w_type: str, weights: np.ndarray, thresholds=None, out_type="INT32", act_val=0, xnor=0):
+    from onnx import helper
+
+    mw, mh = weights.shape
+    inputs, initializers = ["x", "w"], {"w": weights}
+    if thresholds is not None:
+        inputs.append("t")
+        initializers["t"] = thresholds
+    node = helper.make_node(
+        "MVAU",
+        inputs,
+        ["y"],
+        domain=HW,
+        backend="fpgadataflow",
+        MW=mw,
+        MH=mh,
+        PE=1,
+        SIMD=1,
+        inputDataType=x_type,
+        weightDataType=w_type,
+        outputDataType=out_type,
+        accDataType="INT64",
+        ActVal=act_val,
+        noActivation=int(thresholds is None),
+        binaryXnorMode=xnor,
+        numInputVectors=[1],
+    )
+    return _model([node], {"x": (1, mw), "y": (1, mh)}, initializers, x_type)
+
+
+def _reference_mvau(x, weights, thresholds=None, act_val=0, xnor=False, bipolar=False, bipolar_out=False):
+    """The MVAU in int64, as written: product, bipolar popcount, then the count of thresholds crossed."""
+    x, weights = x.astype(np.int64), weights.astype(np.int64)
+    if xnor:
+        x, weights = 2 * x - 1, 2 * weights - 1
+    acc = np.einsum("nk,km->nm", x, weights)
+    if xnor or bipolar:
+        acc = (acc + weights.shape[0]) // 2
+    if thresholds is None:
+        return acc
+    count = _reference_count(acc, thresholds)
+    return 2 * count - 1 if bipolar_out else count + act_val
+
+
+def _reference_count(acc: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """sum over the steps of (acc >= t), in float64: exact for the |acc| < 2**53 used here."""
+    assert np.abs(acc).max(initial=0) < 2**53
+    table = np.broadcast_to(thresholds, (acc.shape[-1], thresholds.shape[1]))
+    return (acc[..., None] >= table).sum(-1)
+
+
+def _stored(model) -> np.ndarray:
+    """The thresholds as the graph holds them (float32 initializers: 2**24 + 1 is stored as 2**24)."""
+    return model.get_initializer("t").astype(np.float64)
+
+
+def _unit(model) -> kernels._VectorUnit:
+    """The first node's prepared MVAU / VVAU: which product path the plan chose."""
+    node = prepare_dataflow(model).steps[0].node
+    return node.memo[kernels._prepare_mvau if node.onnx.op_type == "MVAU" else kernels._prepare_vvau]
+
+
+def _thresholds_from(acc: np.ndarray, steps: int, rng) -> np.ndarray:
+    """Per-channel thresholds taken from the accumulator values themselves (equality must count), some off by
+    half a step, some negative beyond reach."""
+    picks = np.stack([rng.choice(acc[:, c], size=steps) for c in range(acc.shape[1])]).astype(np.float64)
+    picks[:, ::3] += 0.5
+    picks[0, 0] = -(2.0**40)
+    return np.sort(picks, axis=1)
+
+
+# ---------------------------------------------------------------------------
+# the float32 decision at 2**24
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+@pytest.mark.parametrize("bound", [2**24 - 1, 2**24, 2**24 + 1])
+def test_accumulator_at_the_float32_limit(bound, sign):
+    # one output column, |w| summing to `bound`; an all-ones BINARY input reaches it exactly
+    weights = sign * np.array([[bound - 1], [1]])
+    rng = np.random.default_rng(bound)
+    x = np.vstack([np.ones((1, 2)), rng.integers(0, 2, size=(20, 2))])
+    expected = _reference_mvau(x, weights)
+    assert expected[0, 0] == sign * bound
+    model = _mvau("BINARY", "INT32", weights)
+    assert _unit(model).product.static32 == (bound < 2**24)  # float32 only below 2**24: 2**24 + 1 would round
+    np.testing.assert_array_equal(simulate_dataflow(model, x).output, expected)
+    # thresholds right at the accumulator: equal counts, one above does not
+    thresholds = np.sort(sign * (bound + np.array([[-2, -1, 0, 1, 2]])), axis=1)
+    model = _mvau("BINARY", "INT32", weights, thresholds, out_type="UINT3")
+    np.testing.assert_array_equal(simulate_dataflow(model, x).output, _reference_mvau(x, weights, _stored(model)))
+
+
+def test_float32_limit_from_input_width_and_weights():
+    # UINT8 x 37 weights of at most 3: 255 * 111 < 2**24 -> float32; INT16 x 600 x 127 >= 2**24 -> not
+    assert _unit(_mvau("UINT8", "INT3", np.full((37, 4), 3))).product.static32
+    assert not _unit(_mvau("INT16", "INT8", np.full((600, 4), 127))).product.static32
+    assert _unit(_mvau("INT16", "INT8", np.full((4, 4), 127))).product.static32
+
+
+# ---------------------------------------------------------------------------
+# MVAU, VVAU and Thresholding on random data, every path
+
+
+MVAU_CASES = {
+    # name: (input type, its range, weight type, weight range, MW, MH, threshold steps or None)
+    "uint8_int2_3steps": ("UINT8", (0, 255), "INT2", (-2, 1), 64, 16, 3),
+    "uint2_int2_1step": ("UINT2", (0, 3), "INT2", (-2, 1), 40, 8, 1),
+    "int4_int4_15steps": ("INT4", (-8, 7), "INT4", (-8, 7), 50, 12, 15),
+    "int8_int8_31steps_searchsorted": ("INT8", (-128, 127), "INT8", (-128, 127), 30, 10, 31),
+    "int16_int8_float64": ("INT16", (-(2**15), 2**15 - 1), "INT8", (-128, 127), 600, 6, 7),
+    "int32_int8_noact_float64": ("INT32", (-(2**31), 2**31 - 1), "INT8", (-128, 127), 40, 6, None),
+    "int32_int22_noact_int64": ("INT32", (-(2**31), 2**31 - 1), "INT22", (-(2**21), 2**21 - 1), 9, 5, None),
+}
+
+
+@pytest.mark.parametrize("case", MVAU_CASES)
+def test_mvau_matches_int64_reference(case):
+    x_type, x_range, w_type, w_range, mw, mh, steps = MVAU_CASES[case]
+    rng = np.random.default_rng(len(case))
+    weights = rng.integers(w_range[0], w_range[1] + 1, size=(mw, mh))
+    x = rng.integers(x_range[0], x_range[1] + 1, size=(60, mw))
+    x[:2] = [[x_range[0]], [x_range[1]]]  # the extremes of the input range
+    if steps is None:
+        model = _mvau(x_type, w_type, weights)
+        np.testing.assert_array_equal(simulate_dataflow(model, x).output, _reference_mvau(x, weights))
+        return
+    thresholds = _thresholds_from(_reference_mvau(x, weights), steps, rng)
+    model = _mvau(x_type, w_type, weights, thresholds, out_type="INT8", act_val=-2)
+    result = simulate_dataflow(model, x)
+    np.testing.assert_array_equal(result.output, _reference_mvau(x, weights, _stored(model), act_val=-2))
+    assert result.overflows == []
+
+
+def test_mvau_shared_and_infinite_thresholds():
+    rng = np.random.default_rng(1)
+    weights = rng.integers(-2, 2, size=(20, 6))
+    x = rng.integers(0, 16, size=(50, 20))
+    for thresholds in (
+        np.array([[-np.inf, -3, 0, 0.5, 7, np.inf]]),  # shared by every channel
+        np.sort(rng.normal(0, 20, size=(6, 4)), axis=1),
+        np.array([[1e30, 1e30]] * 6),  # never crossed
+        np.array([[-1e30, 2]] * 6),  # always crossed, then from 2 on
+    ):
+        model = _mvau("UINT4", "INT2", weights, thresholds, out_type="INT8")
+        np.testing.assert_array_equal(simulate_dataflow(model, x).output, _reference_mvau(x, weights, _stored(model)))
+
+
+def test_mvau_binary_xnor_and_bipolar():
+    rng = np.random.default_rng(2)
+    bits, weight_bits = rng.integers(0, 2, size=(40, 33)), rng.integers(0, 2, size=(33, 7))
+    thresholds = np.sort(rng.integers(0, 34, size=(7, 1)), axis=1) + 0.0
+    xnor = _mvau("BINARY", "BINARY", weight_bits, thresholds, out_type="BIPOLAR", xnor=1)
+    np.testing.assert_array_equal(
+        simulate_dataflow(xnor, bits).output,
+        _reference_mvau(bits, weight_bits, thresholds, xnor=True, bipolar_out=True),
+    )
+    signs, weight_signs = 2 * bits - 1, 2 * weight_bits - 1
+    bipolar = _mvau("BIPOLAR", "BIPOLAR", weight_signs)
+    np.testing.assert_array_equal(
+        simulate_dataflow(bipolar, signs).output, _reference_mvau(signs, weight_signs, bipolar=True)
+    )
+
+
+def _vvau_model(x_type: str, weights: np.ndarray, thresholds=None, w_type="INT4"):
+    from onnx import helper
+
+    channels, k = weights.shape[0], weights.shape[-1]
+    inputs, initializers = ["x", "w"], {"w": weights}
+    if thresholds is not None:
+        inputs.append("t")
+        initializers["t"] = thresholds
+    node = helper.make_node(
+        "VVAU",
+        inputs,
+        ["y"],
+        domain=HW,
+        backend="fpgadataflow",
+        PE=1,
+        Dim=[2, 2],
+        Channels=channels,
+        Kernel=[k, k],
+        inputDataType=x_type,
+        weightDataType=w_type,
+        outputDataType="INT32" if thresholds is None else "UINT4",
+        accDataType="INT64",
+        ActVal=0,
+        noActivation=int(thresholds is None),
+    )
+    shapes = {"x": (1, 2, 2, k * k * channels), "y": (1, 2, 2, channels)}
+    return _model([node], shapes, initializers, x_type)
+
+
+@pytest.mark.parametrize("x_type, high, w_type, w_high", [("UINT4", 15, "INT4", 7), ("INT32", 2**30, "INT20", 2**19)])
+def test_vvau_matches_int64_reference(x_type, high, w_type, w_high):
+    rng = np.random.default_rng(high)
+    channels, k = 5, 3
+    weights = rng.integers(-w_high, w_high, size=(channels, 1, k, k))
+    x = rng.integers(0, high + 1, size=(30, 2, 2, k * k * channels))
+    patches = x.reshape(30, 2, 2, k * k, channels).astype(np.int64)
+    acc = np.einsum("...kc,kc->...c", patches, weights.reshape(channels, k * k).T.astype(np.int64))
+    np.testing.assert_array_equal(simulate_dataflow(_vvau_model(x_type, weights, w_type=w_type), x).output, acc)
+    if high < 2**20:
+        thresholds = _thresholds_from(acc.reshape(-1, channels), 15, rng)
+        model = _vvau_model(x_type, weights, thresholds, w_type)
+        np.testing.assert_array_equal(simulate_dataflow(model, x).output, _reference_count(acc, _stored(model)))
+
+
+def _thresholding_model(x_type: str, thresholds: np.ndarray, channels: int, out_type: str, act_val: int):
+    from onnx import helper
+
+    node = helper.make_node(
+        "Thresholding",
+        ["x", "t"],
+        ["y"],
+        domain=HW,
+        backend="fpgadataflow",
+        NumChannels=channels,
+        PE=1,
+        numSteps=thresholds.shape[1],
+        inputDataType=x_type,
+        weightDataType="INT32",
+        outputDataType=out_type,
+        numInputVectors=[1, 3],
+        ActVal=act_val,
+    )
+    return _model([node], {"x": (1, 3, channels), "y": (1, 3, channels)}, {"t": thresholds}, x_type)
+
+
+@pytest.mark.parametrize("steps", [1, 3, 16, 17, 40])
+@pytest.mark.parametrize("x_type, low, high", [("INT12", -2048, 2047), ("INT32", -(2**30), 2**30)])
+def test_thresholding_matches_reference(steps, x_type, low, high):
+    rng = np.random.default_rng(steps)
+    channels = 6
+    x = rng.integers(low, high + 1, size=(40, 3, channels))
+    thresholds = _thresholds_from(x.reshape(-1, channels), steps, rng)
+    out_type = "INT8" if steps < 100 else "INT16"
+    model = _thresholding_model(x_type, thresholds, channels, out_type, -3)
+    np.testing.assert_array_equal(simulate_dataflow(model, x).output, _reference_count(x, _stored(model)) - 3)
+    model = _thresholding_model(x_type, thresholds[:1], channels, out_type, 0)  # shared by every channel
+    np.testing.assert_array_equal(simulate_dataflow(model, x).output, _reference_count(x, _stored(model)))
+    if steps == 1:  # BIPOLAR: 2 * (count + ActVal) - 1
+        model = _thresholding_model(x_type, thresholds, channels, "BIPOLAR", 0)
+        np.testing.assert_array_equal(simulate_dataflow(model, x).output, 2 * _reference_count(x, _stored(model)) - 1)
+
+
+def test_blocks_of_rows_and_narrow_activations_change_nothing(monkeypatch):
+    """Thresholding (uint8 counts) into an MVAU run in blocks of rows: the same as one block, and as the reference."""
+    from onnx import helper
+
+    rng = np.random.default_rng(8)
+    weights = rng.integers(-2, 2, size=(12, 5))
+    x = rng.integers(-100, 100, size=(300, 12))
+    first = _thresholds_from(x, 3, rng)
+    counts = _reference_count(x, first)
+    thresholds = _thresholds_from(_reference_mvau(counts, weights), 3, rng)
+    activation = _thresholding_model("INT8", first, 12, "UINT2", 0).graph.node[0]
+    activation.output[0] = "a"
+    activation.attribute.remove(next(a for a in activation.attribute if a.name == "numInputVectors"))
+    activation.attribute.append(helper.make_attribute("numInputVectors", [1]))
+    mvau = _mvau("UINT2", "INT2", weights, thresholds, out_type="UINT2").graph.node[0]
+    mvau.input[0], mvau.input[2] = "a", "t2"
+    shapes = {"x": (1, 12), "a": (1, 12), "y": (1, 5)}
+    model = _model([activation, mvau], shapes, {"t": first, "w": weights, "t2": thresholds}, "INT8")
+    expected = _reference_mvau(counts, weights, model.get_initializer("t2").astype(np.float64))
+    whole = simulate_dataflow(model, x)
+    assert _unit_of(model, 1).blocked and whole.intermediates["a"].dtype == np.int64
+    monkeypatch.setattr(kernels, "_BLOCK", 12 * 7)  # 7 rows per block, the last one short
+    blocks = simulate_dataflow(model, x)
+    for result in (whole, blocks):
+        np.testing.assert_array_equal(result.intermediates["a"], counts)
+        np.testing.assert_array_equal(result.output, expected)
+
+
+def test_count_thresholds_near_2_to_the_24():
+    # float32 values hold magnitudes below 2**24; thresholds beyond are clipped to +-2**24, which changes no count
+    edge = 2**24 - 1
+    acc = np.array([[-edge, -edge + 1, -1, 0, 1, edge - 1, edge]])
+    thresholds = np.array([[-(2.0**24) - 3, -edge - 0.5, -edge, 0, edge, edge + 0.5, 2.0**24, 2.0**24 + 1]])
+    expected = _reference_count(acc, thresholds)
+    for values in (acc, acc.astype(np.float32), acc.astype(np.int32)):
+        np.testing.assert_array_equal(count_thresholds(values, thresholds, "edge"), expected)
+    many = np.sort(np.concatenate([thresholds, thresholds + 1, thresholds - 1], axis=1))  # > COMPARE_STEPS
+    assert many.shape[1] > kernels.COMPARE_STEPS
+    np.testing.assert_array_equal(count_thresholds(acc.astype(np.float32), many, "edge"), _reference_count(acc, many))
+
+
+# ---------------------------------------------------------------------------
+# ranges decided at run time, static ranges, inputs, plans
+
+
+def test_unknown_ranges_are_decided_per_call():
+    """An ElementwiseAdd before the MVAU: no static range, so the product path follows the batch's max |x|."""
+    from onnx import helper
+
+    weights = np.full((8, 3), 127)
+    add = helper.make_node(
+        "ElementwiseAdd",
+        ["x", "x"],
+        ["s"],
+        domain=HW,
+        backend="fpgadataflow",
+        lhs_dtype="INT32",
+        rhs_dtype="INT32",
+        out_dtype="INT32",
+        lhs_shape=[1, 8],
+        rhs_shape=[1, 8],
+        out_shape=[1, 8],
+        PE=1,
+    )
+    mvau = _mvau("INT32", "INT8", weights).graph.node[0]
+    mvau.input[0] = "s"
+    model = _model([add, mvau], {"x": (1, 8), "s": (1, 8), "y": (1, 3)}, {"w": weights}, "INT32")
+    assert not _unit_of(model, 1).product.static32
+    rng = np.random.default_rng(4)
+    for high in (100, 2**14, 2**30):  # float32, float64 (sum of |w| * 2 * high crosses 2**24 at 2**14)
+        x = rng.integers(-high, high, size=(20, 8))
+        x[0] = high - 1
+        result = simulate_dataflow(model, x)
+        np.testing.assert_array_equal(result.output, _reference_mvau(2 * x, weights))
+
+
+def _unit_of(model, index: int) -> kernels._VectorUnit:
+    return prepare_dataflow(model).steps[index].node.memo[kernels._prepare_mvau]
+
+
+@pytest.mark.parametrize("case", ["uint8_int2_3steps", "int4_int4_15steps", "int32_int8_noact_float64"])
+def test_static_ranges_contain_every_value(case):
+    x_type, x_range, w_type, w_range, mw, mh, steps = MVAU_CASES[case]
+    rng = np.random.default_rng(9)
+    weights = rng.integers(w_range[0], w_range[1] + 1, size=(mw, mh))
+    x = rng.integers(x_range[0], x_range[1] + 1, size=(200, mw))
+    thresholds = None if steps is None else _thresholds_from(_reference_mvau(x, weights), steps, rng)
+    plan = prepare_dataflow(_mvau(x_type, w_type, weights, thresholds, out_type="INT32"))
+    unit = plan.steps[0].node.memo[kernels._prepare_mvau]
+    acc = _reference_mvau(x, weights)
+    assert unit.acc_range[0] <= acc.min() and acc.max() <= unit.acc_range[1]
+    output = plan.run(x).output
+    assert unit.out_range[0] <= output.min() and output.max() <= unit.out_range[1]
+
+
+def test_every_input_dtype_gives_the_same_result():
+    rng = np.random.default_rng(5)
+    weights = rng.integers(-2, 2, size=(30, 4))
+    x = rng.integers(0, 256, size=(25, 30))
+    model = _mvau("UINT8", "INT2", weights, _thresholds_from(_reference_mvau(x, weights), 3, rng), out_type="UINT2")
+    plan = prepare_dataflow(model)
+    expected = plan.run(x).output
+    for values in (x.astype(np.uint8), x.astype(np.float32), x.astype(np.float64), x.astype(np.int16)):
+        np.testing.assert_array_equal(plan.run(values).output, expected)
+    for bad, match in ((x + 0.5, "non-integer"), (x - 1.0, "UINT8"), (np.where(x > 9, np.nan, x), "non-integer")):
+        with pytest.raises(SimulationError, match=match):
+            plan.run(bad)
+    bipolar = _mvau("BIPOLAR", "BIPOLAR", 2 * rng.integers(0, 2, size=(5, 2)) - 1)
+    with pytest.raises(SimulationError, match="BIPOLAR"):
+        simulate_dataflow(bipolar, np.array([[1, -1, 0, 1, 1]]))
+
+
+def test_a_plan_runs_many_batches_and_leaves_the_input_alone():
+    rng = np.random.default_rng(6)
+    weights = rng.integers(-2, 2, size=(16, 5))
+    model = _mvau("UINT4", "INT2", weights, np.sort(rng.normal(0, 5, size=(5, 3)), axis=1), out_type="UINT2")
+    plan = prepare_dataflow(model)
+    for n in (1, 7, 40):
+        x = rng.integers(0, 16, size=(n, 16)).astype(np.float32)
+        before = x.copy()
+        result = plan.run(x)
+        np.testing.assert_array_equal(x, before)
+        np.testing.assert_array_equal(result.output, simulate_dataflow(model, x).output)
+        assert result.output.dtype == np.int64 and result.intermediates["y"].dtype == np.int64
