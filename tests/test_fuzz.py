@@ -16,6 +16,7 @@ import importlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,6 +59,9 @@ EXAMPLES = {
     "tflite_golden_structure": 400,
     "tflite_litert_bytes": 200,
     "tflite_litert_structure": 300,
+    "tflite_tflm_bytes": 100,
+    "tflite_tflm_structure": 150,
+    "tflite_vela_structure": 15,
     "npz_bytes": 300,
     "npz_arrays": 200,
     "idx_bytes": 500,
@@ -366,6 +370,48 @@ def test_tflite_litert_bytes(tflite_seeds, scratch, data):
 def test_tflite_litert_structure(tflite_seeds, scratch, data):
     path = _put(scratch, "litert-edit.tflite", data.draw(edited_tflite(tflite_seeds)))
     in_child(lambda: _litert(path))
+
+
+def _tflm(path: Path) -> None:
+    """In the child: TFLite Micro's own reader and interpreter on the file (arena measured, as a deploy does)."""
+    from targets.tflm.runtime import run_tflm
+
+    try:
+        x = _zeros_input(schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0), 1)
+    except Exception:
+        x = np.zeros((1, 1), np.int8)
+    with contextlib.suppress(ValueError):
+        run_tflm(path, x)
+
+
+@pytest.mark.slow  # forked children per example
+@examples("tflite_tflm_bytes")
+@given(data=st.data())
+def test_tflite_tflm_bytes(tflite_seeds, scratch, data):
+    path = _put(scratch, "tflm.tflite", data.draw(corpus(tflite_seeds)))
+    in_child(lambda: _tflm(path))
+
+
+@pytest.mark.slow  # forked children per example
+@examples("tflite_tflm_structure")
+@given(data=st.data())
+def test_tflite_tflm_structure(tflite_seeds, scratch, data):
+    path = _put(scratch, "tflm-edit.tflite", data.draw(edited_tflite(tflite_seeds)))
+    in_child(lambda: _tflm(path))
+
+
+@pytest.mark.slow  # Vela is a subprocess per example: a few seconds each
+@examples("tflite_vela_structure")
+@given(data=st.data())
+def test_tflite_vela_structure(tflite_seeds, scratch, data):
+    from sdk.boards import get_board
+    from targets.ethosu.vela import compile_vela
+
+    path = _put(scratch, "vela-edit.tflite", data.draw(edited_tflite(tflite_seeds)))
+    out = scratch / "vela-out"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    in_child(lambda: compile_vela(path, get_board("ethos-u55-128"), out))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
