@@ -496,16 +496,20 @@ def check(target, model, input_scale, as_json) -> None:
 @click.argument("package", type=click.Path(path_type=Path))
 @click.option("--data", default=None, help="Data set (default: the one the model was trained on).")
 @click.option("--limit", type=int, default=None, help="Only the first N test samples.")
+@click.option("--rtlsim", is_flag=True, help="FPGA package: also run each RTL layer's Verilog in Verilator.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def simulate(package: Path, data: str | None, limit: int | None, as_json: bool) -> None:
-    """Run a deployment PACKAGE in the simulator: accuracy and agreement with the QAT model."""
+def simulate(package: Path, data: str | None, limit: int | None, rtlsim: bool, as_json: bool) -> None:
+    """Run a deployment PACKAGE in the simulator: accuracy and agreement with the QAT model.
+
+    Exit 1 when a check of the run fails (with --rtlsim: an RTL layer differs from the simulator)."""
     from sdk.simulation import simulate_package
     from sdk.verify import share
 
     with hush_stdout():
-        report = simulate_package(package, data, limit)
+        report = simulate_package(package, data, limit, rtlsim)
     if as_json:
-        return _emit_json(report.to_dict())
+        _emit_json(report.to_dict())
+        sys.exit(1 if report.failures else 0)
     identical = "" if report.identical_outputs is None else f", identical output on {report.identical_outputs:.2%}"
     out.print(
         f"{report.board}: {report.samples} samples of {report.data}: accuracy [bold]{share(report.accuracy)}[/] "
@@ -513,6 +517,9 @@ def simulate(package: Path, data: str | None, limit: int | None, as_json: bool) 
     )
     for what, fraction in report.runtime_agreement.items():
         out.print(f"{what} on {fraction:.2%} of the samples")
+    for failure in report.failures:
+        out.print(f"[red]FAILED[/] {failure}")
+    sys.exit(1 if report.failures else 0)
 
 
 @main.command()

@@ -31,6 +31,7 @@ class SimulationReport:
     identical_outputs: float | None  # share of samples whose output equals the QAT model's (float32 rounding),
     # where the flow's rule is bit-exactness (FPGA); None where it is not (int8 TFLite: golden model and 1 LSB)
     runtime_agreement: dict[str, float] = field(default_factory=dict)  # flow-specific, e.g. runtime = golden model
+    failures: list[str] = field(default_factory=list)  # checks of the run that failed (the command exits 1)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,7 +94,9 @@ def _samples(card: dict, data: str | None, limit: int | None) -> tuple[np.ndarra
     return x[:limit], (None if y is None else y[:limit]), what
 
 
-def simulate_package(package: Path | str, data: str | None = None, limit: int | None = None) -> SimulationReport:
+def simulate_package(
+    package: Path | str, data: str | None = None, limit: int | None = None, rtlsim: bool = False
+) -> SimulationReport:
     from sdk.deployment import ResolvedModel, qat_outputs
     from sdk.verify import FLOAT_RTOL, accuracy, binary_threshold, same_class
 
@@ -106,7 +109,7 @@ def simulate_package(package: Path | str, data: str | None = None, limit: int | 
     card = _card(package)
     x, y, what = _samples(card, data, limit)
     reference = qat_outputs(ResolvedModel(package / "model.qonnx.onnx", card, None), x)
-    simulated = get_target(manifest["flow"]).simulate(package, card, x)
+    simulated = get_target(manifest["flow"]).simulate(package, card, x, rtlsim)
     outputs = simulated.outputs
     identical = None
     if simulated.bit_exact:
@@ -124,4 +127,5 @@ def simulate_package(package: Path | str, data: str | None = None, limit: int | 
         float(np.mean(same_class(outputs, reference))),
         identical,
         simulated.agreement,
+        simulated.failures,
     )

@@ -56,6 +56,7 @@ class SimulatedOutputs:
     outputs: np.ndarray  # float, batch first: what the deployed network returns
     bit_exact: bool  # the flow's rule asks these outputs to equal the QAT model's (up to float32 rounding)
     agreement: dict[str, float] = field(default_factory=dict)  # e.g. {"runtime = golden model": 1.0}
+    failures: list[str] = field(default_factory=list)  # checks the run itself failed (e.g. an RTL layer differs)
 
 
 @dataclass
@@ -82,7 +83,9 @@ class Target(Protocol):
 
     def build(self, request: BuildRequest, pkg: PackageBuilder, progress: Callable[[str], None]) -> BuildOutcome: ...
 
-    def simulate(self, package: Path, card: dict[str, Any], x: np.ndarray) -> SimulatedOutputs: ...
+    def simulate(
+        self, package: Path, card: dict[str, Any], x: np.ndarray, rtlsim: bool = False
+    ) -> SimulatedOutputs: ...
 
     def comparison_cells(self, summary: dict[str, Any]) -> ComparisonCells: ...
 

@@ -477,6 +477,12 @@ def test_deploy_with_rtlsim_runs_every_rtl_layer_in_verilator_and_fails_naming_a
     rtl = json.loads((result.package / "report.json").read_text())["data"]["rtl_simulation"]
     assert {"Thresholding_rtl_0", "FMPadding_rtl_0", "ConvolutionInputGenerator_rtl_0"} <= set(rtl["verified_at_rtl"])
     assert any(name.startswith("MVAU") for name in rtl["graph_level_only"])  # named, not silently skipped
+    x = np.random.default_rng(0).integers(0, 256, size=(12, 1, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "x.npz", x=x)
+    from sdk.simulation import simulate_package
+
+    again = simulate_package(result.package, str(tmp_path / "x.npz"), rtlsim=True)  # `sdk simulate PKG --rtlsim`
+    assert not again.failures and list(again.runtime_agreement.values()) == [1.0]
 
     original = codegen.generate_sources
 
@@ -493,3 +499,5 @@ def test_deploy_with_rtlsim_runs_every_rtl_layer_in_verilator_and_fails_naming_a
     failed = next(c for c in checks if c["name"].startswith("RTL"))
     assert not failed["passed"] and failed["first_difference"] == "Thresholding_rtl_0"
     assert "sample" in failed["detail"] and "element" in failed["detail"]
+    rerun = simulate_package(bad.package, str(tmp_path / "x.npz"), rtlsim=True)
+    assert rerun.failures and "Thresholding_rtl_0" in rerun.failures[0]

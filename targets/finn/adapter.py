@@ -197,13 +197,25 @@ class FinnTarget:
         cache = (cache_root() or cfg.workdir) / "verilator"
         return verify_rtl_layers(dataflow, tensors, cfg.sources_dir, cache, progress)
 
-    def simulate(self, package: Path, card: dict[str, Any], x: np.ndarray) -> SimulatedOutputs:
-        """The packaged accelerator and its host ops on a batch, in the bit-exact simulator."""
+    def simulate(self, package: Path, card: dict[str, Any], x: np.ndarray, rtlsim: bool = False) -> SimulatedOutputs:
+        """The packaged accelerator and its host ops on a batch, in the bit-exact simulator; with `rtlsim`, each
+        RTL layer's packaged Verilog in Verilator beside it."""
         with scratch_dir("sim") as tmp:
             prepare_finn(Path(tmp))
             parent, dataflow = _load_onnx(package / PARENT_NAME), _load_onnx(package / DATAFLOW_NAME)
-            outputs = simulate_parent(parent, dataflow, graph_input(card, x)).output
-        return SimulatedOutputs(outputs, bit_exact=True)
+            xs = graph_input(card, x)
+            result = simulate_parent(parent, dataflow, xs)
+            simulated = SimulatedOutputs(result.output, bit_exact=True)
+            if rtlsim:
+                cfg = steps.FinnConfig(None, Path(tmp), sources_dir=package / "sources")
+                cfg.parent = parent
+                rtl = self._verify_rtl(cfg, dataflow, result, xs, lambda message: None)
+                simulated.agreement[f"RTL layers in Verilator ({len(rtl.verified)}) = simulator"] = (
+                    1.0 - rtl.check.mismatch_rate
+                )
+                if not rtl.check.passed:
+                    simulated.failures.append(f"{rtl.check.name}: {rtl.check.detail}")
+        return simulated
 
     def comparison_cells(self, summary: dict[str, Any]) -> ComparisonCells:
         speed = "-"

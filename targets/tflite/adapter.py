@@ -132,11 +132,17 @@ class TfliteFamilyTarget:
         """The graph outputs of the flow's runtime on a batch."""
         raise NotImplementedError
 
-    def simulate(self, package: Path, card: dict[str, Any], x: np.ndarray) -> SimulatedOutputs:
+    def simulate(self, package: Path, card: dict[str, Any], x: np.ndarray, rtlsim: bool = False) -> SimulatedOutputs:
         """The golden model of the flow's runtime on the package's model.tflite, and the runtime itself beside it."""
         from targets.tflite.golden import run_golden
         from targets.tflite.runtime import open_tflite
 
+        if rtlsim:
+            raise ConfigError(
+                f"--rtlsim runs an FPGA package's RTL layers in Verilator; this package is for {self.flow}.",
+                where="--rtlsim",
+                fix="drop --rtlsim for this package",
+            )
         path = package / MODEL_NAME
         open_tflite(path)  # a missing or corrupt file: TfliteFileError (exit 2) before any run
         if not (package / INFO_NAME).is_file():
