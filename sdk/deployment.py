@@ -126,12 +126,13 @@ class ResolvedModel:
 
 
 def resolve_model(model: str, workdir: Path, input_scale: float | None = None) -> ResolvedModel:
-    """A run folder is exported (and checked) on the fly; a QONNX file is taken with its model card where one lies
-    beside it, else with a card read off the graph (see sdk.export.card_from_graph)."""
-    from sdk.export import card_from_graph, card_path_for, read_card
+    """A run folder is exported (and checked against Brevitas) once per checkpoint; a QONNX file is taken with its
+    model card where one lies beside it, else with a card read off the graph (see sdk.model_card.card_from_graph).
+    Either way the graph is the source model the flows compare against: no torch is loaded for it."""
     from sdk.export_cache import export_run_cached
+    from sdk.model_card import card_from_graph, card_path_for, read_card
     from sdk.onnx_guard import load_onnx_safely
-    from sdk.qat import CHECKPOINT_NAME, load_checkpoint
+    from sdk.runs import CHECKPOINT_NAME
 
     path = Path(model)
     if path.is_dir():
@@ -142,7 +143,7 @@ def resolve_model(model: str, workdir: Path, input_scale: float | None = None) -
                 fix="pass a folder written by `sdk train`, or a QONNX file from `sdk export`",
             )
         exported = export_run_cached(path, workdir / "model.qonnx.onnx")
-        return ResolvedModel(exported.onnx_path, exported.card, load_checkpoint(path)[0])
+        return ResolvedModel(exported.onnx_path, exported.card, None)
     if not path.is_file():
         raise CheckpointError(
             f"Model {path} does not exist.",
@@ -156,17 +157,8 @@ def resolve_model(model: str, workdir: Path, input_scale: float | None = None) -
         card = card_from_graph(local, local, input_scale, where=f"--model {model}")
         return ResolvedModel(local, card, None)
     card = read_card(path)
-    source = Path(card.get("source_checkpoint", {}).get("path", ""))
-    brevitas = None
-    # the checkpoint stands for the file only when the file is the one exported from it, byte for byte
-    if (
-        source.is_file()
-        and sha256_file(source) == card["source_checkpoint"]["sha256"]
-        and card.get("onnx_sha256") == sha256_file(local)
-    ):
-        brevitas = load_checkpoint(source)[0]
     card_path_for(local).write_text(json.dumps(card, indent=2))
-    return ResolvedModel(local, card, brevitas)
+    return ResolvedModel(local, card, None)
 
 
 @dataclass
@@ -232,15 +224,16 @@ def verification_samples(card: dict[str, Any], count: int | None, data: str | No
 
 
 def qat_outputs(resolved: ResolvedModel, x: np.ndarray) -> np.ndarray:
-    """The QAT model's float outputs: Brevitas itself where its checkpoint is at hand, else the QONNX export
-    (checked equal to Brevitas when it was exported)."""
-    import torch
-
-    from sdk.export import run_qonnx
-    from sdk.qat import model_input
+    """The source model's float outputs: the Brevitas module itself where the caller gave one (the Python API),
+    else the QONNX graph (a run's export was checked equal to its Brevitas model when it was exported)."""
+    from sdk.graph_run import run_qonnx
 
     flat = resolved.card["input"]["flatten"]
     if resolved.brevitas is not None:
+        import torch
+
+        from sdk.qat import model_input
+
         with torch.no_grad():
             return resolved.brevitas(model_input(x, flat)).numpy()
     return run_qonnx(resolved.onnx_path, x, flat)

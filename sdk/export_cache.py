@@ -33,7 +33,7 @@ def cache_root() -> Path | None:
 
 def _key(checkpoint: Path) -> str:
     from sdk import __version__
-    from sdk.qat import METRICS_NAME
+    from sdk.runs import METRICS_NAME
 
     digest = hashlib.sha256()
     for path in (checkpoint, checkpoint.parent / METRICS_NAME, Path(__file__).with_name("export.py")):
@@ -44,7 +44,7 @@ def _key(checkpoint: Path) -> str:
 
 def _cached(entry: Path, checkpoint: Path, out_path: Path):
     """The cached export copied to out_path, its card naming this checkpoint; None when absent or not intact."""
-    from sdk.export import ExportResult, card_path_for
+    from sdk.model_card import ExportResult, card_path_for
     from sdk.package import sha256_file
 
     onnx, card_path = entry / "model.qonnx.onnx", entry / "model.qonnx.json"
@@ -62,8 +62,13 @@ def _cached(entry: Path, checkpoint: Path, out_path: Path):
 
 def export_run_cached(run_dir: Path | str, out_path: Path | str):
     """sdk.export.export_run, through the cache."""
-    from sdk.export import card_path_for, export_run
-    from sdk.qat import CHECKPOINT_NAME
+    from sdk.model_card import card_path_for
+    from sdk.runs import CHECKPOINT_NAME
+
+    def export_run(*args):  # torch and Brevitas load only on a miss
+        from sdk import export
+
+        return export.export_run(*args)
 
     run_dir, out_path = Path(run_dir), Path(out_path)
     checkpoint = run_dir / CHECKPOINT_NAME if run_dir.is_dir() else run_dir

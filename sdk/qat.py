@@ -26,8 +26,7 @@ from sdk.errors import CheckpointError, ConfigError, SDKError
 from sdk.zoo import BitsConfig, build_model, get_spec, parse_bits
 
 CHECKPOINT_FORMAT = "sdk-checkpoint/1"
-CHECKPOINT_NAME = "checkpoint.pt"
-METRICS_NAME = "metrics.json"
+from sdk.runs import CHECKPOINT_NAME, METRICS_NAME  # noqa: E402 (re-exported: callers import them from here)
 
 # Bounds past which a value is a typo, not a plan (and past which torch or scikit-learn fail in their own words).
 MAX_EPOCHS = 100_000

@@ -2,7 +2,8 @@
 
 import pytest
 
-from sdk.export import export_run, read_card
+from sdk.export import export_run
+from sdk.model_card import read_card
 from sdk.qat import TrainConfig, train
 
 

@@ -6,7 +6,9 @@ import torch
 
 from sdk.data import load_dataset
 from sdk.errors import CheckpointError
-from sdk.export import card_path_for, export_run, read_card, run_qonnx
+from sdk.export import export_run
+from sdk.graph_run import run_qonnx
+from sdk.model_card import card_path_for, read_card
 from sdk.qat import CHECKPOINT_NAME, TrainConfig, load_checkpoint, model_input, train
 from sdk.zoo import ZOO
 
@@ -63,11 +65,11 @@ def test_card_sits_beside_model(tfc_export):
 
 
 def test_batched_qonnx_execution_equals_one_sample_at_a_time(tfc_export, monkeypatch):
-    import sdk.export
+    import sdk.graph_run
 
     x = load_dataset("digits").x_test[:40]
     batched = run_qonnx(tfc_export, x, True)
-    monkeypatch.setattr(sdk.export, "QONNX_BATCH", 1)
+    monkeypatch.setattr(sdk.graph_run, "QONNX_BATCH", 1)
     one_by_one = run_qonnx(tfc_export, x, True)
     assert batched.shape == (40, 10)  # equal up to float32 rounding (BLAS sums a batch in another order)
     np.testing.assert_allclose(batched, one_by_one, rtol=0, atol=1e-6 * np.abs(one_by_one).max())

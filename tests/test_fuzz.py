@@ -38,7 +38,7 @@ from sdk.boards import load_parts, parse_board
 from sdk.cli import main
 from sdk.data import _read_idx, load_dataset, load_npz, load_samples
 from sdk.errors import InternalError, SDKError
-from sdk.export import read_card
+from sdk.model_card import read_card
 from sdk.onnx_guard import KNOWN_DOMAINS, is_known_domain, load_onnx_safely
 from sdk.package import PackageBuilder, verify_package
 from sdk.qat import load_checkpoint

@@ -119,7 +119,7 @@ def test_specialized_graph_equals_finn_python_execution(graphs, digits):
 
 @pytest.mark.slow  # the graphs fixture trains each model for an epoch
 def test_deployed_network_equals_qonnx_model(graphs, digits):
-    from sdk.export import run_qonnx
+    from sdk.graph_run import run_qonnx
 
     reference = run_qonnx(graphs.qonnx_path, digits, graphs.flat)
     x = digits.reshape(len(digits), -1) if graphs.flat else digits

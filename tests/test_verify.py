@@ -97,7 +97,7 @@ def test_tie_samples_finds_activations_on_a_rounding_boundary(tmp_path):
     from onnx import TensorProto, helper
     from qonnx.util.basic import qonnx_make_model
 
-    from sdk.export import tie_samples
+    from sdk.graph_run import tie_samples
 
     nodes = [
         helper.make_node("Mul", ["x", "half"], ["h"]),

@@ -21,7 +21,7 @@ import numpy as np
 
 from sdk.boards import Board
 from sdk.errors import ConfigError, ExportError, PackageError, SDKError
-from sdk.export import activation_codes, tie_samples
+from sdk.graph_run import activation_codes, tie_samples
 from sdk.onnx_guard import load_onnx_safely
 from sdk.package import PackageBuilder
 from sdk.report import Report, Table, bar_plot, utilisation_plot, verification_table

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sdk.export import qonnx_tensors
+from sdk.graph_run import qonnx_tensors
 from sdk.verify import Check, Verification, accuracy, binary_threshold, compare_layers, same_class
 from targets.tflite.golden import run_golden
 from targets.tflite.lowering import INT8_MAX, INT8_MIN, Layer, graph_to_nhwc

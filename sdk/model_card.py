@@ -1,0 +1,198 @@
+"""The model card: the JSON beside a QONNX file (input spec, normalisation, labels, data set, checks).
+
+A card is optional: a QONNX file without one gets a card read off its graph (`card_from_graph`). Reading a card
+never needs torch, so deploying a QONNX file starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sdk.data import INPUT_SCALE
+from sdk.errors import ExportError
+from sdk.onnx_guard import load_onnx_safely
+
+CARD_FORMAT = "sdk-model-card/1"
+
+
+NORMALISATION = {
+    "scale": INPUT_SCALE,
+    "offset": 0.0,
+    "meaning": "model sees uint8 * scale; the scale is inside the graph",
+}
+
+
+def input_spec(input_shape: list[int], flat: bool) -> dict[str, Any]:
+    graph_shape = [1, int(np.prod(input_shape))] if flat else [1, *input_shape]
+    return {
+        "shape": graph_shape,
+        "dtype": "uint8",
+        "layout": "NC" if flat else "NCHW",
+        "image_shape": list(input_shape),
+        "flatten": flat,
+    }
+
+
+@dataclass
+class ExportResult:
+    """A QONNX file and its model card, as an export (or the export cache) wrote them."""
+
+    onnx_path: Path
+    card_path: Path
+    card: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "onnx": str(self.onnx_path),
+            "card": str(self.card_path),
+            **{k: self.card[k] for k in ("model", "bits", "input", "check")},
+        }
+
+
+def card_path_for(onnx_path: Path) -> Path:
+    """model.qonnx.onnx -> model.qonnx.json"""
+    return onnx_path.with_suffix(".json")
+
+
+def read_card(onnx_path: Path) -> dict[str, Any]:
+    path = card_path_for(Path(onnx_path))
+    if not path.is_file():
+        raise ExportError(
+            f"The model card {path.name} is missing beside {onnx_path}.",
+            where=str(path),
+            fix="export with `sdk export RUN --out MODEL.onnx`, which writes both files",
+        )
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExportError(
+            f"The model card {path.name} is not valid JSON: {exc}",
+            where=str(path),
+            fix="export again, or delete the card to let the SDK read the input from the graph",
+        ) from exc
+    problem = _card_problem(card)
+    if problem:
+        raise ExportError(
+            f"The model card {path.name} {problem}.",
+            where=str(path),
+            fix="export again with `sdk export`, or delete the card to let the SDK read the input from the graph",
+        )
+    return card
+
+
+def _card_problem(card: Any) -> str | None:
+    """What makes a card unusable, or None: the fields every flow reads must be there, with the right types."""
+    if not isinstance(card, dict):
+        return "is not a JSON object"
+    spec = card.get("input")
+    if not isinstance(spec, dict):
+        return "has no 'input' object"
+    shape = spec.get("image_shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(d, int) and d > 0 for d in shape)):
+        return f"has input.image_shape {shape!r}, not three positive integers (C, H, W)"
+    if not isinstance(spec.get("flatten"), bool):
+        return "has no boolean input.flatten"
+    dataset = card.get("dataset")
+    if dataset is not None and not (isinstance(dataset, dict) and isinstance(dataset.get("name"), str)):
+        return "has a 'dataset' without a name"
+    labels = card.get("labels", [])
+    if not (isinstance(labels, list) and all(isinstance(label, str) for label in labels)):
+        return "has 'labels' that are not a list of names"
+    return None
+
+
+def card_from_graph(onnx_path: Path, out_path: Path, input_scale: float | None, where: str) -> dict[str, Any]:
+    """A QONNX file without a model card: clean it up (shapes, constants, initializers given as graph inputs), take
+    the input's shape and integer type from the graph, and write the graph the SDK deploys to `out_path`.
+
+    The SDK feeds integer pixels. A graph whose input is annotated UINT8 takes them as they are; a float input
+    needs `input_scale`: the graph then receives pixel * input_scale (1/255 for a model trained on pixels / 255),
+    through a Mul put in front of it, as the SDK's own exports have."""
+    from onnx import TensorProto, helper
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup_model
+
+    checked = load_onnx_safely(onnx_path, where)  # before qonnx imports anything a node's domain names
+    try:
+        model = cleanup_model(ModelWrapper(checked))
+    except Exception as exc:
+        raise ExportError(
+            f"{onnx_path.name} cannot be read as a QONNX graph: {type(exc).__name__}: {exc}",
+            where=where,
+            fix="pass a .onnx file written by Brevitas's export_qonnx (or another QONNX exporter)",
+        ) from exc
+    if len(model.graph.input) != 1 or len(model.graph.output) != 1:
+        raise ExportError(
+            f"The graph has {len(model.graph.input)} inputs and {len(model.graph.output)} outputs; "
+            "the SDK deploys graphs with one of each.",
+            where=where,
+            fix="export the model with a single input tensor and a single output tensor",
+        )
+    name = model.graph.input[0].name
+    shape = [int(d) for d in (model.get_tensor_shape(name) or [])]
+    if len(shape) not in (2, 4) or shape[0] != 1 or any(d < 1 for d in shape):
+        raise ExportError(
+            f"The graph input '{name}' has shape {shape}; the SDK takes (1, C, H, W) or (1, F).",
+            where=f"{where}, input {name}",
+            fix="export with one sample of a fixed shape, e.g. torch.zeros(1, 1, 28, 28)",
+        )
+    datatype = model.get_tensor_datatype(name)
+    if datatype == DataType["UINT8"] and input_scale is None:
+        pass  # integer pixels, as the SDK's own exports take them
+    elif datatype.is_integer() and datatype != DataType["UINT8"]:
+        raise ExportError(
+            f"The graph input '{name}' is annotated {datatype.name}; the SDK feeds uint8 pixels.",
+            where=f"{where}, input {name}",
+            fix="export the model with a float input (the SDK puts the pixel scale in front with --input-scale), "
+            "or with its input annotated UINT8",
+        )
+    elif input_scale is None:
+        raise ExportError(
+            f"The graph input '{name}' is {datatype.name}: the SDK feeds integer pixels (0..255) and must know "
+            "what your model expects.",
+            where=f"{where}, input {name}",
+            fix="pass --input-scale S so that the model receives pixel * S: 0.00392156862745098 (1/255) for a "
+            "model trained on pixels / 255, 1 for raw pixel values",
+        )
+    else:
+        if not (np.isfinite(input_scale) and input_scale > 0):
+            raise ExportError(
+                f"--input-scale must be a finite positive number, got {input_scale}.",
+                where="--input-scale",
+                fix="e.g. --input-scale 0.00392156862745098 (1/255)",
+            )
+        pixels, scale = f"{name}_pixels", f"{name}_pixel_scale"
+        model.graph.input[0].name = pixels
+        model.graph.node.insert(0, helper.make_node("Mul", [pixels, scale], [name], name="PixelScale"))
+        model.set_initializer(scale, np.array(input_scale, dtype=np.float32))
+        model.graph.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
+        model.set_tensor_datatype(pixels, DataType["UINT8"])
+        model = cleanup_model(model)
+    flat = len(shape) == 2
+    input_shape = [1, 1, shape[1]] if flat else shape[1:]
+    out_shape = model.get_tensor_shape(model.graph.output[0].name) or [1, 1]
+    outputs = int(np.prod(out_shape[1:])) if len(out_shape) > 1 else 1
+    model.save(str(out_path))
+    card = {
+        "format": CARD_FORMAT,
+        "model": onnx_path.stem,
+        "bits": None,
+        "input": input_spec(input_shape, flat),
+        "normalisation": {
+            "scale": INPUT_SCALE if input_scale is None else float(input_scale),
+            "offset": 0.0,
+            "meaning": "the graph receives uint8 pixels; "
+            + ("their scale is the graph's own" if input_scale is None else "--input-scale put a Mul in front"),
+        },
+        "labels": [str(i) for i in range(outputs)],
+        "dataset": None,
+        "accuracy": None,
+    }
+    card_path_for(out_path).write_text(json.dumps(card, indent=2))
+    return card
