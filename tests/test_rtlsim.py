@@ -307,13 +307,10 @@ def test_missing_verilator_is_a_plain_error(int8_layer, cache_dir, monkeypatch):
 def test_layers_without_verified_rtl_are_refused():
     from onnx import helper
 
-    node = helper.make_node("MVAU_rtl", ["x", "w"], ["y"], domain=f"{HW}.rtl", name="MVAU_rtl_0")
-    with pytest.raises(SimulationError, match="add_multi.sv") as error:
-        rtlsim.rtl_layer(None, node)
-    assert "Thresholding_rtl" in error.value.fix
     hls = helper.make_node("MVAU_hls", ["x", "w"], ["y"], domain=f"{HW}.hls", name="MVAU_hls_0")
-    with pytest.raises(SimulationError, match="MVAU_hls cannot be simulated"):
+    with pytest.raises(SimulationError, match="MVAU_hls cannot be simulated") as error:
         rtlsim.rtl_layer(None, hls)
+    assert "Thresholding_rtl" in error.value.fix and "MVAU_rtl" in error.value.fix
 
 
 def test_bad_inputs_and_missing_sources_are_named(int8_layer, cache_dir, tmp_path):
@@ -420,7 +417,7 @@ def test_streaming_layers_chained_in_rtl_equal_numpy_kernels(board, cache_dir, t
     # FINN's builder puts width converters between layers of different stream widths when it stitches them
     model = specialize.specialize(model.transform(InsertDWC()), board.part)
     model = steps.run_steps(model, cfg, start="generate_sources")
-    assert {n.op_type for n in model.graph.node} == set(rtlsim.SUPPORTED_RTL_OPS)
+    assert {n.op_type for n in model.graph.node} == set(rtlsim.SUPPORTED_RTL_OPS) - {"MVAU_rtl"}
     x = np.random.default_rng(stride).integers(-8, 8, size=(30, 5, 5, 4))
     reference = simulate_dataflow(model, x.astype(np.float32))
     stream = x
@@ -475,8 +472,14 @@ def test_deploy_with_rtlsim_runs_every_rtl_layer_in_verilator_and_fails_naming_a
     result = deploy(model, "pynq-z2", example_input=example, out=str(tmp_path / "ok"), samples=20, rtlsim=True)
     assert result.verified, (result.package / "report.md").read_text()
     rtl = json.loads((result.package / "report.json").read_text())["data"]["rtl_simulation"]
-    assert {"Thresholding_rtl_0", "FMPadding_rtl_0", "ConvolutionInputGenerator_rtl_0"} <= set(rtl["verified_at_rtl"])
-    assert any(name.startswith("MVAU") for name in rtl["graph_level_only"])  # named, not silently skipped
+    layers = {
+        "Thresholding_rtl_0",
+        "FMPadding_rtl_0",
+        "ConvolutionInputGenerator_rtl_0",
+        "MVAU_rtl_0",
+    }  # MVAU_rtl_0: fc
+    assert layers <= set(rtl["verified_at_rtl"])
+    assert any(name.startswith("MVAU_hls") for name in rtl["graph_level_only"])  # named, not silently skipped
     x = np.random.default_rng(0).integers(0, 256, size=(12, 1, 8, 8), dtype=np.uint8)
     np.savez(tmp_path / "x.npz", x=x)
     from sdk.simulation import simulate_package
@@ -501,3 +504,305 @@ def test_deploy_with_rtlsim_runs_every_rtl_layer_in_verilator_and_fails_naming_a
     assert "sample" in failed["detail"] and "element" in failed["detail"]
     rerun = simulate_package(bad.package, str(tmp_path / "x.npz"), rtlsim=True)
     assert rerun.failures and "Thresholding_rtl_0" in rerun.failures[0]
+
+
+# ---------------------------------------------------------------------------
+# MVAU_rtl: finn-rtllib's matrix-vector unit, compiled with a corrected copy of add_multi.sv
+
+
+def _finn_rtllib_file(relative: str) -> Path:
+    import finn
+
+    return Path(finn.__file__).resolve().parent / "finn-rtllib" / relative
+
+
+def test_patched_add_multi_differs_from_finn_rtllib_only_by_the_moved_constant_function():
+    """The copy keeps FINN's licence header and every line of the original; the one change is the constant
+    function init_leaf_loads (with its return type) moved from the genTree generate block to module scope."""
+    import difflib
+    import hashlib
+
+    original_path = _finn_rtllib_file("mvu/add_multi.sv")
+    expected_sha, patched_path = rtlsim.RTL_PATCHES["add_multi.sv"]
+    original, patched = original_path.read_text(), patched_path.read_text()
+    assert hashlib.sha256(original.encode()).hexdigest() == expected_sha, "FINN's add_multi.sv changed: redo the patch"
+    assert rtlsim._patched(original_path) == patched_path
+    assert rtlsim._patched(_finn_rtllib_file("mvu/mvu.sv")) == _finn_rtllib_file("mvu/mvu.sv")
+    header = original[: original.index("*/") + 2]
+    assert "Copyright (C) 2025, Advanced Micro Devices" in header and patched.startswith(header)
+
+    old, new = original.splitlines(), patched.splitlines()
+    removed, added = [], []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes():
+        assert tag in ("equal", "delete", "insert"), f"a line of the original was edited: {old[i1:i2]} -> {new[j1:j2]}"
+        if tag == "delete":
+            removed.append(old[i1:i2])
+        elif tag == "insert":
+            added.append(new[j1:j2])
+    begin = old.index("\t\t// Compute the count of decendents for all nodes in the reduction trees.")
+    moved = old[begin : begin + 8]  # the comment, the return type, the function
+    assert moved[-1] == "\t\tendfunction : init_leaf_loads"
+    assert removed == [moved]  # one block out of genTree ...
+    note, block = added  # ... a provenance note after the licence header, the block one level up at module scope
+    assert all(line.startswith("//") or not line for line in note) and "finn-rtllib/mvu/add_multi.sv" in "".join(note)
+    assert [line for line in block if line] == [line[1:] for line in moved] and len(block) == len(moved) + 1
+    end = new.index("\tendfunction : init_leaf_loads")  # at module scope, before the generate blocks using it
+    assert new[end + 1 : end + 4] == ["", "\tuwire [SUM_WIDTH-1:0]  sum0;", "\tif(L < 1) begin : genTrivial"]
+    assert "\t\tlocalparam leaf_load_t   LEAF_LOAD = init_leaf_loads();" in new[new.index("\telse begin : genTree") :]
+
+
+def _add_multi_check(sizes: list[tuple[int, int]], width: int, signed: bool) -> str:
+    """A top streaming one beat of max(N) arguments through one add_multi per (N, DEPTH), all outputs aligned
+    to the deepest pipeline and sign- or zero-extended to 32 bits (arguments in [-1, 1] when signed)."""
+    count, longest, deepest = len(sizes), max(n for n, _ in sizes), max(d for _, d in sizes)
+    in_bits = -(-longest * width // 8) * 8
+    lo, hi = (-1, 1) if signed else (0, 0)
+    lines = [
+        "module add_multi_check (",
+        "    input ap_clk, input ap_rst_n,",
+        f"    input [{in_bits - 1}:0] in0_V_TDATA, input in0_V_TVALID, output in0_V_TREADY,",
+        f"    output [{32 * count - 1}:0] out0_V_TDATA, output out0_V_TVALID, input out0_V_TREADY",
+        ");",
+        "    assign in0_V_TREADY = 1;",
+        f"    logic [{deepest}:0] V;",
+        "    assign V[0] = in0_V_TVALID;",
+        f"    always_ff @(posedge ap_clk) V[{deepest}:1] <= ap_rst_n ? V[{deepest - 1}:0] : '0;" if deepest else "",
+        f"    assign out0_V_TVALID = V[{deepest}];",
+    ]
+    for k, (n, depth) in enumerate(sizes):
+        lines += [
+            f"    localparam int unsigned SW{k} = mvu_pkg::sumwidth({n}, {width}, {lo}, {hi});",
+            f"    uwire [{width - 1}:0] a{k}[{n}];",
+            f"    for (genvar i = 0; i < {n}; i++) assign a{k}[i] = in0_V_TDATA[i*{width} +: {width}];",
+            f"    uwire [SW{k}-1:0] s{k};",
+            f"    add_multi #(.N({n}), .DEPTH({depth}), .ARG_WIDTH({width}), .ARG_LO({lo}), .ARG_HI({hi})) u{k} (",
+            f"        .clk(ap_clk), .rst(!ap_rst_n), .en(1'b1), .arg(a{k}), .sum(s{k}));",
+            f"    logic [SW{k}-1:0] z{k}[{deepest - depth + 1}];",
+            f"    assign z{k}[0] = s{k};",
+            f"    for (genvar i = 1; i <= {deepest - depth}; i++) always_ff @(posedge ap_clk) z{k}[i] <= z{k}[i-1];",
+            f"    uwire [SW{k}-1:0] y{k} = z{k}[{deepest - depth}];",
+            f"    assign out0_V_TDATA[{32 * k} +: 32] = {{{{(32-SW{k}){{{int(signed)} && y{k}[SW{k}-1]}}}}, y{k}}};",
+        ]
+    return "\n".join([*lines, "endmodule", ""])
+
+
+@pytest.mark.slow  # two builds of a few seconds
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned_lanes", "signed_overflows"])
+def test_patched_add_multi_sums_its_arguments(signed, cache_dir, tmp_path):
+    """add_multi as mvu.sv uses it (unsigned lane sums; signed cross-lane overflows in [-1, 1]) for tree sizes 1..17,
+    pipelined 0 .. log2(N)+2 deep: the sum of its first N arguments, bit for bit, at its DEPTH."""
+    from qonnx.core.datatype import DataType
+
+    sizes = [(n, [0, 1, (n - 1).bit_length(), (n - 1).bit_length() + 2][n % 4]) for n in range(1, 18)]
+    width = 2 if signed else 5
+    top = tmp_path / "add_multi_check.sv"
+    top.write_text(_add_multi_check(sizes, width, signed))
+    longest = max(n for n, _ in sizes)
+    in_type = DataType["INT2" if signed else f"UINT{width}"]
+    layer = rtlsim.RtlLayer(
+        name="add_multi_check",
+        op_type="add_multi",
+        top="add_multi_check",
+        hdl=(_finn_rtllib_file("mvu/mvu_pkg.sv"), rtlsim._patched(_finn_rtllib_file("mvu/add_multi.sv")), top),
+        data=(),
+        inp=rtlsim.Stream("in0_V", in_type, longest, 1),
+        out=rtlsim.Stream("out0_V", DataType["INT32"], len(sizes), 1),
+        in_shape=(longest,),
+        out_shape=(len(sizes),),
+        exp_cycles=1,
+    )
+    assert layer.hdl[1].parent == rtlsim.RTL_PATCHES_DIR
+    rng = np.random.default_rng(int(signed))
+    low, high = (-1, 1) if signed else (0, 2**width - 1)
+    x = rng.integers(low, high + 1, size=(2000, longest))
+    x[0], x[1] = low, high  # the widest sums
+    x[2:200] = rng.choice([low, high], size=(198, longest))
+    result = rtlsim.simulate_layer(layer, x, cache_dir)
+    expected = np.stack([x[:, :n].sum(axis=1) for n, _ in sizes], axis=1)
+    np.testing.assert_array_equal(result.output, expected)
+    assert result.cycles == len(x) + max(d for _, d in sizes)  # one sum per cycle, DEPTH cycles late
+
+
+@dataclass(frozen=True)
+class MvauCase:
+    """One MVAU (noActivation: the output is the accumulator) specialised to MVAU_rtl for a board's DSPs."""
+
+    board: str
+    mw: int
+    mh: int
+    simd: int
+    pe: int
+    in_dtype: str
+    weight_dtype: str
+    vectors: tuple[int, ...] = ()
+    narrow: bool = True  # weights in (-W, W): the DSP48E1 (pynq-z2) packs only these
+
+
+MVAU_CASES = {
+    # DSP48E1 (xc7z020): narrow weights, lanes packed in the 25-bit A port
+    "z2_int4_int4_simd3_pe2_conv": MvauCase("pynq-z2", 12, 4, 3, 2, "INT4", "INT4", (3, 3)),
+    "z2_uint8_int8_simd5_pe4": MvauCase("pynq-z2", 20, 8, 5, 4, "UINT8", "INT8"),
+    "z2_int8_int6_simd4_pe5": MvauCase("pynq-z2", 16, 10, 4, 5, "INT8", "INT6"),
+    "z2_uint2_int2_simd6_pe3": MvauCase("pynq-z2", 12, 9, 6, 3, "UINT2", "INT2", (2,)),
+    "z2_int3_int5_simd1_pe1": MvauCase("pynq-z2", 5, 3, 1, 1, "INT3", "INT5"),
+    # DSP48E2 (xczu7ev): full-range weights too
+    "zcu104_int8_int7_simd4_pe4": MvauCase("zcu104", 16, 8, 4, 4, "INT8", "INT7", narrow=False),
+    "zcu104_uint4_int3_simd7_pe2": MvauCase("zcu104", 14, 6, 7, 2, "UINT4", "INT3", (2, 2), narrow=False),
+    "zcu104_int2_int6_simd2_pe5": MvauCase("zcu104", 8, 10, 2, 5, "INT2", "INT6", narrow=False),
+    "zcu104_uint8_int2_full_fold": MvauCase("zcu104", 16, 3, 16, 3, "UINT8", "INT2", narrow=False),
+}
+
+
+def _mvau_weights(case: MvauCase, seed: int) -> np.ndarray:
+    from qonnx.core.datatype import DataType
+
+    datatype = DataType[case.weight_dtype]
+    low, high = int(datatype.min()) + case.narrow, int(datatype.max())
+    weights = np.random.default_rng(seed).integers(low, high + 1, size=(case.mw, case.mh))
+    weights[:, 0], weights[:, -1] = low, high  # the extreme accumulators; the datatype stays as wide
+    weights[0, 1], weights[1, 1] = low, high
+    return weights
+
+
+def _generate_mvau(case: MvauCase, workdir: Path, seed: int = 0) -> Generated:
+    """One MVAU through the SDK's steps, RTL preferred (as FINN picks it for >= 4-bit operands), SIMD / PE set."""
+    from onnx import helper
+    from qonnx.core.datatype import DataType
+    from qonnx.custom_op.registry import getCustomOp
+
+    from sdk.boards import get_board
+    from targets.finn import steps
+    from targets.finn.environment import prepare_finn
+
+    node = helper.make_node(
+        "MVAU",
+        ["x", "w"],
+        ["y"],
+        domain=HW,
+        backend="fpgadataflow",
+        MW=case.mw,
+        MH=case.mh,
+        SIMD=1,
+        PE=1,
+        inputDataType=case.in_dtype,
+        weightDataType=case.weight_dtype,
+        outputDataType="INT32",
+        noActivation=1,
+        binaryXnorMode=0,
+        numInputVectors=[1, *case.vectors],
+        preferred_impl_style="rtl",
+    )
+    shapes = {"x": (1, *case.vectors, case.mw), "y": (1, *case.vectors, case.mh)}
+    model = _graph([node], shapes, {"w": _mvau_weights(case, seed)}, case.in_dtype)
+    model.set_tensor_datatype("w", DataType[case.weight_dtype])
+    prepare_finn(workdir / "finn")
+    cfg = steps.FinnConfig(get_board(case.board), workdir, sources_dir=workdir / "sources")
+    model = steps.specialize_layers(model, cfg)
+    for hw in model.graph.node:
+        getCustomOp(hw).set_nodeattr("SIMD", case.simd)
+        getCustomOp(hw).set_nodeattr("PE", case.pe)
+    model = steps.minimize_bit_widths(model, cfg)
+    model = steps.generate_sources(model, cfg)
+    assert [n.op_type for n in model.graph.node] == ["MVAU_rtl"]
+    assert getCustomOp(model.graph.node[0]).get_input_datatype(1).name == case.weight_dtype
+    return Generated(model, cfg.sources_dir)
+
+
+def _mvau_input(case: MvauCase, samples: int, seed: int) -> np.ndarray:
+    from qonnx.core.datatype import DataType
+
+    datatype = DataType[case.in_dtype]
+    low, high = int(datatype.min()), int(datatype.max())
+    rng = np.random.default_rng(seed)
+    x = rng.integers(low, high + 1, size=(samples, *case.vectors, case.mw))
+    x[0], x[1] = low, high
+    x[2:16] = rng.choice([low, high], size=x[2:16].shape)  # extremes against extreme weights: full accumulators
+    return x
+
+
+@pytest.fixture(scope="module", params=list(MVAU_CASES), ids=list(MVAU_CASES))
+def mvau(request, tmp_path_factory) -> tuple[MvauCase, Generated]:
+    case = MVAU_CASES[request.param]
+    return case, _generate_mvau(case, tmp_path_factory.mktemp(request.param))
+
+
+@pytest.mark.slow  # compiles the layer (seconds)
+def test_mvau_rtl_equals_numpy_kernel(mvau, cache_dir):
+    """finn-rtllib's MVU with its weight streamer, bit-exact with the SDK's MVAU kernel, steady and stalled."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    case, generated = mvau
+    node = generated.node("MVAU_rtl")
+    sources = generated.sources / node.name
+    wrapper = (sources / f"{node.name}_wrapper.v").read_text()
+    version = {"pynq-z2": 1, "zcu104": 2}[case.board]  # DSP48E1, DSP48E2
+    assert f"VERSION = {version}," in wrapper and f"NARROW_WEIGHTS = {int(case.narrow)}," in wrapper
+    x = _mvau_input(case, SAMPLES, seed=1)
+    result = rtlsim.simulate_node(generated.model, node, x, cache_dir, sources_dir=sources)
+    assert result.build.directory.name.startswith(f"{node.name}_with_weights-")
+    expected = _numpy_output(generated, x)
+    assert result.output.shape == expected.shape == (SAMPLES, *case.vectors, case.mh)
+    np.testing.assert_array_equal(result.output, expected)
+    assert len(np.unique(expected)) > 20 and expected.min() < 0  # accumulators of many values, both signs
+    in_type, weight_type = getCustomOp(node).get_input_datatype(0), getCustomOp(node).get_input_datatype(1)
+    products = [
+        a * w for a in (in_type.min(), in_type.max()) for w in (weight_type.min() + case.narrow, weight_type.max())
+    ]
+    assert np.abs(expected).max() == case.mw * max(abs(p) for p in products)  # the widest accumulator is reached
+    # one input beat per cycle: the batch takes samples x FINN's estimate, plus the pipeline's latency
+    assert result.exp_cycles == int(np.prod(case.vectors)) * case.mw // case.simd * case.mh // case.pe
+    assert SAMPLES * result.exp_cycles <= result.cycles <= SAMPLES * result.exp_cycles + 24
+    stalled = rtlsim.simulate_node(generated.model, node, x, cache_dir, sources_dir=sources, stall_permille=300, seed=5)
+    assert stalled.cached
+    np.testing.assert_array_equal(stalled.output, expected)
+    assert stalled.cycles >= result.cycles  # each input beat serves MH / PE rows: stalls are mostly hidden
+
+
+@pytest.mark.slow
+def test_mvau_rtl_retrained_weights_reuse_the_build_and_finn_folder_works(cache_dir, tmp_path):
+    """The weights are a memory image read at run time: new weights of the same layer reuse the build. FINN's own
+    code generation folder (absolute memory image path) simulates the same."""
+    from finn.transformation.fpgadataflow.prepare_ip import PrepareIP
+
+    case = replace(MVAU_CASES["z2_int4_int4_simd3_pe2_conv"], mh=6)  # a layer no other test compiles
+    first = _generate_mvau(case, tmp_path / "a", seed=20)
+    node = first.node("MVAU_rtl")
+    x = _mvau_input(case, 16, seed=3)
+    built = rtlsim.simulate_node(first.model, node, x, cache_dir, sources_dir=first.sources / node.name)
+    assert not built.cached
+    np.testing.assert_array_equal(built.output, _numpy_output(first, x))
+    second = _generate_mvau(case, tmp_path / "b", seed=21)
+    retrained = rtlsim.simulate_node(second.model, node.name, x, cache_dir, sources_dir=second.sources / node.name)
+    assert retrained.cached and retrained.build.key == built.build.key
+    np.testing.assert_array_equal(retrained.output, _numpy_output(second, x))
+    assert not np.array_equal(retrained.output, built.output)
+    model = first.model.transform(PrepareIP("xc7z020clg400-1", 10.0))
+    own = rtlsim.simulate_node(model, model.graph.node[0], x, cache_dir)
+    np.testing.assert_array_equal(own.output, built.output)
+
+
+def test_mvau_rtl_configurations_the_simulation_does_not_cover_are_refused():
+    from onnx import helper
+
+    def node(**attributes):
+        base = {"MW": 4, "MH": 4, "SIMD": 1, "PE": 1, "inputDataType": "INT4", "weightDataType": "INT4"}
+        return helper.make_node(
+            "MVAU_rtl",
+            ["x", "w"],
+            ["y"],
+            domain=f"{HW}.rtl",
+            name="MVAU_rtl_0",
+            outputDataType="INT32",
+            **base,
+            **attributes,
+        )
+
+    with pytest.raises(SimulationError, match="mem_mode external") as error:
+        rtlsim.rtl_layer(None, node(mem_mode="external"))
+    assert "internal_decoupled" in error.value.fix
+    with pytest.raises(SimulationError, match="two clocks"):
+        rtlsim.rtl_layer(None, node(pumpedCompute=1))
+    with pytest.raises(SimulationError, match="tiled"):
+        rtlsim.rtl_layer(None, node(TH=2))
+    with pytest.raises(SimulationError, match="No generated RTL sources"):
+        rtlsim.rtl_layer(None, node())

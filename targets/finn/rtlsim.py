@@ -11,6 +11,13 @@ the flags and the Verilator version: a second run of the same layer does not rec
 (`.dat` thresholds / weights, read by `$readmemh` at run time) are not part of the key; each run copies
 them next to the testbench, so retrained parameters of the same layer shape reuse the build.
 
+MVAU_rtl runs as FINN's IP integration assembles it for mem_mode internal_decoupled: its wrapper fed by
+finn-rtllib's weight streamer (memstream, reading the layer's memblock.dat) in a small generated top. On the
+FPGA finn-rtllib's MVU multiplies in DSP48E1 / DSP48E2 / DSP58 slices, which Verilator has no models of; mvu.sv
+selects its own behavioural model of the slices under `ifdef VERILATOR` (the same lane packing, with the DSP
+primitives left out), and that is what runs here. finn-rtllib files Verilator rejects are compiled from a
+corrected copy in rtl_patches/ (RTL_PATCHES), and only when the shipped file is byte for byte the one patched.
+
 Streams follow FINN's packing (`finn.util.data_packing.npy_to_rtlsim_input`): the folded shape's last
 axis (PE / SIMD elements) is one beat, element 0 in the least significant bits, two's complement for
 signed types, BIPOLAR -1 / +1 as bit 0 / 1, the beat padded with zeros to whole bytes.
@@ -45,10 +52,21 @@ SUPPORTED_RTL_OPS = (
     "FMPadding_rtl",
     "ConvolutionInputGenerator_rtl",
     "StreamingDataWidthConverter_rtl",
+    "MVAU_rtl",
 )
-KNOWN_FAILURES = {
-    "MVAU_rtl": "Verilator 5.48 rejects finn-rtllib/mvu/add_multi.sv (a constant function declared under generate)",
+KNOWN_FAILURES: dict[str, str] = {}  # op type -> why its RTL cannot be simulated here (none at present)
+# finn-rtllib files Verilator 5.48 rejects, compiled from a corrected copy instead (targets/finn/rtl_patches/):
+# file name -> (sha256 of the finn-rtllib file the copy was made from, the copy). A file whose contents differ
+# (another FINN version) is compiled as FINN ships it: the copy is only ever a stand-in for the file it fixes.
+RTL_PATCHES_DIR = Path(__file__).resolve().parent / "rtl_patches"
+RTL_PATCHES = {
+    # a constant function declared under generate (IEEE 1800-2023 13.4.3): moved to module scope
+    "add_multi.sv": (
+        "245c88f80677355afd487f9cb69d71b85c4873eceae5bb828b1dcac43ca71f94",
+        RTL_PATCHES_DIR / "add_multi.sv",
+    ),
 }
+GENERATED_TOPS_DIR = Path(tempfile.gettempdir()) / "sdk_rtlsim_tops"  # generated top levels, by content digest
 DATA_SUFFIXES = {".dat", ".mem"}  # memory images the RTL reads with $readmemh at run time
 RESET_CYCLES = 16  # as FINN's own rtlsim (finn_xsi SimEngine.Reset)
 BUILD_TIMEOUT_S = 900
@@ -238,6 +256,8 @@ def rtl_layer(model, node, sources_dir: Path | None = None) -> RtlLayer:
             "simulator (and FINN's rtlsim with Vivado)",
         )
     op = getCustomOp(onnx_node)
+    if onnx_node.op_type == "MVAU_rtl":
+        _check_mvau(op, where)
     generated = sources_dir if sources_dir is not None else op.get_nodeattr("code_gen_dir_ipgen")
     source = Path(generated) if generated else None
     if source is None or not source.is_dir():
@@ -251,6 +271,8 @@ def rtl_layer(model, node, sources_dir: Path | None = None) -> RtlLayer:
         op.set_nodeattr("gen_top_module", op.get_verilog_top_module_name())
     _finn_rtllib_ready()
     hdl = tuple(Path(f) for f in op.get_rtl_file_list(abspath=True))
+    if onnx_node.op_type == "MVAU_rtl":  # the weight streamer FINN's IP integration puts beside it
+        hdl += _memstream_files(source, where)
     absent = [str(f) for f in hdl if not f.is_file()]
     if absent:
         raise SimulationError(
@@ -270,11 +292,15 @@ def rtl_layer(model, node, sources_dir: Path | None = None) -> RtlLayer:
                 where=where,
                 fix="the node's folding attributes are inconsistent; rerun set_folding",
             )
+    top = op.get_nodeattr("gen_top_module")
+    if onnx_node.op_type == "MVAU_rtl":  # hdl[-1]: the weight streamer's wrapper (_memstream_files)
+        glue = _mvau_with_weights(op, top, hdl[-1], data, inp, out, where)
+        hdl, top = (*hdl, glue), glue.stem
     return RtlLayer(
         name=onnx_node.name,
         op_type=onnx_node.op_type,
-        top=op.get_nodeattr("gen_top_module"),
-        hdl=hdl,
+        top=top,
+        hdl=tuple(_patched(path) for path in hdl),
         data=data,
         inp=inp,
         out=out,
@@ -282,6 +308,136 @@ def rtl_layer(model, node, sources_dir: Path | None = None) -> RtlLayer:
         out_shape=tuple(int(d) for d in op.get_normal_output_shape(0)[1:]),
         exp_cycles=int(op.get_exp_cycles()),
     )
+
+
+def _patched(path: Path) -> Path:
+    """`path`, or the corrected copy standing in for it (RTL_PATCHES) when its contents are the ones patched."""
+    patch = RTL_PATCHES.get(path.name)
+    if patch is not None and hashlib.sha256(path.read_bytes()).hexdigest() == patch[0]:
+        return patch[1]
+    return path
+
+
+def _check_mvau(op, where: str) -> None:
+    """The MVAU_rtl configurations the simulation covers: weights from the layer's own memory, one clock."""
+    mem_mode = op.get_nodeattr("mem_mode")
+    if mem_mode != "internal_decoupled":
+        raise SimulationError(
+            f"This MVAU_rtl takes its weights with mem_mode {mem_mode}; the RTL simulation streams them from the "
+            "layer's own weight memory (mem_mode internal_decoupled) only.",
+            where=where,
+            fix="set mem_mode to internal_decoupled (FINN's default), or verify this layer with the numpy simulator",
+        )
+    if op.get_nodeattr("pumpedCompute") or op.get_nodeattr("pumpedMemory"):
+        raise SimulationError(
+            f"{op.onnx_node.name} runs on two clocks (ap_clk2x); the RTL simulation drives one.",
+            where=where,
+            fix="set pumpedCompute / pumpedMemory to 0 for this layer",
+        )
+    if op.get_nodeattr("TH") > 1 or op.get_nodeattr("mlo_max_iter") or op.get_nodeattr("bodies"):
+        raise SimulationError(
+            f"{op.onnx_node.name} is a tiled (TH > 1) or loop-body MVAU_rtl; the RTL simulation was verified on the "
+            "plain matrix-vector unit (TH = 1, one weight set) only.",
+            where=where,
+            fix="set TH to 1, or verify this layer with the numpy simulator",
+        )
+
+
+def _memstream_files(source: Path, where: str) -> tuple[Path, ...]:
+    """finn-rtllib's weight streamer and its generated wrapper, as MVAU code_generation_ipi adds them."""
+    import finn.util.settings as settings
+
+    wrappers = sorted(source.glob("*_memstream_wrapper.v"))
+    if len(wrappers) != 1:
+        raise SimulationError(
+            f"The MVAU_rtl sources in {source} hold {len(wrappers)} weight streamer wrappers "
+            "(*_memstream_wrapper.v); FINN's code generation writes one.",
+            where=where,
+            fix="regenerate the layer's sources (FINN steps through generate_sources)",
+        )
+    rtllib = Path(settings.get_settings().finn_rtllib)
+    hdl = rtllib / "memstream" / "hdl"
+    return (rtllib / "axi" / "hdl" / "axilite.sv", hdl / "memstream.sv", hdl / "memstream_axi.sv", wrappers[0])
+
+
+_PARAMETER = r'parameter\s+{}\s*=\s*("[^"]*"|\d+)'
+_MVAU_TOP = """// Generated by targets/finn/rtlsim.py: {core} fed by its weight streamer {streamer},
+// connected as FINN's IP integration connects them (mem_mode internal_decoupled), AXI-lite idle, ap_clk2x = ap_clk.
+module {name} (
+    input ap_clk,
+    input ap_rst_n,
+    input [{in_msb}:0] in0_V_TDATA,
+    input in0_V_TVALID,
+    output in0_V_TREADY,
+    output [{out_msb}:0] out0_V_TDATA,
+    output out0_V_TVALID,
+    input out0_V_TREADY
+);
+    wire [{weights_msb}:0] weights_TDATA;
+    wire weights_TVALID, weights_TREADY;
+    {streamer} #(.INIT_FILE("{image}")) weights (
+        .ap_clk(ap_clk), .ap_clk2x(ap_clk), .ap_rst_n(ap_rst_n),
+        .s_axilite_AWVALID(1'b0), .s_axilite_AWPROT(3'b0), .s_axilite_AWADDR('0),
+        .s_axilite_WVALID(1'b0), .s_axilite_WDATA(32'b0), .s_axilite_WSTRB(4'b0), .s_axilite_BREADY(1'b0),
+        .s_axilite_ARVALID(1'b0), .s_axilite_ARPROT(3'b0), .s_axilite_ARADDR('0), .s_axilite_RREADY(1'b0),
+        .s_axilite_AWREADY(), .s_axilite_WREADY(), .s_axilite_BVALID(), .s_axilite_BRESP(),
+        .s_axilite_ARREADY(), .s_axilite_RVALID(), .s_axilite_RRESP(), .s_axilite_RDATA(),
+        .s_axis_0_tvalid(1'b0), .s_axis_0_tdata('0), .s_axis_0_tready(),
+        .m_axis_0_tdata(weights_TDATA), .m_axis_0_tvalid(weights_TVALID), .m_axis_0_tready(weights_TREADY)
+    );
+    {core} core (
+        .ap_clk(ap_clk), .ap_clk2x(ap_clk), .ap_rst_n(ap_rst_n),
+        .in1_V_TDATA(weights_TDATA), .in1_V_TVALID(weights_TVALID), .in1_V_TREADY(weights_TREADY),
+        .in0_V_TDATA(in0_V_TDATA), .in0_V_TVALID(in0_V_TVALID), .in0_V_TREADY(in0_V_TREADY),
+        .out0_V_TDATA(out0_V_TDATA), .out0_V_TVALID(out0_V_TVALID), .out0_V_TREADY(out0_V_TREADY)
+    );
+endmodule
+"""
+
+
+def _mvau_with_weights(op, core: str, streamer: Path, data, inp: Stream, out: Stream, where: str) -> Path:
+    """A generated top: the MVAU_rtl wrapper fed by its weight streamer, the weights read from the run folder."""
+    text = streamer.read_text()
+    init, sets, width = (re.search(_PARAMETER.format(name), text) for name in ("INIT_FILE", "SETS", "WIDTH"))
+    image = Path(init[1].strip('"')).name if init else ""
+    if not image or image not in {path.name for path in data}:
+        raise SimulationError(
+            f"The weight streamer of {op.onnx_node.name} reads no memory image of its sources "
+            f"(INIT_FILE {init[1] if init else 'absent'}); its weights would be written over AXI-lite at run time.",
+            where=f"{where}: {streamer}",
+            fix="use ram_style auto, block or distributed (UltraRAM weights outside Versal have no initial image)",
+        )
+    weight_bits = -(-op.get_instream_width(1) // 8) * 8
+    if not sets or int(sets[1]) != 1 or not width or -(-int(width[1]) // 8) * 8 != weight_bits:
+        raise SimulationError(
+            f"The weight streamer of {op.onnx_node.name} ({streamer.name}) has "
+            f"{sets[1] if sets else '?'} weight set(s) of {width[1] if width else '?'} bits; the layer reads one "
+            f"set of {op.get_instream_width(1)}-bit weight beats.",
+            where=where,
+            fix="regenerate the layer's sources (FINN steps through generate_sources)",
+        )
+    name = f"{core}_with_weights"
+    verilog = _MVAU_TOP.format(
+        name=name,
+        core=core,
+        streamer=streamer.stem,
+        image=image,
+        in_msb=inp.padded_bits - 1,
+        out_msb=out.padded_bits - 1,
+        weights_msb=weight_bits - 1,
+    )
+    return _generated_file(f"{name}.sv", verilog)
+
+
+def _generated_file(name: str, text: str) -> Path:
+    """`text` in a file named `name` under GENERATED_TOPS_DIR, in a folder named by its digest (never rewritten)."""
+    path = GENERATED_TOPS_DIR / hashlib.sha256(text.encode()).hexdigest()[:16] / name
+    if not path.is_file() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{name}.{os.getpid()}")
+        partial.write_text(text)
+        os.replace(partial, path)
+    return path
 
 
 # ---------------------------------------------------------------------------
@@ -722,6 +878,10 @@ def simulate_layer(
 
     x = to_int64(x, f"The input batch of {layer.name}")
     where = f"input of {layer.name} ({layer.op_type})"
+    if x.ndim > 1 and len(x) and np.prod(x.shape[1:]) == np.prod(layer.in_shape):
+        # the graph's tensor may keep its producer's shape (an MVAU after a flatten reads (N, H, W, C) as (N, H*W*C));
+        # FINN's execution reshapes it to the node's shape the same way
+        x = x.reshape(len(x), *layer.in_shape)
     if x.ndim < 1 or tuple(x.shape[1:]) != layer.in_shape or len(x) == 0:
         raise SimulationError(
             f"The input batch has shape {x.shape}; {layer.name} takes (N, {', '.join(map(str, layer.in_shape))}).",
