@@ -3,7 +3,7 @@
 The numpy simulator proves the folded graph computes what the QAT model computes; this proves the Verilog
 FINN generated for each RTL layer computes what the simulator computes, cycle by cycle, with no vendor tool.
 Each RTL layer gets the simulator's own input of that layer, so a difference names the layer. Layers with
-no RTL variant the SDK can simulate (HLS layers, MVAU_rtl) are listed as verified at graph level only.
+no RTL variant the SDK can simulate (HLS layers) are listed as verified at graph level only.
 """
 
 from __future__ import annotations
