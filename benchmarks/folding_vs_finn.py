@@ -1,52 +1,120 @@
-"""`--fit` against FINN's own SetFolding, on the same model, board and utilisation cap.
+"""`--fit` against the best point of a wide FINN SetFolding sweep, same model, board and utilisation cap.
 
 A patient FINN user sweeps SetFolding's target (frames/s) and mvau_wwidth_max
 and keeps the fastest folding whose estimated resources stay under the cap.
-This script does that sweep exhaustively over a grid, then runs the SDK's fit
-search once, and prints both side by side (FINN's estimates for both).
-Usage: python benchmarks/folding_vs_finn.py [--max-util 0.8]
+This script does that sweep for each model and board:
+- target fps: 1e5 .. 2e7 log-spaced (16 per decade), plus every cycle count a
+  layer can take in that range (the points where SetFolding's choice changes),
+  extended down to 1e3 fps (a CNV at 100 MHz cannot reach 1e5);
+- mvau_wwidth_max: every value in 16 .. 1024 that changes some layer's SIMD
+  cap (the same foldings as sweeping every integer);
+then runs the SDK's fit once, and prints both side by side (FINN's estimates
+for both, after the deploy's minimise-bit-widths step). Weights are random
+(untrained): resources and cycles do not depend on training.
+
+Usage: .venv/bin/python benchmarks/folding_vs_finn.py [--max-util 0.8] [--models tfc,cnv] [--boards pynq-z2,...]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
+import logging
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.custom_op.registry import getCustomOp
 
 from sdk.boards import get_board
-from sdk.export import export_run
-from sdk.qat import TrainConfig, train
+from sdk.export import export_module
+from sdk.zoo import build_model, parse_bits
 from targets.finn import folding, steps
 from targets.finn.estimate import estimate_network
 
-CASES = [("tfc", "pynq-z2"), ("tfc", "zcu104"), ("cnv", "pynq-z2"), ("cnv", "zcu104")]
-FPS_GRID = np.logspace(2, 8, 25)  # 100 .. 100M frames/s, 4 points per decade
-WWIDTH_GRID = [36, 80, 160, 1024]
+MODELS = {"tfc": (1, 28, 28), "cnv": (3, 32, 32)}  # MNIST-size TFC (784-64-64-64-10), CIFAR-size CNV
+BOARDS = ["pynq-z2", "zcu104", "kv260"]
+FPS_RANGE = (1e5, 2e7)  # the sweep's target range
+FPS_FLOOR = 1e3  # extended down to here
+PER_DECADE = 16
+WWIDTH_RANGE = (16, 1024)
+KEYS = ("lut", "bram18", "uram", "dsp")
 
 
-def fits(est, board, cap) -> bool:
-    return all(est.totals[k] <= cap * board.capacity[k] for k in ("lut", "bram18", "uram", "dsp"))
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def fits(est, board, cap: float) -> bool:
+    return all(est.totals[k] <= cap * board.capacity[k] + 1e-9 for k in KEYS)
+
+
+def export(model: str, folder: Path) -> Path:
+    """A zoo model with random weights (seed 0), exported to QONNX."""
+    import torch
+
+    torch.manual_seed(0)
+    shape = MODELS[model]
+    net = build_model(model, shape, 10, parse_bits("w2a2"))
+    example = (1, int(np.prod(shape))) if model == "tfc" else (1, *shape)
+    return export_module(net, example, folder / f"{model}.onnx").onnx_path
 
 
 def prepared(model_path: Path, board, workdir: Path) -> ModelWrapper:
-    cfg = steps.FinnConfig(board, workdir, fps=1.0)
-    return steps.run_steps(steps.load_qonnx(model_path), cfg, stop="minimize_bit_widths_after_folding")
+    """The deploy's steps up to folding (specialised layers, minimised bit widths)."""
+    cfg = steps.FinnConfig(board, workdir)
+    return steps.run_steps(steps.load_qonnx(model_path), cfg, stop="minimize_bit_widths")
 
 
-def finn_sweep(base: ModelWrapper, board, cap: float) -> tuple[dict | None, int]:
+def wwidth_values(base: ModelWrapper) -> list[int]:
+    """Every mvau_wwidth_max in range that changes some MVAU's SIMD cap (SIMD * weight bits <= it)."""
+    values = {WWIDTH_RANGE[0], WWIDTH_RANGE[1]}
+    for node in base.graph.node:
+        if node.op_type.startswith("MVAU"):
+            op = getCustomOp(node)
+            bits = op.get_input_datatype(1).bitwidth()
+            values |= {d * bits for d in folding._divisors(op.get_nodeattr("MW"))}
+    return sorted(v for v in values if WWIDTH_RANGE[0] <= v <= WWIDTH_RANGE[1])
+
+
+def cycle_targets(base: ModelWrapper, clock_mhz: float) -> list[int]:
+    """Log-spaced fps targets from FPS_FLOOR up, plus every cycle count a layer can take within FPS_RANGE."""
+    hz = clock_mhz * 1e6
+    decades = np.log10(FPS_RANGE[1] / FPS_FLOOR)
+    grid = np.logspace(np.log10(FPS_FLOOR), np.log10(FPS_RANGE[1]), int(decades * PER_DECADE) + 1)
+    targets = {max(1, int(hz / fps)) for fps in grid}
+    low, high = hz / FPS_RANGE[1], hz / FPS_RANGE[0]
+    for node in base.graph.node:
+        op = getCustomOp(node)
+        dims = folding.knobs(node)
+        for values in itertools.product(*[folding._divisors(d) for _, d in dims]):
+            for (attr, _), value in zip(dims, values):
+                op.set_nodeattr(attr, int(value))
+            try:
+                cycles = int(op.get_exp_cycles())
+            except Exception:
+                continue
+            if low <= cycles <= high:
+                targets.add(cycles)
+    return sorted(targets)
+
+
+def finn_sweep(base: ModelWrapper, board, cap: float, label: str) -> tuple[dict | None, int]:
     from finn.transformation.fpgadataflow.set_folding import SetFolding
 
     best, tried = None, 0
-    for wwidth in WWIDTH_GRID:
-        for fps in FPS_GRID:
+    widths = wwidth_values(base)
+    targets = cycle_targets(ModelWrapper(copy.deepcopy(base.model)), board.clock_mhz)
+    total = len(widths) * len(targets)
+    log(f"  {label}: FINN sweep, {len(targets)} targets x {len(widths)} mvau_wwidth_max = {total} SetFolding runs")
+    started = time.perf_counter()
+    for wwidth in widths:
+        for cycles in targets:
             model = ModelWrapper(copy.deepcopy(base.model))
-            cycles = max(1, int(board.clock_mhz * 1e6 / fps))
             model = model.transform(
                 SetFolding(target_cycles_per_frame=cycles, mvau_wwidth_max=wwidth, two_pass_relaxation=True)
             )
@@ -55,66 +123,90 @@ def finn_sweep(base: ModelWrapper, board, cap: float) -> tuple[dict | None, int]
             if fits(est, board, cap) and (best is None or est.fps > best["fps"]):
                 best = {
                     "fps": est.fps,
-                    "target_fps": float(fps),
+                    "target_fps": board.clock_mhz * 1e6 / cycles,
                     "mvau_wwidth_max": wwidth,
                     "utilisation": est.utilisation,
+                    "binding": max(KEYS, key=lambda k: est.utilisation[k]),
                 }
+        log(
+            f"    wwidth {wwidth:>4}: {tried}/{total} runs, {time.perf_counter() - started:.0f} s, "
+            f"best so far {best['fps'] if best else 0:,.0f} fps"
+        )
     return best, tried
+
+
+def sdk_fit(base: ModelWrapper, board, cap: float, workdir: Path):
+    """The fit as a deploy runs it: set_folding, minimise bit widths again, FINN's estimate."""
+    cfg = steps.FinnConfig(board, workdir, max_util=cap)
+    model = ModelWrapper(copy.deepcopy(base.model))
+    started = time.perf_counter()
+    model = steps.set_folding(model, cfg)
+    seconds = time.perf_counter() - started
+    model = steps.minimize_bit_widths(model, cfg)
+    return cfg.fit, estimate_network(model, board), seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-util", type=float, default=0.8)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--boards", default=",".join(BOARDS))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/folding_vs_finn.json"))
     args = parser.parse_args()
+    logging.getLogger("finn_logger").setLevel(logging.ERROR)  # SetFolding warns on every missed target
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        exported = {}
-        for model in sorted({m for m, _ in CASES}):
-            train(TrainConfig(model=model, bits="w2a2"), tmp / model, progress=False)
-            exported[model] = export_run(tmp / model, tmp / f"{model}.onnx").onnx_path
-        for model, board_name in CASES:
-            board = get_board(board_name)
-            base = prepared(exported[model], board, tmp / f"{model}-{board_name}")
-            started = time.perf_counter()
-            best, tried = finn_sweep(base, board, args.max_util)
-            sweep_s = time.perf_counter() - started
-            ours_model = ModelWrapper(copy.deepcopy(base.model))
-            started = time.perf_counter()
-            folding.fit_folding(ours_model, board, args.max_util)
-            fit_s = time.perf_counter() - started
-            ours = estimate_network(ours_model, board)
-            rows.append(
-                {
-                    "model": f"{model} w2a2",
-                    "board": board_name,
-                    "cap": args.max_util,
-                    "finn_best_fps": best and best["fps"],
-                    "finn_best_point": best and {k: best[k] for k in ("target_fps", "mvau_wwidth_max")},
-                    "finn_util": best and best["utilisation"],
-                    "finn_configs_tried": tried,
-                    "finn_sweep_s": sweep_s,
-                    "sdk_fit_fps": ours.fps,
-                    "sdk_util": ours.utilisation,
-                    "sdk_fit_s": fit_s,
-                    "ratio": ours.fps / best["fps"] if best else None,
-                }
-            )
-    header = (
-        f"{'model':9s} {'board':8s} {'FINN best fps':>14s} {'LUT/BRAM %':>11s} "
-        f"{'SDK fit fps':>13s} {'LUT/BRAM %':>11s} {'ratio':>6s}"
+        for model_name in args.models.split(","):
+            log(f"{model_name}: export (random weights)")
+            onnx_path = export(model_name, tmp)
+            for board_name in args.boards.split(","):
+                board, label = get_board(board_name), f"{model_name}/{board_name}"
+                base = prepared(onnx_path, board, tmp / f"{model_name}-{board_name}")
+                started = time.perf_counter()
+                best, tried = finn_sweep(base, board, args.max_util, label)
+                sweep_s = time.perf_counter() - started
+                fit, ours, fit_s = sdk_fit(base, board, args.max_util, tmp / f"fit-{model_name}-{board_name}")
+                log(f"  {label}: SDK fit {ours.fps:,.0f} fps in {fit_s:.2f} s ({fit.limit}: {fit.stop_reason})")
+                assert fits(ours, board, args.max_util), f"{label}: the fit is over the cap"
+                rows.append(
+                    {
+                        "model": f"{model_name} w2a2",
+                        "board": board_name,
+                        "cap": args.max_util,
+                        "finn_best_fps": best and best["fps"],
+                        "finn_best_point": best and {k: best[k] for k in ("target_fps", "mvau_wwidth_max")},
+                        "finn_util": best and best["utilisation"],
+                        "finn_binding": best and best["binding"],
+                        "finn_configs_tried": tried,
+                        "finn_sweep_s": sweep_s,
+                        "sdk_fit_fps": ours.fps,
+                        "sdk_util": ours.utilisation,
+                        "sdk_binding": max(KEYS, key=lambda k: ours.utilisation[k]),
+                        "sdk_fit_s": fit_s,
+                        "sdk_fit": fit.to_dict(),
+                        "ratio": ours.fps / best["fps"] if best else None,
+                    }
+                )
+    print()
+    print(
+        f"{'model':9s} {'board':8s} {'FINN best fps':>14s} {'binds':>11s} {'SDK fit fps':>13s} {'binds':>11s} "
+        f"{'ratio':>6s} {'fit s':>6s}  SDK stop / 100 % / unfolded"
     )
-    print(header)
     for r in rows:
-        fu, su = r["finn_util"] or {}, r["sdk_util"]
+        fu, su, fit = r["finn_util"] or {}, r["sdk_util"], r["sdk_fit"]
+        finn_bind = f"{r['finn_binding']} {fu.get(r['finn_binding'], 0):.0%}" if r["finn_binding"] else "-"
+        sdk_bind = f"{r['sdk_binding']} {su[r['sdk_binding']]:.0%}"
+        stop = fit["limit"] + (f" ({'+'.join(fit['limit_resources'])})" if fit["limit_resources"] else "")
         print(
-            f"{r['model']:9s} {r['board']:8s} {r['finn_best_fps'] or 0:>14,.0f} "
-            f"{fu.get('lut', 0):>5.0%}/{fu.get('bram18', 0):<5.0%} "
-            f"{r['sdk_fit_fps']:>13,.0f} {su['lut']:>5.0%}/{su['bram18']:<5.0%} {r['ratio'] or float('nan'):>6.2f}x"
-            f"   (FINN: {r['finn_configs_tried']} SetFolding runs, {r['finn_sweep_s']:.1f} s; "
-            f"fit {r['sdk_fit_s']:.1f} s)"
+            f"{r['model']:9s} {r['board']:8s} {r['finn_best_fps'] or 0:>14,.0f} {finn_bind:>11s} "
+            f"{r['sdk_fit_fps']:>13,.0f} {sdk_bind:>11s} {r['ratio'] or float('nan'):>5.2f}x {r['sdk_fit_s']:>6.2f}  "
+            f"{stop} at {fit['limit_layer']} / {fit['fps_at_full_board']:,.0f} / {fit['fps_unfolded']:,.0f}"
         )
+    print(
+        f"\nFINN: {sum(r['finn_configs_tried'] for r in rows)} SetFolding runs, "
+        f"{sum(r['finn_sweep_s'] for r in rows):.0f} s in all; cap {args.max_util:.0%}"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2))
 

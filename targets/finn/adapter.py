@@ -369,7 +369,12 @@ class FinnTarget:
             report.tables.append(rtl.table())
             summary["rtl_verified_layers"] = rtl.verified
         if cfg.fit:
-            report.notes.append(f"fit search: {cfg.fit.steps} steps; stopped because {cfg.fit.stop_reason}.")
+            fit = cfg.fit
+            report.notes.append(
+                f"fit search ({fit.foldings:,} layer foldings estimated, {fit.seconds:.2f} s): stopped because "
+                f"{fit.stop_reason}. At 100 % of the board: {fit.fps_at_full_board:,.0f} fps; "
+                f"fully unfolded: {fit.fps_unfolded:,.0f} fps."
+            )
         report.notes.append(
             "Resource figures are FINN's analytical estimates of the accelerator alone (no shell, DMA or FIFOs)."
         )
@@ -395,7 +400,7 @@ class FinnTarget:
             "estimate": net.to_dict(),
             "verification": verification.to_dict(),
             "folding_mode": cfg.folding_mode,
-            "fit": None if cfg.fit is None else {"steps": cfg.fit.steps, "stop_reason": cfg.fit.stop_reason},
+            "fit": None if cfg.fit is None else cfg.fit.to_dict(),
             "hardware": outcome.to_dict(),
             "sources": cfg.sources,
             "step_seconds": cfg.step_seconds,

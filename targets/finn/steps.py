@@ -98,7 +98,7 @@ def set_folding(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
     if cfg.fps:
         cfg.folding_mode = f"target {cfg.fps:,.0f} fps (FINN SetFolding)"
         return folding.target_fps_folding(model, cfg.fps, cfg.clock)
-    cfg.fit = folding.fit_folding(model, cfg.board, cfg.max_util)
+    cfg.fit = folding.fit_folding(model, cfg.board, cfg.max_util, clock_mhz=cfg.clock)
     cfg.folding_mode = f"fit: highest throughput under {cfg.max_util:.0%} utilisation"
     return model
 
