@@ -490,34 +490,36 @@ def _input_rescaling(inp: _Tensor, integer_bits: int) -> tuple[int, int, int]:
     return multiplier, shift, radius
 
 
+def _fixed_point_activation(
+    x: np.ndarray, inp: _Tensor, function: Callable, output_shift: int, output_offset: int, rounding: str
+) -> np.ndarray:
+    """TFLM's integer LOGISTIC / TANH: (x - zp) in Q4.27, gemmlowp's `function` in Q0.31, rounded down to int8 by
+    `output_shift` and offset; inputs at or beyond the radius saturate, as TFLM's do."""
+    multiplier, shift, radius = _input_rescaling(inp, _ACTIVATION_INPUT_INTEGER_BITS)
+    centred = x.astype(np.int64) - int(inp.zero_points[0])
+    inside = np.where(np.abs(centred) < radius, centred, 0)
+    q4 = multiply_by_quantized_multiplier(inside, multiplier, shift, rounding)
+    y = _rounding_divide_by_pot(function(q4, _ACTIVATION_INPUT_INTEGER_BITS), output_shift) + output_offset
+    y = np.where(centred <= -radius, -128, np.where(centred >= radius, 127, y))
+    return np.clip(y, -128, 127).astype(np.int8)
+
+
 def logistic(x: np.ndarray, inp: _Tensor, out: _Tensor, rounding: str = "double") -> np.ndarray:
-    """int8 LOGISTIC: a table (LiteRT) or reference_integer_ops::Logistic (TFLM): (x - zp) in Q4.27, gemmlowp's
-    logistic in Q0.31, rounded to Q0.8 and offset by -128."""
+    """int8 LOGISTIC: a table (LiteRT) or reference_integer_ops::Logistic (TFLM): gemmlowp's logistic in Q0.31,
+    rounded to Q0.8 and offset by -128."""
     _check_fixed_output(out, "logistic")
     if rounding == TABLE:
         return _activation_table(inp, out, _float32_sigmoid)[x.astype(np.int64) + 128]
-    multiplier, shift, radius = _input_rescaling(inp, _ACTIVATION_INPUT_INTEGER_BITS)
-    centred = x.astype(np.int64) - int(inp.zero_points[0])
-    inside = np.where(np.abs(centred) < radius, centred, 0)
-    q4 = multiply_by_quantized_multiplier(inside, multiplier, shift, rounding)
-    y = _rounding_divide_by_pot(_gemmlowp_logistic(q4, _ACTIVATION_INPUT_INTEGER_BITS), 23) - 128
-    y = np.where(centred <= -radius, -128, np.where(centred >= radius, 127, y))
-    return np.clip(y, -128, 127).astype(np.int8)
+    return _fixed_point_activation(x, inp, _gemmlowp_logistic, 23, -128, rounding)
 
 
 def tanh(x: np.ndarray, inp: _Tensor, out: _Tensor, rounding: str = "double") -> np.ndarray:
-    """int8 TANH: a table (LiteRT) or reference_integer_ops::Tanh (TFLM): (x - zp) in Q4.27, gemmlowp's tanh in
-    Q0.31, rounded to Q0.7."""
+    """int8 TANH: a table (LiteRT) or reference_integer_ops::Tanh (TFLM): gemmlowp's tanh in Q0.31, rounded to
+    Q0.7."""
     _check_fixed_output(out, "tanh")
     if rounding == TABLE:
         return _activation_table(inp, out, _float32_tanh)[x.astype(np.int64) + 128]
-    multiplier, shift, radius = _input_rescaling(inp, _ACTIVATION_INPUT_INTEGER_BITS)
-    centred = x.astype(np.int64) - int(inp.zero_points[0])
-    inside = np.where(np.abs(centred) < radius, centred, 0)
-    q4 = multiply_by_quantized_multiplier(inside, multiplier, shift, rounding)
-    y = _rounding_divide_by_pot(_gemmlowp_tanh(q4, _ACTIVATION_INPUT_INTEGER_BITS), 24)
-    y = np.where(centred <= -radius, -128, np.where(centred >= radius, 127, y))
-    return np.clip(y, -128, 127).astype(np.int8)
+    return _fixed_point_activation(x, inp, _gemmlowp_tanh, 24, 0, rounding)
 
 
 SOFTMAX_DIFF_INTEGER_BITS, SOFTMAX_ACCUMULATION_INTEGER_BITS = 5, 12
