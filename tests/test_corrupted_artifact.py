@@ -25,11 +25,19 @@ def _deploy(target: str, model, out) -> tuple[int, dict]:
     return result.exit_code, json.loads(result.stdout)
 
 
+def _insert_step_before(monkeypatch, step_name: str, step) -> None:
+    """Run `step` (model, cfg) -> model in the FINN flow just before the step called `step_name`."""
+    from targets.finn import steps
+
+    position = steps.STEP_NAMES.index(step_name)
+    flow = [*steps.STEPS[:position], (step.__name__, step.__name__, step), *steps.STEPS[position:]]
+    monkeypatch.setattr(steps, "STEPS", flow)
+    monkeypatch.setattr(steps, "STEP_NAMES", [name for name, _, _ in flow])
+
+
 def test_a_finn_accelerator_with_one_weight_changed_fails_naming_the_layer(tfc_run, tmp_path, monkeypatch):
     from qonnx.core.datatype import DataType
     from qonnx.custom_op.registry import getCustomOp
-
-    from targets.finn import steps
 
     changed = {}
 
@@ -43,10 +51,7 @@ def test_a_finn_accelerator_with_one_weight_changed_fails_naming_the_layer(tfc_r
         changed["layer"] = node.name
         return model
 
-    position = steps.STEP_NAMES.index("minimize_bit_widths_after_folding")
-    corrupted = [*steps.STEPS[:position], ("change_one_weight", "change one weight", change_one_weight)]
-    monkeypatch.setattr(steps, "STEPS", corrupted + steps.STEPS[position:])
-    monkeypatch.setattr(steps, "STEP_NAMES", [name for name, _, _ in steps.STEPS])
+    _insert_step_before(monkeypatch, "minimize_bit_widths_after_folding", change_one_weight)
 
     code, result = _deploy("pynq-z2", tfc_run, tmp_path / "finn")
     report = json.loads((tmp_path / "finn" / "report.json").read_text())
@@ -86,8 +91,6 @@ def test_an_accelerator_that_parts_from_the_qat_model_is_failed_at_the_first_dif
     from qonnx.core.datatype import DataType
     from qonnx.custom_op.registry import getCustomOp
 
-    from targets.finn import steps
-
     def change_the_second_layer(model, cfg):
         node = [n for n in model.graph.node if n.op_type.startswith("MVAU")][1]
         weights = model.get_initializer(node.input[1]).copy()
@@ -95,10 +98,7 @@ def test_an_accelerator_that_parts_from_the_qat_model_is_failed_at_the_first_dif
         model.set_initializer(node.input[1], weights)
         return model
 
-    position = steps.STEP_NAMES.index("check_mapping")
-    changed = [*steps.STEPS[:position], ("change_layer", "change the second layer", change_the_second_layer)]
-    monkeypatch.setattr(steps, "STEPS", changed + steps.STEPS[position:])
-    monkeypatch.setattr(steps, "STEP_NAMES", [name for name, _, _ in steps.STEPS])
+    _insert_step_before(monkeypatch, "check_mapping", change_the_second_layer)
 
     code, result = _deploy("pynq-z2", tfc_run, tmp_path / "finn")
     report = json.loads((tmp_path / "finn" / "report.json").read_text())
