@@ -11,8 +11,12 @@ This script does that sweep for each model and board:
 then runs the SDK's fit once, and prints both side by side (FINN's estimates
 for both, after the deploy's minimise-bit-widths step). Weights are random
 (untrained): resources and cycles do not depend on training.
+Last, on a small MLP (48-12-8-10) at several caps, the exact optimum found by
+trying every combination of every layer's (SIMD, PE, memory and multiplier
+style), against the fit and the same FINN sweep.
 
 Usage: .venv/bin/python benchmarks/folding_vs_finn.py [--max-util 0.8] [--models tfc,cnv] [--boards pynq-z2,...]
+       [--exact-caps 0.025,0.04,...]   (--models "" runs only the exact part)
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import copy
 import itertools
 import json
 import logging
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +40,9 @@ from sdk.export import export_module
 from sdk.zoo import build_model, parse_bits
 from targets.finn import folding, steps
 from targets.finn.estimate import estimate_network
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from folding_models import SMALL_MLP, every_option, exhaustive_optimum, mvau_chain  # noqa: E402
 
 MODELS = {"tfc": (1, 28, 28), "cnv": (3, 32, 32)}  # MNIST-size TFC (784-64-64-64-10), CIFAR-size CNV
 BOARDS = ["pynq-z2", "zcu104", "kv260"]
@@ -146,18 +154,25 @@ def sdk_fit(base: ModelWrapper, board, cap: float, workdir: Path):
     return cfg.fit, estimate_network(model, board), seconds
 
 
+def caps(text: str) -> list[float]:
+    return [float(c) for c in text.split(",")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-util", type=float, default=0.8)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--boards", default=",".join(BOARDS))
+    parser.add_argument(
+        "--exact-caps", type=lambda v: [float(c) for c in v.split(",")], default=[0.025, 0.04, 0.06, 0.1]
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/folding_vs_finn.json"))
     args = parser.parse_args()
     logging.getLogger("finn_logger").setLevel(logging.ERROR)  # SetFolding warns on every missed target
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for model_name in args.models.split(","):
+        for model_name in filter(None, args.models.split(",")):
             log(f"{model_name}: export (random weights)")
             onnx_path = export(model_name, tmp)
             for board_name in args.boards.split(","):
@@ -207,8 +222,38 @@ def main() -> None:
         f"\nFINN: {sum(r['finn_configs_tried'] for r in rows)} SetFolding runs, "
         f"{sum(r['finn_sweep_s'] for r in rows):.0f} s in all; cap {args.max_util:.0%}"
     )
+    exact = exact_rows(args.exact_caps)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=2))
+    args.out.write_text(json.dumps({"sweep": rows, "exact": exact}, indent=2))
+
+
+def exact_rows(caps: list[float]) -> list[dict]:
+    """The small MLP on PYNQ-Z2: exhaustive optimum, the fit and FINN's best sweep point, per cap."""
+    board = get_board("pynq-z2")
+    options = every_option(mvau_chain(SMALL_MLP), board)
+    combinations = int(np.prod([len(o) for o in options]))
+    rows = []
+    for cap in caps:
+        base = mvau_chain(SMALL_MLP)
+        best, _ = finn_sweep(base, board, cap, f"small MLP at {cap:.1%}")
+        model = ModelWrapper(copy.deepcopy(base.model))
+        fit = folding.fit_folding(model, board, cap)
+        optimum = exhaustive_optimum(options, board, cap)
+        rows.append(
+            {
+                "cap": cap,
+                "optimum_fps": board.clock_mhz * 1e6 / optimum,
+                "sdk_fit_fps": fit.fps,
+                "finn_best_fps": best and best["fps"],
+            }
+        )
+    print(f"\nsmall MLP 48-12-8-10 on PYNQ-Z2, every combination of non-dominated layer options ({combinations:,})")
+    print(f"{'cap':>6s} {'exact optimum fps':>18s} {'SDK fit fps':>13s} {'FINN best fps':>14s}")
+    for r in rows:
+        print(
+            f"{r['cap']:>6.1%} {r['optimum_fps']:>18,.0f} {r['sdk_fit_fps']:>13,.0f} {r['finn_best_fps'] or 0:>14,.0f}"
+        )
+    return rows
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import itertools
 
 import numpy as np
 import pytest
+from folding_models import CNV, KEYS, SMALL_MLP, TFC, every_option, exhaustive_optimum, mvau_chain
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
@@ -20,73 +21,12 @@ from sdk.errors import ModelTooLargeError
 from targets.finn import folding
 from targets.finn.estimate import estimate_network
 
-HLS = "finn.custom_op.fpgadataflow.hls"
-KEYS = ("lut", "bram18", "uram", "dsp")
-# (MW, MH, numInputVectors, input type, thresholds?) of the zoo's TFC at 28x28 and CNV at 32x32, w2a2
-TFC = [(784, 64, [1], "UINT8", True), (64, 64, [1], "UINT2", True), (64, 64, [1], "UINT2", True)]
-TFC += [(64, 10, [1], "UINT2", False)]
-CNV = [(27, 32, [1, 32, 32], "UINT8", True), (288, 32, [1, 32, 32], "UINT2", True)]
-CNV += [(288, 64, [1, 16, 16], "UINT2", True), (576, 64, [1, 16, 16], "UINT2", True)]
-CNV += [(4096, 128, [1], "UINT2", True), (128, 10, [1], "UINT2", False)]
-
 
 @pytest.fixture(scope="module", autouse=True)
 def finn_ready(tmp_path_factory):
     from targets.finn.environment import prepare_finn
 
     prepare_finn(tmp_path_factory.mktemp("finn_build"))
-
-
-def mvau_chain(layers, seed: int = 0) -> ModelWrapper:
-    """FINN MVAU_hls nodes in a chain, fully folded, FINN's default memory styles."""
-    from onnx import TensorProto, helper
-    from qonnx.core.datatype import DataType
-    from qonnx.util.basic import qonnx_make_model
-
-    rng = np.random.default_rng(seed)
-    nodes, initializers, infos, current = [], {}, [], "x"
-    for i, (mw, mh, vectors, idt, act) in enumerate(layers):
-        out = f"y{i}"
-        nodes.append(
-            helper.make_node(
-                "MVAU_hls",
-                [current, f"w{i}"] + ([f"t{i}"] if act else []),
-                [out],
-                name=f"MVAU_hls_{i}",
-                domain=HLS,
-                backend="fpgadataflow",
-                MW=mw,
-                MH=mh,
-                SIMD=1,
-                PE=1,
-                inputDataType=idt,
-                weightDataType="INT2",
-                outputDataType="UINT2" if act else "INT32",
-                accDataType="INT32",
-                ActVal=0,
-                noActivation=0 if act else 1,
-                numInputVectors=vectors,
-            )
-        )
-        initializers[f"w{i}"] = rng.integers(-2, 2, size=(mw, mh))
-        if act:
-            initializers[f"t{i}"] = np.sort(rng.integers(-20, 21, size=(mh, 3)), axis=1)
-        infos.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, *vectors[1:], mh]))
-        current = out
-    first = layers[0]
-    graph = helper.make_graph(
-        nodes,
-        "fold",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, *first[2][1:], first[0]])],
-        [infos[-1]],
-        value_info=infos[:-1],
-    )
-    model = ModelWrapper(qonnx_make_model(graph, producer_name="sdk-test"))
-    for name, value in initializers.items():
-        model.set_initializer(name, value.astype(np.float32))
-        model.set_tensor_datatype(name, DataType["INT2"] if name.startswith("w") else DataType["INT32"])
-    model.set_tensor_datatype("x", DataType[first[3]])
-    return model
 
 
 def within(model: ModelWrapper, board, cap: float) -> bool:
@@ -261,3 +201,17 @@ def test_zoo_cnv_fit_beats_finn_by_a_fifth_where_memory_binds(zoo_graphs):
     fit = folding.fit_folding(model, board, 0.8)
     assert within(model, board, 0.8) and fit.fps >= 1.2 * finn
     assert fit.limit == "resource" and fit.limit_layer in fit.stop_reason
+
+
+@pytest.fixture(scope="module")
+def small_mlp_options():
+    return every_option(mvau_chain(SMALL_MLP), get_board("pynq-z2"))
+
+
+@pytest.mark.parametrize("cap", [0.025, 0.04, 0.06, 0.1])
+def test_fit_finds_the_exact_optimum_of_a_small_mlp(cap, small_mlp_options):
+    """Every combination of every layer's foldings and styles tried: the fit reaches the fastest one."""
+    board = get_board("pynq-z2")
+    model = mvau_chain(SMALL_MLP)
+    fit = folding.fit_folding(model, board, cap)
+    assert fit.cycles == exhaustive_optimum(small_mlp_options, board, cap) and within(model, board, cap)
