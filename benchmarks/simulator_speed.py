@@ -3,13 +3,16 @@
 Same trained models, same samples, one run, samples/s of
   (a) the SDK simulator on the folded, specialised accelerator (host ops included, plan prepared once),
   (b) onnxruntime on the same QONNX model, batched (Quant nodes as QuantizeLinear / Clip / DequantizeLinear),
-  (c) the accelerator's matrix products alone in float32 BLAS: the limit for any exact simulation of them,
-  (d) the Brevitas model's forward pass (PyTorch, fake-quantized float).
+  (c) the accelerator's matrix products alone in float32 BLAS: the limit for a simulation computing them in float,
+  (d) the same products alone in the integer GEMM the simulator uses where it fits (onnxruntime's MatMulInteger,
+      uint8 x int8 in int32): the limit for the simulator itself,
+  (e) the Brevitas model's forward pass (PyTorch, fake-quantized float).
 Models: TFC w2a2 as the MLP 784-64-64-64-10 (trained on digits resized to 28x28), the committed TFC w2a2
 fixture (64-64-64-64-10 on 8x8 digits, tests/fixtures/tfc_w2a2_digits) and CNV w2a2 (sdk/zoo/cnv.py, 8x8).
 Each rate is the median of --runs timed runs, each repeating its call for at least --min-seconds; the
 contestants take turns run by run, so a change in the machine's load meets them all. With --baseline REV
 the simulator as of that git revision (e.g. the commit before a speed-up) takes its turns too.
+The baseline to compare with is the simulator before its speed-ups, 5cbc9ea (`git log -- targets/finn/simulator.py`).
 Usage: python benchmarks/simulator_speed.py [--baseline REV] [--threads N]
 """
 
@@ -35,7 +38,7 @@ from sdk.boards import get_board
 from sdk.data import load_dataset
 from sdk.export import export_run
 from sdk.qat import TrainConfig, load_checkpoint, model_input, train
-from targets.finn import steps
+from targets.finn import kernels, steps
 from targets.finn.adapter import graph_input
 from targets.finn.simulator import host_input, prepare_dataflow, simulate_parent
 
@@ -114,20 +117,41 @@ def onnxruntime_session(onnx_path: Path, threads: int | None):
     options = onnxruntime.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+    # idle threads sleep rather than spin, as in the simulator's own sessions: fair on a loaded machine
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return session, proto.graph.input[0].name
 
 
+def mvau_inputs(plan, dataflow_x: np.ndarray) -> list[tuple[np.ndarray, object]]:
+    """Every MVAU's real input (rows, MW) and its step in the plan."""
+    result = plan.run(dataflow_x)
+    return [
+        (np.asarray(result.intermediates.get(step.node.onnx.input[0], dataflow_x)), step)
+        for step in plan.steps
+        if step.node.onnx.op_type.startswith("MVAU")
+    ]
+
+
 def blas_products(plan, dataflow_x: np.ndarray) -> Callable[[], object]:
     """Every MVAU's product in float32 BLAS, on that layer's real inputs: (rows, MW) @ (MW, MH)."""
-    result = plan.run(dataflow_x)
     pairs = []
-    for node in plan.model.graph.node:
-        if node.op_type.startswith("MVAU"):
-            weights = plan.model.get_initializer(node.input[1]).astype(np.float32)
-            source = result.intermediates.get(node.input[0], dataflow_x)
-            pairs.append((np.asarray(source, dtype=np.float32).reshape(-1, weights.shape[0]), weights))
+    for x, step in mvau_inputs(plan, dataflow_x):
+        weights = plan.model.get_initializer(step.node.onnx.input[1]).astype(np.float32)
+        pairs.append((x.astype(np.float32).reshape(-1, weights.shape[0]), weights))
     return lambda: [x @ w for x, w in pairs]
+
+
+def integer_products(plan, dataflow_x: np.ndarray) -> Callable[[], object] | None:
+    """Every MVAU's product in the simulator's integer GEMM (uint8 inputs), on that layer's real inputs;
+    None unless every MVAU of the plan uses it."""
+    pairs = []
+    for x, step in mvau_inputs(plan, dataflow_x):
+        gemm = step.node.memo[kernels._prepare_mvau].product.gemm
+        if gemm is None:
+            return None
+        pairs.append((x.astype(np.uint8).reshape(-1, gemm.terms), gemm))
+    return lambda: [gemm(x) for x, gemm in pairs]
 
 
 def measure(model: Model, samples: int, tmp: Path, args, baseline) -> dict:
@@ -144,7 +168,7 @@ def measure(model: Model, samples: int, tmp: Path, args, baseline) -> dict:
     xs = graph_input(exported.card, x)  # float32, as the deploy hands it to the simulator
     dataflow_x = host_input(cfg.parent, xs)
     started = time.perf_counter()
-    plan = prepare_dataflow(dataflow)
+    plan = prepare_dataflow(dataflow, threads=args.threads)
     prepare_ms = (time.perf_counter() - started) * 1e3
     # the simulator against FINN's own python execution on a few samples: the speed is of an exact simulator
     few = steps.FINN_REFERENCE_SAMPLES
@@ -166,6 +190,9 @@ def measure(model: Model, samples: int, tmp: Path, args, baseline) -> dict:
         contestants["onnxruntime"] = lambda: session.run(None, {name: ort_x})
     contestants["brevitas"] = torch.no_grad()(lambda: brevitas(xt))
     contestants["blas_f32"] = blas_products(plan, dataflow_x)
+    gemm = integer_products(plan, dataflow_x)
+    if gemm is not None:
+        contestants["gemm_int"] = gemm
     rates = median_rates(contestants, samples, args.runs, args.min_seconds)
     return {
         "model": model.label,
@@ -195,7 +222,9 @@ def main() -> None:
     parser.add_argument("--tfc-samples", type=int, default=10_000)
     parser.add_argument("--cnv-samples", type=int, default=2_000)
     parser.add_argument("--baseline", metavar="REV", help="also time the simulator as of this git revision")
-    parser.add_argument("--threads", type=int, help="threads for BLAS, torch and onnxruntime (default: theirs)")
+    parser.add_argument(
+        "--threads", type=int, help="threads for BLAS, torch, onnxruntime and the simulator's GEMM (default: theirs)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         baseline = simulator_at(args.baseline, Path(tmp) / "baseline") if args.baseline else None
@@ -208,6 +237,7 @@ def main() -> None:
         ("onnxruntime", "onnxruntime"),
         ("brevitas", "Brevitas"),
         ("blas_f32", "BLAS f32"),
+        ("gemm_int", "int GEMM"),
     ]
     columns = [(key, label) for key, label in columns if any(key in r["per_s"] for r in rows)]
     print(f"samples/s, threads: {args.threads or 'default'}")
@@ -215,12 +245,18 @@ def main() -> None:
     for r in rows:
         cells = " ".join(f"{r['per_s'][key]:>14,.0f}" if key in r["per_s"] else f"{'-':>14s}" for key, _ in columns)
         print(f"{r['model']:13s} {r['samples']:>8,d} {cells}")
+    print("\nSDK sim speed / each one's (> 1: the simulator is faster)")
+    print(f"{'model':13s} {'':8s} " + " ".join(f"{label:>14s}" for key, label in columns if key != "sdk_sim"))
+    for r in rows:
+        cells = " ".join(
+            f"{r['sim_vs'][key]:>13.2f}x" if key in r["sim_vs"] else f"{'-':>14s}" for key, _ in columns[1:]
+        )
+        print(f"{r['model']:13s} {'':8s} {cells}")
     print()
     for r in rows:
-        ratios = ", ".join(f"{ratio:.2f}x {name}" for name, ratio in r["sim_vs"].items())
         print(
-            f"{r['model']}: SDK sim = {ratios}; plan prepared in {r['prepare_ms']:.1f} ms; outputs identical to "
-            f"FINN's python execution: {r['identical_to_finn_python']}; load average {r['load_average'][0]:.1f}"
+            f"{r['model']}: plan prepared in {r['prepare_ms']:.1f} ms; outputs identical to FINN's python "
+            f"execution: {r['identical_to_finn_python']}; load average {r['load_average'][0]:.1f}"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2))

@@ -1,10 +1,12 @@
 """The simulator's fast paths against a straightforward int64 reference, on random data and at the edges.
 
-The kernels compute in float32 BLAS where the static range of a layer's input and its weights bound
+The kernels compute in onnxruntime's integer GEMM (uint8 x int8 in int32) where the input is uint8 and
+the weights fit 8 bits, in float32 BLAS where the static range of a layer's input and its weights bound
 every partial sum below 2**24, in float64 or int64 beyond, and count thresholds with one compare per
-step (a searchsorted for many steps). Each case here is built so that a wrong choice would show:
-accumulators at exactly 2**24 - 1, 2**24 and 2**24 + 1, thresholds equal to accumulator values,
-negative, fractional and infinite thresholds, BINARY (XNOR) and BIPOLAR inputs, inputs of every dtype.
+step in the values' own dtype (a searchsorted for many steps). Each case here is built so that a wrong
+choice would show: accumulators at exactly 2**24 - 1, 2**24 and 2**24 + 1 and at the int16 pair and int32
+bounds of the integer GEMM, thresholds equal to accumulator values, negative, fractional and infinite
+thresholds, BINARY (XNOR) and BIPOLAR inputs, inputs of every dtype.
 """
 
 from __future__ import annotations
@@ -413,3 +415,295 @@ def test_a_plan_runs_many_batches_and_leaves_the_input_alone():
         np.testing.assert_array_equal(x, before)
         np.testing.assert_array_equal(result.output, simulate_dataflow(model, x).output)
         assert result.output.dtype == np.int64 and result.intermediates["y"].dtype == np.int64
+
+
+# ---------------------------------------------------------------------------
+# the integer GEMM (onnxruntime MatMulInteger): its bounds and its results at the edges
+
+
+def _gemm_model(x_type: str, weights: np.ndarray, thresholds=None):
+    return _mvau(x_type, "INT8", weights, thresholds, out_type="INT32" if thresholds is None else "UINT4")
+
+
+@pytest.mark.parametrize(
+    "x_type, high, w_low, w_high, zero_point",
+    [
+        ("UINT8", 255, -64, 64, 0),  # 2 * 255 * 64 = 32640: a pair of products fits int16
+        ("UINT8", 255, -65, 3, 128),  # 2 * 255 * 65 = 33150 would saturate: weights as uint8, zero point 128
+        ("UINT8", 255, -3, 65, 128),
+        ("UINT8", 255, -128, 127, 128),
+        ("UINT2", 3, -128, 127, 0),  # 2 * 3 * 128 fits int16
+        ("UINT4", 15, -2, 1, 0),
+    ],
+)
+def test_integer_gemm_matches_int64_reference_at_the_edges(x_type, high, w_low, w_high, zero_point):
+    rng = np.random.default_rng(high + w_high)
+    weights = rng.integers(w_low, w_high + 1, size=(70, 9))
+    weights[:, 0], weights[:, 1] = w_low, w_high  # columns at the extremes: the largest sums of either sign
+    weights[0, 2], weights[1, 2] = w_low, w_low  # one adjacent pair at the widest weight
+    x = rng.integers(0, high + 1, size=(50, 70))
+    x[0], x[1] = high, 0
+    model = _gemm_model(x_type, weights)
+    unit = _unit(model)
+    assert unit.product.gemm is not None and unit.product.gemm.zero_point == zero_point
+    expected = _reference_mvau(x, weights)
+    assert expected[0, 0] == 70 * high * w_low and expected[0, 1] == 70 * high * w_high
+    result = simulate_dataflow(model, x)
+    np.testing.assert_array_equal(result.output, expected)
+    thresholds = _thresholds_from(expected, 15, rng)
+    model = _gemm_model(x_type, weights, thresholds)
+    assert _unit(model).blocked and _unit(model).product.gemm is not None
+    np.testing.assert_array_equal(simulate_dataflow(model, x).output, _reference_mvau(x, weights, _stored(model)))
+
+
+def test_integer_gemm_only_where_it_is_exact():
+    """Signed or wide inputs, 9-bit weights and a possible int32 overflow take the float or int64 paths."""
+    small = np.full((8, 3), 2)
+    assert _unit(_gemm_model("UINT8", small)).product.gemm is not None
+    assert _unit(_gemm_model("INT8", small)).product.gemm is None  # signed input
+    assert _unit(_gemm_model("UINT9", small)).product.gemm is None  # beyond uint8
+    assert _unit(_mvau("UINT8", "INT9", np.full((8, 3), -129))).product.gemm is None  # beyond int8
+    assert _unit(_mvau("UINT8", "UINT8", np.full((8, 3), 128))).product.gemm is None
+    # 255 * (sum |w| + 256 * K) must stay below 2**31 - 1 (x * (w + 128) summed); with one -1 and 127 else, K <= 21,988
+    assert 255 * (127 * 21_987 + 1 + 256 * 21_988) < 2**31 - 1 <= 255 * (127 * 21_988 + 1 + 256 * 21_989)
+    for terms, fits in ((21_988, True), (21_989, False)):
+        weights = np.full((terms, 1), 127)
+        weights[0] = -1
+        unit = _unit(_gemm_model("UINT8", weights))
+        assert (unit.product.gemm is not None) == fits
+        x = np.vstack([np.full((1, terms), 255), np.random.default_rng(terms).integers(0, 256, size=(3, terms))])
+        np.testing.assert_array_equal(
+            simulate_dataflow(_gemm_model("UINT8", weights), x).output, _reference_mvau(x, weights)
+        )
+
+
+def test_integer_gemm_in_blocks_of_rows(monkeypatch):
+    """Blocks of 7 rows, the last one short, and batches of 0 and 1 rows: the same as the reference."""
+    rng = np.random.default_rng(12)
+    weights = rng.integers(-8, 8, size=(24, 5))
+    x = rng.integers(0, 256, size=(300, 24))
+    thresholds = _thresholds_from(_reference_mvau(x, weights), 4, rng)
+    model = _gemm_model("UINT8", weights, thresholds)
+    expected = _reference_mvau(x, weights, _stored(model))
+    monkeypatch.setattr(kernels, "_ACC_BLOCK", 5 * 7)
+    plan = prepare_dataflow(model)
+    assert plan.steps[0].node.memo[kernels._prepare_mvau].blocked
+    np.testing.assert_array_equal(plan.run(x).output, expected)
+    for rows in (0, 1):
+        assert plan.run(x[:rows]).output.shape == (rows, 5)
+        np.testing.assert_array_equal(plan.run(x[:rows]).output, expected[:rows])
+
+
+# ---------------------------------------------------------------------------
+# threshold counts in each dtype, rows of tiled thresholds
+
+
+@pytest.mark.parametrize("channels", [1, 3, 64, 5000])
+@pytest.mark.parametrize("rows", [1, 7, 4096])
+def test_threshold_rows_of_any_length(channels, rows):
+    """Values in rows of whole repeats of the channels (4096 // C of them) and a short rest: every length."""
+    rng = np.random.default_rng(channels + rows)
+    values = rng.integers(-50, 50, size=(rows, channels))
+    thresholds = np.sort(rng.integers(-60, 60, size=(channels, 3)), axis=1).astype(np.float64)
+    expected = _reference_count(values, thresholds)
+    for dtype in (np.int8, np.int32, np.int64, np.float32):
+        np.testing.assert_array_equal(count_thresholds(values.astype(dtype), thresholds, "rows"), expected)
+    shared = thresholds[:1]
+    np.testing.assert_array_equal(count_thresholds(values, shared, "rows"), _reference_count(values, shared))
+
+
+@pytest.mark.parametrize(
+    "dtype, low, edge",
+    [
+        (np.uint8, 0, 255),
+        (np.int8, -128, 127),
+        (np.int16, -(2**15), 2**15 - 1),
+        (np.int32, -(2**31), 2**31 - 1),
+        (np.int64, -(2**52), 2**52),  # int64 accumulators stay far from its ends; float64 references stay exact
+    ],
+)
+def test_thresholds_beyond_the_values_dtype(dtype, low, edge):
+    """Thresholds at and just past the dtype's ends: compared in the dtype only where all of them fit in it."""
+    values = np.array([[low, low + 1, 0, 1, edge - 1, edge]] * 2, dtype=dtype).reshape(-1, 1)
+    for thresholds in (
+        np.array([[low, 0, edge]]),  # all in the dtype
+        np.array([[low - 1.0, 0, edge + 1.0]]),  # just past both ends
+        np.array([[edge + 0.5, 2.0 * edge + 2]]),  # never crossed
+    ):
+        expected = (values.astype(np.float64) >= thresholds).sum(-1, keepdims=True)
+        np.testing.assert_array_equal(count_thresholds(values, thresholds, "edge"), expected)
+
+
+# ---------------------------------------------------------------------------
+# the input batch, checked while it is cast to its narrow type
+
+
+@pytest.mark.parametrize(
+    "x_type, dtype, low, high",
+    [
+        ("UINT8", np.uint8, 0, 255),
+        ("UINT4", np.uint8, 0, 15),
+        ("INT8", np.int8, -128, 127),
+        ("INT16", np.int16, -(2**15), 2**15 - 1),
+    ],
+)
+def test_input_cast_to_its_narrow_type_and_checked(x_type, dtype, low, high):
+    from onnx import helper
+
+    node = helper.make_node(
+        "Thresholding",
+        ["x", "t"],
+        ["y"],
+        domain=HW,
+        backend="fpgadataflow",
+        NumChannels=4,
+        PE=1,
+        numSteps=1,
+        inputDataType=x_type,
+        weightDataType="INT32",
+        outputDataType="UINT1",
+        numInputVectors=[1],
+        ActVal=0,
+    )
+    model = _model([node], {"x": (1, 4), "y": (1, 4)}, {"t": np.array([[1.0]] * 4)}, x_type)
+    plan = prepare_dataflow(model)
+    x = np.array([[low, low + 1, high - 1, high], [0, 1, 2, 3]])
+    expected = (x >= 1).astype(np.int64)
+    for values in (x, x.astype(np.float32), x.astype(np.float64), x.astype(dtype), x.astype(np.int64)):
+        assert plan._input(values).dtype == dtype
+        np.testing.assert_array_equal(plan.run(values).output, expected)
+    np.testing.assert_array_equal(plan.run(np.array([[-0.0, 1, 2, 3]], dtype=np.float32)).output, [[0, 1, 1, 1]])
+    wrong = [low - 1, high + 1, low + 0.5, np.nan, np.inf, -np.inf, high + 256, low - 256, 2.0**40]
+    for bad in wrong:
+        values = x.astype(np.float64)
+        values[1, 2] = bad
+        with pytest.raises(SimulationError):
+            plan.run(values)
+        if float(bad).is_integer():  # the same from an integer array: a cast would wrap around
+            with pytest.raises(SimulationError):
+                plan.run(values.astype(np.int64))
+    if dtype == np.uint8 and high < 255:  # a uint8 array is of the type, yet out of the datatype's range
+        with pytest.raises(SimulationError):
+            plan.run(np.array([[high + 1, 0, 0, 0]], dtype=np.uint8))
+
+
+# ---------------------------------------------------------------------------
+# windows: a ConvolutionInputGenerator's output copied block by block by the MVAU or Pool reading it
+
+
+def _window_generator(x_type: str, side: int, channels: int, kernel: int, stride: int, dilation: int = 1):
+    from onnx import helper
+
+    out_side = (side - dilation * (kernel - 1) - 1) // stride + 1
+    node = helper.make_node(
+        "ConvolutionInputGenerator",
+        ["x"],
+        ["p"],
+        domain=HW,
+        backend="fpgadataflow",
+        ConvKernelDim=[kernel, kernel],
+        IFMChannels=channels,
+        IFMDim=[side, side],
+        OFMDim=[out_side, out_side],
+        SIMD=1,
+        Stride=[stride, stride],
+        Dilation=[dilation, dilation],
+        inputDataType=x_type,
+        outputDataType=x_type,
+    )
+    return node, out_side
+
+
+def _reference_windows(x: np.ndarray, kernel: int, stride: int, dilation: int = 1) -> np.ndarray:
+    """(N, H, W, C) -> (N, OH, OW, kH * kW * C), patches ordered (kernel row, kernel column, channel), by loops."""
+    n, side, _, channels = x.shape
+    out_side = (side - dilation * (kernel - 1) - 1) // stride + 1
+    out = np.zeros((n, out_side, out_side, kernel, kernel, channels), dtype=np.int64)
+    for oy in range(out_side):
+        for ox in range(out_side):
+            for ky in range(kernel):
+                for kx in range(kernel):
+                    out[:, oy, ox, ky, kx] = x[:, oy * stride + ky * dilation, ox * stride + kx * dilation]
+    return out.reshape(n, out_side, out_side, -1)
+
+
+def _without_windows(plan):
+    """The same plan with every Windows made dense before a kernel reads it (the path before the copy per block)."""
+    for step in plan.steps:
+        step.takes_windows = False
+    return plan
+
+
+@pytest.mark.parametrize("stride, dilation", [(1, 1), (2, 1), (1, 2)])
+def test_windows_into_an_mvau_block_by_block(monkeypatch, stride, dilation):
+    rng = np.random.default_rng(stride * 10 + dilation)
+    side, channels, kernel, outputs = 9, 3, 3, 4
+    swg, out_side = _window_generator("UINT8", side, channels, kernel, stride, dilation)
+    weights = rng.integers(-4, 4, size=(kernel * kernel * channels, outputs))
+    x = rng.integers(0, 256, size=(23, side, side, channels))
+    patches = _reference_windows(x, kernel, stride, dilation)
+    acc = _reference_mvau(patches.reshape(-1, weights.shape[0]), weights)
+    thresholds = _thresholds_from(acc, 3, rng)
+    mvau = _mvau("UINT8", "INT4", weights, thresholds, out_type="UINT2").graph.node[0]
+    mvau.input[0] = "p"
+    for attribute in mvau.attribute:
+        if attribute.name == "numInputVectors":
+            attribute.ints[:] = [1, out_side, out_side]
+    shapes = {
+        "x": (1, side, side, channels),
+        "p": (1, out_side, out_side, patches.shape[-1]),
+        "y": (1, out_side, out_side, outputs),
+    }
+    model = _model([swg, mvau], shapes, {"w": weights, "t": thresholds}, "UINT8")
+    expected = _reference_count(acc, _stored(model)).reshape(len(x), out_side, out_side, outputs)
+    monkeypatch.setattr(kernels, "_ACC_BLOCK", outputs * out_side * out_side * 4)  # 4 samples a block, 3 at the end
+    plan = prepare_dataflow(model)
+    assert plan.steps[1].takes_windows and _unit_of(model, 1).blocked
+    result = plan.run(x)
+    np.testing.assert_array_equal(result.output, expected)
+    np.testing.assert_array_equal(result.intermediates["p"], patches)  # made dense when read
+    np.testing.assert_array_equal(_without_windows(prepare_dataflow(model)).run(x).output, expected)
+
+
+@pytest.mark.parametrize("function", ["MaxPool", "AccPool", "AvgPool", "QuantAvgPool"])
+def test_windows_into_a_pool(function):
+    from onnx import helper
+
+    rng = np.random.default_rng(len(function))
+    side, channels, kernel = 6, 5, 2
+    swg, out_side = _window_generator("INT4", side, channels, kernel, kernel)
+    pool = helper.make_node(
+        "Pool",
+        ["p"],
+        ["y"],
+        domain=HW,
+        backend="fpgadataflow",
+        Channels=channels,
+        PE=1,
+        KernelSize=[kernel, kernel],
+        Function=function,
+        OutImgDims=[out_side, out_side],
+        InputDataType="INT4",
+        OutputDataType="INT4" if function == "MaxPool" else "INT8",
+        Size=2,
+    )
+    shapes = {
+        "x": (1, side, side, channels),
+        "p": (1, out_side, out_side, kernel * kernel * channels),
+        "y": (1, out_side, out_side, channels),
+    }
+    model = _model([swg, pool], shapes, {}, "INT4")
+    x = rng.integers(-8, 8, size=(17, side, side, channels))
+    x[0] = -8  # negative sums: AvgPool divides towards zero, QuantAvgPool shifts towards minus infinity
+    windows = _reference_windows(x, kernel, kernel).reshape(len(x), out_side, out_side, kernel * kernel, channels)
+    total = windows.sum(axis=3)
+    expected = {
+        "MaxPool": windows.max(axis=3),
+        "AccPool": total,
+        "AvgPool": np.trunc(total / (kernel * kernel)).astype(np.int64),
+        "QuantAvgPool": total >> 2,
+    }[function]
+    plan = prepare_dataflow(model)
+    assert plan.steps[1].takes_windows
+    np.testing.assert_array_equal(plan.run(x).output, expected)
+    np.testing.assert_array_equal(_without_windows(prepare_dataflow(model)).run(x).output, expected)

@@ -8,12 +8,16 @@ the order of words on the streams, never the values, so a node is computed the
 same way before and after SpecializeLayers and SetFolding.
 
 Values are exact integers: activations (threshold counts) in the narrowest
-integer type that holds them, accumulators in float32 where that is exact (so
-the matrix products run on float32 BLAS), int64 otherwise. A float32 tensor
-never holds a magnitude of 2**24 or more: every integer below that is exact.
-Whether a layer may use float32 is decided once, when the plan is prepared, from
-the static range of its input (`Range`, propagated from the graph's input
-datatype by `output_ranges`) and its weights; unknown ranges are decided per call.
+integer type that holds them; accumulators in int32 where the input is uint8 and
+the weights fit 8 bits (the matrix products run on onnxruntime's integer GEMM,
+`IntegerGemm`), else in float32 where that is exact (float32 BLAS), int64
+otherwise. A float32 tensor never holds a magnitude of 2**24 or more: every
+integer below that is exact. The path of a layer is decided once, when the plan
+is prepared, from the static range of its input (`Range`, propagated from the
+graph's input datatype by `output_ranges`) and its weights; unknown ranges are
+decided per call. A ConvolutionInputGenerator's output stays a strided view of
+its input (`Windows`) that the MVAU or Pool reading it copies a block of samples
+at a time, so the im2col matrix never exists whole.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ Range = tuple[int, int] | None
 
 # float32 (float64) matrix products are exact while every partial sum stays below 2**24 (2**53) in magnitude.
 FLOAT32_EXACT = 2**24
+# int32 accumulators: every partial sum, and the largest threshold that matters (an accumulator's maximum + 1), fit.
+INT32_EXACT = 2**31 - 1
+# x86 CPUs without VNNI add two adjacent uint8 x int8 products in int16 with saturation (vpmaddubsw).
+_INT16_PAIR = 2**15 - 1
 _FLOAT64_EXACT = 2**53
 # Thresholds beyond this magnitude are clipped first: they can never be crossed by an int64 accumulator anyway.
 _THRESHOLD_LIMIT = 2.0**62
@@ -41,6 +49,10 @@ COMPARE_STEPS = 16
 # float32 copy of a narrow input (an im2col of 2-bit activations is 4x larger in float32), yet each BLAS call
 # stays large enough to run well on several threads.
 _BLOCK = 1 << 22
+# Accumulators per block of rows an integer-GEMM MVAU thresholds at once (they stay in the CPU's cache), and
+# at most so many patch elements per block it copies from its windows (wide patches: fewer rows a block).
+_ACC_BLOCK = 1 << 18
+_PATCH_BLOCK = 1 << 22
 
 
 def base_op_type(op_type: str) -> str:
@@ -67,6 +79,7 @@ class HwNode:
     overflows: list[str]
     ranges: list[Range] = field(default_factory=list)
     memo: dict = field(default_factory=dict)
+    threads: int | None = None  # threads of the integer GEMM (None: onnxruntime's default, one per core)
 
     @property
     def name(self) -> str:
@@ -200,26 +213,122 @@ def as_int64(values: np.ndarray) -> np.ndarray:
     return values.astype(np.int64, copy=False)
 
 
+@dataclass
+class Windows:
+    """A ConvolutionInputGenerator's output before it is copied: the strided windows (N, OH, OW, kH, kW, C) of
+    its input. Its consumers (`WINDOW_CONSUMERS`) copy what they need a block of samples at a time, in cache;
+    for anything else the plan makes it `dense` (the tensor (N, OH, OW, kH * kW * C) FINN produces)."""
+
+    view: np.ndarray
+    shape: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.view)
+
+    def array(self) -> np.ndarray:
+        return self.view.reshape(self.shape)
+
+
+def dense(values: np.ndarray | Windows) -> np.ndarray:
+    return values.array() if isinstance(values, Windows) else values
+
+
 # ---------------------------------------------------------------------------
 # exact products and threshold counts, prepared once per layer
 
 
+class IntegerGemm:
+    """x @ w for inputs of uint8 values and 8-bit weights, in onnxruntime's MatMulInteger (MLAS): int32 sums.
+
+    Integer arithmetic, so exact under bounds decided once from the input range and the weights:
+    - int32: every sum a kernel may form stays below 2**31 - 1 in magnitude (`INT32_EXACT`), the products
+      with weights shifted by 128 (x * (w + 128)) and their correction 128 * sum(x) included, nothing wraps;
+    - int16 pairs: x86 CPUs without VNNI sum two adjacent uint8 x int8 products in int16 with saturation
+      (vpmaddubsw). Int8 weights go as they are only while 2 * max x * max |w| stays within int16; otherwise
+      they go as uint8 with zero point 128 (w + 128), which every MLAS kernel widens to 16 bits before
+      multiplying (no saturation), the zero point corrected in int32.
+    """
+
+    def __init__(self, weights: np.ndarray, zero_point: int, threads: int | None):
+        import onnxruntime
+        from onnx import TensorProto, helper, numpy_helper
+
+        stored = weights + zero_point
+        dtype = np.uint8 if zero_point else np.int8
+        initializers = [numpy_helper.from_array(stored.astype(dtype), "w")]
+        inputs = ["x", "w"]
+        if zero_point:
+            initializers += [
+                numpy_helper.from_array(np.array(0, np.uint8), "x_zero"),
+                numpy_helper.from_array(np.array(zero_point, np.uint8), "w_zero"),
+            ]
+            inputs += ["x_zero", "w_zero"]
+        terms, outputs = weights.shape
+        graph = helper.make_graph(
+            [helper.make_node("MatMulInteger", inputs, ["y"])],
+            "mvau",
+            [helper.make_tensor_value_info("x", TensorProto.UINT8, ["N", terms])],
+            [helper.make_tensor_value_info("y", TensorProto.INT32, ["N", outputs])],
+            initializers,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        options.inter_op_num_threads = 1
+        if threads:
+            options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # leave idle cores to numpy
+        self.session = onnxruntime.InferenceSession(
+            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+        self.zero_point, self.terms, self.outputs = zero_point, terms, outputs
+
+    @classmethod
+    def fitting(cls, weights: np.ndarray, known: Range, threads: int | None) -> IntegerGemm | None:
+        """The GEMM for inputs in `known`, or None where it would not be exact (or the input is not uint8)."""
+        if known is None or known[0] < 0 or known[1] > 255 or weights.size == 0:
+            return None
+        low, high, terms = int(weights.min()), int(weights.max()), weights.shape[0]
+        if low < -128 or high > 127:
+            return None
+        if known[1] * (int(np.abs(weights).sum(0).max()) + 256 * terms) >= INT32_EXACT:
+            return None
+        pairs_fit = 2 * known[1] * max(-low, high) <= _INT16_PAIR  # no pair of products saturates int16
+        return cls(weights, 0 if pairs_fit else 128, threads)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """int32 (rows, outputs); x holds integers in [0, 255] in any dtype (converted to uint8 exactly)."""
+        if len(x) == 0:
+            return np.zeros((0, self.outputs), dtype=np.int32)
+        return self.session.run(None, {"x": np.ascontiguousarray(x, dtype=np.uint8)})[0]
+
+
 @dataclass
 class _Product:
-    """x contracted with integer weights, exactly: float32 while every partial sum stays below 2**24,
-    float64 below 2**53, int64 beyond. `static32`: float32 decided once from the input's static range;
-    otherwise the bound is taken from max |x| on each call."""
+    """x contracted with integer weights, exactly: in the integer GEMM where it fits (`IntegerGemm`), else in
+    float32 while every partial sum stays below 2**24, float64 below 2**53, int64 beyond. `static32`: float32
+    decided once from the input's static range; otherwise the bound is taken from max |x| on each call."""
 
     weights: np.ndarray  # int64
     contract: Callable[[np.ndarray, np.ndarray], np.ndarray]
     abs_sum: int  # the largest sum of |w| one output meets: a partial sum is at most abs_sum * max |x|
     known: Range  # static range of x
+    threads: int | None = None
 
     def __post_init__(self):
         self.w32 = self.weights.astype(np.float32)
         self.static32 = self.known is not None and _bound(self.known) * self.abs_sum < FLOAT32_EXACT
+        matmul = self.contract is np.matmul
+        self.gemm = IntegerGemm.fitting(self.weights, self.known, self.threads) if matmul else None
+
+    @property
+    def static(self) -> bool:
+        """The path is decided for every input: nothing to measure per call."""
+        return self.gemm is not None or self.static32
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.gemm is not None:
+            return self.gemm(x)
         if not self.static32:
             bound = _abs_max(x) * self.abs_sum
             if bound >= _FLOAT64_EXACT:
@@ -253,11 +362,13 @@ class Thresholds:
 
     For integers, v >= t exactly when v >= ceil(t); thresholds outside [lo, hi + 1] of the values
     are clipped there, which changes no count. Kept in int64 and, for float32 values (below 2**24
-    in magnitude), in float32 clipped to +-2**24 so that every one is exact.
+    in magnitude), in float32 clipped to +-2**24 so that every one is exact; integer values are
+    compared in their own dtype wherever every threshold is exact there.
     """
 
     int64: np.ndarray
     float32: np.ndarray
+    tables: dict = field(default_factory=dict, repr=False)  # values' dtype -> thresholds to compare them with
 
     @classmethod
     def prepare(cls, raw: np.ndarray, channels: int, known: Range, what: str) -> Thresholds:
@@ -280,6 +391,19 @@ class Thresholds:
     def steps(self) -> int:
         return self.int64.shape[1]
 
+    def table(self, dtype: np.dtype) -> np.ndarray:
+        """The thresholds to compare values of `dtype` with, one step a row, tiled (`_count_by_compare`): in the
+        values' dtype where every threshold is exact there, else float32 or int64 (values then go as int64)."""
+        if dtype not in self.tables:
+            if dtype.kind in "iu" and _fits(self.int64, dtype):
+                table = self.int64.astype(dtype)  # every threshold is a value of the dtype
+            elif dtype == np.float32 or (dtype.kind in "iu" and dtype.itemsize <= 2):
+                table = self.float32  # values below 2**24 in magnitude, thresholds clipped to +-2**24
+            else:
+                table = self.int64
+            self.tables[dtype] = _tiled(table)
+        return self.tables[dtype]
+
     def count(self, values: np.ndarray) -> np.ndarray:
         """Per element, how many of its channel's thresholds are <= the value (channels last), in uint8 or int64."""
         if self.int64.shape[0] not in (1, values.shape[-1]):
@@ -291,19 +415,47 @@ class Thresholds:
             return np.zeros(values.shape, dtype=np.uint8)
         if self.steps > COMPARE_STEPS:
             return _count_by_search(as_int64(values), self.int64)
-        if values.dtype == np.float32 or (values.dtype.kind in "iu" and values.dtype.itemsize <= 2):
-            return _count_by_compare(values.astype(np.float32, copy=False), self.float32)
-        return _count_by_compare(as_int64(values), self.int64)
+        table = self.table(values.dtype)
+        return _count_by_compare(as_int64(values) if table.dtype == np.int64 else values, table)
 
 
-def _count_by_compare(values: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """sum over the steps of (v >= t): one vectorised compare per step, no sort."""
-    count = np.zeros(values.shape, dtype=np.uint8)
-    hit = np.empty(values.shape, dtype=bool)
-    for step in np.ascontiguousarray(table.T):
-        np.greater_equal(values, step, out=hit)
-        count += hit
-    return count
+def _fits(values: np.ndarray, dtype: np.dtype) -> bool:
+    info = np.iinfo(dtype)
+    return values.size == 0 or (info.min <= values.min() and values.max() <= info.max)
+
+
+# Values per row of one threshold compare: rows of many channels' repeats run as one loop, and the tiled
+# thresholds stay in the L1 cache.
+_COMPARE_WIDTH = 1 << 12
+
+
+def _tiled(table: np.ndarray) -> np.ndarray:
+    """(C, T) thresholds -> (T, R * C): each step's thresholds of all channels, repeated R times."""
+    return np.ascontiguousarray(np.tile(table.T, (1, max(1, _COMPARE_WIDTH // table.shape[0]))))
+
+
+def _count_by_compare(values: np.ndarray, tiled: np.ndarray) -> np.ndarray:
+    """sum over the steps of (v >= t): one vectorised compare per step, no sort (at most COMPARE_STEPS of them).
+
+    Channels are last, so the flat values go through the channels again and again: taken in rows as wide as
+    the tiled thresholds (a whole number of the channels' repeats), every row meets the same thresholds.
+    """
+    flat = values.reshape(-1)
+    count = np.empty(flat.size, dtype=np.uint8)
+    hit = np.empty(flat.size, dtype=bool)
+    width = tiled.shape[1]
+    whole = flat.size - flat.size % width
+    for start, stop in ((0, whole), (whole, flat.size)):
+        if stop == start:
+            continue
+        steps = tiled[:, : min(width, stop - start)]
+        shape = (-1, steps.shape[1])
+        v, c, h = (array[start:stop].reshape(shape) for array in (flat, count, hit))
+        np.greater_equal(v, steps[0], out=c.view(bool))  # 0 or 1: a bool's byte
+        for step in steps[1:]:
+            np.greater_equal(v, step, out=h)
+            np.add(c, h, out=c)
+    return count.reshape(values.shape)
 
 
 def _count_by_search(values: np.ndarray, table: np.ndarray) -> np.ndarray:
@@ -341,7 +493,7 @@ class _Activation:
 
     def __call__(self, acc: np.ndarray) -> np.ndarray:
         count = self.thresholds.count(acc)
-        dtype = _narrowest(min(0, self.bias), max(self.out_range[1], self.scale * self.thresholds.steps))
+        dtype = narrowest(min(0, self.bias), max(self.out_range[1], self.scale * self.thresholds.steps))
         if count.dtype == dtype and self.scale == 1 and self.bias == 0:
             return count
         out = count.astype(dtype)
@@ -352,7 +504,7 @@ class _Activation:
         return out
 
 
-def _narrowest(low: int, high: int) -> np.dtype:
+def narrowest(low: int, high: int) -> np.dtype:
     """The smallest integer type holding [low, high]: small activations are cheap to window, pad and pool."""
     for dtype in (np.uint8, np.int8, np.int16, np.int32):
         if np.iinfo(dtype).min <= low and high <= np.iinfo(dtype).max:
@@ -393,13 +545,14 @@ class _VectorUnit:
 
     @property
     def blocked(self) -> bool:
-        """Float32 product straight into thresholds, nothing checked in between: done block by block of rows."""
+        """A product decided statically straight into thresholds, nothing checked in between: done block by block
+        of rows, so a narrow input's float32 copy and the accumulators stay small."""
         plain = not self.xnor and self.halve_offset is None and self.acc_check is None
-        return plain and self.activation is not None and self.product.static32 and self.product.contract is np.matmul
+        return plain and self.activation is not None and self.product.static and self.product.contract is np.matmul
 
     def __call__(self, node: HwNode, x: np.ndarray) -> np.ndarray:
         if self.blocked:
-            return self._by_blocks(x).reshape(node.out_shape())
+            return self.by_blocks(x).reshape(node.out_shape())
         if self.xnor:
             x = 2 * x.astype(np.float32 if self.product.static32 else np.int64) - 1
         acc = self.product(x)
@@ -410,16 +563,30 @@ class _VectorUnit:
             node.check_range(acc, self.acc_check, "accumulator")
         return self.activation(acc) if self.activation else acc
 
-    def _by_blocks(self, x: np.ndarray) -> np.ndarray:
-        rows = max(1, _BLOCK // max(1, x.shape[1]))
-        if len(x) <= rows:
-            return self.activation(self.product(x))
+    def by_blocks(self, x: np.ndarray | Windows) -> np.ndarray:
+        """x (rows, terms), or the windows of samples, each giving OH * OW rows of patches (copied per block)."""
+        terms, outputs = self.product.weights.shape
+        windows = isinstance(x, Windows)
+        rows = max(1, _BLOCK // max(1, terms))
+        if self.product.gemm is not None:
+            rows = max(1, _ACC_BLOCK // max(1, outputs))
+            if windows:  # the patches of a block are copied for the GEMM
+                rows = max(1, min(rows, _PATCH_BLOCK // max(1, terms)))
+        per_item = int(np.prod(x.view.shape[1:3])) if windows else 1
+        items = max(1, rows // max(1, per_item))  # samples (of windows) or rows per block
+
+        def block(start: int) -> np.ndarray:
+            part = x.view[start : start + items].reshape(-1, terms) if windows else x[start : start + items]
+            return self.activation(self.product(part))
+
+        if len(x) <= items:
+            return block(0)
         out = None
-        for start in range(0, len(x), rows):
-            y = self.activation(self.product(x[start : start + rows]))
+        for start in range(0, len(x), items):
+            y = block(start)
             if out is None:
-                out = np.empty((len(x), y.shape[1]), dtype=y.dtype)
-            out[start : start + rows] = y
+                out = np.empty((len(x) * per_item, y.shape[1]), dtype=y.dtype)
+            out[start * per_item : start * per_item + len(y)] = y
         return out
 
 
@@ -429,7 +596,7 @@ def _vector_unit(node: HwNode, weights: np.ndarray, contract: Callable, terms: i
     if xnor:
         weights = 2 * weights - 1
         known = None if known is None else (2 * known[0] - 1, 2 * known[1] - 1)
-    product = _Product(weights, contract, int(np.abs(weights).sum(0).max(initial=0)), known)
+    product = _Product(weights, contract, int(np.abs(weights).sum(0).max(initial=0)), known, node.threads)
     span = _span(weights, known)
     offset = terms if xnor or _is_bipolar_pair(node) else None
     acc_range = span if span is None or offset is None else ((span[0] + offset) // 2, (span[1] + offset) // 2)
@@ -475,7 +642,10 @@ def _prepare_thresholding(node: HwNode) -> _Activation:
 
 def mvau(node: HwNode) -> list[np.ndarray]:
     unit = node.prepared(_prepare_mvau)
-    return [unit(node, node.inputs[0].reshape(-1, unit.product.weights.shape[0]))]
+    x = node.inputs[0]
+    if isinstance(x, Windows) and unit.blocked:
+        return [unit.by_blocks(x).reshape(node.out_shape())]
+    return [unit(node, dense(x).reshape(-1, unit.product.weights.shape[0]))]
 
 
 def vvau(node: HwNode) -> list[np.ndarray]:
@@ -503,7 +673,7 @@ def conv_input_generator(node: HwNode) -> list[np.ndarray]:
     x = node.inputs[0].reshape(-1, ifm_h, ifm_w, channels)
     windows = _sliding_windows(x, node.attr("ConvKernelDim"), node.attr("Stride"), node.attr("Dilation"))
     # FINN's order inside a patch: kernel row, kernel column, channel (the MVAU weight rows follow it)
-    return [windows.reshape(node.out_shape())]
+    return [Windows(windows, node.out_shape())]
 
 
 def fm_padding(node: HwNode) -> list[np.ndarray]:
@@ -520,18 +690,18 @@ def pool(node: HwNode) -> list[np.ndarray]:
     k_h, k_w = (int(k) for k in node.attr("KernelSize"))
     channels = int(node.attr("Channels"))
     x = node.inputs[0]
-    windows = x.reshape(*x.shape[:-1], k_h * k_w, channels)
+    windows = x.view if isinstance(x, Windows) else x.reshape(*x.shape[:-1], k_h, k_w, channels)
     if function == "MaxPool":
-        y = windows.max(axis=-2)
+        y = _over_window(windows, np.maximum, windows.dtype)
     elif function == "AccPool":
-        y = as_int64(windows).sum(axis=-2)
+        y = _over_window(windows, np.add, np.int64)
     elif function == "AvgPool":
         # finn-hlslib's AvgPoolFunction: the integer sum divided by the window size, C++ division (towards zero)
-        total = as_int64(windows).sum(axis=-2)
+        total = _over_window(windows, np.add, np.int64)
         y = np.sign(total) * (np.abs(total) // (k_h * k_w))
     elif function == "QuantAvgPool":
         # the sum shifted right by Size bits (the shift the HLS kernel is generated with)
-        y = as_int64(windows).sum(axis=-2) >> int(node.attr("Size"))
+        y = _over_window(windows, np.add, np.int64) >> int(node.attr("Size"))
     else:
         raise SimulationError(
             f"Node {node.label}: pool function '{function}' is not simulated.",
@@ -539,6 +709,17 @@ def pool(node: HwNode) -> list[np.ndarray]:
             fix="use MaxPool, AvgPool, AccPool or QuantAvgPool",
         )
     return [y.reshape(node.out_shape())]
+
+
+def _over_window(windows: np.ndarray, combine: np.ufunc, dtype) -> np.ndarray:
+    """(..., kH, kW, C) -> (..., C): the window positions combined one by one (a long loop each, not a reduce)."""
+    k_h, k_w = windows.shape[-3:-1]
+    out = windows[..., 0, 0, :].astype(dtype)
+    for i in range(k_h):
+        for j in range(k_w):
+            if i or j:
+                combine(out, windows[..., i, j, :], out=out)
+    return out
 
 
 def global_acc_pool(node: HwNode) -> list[np.ndarray]:
@@ -640,3 +821,7 @@ def output_ranges(node: HwNode) -> list[Range]:
     """
     rule = RANGES.get(base_op_type(node.onnx.op_type))
     return rule(node) if rule else [None] * len(node.onnx.output)
+
+
+# Kernels that take a `Windows` input as it is; the plan makes it dense for every other one.
+WINDOW_CONSUMERS: tuple[Callable, ...] = (mvau, pool)

@@ -27,11 +27,14 @@ import numpy as np
 
 from sdk.errors import SimulationError
 from targets.finn.kernels import (
+    WINDOW_CONSUMERS,
     HwNode,
     base_op_type,
     count_thresholds,
     datatype_range,
+    dense,
     float32_exact,
+    narrowest,
     output_ranges,
     range_violation,
     to_int64,
@@ -112,7 +115,7 @@ class _Int64Outputs(Mapping):
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._read:
-            self._read[name] = self._values[name].astype(np.int64)
+            self._read[name] = dense(self._values[name]).astype(np.int64)
         return self._read[name]
 
     def __iter__(self):
@@ -128,6 +131,7 @@ class _Step:
     kernel: Callable
     checks: list  # per output: its datatype, or None where its static range proves every value fits
     release: list[str]  # tensors no later node reads
+    takes_windows: bool  # the kernel reads a ConvolutionInputGenerator's `Windows` as they are
 
 
 @dataclass
@@ -152,21 +156,24 @@ class DataflowPlan:
         overflows: list[str] = []
         for step in self.steps:
             inputs = [values.get(name) for name in step.node.onnx.input]
+            if not step.takes_windows:
+                inputs = [None if x is None else dense(x) for x in inputs]
             node = replace(step.node, inputs=inputs, overflows=overflows)
             for name, result, datatype in zip(step.node.onnx.output, step.kernel(node), step.checks):
                 values[name] = result
                 if keep_intermediates:
                     kept[name] = result
                 if datatype is not None:
-                    node.check_range(result, datatype, "output")
+                    node.check_range(dense(result), datatype, "output")
             for name in step.release:
                 values.pop(name, None)
-        output = values[self.out_name].astype(np.int64)
+        output = dense(values[self.out_name]).astype(np.int64)
         return DataflowResult(output=output, intermediates=_Int64Outputs(kept) if kept else {}, overflows=overflows)
 
     def _input(self, x: np.ndarray) -> np.ndarray:
-        """The input batch checked (integers of the input datatype), then kept if 8 or 16 bits wide, else held
-        in float32 if exact, else int64. A float batch is checked chunk by chunk: min, max and rounding in cache."""
+        """The input batch checked (integers of the input datatype), then held in the narrowest integer type of
+        the datatype if that has 8 or 16 bits, else in float32 if exact, else int64. Checked chunk by chunk, in
+        cache: a cast to the narrow type and back, or min, max and rounding."""
         if x.ndim != len(self.in_shape) or tuple(x.shape[1:]) != self.in_shape[1:]:
             raise SimulationError(
                 f"The input batch has shape {x.shape}; the dataflow graph takes "
@@ -175,9 +182,11 @@ class DataflowPlan:
                 fix="pass the batch in the layout of the graph input (NHWC for CNNs)",
             )
         known, bipolar = datatype_range(self.in_type), self.in_type.name == "BIPOLAR"
-        if known is not None and x.dtype.kind in "iubf" and _integers_within(x, known, bipolar):
-            if x.dtype.kind in "iu" and x.dtype.itemsize <= 2:
-                return x  # the first product converts it to float32 block by block
+        if known is not None and not bipolar and x.dtype.kind in "iubf" and narrowest(*known).itemsize <= 2:
+            narrow = _narrow_copy(x, known)
+            if narrow is not None:
+                return narrow
+        elif known is not None and x.dtype.kind in "iubf" and _integers_within(x, known, bipolar):
             return x.astype(np.float32 if float32_exact(known) else np.int64, copy=False)
         x = to_int64(x, f"The input batch for '{self.in_name}'")
         violation = range_violation(x, self.in_type)
@@ -191,6 +200,35 @@ class DataflowPlan:
 
 
 _CHUNK = 1 << 18  # elements per chunk of the input check
+
+
+def _narrow_copy(x: np.ndarray, known: tuple[int, int]) -> np.ndarray | None:
+    """x in the narrowest integer type of `known` (8 or 16 bits), or None unless every value is an integer in `known`.
+
+    A value equals its cast to the narrow type exactly when it is an integer of that type's range (a cast of
+    anything else, NaN or beyond the range included, yields some value of the type, which differs from it);
+    a datatype narrower than its type (UINT4 in uint8) is then checked by min and max of the narrow copy.
+    """
+    dtype = narrowest(*known)
+    if x.dtype == dtype:
+        narrow = x  # already checked by its type, only its range is left; never written to
+    else:
+        narrow = np.empty(x.shape, dtype=dtype)
+        source, target = x.reshape(-1), narrow.reshape(-1)
+        with np.errstate(invalid="ignore"):
+            for start in range(0, source.size, _CHUNK):
+                chunk, cast = source[start : start + _CHUNK], target[start : start + _CHUNK]
+                np.copyto(cast, chunk, casting="unsafe")
+                if not np.array_equal(cast, chunk):
+                    return None
+    info = np.iinfo(dtype)
+    if (
+        (info.min, info.max) != tuple(known)
+        and narrow.size
+        and not known[0] <= narrow.min() <= narrow.max() <= known[1]
+    ):
+        return None
+    return narrow
 
 
 def _integers_within(x: np.ndarray, known: tuple[int, int], bipolar: bool) -> bool:
@@ -209,12 +247,13 @@ def _integers_within(x: np.ndarray, known: tuple[int, int], bipolar: bool) -> bo
     return True
 
 
-def prepare_dataflow(model: ModelWrapper) -> DataflowPlan:
+def prepare_dataflow(model: ModelWrapper, threads: int | None = None) -> DataflowPlan:
     """The plan to simulate a FINN dataflow graph (abstract or specialised HW layers) on batches.
 
     Every layer is prepared here, once: its weights checked and converted, its thresholds clipped to
-    the static range of its input, and float32 BLAS chosen where that range and the weights bound the
-    accumulator below 2**24.
+    the static range of its input, and its product's path chosen: the integer GEMM for uint8 inputs and
+    8-bit weights (on `threads` threads, None: onnxruntime's default), else float32 BLAS where that range
+    and the weights bound the accumulator below 2**24, else float64 or int64.
     """
     from qonnx.custom_op.registry import getCustomOp
 
@@ -239,13 +278,15 @@ def prepare_dataflow(model: ModelWrapper) -> DataflowPlan:
                     fix="the graph is not topologically sorted; apply qonnx SortGraph",
                 )
         op = getCustomOp(onnx_node)
-        node = HwNode(onnx_node, op, model, [], [], ranges=[ranges.get(name) for name in onnx_node.input])
+        in_ranges = [ranges.get(name) for name in onnx_node.input]
+        node = HwNode(onnx_node, op, model, [], [], ranges=in_ranges, threads=threads)
         out_ranges = output_ranges(node)
         ranges.update(zip(onnx_node.output, out_ranges))
         release = [name for name in onnx_node.input if last_use.get(name) == index and name not in outputs]
         types = [op.get_output_datatype(i) for i in range(len(onnx_node.output))]
         checks = [None if within(known, datatype) else datatype for known, datatype in zip(out_ranges, types)]
-        steps.append(_Step(node, HW_OPS[base_op_type(onnx_node.op_type)].kernel, checks, release))
+        kernel = HW_OPS[base_op_type(onnx_node.op_type)].kernel
+        steps.append(_Step(node, kernel, checks, release, kernel in WINDOW_CONSUMERS))
     shape = tuple(model.get_tensor_shape(in_name))
     return DataflowPlan(model, in_name, shape, in_type, steps, graph.output[0].name)
 
