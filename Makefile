@@ -28,11 +28,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# every core (pytest-xdist), a test file per worker at a time: see tests/conftest.py
 test: lint
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -n auto --dist loadfile
 
 test-fast: lint
-	$(PY) -m pytest -q -ra -m "not slow"
+	$(PY) -m pytest -q -ra -n auto --dist loadfile -m "not slow"
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_fashion_mnist.py

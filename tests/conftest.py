@@ -2,12 +2,21 @@
 
 The fast test set trains nothing: `tfc_run` is a copy of tests/fixtures/tfc_w2a2_digits, a TFC w2a2 that
 `sdk train tfc --bits w2a2 --epochs 5` wrote (real Brevitas QAT on scikit-learn's digits). Tests that train
-are marked slow; `fresh_tfc_run` trains one, once per test run, for the tests that need training itself.
+are marked slow.
+
+`make test` runs the suite on every core (pytest-xdist, whole files per worker, so a module's fixtures are
+built once). Each worker then gets one BLAS / OpenMP thread: two workers with two threads each would fight
+over this 2-core machine. The files that take longest start first, so none is left running alone at the end.
 """
 
 from __future__ import annotations
 
 import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # before torch or numpy start their thread pools
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = "1"
+
 import shutil
 from pathlib import Path
 
@@ -16,6 +25,13 @@ import pytest
 from sdk.export import export_run
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# the longest files first (measured with --durations): they set the run's length when they start late
+LONGEST_FIRST = ("test_end_to_end.py", "test_examples.py", "test_deploy_tflite.py", "test_export.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept otherwise
 
 
 @pytest.fixture(scope="session", autouse=True)
