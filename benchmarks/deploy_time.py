@@ -5,6 +5,8 @@ Targets: tflite, pynq-z2, and the demo's four boards in one deploy. Each is time
 Brevitas export every time, as before the cache). Median of --runs runs per case; the cases take turns
 run by run, so a change in the machine's load meets them all. The per-step times of the last run come from
 its report.json (deploy_steps).
+Then `sdk simulate` of a pynq-z2 and a tflite package on 10,000 MNIST-size samples (a TFC at 28x28 trained
+for 2 epochs here, random pixel images as the samples): the whole command, reference model included.
 Usage: python benchmarks/deploy_time.py [--runs 3]
 """
 
@@ -23,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "tests" / "fixtures" / "tfc_w2a2_digits"
+SIMULATE_SAMPLES = 10_000
 TARGETS = {
     "tflite": "tflite",
     "pynq-z2": "pynq-z2",
@@ -41,6 +44,36 @@ def _deploy(target: str, out: Path, cache: str) -> float:
     return seconds
 
 
+def _sdk(*args: str, env: dict | None = None) -> float:
+    began = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "sdk", *args], env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - began
+    if done.returncode != 0:
+        raise SystemExit(f"sdk {' '.join(args)} exited {done.returncode}: {done.stderr[-2000:]}")
+    return seconds
+
+
+def simulate_times(work: Path, runs: int) -> dict[str, list[float]]:
+    """`sdk simulate` of an MNIST-size TFC's pynq-z2 and tflite packages on 10,000 samples, `runs` times each."""
+    import numpy as np
+
+    env = {**os.environ, "SDK_CACHE_DIR": str(work / "cache")}
+    run = work / "tfc-784"
+    _sdk("train", "tfc", "--image-size", "28", "--epochs", "2", "--out", str(run), env=env)
+    samples = work / "mnist-size-10k.npz"
+    rng = np.random.default_rng(0)
+    np.savez(samples, x=rng.integers(0, 256, size=(SIMULATE_SAMPLES, 28, 28), dtype=np.uint8))
+    times: dict[str, list[float]] = {}
+    for target in ("pynq-z2", "tflite"):
+        _sdk("deploy", "--target", target, "--model", str(run), "--out", str(work / f"sim-{target}"), env=env)
+    for attempt in range(runs):
+        for target in ("pynq-z2", "tflite"):
+            seconds = _sdk("simulate", str(work / f"sim-{target}"), "--data", str(samples), "--json", env=env)
+            times.setdefault(target, []).append(seconds)
+            print(f"run {attempt + 1}/{runs}: sdk simulate {target}, {SIMULATE_SAMPLES:,} samples: {seconds:.2f} s")
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
@@ -57,6 +90,7 @@ def main() -> None:
                     print(f"run {run + 1}/{args.runs}: {label}, {mode}: {times[(label, mode)][-1]:.2f} s", flush=True)
         last = work / f"{args.runs - 1}-cache warm-tflite"
         steps = json.loads((last / "report.json").read_text())["data"]["deploy_steps"]
+        simulated = simulate_times(work, args.runs)
         shutil.rmtree(work / "cache", ignore_errors=True)
     print(f"\nsdk deploy wall time, median of {args.runs} (s)")
     print(f"{'target':28} {'cache warm':>11} {'cache off':>11} {'off / warm':>11}")
@@ -66,6 +100,9 @@ def main() -> None:
     print("\nsteps of the last tflite deploy (cache warm), s:")
     for step in steps:
         print(f"  {step['step']:50} {step['seconds']:.3f}")
+    print(f"\nsdk simulate, {SIMULATE_SAMPLES:,} MNIST-size samples (TFC 784-64-64-64-10), median of {args.runs} (s)")
+    for target, seconds in simulated.items():
+        print(f"  {target:26} {statistics.median(seconds):11.2f}")
 
 
 if __name__ == "__main__":
