@@ -1,8 +1,8 @@
 """Shared fixtures: a small trained run shipped with the tests, and its real QONNX export.
 
-The fast test set trains nothing: `tfc_run` is a copy of tests/fixtures/tfc_w2a2_digits, a TFC w2a2 that
-`sdk train tfc --bits w2a2 --epochs 5` wrote (real Brevitas QAT on scikit-learn's digits). Tests that train
-are marked slow.
+The fast test set trains nothing: `tfc_run` and `tfc_w4a4_run` are copies of training runs committed in
+tests/fixtures, written by `sdk train` (real Brevitas QAT on scikit-learn's digits). Tests that train are
+marked slow.
 
 `make test` runs the suite on every core (pytest-xdist, whole files per worker, so a module's fixtures are
 built once). Each worker then gets one BLAS / OpenMP thread: two workers with two threads each would fight
@@ -44,13 +44,31 @@ def export_cache(tmp_path_factory):
 TFC_RUN = FIXTURES / "tfc_w2a2_digits"
 
 
-@pytest.fixture(scope="session")
-def tfc_run(tmp_path_factory) -> Path:
-    """TFC w2a2 trained for 5 epochs on digits (a committed training run; copied, so tests may write beside it)."""
-    out = tmp_path_factory.mktemp("tfc_run")
-    for path in TFC_RUN.iterdir():
+def committed_run(name: str, tmp_path_factory) -> Path:
+    """A committed training run of tests/fixtures (written by `sdk train`), copied so tests may write beside it."""
+    out = tmp_path_factory.mktemp(name)
+    for path in (FIXTURES / name).iterdir():
         shutil.copyfile(path, out / path.name)
     return out
+
+
+@pytest.fixture(scope="session")
+def tfc_run(tmp_path_factory) -> Path:
+    """TFC w2a2 trained for 5 epochs on digits (`sdk train tfc --bits w2a2 --epochs 5`)."""
+    return committed_run("tfc_w2a2_digits", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def zoo_runs(tmp_path_factory) -> dict[str, Path]:
+    """The conv zoo models trained briefly on digits: cnv w2a2 and dscnn w2a2 3 epochs, resnet8 w4a4 2 epochs."""
+    names = {"cnv": "cnv_w2a2_digits", "dscnn": "dscnn_w2a2_digits", "resnet8": "resnet8_w4a4_digits"}
+    return {model: committed_run(name, tmp_path_factory) for model, name in names.items()}
+
+
+@pytest.fixture(scope="session")
+def tfc_w4a4_run(tmp_path_factory) -> Path:
+    """TFC w4a4 trained for 2 epochs on digits (`sdk train tfc --bits w4a4 --epochs 2`)."""
+    return committed_run("tfc_w4a4_digits", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

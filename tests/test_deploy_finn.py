@@ -14,10 +14,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def cnv_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cnv_run")
-    train(TrainConfig(model="cnv", bits="w2a2", epochs=3), out, progress=False)
-    return out
+def cnv_run(zoo_runs):
+    return zoo_runs["cnv"]
 
 
 @pytest.mark.parametrize("board", ["pynq-z2", "zcu104", "alveo-u250"])
@@ -68,10 +66,10 @@ def test_cnv_deploys_bit_exact(cnv_run, tmp_path, board):
     }
 
 
-def test_depthwise_separable_cnn_deploys_bit_exact(tmp_path):
-    run = tmp_path / "ds"
-    train(TrainConfig(model="dscnn", bits="w2a2", epochs=2), run, progress=False)
-    result = deploy(DeployConfig(target="zcu104", model=str(run), out=str(tmp_path / "z"), samples=30), progress=False)
+def test_depthwise_separable_cnn_deploys_bit_exact(zoo_runs, tmp_path):
+    result = deploy(
+        DeployConfig(target="zcu104", model=str(zoo_runs["dscnn"]), out=str(tmp_path / "z"), samples=30), progress=False
+    )
     assert result.verified
     ops = {
         layer["op_type"]

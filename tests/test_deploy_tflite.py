@@ -20,17 +20,6 @@ BOARDS = ["tflite", "stm32f746g-disco", "ethos-u55-128"]
 SAMPLES = 40
 
 
-@pytest.fixture(scope="module")
-def zoo_runs(tmp_path_factory) -> dict[str, Path]:
-    """Each conv zoo model trained briefly (real Brevitas QAT); w4a4 for the residual net, w2a2 otherwise."""
-    runs = {}
-    for model, bits, epochs in [("cnv", "w2a2", 3), ("dscnn", "w2a2", 3), ("resnet8", "w4a4", 2)]:
-        out = tmp_path_factory.mktemp(model)
-        train(TrainConfig(model=model, bits=bits, epochs=epochs), out, progress=False)
-        runs[model] = out
-    return runs
-
-
 def _check_package(result, board: str) -> dict:
     assert result.exit_code == 0 and result.verified, result.summary
     package = result.package

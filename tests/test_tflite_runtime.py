@@ -11,7 +11,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from sdk.data import load_dataset
 from sdk.errors import ConfigError, SDKError
-from sdk.qat import TrainConfig, load_checkpoint, train
+from sdk.qat import load_checkpoint
 from targets.tflite.golden import run_golden
 from targets.tflite.runtime import (
     KERNELS,
@@ -31,11 +31,10 @@ def digits():
 
 
 @pytest.fixture(scope="module")
-def info(tmp_path_factory, digits) -> TfliteInfo:
-    """TFC w2a2 trained 1 epoch on digits (real Brevitas QAT), written as int8 .tflite."""
-    run = tmp_path_factory.mktemp("tfc_w2a2")
-    train(TrainConfig(model="tfc", bits="w2a2", epochs=1), run, data=digits, progress=False)
-    model, payload = load_checkpoint(run)
+def info(tfc_run, tmp_path_factory) -> TfliteInfo:
+    """The committed TFC w2a2 run (real Brevitas QAT on digits), written as int8 .tflite."""
+    run = tmp_path_factory.mktemp("tflite")
+    model, payload = load_checkpoint(tfc_run)
     return write_tflite(
         model, {"input_shape": payload["input_shape"], "labels": payload["labels"]}, run / "model.tflite"
     )

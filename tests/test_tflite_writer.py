@@ -16,7 +16,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from sdk.data import Dataset, load_dataset
 from sdk.errors import SDKError
 from sdk.export import export_module
-from sdk.qat import TrainConfig, load_checkpoint, train
+from sdk.qat import load_checkpoint
 from sdk.zoo import build_model, parse_bits
 from targets.tflite.golden import quantize_multiplier, run_golden
 from targets.tflite.verify import compare_with_qat
@@ -63,14 +63,12 @@ def digits() -> Dataset:
 
 
 @pytest.fixture(scope="module")
-def written(tmp_path_factory, digits) -> dict[str, Written]:
-    """TFC trained 2 epochs per bit width (real Brevitas QAT), written as .tflite."""
+def written(tfc_run, tfc_w4a4_run, tmp_path_factory) -> dict[str, Written]:
+    """The committed TFC runs (real Brevitas QAT on digits), one per bit width, written as .tflite."""
     out: dict[str, Written] = {}
-    for bits in BITS:
-        run = tmp_path_factory.mktemp(f"tfc_{bits}")
-        train(TrainConfig(model="tfc", bits=bits, epochs=2), run, data=digits, progress=False)
+    for bits, run in zip(BITS, (tfc_run, tfc_w4a4_run)):
         model, payload = load_checkpoint(run)
-        out[bits] = _write(model, _card(payload), run)
+        out[bits] = _write(model, _card(payload), tmp_path_factory.mktemp(f"tfc_{bits}"))
     return out
 
 
@@ -177,9 +175,9 @@ def test_float_input_adds_exact_quantize(written, samples, tmp_path):
     np.testing.assert_array_equal(golden["Gemm_3"], run_golden(w.path, _int8_input(samples[0]))["Gemm_3"])
 
 
-def test_negative_batchnorm_factors_negate_channels(written, samples, tmp_path):
+def test_negative_batchnorm_factors_negate_channels(written, samples, tfc_run, tmp_path):
     w = written["w2a2"]
-    model, _ = load_checkpoint(w.path.parent)
+    model, _ = load_checkpoint(tfc_run)
     with torch.no_grad():
         model.body.bn1.weight[:16] *= -1  # 16 channels with a negative BatchNorm factor
     negated = _write(model, w.card, tmp_path)

@@ -15,7 +15,7 @@ from ai_edge_litert import schema_py_generated as schema
 from sdk.boards import get_board
 from sdk.data import load_dataset
 from sdk.errors import SDKError
-from sdk.qat import TrainConfig, load_checkpoint, train
+from sdk.qat import load_checkpoint
 from targets.ethosu.vela import VelaError, compile_vela
 from targets.tflite.golden import run_golden
 from targets.tflite.writer import write_tflite
@@ -33,12 +33,10 @@ NPU_BOARDS = ["ethos-u55-128", "ethos-u65-256"]
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    """TFC w2a2 trained one epoch on digits (real Brevitas QAT), written as int8 .tflite."""
-    run = tmp_path_factory.mktemp("tfc_w2a2")
-    train(TrainConfig(model="tfc", bits="w2a2", epochs=1), run, data=load_dataset("digits"), progress=False)
-    model, payload = load_checkpoint(run)
-    path = run / "model.tflite"
+def model_path(tfc_run, tmp_path_factory) -> Path:
+    """The committed TFC w2a2 run (real Brevitas QAT on digits), written as int8 .tflite."""
+    model, payload = load_checkpoint(tfc_run)
+    path = tmp_path_factory.mktemp("tflm") / "model.tflite"
     write_tflite(model, {"input_shape": payload["input_shape"], "labels": payload["labels"]}, path)
     return path
 
