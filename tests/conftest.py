@@ -1,7 +1,7 @@
 """Shared fixtures: a small trained run shipped with the tests, and its real QONNX export.
 
-The fast test set trains nothing: `tfc_run` and `tfc_w4a4_run` are copies of training runs committed in
-tests/fixtures, written by `sdk train` (real Brevitas QAT on scikit-learn's digits). Tests that train are
+The fast test set trains nothing: `tfc_run`, `tfc_w4a4_run` and `zoo_runs` are copies of training runs
+committed in tests/fixtures, written by `sdk train` (real Brevitas QAT on scikit-learn's digits). Tests that train are
 marked slow.
 
 `make test` runs the suite on every core (pytest-xdist, whole files per worker, so a module's fixtures are
@@ -39,9 +39,6 @@ def export_cache(tmp_path_factory):
     """Deploys cache their exports in a folder of this test run, not in the user's ~/.cache (subprocesses too)."""
     os.environ["SDK_CACHE_DIR"] = str(tmp_path_factory.mktemp("export-cache"))
     return Path(os.environ["SDK_CACHE_DIR"])
-
-
-TFC_RUN = FIXTURES / "tfc_w2a2_digits"
 
 
 def committed_run(name: str, tmp_path_factory) -> Path:
