@@ -86,6 +86,10 @@ def run_checks() -> list[Check]:
             "compiling generated HLS C++ for testing (optional)",
         )
     )
+    from targets.registry import tool_checks
+
+    for info in FLOWS.values():  # a flow's own tools beyond its package (FINN: Verilator for --rtlsim)
+        checks += [Check(**found) for found in tool_checks(info.flow)]
     checks.append(_vendor_tool("XILINX_VIVADO", "vivado", "FPGA: stitched IP, synthesis, bitfile"))
     checks.append(_vendor_tool("XILINX_HLS", "vitis_hls", "FPGA: HLS synthesis of generated layers"))
     vela = shutil.which("vela") or shutil.which("vela", path=os.path.dirname(sys.executable))

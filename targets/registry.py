@@ -25,6 +25,7 @@ class FlowInfo:
     python_package: str  # the toolchain package (its version is shown by `sdk targets` and `sdk doctor`)
     vendor_tools: str
     adapter: str  # "module:Class"
+    tool_checks: str = ""  # "module:function" -> the flow's own tools for `sdk doctor` (Check fields as dicts)
 
     def package_version(self) -> str | None:
         try:
@@ -43,6 +44,7 @@ FLOWS: dict[str, FlowInfo] = {
             "finn-plus",
             "Vivado + Vitis HLS for synthesis and bitfile (optional)",
             "targets.finn.adapter:FinnTarget",
+            "targets.finn.rtlsim:doctor_checks",
         ),
         FlowInfo(
             "tflite",
@@ -82,4 +84,13 @@ def flow_info(flow: str) -> FlowInfo:
 def get_target(flow: str):
     """The adapter instance of a flow (imported on first use)."""
     module, _, name = flow_info(flow).adapter.partition(":")
+    return getattr(importlib.import_module(module), name)()
+
+
+def tool_checks(flow: str) -> list[dict]:
+    """What `sdk doctor` shows of a flow's own tools: dicts of name, present, version, detail, needed_for."""
+    entry = flow_info(flow).tool_checks
+    if not entry:
+        return []
+    module, _, name = entry.partition(":")
     return getattr(importlib.import_module(module), name)()

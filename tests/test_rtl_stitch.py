@@ -93,13 +93,59 @@ def test_fifo_depths_are_checked_and_deep_depths_hold_two_samples():
     assert "StreamingDataWidthConverter" in error.value.fix
 
 
-def test_installed_fifo_gets_the_verilator_rewrite_of_its_geometry():
-    """If finn-rtllib's fifo.sv changes, this says so: the rewrite must still apply (or no longer be needed)."""
-    fifo = rtl_stitch._fifo_sources()
-    assert [p.name for p in fifo] == ["fifo.sv"]
-    patched = rtl_stitch._fifo_for_verilator(fifo[0])
-    assert patched is not None and "function abits_t INIT_ABITS" not in patched and "ABITS_SPLIT" in patched
-    assert patched.count("module fifo") == 1
+def test_patched_fifo_differs_from_finn_rtllib_only_by_its_geometry_as_constant_expressions():
+    """The stitched top compiles rtl_patches/fifo.sv for finn-rtllib's fifo.sv (rtlsim.RTL_PATCHES): FINN's licence
+    header and every other line kept; the function INIT_ABITS() replaced by localparams of the same values."""
+    import difflib
+    import hashlib
+    import math
+
+    from test_rtlsim import _finn_rtllib_file
+
+    original_path = _finn_rtllib_file("fifo/hdl/fifo.sv")
+    expected_sha, patched_path = rtlsim.RTL_PATCHES["fifo.sv"]
+    original, patched = original_path.read_text(), patched_path.read_text()
+    assert hashlib.sha256(original.encode()).hexdigest() == expected_sha, "FINN's fifo.sv changed: redo the patch"
+    assert rtl_stitch._fifo_sources() == [patched_path]
+    header = original[: original.index("*/") + 2]
+    assert "Advanced Micro Devices" in header and patched.startswith(header)
+
+    old, new = original.splitlines(), patched.splitlines()
+    changes = [
+        (tag, old[i1:i2], new[j1:j2])
+        for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes()
+        if tag != "equal"
+    ]
+    (note_tag, _, note), (tag, removed, added) = changes  # a provenance note, then the one replaced block
+    assert note_tag == "insert" and all(line.startswith("//") or not line for line in note)
+    assert "finn-rtllib/fifo/hdl/fifo.sv" in "".join(note)
+    assert tag == "replace" and removed[0] == "\tfunction abits_t INIT_ABITS();"
+    assert removed[-2:] == ["\tendfunction : INIT_ABITS", "\tlocalparam abits_t       ABITS      = INIT_ABITS();"]
+    assert "INIT_ABITS()" not in "".join(line for line in added if not line.lstrip().startswith("//"))
+
+    # the replaced block and the function compute one geometry: both evaluated for every depth up to 2**17
+    def function(depth_req: int, min_abits: int) -> tuple[int, int]:  # INIT_ABITS() as FINN writes it
+        lo, hi = math.ceil(math.log2(depth_req)), 0
+        if lo > min_abits:
+            hi_abits = math.ceil(math.log2(depth_req - 2 ** (lo - 1)))
+            if hi_abits < lo - 1:
+                lo, hi = lo - 1, max(hi_abits, 1)
+        return lo, hi
+
+    def expressions(depth_req: int, min_abits: int) -> tuple[int, int]:  # the localparams of the copy
+        lo0 = math.ceil(math.log2(depth_req))
+        hi0 = math.ceil(math.log2(depth_req - 2 ** (lo0 - 1))) if lo0 > min_abits else 0
+        split = lo0 > min_abits and hi0 < lo0 - 1
+        return (lo0 - 1 if split else lo0), (0 if not split else 1 if hi0 < 1 else hi0)
+
+    lines = "\n".join(added)
+    for text in ("$clog2(DEPTH_REQ)", "ABITS_LO0 > MIN_ABITS? $clog2(DEPTH_REQ - 2**(ABITS_LO0-1)) : 0",
+                 "ABITS_LO0 > MIN_ABITS && ABITS_HI0 < ABITS_LO0 - 1", "lo: ABITS_SPLIT? ABITS_LO0 - 1 : ABITS_LO0",
+                 "hi: !ABITS_SPLIT? 0 : ABITS_HI0 < 1? 1 : ABITS_HI0"):  # fmt: skip
+        assert text in lines, text
+    for min_abits in (9, 12):
+        for depth in range(3, 2**17):
+            assert function(depth, min_abits) == expressions(depth, min_abits), (depth, min_abits)
 
 
 # ---------------------------------------------------------------------------
@@ -262,8 +308,17 @@ def test_verify_segments_reports_pace_and_fails_naming_a_changed_segment(cnn, ca
     entry = next(e for e in report.to_dict()["segments"] if e["layers"] == CNN_SEGMENT)
     assert entry["ii_cycles"] == row[2] and entry["ii_cycles_finn_estimate"] == 102
     assert entry["sized_fifo_depths"] == [0, 0]  # these three layers keep their pace wired directly
+    assert entry["fifo_depths"] == [0, 0]  # verified wired directly: FINN builds no FIFO of its default depth
     sizing = report.sizings[tuple(CNN_SEGMENT)]
-    assert sizing.ii == sizing.deep_ii and sizing.trials[1][0] == (0, 0) and len(sizing.trials) == 2
+    # direct wires reach FINN's estimate (the slowest layer's cycles): no deeper FIFO could pace it faster, so the
+    # deep-FIFO top is never built
+    assert sizing.ii <= 102 and sizing.trials == [((0, 0), sizing.ii)] and sizing.deep_ii is None
+    assert sizing.builds == 0  # the verification run had built the wired top
+    assert report.fifo_depth_attributes() == {
+        "Thresholding_rtl_0": {"outFIFODepths": [2]},
+        "FMPadding_rtl_0": {"inFIFODepths": [2], "outFIFODepths": [2]},
+        "ConvolutionInputGenerator_rtl_0": {"inFIFODepths": [2]},
+    } | {k: v for k, v in report.fifo_depth_attributes().items() if k not in CNN_SEGMENT}
     assert report.table().rows == report.rows
 
     changed = tmp_path / "sources"
@@ -335,3 +390,107 @@ def test_fifo_sizing_finds_depths_keeping_the_deep_fifo_throughput(parallel_wind
     sized = rtl_stitch.simulate_segment(model, chain, sources, x, cache_dir, sizing.depths, work_dir)
     assert sized.cached and sized.ii == sizing.deep_ii and sized.ii <= sized.exp_ii
     np.testing.assert_array_equal(sized.output, expected)
+
+
+# ---------------------------------------------------------------------------
+# width converters inserted where FINN's stitching inserts them
+
+
+@pytest.fixture(scope="module")
+def parallel_window_as_packaged(tmp_path_factory):
+    """The parallel_window graph as a deploy packages it: no width converter between the window generator and the
+    thresholds (FINN's stitching inserts it), each layer's sources generated."""
+    from test_rtlsim import _window_graph
+
+    from sdk.boards import get_board
+    from targets.finn import steps
+    from targets.finn.environment import prepare_finn
+
+    board = get_board("pynq-z2")
+    workdir = tmp_path_factory.mktemp("parallel_window_as_packaged")
+    prepare_finn(workdir / "finn")
+    cfg = steps.FinnConfig(board, workdir, fps=2e7, sources_dir=workdir / "sources")
+    model = steps.run_steps(_window_graph(1, seed=1), cfg, start="specialize_layers")
+    return model, cfg.sources_dir, board.part
+
+
+@pytest.mark.slow  # the four-layer top, wired and sized (builds shared with the sizing test above through the cache)
+def test_a_width_change_is_stitched_through_the_converter_finn_would_insert(
+    parallel_window_as_packaged, cache_dir, work_dir, tmp_path
+):
+    from targets.finn.simulator import simulate_dataflow
+
+    model, sources, part = parallel_window_as_packaged
+    assert rtl_stitch.segments(model) == [[model.graph.node[0], model.graph.node[1]]]  # the width change splits it
+    with_converter, folders = rtl_stitch.with_width_converters(model, part, tmp_path)
+    assert [n.op_type for n in with_converter.graph.node] == [
+        "FMPadding_rtl",
+        "ConvolutionInputGenerator_rtl",
+        "StreamingDataWidthConverter_rtl",
+        "Thresholding_rtl",
+    ]
+    converter = with_converter.graph.node[2].name
+    assert list(folders) == [converter] and (folders[converter] / f"{converter}.v").is_file()
+    assert len(model.graph.node) == 3  # the package's graph is left as it was
+
+    x = np.random.default_rng(5).integers(-8, 8, size=(SAMPLES, 5, 5, 4))
+    reference = simulate_dataflow(model, x.astype(np.float32))
+    tensors = rtl_stitch.converter_tensors(with_converter, {model.graph.input[0].name: x, **reference.intermediates})
+    report = rtl_stitch.verify_segments(
+        with_converter, tensors, sources, cache_dir, work_dir=work_dir, converter_sources=folders
+    )
+    assert report.check.passed, report.check
+    assert "the whole accelerator (4 layers) stitched" in report.check.detail
+    (result,) = report.results
+    assert result.names[2] == converter and result.fifo_depths == (0, 0, 0)
+    sizing = report.sizings[result.names]
+    # wired directly the window generator's bursts stall it: the sizing searched, and found FIFOs that pay off
+    assert sizing.deep_ii is not None and sizing.ii == sizing.deep_ii < result.ii and any(sizing.depths)
+    attributes = report.fifo_depth_attributes()
+    assert converter not in attributes and report.stitched_layers() == [n for n in result.names if n != converter]
+    padder, window, thresholds = (n.name for n in model.graph.node)
+    depths = [max(2, d) for d in sizing.depths]
+    assert attributes == {
+        padder: {"outFIFODepths": [depths[0]]},
+        window: {"inFIFODepths": [depths[0]], "outFIFODepths": [depths[1]]},  # the FIFO before the converter
+        thresholds: {"inFIFODepths": [depths[2]]},  # the FIFO after it
+    }
+
+
+@pytest.mark.slow  # builds the changed padder alone and in its segment
+def test_a_changed_wrapper_parameter_fails_the_layer_and_its_segment_by_name(cnn, cache_dir, tmp_path):
+    """FMPadding_rtl_0's generated wrapper told its image ends a column early: the padder takes 7 of each row's
+    8 pixels. Run as `--rtlsim` runs it (rtl_verify.verify_rtl): both checks fail, each naming where."""
+    import re
+
+    from targets.finn.rtl_verify import verify_rtl
+
+    changed = tmp_path / "sources"
+    shutil.copytree(cnn.sources, changed)
+    wrapper = changed / "FMPadding_rtl_0" / "FMPadding_rtl_0.v"
+    text = wrapper.read_text()
+    xoff = int(re.search(r"\.INIT_XOFF\((\d+)\)", text)[1])
+    wrapper.write_text(text.replace(f".INIT_XOFF({xoff})", f".INIT_XOFF({xoff - 1})"))
+
+    rtl = verify_rtl(cnn.model, cnn.tensors, changed, cache_dir, "xc7z020clg400-1")
+    layer, stitched = rtl.checks
+    assert not layer.passed and layer.first_difference == "FMPadding_rtl_0", layer
+    assert "FMPadding_rtl_0" in layer.detail and str(tmp_path) not in layer.detail
+    assert "FMPadding_rtl_0" not in rtl.verified and "Thresholding_rtl_0" in rtl.verified  # its neighbour is fine
+    assert not stitched.passed and stitched.first_difference.startswith("Thresholding_rtl_0 -> FMPadding_rtl_0 -> ")
+    assert "FMPadding_rtl_0" not in rtl.stitched.stitched_layers()
+    assert "FMPadding_rtl_0" not in rtl.fifo_depth_attributes()  # no FIFO sized for a segment that is wrong
+
+
+@pytest.mark.slow  # the parallel window's tops again (cached when the sizing test above ran first)
+def test_fifo_sizing_out_of_build_budget_answers_the_deep_depths(parallel_window, tmp_path):
+    """A large segment compiles for minutes per trial: `--rtlsim` caps the compiles (SIZING_BUILDS); past the cap
+    the search answers the deep depths, which keep the pace, and says it stopped."""
+    model, sources = parallel_window
+    (chain,) = rtl_stitch.segments(model)
+    layers = rtl_stitch.segment_layers(model, chain, sources)
+    x = np.random.default_rng(5).integers(-8, 8, size=(rtl_stitch.SIZING_SAMPLES, 5, 5, 4))
+    fresh_cache = tmp_path / "cache"  # every trial compiles
+    sizing = rtl_stitch.size_segment_fifos(layers, x, fresh_cache, tmp_path / "tops", max_builds=2)
+    assert not sizing.complete and sizing.builds == 2 and len(sizing.trials) == 2  # deep, then direct wires
+    assert sizing.depths == sizing.deep_depths and sizing.ii == sizing.deep_ii

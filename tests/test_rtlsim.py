@@ -436,6 +436,60 @@ def test_streaming_layers_chained_in_rtl_equal_numpy_kernels(board, cache_dir, t
     np.testing.assert_array_equal(stream, reference.output)
 
 
+def _depthwise_window_graph(channels: int):
+    """A max pool's window generator as FINN makes it: depthwise, 2x2 windows, stride 2."""
+    from onnx import helper
+
+    node = helper.make_node(
+        "ConvolutionInputGenerator",
+        ["x"],
+        ["w"],
+        domain=HW,
+        backend="fpgadataflow",
+        ConvKernelDim=[2, 2],
+        IFMChannels=channels,
+        IFMDim=[6, 6],
+        OFMDim=[3, 3],
+        SIMD=1,
+        Stride=[2, 2],
+        Dilation=[1, 1],
+        inputDataType="UINT2",
+        outputDataType="UINT2",
+        depthwise=1,
+    )
+    return _graph([node], {"x": (1, 6, 6, channels), "w": (1, 3, 3, 4 * channels)}, {}, "UINT2")
+
+
+@pytest.mark.slow  # compiles one layer
+def test_depthwise_window_generator_streams_channel_folds_and_is_compared_in_tensor_order(board, cache_dir, tmp_path):
+    """Found by `--rtlsim` on the zoo's cnv: with SIMD < channels the RTL streams each window fold by fold (the order
+    FINN's VVAU and pool read); the layer's tensor is im2col's. Compared as FINN's cppsim compares it."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    from targets.finn import steps
+    from targets.finn.simulator import simulate_dataflow
+
+    cfg = steps.FinnConfig(board, tmp_path, fps=None, sources_dir=tmp_path / "sources")
+    model = steps.run_steps(_depthwise_window_graph(8), cfg, start="specialize_layers", stop="estimate")
+    (node,) = model.graph.node
+    getCustomOp(node).set_nodeattr("SIMD", 2)  # four channel folds
+    model = steps.run_steps(model, cfg, start="generate_sources")
+    layer = rtlsim.rtl_layer(model, node, cfg.sources_dir / node.name)
+    assert layer.op_type == "ConvolutionInputGenerator_rtl" and layer.interleaved == (4, 4, 2)
+    x = np.random.default_rng(4).integers(0, 4, size=(6, 6, 6, 8))
+    expected = simulate_dataflow(model, x.astype(np.float32)).output
+    result = rtlsim.simulate_layer(layer, x, cache_dir)
+    np.testing.assert_array_equal(result.output, expected)
+    # the stream itself is in the other order: read as if in order, the values differ
+    raw = replace(layer, interleaved=None)
+    assert not np.array_equal(rtlsim.simulate_layer(raw, x, cache_dir).output, expected)
+    # in tensor order, kernel position k of channel c is stream element (c // SIMD) * 4 * SIMD + k * SIMD + c % SIMD
+    stream = rtlsim.simulate_layer(raw, x, cache_dir).output.reshape(6, 9, -1)
+    k, c = 3, 5
+    in_order = expected.reshape(6, 9, -1)
+    np.testing.assert_array_equal(stream[:, :, (c // 2) * 8 + k * 2 + c % 2], in_order[:, :, k * 8 + c])
+
+
 def _small_cnn():
     """A user's conv net: an 8-bit input quantizer, two padded 3x3 convs, a max pool and a classifier."""
     import torch
@@ -485,7 +539,8 @@ def test_deploy_with_rtlsim_runs_every_rtl_layer_in_verilator_and_fails_naming_a
     from sdk.simulation import simulate_package
 
     again = simulate_package(result.package, str(tmp_path / "x.npz"), rtlsim=True)  # `sdk simulate PKG --rtlsim`
-    assert not again.failures and list(again.runtime_agreement.values()) == [1.0]
+    assert not again.failures and list(again.runtime_agreement.values()) == [1.0, 1.0]  # layers, then stitched
+    assert any(key.startswith("stitched RTL segments in Verilator") for key in again.runtime_agreement)
 
     original = codegen.generate_sources
 
@@ -502,6 +557,8 @@ def test_deploy_with_rtlsim_runs_every_rtl_layer_in_verilator_and_fails_naming_a
     failed = next(c for c in checks if c["name"].startswith("RTL"))
     assert not failed["passed"] and failed["first_difference"] == "Thresholding_rtl_0"
     assert "sample" in failed["detail"] and "element" in failed["detail"]
+    stitched = next(c for c in checks if c["name"].startswith("stitched"))
+    assert not stitched["passed"] and stitched["first_difference"].startswith("Thresholding_rtl_0 -> ")
     rerun = simulate_package(bad.package, str(tmp_path / "x.npz"), rtlsim=True)
     assert rerun.failures and "Thresholding_rtl_0" in rerun.failures[0]
 

@@ -12,6 +12,7 @@ Package contents:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,7 @@ from targets.base import BuildOutcome, BuildRequest, ComparisonCells, SimulatedO
 from targets.finn import folding, hardware, steps
 from targets.finn.environment import find_vendor_tools, prepare_finn
 from targets.finn.partition import relocatable_parent
-from targets.finn.rtl_verify import RtlVerification, verify_rtl_layers
+from targets.finn.rtl_verify import RtlVerification, verify_rtl, write_fifo_depths
 from targets.finn.simulator import accelerator_output_of, host_input, output_is_invertible, simulate_parent
 
 DATAFLOW_NAME = "dataflow_model.onnx"
@@ -162,11 +163,13 @@ class FinnTarget:
         steps.run_steps(dataflow, cfg, start="generate_sources", progress=progress)
         rtl = None
         if options.rtlsim:
-            rtl = self._verify_rtl(cfg, dataflow, result, xs, progress)
-            verification.checks.append(rtl.check)
+            rtl = self._verify_rtl(cfg, dataflow, result, xs, board.part, progress)
+            verification.checks.extend(rtl.checks)
         dataflow.save(str(pkg.path(DATAFLOW_NAME)))
         relocatable_parent(cfg.parent, DATAFLOW_NAME).save(str(pkg.path(PARENT_NAME)))
         folding.write_folding_config(dataflow, pkg.path("folding_config.json"))
+        if rtl is not None:
+            write_fifo_depths(pkg.path("folding_config.json"), rtl.fifo_depth_attributes())
         pkg.write_text(hardware.FINISH_SCRIPT, hardware.finish_script(board, cfg.clock))
 
         progress("vendor tools")
@@ -183,19 +186,16 @@ class FinnTarget:
         report, summary = self._report(cfg, verification, outcome, pkg, request.data_label, rtl)
         return BuildOutcome(report, verification, summary, [outcome.message])
 
-    def _verify_rtl(self, cfg: steps.FinnConfig, dataflow, result, xs: np.ndarray, progress) -> RtlVerification:
-        """Each RTL layer's generated Verilog in Verilator, fed the simulator's own input of that layer."""
+    def _verify_rtl(
+        self, cfg: steps.FinnConfig, dataflow, result, xs: np.ndarray, fpga_part: str, progress
+    ) -> RtlVerification:
+        """Each RTL layer's generated Verilog in Verilator, fed the simulator's own input of that layer; then each
+        chain of RTL layers stitched through FIFOs, on the simulator's input of its first layer."""
         from sdk.export_cache import cache_root
-        from targets.finn.rtlsim import SUPPORTED_RTL_OPS
 
-        accelerator_input = dataflow.graph.input[0].name
-        names = {t for n in dataflow.graph.node if n.op_type in SUPPORTED_RTL_OPS for t in (n.input[0], n.output[0])}
-        tensors = {
-            name: host_input(cfg.parent, xs) if name == accelerator_input else result.dataflow.intermediates[name]
-            for name in names
-        }
+        tensors = {dataflow.graph.input[0].name: host_input(cfg.parent, xs), **result.dataflow.intermediates}
         cache = (cache_root() or cfg.workdir) / "verilator"
-        return verify_rtl_layers(dataflow, tensors, cfg.sources_dir, cache, progress)
+        return verify_rtl(dataflow, tensors, cfg.sources_dir, cache, fpga_part, progress)
 
     def simulate(self, package: Path, card: dict[str, Any], x: np.ndarray, rtlsim: bool = False) -> SimulatedOutputs:
         """The packaged accelerator and its host ops on a batch, in the bit-exact simulator; with `rtlsim`, each
@@ -209,12 +209,16 @@ class FinnTarget:
             if rtlsim:
                 cfg = steps.FinnConfig(None, Path(tmp), sources_dir=package / "sources")
                 cfg.parent = parent
-                rtl = self._verify_rtl(cfg, dataflow, result, xs, lambda message: None)
+                part = json.loads((package / "manifest.json").read_text())["board"]["part"]
+                rtl = self._verify_rtl(cfg, dataflow, result, xs, part, lambda message: None)
                 simulated.agreement[f"RTL layers in Verilator ({len(rtl.verified)}) = simulator"] = (
                     1.0 - rtl.check.mismatch_rate
                 )
-                if not rtl.check.passed:
-                    simulated.failures.append(f"{rtl.check.name}: {rtl.check.detail}")
+                if rtl.stitched is not None and rtl.stitched.rows:
+                    simulated.agreement[
+                        f"stitched RTL segments in Verilator ({len(rtl.stitched.rows)}) = simulator"
+                    ] = 1.0 - rtl.stitched.check.mismatch_rate
+                simulated.failures += [f"{check.name}: {check.detail}" for check in rtl.checks if not check.passed]
         return simulated
 
     def comparison_cells(self, summary: dict[str, Any]) -> ComparisonCells:
@@ -366,8 +370,23 @@ class FinnTarget:
         )
         report.tables.append(verification_table(verification))
         if rtl is not None:
-            report.tables.append(rtl.table())
+            report.tables.extend(rtl.tables())
             summary["rtl_verified_layers"] = rtl.verified
+            summary["graph_level_only_layers"] = rtl.graph_level
+            depths = rtl.fifo_depth_attributes()
+            report.notes.append(
+                f"RTL simulation: {len(rtl.verified)} layer(s) verified in Verilator, "
+                f"{len(rtl.stitched.stitched_layers()) if rtl.stitched else 0} of them also stitched with their "
+                f"neighbours; {len(rtl.graph_level)} at graph level only"
+                + (f" ({', '.join(rtl.graph_level)})" if rtl.graph_level else "")
+                + f". Verilator: {rtl.compile_seconds:.1f} s compiling, {rtl.run_seconds:.1f} s running."
+                + (
+                    " FIFO depths sized by the stitched simulation are in folding_config.json "
+                    "(inFIFODepths / outFIFODepths of " + ", ".join(sorted(depths)) + ")."
+                    if depths
+                    else ""
+                )
+            )
         if cfg.fit:
             fit = cfg.fit
             report.notes.append(

@@ -10,8 +10,8 @@ latency stand beside FINN's estimates; a stall with no output is a deadlock of t
 depths that keep the deep-FIFO throughput are found by simulation.
 
 HLS layers cannot run in Verilator, so a segment ends at them; the whole accelerator is one segment when every
-layer is RTL. A stream-width change also ends a segment: the SDK's dataflow graph has no width converters,
-and FINN's stitching inserts one there (a layer this top would have to generate).
+layer is RTL. A stream-width change ends a segment of the packaged graph, which has no width converters: FINN's
+stitching inserts one there, and with_width_converters does the same first (`--rtlsim` stitches that graph).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,25 +36,8 @@ from targets.finn.rtlsim import SUPPORTED_RTL_OPS, RtlLayer
 
 STITCH_DIR = Path(tempfile.gettempdir()) / "sdk_rtl_stitch"  # generated tops, one folder per distinct top
 SIZING_SAMPLES = 6  # a batch this long reaches steady state for a chain of streaming layers
+SIZING_BUILDS = 8  # `--rtlsim`: compiles of a segment the FIFO search may spend before it answers the deep depths
 RAM_STYLE = "auto"  # StreamingFIFO_rtl's default ram_style
-# fifo.sv computes its memory geometry with a constant function Verilator 5.48 cannot evaluate ("Expecting
-# expression to be constant ... FUNCREF 'INIT_ABITS'"); the stitched top compiles a copy computing the same
-# values as constant expressions. A fifo.sv without this function is compiled as it is.
-_INIT_ABITS = re.compile(
-    r"\tfunction abits_t INIT_ABITS\(\);.*?endfunction : INIT_ABITS\n"
-    r"\tlocalparam abits_t\s+ABITS\s+= INIT_ABITS\(\);\n",
-    re.DOTALL,
-)
-_ABITS_EXPRESSIONS = """\t// targets/finn/rtl_stitch.py: INIT_ABITS() as constant expressions, the same values
-\t// (Verilator 5.48 cannot evaluate the constant function)
-\tlocalparam int unsigned  ABITS_LO0   = $clog2(DEPTH_REQ);
-\tlocalparam int unsigned  ABITS_HI0   = ABITS_LO0 > MIN_ABITS? $clog2(DEPTH_REQ - 2**(ABITS_LO0-1)) : 0;
-\tlocalparam bit           ABITS_SPLIT = ABITS_LO0 > MIN_ABITS && ABITS_HI0 < ABITS_LO0 - 1;
-\tlocalparam abits_t       ABITS       = '{
-\t\tlo: ABITS_SPLIT? ABITS_LO0 - 1 : ABITS_LO0,
-\t\thi: !ABITS_SPLIT? 0 : ABITS_HI0 < 1? 1 : ABITS_HI0
-\t};
-"""
 _DECLARES = re.compile(r"^\s*(?:module|package|interface)\s+(\w+)", re.MULTILINE)
 _PORT = re.compile(r"VL_(IN|OUT)(?:8|16|64|W)?\(&(\w+),(\d+),(\d+)(?:,\d+)?\);")
 _STREAM = ("TDATA", "TVALID", "TREADY")
@@ -219,19 +202,12 @@ def _sources(layers: Sequence[RtlLayer], fifo: bool) -> list[Path]:
 
 
 def _fifo_sources() -> list[Path]:
-    """finn-rtllib's FIFO, the files StreamingFIFO_rtl compiles (without the simulation-only gauge)."""
+    """finn-rtllib's FIFO, the files StreamingFIFO_rtl compiles (without the simulation-only gauge); fifo.sv from
+    its corrected copy (rtlsim.RTL_PATCHES: Verilator cannot evaluate its constant function INIT_ABITS)."""
     from finn.util.basic import fifo_rtl_files
 
     rtlsim._finn_rtllib_ready()
-    return [Path(p).resolve() for p in fifo_rtl_files(abspath=True, gauge=False)]
-
-
-def _fifo_for_verilator(path: Path) -> str | None:
-    """fifo.sv with INIT_ABITS() as constant expressions; None when the file has no such function."""
-    text = path.read_text()
-    if len(_INIT_ABITS.findall(text)) != 1:
-        return None
-    return _INIT_ABITS.sub(lambda _: _ABITS_EXPRESSIONS, text)
+    return [rtlsim._patched(Path(p).resolve()) for p in fifo_rtl_files(abspath=True, gauge=False)]
 
 
 def _memory_images(layers: Sequence[RtlLayer]) -> tuple[dict[str, Path], dict[Path, str]]:
@@ -355,9 +331,6 @@ def stitch(layers: Sequence[RtlLayer], fifo_depth: int | Sequence[int] | None = 
         raise SimulationError(f"A layer's RTL already declares module {top}.", where=names, fix="rename the layer")
     verilog = _top_verilog(top, layers, ports, depths)
     images, rewrites = _memory_images(layers)
-    for path in set(sources) & set(_fifo_sources()):
-        if patched := _fifo_for_verilator(path):
-            rewrites[path] = patched
     digest = hashlib.sha256(verilog.encode())
     for path in sources:
         digest.update(f"{path}\0{rewrites.get(path, '')}\0".encode())
@@ -381,7 +354,17 @@ def stitch(layers: Sequence[RtlLayer], fifo_depth: int | Sequence[int] | None = 
         in_shape=layers[0].in_shape,
         out_shape=layers[-1].out_shape,
         exp_cycles=max(layer.exp_cycles for layer in layers),
+        interleaved=_output_interleaving(layers),
     )
+
+
+def _output_interleaving(layers: Sequence[RtlLayer]):
+    """The order the segment's output stream carries: its last layer's, or (width converters only regroup beats)
+    that of the last layer before its trailing converters."""
+    for layer in reversed(layers):
+        if layer.op_type != CONVERTER_OP:
+            return layer.interleaved
+    return None
 
 
 def _write_folder(folder: Path, verilog: str, top: str, rewrites: dict[Path, str], renamed: dict[str, Path]) -> None:
@@ -403,9 +386,16 @@ def _write_folder(folder: Path, verilog: str, top: str, rewrites: dict[Path, str
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def segment_layers(dataflow, nodes: Sequence, sources_dir: Path) -> list[RtlLayer]:
-    """rtlsim's description of each node (a NodeProto or its name), its sources in `sources_dir / <layer>`."""
-    return [rtlsim.rtl_layer(dataflow, node, Path(sources_dir) / getattr(node, "name", node)) for node in nodes]
+def segment_layers(
+    dataflow, nodes: Sequence, sources_dir: Path, converter_sources: Mapping[str, Path] | None = None
+) -> list[RtlLayer]:
+    """rtlsim's description of each node (a NodeProto or its name), its sources in `sources_dir / <layer>`, or
+    for a width converter the SDK inserted (with_width_converters) in `converter_sources[<layer>]`."""
+    extra = converter_sources or {}
+    names = [getattr(node, "name", node) for node in nodes]
+    return [
+        rtlsim.rtl_layer(dataflow, node, extra.get(name, Path(sources_dir) / name)) for node, name in zip(nodes, names)
+    ]
 
 
 def stitched_layer(
@@ -435,7 +425,7 @@ class SegmentResult:
     ii: float | None  # cycles per sample in steady state: (cycles(N) - cycles(1)) / (N - 1); None for one sample
     latency: int  # one sample alone: first input offered to its last output beat
     first_output_cycle: int  # one sample alone: first input offered to its first output beat
-    exp_ii: int  # FINN: the slowest layer's get_exp_cycles()
+    exp_ii: int  # FINN: the slowest layer's get_exp_cycles() (expected_cycles)
     exp_latency: int  # FINN: get_exp_cycles() summed along the chain (dataflow_performance's critical path)
     compile_seconds: float
     cached: bool
@@ -460,6 +450,14 @@ _DEPTHS_LINE = re.compile(r"^// FIFO depths \(0: a direct wire\): ([\d, ]*)$", r
 def _top_depths(top: RtlLayer) -> tuple[int, ...]:
     found = _DEPTHS_LINE.search(Path(top.hdl[-1]).read_text())
     return tuple(int(d) for d in found[1].split(",")) if found and found[1].strip() else ()
+
+
+def expected_cycles(layer: RtlLayer) -> int:
+    """FINN's cycles per sample of a layer (get_exp_cycles); for a width converter, which FINN counts as 0, its
+    beats at one per cycle: a converter splitting wide beats for an HLS consumer sets the segment's pace."""
+    if layer.op_type == CONVERTER_OP:
+        return max(layer.exp_cycles, layer.inp.beats, layer.out.beats)
+    return layer.exp_cycles
 
 
 def default_idle_limit(layers: Sequence[RtlLayer]) -> int:
@@ -503,8 +501,8 @@ def simulate_stitched(
         ii=(batch.cycles - single.cycles) / (len(x) - 1) if len(x) > 1 else None,
         latency=single.cycles,
         first_output_cycle=single.first_output_cycle,
-        exp_ii=max(layer.exp_cycles for layer in layers),
-        exp_latency=sum(layer.exp_cycles for layer in layers),
+        exp_ii=max(expected_cycles(layer) for layer in layers),
+        exp_latency=sum(expected_cycles(layer) for layer in layers),
         compile_seconds=batch.compile_seconds,
         cached=batch.cached,
         run_seconds=sum(run.run_seconds for run in runs),
@@ -538,10 +536,11 @@ class FifoSizing:
     depths: tuple[int, ...]  # 0: a direct wire suffices
     ii: float  # measured with `depths`
     deep_depths: tuple[int, ...]
-    deep_ii: float
+    deep_ii: float | None  # None: not simulated, direct wires already reached the segment's reachable II
     trials: list[tuple[tuple[int, ...], float]]  # every configuration simulated and its II, in order
     builds: int  # configurations compiled (the others were in the cache)
     seconds: float
+    complete: bool = True  # False: the build budget ran out and `depths` are the deep depths (they keep the pace)
 
 
 def _candidates(deep: int) -> list[int]:
@@ -575,10 +574,29 @@ def size_fifos(
     Throughput is the measured II; a depth keeps it if II <= deep II x (1 + tolerance). Every configuration is
     one build (seconds; cached by the top's source) and two short runs. `x`: the batch, else `samples` random ones.
     """
-    began = time.perf_counter()
     layers = segment_layers(dataflow, nodes, sources_dir)
-    names = tuple(layer.name for layer in layers)
     x = _sizing_input(layers[0], samples) if x is None else x
+    return size_segment_fifos(layers, x, cache_dir, work_dir, tolerance, progress)
+
+
+def size_segment_fifos(
+    layers: Sequence[RtlLayer],
+    x: np.ndarray,
+    cache_dir: Path,
+    work_dir: Path | None = None,
+    tolerance: float = 0.0,
+    progress: Callable[[str], None] = lambda message: None,
+    reachable_ii: float | None = None,
+    max_builds: int | None = None,
+) -> FifoSizing:
+    """size_fifos on a segment's layers (segment_layers) and a batch of their input.
+
+    `reachable_ii`: an II no FIFO can improve on (FINN's estimate of the slowest layer): when direct wires reach
+    it, they are the answer without building the deep-FIFO top (a build of the whole segment saved).
+    `max_builds`: every trial compiles the whole segment (minutes for a large one); past this many compiles the
+    search stops and answers the deep depths, which keep the pace but are not minimal (complete=False)."""
+    began = time.perf_counter()
+    names = tuple(layer.name for layer in layers)
     if len(x) < 2:
         raise SimulationError("FIFO sizing needs a batch of two samples or more.", fix=f"e.g. {SIZING_SAMPLES}")
     deep = deep_depths(layers)
@@ -588,6 +606,8 @@ def size_fifos(
 
     def ii(depths: tuple[int, ...]) -> float:
         nonlocal builds
+        if depths not in measured and max_builds is not None and builds >= max_builds and deep in measured:
+            raise _BudgetSpent
         if depths not in measured:
             progress(f"FIFO sizing of {names[0]} -> {names[-1]}: depths {list(depths)}")
             result = simulate_stitched(stitch(layers, depths, work_dir), layers, x, cache_dir)
@@ -596,31 +616,101 @@ def size_fifos(
             trials.append((depths, result.ii))
         return measured[depths]
 
+    wires = (0,) * len(deep)
+    if reachable_ii is not None and ii(wires) <= reachable_ii * (1 + tolerance) + 1e-9:
+        return FifoSizing(names, wires, ii(wires), deep, None, trials, builds, round(time.perf_counter() - began, 3))
     deep_ii = ii(deep)
 
     def keeps(depths: tuple[int, ...]) -> bool:
         return ii(depths) <= deep_ii * (1 + tolerance) + 1e-9
 
     chosen = [0] * len(deep)  # direct wires often keep the pace: then two builds suffice
-    for k in range(len(deep)) if not keeps(tuple(chosen)) else ():
-        options = _candidates(deep[k])
-        low, high = 0, len(options) - 1  # options[high] (deep) keeps the throughput
-        while low < high:
-            middle = (low + high) // 2
-            if keeps(tuple(options[middle] if j == k else d for j, d in enumerate(deep))):
-                high = middle
-            else:
-                low = middle + 1
-        chosen[k] = options[low]
-    while not keeps(tuple(chosen)):  # FIFOs that suffice one at a time may not together: deepen all
-        chosen = [min(deep[k], max(2, 2 * d)) for k, d in enumerate(chosen)]
+    try:
+        for k in range(len(deep)) if not keeps(tuple(chosen)) else ():
+            options = _candidates(deep[k])
+            low, high = 0, len(options) - 1  # options[high] (deep) keeps the throughput
+            while low < high:
+                middle = (low + high) // 2
+                if keeps(tuple(options[middle] if j == k else d for j, d in enumerate(deep))):
+                    high = middle
+                else:
+                    low = middle + 1
+            chosen[k] = options[low]
+        while not keeps(tuple(chosen)):  # FIFOs that suffice one at a time may not together: deepen all
+            chosen = [min(deep[k], max(2, 2 * d)) for k, d in enumerate(chosen)]
+    except _BudgetSpent:
+        seconds = round(time.perf_counter() - began, 3)
+        return FifoSizing(names, deep, deep_ii, deep, deep_ii, trials, builds, seconds, complete=False)
     return FifoSizing(
         names, tuple(chosen), ii(tuple(chosen)), deep, deep_ii, trials, builds, round(time.perf_counter() - began, 3)
     )
 
 
+class _BudgetSpent(Exception):
+    """size_segment_fifos: the next trial would compile once more than max_builds allows."""
+
+
+# ---------------------------------------------------------------------------
+# width converters, as FINN's stitching inserts them
+
+CONVERTER_OP = "StreamingDataWidthConverter_rtl"
+
+
+def with_width_converters(dataflow, fpga_part: str, work_dir: Path):
+    """A copy of the dataflow graph with FINN's width converters where a stream's width changes, and the folder of
+    each converter's generated RTL (name -> folder).
+
+    The package's graph has none: FINN's stitching inserts them (InsertDWC in step_set_fifo_depths). Inserted and
+    specialised here the same way, a chain of RTL layers stitches across a width change as FINN's IP would.
+    """
+    import copy
+
+    from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
+    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    layer_of = {node.output[0]: node.name for node in dataflow.graph.node}  # names the transformations may change
+    model = ModelWrapper(copy.deepcopy(dataflow.model)).transform(InsertDWC())
+    for node in model.graph.node:
+        if node.op_type == "StreamingDataWidthConverter":
+            getCustomOp(node).set_nodeattr("preferred_impl_style", "rtl")
+    model = model.transform(SpecializeLayers(fpga_part))
+    for node in model.graph.node:
+        node.name = layer_of.get(node.output[0], "")
+    taken = set(layer_of.values())
+    folders: dict[str, Path] = {}
+    rtlsim._finn_rtllib_ready()
+    for node in model.graph.node:
+        if node.name:
+            continue
+        node.name = next(f"{node.op_type}_{k}" for k in range(len(taken) + 1) if f"{node.op_type}_{k}" not in taken)
+        taken.add(node.name)
+        if node.op_type != CONVERTER_OP:  # FINN kept an HLS converter: a segment ends there
+            continue
+        op = getCustomOp(node)
+        widths = f"{op.get_instream_width(0)}to{op.get_outstream_width(0)}"
+        folder = Path(work_dir) / "width_converters" / f"{node.name}-{widths}"
+        folder.mkdir(parents=True, exist_ok=True)
+        op.set_nodeattr("code_gen_dir_ipgen", str(folder))
+        op.generate_hdl(model, fpga_part, 10.0)  # a template of the two widths: the part and clock are not used
+        folders[node.name] = folder
+    return model, folders
+
+
+def converter_tensors(model, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`tensors` with each inserted width converter's output: its input, unchanged (only the beats differ)."""
+    tensors = dict(tensors)
+    for node in model.graph.node:
+        if node.op_type == CONVERTER_OP and node.output[0] not in tensors and node.input[0] in tensors:
+            tensors[node.output[0]] = tensors[node.input[0]]
+    return tensors
+
+
 # ---------------------------------------------------------------------------
 # every segment of a deploy, for `--rtlsim`
+
+FINN_DEFAULT_FIFO_DEPTH = 2  # HWCustomOp's inFIFODepths / outFIFODepths default; FINN makes no FIFO at or below it
 
 
 @dataclass
@@ -632,6 +722,7 @@ class SegmentVerification:
     sizings: dict[tuple[str, ...], FifoSizing] = field(default_factory=dict)
     not_stitched: dict[str, str] = field(default_factory=dict)  # segment -> why its top could not be built
     rows: list[list] = field(default_factory=list)
+    converters: list[str] = field(default_factory=list)  # width converters inserted (with_width_converters)
 
     def table(self) -> Table:
         return Table(
@@ -644,21 +735,60 @@ class SegmentVerification:
                 "latency cycles (measured)",
                 "latency (FINN estimate)",
                 "sized FIFO depths",
+                "II with sized FIFOs",
+                "compile s",
+                "run s",
                 "= simulator",
             ],
             self.rows,
         )
 
+    def stitched_layers(self) -> list[str]:
+        """The layers run inside a stitched segment, equal to the simulator (inserted converters left out)."""
+        equal = {row[0] for row in self.rows if row[-1] is True}
+        passed = [r for r in self.results if " -> ".join(r.names) in equal]
+        return [name for r in passed for name in r.names if name not in self.converters]
+
+    def fifo_depth_attributes(self) -> dict[str, dict[str, list[int]]]:
+        """The sized depths as FINN's node attributes (layer -> {outFIFODepths / inFIFODepths: [depth]}).
+
+        FINN's InsertFIFO makes the FIFO between two layers max(producer's outFIFODepths, consumer's
+        inFIFODepths) deep; a depth at or below FINN's default of 2 makes none. A direct wire sized here is
+        written as that default. Across an inserted width converter only the layer's own side is written: FINN
+        inserts the converter, and its FIFOs, again.
+        """
+        attributes: dict[str, dict[str, list[int]]] = {}
+        for names, sizing in self.sizings.items():
+            for (producer, consumer), depth in zip(zip(names, names[1:]), sizing.depths):
+                depth = max(FINN_DEFAULT_FIFO_DEPTH, int(depth))
+                if producer not in self.converters:
+                    attributes.setdefault(producer, {})["outFIFODepths"] = [depth]
+                if consumer not in self.converters:
+                    attributes.setdefault(consumer, {})["inFIFODepths"] = [depth]
+        return attributes
+
     def to_dict(self) -> dict:
-        return {
-            "segments": [
+        segments = []
+        for r in self.results:
+            sizing = self.sizings.get(r.names)
+            segments.append(
                 {
                     **r.to_dict(),
-                    "sized_fifo_depths": list(self.sizings[r.names].depths) if r.names in self.sizings else None,
+                    "sized_fifo_depths": None if sizing is None else list(sizing.depths),
+                    "ii_cycles_sized_fifos": None if sizing is None else round(sizing.ii, 2),
+                    "sizing_seconds": None if sizing is None else sizing.seconds,
+                    "sizing_complete": None if sizing is None else sizing.complete,
+                    "compile_seconds": round(r.compile_seconds, 3),
+                    "cached": r.cached,
+                    "run_seconds": round(r.run_seconds, 3),
                 }
-                for r in self.results
-            ],
+            )
+        return {
+            "segments": segments,
             "not_stitched": self.not_stitched,
+            "width_converters_inserted": self.converters,
+            "stitched_layers": self.stitched_layers(),
+            "fifo_depth_attributes": self.fifo_depth_attributes(),
         }
 
 
@@ -670,34 +800,41 @@ def verify_segments(
     size: bool = True,
     work_dir: Path | None = None,
     progress: Callable[[str], None] = lambda message: None,
+    converter_sources: Mapping[str, Path] | None = None,
 ) -> SegmentVerification:
     """Each segment on the simulator's input of its first layer, equal to the simulator's output of its last;
-    `tensors` as rtl_verify's (graph tensor name -> batch). With `size`, its FIFOs sized by simulation."""
-    result = SegmentVerification(Check("stitched RTL segments (Verilator) = simulator", True, 0, ""))
+    `tensors` as rtl_verify's (graph tensor name -> batch). With `size`, its FIFOs sized by simulation.
+    `converter_sources`: the folders of width converters with_width_converters inserted into `dataflow`."""
+    result = SegmentVerification(
+        Check("stitched RTL segments (Verilator) = simulator", True, 0, ""), converters=sorted(converter_sources or {})
+    )
     work_dir = Path(cache_dir) / "stitched" if work_dir is None else work_dir
     for chain in segments(dataflow):
         label = " -> ".join(node.name for node in chain)
         try:
-            layers = segment_layers(dataflow, chain, sources_dir)
-            top = stitch(layers, None, work_dir)
+            layers = segment_layers(dataflow, chain, sources_dir, converter_sources)
+            top = stitch(layers, 0, work_dir)  # direct wires: FINN builds no FIFO of its default depth (2)
         except SimulationError as error:
             result.not_stitched[label] = error.what
+            result.rows.append([label, *[None] * 9, f"not stitched: {error.what}"])
             continue
-        progress(f"stitched RTL simulation of {label} (Verilator)")
+        progress(f"stitched RTL simulation of {chain[0].name} ... {chain[-1].name} (Verilator)")
         x, expected = tensors[chain[0].input[0]], tensors[chain[-1].output[0]]
         try:
             run = simulate_stitched(top, layers, x, cache_dir)
-        except SimulationError as error:
-            result.check = Check(result.check.name, False, len(x), error.what, first_difference=label)
+        except SimulationError as error:  # a deadlock, or an assertion of the RTL
+            if result.check.passed:
+                result.check = Check(result.check.name, False, len(x), error.what, first_difference=label)
+            result.rows.append([label, *[None] * 9, "deadlock" if "deadlock" in error.what.lower() else "stopped"])
             continue
-        sizing = (
-            size_fifos(dataflow, chain, sources_dir, cache_dir, x[:SIZING_SAMPLES], work_dir=work_dir)
-            if size and len(x) > 1
-            else None
-        )
-        if sizing:
-            result.sizings[run.names] = sizing
         equal = np.array_equal(run.output, expected.reshape(run.output.shape))
+        sizing = None
+        if size and equal and len(x) > 1:
+            progress(f"FIFO sizing of {chain[0].name} ... {chain[-1].name} (Verilator)")
+            sizing = size_segment_fifos(
+                layers, x[:SIZING_SAMPLES], cache_dir, work_dir, reachable_ii=run.exp_ii, max_builds=SIZING_BUILDS
+            )
+            result.sizings[run.names] = sizing
         result.results.append(run)
         result.rows.append(
             [
@@ -707,23 +844,39 @@ def verify_segments(
                 run.exp_ii,
                 run.latency,
                 run.exp_latency,
-                ", ".join(map(str, sizing.depths)) if sizing else None,
+                (", ".join(map(str, sizing.depths)) + ("" if sizing.complete else " (deep: search stopped)"))
+                if sizing
+                else None,
+                round(sizing.ii, 1) if sizing else None,
+                round(run.compile_seconds if not run.cached else 0.0, 2),
+                round(run.run_seconds, 2),
                 equal,
             ]
         )
         if not equal and result.check.passed:
+            got, want = run.output.reshape(len(x), -1), expected.reshape(len(x), -1)
+            differs = np.any(got != want, axis=1)
+            sample = int(np.argmax(differs))
+            element = int(np.argmax(got[sample] != want[sample]))
             result.check = Check(
                 result.check.name,
                 False,
                 len(x),
-                f"the stitched segment {label} differs from the simulator's output of {chain[-1].name}",
+                f"the stitched segment {label} differs from the simulator's output of {chain[-1].name} at sample "
+                f"{sample}, element {element} ({int(got[sample, element])} against {int(want[sample, element])})",
                 first_difference=label,
+                mismatch_rate=float(np.mean(differs)),
+                first_sample=sample,
             )
     if result.check.passed:
-        count = len(result.results)
         samples = len(next(iter(tensors.values()))) if tensors else 0
         result.check.samples = samples
-        result.check.detail = f"{count} segment(s) of chained RTL layers bit-exact with the simulator" + (
-            f"; {len(result.not_stitched)} not stitched" if result.not_stitched else ""
-        )
+        whole = len(result.results) == 1 and len(result.results[0].names) == len(dataflow.graph.node)
+        result.check.detail = (
+            f"the whole accelerator ({len(dataflow.graph.node)} layers) stitched"
+            if whole
+            else f"{len(result.results)} segment(s) of chained RTL layers"
+        ) + " and run cycle by cycle, bit-exact with the simulator"
+        if result.not_stitched:
+            result.check.detail += f"; {len(result.not_stitched)} not stitched"
     return result

@@ -1,8 +1,11 @@
-"""Stage after code generation (`--rtlsim`): run the generated RTL of each layer in Verilator on the samples.
+"""Stage after code generation (`--rtlsim`): run the generated RTL in Verilator on the samples, layer by layer and
+stitched.
 
 The numpy simulator proves the folded graph computes what the QAT model computes; this proves the Verilog
-FINN generated for each RTL layer computes what the simulator computes, cycle by cycle, with no vendor tool.
-Each RTL layer gets the simulator's own input of that layer, so a difference names the layer. Layers with
+FINN generated computes what the simulator computes, cycle by cycle, with no vendor tool. Each RTL layer gets
+the simulator's own input of that layer, so a difference names the layer. Then each maximal chain of RTL layers
+(the whole accelerator when every layer is RTL) runs stitched through FINN's FIFOs (rtl_stitch): its pace and
+latency against FINN's estimates, a deadlock caught, and the FIFO depths that keep its pace sized. Layers with
 no RTL variant the SDK can simulate (HLS layers) are listed as verified at graph level only.
 """
 
@@ -14,15 +17,20 @@ from pathlib import Path
 
 import numpy as np
 
+from sdk.errors import SimulationError
 from sdk.report import Table
 from sdk.verify import Check
-from targets.finn.rtlsim import KNOWN_FAILURES, SUPPORTED_RTL_OPS, simulate_node
+from targets.finn.rtl_stitch import SegmentVerification, converter_tensors, verify_segments, with_width_converters
+from targets.finn.rtlsim import KNOWN_FAILURES, SUPPORTED_RTL_OPS, build_layer, rtl_layer, simulate_layer
 
-RTL_PREFERRED = ("Thresholding", "FMPadding", "ConvolutionInputGenerator", "StreamingDataWidthConverter")
+RTL_PREFERRED = ("Thresholding", "FMPadding", "ConvolutionInputGenerator", "StreamingDataWidthConverter", "MVAU")
 
 
 def prefer_rtl(model) -> None:
-    """Ask FINN's layer specialisation for the RTL variant of every layer the SDK can simulate in Verilator."""
+    """Ask FINN's layer specialisation for the RTL variant of every layer the SDK can simulate in Verilator.
+
+    For an MVAU FINN grants it only where its DSP datapath can (no embedded thresholds, signed weights, widths
+    within the DSP; narrow weights on DSP48E1) and keeps HLS otherwise; unasked, it also wants 4-bit operands."""
     from qonnx.custom_op.registry import getCustomOp
 
     for node in model.graph.node:
@@ -38,6 +46,18 @@ class RtlVerification:
     graph_level: list[str] = field(default_factory=list)  # layers only the numpy simulator checks
     compile_seconds: float = 0.0
     run_seconds: float = 0.0
+    stitched: SegmentVerification | None = None  # chains of RTL layers run together (None: not run)
+
+    @property
+    def checks(self) -> list[Check]:
+        return [self.check] + ([self.stitched.check] if self.stitched and self.stitched.rows else [])
+
+    def tables(self) -> list[Table]:
+        return [self.table()] + ([self.stitched.table()] if self.stitched and self.stitched.rows else [])
+
+    def fifo_depth_attributes(self) -> dict[str, dict[str, list[int]]]:
+        """FIFO depths sized by the stitched simulation, as FINN's folding-config node attributes."""
+        return self.stitched.fifo_depth_attributes() if self.stitched else {}
 
     def table(self) -> Table:
         return Table(
@@ -50,8 +70,10 @@ class RtlVerification:
         return {
             "verified_at_rtl": self.verified,
             "graph_level_only": self.graph_level,
+            "stitched_at_rtl": self.stitched.stitched_layers() if self.stitched else [],
             "compile_seconds": round(self.compile_seconds, 3),
             "run_seconds": round(self.run_seconds, 3),
+            "stitched": self.stitched.to_dict() if self.stitched else None,
         }
 
 
@@ -80,7 +102,15 @@ def verify_rtl_layers(
             result.rows.append([node.name, node.op_type, f"graph level ({why})", None, None, None, None])
             continue
         progress(f"RTL simulation of {node.name} (Verilator)")
-        run = simulate_node(dataflow, node, tensors[node.input[0]], cache_dir, sources_dir / node.name)
+        layer = rtl_layer(dataflow, node, sources_dir / node.name)
+        build_layer(layer, cache_dir)  # no Verilator, or RTL it cannot compile: raised, the deploy stops (exit 2)
+        try:
+            run = simulate_layer(layer, tensors[node.input[0]], cache_dir)
+        except SimulationError as error:  # the generated hardware hung, stopped or fell out of step: it fails
+            result.rows.append([node.name, node.op_type, "RTL, Verilator: stopped", None, layer.exp_cycles, None, None])
+            if result.check.passed:
+                result.check = Check(result.check.name, False, samples, error.what, first_difference=node.name)
+            continue
         expected = tensors[node.output[0]].reshape(run.output.shape)
         result.compile_seconds += 0.0 if run.cached else run.compile_seconds
         result.run_seconds += run.run_seconds
@@ -117,3 +147,48 @@ def verify_rtl_layers(
             + (f"; {len(result.graph_level)} checked at graph level only" if result.graph_level else "")
         )
     return result
+
+
+def verify_rtl(
+    dataflow,
+    tensors: dict[str, np.ndarray],
+    sources_dir: Path,
+    cache_dir: Path,
+    fpga_part: str,
+    progress: Callable[[str], None] = lambda message: None,
+) -> RtlVerification:
+    """Every RTL layer alone (verify_rtl_layers), then every chain of RTL layers stitched through FIFOs, width
+    converters inserted where FINN's stitching inserts them, its FIFOs sized by simulation. `tensors`: graph
+    tensor name -> batch, the accelerator's input and every node's output in the simulator."""
+    result = verify_rtl_layers(dataflow, tensors, sources_dir, cache_dir, progress)
+    try:
+        stitched_graph, converters = with_width_converters(dataflow, fpga_part, cache_dir)
+        unconverted = None
+    except Exception as error:  # FINN's InsertDWC refuses the graph (a fan-out): segments end at width changes
+        stitched_graph, converters = dataflow, {}
+        unconverted = f"FINN's InsertDWC cannot process the graph ({type(error).__name__}: {error})"
+    result.stitched = verify_segments(
+        stitched_graph,
+        converter_tensors(stitched_graph, tensors),
+        sources_dir,
+        cache_dir,
+        progress=progress,
+        converter_sources=converters,
+    )
+    if unconverted:
+        result.stitched.not_stitched["width converters"] = unconverted
+    for run in result.stitched.results:
+        result.compile_seconds += 0.0 if run.cached else run.compile_seconds
+        result.run_seconds += run.run_seconds
+    return result
+
+
+def write_fifo_depths(folding_config: Path, attributes: dict[str, dict[str, list[int]]]) -> None:
+    """Add the sized FIFO depths to a package's folding_config.json, in the node attributes FINN's ApplyConfig
+    sets (inFIFODepths / outFIFODepths), so FINN's InsertFIFO builds those FIFOs."""
+    import json
+
+    config = json.loads(folding_config.read_text())
+    for layer, values in attributes.items():
+        config.setdefault(layer, {}).update(values)
+    folding_config.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

