@@ -36,7 +36,12 @@ class UnmappedLayer:
         return asdict(self)
 
 
-def convert_to_hw(model: ModelWrapper) -> ModelWrapper:
+def convert_to_hw(model: ModelWrapper, standalone_thresholds: bool = False) -> ModelWrapper:
+    """FINN's HW layers for the streamlined graph, in the order of FINN's step_convert_to_hw.
+
+    `standalone_thresholds` (FINN's build option of that name): every activation becomes its own Thresholding
+    layer before the matrix layers are converted, so no MVAU embeds thresholds; FINN implements an MVAU in
+    RTL only without them (`--rtlsim` asks for this, to run the matrix layers in Verilator too)."""
     import finn.transformation.streamline.absorb as absorb
     from finn.transformation.fpgadataflow.convert_to_hw.binary_matrix_vector_activation import (
         InferBinaryMatrixVectorActivation,
@@ -74,7 +79,8 @@ def convert_to_hw(model: ModelWrapper) -> ModelWrapper:
             InferDataLayouts(),
         ):
             model = model.transform(transformation)
-    steps = [
+    steps = [(("MultiThreshold",), InferThresholdingLayer)] if standalone_thresholds else []
+    steps += [
         (("XnorPopcountMatMul",), InferBinaryMatrixVectorActivation),
         (("MatMul",), InferQuantizedMatrixVectorActivation),
         (("MatMul",), InferVectorVectorActivation),

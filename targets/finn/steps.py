@@ -63,7 +63,8 @@ def streamline_model(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
 
 
 def convert_to_hw(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
-    return hw_layers.convert_to_hw(model)
+    # --rtlsim: standalone thresholds (FINN's build option), so that matrix layers can be RTL and run in Verilator
+    return hw_layers.convert_to_hw(model, standalone_thresholds=cfg.rtlsim)
 
 
 def check_mapping(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
