@@ -26,7 +26,17 @@ from sdk.export import export_run
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # the longest files first (measured with --durations): they set the run's length when they start late
-LONGEST_FIRST = ("test_end_to_end.py", "test_examples.py", "test_deploy_tflite.py", "test_export.py")
+LONGEST_FIRST = (
+    "test_end_to_end.py",
+    "test_rtl_stitch.py",
+    "test_rtlsim.py",
+    "test_examples.py",
+    "test_rtl_deploy.py",
+    "test_deploy_tflite.py",
+    "test_export.py",
+    "test_fuzz.py",
+    "test_deploy_finn.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):

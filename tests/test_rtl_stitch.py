@@ -18,7 +18,9 @@ import pytest
 from sdk.errors import SimulationError
 from targets.finn import rtl_stitch, rtlsim
 
-CNN_SEGMENT = ["Thresholding_rtl_0", "FMPadding_rtl_0", "ConvolutionInputGenerator_rtl_0"]
+CNN_SEGMENT = ["Thresholding_rtl_0", "FMPadding_rtl_0", "ConvolutionInputGenerator_rtl_0"]  # the net's first layers
+# the deploy's first chain of RTL layers: the first conv (standalone thresholds) up to the max pool (HLS)
+FIRST_SEGMENT = [*CNN_SEGMENT, "MVAU_rtl_0", "Thresholding_rtl_1", "ConvolutionInputGenerator_rtl_1"]
 SAMPLES = 8
 
 
@@ -223,7 +225,7 @@ def test_segments_stop_at_hls_layers_and_width_changes(cnn):
         return [[n.name for n in chain] for chain in rtl_stitch.segments(model)]
 
     found = rtl_stitch.segments(cnn.model)
-    assert names(cnn.model)[0] == CNN_SEGMENT  # the window generator feeds MVAU_hls_0: the segment ends there
+    assert names(cnn.model)[0] == FIRST_SEGMENT  # the pool's window generator feeds Pool_hls_0: the segment ends
     for chain in found:
         assert len(chain) >= 2 and all(n.op_type in rtlsim.SUPPORTED_RTL_OPS for n in chain)
         assert all(consumer.input[0] == producer.output[0] for producer, consumer in zip(chain, chain[1:]))
@@ -237,7 +239,7 @@ def test_segments_stop_at_hls_layers_and_width_changes(cnn):
     channels, simd = padder.get_nodeattr("NumChannels"), padder.get_nodeattr("SIMD")
     padder.set_nodeattr("SIMD", next(s for s in range(1, channels + 1) if channels % s == 0 and s != simd))
     assert padder.get_outstream_width(0) != window.get_instream_width(0)
-    assert names(model) == [CNN_SEGMENT]  # FINN stitches a width converter there: no segment
+    assert pair not in names(model) and FIRST_SEGMENT in names(model)  # FINN puts a width converter there
 
 
 @pytest.mark.slow  # three builds of the stitched top
@@ -298,27 +300,29 @@ def test_a_stalled_layer_is_reported_as_a_deadlock_of_the_segment(cnn, cache_dir
 
 @pytest.mark.slow  # the segment, and the segment again with changed thresholds (the same build)
 def test_verify_segments_reports_pace_and_fails_naming_a_changed_segment(cnn, cache_dir, work_dir, tmp_path):
-    label = " -> ".join(CNN_SEGMENT)
+    label = " -> ".join(FIRST_SEGMENT)
     report = rtl_stitch.verify_segments(cnn.model, cnn.tensors, cnn.sources, cache_dir, size=True, work_dir=work_dir)
     assert report.check.passed and report.check.samples == SAMPLES, report.check
     assert not report.not_stitched
     assert len(report.rows) == len(rtl_stitch.segments(cnn.model)) == len(report.results)
     row = next(r for r in report.rows if r[0] == label)
     assert row[3] == 102 and row[-1] is True
-    entry = next(e for e in report.to_dict()["segments"] if e["layers"] == CNN_SEGMENT)
+    entry = next(e for e in report.to_dict()["segments"] if e["layers"] == FIRST_SEGMENT)
     assert entry["ii_cycles"] == row[2] and entry["ii_cycles_finn_estimate"] == 102
-    assert entry["sized_fifo_depths"] == [0, 0]  # these three layers keep their pace wired directly
-    assert entry["fifo_depths"] == [0, 0]  # verified wired directly: FINN builds no FIFO of its default depth
-    sizing = report.sizings[tuple(CNN_SEGMENT)]
+    links = len(FIRST_SEGMENT) - 1
+    assert entry["sized_fifo_depths"] == [0] * links  # these layers keep their pace wired directly
+    assert entry["fifo_depths"] == [0] * links  # verified wired directly: FINN builds no FIFO of its default depth
+    sizing = report.sizings[tuple(FIRST_SEGMENT)]
     # direct wires reach FINN's estimate (the slowest layer's cycles): no deeper FIFO could pace it faster, so the
     # deep-FIFO top is never built
-    assert sizing.ii <= 102 and sizing.trials == [((0, 0), sizing.ii)] and sizing.deep_ii is None
+    assert sizing.ii <= 102 and sizing.trials == [((0,) * links, sizing.ii)] and sizing.deep_ii is None
     assert sizing.builds == 0  # the verification run had built the wired top
-    assert report.fifo_depth_attributes() == {
-        "Thresholding_rtl_0": {"outFIFODepths": [2]},
-        "FMPadding_rtl_0": {"inFIFODepths": [2], "outFIFODepths": [2]},
-        "ConvolutionInputGenerator_rtl_0": {"inFIFODepths": [2]},
-    } | {k: v for k, v in report.fifo_depth_attributes().items() if k not in CNN_SEGMENT}
+    expected: dict = {}
+    for producer, consumer in zip(FIRST_SEGMENT, FIRST_SEGMENT[1:]):  # FINN's default depth 2 on every link
+        expected.setdefault(producer, {})["outFIFODepths"] = [2]
+        expected.setdefault(consumer, {})["inFIFODepths"] = [2]
+    attributes = report.fifo_depth_attributes()
+    assert {name: attributes[name] for name in FIRST_SEGMENT} == expected
     assert report.table().rows == report.rows
 
     changed = tmp_path / "sources"
