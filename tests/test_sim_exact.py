@@ -253,7 +253,10 @@ def test_vvau_matches_int64_reference(x_type, high, w_type, w_high):
         np.testing.assert_array_equal(simulate_dataflow(model, x).output, _reference_count(acc, _stored(model)))
 
 
-def _thresholding_model(x_type: str, thresholds: np.ndarray, channels: int, out_type: str, act_val: int):
+def _thresholding_model(
+    x_type: str, thresholds: np.ndarray, channels: int, out_type: str, act_val: int, rows: tuple[int, ...] = (1, 3)
+):
+    """A Thresholding layer on inputs of shape (*rows, channels)."""
     from onnx import helper
 
     node = helper.make_node(
@@ -268,10 +271,11 @@ def _thresholding_model(x_type: str, thresholds: np.ndarray, channels: int, out_
         inputDataType=x_type,
         weightDataType="INT32",
         outputDataType=out_type,
-        numInputVectors=[1, 3],
+        numInputVectors=list(rows),
         ActVal=act_val,
     )
-    return _model([node], {"x": (1, 3, channels), "y": (1, 3, channels)}, {"t": thresholds}, x_type)
+    shape = (*rows, channels)
+    return _model([node], {"x": shape, "y": shape}, {"t": thresholds}, x_type)
 
 
 @pytest.mark.parametrize("steps", [1, 3, 16, 17, 40])
@@ -548,24 +552,7 @@ def test_thresholds_beyond_the_values_dtype(dtype, low, edge):
     ],
 )
 def test_input_cast_to_its_narrow_type_and_checked(x_type, dtype, low, high):
-    from onnx import helper
-
-    node = helper.make_node(
-        "Thresholding",
-        ["x", "t"],
-        ["y"],
-        domain=HW,
-        backend="fpgadataflow",
-        NumChannels=4,
-        PE=1,
-        numSteps=1,
-        inputDataType=x_type,
-        weightDataType="INT32",
-        outputDataType="UINT1",
-        numInputVectors=[1],
-        ActVal=0,
-    )
-    model = _model([node], {"x": (1, 4), "y": (1, 4)}, {"t": np.array([[1.0]] * 4)}, x_type)
+    model = _thresholding_model(x_type, np.array([[1.0]] * 4), 4, "UINT1", 0, rows=(1,))
     plan = prepare_dataflow(model)
     x = np.array([[low, low + 1, high - 1, high], [0, 1, 2, 3]])
     expected = (x >= 1).astype(np.int64)
