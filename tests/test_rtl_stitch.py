@@ -8,7 +8,6 @@ Everything that compiles (seconds per top, cached by its source) is marked slow.
 from __future__ import annotations
 
 import shutil
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,9 +24,9 @@ SAMPLES = 8
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    """One build cache for the module: a top compiles once, Verilator's runtime objects once in all."""
-    return tmp_path_factory.mktemp("stitch_cache")
+def cache_dir(export_cache) -> Path:
+    """The deploys' own build cache (the test run's SDK cache): a layer the deploy built compiles no more."""
+    return export_cache / "verilator"
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +84,16 @@ def test_fifo_depths_are_checked_and_deep_depths_hold_two_samples():
     assert rtl_stitch.deep_depths(layers) == (128, 256)
     assert rtl_stitch._depths(None, layers) == (128, 256)
     assert rtl_stitch._depths(0, layers) == (0, 0)
-    assert rtl_stitch._candidates(128) == [0, 2, 4, 8, 16, 32, 64, 128]
+    # a FIFO one beat deeper than its peak never fills; a peak of FINN's default depth or less is a wire
+    assert [rtl_stitch.depth_for_occupancy(peak, 128) for peak in (0, 1, 2, 3, 40, 127, 128)] == [
+        0,
+        0,
+        0,
+        4,
+        41,
+        128,
+        128,
+    ]
     for bad in (1, (2,), (2, 2, 2), (4, -1)):
         with pytest.raises(SimulationError, match="DEPTH >= 2"):
             rtl_stitch._depths(bad, layers)
@@ -286,10 +294,8 @@ def test_a_stalled_layer_is_reported_as_a_deadlock_of_the_segment(cnn, cache_dir
     assert verilog.count(ready) == 1 and verilog.count(valid) == 1
     stalled = tmp_path / top.hdl[-1].name
     stalled.write_text(verilog.replace(ready, ".out0_V_TREADY(1'b0),").replace(valid, ".in0_V_TVALID(1'b0),"))
-    began = time.perf_counter()
-    with pytest.raises(SimulationError) as error:
+    with pytest.raises(SimulationError) as error:  # a build and a run stopped by the guard, not a hang
         rtl_stitch.simulate_stitched(replace(top, hdl=(*top.hdl[:-1], stalled)), layers, x, cache_dir, idle_limit=300)
-    assert time.perf_counter() - began < 60  # a build and a stopped run, not a hang
     message = error.value.render()
     assert (
         "Deadlock in the stitched segment Thresholding_rtl_0 -> FMPadding_rtl_0 -> ConvolutionInputGenerator" in message
@@ -358,7 +364,7 @@ def parallel_window(tmp_path_factory):
     return steps.run_steps(model, cfg, start="generate_sources"), cfg.sources_dir
 
 
-@pytest.mark.slow  # about ten builds of a four-layer top: 30-40 s
+@pytest.mark.slow  # three builds of a four-layer top
 def test_fifo_sizing_finds_depths_keeping_the_deep_fifo_throughput(parallel_window, cache_dir, work_dir):
     from targets.finn.simulator import simulate_dataflow
 
@@ -376,24 +382,23 @@ def test_fifo_sizing_finds_depths_keeping_the_deep_fifo_throughput(parallel_wind
     np.testing.assert_array_equal(direct.output, expected)
 
     sizing = rtl_stitch.size_fifos(model, chain, sources, cache_dir, work_dir=work_dir)
-    assert sizing.seconds < 120, sizing
     assert direct.ii > sizing.deep_ii * 1.1  # FIFOs matter here: else this test would prove nothing
-    assert sizing.ii == sizing.deep_ii and len(sizing.depths) == 3
+    assert sizing.ii == sizing.deep_ii and len(sizing.depths) == 3 and sizing.complete
     assert all(d <= deep for d, deep in zip(sizing.depths, sizing.deep_depths)) and any(sizing.depths)
     assert sum(sizing.depths) < sum(sizing.deep_depths)
-    # each depth is the smallest candidate that keeps the pace: the next one down (others deep) was slower
-    measured = dict(sizing.trials)
-    for k, depth in enumerate(sizing.depths):
-        if depth:
-            options = rtl_stitch._candidates(sizing.deep_depths[k])
-            smaller = tuple(
-                options[options.index(depth) - 1] if j == k else d for j, d in enumerate(sizing.deep_depths)
-            )
-            assert measured[smaller] > sizing.deep_ii, (smaller, sizing.trials)
-    # the sized segment, run again on other data: the deep FIFOs' pace and the simulator's values
+    # the depths come from the deep run's peak occupancy (fifo.sv's maxcount), confirmed by one more run
+    assert sizing.depths == tuple(
+        rtl_stitch.depth_for_occupancy(peak, deep) for peak, deep in zip(sizing.deep_occupancy, sizing.deep_depths)
+    )
+    assert [depths for depths, _ in sizing.trials] == [sizing.deep_depths, sizing.depths]
+    assert all(0 < peak <= deep for peak, deep in zip(sizing.deep_occupancy, sizing.deep_depths))
+    # the sized segment, run again on other data: the deep FIFOs' pace and the simulator's values; each FIFO
+    # reports its peak (a wire none)
     sized = rtl_stitch.simulate_segment(model, chain, sources, x, cache_dir, sizing.depths, work_dir)
     assert sized.cached and sized.ii == sizing.deep_ii and sized.ii <= sized.exp_ii
     np.testing.assert_array_equal(sized.output, expected)
+    for depth, peak in zip(sizing.depths, sized.max_occupancy):
+        assert (peak == 0) if depth == 0 else 0 < peak <= depth, (sizing, sized.max_occupancy)
 
 
 # ---------------------------------------------------------------------------
@@ -495,6 +500,6 @@ def test_fifo_sizing_out_of_build_budget_answers_the_deep_depths(parallel_window
     layers = rtl_stitch.segment_layers(model, chain, sources)
     x = np.random.default_rng(5).integers(-8, 8, size=(rtl_stitch.SIZING_SAMPLES, 5, 5, 4))
     fresh_cache = tmp_path / "cache"  # every trial compiles
-    sizing = rtl_stitch.size_segment_fifos(layers, x, fresh_cache, tmp_path / "tops", max_builds=2)
-    assert not sizing.complete and sizing.builds == 2 and len(sizing.trials) == 2  # deep, then direct wires
+    sizing = rtl_stitch.size_segment_fifos(layers, x, fresh_cache, tmp_path / "tops", max_builds=1)
+    assert not sizing.complete and sizing.builds == 1 and len(sizing.trials) == 1  # deep; its confirmation not run
     assert sizing.depths == sizing.deep_depths and sizing.ii == sizing.deep_ii

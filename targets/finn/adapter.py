@@ -187,7 +187,7 @@ class FinnTarget:
         return BuildOutcome(report, verification, summary, [outcome.message])
 
     def _verify_rtl(
-        self, cfg: steps.FinnConfig, dataflow, result, xs: np.ndarray, fpga_part: str, progress
+        self, cfg: steps.FinnConfig, dataflow, result, xs: np.ndarray, fpga_part: str, progress, size: bool = True
     ) -> RtlVerification:
         """Each RTL layer's generated Verilog in Verilator, fed the simulator's own input of that layer; then each
         chain of RTL layers stitched through FIFOs, on the simulator's input of its first layer."""
@@ -195,7 +195,7 @@ class FinnTarget:
 
         tensors = {dataflow.graph.input[0].name: host_input(cfg.parent, xs), **result.dataflow.intermediates}
         cache = (cache_root() or cfg.workdir) / "verilator"
-        return verify_rtl(dataflow, tensors, cfg.sources_dir, cache, fpga_part, progress)
+        return verify_rtl(dataflow, tensors, cfg.sources_dir, cache, fpga_part, progress, size)
 
     def simulate(self, package: Path, card: dict[str, Any], x: np.ndarray, rtlsim: bool = False) -> SimulatedOutputs:
         """The packaged accelerator and its host ops on a batch, in the bit-exact simulator; with `rtlsim`, each
@@ -210,7 +210,7 @@ class FinnTarget:
                 cfg = steps.FinnConfig(None, Path(tmp), sources_dir=package / "sources")
                 cfg.parent = parent
                 part = json.loads((package / "manifest.json").read_text())["board"]["part"]
-                rtl = self._verify_rtl(cfg, dataflow, result, xs, part, lambda message: None)
+                rtl = self._verify_rtl(cfg, dataflow, result, xs, part, lambda message: None, size=False)
                 simulated.agreement[f"RTL layers in Verilator ({len(rtl.verified)}) = simulator"] = (
                     1.0 - rtl.check.mismatch_rate
                 )

@@ -243,6 +243,16 @@ def _memory_images(layers: Sequence[RtlLayer]) -> tuple[dict[str, Path], dict[Pa
     return images, rewrites
 
 
+def _occupancy_port(k: int) -> str:
+    """The top's output carrying the peak occupancy of the FIFO after layer k - 1 (fifo.sv's maxcount)."""
+    return f"fifo{k}{rtlsim.MONITOR_SUFFIX}"
+
+
+def _count_bits(depth: int) -> int:
+    """fifo.sv's count / maxcount width: [$clog2(DEPTH+1):0]."""
+    return depth.bit_length() + 1
+
+
 def _top_verilog(name: str, layers: Sequence[RtlLayer], ports: list[dict], depths: Sequence[int]) -> str:
     first, last = layers[0], layers[-1]
     chain = " -> ".join(layer.name for layer in layers)
@@ -264,6 +274,10 @@ def _top_verilog(name: str, layers: Sequence[RtlLayer], ports: list[dict], depth
     # layer k reads s<k>_in (the top's in0_V for the first) and writes s<k+1>_out (out0_V for the last); a FIFO
     # joins s<k>_out to s<k>_in, a depth of 0 makes them one net
     count = len(layers)
+    for k in range(1, count):  # each FIFO's peak occupancy, read by the testbench at the end of a run
+        if depths[k - 1]:
+            lines[-2] += ","
+            lines.insert(-1, f"    output [{_count_bits(depths[k - 1]) - 1}:0] {_occupancy_port(k)}")
     ins = [[f"in0_V_{s}" for s in _STREAM]] + [[f"s{k}_in_{s}" for s in _STREAM] for k in range(1, count)]
     outs = [ins[k + 1] if not depths[k] else [f"s{k + 1}_out_{s}" for s in _STREAM] for k in range(count - 1)]
     outs.append([f"out0_V_{s}" for s in _STREAM])
@@ -292,7 +306,7 @@ def _top_verilog(name: str, layers: Sequence[RtlLayer], ports: list[dict], depth
             "        .clk(ap_clk), .rst(!ap_rst_n),",
             f"        .idat({idat}), .ivld({ivld}), .irdy({irdy}),",
             f"        .odat({odat}), .ovld({ovld}), .ordy({ordy}),",
-            "        .count(), .maxcount()",
+            f"        .count(), .maxcount({_occupancy_port(k)})",
             "    );",
         ]
     lines += ["endmodule", ""]
@@ -430,11 +444,13 @@ class SegmentResult:
     compile_seconds: float
     cached: bool
     run_seconds: float
+    max_occupancy: tuple[int, ...] = ()  # per connection, the most beats its FIFO held in the batch (0: a wire)
 
     def to_dict(self) -> dict:
         return {
             "layers": list(self.names),
             "fifo_depths": list(self.fifo_depths),
+            "fifo_max_occupancy": list(self.max_occupancy),
             "samples": self.samples,
             "ii_cycles": None if self.ii is None else round(self.ii, 2),
             "ii_cycles_finn_estimate": self.exp_ii,
@@ -506,6 +522,7 @@ def simulate_stitched(
         compile_seconds=batch.compile_seconds,
         cached=batch.cached,
         run_seconds=sum(run.run_seconds for run in runs),
+        max_occupancy=tuple(batch.monitors.get(_occupancy_port(k), 0) for k in range(1, len(layers))),
     )
 
 
@@ -530,7 +547,7 @@ def simulate_segment(
 
 @dataclass
 class FifoSizing:
-    """Per connection, the smallest FIFO depth found that keeps the segment's deep-FIFO throughput."""
+    """Per connection, a FIFO depth that keeps the segment's deep-FIFO throughput, from measured occupancy."""
 
     names: tuple[str, ...]
     depths: tuple[int, ...]  # 0: a direct wire suffices
@@ -541,11 +558,13 @@ class FifoSizing:
     builds: int  # configurations compiled (the others were in the cache)
     seconds: float
     complete: bool = True  # False: the build budget ran out and `depths` are the deep depths (they keep the pace)
+    deep_occupancy: tuple[int, ...] = ()  # per connection, the most beats its deep FIFO held (empty: not run)
 
 
-def _candidates(deep: int) -> list[int]:
-    """0 (a direct wire, as FINN's RemoveShallowFIFOs leaves it), then powers of two from 2 up to `deep`."""
-    return [0] + [1 << k for k in range(1, deep.bit_length()) if 1 << k < deep] + [deep]
+def depth_for_occupancy(peak: int, deep: int) -> int:
+    """A FIFO one beat deeper than the most it held never fills, so its producer never waits on it; one that held
+    no more than FINN's default depth is a direct wire, as FINN's RemoveShallowFIFOs leaves it."""
+    return 0 if peak <= FINN_DEFAULT_FIFO_DEPTH else min(deep, peak + 1)
 
 
 def _sizing_input(layer: RtlLayer, samples: int, seed: int = 0) -> np.ndarray:
@@ -567,12 +586,13 @@ def size_fifos(
     tolerance: float = 0.0,
     progress: Callable[[str], None] = lambda message: None,
 ) -> FifoSizing:
-    """Size each FIFO of a segment by simulation: if direct wires keep the deep-FIFO throughput, all 0; else a
-    binary search per FIFO over 0, 2, 4, ... up to its deep depth with the other FIFOs deep, then the chosen
-    depths together (each doubled until they keep the throughput).
+    """Size each FIFO of a segment by simulation, as FINN sizes FIFOs with rtlsim: run the segment with deep
+    FIFOs, read how many beats each one held at most (fifo.sv's maxcount), make each one beat deeper than that
+    (a wire where it held two or fewer), and run that to confirm it keeps the deep-FIFO throughput; if it does
+    not, deepen them (doubling) until it does.
 
-    Throughput is the measured II; a depth keeps it if II <= deep II x (1 + tolerance). Every configuration is
-    one build (seconds; cached by the top's source) and two short runs. `x`: the batch, else `samples` random ones.
+    Throughput is the measured II; depths keep it if II <= deep II x (1 + tolerance). Every configuration is one
+    build (seconds; cached by the top's source) and two short runs. `x`: the batch, else `samples` random ones.
     """
     layers = segment_layers(dataflow, nodes, sources_dir)
     x = _sizing_input(layers[0], samples) if x is None else x
@@ -601,10 +621,10 @@ def size_segment_fifos(
         raise SimulationError("FIFO sizing needs a batch of two samples or more.", fix=f"e.g. {SIZING_SAMPLES}")
     deep = deep_depths(layers)
     trials: list[tuple[tuple[int, ...], float]] = []
-    measured: dict[tuple[int, ...], float] = {}
+    measured: dict[tuple[int, ...], SegmentResult] = {}
     builds = 0
 
-    def ii(depths: tuple[int, ...]) -> float:
+    def run(depths: tuple[int, ...]) -> SegmentResult:
         nonlocal builds
         if depths not in measured and max_builds is not None and builds >= max_builds and deep in measured:
             raise _BudgetSpent
@@ -612,38 +632,26 @@ def size_segment_fifos(
             progress(f"FIFO sizing of {names[0]} -> {names[-1]}: depths {list(depths)}")
             result = simulate_stitched(stitch(layers, depths, work_dir), layers, x, cache_dir)
             builds += not result.cached
-            measured[depths] = result.ii
+            measured[depths] = result
             trials.append((depths, result.ii))
         return measured[depths]
 
-    wires = (0,) * len(deep)
-    if reachable_ii is not None and ii(wires) <= reachable_ii * (1 + tolerance) + 1e-9:
-        return FifoSizing(names, wires, ii(wires), deep, None, trials, builds, round(time.perf_counter() - began, 3))
-    deep_ii = ii(deep)
-
-    def keeps(depths: tuple[int, ...]) -> bool:
-        return ii(depths) <= deep_ii * (1 + tolerance) + 1e-9
-
-    chosen = [0] * len(deep)  # direct wires often keep the pace: then two builds suffice
-    try:
-        for k in range(len(deep)) if not keeps(tuple(chosen)) else ():
-            options = _candidates(deep[k])
-            low, high = 0, len(options) - 1  # options[high] (deep) keeps the throughput
-            while low < high:
-                middle = (low + high) // 2
-                if keeps(tuple(options[middle] if j == k else d for j, d in enumerate(deep))):
-                    high = middle
-                else:
-                    low = middle + 1
-            chosen[k] = options[low]
-        while not keeps(tuple(chosen)):  # FIFOs that suffice one at a time may not together: deepen all
-            chosen = [min(deep[k], max(2, 2 * d)) for k, d in enumerate(chosen)]
-    except _BudgetSpent:
+    def sizing(depths: tuple[int, ...], deep_ii: float | None, complete: bool = True) -> FifoSizing:
+        peaks = measured[deep].max_occupancy if deep in measured else ()
         seconds = round(time.perf_counter() - began, 3)
-        return FifoSizing(names, deep, deep_ii, deep, deep_ii, trials, builds, seconds, complete=False)
-    return FifoSizing(
-        names, tuple(chosen), ii(tuple(chosen)), deep, deep_ii, trials, builds, round(time.perf_counter() - began, 3)
-    )
+        return FifoSizing(names, depths, run(depths).ii, deep, deep_ii, trials, builds, seconds, complete, peaks)
+
+    wires = (0,) * len(deep)
+    if reachable_ii is not None and run(wires).ii <= reachable_ii * (1 + tolerance) + 1e-9:
+        return sizing(wires, None)
+    deep_ii = run(deep).ii
+    chosen = tuple(depth_for_occupancy(peak, d) for peak, d in zip(run(deep).max_occupancy, deep))
+    try:
+        while run(chosen).ii > deep_ii * (1 + tolerance) + 1e-9:  # rare: the FIFO kinds' latencies differ
+            chosen = tuple(min(d, max(2, 2 * c)) for c, d in zip(chosen, deep))
+    except _BudgetSpent:
+        return sizing(deep, deep_ii, complete=False)
+    return sizing(chosen, deep_ii)
 
 
 class _BudgetSpent(Exception):

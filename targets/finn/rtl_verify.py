@@ -21,7 +21,14 @@ from sdk.errors import SimulationError
 from sdk.report import Table
 from sdk.verify import Check
 from targets.finn.rtl_stitch import SegmentVerification, converter_tensors, verify_segments, with_width_converters
-from targets.finn.rtlsim import KNOWN_FAILURES, SUPPORTED_RTL_OPS, build_layer, rtl_layer, simulate_layer
+from targets.finn.rtlsim import (
+    KNOWN_FAILURES,
+    SUPPORTED_RTL_OPS,
+    build_layer,
+    rtl_layer,
+    simulate_layer,
+    wants_optimized,
+)
 
 RTL_PREFERRED = ("Thresholding", "FMPadding", "ConvolutionInputGenerator", "StreamingDataWidthConverter", "MVAU")
 
@@ -103,7 +110,8 @@ def verify_rtl_layers(
             continue
         progress(f"RTL simulation of {node.name} (Verilator)")
         layer = rtl_layer(dataflow, node, sources_dir / node.name)
-        build_layer(layer, cache_dir)  # no Verilator, or RTL it cannot compile: raised, the deploy stops (exit 2)
+        # no Verilator, or RTL it cannot compile: raised, the deploy stops (exit 2)
+        build_layer(layer, cache_dir, wants_optimized(layer, len(tensors[node.input[0]])))
         try:
             run = simulate_layer(layer, tensors[node.input[0]], cache_dir)
         except SimulationError as error:  # the generated hardware hung, stopped or fell out of step: it fails
@@ -156,10 +164,12 @@ def verify_rtl(
     cache_dir: Path,
     fpga_part: str,
     progress: Callable[[str], None] = lambda message: None,
+    size: bool = True,
 ) -> RtlVerification:
     """Every RTL layer alone (verify_rtl_layers), then every chain of RTL layers stitched through FIFOs, width
-    converters inserted where FINN's stitching inserts them, its FIFOs sized by simulation. `tensors`: graph
-    tensor name -> batch, the accelerator's input and every node's output in the simulator."""
+    converters inserted where FINN's stitching inserts them, with `size` its FIFOs sized by simulation (a deploy;
+    `sdk simulate` checks a package whose FIFOs are sized already). `tensors`: graph tensor name -> batch, the
+    accelerator's input and every node's output in the simulator."""
     result = verify_rtl_layers(dataflow, tensors, sources_dir, cache_dir, progress)
     try:
         stitched_graph, converters = with_width_converters(dataflow, fpga_part, cache_dir)
@@ -172,6 +182,7 @@ def verify_rtl(
         converter_tensors(stitched_graph, tensors),
         sources_dir,
         cache_dir,
+        size=size,
         progress=progress,
         converter_sources=converters,
     )
