@@ -46,9 +46,14 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session", autouse=True)
 def export_cache(tmp_path_factory):
-    """Deploys cache their exports in a folder of this test run, not in the user's ~/.cache (subprocesses too)."""
-    os.environ["SDK_CACHE_DIR"] = str(tmp_path_factory.mktemp("export-cache"))
-    return Path(os.environ["SDK_CACHE_DIR"])
+    """Deploys cache their exports and Verilator builds in a folder of this test run, not in the user's ~/.cache
+    (subprocesses too). The workers of one run share it, as deploys on one machine do: an export or a build one
+    worker made, or is making, the others reuse."""
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "sdk-cache"
+    shared.mkdir(exist_ok=True)
+    os.environ["SDK_CACHE_DIR"] = str(shared)
+    return shared
 
 
 def committed_run(name: str, tmp_path_factory) -> Path:

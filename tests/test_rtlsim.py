@@ -7,7 +7,6 @@ code generation); each RTL layer then streams random batches through its Verilog
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -249,10 +248,9 @@ def test_second_build_is_cached_and_new_thresholds_reuse_it(board, cache_dir, tm
     x = _threshold_input(case, seed=3)
     built = rtlsim.simulate_node(first.model, node, x, cache_dir, sources_dir=first.sources / node.name)
     assert not built.cached and built.compile_seconds > 0
-    began = time.perf_counter()
     again = rtlsim.simulate_node(first.model, node, x, cache_dir, sources_dir=first.sources / node.name)
+    # found in the cache: no compiler ran
     assert again.cached and again.build.key == built.build.key and again.compile_seconds == built.compile_seconds
-    assert time.perf_counter() - began < 2.0  # no compiler ran
     np.testing.assert_array_equal(again.output, built.output)
     # retrained thresholds, same layer shape: the memory images change, the Verilog does not
     second = _generate_thresholding(case, board, tmp_path / "b", seed=11)
@@ -276,10 +274,8 @@ def test_deadlock_guard_stops_a_starved_layer(int8_layer, cache_dir):
     x = _threshold_input(case, seed=4)
     beats = rtlsim.pack_beats(x.reshape(-1, layer.inp.elements), layer.inp.datatype, build.port_bytes("in0_V"))
     half = len(beats) // 2
-    began = time.perf_counter()
-    with pytest.raises(SimulationError) as error:
+    with pytest.raises(SimulationError) as error:  # stopped by the guard, not left hanging
         rtlsim.stream(build, layer, beats[:half], out_beats=len(beats), idle_limit=500)
-    assert time.perf_counter() - began < 5
     message = error.value.render()
     assert "no output beat for 500 cycles" in message and f"{half} of {len(beats)} output beats" in message
     assert "where:" in message and "fix:" in message
