@@ -598,9 +598,40 @@ def _yaml_files(folder: Path) -> list[Path]:
     return [p for p in sorted(folder.glob("*.yaml")) if p.resolve() != SCHEMA_PATH]
 
 
+_LOADED: dict[tuple, dict[str, Board]] = {}  # load_boards' results by _files_read (a few at most)
+
+
+def _files_read(folders: list[Path]) -> tuple | None:
+    """Each file load_boards reads, with its identity, size and change times: an edited file is read again.
+    None when one cannot be looked at (reading it reports why)."""
+    paths = [SCHEMA_PATH]
+    for folder in folders:
+        paths += [*_yaml_files(folder), *_yaml_files(folder / PARTS_DIRNAME)]
+    try:
+        stats = [(str(p), p.stat()) for p in paths]
+    except OSError:
+        return None
+    return tuple((name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) for name, st in stats)
+
+
 def load_boards(dirs: list[Path] | None = None) -> dict[str, Board]:
-    """All boards by name; a later folder may not redefine a board silently."""
+    """All boards by name; a later folder may not redefine a board silently.
+
+    Parsed once per process while the files stay as they are: a deploy to several targets, or a script
+    calling get_board in a loop, reads the folders once (about 0.1 s each time)."""
     folders = _existing(dirs)
+    files = _files_read(folders)
+    if files is not None and files in _LOADED:
+        return dict(_LOADED[files])
+    boards = _read_boards(folders)
+    if files is not None:
+        if len(_LOADED) >= 4:
+            _LOADED.clear()
+        _LOADED[files] = boards
+    return dict(boards)
+
+
+def _read_boards(folders: list[Path]) -> dict[str, Board]:
     parts = load_parts(folders)
     boards: dict[str, Board] = {}
     for folder in folders:

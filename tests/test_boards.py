@@ -393,6 +393,14 @@ finn: {board: Pynq-Z2, shell: zynq}
     board = get_board("My-Zynq")
     assert board.part == "xc7z020clg400-1" and board.capacity["lut"] == 53200 and board.clock_mhz == 125
     assert board.path == tmp_path / "my-zynq.yaml" and "my-zynq" in load_boards()
+    # boards are parsed once per process, but an edited file is read again, and a broken one is refused
+    _write(tmp_path, "my-zynq", text.replace("clock_mhz: 125", "clock_mhz: 100"))
+    assert get_board("my-zynq").clock_mhz == 100
+    _write(tmp_path, "my-zynq", text.replace("clock_mhz: 125", "clock_mhz: fast"))
+    with pytest.raises(BoardError, match="clock_mhz"):
+        get_board("my-zynq")
+    (tmp_path / "my-zynq.yaml").unlink()
+    assert "my-zynq" not in load_boards()
 
 
 def test_user_part_file_in_the_folders_parts(tmp_path, monkeypatch):
