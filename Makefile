@@ -30,10 +30,10 @@ lint: $(STAMP)
 
 # every core (pytest-xdist), a test file per worker at a time: see tests/conftest.py
 test: lint
-	$(PY) -m pytest -q -ra -n auto --dist loadfile
+	$(PY) -m pytest -q -ra -n auto --dist loadfile --no-loadscope-reorder
 
 test-fast: lint
-	$(PY) -m pytest -q -ra -n auto --dist loadfile -m "not slow"
+	$(PY) -m pytest -q -ra -n auto --dist loadfile --no-loadscope-reorder -m "not slow"
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_fashion_mnist.py

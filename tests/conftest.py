@@ -25,17 +25,20 @@ import pytest
 from sdk.export import export_run
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-# the longest files first (measured with --durations): they set the run's length when they start late
+# the longest files first (measured with --durations): they set the run's length when they start late. The
+# Makefile passes --no-loadscope-reorder: xdist would otherwise order files by their number of tests.
 LONGEST_FIRST = (
-    "test_end_to_end.py",
-    "test_rtl_stitch.py",
     "test_rtlsim.py",
-    "test_examples.py",
-    "test_rtl_deploy.py",
-    "test_deploy_tflite.py",
-    "test_export.py",
     "test_fuzz.py",
     "test_deploy_finn.py",
+    "test_rtl_stitch.py",
+    "test_cli.py",
+    "test_examples.py",
+    "test_end_to_end.py",
+    "test_rtl_deploy.py",
+    "test_export.py",
+    "test_deploy_tflite.py",
+    "test_own_models.py",
 )
 
 
