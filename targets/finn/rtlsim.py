@@ -746,7 +746,7 @@ def _global_objects(obj: Path) -> list[str]:
     return names
 
 
-OPTIMIZE_ABOVE_CYCLES = 2_000_000  # runs longer than this get a compiler-optimised build (see wants_optimized)
+OPTIMIZE_ABOVE_CYCLES = 300_000  # runs longer than this get a compiler-optimised build (see wants_optimized)
 
 
 def _opt_flags(optimize: bool) -> tuple[str, ...]:
@@ -758,8 +758,8 @@ def _opt_flags(optimize: bool) -> tuple[str, ...]:
 def wants_optimized(layer: RtlLayer, samples: int) -> bool:
     """Whether a run of `samples` is long enough to repay an optimised build.
 
-    Measured on this SDK's layers: -O0 compiles in about 40 % of -Os's time (minutes saved on an unrolled
-    matrix layer) and runs about 7x slower per cycle, so it wins until a run takes millions of cycles."""
+    benchmarks/rtl_build_levels.py: -O0 compiles in 42-94 % of -Os's time (the larger the design, the more
+    it saves) and runs 8-9x slower per cycle; the two break even at 0.1-0.5M cycles of a run."""
     per_sample = max(layer.exp_cycles, layer.inp.beats, layer.out.beats)
     return samples * per_sample > OPTIMIZE_ABOVE_CYCLES
 
