@@ -530,6 +530,13 @@ def test_deploy_with_rtlsim_runs_every_rtl_layer_in_verilator_and_fails_naming_a
     }  # MVAU_rtl_0: fc
     assert layers <= set(rtl["verified_at_rtl"])
     assert any(name.startswith(("MVAU_hls", "Pool_hls")) for name in rtl["graph_level_only"])  # named, not skipped
+    # the second chain needs FIFOs: sized from the peaks of a deep-FIFO run, each at least its peak (a wire where
+    # the peak was FINN's default depth or less)
+    sized = [s for s in rtl["stitched"]["segments"] if s["fifo_max_occupancy_deep"]]
+    assert sized and all(any(s["sized_fifo_depths"]) for s in sized)
+    for segment in sized:
+        pairs = list(zip(segment["sized_fifo_depths"], segment["fifo_max_occupancy_deep"]))
+        assert all(depth >= peak for depth, peak in pairs if peak > 2), pairs
     x = np.random.default_rng(0).integers(0, 256, size=(12, 1, 8, 8), dtype=np.uint8)
     np.savez(tmp_path / "x.npz", x=x)
     from sdk.simulation import simulate_package

@@ -562,8 +562,9 @@ class FifoSizing:
 
 
 def depth_for_occupancy(peak: int, deep: int) -> int:
-    """A FIFO one beat deeper than the most it held never fills, so its producer never waits on it; one that held
-    no more than FINN's default depth is a direct wire, as FINN's RemoveShallowFIFOs leaves it."""
+    """One beat deeper than the most a deep FIFO held: room for every burst it saw (the confirming run checks the
+    pace, since the shallower FIFO's kind and latency may differ); one that held no more than FINN's default
+    depth is a direct wire, as FINN's RemoveShallowFIFOs leaves it."""
     return 0 if peak <= FINN_DEFAULT_FIFO_DEPTH else min(deep, peak + 1)
 
 
@@ -786,6 +787,7 @@ class SegmentVerification:
                     "ii_cycles_sized_fifos": None if sizing is None else round(sizing.ii, 2),
                     "sizing_seconds": None if sizing is None else sizing.seconds,
                     "sizing_complete": None if sizing is None else sizing.complete,
+                    "fifo_max_occupancy_deep": None if sizing is None else list(sizing.deep_occupancy),
                     "compile_seconds": round(r.compile_seconds, 3),
                     "cached": r.cached,
                     "run_seconds": round(r.run_seconds, 3),
