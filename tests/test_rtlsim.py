@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hw_graphs import HW, hw_graph
 
 from sdk.errors import SimulationError
 from targets.finn import rtlsim
 
-HW = "finn.custom_op.fpgadataflow"
 SAMPLES = 64
 
 
@@ -31,27 +31,6 @@ def board():
 def cache_dir(tmp_path_factory) -> Path:
     """One build cache for the module: each layer compiles once, Verilator's runtime objects once in all."""
     return tmp_path_factory.mktemp("rtlsim_cache")
-
-
-def _graph(nodes, shapes: dict[str, tuple], initializers: dict, input_dtype: str):
-    from onnx import TensorProto, helper
-    from qonnx.core.datatype import DataType
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.transformation.infer_datatypes import InferDataTypes
-    from qonnx.transformation.infer_shapes import InferShapes
-    from qonnx.util.basic import qonnx_make_model
-
-    def info(name):
-        return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shapes[name]))
-
-    first, last = nodes[0].input[0], nodes[-1].output[0]
-    hidden = [info(n) for n in shapes if n not in (first, last)]
-    graph = helper.make_graph(nodes, "rtlsim_test", [info(first)], [info(last)], value_info=hidden)
-    model = ModelWrapper(qonnx_make_model(graph, producer_name="sdk-test"))
-    for name, value in initializers.items():
-        model.set_initializer(name, np.asarray(value, dtype=np.float32))
-    model.set_tensor_datatype(first, DataType[input_dtype])
-    return model.transform(InferShapes()).transform(InferDataTypes())
 
 
 # ---------------------------------------------------------------------------
@@ -161,7 +140,7 @@ def _threshold_graph(case: ThresholdCase, seed: int):
     )
     rows = 1 if case.shared else case.channels
     thresholds = np.sort(rng.integers(case.low, case.high + 1, size=(rows, case.steps)), axis=1)
-    return _graph([node], {"x": shape, "y": shape}, {"thr": thresholds}, case.in_dtype)
+    return hw_graph([node], {"x": shape, "y": shape}, {"thr": thresholds}, case.in_dtype)
 
 
 def _generate_thresholding(case: ThresholdCase, board, workdir: Path, seed: int = 0) -> Generated:
@@ -396,7 +375,7 @@ def _window_graph(stride: int, seed: int):
     ]
     shapes = {"x": (1, 5, 5, c), "xp": (1, 7, 7, c), "w": (1, ofm, ofm, k * k * c), "y": (1, ofm, ofm, k * k * c)}
     thresholds = np.sort(np.random.default_rng(seed).integers(-8, 9, size=(k * k * c, 3)), axis=1)
-    return _graph(nodes, shapes, {"thr": thresholds}, "INT4")
+    return hw_graph(nodes, shapes, {"thr": thresholds}, "INT4")
 
 
 @pytest.mark.slow  # compiles four layers per case
@@ -453,7 +432,7 @@ def _depthwise_window_graph(channels: int):
         outputDataType="UINT2",
         depthwise=1,
     )
-    return _graph([node], {"x": (1, 6, 6, channels), "w": (1, 3, 3, 4 * channels)}, {}, "UINT2")
+    return hw_graph([node], {"x": (1, 6, 6, channels), "w": (1, 3, 3, 4 * channels)}, {}, "UINT2")
 
 
 @pytest.mark.slow  # compiles one layer
@@ -753,7 +732,7 @@ def _generate_mvau(case: MvauCase, workdir: Path, seed: int = 0) -> Generated:
         preferred_impl_style="rtl",
     )
     shapes = {"x": (1, *case.vectors, case.mw), "y": (1, *case.vectors, case.mh)}
-    model = _graph([node], shapes, {"w": _mvau_weights(case, seed)}, case.in_dtype)
+    model = hw_graph([node], shapes, {"w": _mvau_weights(case, seed)}, case.in_dtype)
     model.set_tensor_datatype("w", DataType[case.weight_dtype])
     prepare_finn(workdir / "finn")
     cfg = steps.FinnConfig(get_board(case.board), workdir, sources_dir=workdir / "sources")

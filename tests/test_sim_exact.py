@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hw_graphs import HW, hw_graph
 
 from targets.finn import kernels
 from targets.finn.simulator import SimulationError, count_thresholds, prepare_dataflow, simulate_dataflow
-
-HW = "finn.custom_op.fpgadataflow"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -25,24 +24,6 @@ def finn_ready(tmp_path_factory) -> None:
     from targets.finn.environment import prepare_finn
 
     prepare_finn(tmp_path_factory.mktemp("finn_build"))
-
-
-def _model(nodes, shapes: dict[str, tuple], initializers: dict, input_dtype: str):
-    """A graph of real FINN nodes: the first shape is its input, the last its output."""
-    from onnx import TensorProto, helper
-    from qonnx.core.datatype import DataType
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.util.basic import qonnx_make_model
-
-    info = {name: helper.make_tensor_value_info(name, TensorProto.FLOAT, list(s)) for name, s in shapes.items()}
-    names = list(shapes)
-    hidden = [info[n] for n in names[1:-1]]
-    graph = helper.make_graph(nodes, "exact", [info[names[0]]], [info[names[-1]]], value_info=hidden)
-    model = ModelWrapper(qonnx_make_model(graph, producer_name="sdk-test"))
-    for name, value in initializers.items():
-        model.set_initializer(name, np.asarray(value, dtype=np.float32))
-    model.set_tensor_datatype(names[0], DataType[input_dtype])
-    return model
 
 
 def _mvau(x_type: str, w_type: str, weights: np.ndarray, thresholds=None, out_type="INT32", act_val=0, xnor=0):
@@ -72,7 +53,7 @@ def _mvau(x_type: str, w_type: str, weights: np.ndarray, thresholds=None, out_ty
         binaryXnorMode=xnor,
         numInputVectors=[1],
     )
-    return _model([node], {"x": (1, mw), "y": (1, mh)}, initializers, x_type)
+    return hw_graph([node], {"x": (1, mw), "y": (1, mh)}, initializers, x_type, infer=False)
 
 
 def _reference_mvau(x, weights, thresholds=None, act_val=0, xnor=False, bipolar=False, bipolar_out=False):
@@ -235,7 +216,7 @@ def _vvau_model(x_type: str, weights: np.ndarray, thresholds=None, w_type="INT4"
         noActivation=int(thresholds is None),
     )
     shapes = {"x": (1, 2, 2, k * k * channels), "y": (1, 2, 2, channels)}
-    return _model([node], shapes, initializers, x_type)
+    return hw_graph([node], shapes, initializers, x_type, infer=False)
 
 
 @pytest.mark.parametrize("x_type, high, w_type, w_high", [("UINT4", 15, "INT4", 7), ("INT32", 2**30, "INT20", 2**19)])
@@ -275,7 +256,7 @@ def _thresholding_model(
         ActVal=act_val,
     )
     shape = (*rows, channels)
-    return _model([node], {"x": shape, "y": shape}, {"t": thresholds}, x_type)
+    return hw_graph([node], {"x": shape, "y": shape}, {"t": thresholds}, x_type, infer=False)
 
 
 @pytest.mark.parametrize("steps", [1, 3, 16, 17, 40])
@@ -312,7 +293,7 @@ def test_blocks_of_rows_and_narrow_activations_change_nothing(monkeypatch):
     mvau = _mvau("UINT2", "INT2", weights, thresholds, out_type="UINT2").graph.node[0]
     mvau.input[0], mvau.input[2] = "a", "t2"
     shapes = {"x": (1, 12), "a": (1, 12), "y": (1, 5)}
-    model = _model([activation, mvau], shapes, {"t": first, "w": weights, "t2": thresholds}, "INT8")
+    model = hw_graph([activation, mvau], shapes, {"t": first, "w": weights, "t2": thresholds}, "INT8", infer=False)
     expected = _reference_mvau(counts, weights, model.get_initializer("t2").astype(np.float64))
     whole = simulate_dataflow(model, x)
     assert _unit_of(model, 1).blocked and whole.intermediates["a"].dtype == np.int64
@@ -361,7 +342,7 @@ def test_unknown_ranges_are_decided_per_call():
     )
     mvau = _mvau("INT32", "INT8", weights).graph.node[0]
     mvau.input[0] = "s"
-    model = _model([add, mvau], {"x": (1, 8), "s": (1, 8), "y": (1, 3)}, {"w": weights}, "INT32")
+    model = hw_graph([add, mvau], {"x": (1, 8), "s": (1, 8), "y": (1, 3)}, {"w": weights}, "INT32", infer=False)
     assert not _unit_of(model, 1).product.static32
     rng = np.random.default_rng(4)
     for high in (100, 2**14, 2**30):  # float32, float64 (sum of |w| * 2 * high crosses 2**24 at 2**14)
@@ -641,7 +622,7 @@ def test_windows_into_an_mvau_block_by_block(monkeypatch, stride, dilation):
         "p": (1, out_side, out_side, patches.shape[-1]),
         "y": (1, out_side, out_side, outputs),
     }
-    model = _model([swg, mvau], shapes, {"w": weights, "t": thresholds}, "UINT8")
+    model = hw_graph([swg, mvau], shapes, {"w": weights, "t": thresholds}, "UINT8", infer=False)
     expected = _reference_count(acc, _stored(model)).reshape(len(x), out_side, out_side, outputs)
     monkeypatch.setattr(kernels, "_ACC_BLOCK", outputs * out_side * out_side * 4)  # 4 samples a block, 3 at the end
     plan = prepare_dataflow(model)
@@ -679,7 +660,7 @@ def test_windows_into_a_pool(function):
         "p": (1, out_side, out_side, kernel * kernel * channels),
         "y": (1, out_side, out_side, channels),
     }
-    model = _model([swg, pool], shapes, {}, "INT4")
+    model = hw_graph([swg, pool], shapes, {}, "INT4", infer=False)
     x = rng.integers(-8, 8, size=(17, side, side, channels))
     x[0] = -8  # negative sums: AvgPool divides towards zero, QuantAvgPool shifts towards minus infinity
     windows = _reference_windows(x, kernel, kernel).reshape(len(x), out_side, out_side, kernel * kernel, channels)

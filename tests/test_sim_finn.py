@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hw_graphs import HW, hw_graph
 
 from targets.finn.simulator import SUPPORTED_OPS, SimulationError, simulate_dataflow, simulate_parent
 
@@ -167,31 +168,6 @@ def test_fifos_and_width_converters_change_nothing(graphs, digits):
 # ---------------------------------------------------------------------------
 # layers the zoo models above do not use, in small graphs of real FINN nodes
 
-HW = "finn.custom_op.fpgadataflow"
-
-
-def _graph(
-    nodes, inputs: dict[str, tuple], shapes: dict[str, tuple], output: str, initializers: dict, input_dtype: str
-):
-    from onnx import TensorProto, helper
-    from qonnx.core.datatype import DataType
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.transformation.infer_datatypes import InferDataTypes
-    from qonnx.transformation.infer_shapes import InferShapes
-    from qonnx.util.basic import qonnx_make_model
-
-    def info(name):
-        return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shapes[name]))
-
-    (in_name,) = inputs
-    hidden = [info(n) for n in shapes if n not in inputs and n != output]
-    graph = helper.make_graph(nodes, "sim_test", [info(in_name)], [info(output)], value_info=hidden)
-    model = ModelWrapper(qonnx_make_model(graph, producer_name="sdk-test"))
-    for name, value in initializers.items():
-        model.set_initializer(name, np.asarray(value, dtype=np.float32))
-    model.set_tensor_datatype(in_name, DataType[input_dtype])
-    return model.transform(InferShapes()).transform(InferDataTypes())
-
 
 def _stream_ops_graph(rng):
     """Thresholding (per-channel, shared, BIPOLAR), DuplicateStreams, ElementwiseAdd, Pool, GlobalAccPool,
@@ -329,7 +305,7 @@ def _stream_ops_graph(rng):
         "y": (1, 1, 1, 3),
     }
     thresholds = {"thr0": np.sort(rng.integers(-8, 9, size=(c, 3)), axis=1), "thr1": [[0.5]]}
-    model = _graph(nodes, {"x": image}, shapes, "y", thresholds, "INT4")
+    model = hw_graph(nodes, shapes, thresholds, "INT4")
     return model, rng.integers(-8, 8, size=(40, *image[1:]))
 
 
@@ -469,7 +445,7 @@ def _vector_units_graph(rng):
         "mt0": rng.integers(-20, 21, size=(1, 1)) + 0.25,
         "mw1": rng.choice([-1, 1], size=(mh, 3)),
     }
-    model = _graph(nodes, {"x": shapes["x"]}, shapes, "y", initializers, "UINT2")
+    model = hw_graph(nodes, shapes, initializers, "UINT2")
     return model, rng.integers(0, 4, size=(30, 5, 5, c))
 
 
