@@ -773,13 +773,12 @@ def build_layer(layer: RtlLayer, cache_dir: Path, optimize: bool = False) -> Rtl
     """
     tool = find_verilator()
     cache_dir = Path(cache_dir)
-    wanted = [True] if optimize else [False, True]
-    for level in wanted:
-        key = _cache_key(tool, layer, level)
+    keys = {level: _cache_key(tool, layer, level) for level in ((True,) if optimize else (False, True))}
+    for key in keys.values():
         found = _cached_build(cache_dir / f"{layer.top}-{key[:16]}", key)
         if found is not None:
             return found
-    key = _cache_key(tool, layer, optimize)
+    key = keys[optimize]
     entry = cache_dir / f"{layer.top}-{key[:16]}"
     cache_dir.mkdir(parents=True, exist_ok=True)
     with _compile_lock(cache_dir, entry.name):  # another process compiling the same build: wait for it, reuse it
