@@ -164,7 +164,7 @@ def _weight_bytes(model: Path) -> tuple[int, int]:
     interpreter = Interpreter(model_path=str(model))
     interpreter.allocate_tensors()
     for detail in interpreter.get_tensor_details():
-        if detail["name"].endswith("Gemm_3/weights"):  # the TFC graph's classifier node
+        if detail["name"].endswith("MatMul_3/weights"):  # the TFC graph's classifier node
             weights = interpreter.get_tensor(detail["index"]).tobytes()
             return model.read_bytes().index(weights), len(weights)
     raise AssertionError("no classifier weights in the file")

@@ -54,7 +54,7 @@ def _write(model: torch.nn.Module, card: dict, folder: Path, **options) -> Writt
     return Written(model, card, path, write_tflite(onnx, card, path, **options), onnx)
 
 
-HIDDEN = ["Gemm_0", "Gemm_1", "Gemm_2"]  # the TFC graph's node names: three hidden layers and the classifier
+HIDDEN = ["MatMul_0", "MatMul_1", "MatMul_2"]  # the TFC graph's node names: three hidden layers and the classifier
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_litert_reference_equals_golden_on_every_tensor(written, samples, bits):
     golden = run_golden(w.path, x)
     assert set(golden) == {"input", "logits_float"} | {
         f"{name}{suffix}" for name in HIDDEN for suffix in ("", "/pre_clamp")
-    } | {"Gemm_3"}
+    } | {"MatMul_3"}
     for name, value in golden.items():
         assert lite[name].dtype == value.dtype, name
         np.testing.assert_array_equal(lite[name], value, err_msg=f"tensor {name}")
@@ -121,7 +121,7 @@ def test_litert_reference_equals_golden_on_every_tensor(written, samples, bits):
 def test_hidden_activations_within_one_lsb_of_brevitas(written, samples, bits):
     stats = _compare_with_brevitas(written[bits], samples[0])
     print(f"\n{bits} vs Brevitas (max LSB, mismatch rate): {stats}")
-    assert set(stats) == {*HIDDEN, "Gemm_3"}
+    assert set(stats) == {*HIDDEN, "MatMul_3"}
     for act, (max_diff, rate) in stats.items():
         assert max_diff <= 1, f"{act}: {max_diff} LSB"
         assert rate < 0.05, f"{act}: mismatch rate {rate:.2%}"
@@ -172,7 +172,7 @@ def test_float_input_adds_exact_quantize(written, samples, tmp_path):
     for name, value in golden.items():
         np.testing.assert_array_equal(lite[name], value, err_msg=f"tensor {name}")
     np.testing.assert_array_equal(golden["input/int8"], _int8_input(samples[0]))
-    np.testing.assert_array_equal(golden["Gemm_3"], run_golden(w.path, _int8_input(samples[0]))["Gemm_3"])
+    np.testing.assert_array_equal(golden["MatMul_3"], run_golden(w.path, _int8_input(samples[0]))["MatMul_3"])
 
 
 def test_negative_batchnorm_factors_negate_channels(written, samples, tfc_run, tmp_path):
@@ -252,6 +252,6 @@ def test_a_differing_runtime_tensor_is_named(written, samples):
     golden = run_golden(w.path, _int8_input(samples[0]))
     assert compare_with_runtime("LiteRT", golden, golden).passed
     tampered = {name: value.copy() for name, value in golden.items()}
-    tampered["Gemm_1"][3, 5] += 1
+    tampered["MatMul_1"][3, 5] += 1
     check = compare_with_runtime("LiteRT", tampered, golden)
-    assert not check.passed and check.first_difference == "Gemm_1" and check.mismatch_rate == 1 / NUM_SAMPLES
+    assert not check.passed and check.first_difference == "MatMul_1" and check.mismatch_rate == 1 / NUM_SAMPLES
