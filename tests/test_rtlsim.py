@@ -7,6 +7,7 @@ code generation); each RTL layer then streams random batches through its Verilog
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -242,6 +243,27 @@ def test_second_build_is_cached_and_new_thresholds_reuse_it(board, cache_dir, tm
     generated = _generate_thresholding(other, board, tmp_path / "c", seed=10)
     layer = rtlsim.rtl_layer(generated.model, node.name, generated.sources / node.name)
     assert rtlsim._cache_key(rtlsim.find_verilator(), layer) != built.build.key
+
+
+@pytest.mark.slow
+def test_builds_share_a_precompiled_header_and_a_damaged_one_is_compiled_around(int8_layer, tmp_path):
+    case, generated = int8_layer
+    node = generated.node("Thresholding_rtl")
+    layer = rtlsim.rtl_layer(generated.model, node, generated.sources / node.name)
+    x = _threshold_input(case, seed=5)
+    expected = _numpy_output(generated, x)
+    cache = tmp_path / "cache"
+    first = rtlsim.simulate_layer(layer, x, cache)
+    (header,) = cache.glob("verilator-pch-*/*.gch/O0.gch")  # made by the first build, for its -O0 compile
+    assert not first.cached and header.stat().st_size > 1_000_000
+    np.testing.assert_array_equal(first.output, expected)
+    shutil.rmtree(first.build.directory)  # the layer is compiled again, with the damaged header in the cache
+    header.write_bytes(header.read_bytes()[:100_000])  # truncated: GCC stops on it instead of ignoring it
+    again = rtlsim.simulate_layer(layer, x, cache)
+    assert not again.cached and not header.exists()  # compiled without it, and the damaged header is gone
+    np.testing.assert_array_equal(again.output, expected)
+    third = rtlsim.simulate_layer(layer, x, cache)
+    assert third.cached
 
 
 @pytest.mark.slow

