@@ -2,16 +2,18 @@
 
 A user's small conv net (tests/test_rtlsim.py's) is deployed with --rtlsim once to get its generated RTL; then
 some of its layers and its first stitched chain are compiled at both levels into fresh caches (Verilator's
-runtime objects copied in, as in a warm cache) and run on enough random samples that each run takes over
-0.5 s. Median of --runs compiles and runs per level, the levels taking turns. Printed per design: compile
-seconds, run seconds per million cycles, and the break-even run length in cycles, above which -Os repays
-its longer compile (rtlsim.OPTIMIZE_ABOVE_CYCLES is the SDK's choice).
+runtime objects and the shared precompiled verilated.h copied in, as in a warm cache) and run on enough random
+samples that each run takes over 0.5 s. A third build per design compiles at -O0 without the precompiled
+header, as every build did before it. Median of --runs compiles and runs per level, the levels taking turns.
+Printed per design: compile seconds, run seconds per million cycles, and the break-even run length in cycles,
+above which -Os repays its longer compile (rtlsim.OPTIMIZE_ABOVE_CYCLES is the SDK's choice).
 Usage: python benchmarks/rtl_build_levels.py [--runs 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -40,18 +42,49 @@ def _designs(package: Path):
     return [*designs, (f"chain of {len(chain)} layers", top)]
 
 
-def _time_level(layer, optimize: bool, runtime: Path, work: Path, samples: int) -> tuple[float, float, int]:
-    """Compile seconds, run seconds and cycles of one fresh build."""
+def _time_level(layer, optimize: bool, warm: Path, work: Path, samples: int) -> tuple[float, float, int]:
+    """Compile seconds, run seconds and cycles of one fresh build in a copy of the warm cache."""
     from targets.finn import rtl_stitch, rtlsim
 
     cache = Path(tempfile.mkdtemp(dir=work))
-    shutil.copytree(runtime, cache / runtime.name)
+    shutil.rmtree(cache)
+    shutil.copytree(warm, cache)
     build = rtlsim.build_layer(layer, cache, optimize)
     x = rtl_stitch._sizing_input(layer, samples)
     beats = rtlsim.pack_beats(x.reshape(-1, layer.inp.elements), layer.inp.datatype, build.port_bytes(layer.inp.port))
     result = rtlsim.stream(build, layer, beats, samples * layer.out.beats, idle_limit=100_000)
     shutil.rmtree(cache)
     return build.compile_seconds, result.run_seconds, result.cycles
+
+
+# level name -> (optimize, with the shared precompiled header)
+LEVELS = {"-O0": (False, True), "-Os": (True, True), "-O0 no header": (False, False)}
+
+
+@contextlib.contextmanager
+def _shared_header(enabled: bool):
+    """Builds as the SDK makes them, or (disabled) as they were before the shared precompiled header."""
+    from targets.finn import verilator_pch
+
+    original = verilator_pch.include_flags
+    if not enabled:
+        verilator_pch.include_flags = lambda *args: ()
+    try:
+        yield
+    finally:
+        verilator_pch.include_flags = original
+
+
+def _warm_cache(deploy_cache: Path, warm: Path, layer) -> Path:
+    """Verilator's runtime objects and the precompiled header at both levels, as a cache has them after use."""
+    from targets.finn import rtlsim
+
+    for level in (False, True):
+        rtlsim.build_layer(layer, deploy_cache, optimize=level)
+    warm.mkdir()
+    for folder in (*deploy_cache.glob("verilator-runtime-*"), *deploy_cache.glob("verilator-pch-*")):
+        shutil.copytree(folder, warm / folder.name)
+    return warm
 
 
 def main() -> None:
@@ -70,26 +103,27 @@ def main() -> None:
         model, example = _small_cnn()
         print("deploying the conv net with --rtlsim (its RTL and a warm runtime) ...", flush=True)
         package = deploy(model, "pynq-z2", example_input=example, out=str(work / "pkg"), samples=8, rtlsim=True).package
-        (runtime,) = (work / "cache" / "verilator").glob("verilator-runtime-*")
-        print(f"{'design':34} {'level':5} {'compile s':>10} {'run s':>7} {'s / Mcycle':>11} {'Mcycles':>8}")
-        for name, layer in _designs(package):
-            timings = {False: [], True: []}
+        designs = _designs(package)
+        warm = _warm_cache(work / "cache" / "verilator", work / "warm", designs[0][1])
+        print(f"{'design':34} {'level':13} {'compile s':>10} {'run s':>7} {'s / Mcycle':>11} {'Mcycles':>8}")
+        for name, layer in designs:
+            timings = {level: [] for level in LEVELS}
             for _ in range(args.runs):
-                for optimize in (False, True):
-                    timings[optimize].append(_time_level(layer, optimize, runtime, work, args.samples))
+                for level, (optimize, header) in LEVELS.items():
+                    with _shared_header(header):
+                        timings[level].append(_time_level(layer, optimize, warm, work, args.samples))
             per_level = {}
-            for optimize, runs in timings.items():
+            for level, runs in timings.items():
                 compile_s = statistics.median(r[0] for r in runs)
                 run_s = statistics.median(r[1] for r in runs)
                 cycles = runs[0][2]
-                per_level[optimize] = (compile_s, run_s / cycles)
-                level = "-Os" if optimize else "-O0"
+                per_level[level] = (compile_s, run_s / cycles)
                 per_mcycle = run_s / cycles * 1e6
-                print(f"{name:34} {level:5} {compile_s:10.2f} {run_s:7.2f} {per_mcycle:11.3f} {cycles / 1e6:8.2f}")
-            (c0, r0), (c1, r1) = per_level[False], per_level[True]
+                print(f"{name:34} {level:13} {compile_s:10.2f} {run_s:7.2f} {per_mcycle:11.3f} {cycles / 1e6:8.2f}")
+            (c0, r0), (c1, r1), (c2, _) = (per_level[level] for level in LEVELS)
             even = (c1 - c0) / (r0 - r1) if r0 > r1 else float("inf")
             ratios = f"-O0/-Os compile {c0 / c1:.2f}x, run per cycle {r0 / r1:.2f}x"
-            print(f"{'':34} {ratios}, break-even {even / 1e6:.1f}M cycles")
+            print(f"{'':34} {ratios}, break-even {even / 1e6:.1f}M cycles; the header saves {c2 / c0:.2f}x at -O0")
     print(f"done in {time.perf_counter() - began:.0f} s")
 
 

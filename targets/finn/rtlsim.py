@@ -759,8 +759,8 @@ def _opt_level(optimize: bool) -> str:
 def wants_optimized(layer: RtlLayer, samples: int) -> bool:
     """Whether a run of `samples` is long enough to repay an optimised build.
 
-    benchmarks/rtl_build_levels.py: -O0 compiles in 42-94 % of -Os's time (the larger the design, the more
-    it saves) and runs 8-9x slower per cycle; the two break even at 0.1-0.5M cycles of a run."""
+    benchmarks/rtl_build_levels.py: -O0 compiles in 31-100 % of -Os's time (the larger the design, the more
+    it saves) and runs 5.5-12x slower per cycle; the two break even at 0-0.6M cycles of a run."""
     per_sample = max(layer.exp_cycles, layer.inp.beats, layer.out.beats)
     return samples * per_sample > OPTIMIZE_ABOVE_CYCLES
 
