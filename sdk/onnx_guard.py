@@ -61,6 +61,8 @@ def _fail(where_name: str, what: str, fix: str = _FIX) -> ExportError:
 def is_known_domain(domain: str, finn_ops: bool = True) -> bool:
     """A standard or custom-op domain of the SDK's libraries (FINN's only with finn_ops), or an existing
     sub-module of their custom-op packages. The check looks for the module's file; nothing is imported."""
+    if not isinstance(domain, str):  # protobuf hands over a field that is not UTF-8 as bytes
+        return False
     if domain in STANDARD_DOMAINS or domain in QONNX_DOMAINS or (finn_ops and domain in FINN_DOMAINS):
         return True
     packages = (_QONNX_PACKAGE, _FINN_PACKAGE) if finn_ops else (_QONNX_PACKAGE,)

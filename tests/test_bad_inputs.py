@@ -673,6 +673,8 @@ def _write(tmp_path: Path, model: onnx.ModelProto | bytes, name: str = "m.onnx")
         (_graph(domain="qonnx.custom_op.general.os"), "qonnx.custom_op.general.os"),
         (_graph(domain="finn.custom_op..fpgadataflow"), "finn.custom_op..fpgadataflow"),
         (_graph(domain="qonnx.custom_op.general/../../x"), "qonnx.custom_op.general/../../x"),
+        # a domain that is not UTF-8: protobuf hands it over as bytes
+        (_graph(domain="Xonnx.custom_op.general").SerializeToString().replace(b"X", b"\x80"), "x80onnx.custom_op"),
     ],
 )
 def test_guard_refuses(tmp_path, model, expect):
