@@ -269,8 +269,7 @@ def train(
     model, bits, layer_bits, dataset, image_size, epochs, batch_size, lr, seed, no_augment, out_dir, as_json
 ) -> None:
     """Quantization-aware training of a zoo MODEL; keeps the best checkpoint."""
-    from sdk.qat import TrainConfig
-    from sdk.qat import train as run_training
+    from sdk.train_config import TrainConfig
 
     config = TrainConfig(
         model=model,
@@ -284,6 +283,9 @@ def train(
         seed=seed,
         augment=not no_augment,
     )
+    config.validate()  # a typo is answered before torch and Brevitas load (seconds)
+    from sdk.qat import train as run_training
+
     with hush_stdout():
         result = run_training(config, out_dir, progress=not as_json)
     if as_json:

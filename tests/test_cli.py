@@ -73,6 +73,24 @@ def test_train_user_errors_exit_2(tmp_path, args, expect):
     assert not (tmp_path / "run").exists()
 
 
+def test_train_option_typos_and_the_zoo_listing_load_no_torch(tmp_path):
+    """Answered from sdk.train_config and sdk.zoo.catalog, before the training stack loads."""
+    code = (
+        "import sys\n"
+        "from sdk.cli import main\n"
+        "for args in (['train', 'tfc', '--layer-bits', 'conv9=w4', '--out', sys.argv[1]], ['models', '--json']):\n"
+        "    try:\n"
+        "        main(args)\n"
+        "    except SystemExit as stop:\n"
+        "        print('exit', stop.code)\n"
+        "print('torch loaded' if 'torch' in sys.modules else 'no torch')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True)
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "exit 2" and lines[-1] == "no torch" and '"name": "resnet8",' in proc.stdout, proc.stderr
+    assert "no layer 'conv9'" in proc.stderr and not (tmp_path / "run").exists()
+
+
 def test_wrong_npz_keys_exit_2(tmp_path):
     path = tmp_path / "data.npz"
     np.savez(path, images=np.zeros((10, 4, 4), np.uint8), y=np.zeros(10, int))

@@ -8,15 +8,9 @@ from torch import Tensor, nn
 
 from sdk.errors import ConfigError
 from sdk.zoo.bits import BitsConfig
+from sdk.zoo.catalog import CNV_CONV_PLAN as CONV_PLAN
+from sdk.zoo.catalog import CNV_FC_HIDDEN as FC_HIDDEN
 from sdk.zoo.layers import quant_act, quant_conv, quant_linear
-
-CONV_PLAN = [32, 32, "pool", 64, 64, "pool"]
-FC_HIDDEN = [128]
-
-
-def layer_names() -> list[str]:
-    convs = [f"conv{i}" for i in range(sum(1 for c in CONV_PLAN if c != "pool"))]
-    return convs + [f"fc{i}" for i in range(len(FC_HIDDEN))] + ["fc_out"]
 
 
 class QuantCNV(nn.Module):

@@ -7,18 +7,9 @@ from collections import OrderedDict
 from torch import Tensor, nn
 
 from sdk.zoo.bits import BitsConfig
+from sdk.zoo.catalog import DSCNN_BLOCKS as BLOCKS
+from sdk.zoo.catalog import DSCNN_STEM_CHANNELS as STEM_CHANNELS
 from sdk.zoo.layers import quant_act, quant_conv, quant_linear
-
-STEM_CHANNELS = 32
-# (stride of the depthwise conv, channels out of the pointwise conv)
-BLOCKS = [(1, 64), (2, 64), (1, 64)]
-
-
-def layer_names() -> list[str]:
-    names = ["conv0"]
-    for i in range(len(BLOCKS)):
-        names += [f"dw{i}", f"pw{i}"]
-    return names + ["fc_out"]
 
 
 class QuantDSCNN(nn.Module):

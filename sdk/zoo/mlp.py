@@ -36,7 +36,3 @@ class QuantMLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.body(x)
-
-
-def layer_names(hidden: list[int]) -> list[str]:
-    return [f"fc{i}" for i in range(len(hidden))] + ["fc_out"]

@@ -5,20 +5,9 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from sdk.zoo.bits import BitsConfig
+from sdk.zoo.catalog import RESNET_STAGES as STAGES
+from sdk.zoo.catalog import RESNET_STEM_CHANNELS as STEM_CHANNELS
 from sdk.zoo.layers import quant_act, quant_conv, quant_linear, residual_quant
-
-STEM_CHANNELS = 16
-STAGES = [(1, 16), (2, 32), (2, 64)]  # (stride, channels)
-
-
-def layer_names() -> list[str]:
-    names, in_ch = ["conv0"], STEM_CHANNELS
-    for i, (stride, out_ch) in enumerate(STAGES):
-        names += [f"s{i}_conv1", f"s{i}_conv2"]
-        if stride != 1 or in_ch != out_ch:
-            names.append(f"s{i}_shortcut")
-        in_ch = out_ch
-    return names + ["fc_out"]
 
 
 class ResidualBlock(nn.Module):
