@@ -848,7 +848,9 @@ def _compile(tool: Verilator, layer: RtlLayer, cache_dir: Path, key: str, entry:
             *keep_old,
         ]
         proc = _run([*make, *pch], staging, tool, log)
-        if proc.returncode != 0 and pch:  # a damaged shared header must not fail the build: compile without it
+        said = (proc.stdout + proc.stderr).lower()
+        if proc.returncode != 0 and pch and ("precompiled header" in said or "pch file" in said):
+            # a damaged shared header must not fail the build: compile without it
             verilator_pch.discard(cache_dir, identity, level)
             proc = _run(make, staging, tool, log)
         if proc.returncode != 0 or not (obj / "Vdut_tb").is_file():
