@@ -100,6 +100,14 @@ def sdk_error_or_success(call: Callable[[], object]) -> object | None:
         return None
 
 
+class Seeds(list):
+    """Seed files with a short repr: Hypothesis writes a strategy's arguments out when it reports an example,
+    and warns (HypothesisWarning) when that repr runs to megabytes of seed bytes."""
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} seed files, {sum(map(len, self)):,} bytes>"
+
+
 @st.composite
 def mutated(draw, seeds: list[bytes]) -> bytes:
     """A seed with a few byte-level edits: flip a bit, set a byte, truncate, insert, delete, splice another seed."""
@@ -126,6 +134,7 @@ def mutated(draw, seeds: list[bytes]) -> bytes:
 
 def corpus(seeds: list[bytes]) -> st.SearchStrategy[bytes]:
     """Mostly mutated seeds, sometimes the seed itself, sometimes noise."""
+    seeds = Seeds(seeds)
     return st.one_of(mutated(seeds), mutated(seeds), st.sampled_from(seeds), st.binary(max_size=512))
 
 
@@ -191,7 +200,7 @@ def onnx_seeds(tfc_export) -> list[bytes]:
             [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])],
         )
     )
-    return [tfc_export.read_bytes(), small.SerializeToString()]
+    return Seeds([tfc_export.read_bytes(), small.SerializeToString()])
 
 
 def _check_guard(path: Path) -> None:
@@ -267,7 +276,7 @@ def tflite_seeds(tmp_path_factory) -> list[bytes]:
         net = build_model(name, (1, 8, 8), 10, parse_bits("w2a2")).eval()
         card = {"input_shape": [1, 8, 8], "labels": [str(k) for k in range(10)]}
         seeds.append(write_tflite(net, card, folder / f"{name}.tflite").path.read_bytes())
-    return seeds
+    return Seeds(seeds)
 
 
 def _zeros_input(model: schema.ModelT, batch: int = 2) -> np.ndarray:
