@@ -114,25 +114,17 @@ def export_run(run_dir: Path | str, out_path: Path | str, check_samples: int = 3
     return _export_checked(model, card, data.x_test[:check_samples], out_path, str(checkpoint))
 
 
-def _export_qonnx_clean(model: nn.Module, example: torch.Tensor, path: Path):
-    """Brevitas's export_qonnx through torch's TorchScript exporter, else through its dynamo exporter; the graph
-    cleaned up by qonnx.
+EXPORTERS = ("TorchScript", "dynamo")  # torch.onnx's exporters, in the order an export tries them
 
-    TorchScript traces a model in a tenth of dynamo's time (0.1-0.5 s against 2-4 s for the zoo). The two write
-    the same layers in different ops (MatMul / Flatten / GlobalAveragePool where dynamo writes Gemm / Reshape /
-    ReduceMean); every flow reads both, since users hand in either. Where TorchScript fails, or writes an op qonnx
-    cannot read (Brevitas's QuantLSTMCell), dynamo exports the model as it would alone. Either way the graph is
-    checked against the Brevitas model before it is kept."""
+
+def _export_qonnx_clean(model: nn.Module, example: torch.Tensor, path: Path, exporter: str):
+    """Brevitas's export_qonnx through one of torch's exporters, the graph cleaned up by qonnx."""
     from brevitas.export import export_qonnx
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.cleanup import cleanup_model
 
-    try:
-        export_qonnx(model, input_t=example, export_path=str(path), dynamo=False)
-        return cleanup_model(ModelWrapper(str(path)))
-    except Exception:
-        path.unlink(missing_ok=True)
-    export_qonnx(model, input_t=example, export_path=str(path), dynamo=True)
+    path.unlink(missing_ok=True)
+    export_qonnx(model, input_t=example, export_path=str(path), dynamo=exporter == "dynamo")
     return cleanup_model(ModelWrapper(str(path)))
 
 
@@ -140,7 +132,13 @@ def _export_checked(
     model: nn.Module, card: dict[str, Any], x_check: np.ndarray, out_path: Path, where: str
 ) -> ExportResult:
     """Export `model` behind the uint8 -> /255 input scale, check it against the model on x_check, then write the
-    .onnx and its card (with the check) atomically."""
+    .onnx and its card (with the check) atomically.
+
+    TorchScript traces a model in a tenth of dynamo's time (benchmarks/export_time.py). The two write the same
+    layers in different ops (MatMul / Flatten / GlobalAveragePool where dynamo writes Gemm / Reshape /
+    ReduceMean); every flow reads both, since users hand in either. Where TorchScript fails, writes an op qonnx
+    cannot read (Brevitas's QuantLSTMCell) or a graph that disagrees with the model, dynamo exports it as it
+    would alone. Only a graph that passed the check is kept."""
     from qonnx.core.datatype import DataType
 
     graph_shape = card["input"]["shape"]
@@ -150,27 +148,38 @@ def _export_checked(
         wrapped = _ScaledInput(model).eval()
         chatter = io.StringIO()  # torch.onnx prints progress to stdout; keep stdout for --json
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" is not news
-        try:
-            with contextlib.redirect_stdout(chatter):
-                qmodel = _export_qonnx_clean(wrapped, torch.zeros(graph_shape), tmp_onnx)
-        except Exception as exc:
-            raise ExportError(
-                f"Brevitas could not export model '{card['model']}': {type(exc).__name__}: {exc}\n"
-                f"{chatter.getvalue()[-2000:]}",
-                where=where,
-                fix="the model may use a layer Brevitas cannot export; export it with brevitas.export.export_qonnx "
-                "yourself to see where, and replace that layer",
-            ) from exc
-        qmodel.set_tensor_datatype(qmodel.graph.input[0].name, DataType["UINT8"])
-        qmodel.save(str(tmp_onnx))
-        check = _check_against_brevitas(tmp_onnx, model, x_check, card["input"]["flatten"])
-        if not check["passed"]:
-            raise ExportError(
-                "The exported graph disagrees with the Brevitas model "
-                f"(max relative diff {check['max_rel_diff']:.2e}).",
-                where=where,
-                fix="this is a bug in the export; please report it with the model",
-            )
+        for exporter in EXPORTERS:
+            last = exporter == EXPORTERS[-1]
+            try:
+                with contextlib.redirect_stdout(chatter):
+                    qmodel = _export_qonnx_clean(wrapped, torch.zeros(graph_shape), tmp_onnx, exporter)
+            except Exception as exc:
+                if not last:
+                    continue
+                raise ExportError(
+                    f"Brevitas could not export model '{card['model']}': {type(exc).__name__}: {exc}\n"
+                    f"{chatter.getvalue()[-2000:]}",
+                    where=where,
+                    fix="the model may use a layer Brevitas cannot export; export it with "
+                    "brevitas.export.export_qonnx yourself to see where, and replace that layer",
+                ) from exc
+            qmodel.set_tensor_datatype(qmodel.graph.input[0].name, DataType["UINT8"])
+            qmodel.save(str(tmp_onnx))
+            try:
+                check = _check_against_brevitas(tmp_onnx, model, x_check, card["input"]["flatten"])
+            except Exception:
+                if not last:  # a graph the check cannot run: the next exporter's may
+                    continue
+                raise
+            if check["passed"]:
+                break
+            if last:
+                raise ExportError(
+                    "The exported graph disagrees with the Brevitas model "
+                    f"(max relative diff {check['max_rel_diff']:.2e}).",
+                    where=where,
+                    fix="this is a bug in the export; please report it with the model",
+                )
         card = {**card, "check": check, "onnx_sha256": sha256_file(tmp_onnx)}
         tmp_card = Path(tmp) / "card.json"
         tmp_card.write_text(json.dumps(card, indent=2))

@@ -59,6 +59,43 @@ def test_failed_export_leaves_nothing(tmp_path, tfc_run):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+def _scale_input_by_two(exporters: set[str]):
+    """export._export_qonnx_clean, with the graph's input scale doubled for the given exporters: a graph that
+    computes something else than the model, as an exporter bug would write it."""
+
+    from sdk import export
+
+    real = export._export_qonnx_clean
+
+    def clean(model, example, path, exporter):
+        qmodel = real(model, example, path, exporter)
+        if exporter in exporters:
+            scale = next(n for n in qmodel.graph.node if n.op_type == "Mul").input[1]
+            qmodel.set_initializer(scale, qmodel.get_initializer(scale) * 2)
+        return qmodel
+
+    return clean
+
+
+def test_a_graph_that_disagrees_is_exported_again_by_dynamo_and_never_kept(tmp_path, tfc_run, monkeypatch):
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from sdk import export
+    from sdk.errors import ExportError
+
+    monkeypatch.setattr(export, "_export_qonnx_clean", _scale_input_by_two({"TorchScript"}))
+    out = tmp_path / "m.onnx"
+    result = export_run(tfc_run, out)
+    assert result.card["check"]["passed"]
+    assert {n.op_type for n in ModelWrapper(str(out)).graph.node} >= {"Gemm"}  # dynamo's graph, not MatMul's
+    _assert_equal_to_brevitas(out, tfc_run)
+
+    monkeypatch.setattr(export, "_export_qonnx_clean", _scale_input_by_two(set(export.EXPORTERS)))
+    with pytest.raises(ExportError, match="disagrees with the Brevitas model"):
+        export_run(tfc_run, tmp_path / "bad.onnx")
+    assert not (tmp_path / "bad.onnx").exists() and not card_path_for(tmp_path / "bad.onnx").exists()
+
+
 def test_card_sits_beside_model(tfc_export):
     assert card_path_for(tfc_export).name == "tfc.qonnx.json"
     assert json.loads(card_path_for(tfc_export).read_text())["format"] == "sdk-model-card/1"
