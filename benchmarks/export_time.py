@@ -53,8 +53,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         for name in MODELS:
-            net = _ScaledInput(build_model(name, (1, 28, 28), 10, parse_bits("w2a2")).eval()).eval()
-            example = torch.zeros(1, 784) if name in ("tfc", "sfc", "lfc") else torch.zeros(1, 1, 28, 28)
+            zoo_model = build_model(name, (1, 28, 28), 10, parse_bits("w2a2")).eval()
+            net = _ScaledInput(zoo_model).eval()
+            example = torch.zeros(1, 784) if zoo_model.flat_input else torch.zeros(1, 1, 28, 28)
             timings = {False: [], True: []}
             for dynamo in (False, True):  # warm-up: imports, first trace
                 _seconds_per_export(net, example, path, dynamo)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 HEADER = "sdk_verilated_pch.h"
+HEADER_TEXT = '#include "verilated.h"\n'
 
 
 def include_flags(
@@ -35,16 +35,14 @@ def include_flags(
     variant = _variant(cache_dir, identity, level)
     folder = variant.parent.parent
     if not variant.is_file():
-        (obj / HEADER).write_text('#include "verilated.h"\n')
+        (obj / HEADER).write_text(HEADER_TEXT)
         made = obj / f"{HEADER}.fast.gch"  # verilated.mk's rule: the design's fast-path flags at `level`
         proc = run(["make", "-C", obj.name, "-f", "Vdut.mk", f"OPT_FAST={level}", made.name])
         if proc.returncode != 0 or not made.is_file():
             return ()
         variant.parent.mkdir(parents=True, exist_ok=True)
-        (folder / HEADER).write_text('#include "verilated.h"\n')
-        partial = folder / f".{variant.name}.{os.getpid()}"  # outside the .gch folder: GCC never sees it half
-        shutil.copyfile(made, partial)
-        os.replace(partial, variant)
+        (folder / HEADER).write_text(HEADER_TEXT)
+        os.replace(made, variant)  # obj lies in the cache folder: a rename, so GCC never sees the file half-written
     # relative to obj: a cache path with spaces would split make's variable
     return (f"USER_CPPFLAGS=-include {os.path.relpath(folder / HEADER, obj)}",)
 
