@@ -21,7 +21,10 @@ def generate_sources(model: ModelWrapper, fpga_part: str, clock_mhz: float, out_
     """Run FINN's PrepareIP; copy each layer's generated files to out_dir/<layer>. Returns files per layer."""
     from finn.transformation.fpgadataflow.prepare_ip import PrepareIP
 
-    generated = model.transform(PrepareIP(fpga_part, 1000.0 / clock_mhz))
+    from targets.finn import fast_packing
+
+    with fast_packing.installed():  # FINN's own weight and threshold files, packed without a loop per value
+        generated = model.transform(PrepareIP(fpga_part, 1000.0 / clock_mhz))
     files: dict[str, list[str]] = {}
     for node in generated.graph.node:
         source_dir = Path(getCustomOp(node).get_nodeattr("code_gen_dir_ipgen"))
