@@ -423,6 +423,7 @@ class FinnTarget:
             "hardware": outcome.to_dict(),
             "sources": cfg.sources,
             "step_seconds": cfg.step_seconds,
+            "cached_steps": cfg.cached_steps,
             "rtl_simulation": None if rtl is None else rtl.to_dict(),
         }
         return report, summary

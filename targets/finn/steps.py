@@ -10,6 +10,7 @@ is recorded in the `FinnConfig` it is handed, with the time each step took.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 
 from sdk.boards import Board
 from sdk.errors import SDKError, UnsupportedLayersError, UnsupportedModelError
-from targets.finn import codegen, estimate, folding, frontend, hw_layers, partition, specialize, streamline
+from targets.finn import codegen, estimate, folding, frontend, graph_cache, hw_layers, partition, specialize, streamline
 from targets.finn.environment import prepare_finn
 
 FINN_REFERENCE_SAMPLES = 8  # FINN's python execution runs one sample at a time: a few suffice per layer
@@ -45,6 +46,7 @@ class FinnConfig:
     network: estimate.NetworkEstimate | None = None
     sources: dict[str, list[str]] = field(default_factory=dict)
     step_seconds: dict[str, float] = field(default_factory=dict)
+    cached_steps: list[str] = field(default_factory=list)  # steps whose result came from the SDK's cache
 
     @property
     def clock(self) -> float:
@@ -59,7 +61,12 @@ def qonnx_to_finn(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
 
 
 def streamline_model(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
-    return streamline.streamline(model)
+    """FINN's streamlining, or its result for the same graph from an earlier deploy (targets/finn/graph_cache.py)."""
+    code = [Path(streamline.__file__), Path(frontend.__file__)]
+    model, hit = graph_cache.cached("streamlined", model, streamline.streamline, code)
+    if hit:
+        cfg.cached_steps.append("streamline")
+    return model
 
 
 def convert_to_hw(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
@@ -146,22 +153,29 @@ def run_steps(
     first = STEP_NAMES.index(start) if start else 0
     last = STEP_NAMES.index(stop) if stop else len(STEPS) - 1
     prepare_finn(cfg.workdir / "finn")
-    for name, label, step in STEPS[first : last + 1]:
-        if progress is not None:
-            progress(label)
-        began = time.perf_counter()
-        try:
-            model = step(model, cfg)
-        except SDKError:
-            raise
-        except Exception as exc:  # FINN / qonnx met a pattern they do not handle: the model's limit, not a crash
-            raise UnsupportedModelError(
-                f"FINN's step '{name}' cannot process this model: {type(exc).__name__}: {exc}".rstrip(": "),
-                where=f"--target {cfg.board.name}, FINN step {name}",
-                fix="change the layer this step stopped at (rerun with -v for FINN's own message and traceback); "
-                "`sdk check --target BOARD` runs the same steps up to the mapping check",
-            ) from exc
-        cfg.step_seconds[name] = round(time.perf_counter() - began, 3)
+    caller_random = random.getstate()
+    try:
+        for name, label, step in STEPS[first : last + 1]:
+            if progress is not None:
+                progress(label)
+            began = time.perf_counter()
+            # qonnx names the tensors it adds with Python's random: seeded per step, the names are the same on
+            # every deploy of the model, whatever ran before in the process and whether a step came from the cache
+            random.seed(f"sdk-finn-step-{name}")
+            try:
+                model = step(model, cfg)
+            except SDKError:
+                raise
+            except Exception as exc:  # FINN / qonnx met a pattern they do not handle: the model's limit, not a crash
+                raise UnsupportedModelError(
+                    f"FINN's step '{name}' cannot process this model: {type(exc).__name__}: {exc}".rstrip(": "),
+                    where=f"--target {cfg.board.name}, FINN step {name}",
+                    fix="change the layer this step stopped at (rerun with -v for FINN's own message and traceback); "
+                    "`sdk check --target BOARD` runs the same steps up to the mapping check",
+                ) from exc
+            cfg.step_seconds[name] = round(time.perf_counter() - began, 3)
+    finally:
+        random.setstate(caller_random)  # a build script's own random numbers are not ours to change
     return model
 
 
