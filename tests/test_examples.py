@@ -3,9 +3,12 @@
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+
+from sdk.train_config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,6 +42,12 @@ def test_demo_deploys_to_pynq_z2_and_caches(tmp_path):
     for board in ("pynq-z2", "tflite", "ethos-u55-128", "stm32f746g-disco"):
         assert (tmp_path / "demo-out" / board / "manifest.json").is_file() and board in first
     assert "one model, several targets" in first and "FAILED" not in first and "ERROR" not in first
+    # the demo trains with the SDK's defaults: the quality bar of TFC w2a2 on digits (test_end_to_end has CNV's)
+    metrics = json.loads((tmp_path / "demo-out" / "run-tfc-w2a2" / "metrics.json").read_text())
+    assert metrics["config"] == asdict(TrainConfig(model="tfc", bits="w2a2", dataset="digits")) == asdict(TrainConfig())
+    assert metrics["test_accuracy"] >= 0.95, f"tfc w2a2 reached {metrics['test_accuracy']:.2%}, below 95%"
+    card = json.loads((tmp_path / "demo-out" / "pynq-z2" / "model.qonnx.json").read_text())
+    assert card["check"]["passed"] and card["accuracy"]["test"] == metrics["test_accuracy"]
     second = run("demo.py", cwd=tmp_path)
     assert "reusing trained run" in second and "PASSED" in second
 
