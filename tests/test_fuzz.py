@@ -5,7 +5,9 @@ Seeds are real files: the session's QONNX export of the committed run, .tflite f
 writer, an .npz and idx files, the board files, a model card, a package written by the package builder, the
 committed checkpoint. Hypothesis mutates them (flip, set, truncate, insert, delete, splice bytes; or edits the
 parsed structure) and also invents them. Readers in native code that could crash the process (LiteRT's C++,
-torch's zip reader) run in a forked child, so a signal fails the test instead of killing the run. Example counts
+TFLite Micro, torch's zip reader) run in a forked child, so a signal fails the test instead of killing the run:
+children of a small server process that holds only the reader (tests/fuzz_children.py), which forks them far
+faster than the pytest worker could. Example counts
 are set per reader (EXAMPLES) so that the fast part runs in well under two minutes.
 """
 
@@ -17,12 +19,11 @@ import importlib
 import io
 import json
 import os
-import select
 import shutil
 import signal
 import subprocess
 import sys
-import traceback
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import pytest
 import torch
 from ai_edge_litert import schema_py_generated as schema
 from click.testing import CliRunner
+from fuzz_children import ChildServer, run_forked, verdict, zeros_input
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
@@ -44,7 +46,6 @@ from sdk.onnx_guard import KNOWN_DOMAINS, is_known_domain, load_onnx_safely
 from sdk.package import PackageBuilder, verify_package
 from sdk.qat import load_checkpoint
 from targets.tflite.golden import load_model, run_golden
-from targets.tflite.runtime import run_litert
 from targets.tflite.writer import serialize, write_tflite
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,38 +141,21 @@ def corpus(seeds: list[bytes]) -> st.SearchStrategy[bytes]:
 
 
 def in_child(call: Callable[[], None], timeout: float = 120.0) -> str:
-    """Run `call` in a forked child: 'ok', 'sdk' (an SDKError), or fail on another exception, a signal or a hang."""
-    read, write = os.pipe()
+    """Run `call` in a child forked from this process (for readers no ChildServer holds): 'ok', 'sdk' (an
+    SDKError), or fail on another exception, a signal or a hang."""
     gc.freeze()  # the parent's objects: the child's collections never touch (and so never copy) their pages
-    pid = os.fork()
-    if pid == 0:  # the child: report and leave without running any of pytest's teardown
-        os.close(read)
-        gc.disable()
-        code, text = 0, b""
-        try:
-            call()
-        except InternalError:
-            code, text = 3, traceback.format_exc().encode()
-        except SDKError:
-            code = 2
-        except BaseException:
-            code, text = 1, traceback.format_exc().encode()
-        os.write(write, text[-4000:])
-        os._exit(code)
-    os.close(write)
-    gc.unfreeze()
-    with os.fdopen(read, "rb") as fh:
-        ready, _, _ = select.select([fh], [], [], timeout)  # the pipe closes when the child ends, however it ends
-        if not ready:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail(f"the reader hung for {timeout:.0f} s")
-        report = fh.read().decode(errors="replace")
-    _, status = os.waitpid(pid, 0)
-    assert not os.WIFSIGNALED(status), f"the reader crashed with signal {os.WTERMSIG(status)}"
-    code = os.WEXITSTATUS(status)
-    assert code in (0, 2), f"the reader raised a foreign exception:\n{report}"
-    return "ok" if code == 0 else "sdk"
+    try:
+        return verdict(*run_forked(call, timeout), timeout)
+    finally:
+        gc.unfreeze()
+
+
+def test_a_crash_an_exception_and_a_hang_in_a_child_are_told_apart():
+    """The fuzz tests' guard itself: a reader that dies by a signal, raises, or hangs is reported, not survived."""
+    assert run_forked(lambda: os.kill(os.getpid(), signal.SIGSEGV), timeout=30) == ("signal", signal.SIGSEGV, "")
+    end, code, report = run_forked(lambda: {}["missing"], timeout=30)
+    assert (end, code) == ("exit", 1) and "KeyError" in report
+    assert run_forked(lambda: time.sleep(30), timeout=0.5) == ("hang", 0, "")
 
 
 @pytest.fixture(scope="module")
@@ -279,17 +263,10 @@ def tflite_seeds(tmp_path_factory) -> list[bytes]:
     return Seeds(seeds)
 
 
-def _zeros_input(model: schema.ModelT, batch: int = 2) -> np.ndarray:
-    graph = model.subgraphs[0]
-    tensor = graph.tensors[int(graph.inputs[0])]
-    dtype = np.float32 if tensor.type == schema.TensorType.FLOAT32 else np.int8
-    return np.zeros([batch, *[int(d) for d in tensor.shape[1:]]], dtype)
-
-
 def _golden(path: Path) -> None:
     model = sdk_error_or_success(lambda: load_model(path))
     if model is not None:
-        sdk_error_or_success(lambda: run_golden(path, _zeros_input(model)))
+        sdk_error_or_success(lambda: run_golden(path, zeros_input(model)))
 
 
 @st.composite
@@ -355,58 +332,50 @@ def test_tflite_golden_structure(tflite_seeds, scratch, data):
     _golden(_put(scratch, "golden-edit.tflite", data.draw(edited_tflite(tflite_seeds))))
 
 
-def _litert(path: Path) -> None:
-    """In the child: open, feed zeros of the file's input, invoke (LiteRT's C++ on the file)."""
-    try:
-        x = _zeros_input(schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0), 1)
-    except Exception:
-        x = np.zeros((1, 1), np.int8)  # a file this broken is refused before the input matters
-    with contextlib.suppress(ValueError):  # _feed's own check of the caller's x against the file's input
-        run_litert(path, x)
+@pytest.fixture(scope="module")
+def litert_server(tflite_seeds, scratch):
+    server = ChildServer("litert", _put(scratch, "litert-seed.tflite", tflite_seeds[0]))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def tflm_server(tflite_seeds, scratch):
+    server = ChildServer("tflm", _put(scratch, "tflm-seed.tflite", tflite_seeds[0]))
+    yield server
+    server.close()
 
 
 @pytest.mark.slow  # forked children per example: the fast set keeps the in-process readers
 @examples("tflite_litert_bytes")
 @given(data=st.data())
-def test_tflite_litert_bytes(tflite_seeds, scratch, data):
+def test_tflite_litert_bytes(tflite_seeds, scratch, litert_server, data):
     path = _put(scratch, "litert.tflite", data.draw(corpus(tflite_seeds)))
-    in_child(lambda: _litert(path))
+    litert_server.read(path)
 
 
 @pytest.mark.slow  # forked children per example: the fast set keeps the in-process readers
 @examples("tflite_litert_structure")
 @given(data=st.data())
-def test_tflite_litert_structure(tflite_seeds, scratch, data):
+def test_tflite_litert_structure(tflite_seeds, scratch, litert_server, data):
     path = _put(scratch, "litert-edit.tflite", data.draw(edited_tflite(tflite_seeds)))
-    in_child(lambda: _litert(path))
-
-
-def _tflm(path: Path) -> None:
-    """In the child: TFLite Micro's own reader and interpreter on the file (arena measured, as a deploy does)."""
-    from targets.tflm.runtime import run_tflm
-
-    try:
-        x = _zeros_input(schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0), 1)
-    except Exception:
-        x = np.zeros((1, 1), np.int8)
-    with contextlib.suppress(ValueError):
-        run_tflm(path, x)
+    litert_server.read(path)
 
 
 @pytest.mark.slow  # forked children per example
 @examples("tflite_tflm_bytes")
 @given(data=st.data())
-def test_tflite_tflm_bytes(tflite_seeds, scratch, data):
+def test_tflite_tflm_bytes(tflite_seeds, scratch, tflm_server, data):
     path = _put(scratch, "tflm.tflite", data.draw(corpus(tflite_seeds)))
-    in_child(lambda: _tflm(path))
+    tflm_server.read(path)
 
 
 @pytest.mark.slow  # forked children per example
 @examples("tflite_tflm_structure")
 @given(data=st.data())
-def test_tflite_tflm_structure(tflite_seeds, scratch, data):
+def test_tflite_tflm_structure(tflite_seeds, scratch, tflm_server, data):
     path = _put(scratch, "tflm-edit.tflite", data.draw(edited_tflite(tflite_seeds)))
-    in_child(lambda: _tflm(path))
+    tflm_server.read(path)
 
 
 @pytest.mark.slow  # Vela is a subprocess per example: a few seconds each
@@ -608,14 +577,21 @@ def test_manifest(package, data):
 CHECKPOINT = (FIXTURE_RUN / "checkpoint.pt").read_bytes()
 
 
+@pytest.fixture(scope="module")
+def checkpoint_server():
+    server = ChildServer("checkpoint", FIXTURE_RUN)
+    yield server
+    server.close()
+
+
 @pytest.mark.slow  # forked children per example: the fast set keeps the in-process readers
 @examples("checkpoint_bytes")
 @given(data=st.data())
-def test_checkpoint_bytes(scratch, data):
+def test_checkpoint_bytes(scratch, checkpoint_server, data):
     run = scratch / "run-bytes"
     run.mkdir(exist_ok=True)
     _put(run, "checkpoint.pt", data.draw(corpus([CHECKPOINT])))
-    in_child(lambda: load_checkpoint(run))
+    checkpoint_server.read(run)
 
 
 CONFIG_VALUES = st.one_of(
