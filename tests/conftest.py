@@ -32,13 +32,16 @@ LONGEST_FIRST = (
     "test_fuzz.py",
     "test_deploy_finn.py",
     "test_rtl_stitch.py",
-    "test_cli.py",
     "test_examples.py",
     "test_end_to_end.py",
-    "test_rtl_deploy.py",
-    "test_export.py",
     "test_deploy_tflite.py",
     "test_own_models.py",
+    "test_rtl_deploy.py",
+    "test_export.py",
+    "test_cli.py",
+    "test_folding.py",
+    "test_sim_finn.py",
+    "test_kill.py",
 )
 
 

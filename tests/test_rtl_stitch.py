@@ -492,14 +492,16 @@ def test_a_changed_wrapper_parameter_fails_the_layer_and_its_segment_by_name(cnn
 
 
 @pytest.mark.slow  # the parallel window's tops again (cached when the sizing test above ran first)
-def test_fifo_sizing_out_of_build_budget_answers_the_deep_depths(parallel_window, tmp_path):
+def test_fifo_sizing_out_of_build_budget_answers_the_deep_depths(parallel_window, cache_dir, tmp_path):
     """A large segment compiles for minutes per trial: `--rtlsim` caps the compiles (SIZING_BUILDS); past the cap
     the search answers the deep depths, which keep the pace, and says it stopped."""
     model, sources = parallel_window
     (chain,) = rtl_stitch.segments(model)
     layers = rtl_stitch.segment_layers(model, chain, sources)
     x = np.random.default_rng(5).integers(-8, 8, size=(rtl_stitch.SIZING_SAMPLES, 5, 5, 4))
-    fresh_cache = tmp_path / "cache"  # every trial compiles
+    fresh_cache = tmp_path / "cache"  # every trial compiles; Verilator's runtime and header come from the run's
+    for shared in (*cache_dir.glob("verilator-runtime-*"), *cache_dir.glob("verilator-pch-*")):
+        shutil.copytree(shared, fresh_cache / shared.name)
     sizing = rtl_stitch.size_segment_fifos(layers, x, fresh_cache, tmp_path / "tops", max_builds=1)
     assert not sizing.complete and sizing.builds == 1 and len(sizing.trials) == 1  # deep; its confirmation not run
     assert sizing.depths == sizing.deep_depths and sizing.ii == sizing.deep_ii
