@@ -32,6 +32,7 @@ import numpy as np
 from sdk.errors import ConfigError, DatasetError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+BUILT_IN = ("digits", "fashion-mnist")  # data sets by name; their splits are cached (sdk/dataset_cache.py)
 FASHION_LABELS = [
     "T-shirt/top",
     "Trouser",
@@ -522,7 +523,17 @@ def load_dataset(
         if not isinstance(fraction, float | int) or not 0 < fraction < 1:
             raise ConfigError(f"{name} must be in (0, 1), got {fraction!r}.", where=name, fix="e.g. 0.2")
     labels: list[str] | None
-    kind = "file" if spec in ("digits", "fashion-mnist") else _kind(Path(spec), spec)
+    entry = None
+    if spec in BUILT_IN:  # its split may be in the SDK's cache: no scikit-learn to load (sdk/dataset_cache.py)
+        from sdk import dataset_cache
+
+        source = sorted(FASHION_MNIST_DIR.glob("*")) if spec == "fashion-mnist" else []
+        options = {"seed": seed, "image_size": image_size, "val": val_fraction, "test": test_fraction}
+        entry = dataset_cache.key(spec, source, **options)
+        cached = dataset_cache.read(entry)
+        if cached is not None:
+            return cached
+    kind = "file" if spec in BUILT_IN else _kind(Path(spec), spec)
     if spec == "digits":
         x, y, labels = load_digits_dataset(seed, image_size)
         x_rest, y_rest, x_test, y_test = _split(x, y, test_fraction, seed)
@@ -558,4 +569,9 @@ def load_dataset(
             fix="give one name per class",
         )
     x_train, y_train, x_val, y_val = _split(x_rest, y_rest, val_fraction, seed, part="validation", where=spec)
-    return Dataset(spec, x_train, y_train, x_val, y_val, x_test, y_test, list(labels))
+    dataset = Dataset(spec, x_train, y_train, x_val, y_val, x_test, y_test, list(labels))
+    if entry is not None:
+        from sdk import dataset_cache
+
+        dataset_cache.write(entry, dataset)
+    return dataset

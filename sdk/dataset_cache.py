@@ -1,0 +1,98 @@
+"""The built-in data sets' splits, cached: a deploy or `sdk simulate` on digits need not load scikit-learn.
+
+Splitting goes through scikit-learn's stratified train_test_split, and importing scikit-learn takes about 2 s,
+a quarter of a small deploy in a new process. The split of a built-in data set (digits, fashion-mnist) depends
+only on the seed, the image size, the fractions, the scikit-learn version (which ships digits and splits) and
+the SDK's data code, so it is written once to the SDK's cache (SDK_CACHE_DIR, as exports) and read back from
+there. An entry is used only while its bytes have the sha256 recorded beside it; anything else is split again
+and replaced. A cache folder that cannot be written is skipped. User files (an .npz, an idx folder) are not
+cached: they are the user's to change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FOLDER = "datasets"
+ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
+def key(spec: str, source: list[Path], **options: Any) -> str | None:
+    """The entry's name for a built-in data set's split, or None when caching is off."""
+    from sdk.export_cache import cache_root
+
+    if cache_root() is None:
+        return None
+    digest = hashlib.sha256(f"{spec}\0{sorted(options.items())!r}".encode())
+    digest.update(importlib.metadata.version("scikit-learn").encode())
+    digest.update(Path(__file__).with_name("data.py").read_bytes())
+    for path in source:  # the files a data set is read from: a reinstalled package is split afresh
+        stat = path.stat()
+        digest.update(f"\0{path}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:40]
+
+
+def read(entry_key: str | None):
+    """The cached split as a Dataset, or None."""
+    from sdk.data import Dataset
+    from sdk.export_cache import cache_root
+
+    root = cache_root()
+    if entry_key is None or root is None:
+        return None
+    data_path, meta_path = _paths(root, entry_key)
+    try:
+        raw = data_path.read_bytes()
+        meta = json.loads(meta_path.read_text())
+        if hashlib.sha256(raw).hexdigest() != meta["sha256"]:
+            return None
+        with np.load(io.BytesIO(raw), allow_pickle=False) as arrays:
+            parts = [arrays[name] for name in ARRAYS]
+        return Dataset(meta["name"], *parts, [str(label) for label in meta["labels"]])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write(entry_key: str | None, dataset) -> None:
+    from sdk.export_cache import cache_root
+
+    root = cache_root()
+    if entry_key is None or root is None:
+        return
+    data_path, meta_path = _paths(root, entry_key)
+    buffer = io.BytesIO()
+    np.savez(buffer, **{name: getattr(dataset, name) for name in ARRAYS})
+    raw = buffer.getvalue()
+    meta = {"name": dataset.name, "labels": list(dataset.labels), "sha256": hashlib.sha256(raw).hexdigest()}
+    try:
+        data_path.parent.mkdir(parents=True, exist_ok=True)
+        _replace(data_path, raw)
+        _replace(meta_path, json.dumps(meta).encode())
+    except OSError:
+        return
+
+
+def _paths(root: Path, entry_key: str) -> tuple[Path, Path]:
+    folder = root / FOLDER
+    return folder / f"{entry_key}.npz", folder / f"{entry_key}.json"
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Whole or absent: a parallel reader never sees half a file (and a mismatch of the two is a miss)."""
+    handle, partial = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(partial, path)
+    except OSError:
+        Path(partial).unlink(missing_ok=True)
+        raise
