@@ -1,10 +1,10 @@
 """Wall time of `sdk deploy` as a user runs it: a new process each time, on the committed TFC w2a2 run.
 
-Targets: tflite, pynq-z2, and the demo's four boards in one deploy. Each is timed with the export cache warm
+Targets: tflite, pynq-z2, and the demo's four boards in one deploy. Each is timed with the SDK cache warm
 (the second and later deploys of a checkpoint, the usual case) and with it off (SDK_CACHE_DIR=off: the
-Brevitas export every time, as before the cache). Median of --runs runs per case; the cases take turns
-run by run, so a change in the machine's load meets them all. The per-step times of the last run come from
-its report.json (deploy_steps).
+Brevitas export, the data set's split and FINN's streamlining every time, as before the caches). Median of
+--runs runs per case; the cases take turns run by run, so a change in the machine's load meets them all. The
+per-step times of the last run come from its report.json (deploy_steps).
 Then `sdk simulate` of a pynq-z2 and a tflite package on 10,000 MNIST-size samples (a TFC at 28x28 trained
 for 2 epochs here, random pixel images as the samples): the whole command, reference model included.
 Usage: python benchmarks/deploy_time.py [--runs 3]
