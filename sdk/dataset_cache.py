@@ -33,11 +33,14 @@ def key(spec: str, source: list[Path], **options: Any) -> str | None:
     if cache_root() is None:
         return None
     digest = hashlib.sha256(f"{spec}\0{sorted(options.items())!r}".encode())
-    digest.update(importlib.metadata.version("scikit-learn").encode())
-    digest.update(Path(__file__).with_name("data.py").read_bytes())
-    for path in source:  # the files a data set is read from: a reinstalled package is split afresh
-        stat = path.stat()
-        digest.update(f"\0{path}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    try:
+        digest.update(importlib.metadata.version("scikit-learn").encode())
+        digest.update(Path(__file__).with_name("data.py").read_bytes())
+        for path in source:  # the files a data set is read from: a reinstalled package is split afresh
+            stat = path.stat()
+            digest.update(f"\0{path}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    except (OSError, importlib.metadata.PackageNotFoundError):
+        return None  # not cached; loading it says what is missing
     return digest.hexdigest()[:40]
 
 
