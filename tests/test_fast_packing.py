@@ -68,3 +68,12 @@ def test_installed_only_within_the_block_and_finn_code_generation_uses_it():
     assert data_packing.pack_innermost_dim_as_hex_string is original
     assert matrixvectoractivation.pack_innermost_dim_as_hex_string is original
     assert hls == data_packing.numpy_to_hls_code(x, DataType["INT4"], "weights", pack_innermost_dim=True)
+
+
+def test_rows_packed_in_blocks_come_out_in_order(monkeypatch):
+    monkeypatch.setattr(fast_packing, "_ROWS_PER_BLOCK", 3)  # 7 x 5 rows: blocks of 3, the last one short
+    x = _values(DataType["INT3"], (7, 5, 4), np.random.default_rng(9))
+    expected = data_packing.pack_innermost_dim_as_hex_string(x, DataType["INT3"], 16, reverse_inner=True)
+    np.testing.assert_array_equal(
+        fast_packing.pack_innermost_dim_as_hex_string(x, DataType["INT3"], 16, reverse_inner=True), expected
+    )
