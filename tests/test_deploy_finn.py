@@ -97,6 +97,7 @@ def test_same_inputs_give_identical_manifest(cnv_run, tmp_path, monkeypatch):
         deploy(DeployConfig(target="pynq-z2", model=str(cnv_run), out=str(tmp_path / name), samples=10), progress=False)
     reports = [json.loads((tmp_path / name / "report.json").read_text())["data"] for name in ("one", "two")]
     assert [report["cached_steps"] for report in reports] == [[], ["streamline"]]
+    assert "From the SDK cache" in (tmp_path / "two" / "report.md").read_text()
     one, two = (json.loads((tmp_path / name / "manifest.json").read_text()) for name in ("one", "two"))
     assert one["identity_sha256"] == two["identity_sha256"]
     # every file but the measured reports (per-step times) is byte-identical

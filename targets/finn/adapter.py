@@ -394,6 +394,11 @@ class FinnTarget:
                 f"{fit.stop_reason}. At 100 % of the board: {fit.fps_at_full_board:,.0f} fps; "
                 f"fully unfolded: {fit.fps_unfolded:,.0f} fps."
             )
+        if cfg.cached_steps:
+            report.notes.append(
+                f"From the SDK cache (the same graph went through them before): {', '.join(cfg.cached_steps)}; "
+                "SDK_CACHE_DIR=off runs every step afresh."
+            )
         report.notes.append(
             "Resource figures are FINN's analytical estimates of the accelerator alone (no shell, DMA or FIFOs)."
         )
