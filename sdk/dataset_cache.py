@@ -15,12 +15,12 @@ import hashlib
 import importlib.metadata
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from sdk.atomic_write import write_bytes_atomic
 
 FOLDER = "datasets"
 ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
@@ -78,8 +78,8 @@ def write(entry_key: str | None, dataset) -> None:
     meta = {"name": dataset.name, "labels": list(dataset.labels), "sha256": hashlib.sha256(raw).hexdigest()}
     try:
         data_path.parent.mkdir(parents=True, exist_ok=True)
-        _replace(data_path, raw)
-        _replace(meta_path, json.dumps(meta).encode())
+        write_bytes_atomic(data_path, raw)  # whole or absent; a data file without its record is a miss
+        write_bytes_atomic(meta_path, json.dumps(meta).encode())
     except OSError:
         return
 
@@ -87,15 +87,3 @@ def write(entry_key: str | None, dataset) -> None:
 def _paths(root: Path, entry_key: str) -> tuple[Path, Path]:
     folder = root / FOLDER
     return folder / f"{entry_key}.npz", folder / f"{entry_key}.json"
-
-
-def _replace(path: Path, data: bytes) -> None:
-    """Whole or absent: a parallel reader never sees half a file (and a mismatch of the two is a miss)."""
-    handle, partial = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(partial, path)
-    except OSError:
-        Path(partial).unlink(missing_ok=True)
-        raise

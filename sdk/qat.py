@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sdk.atomic_write import write_atomic
 from sdk.data import INPUT_SCALE, MAX_CLASSES, Dataset, is_int, load_dataset
 from sdk.errors import CheckpointError, ConfigError, SDKError
 from sdk.train_config import TrainConfig
@@ -102,17 +103,6 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return correct / max(len(x), 1)
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _save_checkpoint(
     path: Path, model: nn.Module, config: TrainConfig, data: Dataset, epoch: int, val_acc: float
 ) -> None:
@@ -126,7 +116,7 @@ def _save_checkpoint(
         "val_accuracy": val_acc,
         "state_dict": model.state_dict(),
     }
-    _atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
 def train(config: TrainConfig, out_dir: Path | str, data: Dataset | None = None, progress: bool = True) -> TrainResult:
@@ -211,7 +201,7 @@ def train(config: TrainConfig, out_dir: Path | str, data: Dataset | None = None,
         "config": asdict(config),
         "history": history,
     }
-    _atomic_write(out_dir / METRICS_NAME, lambda tmp: tmp.write_text(json.dumps(metrics, indent=2)))
+    write_atomic(out_dir / METRICS_NAME, lambda tmp: tmp.write_text(json.dumps(metrics, indent=2)))
     return result
 
 

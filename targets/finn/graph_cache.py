@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from qonnx.core.modelwrapper import ModelWrapper
 
+from sdk.atomic_write import write_bytes_atomic
 from sdk.errors import SDKError
 
 FOLDER = "finn-graphs"
@@ -70,13 +69,8 @@ def _read(entry: Path, like: ModelWrapper) -> ModelWrapper | None:
 
 
 def _write(entry: Path, model: ModelWrapper) -> None:
-    partial = None
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
-        handle, partial = tempfile.mkstemp(prefix=f".{entry.name}-", dir=entry.parent)
-        with os.fdopen(handle, "wb") as out:
-            out.write(model.model.SerializeToString())
-        os.replace(partial, entry)  # whole or absent: a parallel deploy never reads half a graph
+        write_bytes_atomic(entry, model.model.SerializeToString())  # a parallel deploy never reads half a graph
     except OSError:
-        if partial is not None:
-            Path(partial).unlink(missing_ok=True)
+        return

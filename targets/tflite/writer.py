@@ -27,8 +27,6 @@ TFLite Micro has no int4 FULLY_CONNECTED, so its targets refuse the option).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
+from sdk.atomic_write import write_bytes_atomic
 from sdk.scratch import scratch_dir
 from targets.tflite.golden import FIXED_OUTPUT_QUANT
 from targets.tflite.lowering import INPUT_NAME, INT8_MIN, Layer, LoweredModel, TfliteConversionError, lower
@@ -500,14 +499,7 @@ def serialize(model: schema.ModelT) -> bytes:
 
 def _write_atomic(path: Path, payload: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_bytes_atomic(path, payload)
 
 
 def _summaries(g: _Graph) -> tuple[list[TensorSummary], list[OpSummary]]:
