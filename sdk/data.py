@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from sdk import dataset_cache
 from sdk.errors import ConfigError, DatasetError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -525,8 +526,6 @@ def load_dataset(
     labels: list[str] | None
     entry = None
     if spec in BUILT_IN:  # its split may be in the SDK's cache: no scikit-learn to load (sdk/dataset_cache.py)
-        from sdk import dataset_cache
-
         source = sorted(FASHION_MNIST_DIR.glob("*")) if spec == "fashion-mnist" else []
         options = {"seed": seed, "image_size": image_size, "val": val_fraction, "test": test_fraction}
         entry = dataset_cache.key(spec, source, **options)
@@ -571,7 +570,5 @@ def load_dataset(
     x_train, y_train, x_val, y_val = _split(x_rest, y_rest, val_fraction, seed, part="validation", where=spec)
     dataset = Dataset(spec, x_train, y_train, x_val, y_val, x_test, y_test, list(labels))
     if entry is not None:
-        from sdk import dataset_cache
-
         dataset_cache.write(entry, dataset)
     return dataset
