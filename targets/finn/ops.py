@@ -92,7 +92,7 @@ UNMAPPED_HINTS: dict[str, tuple[str, str]] = {
     "Reshape": ("a reshape FINN could not absorb", "flatten only 1x1 feature maps, or flatten at the input"),
     "Add": (
         "an addition FINN could not map (residual add of operands with different scales or datatypes)",
-        "quantize both summands with one shared quantizer (sdk's resnet8 does), or deploy to a TFLite target",
+        "quantize both summands with one shared quantizer, or deploy to a TFLite target",
     ),
     "Mul": (
         "a float scale inside the network that streamlining could not move into thresholds",
