@@ -466,6 +466,44 @@ def test_a_width_change_is_stitched_through_the_converter_finn_would_insert(
     }
 
 
+@pytest.mark.slow  # the tops of the test above, from the cache
+def test_sized_fifos_whose_hardware_computes_otherwise_fail_and_are_not_packaged(
+    parallel_window_as_packaged, cache_dir, work_dir, tmp_path, monkeypatch
+):
+    """The package gets the sized FIFO depths, so their stitched run's values are checked too, not only its pace:
+    here every top with a FIFO gives a changed first value (the wired top stays right)."""
+    from dataclasses import replace
+
+    from targets.finn.simulator import simulate_dataflow
+
+    model, sources, part = parallel_window_as_packaged
+    with_converter, folders = rtl_stitch.with_width_converters(model, part, tmp_path)
+    x = np.random.default_rng(5).integers(-8, 8, size=(SAMPLES, 5, 5, 4))
+    reference = simulate_dataflow(model, x.astype(np.float32))
+    tensors = rtl_stitch.converter_tensors(with_converter, {model.graph.input[0].name: x, **reference.intermediates})
+    original = rtl_stitch.simulate_stitched
+
+    def tops_with_fifos_compute_otherwise(top, layers, batch, cache, idle_limit=None):
+        result = original(top, layers, batch, cache, idle_limit)
+        if not any(result.fifo_depths):
+            return result
+        output = result.output.copy()
+        output.flat[0] += 1
+        return replace(result, output=output)
+
+    monkeypatch.setattr(rtl_stitch, "simulate_stitched", tops_with_fifos_compute_otherwise)
+    report = rtl_stitch.verify_segments(
+        with_converter, tensors, sources, cache_dir, work_dir=work_dir, converter_sources=folders
+    )
+    (result,) = report.results
+    label = " -> ".join(result.names)
+    assert result.fifo_depths == (0, 0, 0)  # the wired top computed the right values; the sized one did not
+    assert not report.check.passed and report.check.first_difference == label
+    assert "with its sized FIFO depths [" in report.check.detail and "sample 0, element 0" in report.check.detail
+    assert report.rows[0][-1] is False and report.rows[0][6]  # the sized depths shown, the segment failed
+    assert report.fifo_depth_attributes() == {} and report.stitched_layers() == []  # nothing sized is packaged
+
+
 @pytest.mark.slow  # builds the changed padder alone and in its segment
 def test_a_changed_wrapper_parameter_fails_the_layer_and_its_segment_by_name(cnn, cache_dir, tmp_path):
     """FMPadding_rtl_0's generated wrapper told its image ends a column early: the padder takes 7 of each row's

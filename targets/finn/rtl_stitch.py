@@ -559,6 +559,7 @@ class FifoSizing:
     seconds: float
     complete: bool = True  # False: the build budget ran out and `depths` are the deep depths (they keep the pace)
     deep_occupancy: tuple[int, ...] = ()  # per connection, the most beats its deep FIFO held (empty: not run)
+    output: np.ndarray | None = None  # the batch's output with `depths`: what the sized hardware computed
 
 
 def depth_for_occupancy(peak: int, deep: int) -> int:
@@ -640,7 +641,10 @@ def size_segment_fifos(
     def sizing(depths: tuple[int, ...], deep_ii: float | None, complete: bool = True) -> FifoSizing:
         peaks = measured[deep].max_occupancy if deep in measured else ()
         seconds = round(time.perf_counter() - began, 3)
-        return FifoSizing(names, depths, run(depths).ii, deep, deep_ii, trials, builds, seconds, complete, peaks)
+        final = run(depths)
+        return FifoSizing(
+            names, depths, final.ii, deep, deep_ii, trials, builds, seconds, complete, peaks, final.output
+        )
 
     wires = (0,) * len(deep)
     if reachable_ii is not None and run(wires).ii <= reachable_ii * (1 + tolerance) + 1e-9:
@@ -802,6 +806,29 @@ class SegmentVerification:
         }
 
 
+def _difference_check(
+    name: str, label: str, last: str, output: np.ndarray, expected: np.ndarray, sized: tuple[int, ...] | None = None
+) -> Check:
+    """The failed check of a stitched run whose `output` differs from the simulator's (`expected`, its first
+    len(output) samples): the first sample and element that differ, and how many samples do. `sized`: the run
+    was the sizing's, with these FIFO depths."""
+    where = label if sized is None else f"{label} with its sized FIFO depths {list(sized)}"
+    got, want = output.reshape(len(output), -1), expected[: len(output)].reshape(len(output), -1)
+    differs = np.any(got != want, axis=1)
+    sample = int(np.argmax(differs))
+    element = int(np.argmax(got[sample] != want[sample]))
+    return Check(
+        name,
+        False,
+        len(output),
+        f"the stitched segment {where} differs from the simulator's output of {last} at sample {sample}, element "
+        f"{element} ({int(got[sample, element])} against {int(want[sample, element])})",
+        first_difference=label,
+        mismatch_rate=float(np.mean(differs)),
+        first_sample=sample,
+    )
+
+
 def verify_segments(
     dataflow,
     tensors: dict[str, np.ndarray],
@@ -838,13 +865,24 @@ def verify_segments(
             result.rows.append([label, *[None] * 9, "deadlock" if "deadlock" in error.what.lower() else "stopped"])
             continue
         equal = np.array_equal(run.output, expected.reshape(run.output.shape))
+        difference = (
+            None if equal else _difference_check(result.check.name, label, chain[-1].name, run.output, expected)
+        )
         sizing = None
         if size and equal and len(x) > 1:
             progress(f"FIFO sizing of {chain[0].name} ... {chain[-1].name} (Verilator)")
             sizing = size_segment_fifos(
                 layers, x[:SIZING_SAMPLES], cache_dir, work_dir, reachable_ii=run.exp_ii, max_builds=SIZING_BUILDS
             )
-            result.sizings[run.names] = sizing
+            # the package gets the sized depths: the hardware with them must compute the same values, not only
+            # keep the pace (sized depths that do not are left out of the folding config)
+            if np.array_equal(sizing.output, expected[: len(sizing.output)].reshape(sizing.output.shape)):
+                result.sizings[run.names] = sizing
+            else:
+                equal = False
+                difference = _difference_check(
+                    result.check.name, label, chain[-1].name, sizing.output, expected, sizing.depths
+                )
         result.results.append(run)
         result.rows.append(
             [
@@ -863,21 +901,8 @@ def verify_segments(
                 equal,
             ]
         )
-        if not equal and result.check.passed:
-            got, want = run.output.reshape(len(x), -1), expected.reshape(len(x), -1)
-            differs = np.any(got != want, axis=1)
-            sample = int(np.argmax(differs))
-            element = int(np.argmax(got[sample] != want[sample]))
-            result.check = Check(
-                result.check.name,
-                False,
-                len(x),
-                f"the stitched segment {label} differs from the simulator's output of {chain[-1].name} at sample "
-                f"{sample}, element {element} ({int(got[sample, element])} against {int(want[sample, element])})",
-                first_difference=label,
-                mismatch_rate=float(np.mean(differs)),
-                first_sample=sample,
-            )
+        if difference is not None and result.check.passed:
+            result.check = difference
     if result.check.passed:
         samples = len(next(iter(tensors.values()))) if tensors else 0
         result.check.samples = samples
