@@ -9,6 +9,15 @@ attribute names. So the file is parsed here from bytes (no external data is read
 every node (in the main graph, in subgraphs, in local functions) must be in a
 domain the SDK's libraries define, and the graph must be a graph.
 
+Values the libraries evaluate or follow are allowed only as literals from an allow-list (docs/ARCHITECTURE.md,
+"Security", lists every site): qonnx runs eval() on a tensor's `tensor_layout` and `tensor_sparsity` annotations,
+so an annotation must be a `finn_datatype` name of the form qonnx's DataType parses or a `tensor_layout` qonnx
+knows, written exactly; FINN reads a model's metadata_props as paths of libraries to load and expressions to
+evaluate, so a file carries none; FINN node attributes that name files, code or a simulator (code_gen_dir_*,
+executable_path, rtlsim_so, exec_mode, ...) must be empty. Numbers that make FINN loop are refused too: a NaN or
+inf in any tensor (FINN's RoundAndClipThresholds repeats while `thresholds != rounded`, which NaN keeps true
+forever), and shapes whose arrays would exceed MEMORY_BUDGET_BYTES (from the header, before any array is built).
+
 Known domains: the standard ones ("", "ai.onnx", "ai.onnx.ml"); what Brevitas's
 export_qonnx writes ("qonnx.custom_op.general"; older Brevitas wrote "onnx.brevitas",
 which qonnx maps to the same module); qonnx's "qonnx.custom_op.channels_last"; and,
@@ -25,12 +34,15 @@ Call load_onnx_safely(path, where_name) and hand the returned ModelProto on
 from __future__ import annotations
 
 import importlib.util
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path, PurePath
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
+from onnx import numpy_helper
 
 from sdk.errors import ExportError
 
@@ -51,6 +63,52 @@ CUSTOM_DOMAINS = QONNX_DOMAINS | FINN_DOMAINS
 KNOWN_DOMAINS = STANDARD_DOMAINS | CUSTOM_DOMAINS
 _QONNX_PACKAGE, _FINN_PACKAGE = "qonnx.custom_op.", "finn.custom_op."  # their existing sub-modules may be named
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# What the tensors a graph declares (inputs, outputs, value_info, initializers, constants; one sample, batch
+# dimensions without a size counted as 1) may take together. qonnx allocates every one of them to execute a graph;
+# the SDK's models take a few MiB. README, "Bring your own model", states it.
+MEMORY_BUDGET_BYTES = 2 << 30
+# qonnx's DataType names (qonnx.core.datatype.resolve_datatype parses them without eval), as a literal pattern:
+# integers of 1 to 64 bits, fixed point, scaled integers and small floats of at most 2-digit widths
+_WIDTH = r"(?:[1-9]|[1-5][0-9]|6[0-4])"
+_SMALL = r"[0-9]{1,2}"
+DATATYPE_NAME = re.compile(
+    rf"BINARY|BIPOLAR|TERNARY|FLOAT32|FLOAT16|U?INT{_WIDTH}|FIXED<{_WIDTH},{_SMALL}>|SCALEDINT<{_WIDTH}>"
+    rf"|FLOAT<{_SMALL},{_SMALL}(?:,-?[0-9]{{1,3}})?>",
+    re.ASCII,
+)
+# the layouts qonnx.core.data_layout defines, written the way qonnx's set_tensor_layout writes them (str(list))
+TENSOR_LAYOUTS = frozenset(
+    str(layout)
+    for layout in (["N", "H", "W", "C"], ["N", "C", "H", "W"], ["N", "C", "W"], ["N", "W", "C"], ["N", "C"], [])
+)
+ANNOTATION_KEYS = ("finn_datatype", "tensor_layout")  # qonnx also evals "tensor_sparsity": never allowed
+# FINN node attributes that name a file or folder to read, run or load, a module name to simulate, or a simulator:
+# FINN's execute_node runs executable_path (cppsim) or loads rtlsim_so (rtlsim). The SDK's package graphs hold
+# none of them (the deploy writes them to its build folder only); a value here is refused.
+CODE_ATTRIBUTES = frozenset(
+    {
+        "code_gen_dir_cppsim",
+        "code_gen_dir_ipgen",
+        "executable_path",
+        "ipgen_path",
+        "ip_path",
+        "ip_vlnv",
+        "rtlsim_so",
+        "rtlsim_trace",
+        "gen_top_module",
+        "debug_log_path",
+        "iteration_context_path",
+        "output_hook",
+        "exec_mode",
+    }
+)
+# FINN node attributes holding a qonnx DataType name: parsed with DataType[...], checked against DATATYPE_NAME
+DATATYPE_ATTRIBUTES = frozenset(
+    {"inputDataType", "outputDataType", "weightDataType", "accDataType", "dataType", "out_dtype", "inp_dtype"}
+)
+_FLOAT_TYPES = frozenset(
+    {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+)
 _FIX = "pass the .onnx file written by `sdk export` (or by Brevitas's export_qonnx), unchanged"
 
 
@@ -216,6 +274,193 @@ def _check_structure(model: onnx.ModelProto, where_name: str, finn_ops: bool) ->
             )
 
 
+def _shown(value: str | bytes) -> str:
+    text = value if isinstance(value, str) else value.decode("utf-8", "backslashreplace")
+    return repr(text if len(text) <= 80 else text[:80] + "...")
+
+
+def _literal_fix(allowed: str) -> str:
+    return f"{allowed}; {_FIX}"
+
+
+def is_datatype_name(value: object) -> bool:
+    """A qonnx DataType name from the literal allow-list (DATATYPE_NAME) that qonnx parses; no eval anywhere."""
+    if not isinstance(value, str) or not DATATYPE_NAME.fullmatch(value):
+        return False
+    from qonnx.core.datatype import resolve_datatype  # parses by string operations only
+
+    try:
+        resolve_datatype(value)
+    except (KeyError, ValueError, TypeError, AssertionError):
+        return False
+    return True
+
+
+def _check_annotations(model: onnx.ModelProto, where_name: str) -> None:
+    """qonnx's get_tensor_layout (and get_tensor_sparsity) run eval() on the annotation's text: only literals pass."""
+    for graph in _graphs(model.graph):
+        for annotation in graph.quantization_annotation:
+            for entry in annotation.quant_parameter_tensor_names:
+                key, value = entry.key, entry.value
+                field = f"the quantization annotation {_shown(key)} of tensor {_shown(annotation.tensor_name)}"
+                if key not in ANNOTATION_KEYS:
+                    raise _fail(
+                        where_name,
+                        f"{where_name}: {field} is not one the SDK reads (qonnx evaluates some annotations as "
+                        "Python), so the file is refused before anything reads it.",
+                        _literal_fix(f"keep only the annotations {', '.join(ANNOTATION_KEYS)}"),
+                    )
+                if key == "finn_datatype" and not is_datatype_name(value):
+                    raise _fail(
+                        where_name,
+                        f"{where_name}: {field} holds {_shown(value)}, which is not a qonnx data type name.",
+                        _literal_fix("use a name such as INT4, UINT8, BIPOLAR or FLOAT32"),
+                    )
+                if key == "tensor_layout" and value not in TENSOR_LAYOUTS:
+                    raise _fail(
+                        where_name,
+                        f"{where_name}: {field} holds {_shown(value)}, which is not a layout qonnx knows; qonnx "
+                        "would run it as Python (eval), so the file is refused before anything reads it.",
+                        _literal_fix(f"write one of {', '.join(sorted(TENSOR_LAYOUTS))} exactly"),
+                    )
+
+
+def _check_metadata(model: onnx.ModelProto, where_name: str) -> None:
+    """FINN reads a model's metadata_props as library paths to load (rtlsim_so), a simulator (exec_mode) and
+    expressions to eval (vivado_stitch_ifnames); the SDK's models and Brevitas's exports carry none."""
+    for entry in model.metadata_props:
+        raise _fail(
+            where_name,
+            f"{where_name}: the model's metadata_props entry {_shown(entry.key)} is refused: FINN reads model "
+            "metadata as files to load, simulators to run and Python expressions, and the SDK's models carry none.",
+            _literal_fix("remove the metadata (del model.metadata_props[:]; onnx.save(model, path))"),
+        )
+
+
+def _check_attributes(model: onnx.ModelProto, where_name: str) -> None:
+    """FINN attributes that name files, code or a simulator must be empty; FINN data type names must be literal
+    names; float attributes must be finite (a NaN epsilon loops FINN as a NaN weight does)."""
+    for node, scope in _nodes(model):
+        name = node.name or node.op_type
+        for attribute in node.attribute:
+            field = f"attribute {_shown(attribute.name)} of node {_shown(name)} ({scope})"
+            if attribute.name in CODE_ATTRIBUTES and (attribute.s or attribute.strings):
+                raise _fail(
+                    where_name,
+                    f"{where_name}: {field} holds {_shown(attribute.s or attribute.strings[0])}; FINN would read, "
+                    "run or load what it names, so the file is refused before anything reads it.",
+                    "deploy again: the graphs the SDK writes leave FINN's build paths empty",
+                )
+            if attribute.name in DATATYPE_ATTRIBUTES and node.domain in CUSTOM_DOMAINS:
+                value = attribute.s.decode("utf-8", "replace")
+                if not is_datatype_name(value):
+                    raise _fail(
+                        where_name,
+                        f"{where_name}: {field} holds {_shown(attribute.s)}, which is not a qonnx data type name.",
+                        _literal_fix("use a name such as INT4, UINT8, BIPOLAR or FLOAT32"),
+                    )
+            floats = [attribute.f, *attribute.floats]
+            if not all(math.isfinite(value) for value in floats):
+                raise _fail(
+                    where_name,
+                    f"{where_name}: {field} is not finite (NaN or infinity); FINN's transformations loop on it.",
+                    "give the attribute a finite value (retrain or re-export the model)",
+                )
+
+
+def _itemsize(elem_type: int) -> int:
+    try:
+        return max(1, onnx.helper.tensor_dtype_to_np_dtype(elem_type).itemsize)
+    except (KeyError, ValueError, TypeError):
+        return 8  # strings, undefined: counted as one pointer each
+
+
+def _elements(dims: Iterator[int] | list[int], limit: int) -> int | None:
+    """The product of `dims`, stopping once it passes `limit` (a file may list a million dims); None for a
+    negative dim."""
+    dims = list(dims)
+    if any(dim < 0 for dim in dims):
+        return None
+    if 0 in dims:
+        return 0
+    count = 1
+    for dim in dims:
+        count *= dim
+        if count > limit:
+            return count
+    return count
+
+
+def _check_sizes(model: onnx.ModelProto, where_name: str) -> None:
+    """Every shape the file declares, from the header: no array is built before its size is known to fit."""
+    sizes: dict[str, int] = {}
+    budget = MEMORY_BUDGET_BYTES
+
+    def add(name: str, dims: list[int], elem_type: int, what: str) -> None:
+        count = _elements(dims, budget)
+        if count is None:
+            raise _fail(where_name, f"{where_name}: {what} {_shown(name)} has a negative dimension {dims}.")
+        size = count * _itemsize(elem_type)
+        if size > budget:
+            shown = "x".join(str(dim) for dim in dims[:8]) + ("x..." if len(dims) > 8 else "")
+            raise _fail(
+                where_name,
+                f"{where_name}: {what} {_shown(name)} of shape {shown} takes {size / 2**30:,.1f} GiB, more than the "
+                f"SDK's memory budget of {budget >> 30} GiB for a graph; it is refused before any array is built.",
+                "give the tensor the shape of one sample (the SDK batches samples itself); " + _FIX,
+            )
+        sizes[name] = max(sizes.get(name, 0), size)
+
+    for graph in _graphs(model.graph):
+        for kind, values in (("input", graph.input), ("output", graph.output), ("value_info", graph.value_info)):
+            for value in values:
+                if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
+                    continue
+                tensor_type = value.type.tensor_type
+                dims = [dim.dim_value if dim.HasField("dim_value") else 1 for dim in tensor_type.shape.dim]
+                add(value.name, dims, tensor_type.elem_type, f"the {kind} tensor")
+        for sparse in graph.sparse_initializer:
+            add(sparse.values.name, list(sparse.dims), sparse.values.data_type, "the sparse initializer")
+    for tensor in _tensors(model):
+        add(tensor.name, list(tensor.dims), tensor.data_type, "the tensor")
+    total = sum(sizes.values())
+    if total > budget:
+        largest = max(sizes, key=sizes.__getitem__)
+        raise _fail(
+            where_name,
+            f"{where_name}: the tensors the graph declares take {total / 2**30:,.1f} GiB together (the largest "
+            f"{_shown(largest)}: {sizes[largest] / 2**30:,.1f} GiB), more than the SDK's memory budget of "
+            f"{budget >> 30} GiB for a graph; it is refused before any array is built.",
+            "give the tensors the shapes of one sample (the SDK batches samples itself); " + _FIX,
+        )
+
+
+def _check_finite(model: onnx.ModelProto, where_name: str) -> None:
+    """A NaN or inf in a weight makes FINN's RoundAndClipThresholds repeat forever (NaN != NaN); refused by name.
+    Runs after _check_sizes: every array built here fits the budget."""
+    for tensor in _tensors(model):
+        if tensor.data_type not in _FLOAT_TYPES:
+            continue
+        try:
+            values = numpy_helper.to_array(tensor)
+        except (ValueError, TypeError) as exc:
+            raise _fail(
+                where_name,
+                f"{where_name}: tensor {_shown(tensor.name)} does not hold the data its shape "
+                f"{list(tensor.dims)[:8]} says ({str(exc)[:120]}).",
+                "the file is truncated or damaged; " + _FIX,
+            ) from None
+        if not np.isfinite(values).all():
+            bad = int((~np.isfinite(values)).sum())
+            raise _fail(
+                where_name,
+                f"{where_name}: tensor {_shown(tensor.name)} holds {bad:,} value(s) that are NaN or infinite; "
+                "FINN's transformations loop forever on them, and no hardware computes them.",
+                "retrain or re-export the model so that every weight and parameter is finite (a NaN usually "
+                "comes from a diverged training run)",
+            )
+
+
 def _bare_file_name(raw: bytes) -> bool:
     try:
         name = raw.decode("utf-8")
@@ -247,6 +492,11 @@ def load_onnx_safely(path: Path | str, where_name: str | None = None, finn_ops: 
     model = _parse(_read(Path(path), where_name), where_name)
     try:
         _check_structure(model, where_name, finn_ops)
+        _check_annotations(model, where_name)
+        _check_metadata(model, where_name)
+        _check_attributes(model, where_name)
+        _check_sizes(model, where_name)
+        _check_finite(model, where_name)
         _check_standard_ops(model)
     except ExportError:
         raise
