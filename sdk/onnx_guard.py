@@ -10,13 +10,14 @@ every node (in the main graph, in subgraphs, in local functions) must be in a
 domain the SDK's libraries define, and the graph must be a graph.
 
 Values the libraries evaluate or follow are allowed only as literals from an allow-list (docs/ARCHITECTURE.md,
-"Security", lists every site): qonnx runs eval() on a tensor's `tensor_layout` and `tensor_sparsity` annotations,
-so an annotation must be a `finn_datatype` name of the form qonnx's DataType parses or a `tensor_layout` qonnx
-knows, written exactly; FINN reads a model's metadata_props as paths of libraries to load and expressions to
-evaluate, so a file carries none; FINN node attributes that name files, code or a simulator (code_gen_dir_*,
-executable_path, rtlsim_so, exec_mode, ...) must be empty. Numbers that make FINN loop are refused too: a NaN or
-inf in any tensor (FINN's RoundAndClipThresholds repeats while `thresholds != rounded`, which NaN keeps true
-forever), and shapes whose arrays would exceed MEMORY_BUDGET_BYTES (from the header, before any array is built).
+"Security", lists every site): qonnx runs eval() on a tensor's `tensor_layout` and `tensor_sparsity` annotations, so
+an annotation must be a `finn_datatype` name of the form qonnx's DataType parses, a `tensor_layout` qonnx knows or
+the depthwise `tensor_sparsity` mark qonnx writes, exactly; FINN reads a model's metadata_props as paths of
+libraries to load and expressions to evaluate, so a file carries none; FINN node attributes that name files, code or
+a simulator (code_gen_dir_*, executable_path, rtlsim_so, exec_mode, ...) must be empty. Numbers that make FINN loop
+are refused too: a NaN or inf in any tensor (FINN's RoundAndClipThresholds repeats while `thresholds != rounded`,
+which NaN keeps true forever), and shapes whose arrays would exceed MEMORY_BUDGET_BYTES (from the header, before any
+array is built).
 
 Known domains: the standard ones ("", "ai.onnx", "ai.onnx.ml"); what Brevitas's
 export_qonnx writes ("qonnx.custom_op.general"; older Brevitas wrote "onnx.brevitas",
@@ -81,7 +82,10 @@ TENSOR_LAYOUTS = frozenset(
     str(layout)
     for layout in (["N", "H", "W", "C"], ["N", "C", "H", "W"], ["N", "C", "W"], ["N", "W", "C"], ["N", "C"], [])
 )
-ANNOTATION_KEYS = ("finn_datatype", "tensor_layout")  # qonnx also evals "tensor_sparsity": never allowed
+# qonnx's LowerConvsToMatMul marks a depthwise convolution's weights with a `tensor_sparsity` annotation, str() of
+# {"dw": {"kernel_shape": [k_h, k_w]}}, which FINN's InferVectorVectorActivation reads back with eval()
+TENSOR_SPARSITY = re.compile(r"\{'dw': \{'kernel_shape': \[[1-9][0-9]{0,3}, [1-9][0-9]{0,3}\]\}\}|\{\}", re.ASCII)
+ANNOTATION_KEYS = ("finn_datatype", "tensor_layout", "tensor_sparsity")
 # FINN node attributes that name a file or folder to read, run or load, a module name to simulate, or a simulator:
 # FINN's execute_node runs executable_path (cppsim) or loads rtlsim_so (rtlsim). The SDK's package graphs hold
 # none of them (the deploy writes them to its build folder only); a value here is refused.
@@ -315,6 +319,14 @@ def _check_annotations(model: onnx.ModelProto, where_name: str) -> None:
                         where_name,
                         f"{where_name}: {field} holds {_shown(value)}, which is not a qonnx data type name.",
                         _literal_fix("use a name such as INT4, UINT8, BIPOLAR or FLOAT32"),
+                    )
+                if key == "tensor_sparsity" and not (isinstance(value, str) and TENSOR_SPARSITY.fullmatch(value)):
+                    raise _fail(
+                        where_name,
+                        f"{where_name}: {field} holds {_shown(value)}, which is not the depthwise-convolution mark "
+                        "qonnx writes; qonnx would run it as Python (eval), so the file is refused before anything "
+                        "reads it.",
+                        _literal_fix("write {'dw': {'kernel_shape': [KH, KW]}} exactly, or remove the annotation"),
                     )
                 if key == "tensor_layout" and value not in TENSOR_LAYOUTS:
                     raise _fail(

@@ -29,7 +29,13 @@ from qonnx.core.modelwrapper import ModelWrapper
 from sdk.boards import get_board
 from sdk.cli import main
 from sdk.errors import ExportError, UnsupportedModelError
-from sdk.onnx_guard import MEMORY_BUDGET_BYTES, TENSOR_LAYOUTS, is_datatype_name, load_onnx_safely
+from sdk.onnx_guard import (
+    MEMORY_BUDGET_BYTES,
+    TENSOR_LAYOUTS,
+    TENSOR_SPARSITY,
+    is_datatype_name,
+    load_onnx_safely,
+)
 from sdk.package import identity_sha256, sha256_file
 from targets.finn import steps
 
@@ -111,7 +117,8 @@ def test_the_payload_never_runs_on_the_tflite_path_either(tfc_export, tmp_path):
 @pytest.mark.parametrize(
     "key, value, says",
     [
-        ("tensor_sparsity", "__import__('os').getpid() or {}", "'tensor_sparsity'"),  # qonnx evals it too
+        ("tensor_sparsity", "__import__('os').getpid() or {}", "not the depthwise-convolution mark"),  # evaluated
+        ("tensor_sparsity", "{'dw': {'kernel_shape': [3, 3]}} and 1", "not the depthwise-convolution mark"),
         ("finn_datatype", "INT4') or __import__('os').getpid() or ('", "not a qonnx data type"),
         ("finn_datatype", "INT" + "9" * 5000, "not a qonnx data type"),  # int() of 5,000 digits: refused by name
         ("tensor_layout", "['N', 'C'] ", "not a layout qonnx knows"),  # exact strings only
@@ -130,6 +137,7 @@ def test_the_allow_lists_hold_what_qonnx_and_finn_write():
     import qonnx.core.data_layout as layouts
 
     assert TENSOR_LAYOUTS == {str(v) for v in vars(layouts).values() if isinstance(v, list)}
+    assert TENSOR_SPARSITY.fullmatch(str({"dw": {"kernel_shape": [3, 3]}}))  # qonnx's LowerConvsToMatMul writes it
     for name in ["BINARY", "BIPOLAR", "TERNARY", "FLOAT32", "UINT1", "INT2", "UINT8", "INT32", "INT64", "FIXED<8,4>"]:
         assert is_datatype_name(name), name
     for name in ["INT0", "INT65", "int8", "INT8 ", "UINT٨", "FLOAT64", "INT8; x", ""]:
