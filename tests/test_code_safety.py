@@ -397,13 +397,13 @@ def test_the_package_graphs_carry_nothing_the_guard_refuses(fpga_package):
 # --- FINN's settings file: read with PyYAML's unsafe Loader -----------------------------------------------------------
 
 
-def test_a_finn_settings_file_never_runs(tfc_export, tmp_path):
+def test_a_finn_settings_file_never_runs(tfc_export, tmp_path, monkeypatch):
     """FINN loads ~/.finn/settings.yaml (or $FINN_SETTINGS) with yaml.Loader, where a python/object/apply tag runs
     code; the SDK gives FINN a settings file of its own, so neither is read."""
+    for variable in ("FINN_SETTINGS", "FINN_BUILD_DIR"):  # a user's shell, not this process after a deploy
+        monkeypatch.delenv(variable, raising=False)
     marker = tmp_path / "ran.txt"
-    payload = (
-        f'x: !!python/object/apply:pathlib.Path.write_text [!!python/object/apply:pathlib.Path ["{marker}"], "ran"]\n'
-    )
+    payload = f'x: !!python/object/apply:builtins.open ["{marker}", "w"]\n'  # creates the marker when loaded
     home = tmp_path / "home"
     (home / ".finn").mkdir(parents=True)
     (home / ".finn" / "settings.yaml").write_text(payload)
@@ -411,6 +411,11 @@ def test_a_finn_settings_file_never_runs(tfc_export, tmp_path):
     for env in ({"HOME": str(home)}, {"HOME": str(home), "FINN_SETTINGS": str(tmp_path / "settings.yaml")}):
         code, result = _cli("check", "--model", str(tfc_export), "--target", "pynq-z2", env=env, timeout=120)
         assert code == 0 and not marker.exists(), result
+    # `sdk simulate --rtlsim` in a fresh process, with FINN_BUILD_DIR in the user's environment
+    rtlsim = "from targets.finn.rtlsim import _finn_rtllib_ready; _finn_rtllib_ready()"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(home), "FINN_BUILD_DIR": str(tmp_path / "build")}
+    subprocess.run([sys.executable, "-c", rtlsim], env=env, cwd=ROOT, check=True, timeout=120)
+    assert not marker.exists()
 
 
 # --- the audit stays true: a new eval/exec site in qonnx or FINN fails here until it is audited ----------------------

@@ -11,18 +11,18 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+FINN_SETTINGS_FILE = Path(__file__).resolve().with_name("finn_settings.yaml")  # "{}": FINN's defaults
+
 
 def prepare_finn(build_dir: Path) -> None:
     """Point FINN at this build's scratch folder and give it its (dummy) settings.
 
     FINN reads its settings file with PyYAML's unsafe Loader (a `!!python/object/apply` tag runs code) from
-    FINN_SETTINGS, else ~/.finn/settings.yaml (creating ~/.finn). The SDK hands it an empty settings file of its
-    own in the build folder instead: FINN reads nothing the SDK did not write."""
+    FINN_SETTINGS, else ~/.finn/settings.yaml (creating ~/.finn). The SDK points it at its own empty settings file,
+    installed with its code (never one in a build or temporary folder, which another user could swap)."""
     build_dir.mkdir(parents=True, exist_ok=True)
     os.environ["FINN_BUILD_DIR"] = str(build_dir)
-    settings_file = build_dir / "finn_settings.yaml"
-    settings_file.write_text("{}\n")
-    os.environ["FINN_SETTINGS"] = str(settings_file)
+    os.environ["FINN_SETTINGS"] = str(FINN_SETTINGS_FILE)
     import finn.util.settings as settings
 
     settings.initialize_dummy_settings()

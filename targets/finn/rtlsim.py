@@ -248,9 +248,8 @@ def _finn_rtllib_ready() -> None:
     """FINN's RTL file lists read its settings; a deploy has set them (prepare_finn), a bare call has not."""
     import finn.util.settings as settings
 
-    try:
-        settings.get_settings()
-    except Exception:
+    # not FINN's own get_settings(): with FINN_BUILD_DIR set it reads ~/.finn/settings.yaml with yaml's unsafe Loader
+    if settings._SETTINGS is None:
         from targets.finn.environment import prepare_finn
 
         prepare_finn(Path(tempfile.gettempdir()) / "sdk_finn_rtlsim")
