@@ -394,6 +394,22 @@ def test_the_package_graphs_carry_nothing_the_guard_refuses(fpga_package):
     assert code == 0, result
 
 
+def test_a_payload_in_a_cached_graph_never_runs(tfc_export, tmp_path, monkeypatch):
+    """The SDK's graph cache (a folder any process of the user can write) is read through the same guard: a planted
+    entry is refused, streamlined again and replaced."""
+    monkeypatch.setenv("SDK_CACHE_DIR", str(tmp_path / "cache"))
+    code, result = _invoke("check", "--model", str(tfc_export), "--target", "pynq-z2")
+    entries = list((tmp_path / "cache" / "finn-graphs").glob("streamlined-*.onnx"))
+    assert code == 0 and len(entries) == 1, result
+    marker = tmp_path / "ran.txt"
+    model = onnx.load(entries[0])
+    _annotate("tensor_layout", _payload(marker))(model)
+    onnx.save(model, entries[0])
+    code, result = _invoke("check", "--model", str(tfc_export), "--target", "pynq-z2")
+    assert code == 0 and not marker.exists(), result
+    assert "__import__" not in entries[0].read_bytes().decode("latin-1")  # replaced by a clean one
+
+
 # --- FINN's settings file: read with PyYAML's unsafe Loader -----------------------------------------------------------
 
 
