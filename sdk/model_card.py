@@ -7,6 +7,7 @@ never needs torch, so deploying a QONNX file starts fast.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,23 @@ def _card_problem(card: Any) -> str | None:
     return None
 
 
+def _cleaned(cleanup_model: Callable, model: Any, where: str) -> Any:
+    """qonnx's clean-up (its transformations repeat until the graph stops changing) under the SDK's time limit."""
+    from sdk.time_limit import STEP_TIMEOUT_VARIABLE, StepTimeout, step_timeout, time_limit
+
+    limit = step_timeout()
+    try:
+        with time_limit(limit):
+            return cleanup_model(model)
+    except StepTimeout:
+        raise ExportError(
+            f"qonnx's clean-up of the graph did not finish within {limit:g} s and was stopped.",
+            where=f"{where}, qonnx clean-up",
+            fix="check the graph for values and ops qonnx does not handle; if it is only large, allow more time: "
+            f"{STEP_TIMEOUT_VARIABLE}=SECONDS",
+        ) from None
+
+
 def card_from_graph(onnx_path: Path, out_path: Path, input_scale: float | None, where: str) -> dict[str, Any]:
     """A QONNX file without a model card: clean it up (shapes, constants, initializers given as graph inputs), take
     the input's shape and integer type from the graph, and write the graph the SDK deploys to `out_path`.
@@ -120,7 +138,9 @@ def card_from_graph(onnx_path: Path, out_path: Path, input_scale: float | None, 
 
     checked = load_onnx_safely(onnx_path, where)  # before qonnx imports anything a node's domain names
     try:
-        model = cleanup_model(ModelWrapper(checked))
+        model = _cleaned(cleanup_model, ModelWrapper(checked), where)
+    except ExportError:
+        raise
     except Exception as exc:
         raise ExportError(
             f"{onnx_path.name} cannot be read as a QONNX graph: {type(exc).__name__}: {exc}",
@@ -173,7 +193,7 @@ def card_from_graph(onnx_path: Path, out_path: Path, input_scale: float | None, 
         model.set_initializer(scale, np.array(input_scale, dtype=np.float32))
         model.graph.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
         model.set_tensor_datatype(pixels, DataType["UINT8"])
-        model = cleanup_model(model)
+        model = _cleaned(cleanup_model, model, where)
     flat = len(shape) == 2
     input_shape = [1, 1, shape[1]] if flat else shape[1:]
     out_shape = model.get_tensor_shape(model.graph.output[0].name) or [1, 1]

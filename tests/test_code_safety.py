@@ -263,6 +263,14 @@ def test_a_step_over_its_time_limit_is_exit_2_naming_it(tfc_export):
     assert "'qonnx_to_finn'" in error["what"] and "SDK_STEP_TIMEOUT" in error["fix"], error
 
 
+def test_qonnx_clean_up_of_a_card_less_graph_runs_under_the_limit_too(tfc_export, tmp_path, monkeypatch):
+    model = tmp_path / "bare.onnx"
+    shutil.copyfile(tfc_export, model)  # no model card beside it: the SDK reads one off the graph (qonnx clean-up)
+    monkeypatch.setenv("SDK_STEP_TIMEOUT", "0.001")
+    code, error = _invoke("check", "--model", str(model), "--target", "tflite")
+    assert code == 2 and "qonnx clean-up" in error["where"] and "SDK_STEP_TIMEOUT" in error["fix"], error
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "soon"])
 def test_a_bad_time_limit_is_refused(tfc_export, value, monkeypatch):
     monkeypatch.setenv("SDK_STEP_TIMEOUT", value)

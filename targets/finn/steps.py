@@ -7,7 +7,7 @@ runs the steps up to `check_mapping`; a deploy runs them all. What a step
 produces besides the model (the parent graph, the fit result, the estimate)
 is recorded in the `FinnConfig` it is handed, with the time each step took.
 
-Each step runs under a time limit (SDK_STEP_TIMEOUT seconds, default STEP_TIMEOUT_SECONDS): FINN's
+Each step runs under a time limit (sdk.time_limit: SDK_STEP_TIMEOUT seconds, default 600): FINN's
 transformations repeat until nothing changes, and a graph that keeps changing (a NaN threshold is never equal to
 itself) would loop forever. The limit turns that into an SDK error naming the step. The SDK's models take seconds
 per step; the default is generous.
@@ -15,15 +15,9 @@ per step; the default is generous.
 
 from __future__ import annotations
 
-import ctypes
-import math
-import os
 import random
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,82 +25,12 @@ import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
 from sdk.boards import Board
-from sdk.errors import ConfigError, SDKError, UnsupportedLayersError, UnsupportedModelError
+from sdk.errors import SDKError, UnsupportedLayersError, UnsupportedModelError
+from sdk.time_limit import STEP_TIMEOUT_VARIABLE, StepTimeout, step_timeout, time_limit
 from targets.finn import codegen, estimate, folding, frontend, graph_cache, hw_layers, partition, specialize, streamline
 from targets.finn.environment import prepare_finn
 
 FINN_REFERENCE_SAMPLES = 8  # FINN's python execution runs one sample at a time: a few suffice per layer
-STEP_TIMEOUT_SECONDS = 600.0  # per FINN step; the longest step of the SDK's models takes under 10 s
-STEP_TIMEOUT_VARIABLE = "SDK_STEP_TIMEOUT"
-
-
-class StepTimeout(BaseException):
-    """Raised inside a step when its time is up. A BaseException, so that FINN's own `except Exception` clauses
-    do not swallow it."""
-
-
-def step_timeout() -> float:
-    """SDK_STEP_TIMEOUT in seconds (a positive number), or the default."""
-    raw = os.environ.get(STEP_TIMEOUT_VARIABLE, "").strip()
-    if not raw:
-        return STEP_TIMEOUT_SECONDS
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise ConfigError(
-            f"{STEP_TIMEOUT_VARIABLE}={raw[:40]!r} is not a positive number of seconds.",
-            where=f"environment variable {STEP_TIMEOUT_VARIABLE}",
-            fix=f"unset it (default {STEP_TIMEOUT_SECONDS:.0f} s) or give seconds, e.g. {STEP_TIMEOUT_VARIABLE}=1800",
-        )
-    return seconds
-
-
-@contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    """Raise StepTimeout in this thread once `seconds` have passed. In the main thread a SIGALRM timer interrupts
-    Python loops and blocking calls; in another thread (signals reach only the main one) a timer thread raises
-    the exception asynchronously in this one, at its next Python instruction."""
-    if threading.current_thread() is threading.main_thread():
-
-        def expired(signum, frame):
-            raise StepTimeout
-
-        outer, _ = signal.getitimer(signal.ITIMER_REAL)  # a caller's own timer (e.g. pytest-timeout) is kept
-        if 0 < outer <= seconds:
-            yield  # it fires first anyway
-            return
-        began = time.monotonic()
-        previous = signal.signal(signal.SIGALRM, expired)
-        signal.setitimer(signal.ITIMER_REAL, seconds)
-        try:
-            yield
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
-            if outer > 0:
-                signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - began), 1e-3))
-        return
-    target = ctypes.c_ulong(threading.get_ident())
-    done = threading.Event()
-    lock = threading.Lock()
-
-    def interrupt() -> None:
-        with lock:
-            if not done.is_set():
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(target, ctypes.py_object(StepTimeout))
-
-    timer = threading.Timer(seconds, interrupt)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        with lock:
-            done.set()
-            timer.cancel()
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(target, None)  # one raised but not yet delivered: cleared
 
 
 def _timed_out(name: str, seconds: float, cfg: FinnConfig) -> UnsupportedModelError:
