@@ -307,13 +307,16 @@ def train(
     required=True,
     help="QONNX file to write (model card beside it).",
 )
+@click.option("--force", is_flag=True, help="Replace an existing --out file and the model card (.json) beside it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def export(run_dir: Path, out_path: Path, as_json: bool) -> None:
-    """Export a training run to QONNX plus a model card, checked against Brevitas."""
+def export(run_dir: Path, out_path: Path, force: bool, as_json: bool) -> None:
+    """Export a training run to QONNX plus a model card, checked against Brevitas.
+
+    An existing --out file or card is not replaced without --force."""
     from sdk.export import export_run
 
     with hush_stdout():  # torch.onnx and qonnx print; stdout is for the result
-        result = export_run(run_dir, out_path)
+        result = export_run(run_dir, out_path, force=force)
     if as_json:
         return _emit_json(result.to_dict())
     check = result.card["check"]
