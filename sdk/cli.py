@@ -353,14 +353,16 @@ def _deploy_options(func):
     "--fps",
     type=float,
     default=None,
-    help="FPGA: throughput target in frames/s (FINN's SetFolding); without it, the fastest folding under --max-util.",
+    help="FPGA: throughput target in frames/s (FINN's SetFolding), held to 100 % of the board (exit 2 above it); "
+    "without it, the fastest folding under --max-util.",
 )
 @click.option(
     "--max-util",
     type=float,
     default=0.8,
     show_default=True,
-    help="FPGA: utilisation cap (LUT, BRAM18, URAM, DSP) of the fastest-folding search used without --fps.",
+    help="FPGA: utilisation cap (LUT, BRAM18, URAM, DSP) of the fastest-folding search used without --fps "
+    "(--fps is held to 100 %).",
 )
 @click.option("--clock-mhz", type=float, default=None, help="Override the board's clock.")
 @click.option(
