@@ -101,38 +101,50 @@ def _exists(path: Path, out_path: Path) -> ExportError:
     )
 
 
+def _put(source: Path, dest: Path, force: bool, out_path: Path) -> None:
+    """source -> dest by one rename (force) or one hard link (never overwrites; where the disk has no links, dest
+    is checked just before the rename). OSError EXDEV when the two are on different disks."""
+    if force:
+        os.replace(source, dest)
+        return
+    try:
+        os.link(source, dest)
+    except FileExistsError:
+        raise _exists(dest, out_path) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):  # e.g. FAT: no links
+            raise
+        if dest.exists() or dest.is_symlink():
+            raise _exists(dest, out_path) from None
+        os.replace(source, dest)
+
+
 def _place(files: list[tuple[Path, Path]], force: bool, out_path: Path) -> None:
-    """Move each finished (source, destination) pair into place, copied first to a staging file of this call
-    beside the destination (the scratch folder may be on another disk), then renamed. Without force a destination
-    that exists by now is not replaced: a hard link never overwrites; where the disk has none, it is checked just
-    before. A refusal takes back the files this call placed; nothing else is removed."""
+    """Move each finished (source, destination) pair into place in one step. Where the scratch folder is on another
+    disk, the file is copied first to a staging file of this call beside the destination. Without force an
+    existing destination is never replaced; a refusal takes back the files this call placed. Nothing else in the
+    destination's folder is touched."""
     placed: list[tuple[Path, os.stat_result]] = []
     try:
         for source, dest in files:
-            staging = dest.with_name(f".{dest.name}.sdk-{secrets.token_hex(8)}.part")
-            fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            ours = os.stat(source)
             try:
-                with os.fdopen(fd, "wb") as handle, open(source, "rb") as src:
-                    shutil.copyfileobj(src, handle)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                ours = os.stat(staging)
-                if force:
-                    os.replace(staging, dest)
-                else:
-                    try:
-                        os.link(staging, dest)
-                    except FileExistsError:
-                        raise _exists(dest, out_path) from None
-                    except OSError as exc:  # no hard links on this disk (e.g. FAT)
-                        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-                            raise
-                        if dest.exists() or dest.is_symlink():
-                            raise _exists(dest, out_path) from None
-                        os.replace(staging, dest)
-                placed.append((dest, ours))
-            finally:
-                staging.unlink(missing_ok=True)  # created above by this call (O_EXCL)
+                _put(source, dest, force, out_path)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                staging = dest.with_name(f".{dest.name}.sdk-{secrets.token_hex(8)}.part")
+                fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+                try:
+                    with os.fdopen(fd, "wb") as handle, open(source, "rb") as src:
+                        shutil.copyfileobj(src, handle)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                    ours = os.stat(staging)
+                    _put(staging, dest, force, out_path)
+                finally:
+                    staging.unlink(missing_ok=True)  # made above by this call (O_EXCL)
+            placed.append((dest, ours))
     except BaseException:
         for dest, ours in placed:
             with contextlib.suppress(OSError):

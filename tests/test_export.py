@@ -187,3 +187,39 @@ def test_cli_export_refuses_an_existing_out_without_force(tmp_path, tfc_run):
     assert out.read_text() == "my graph" and not card_path_for(out).exists()
     assert subprocess.run([*command, "--force"], capture_output=True, text=True).returncode == 0
     assert read_card(out)["check"]["passed"]
+
+
+def test_placing_across_disks_goes_through_a_staging_file_and_never_overwrites(tmp_path, monkeypatch):
+    """Where the scratch folder is on another disk (a link or rename says EXDEV), the export copies to a staging
+    file beside --out and moves that; an existing file is still refused, and no staging file is left."""
+    import errno
+    import os
+
+    from sdk import export
+    from sdk.errors import ExportError
+
+    scratch, out = tmp_path / "scratch", tmp_path / "out"
+    scratch.mkdir()
+    out.mkdir()
+    (scratch / "model.onnx").write_bytes(b"graph")
+    (scratch / "card.json").write_text("{}")
+    link, replace = os.link, os.replace
+
+    def across(real):
+        def call(source, dest, *args, **kwargs):
+            if str(source).startswith(str(scratch)):
+                raise OSError(errno.EXDEV, "Invalid cross-device link")
+            return real(source, dest, *args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(os, "link", across(link))
+    monkeypatch.setattr(os, "replace", across(replace))
+    files = [(scratch / "model.onnx", out / "m.onnx"), (scratch / "card.json", out / "m.json")]
+    (out / "m.json").write_text("mine")
+    with pytest.raises(ExportError, match="m.json exists"):
+        export._place(files, False, out / "m.onnx")
+    assert sorted(p.name for p in out.iterdir()) == ["m.json"] and (out / "m.json").read_text() == "mine"
+    export._place(files, True, out / "m.onnx")
+    assert (out / "m.onnx").read_bytes() == b"graph" and (out / "m.json").read_text() == "{}"
+    assert sorted(p.name for p in out.iterdir()) == ["m.json", "m.onnx"]
