@@ -9,13 +9,21 @@ new field or flow is a schema edit, not code; unknown and missing fields are
 errors naming the file and the field. Extra board folders (with their parts in
 `<folder>/parts/`) come from SDK_BOARDS_PATH (os.pathsep-separated), so users
 describe their own boards.
+
+FPGA names are checked against what the tools know: a part file's name must be
+a part of the SDK's own part files or of FINN's board -> part maps
+(finn.util.basic, read from its source, not imported), a board's `finn.board`
+must be one of FINN's board names for its shell, and its chip must be the part
+FINN builds that board for.
 """
 
 from __future__ import annotations
 
+import ast
 import copy
 import difflib
 import functools
+import importlib.util
 import math
 import os
 import re
@@ -225,9 +233,88 @@ def _read_yaml(path: Path, label: str) -> Any:
 # The schema and its generic validator
 
 _TYPES = {"text", "name", "number", "integer", "choice", "kind", "flows", "part", "mapping"}
-_SPEC_KEYS = {"type", "required", "doc", "values", "min", "lower_case", "fields", "rules"}
+_SPEC_KEYS = {"type", "required", "doc", "values", "min", "lower_case", "fields", "rules", "known"}
 _RULE_KEYS = {"when", "when_present", "when_absent", "require", "forbid", "why", "fix"}
+_REGISTRIES = {"fpga_parts", "finn_boards"}  # what a schema field's `known:` may name (_known_names)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The names the FPGA tools know
+
+FINN_SHELL_MAPS = {"zynq": "pynq_part_map", "alveo": "alveo_part_map"}  # finn.shell -> FINN's board -> part map
+
+
+@functools.cache
+def finn_part_maps() -> dict[str, dict[str, str]]:
+    """FINN's board -> part maps (pynq_part_map, alveo_part_map, part_map, ...) as finn/util/basic.py writes them:
+    its module-level literal assignments, read with ast (importing it loads qonnx and onnx, a second or more, and
+    nothing of FINN's needs to run for this). Empty when FINN is not installed or its file holds no such maps."""
+    try:
+        spec = importlib.util.find_spec("finn")
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        tree = ast.parse((Path(locations[0]) / "util" / "basic.py").read_text(encoding="utf-8"))
+    except (ImportError, IndexError, OSError, SyntaxError, ValueError):
+        return {}
+    maps: dict[str, dict[str, str]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign):
+            target, value = node.target, node.value
+        else:
+            continue
+        if isinstance(target, ast.Name) and target.id.endswith("part_map") and isinstance(value, ast.Dict):
+            merged: dict[str, str] = {}
+            for key, item in zip(value.keys, value.values):
+                if key is None and isinstance(item, ast.Name):  # {**pynq_part_map, ...}
+                    merged.update(maps.get(item.id, {}))
+                elif isinstance(key, ast.Constant) and isinstance(item, ast.Constant):
+                    merged[str(key.value)] = str(item.value)
+            maps[target.id] = merged
+        elif (
+            isinstance(target, ast.Subscript)
+            and isinstance(target.value, ast.Name)
+            and target.value.id in maps
+            and isinstance(target.slice, ast.Constant)
+            and isinstance(value, ast.Constant)
+            and isinstance(value.value, str)
+        ):
+            maps[target.value.id][str(target.slice.value)] = value.value
+    return {name: entries for name, entries in maps.items() if entries}
+
+
+@functools.cache
+def known_fpga_parts() -> frozenset[str]:
+    """The FPGA parts a part file may describe: the SDK's own FPGA part files and the parts of FINN's maps."""
+    builtin = set()
+    for path in _yaml_files(BUILTIN_BOARDS_DIR / PARTS_DIRNAME):
+        data = _read_yaml(path, "Part file")
+        if isinstance(data, dict) and data.get("kind") == "fpga":
+            builtin.add(path.stem)
+    return frozenset(builtin | {part for entries in finn_part_maps().values() for part in entries.values()})
+
+
+def _known_names(registry: str) -> set[str] | None:
+    """The names a field marked `known: <registry>` in the schema may take; None when they cannot be known."""
+    if registry == "fpga_parts":
+        return known_fpga_parts()
+    if registry == "finn_boards":
+        maps = finn_part_maps()
+        boards = {name for m in FINN_SHELL_MAPS.values() for name in maps.get(m, {})}
+        return boards or None  # without FINN there is no FINN flow to check against
+    raise ValueError(registry)  # load_schema allows only _REGISTRIES
+
+
+def _close_names(value: Any, known: Iterable[str]) -> str:
+    """'did you mean ...?' with the known names closest to `value` (case-insensitively), else the list."""
+    known = sorted(known)
+    by_lower = {name.lower(): name for name in known}
+    close = [by_lower[n] for n in difflib.get_close_matches(str(value).lower(), list(by_lower), n=3, cutoff=0.6)]
+    if close:
+        return f"did you mean {', '.join(close)}?"
+    nearest = [by_lower[n] for n in difflib.get_close_matches(str(value).lower(), list(by_lower), n=3, cutoff=0)]
+    return f"the closest known: {', '.join(nearest)} (of {len(known)}: {', '.join(known)})"
 
 
 def _fail(path: Path, field_name: str | None, what: str, fix: str) -> BoardError:
@@ -241,7 +328,11 @@ def _check_schema_fields(fields: Any, where: str) -> None:
         raise BoardError(f"Schema {where} must be a mapping of fields.", where=str(SCHEMA_PATH), fix="fix the schema")
     for name, spec in fields.items():
         bad = not isinstance(spec, dict) or spec.get("type") not in _TYPES or set(spec) - _SPEC_KEYS
-        if bad or (spec.get("type") == "choice" and not spec.get("values")):
+        if (
+            bad
+            or (spec.get("type") == "choice" and not spec.get("values"))
+            or spec.get("known", "fpga_parts") not in _REGISTRIES
+        ):
             raise BoardError(f"Schema field {where}.{name} is malformed: {spec!r}.", where=str(SCHEMA_PATH), fix="")
         if spec["type"] == "mapping":
             _check_schema_fields(spec.get("fields") or {}, f"{where}.{name}")
@@ -327,6 +418,19 @@ class _Check:
                 self.value(f"{prefix}{key}", value, fields[key])
 
     def value(self, name: str, value: Any, spec: dict) -> None:
+        self._typed(name, value, spec)
+        if "known" in spec:
+            known = _known_names(spec["known"])
+            if known is not None and value not in known:
+                what = {"fpga_parts": "FPGA part", "finn_boards": "FINN board name"}.get(spec["known"], "name")
+                raise self.fail(
+                    name,
+                    f"Unknown {what} {value!r} in '{name}': not one the SDK or FINN knows "
+                    f"({spec.get('doc') or 'see boards/schema.yaml'}).",
+                    _close_names(value, known),
+                )
+
+    def _typed(self, name: str, value: Any, spec: dict) -> None:
         kind = spec["type"]
         if kind == "text":
             if not isinstance(value, str) or not value.strip():
@@ -553,6 +657,8 @@ def parse_board(path: Path, parts: dict[str, Part] | None = None) -> Board:
             )
     check.fields(data, fields, renamed=renamed)
     check.rules(data, schema["board"].get("rules") or [])
+    if "finn" in flows:
+        _check_finn_board(check, data)
     chip = data.get("chip")
     return Board(
         name=data["name"],
@@ -571,6 +677,31 @@ def parse_board(path: Path, parts: dict[str, Part] | None = None) -> Board:
         chip_spec=parts[chip] if chip is not None else None,
         board_core=data.get("core"),
     )
+
+
+def _check_finn_board(check: _Check, data: dict) -> None:
+    """FINN finds a board by its name in the map of its shell, and builds that board for the part the map gives:
+    the board's chip must be that part (a Zynq-7000 chip on an UltraScale+ board's shell does not build)."""
+    maps = finn_part_maps()
+    board, shell, chip = data["finn"]["board"], data["finn"]["shell"], data.get("chip")
+    entries = maps.get(FINN_SHELL_MAPS[shell], {})
+    if not entries:  # FINN not installed: nothing to check against
+        return
+    if board not in entries:
+        other = next((s for s, m in FINN_SHELL_MAPS.items() if board in maps.get(m, {})), None)
+        raise check.fail(
+            "finn.board",
+            f"FINN board {board!r} is not a board of FINN's {shell} shell ({FINN_SHELL_MAPS[shell]}).",
+            f"set finn.shell: {other}" if other else _close_names(board, entries),
+        )
+    if chip != entries[board]:
+        same_chip = sorted(name for name, part in entries.items() if part == chip)
+        raise check.fail(
+            "chip",
+            f"FINN builds its board {board!r} for part {entries[board]}, but chip is {chip!r}.",
+            f"set chip: {entries[board]}"
+            + (f", or finn.board: {' or '.join(same_chip)} (FINN's board of {chip})" if same_chip else ""),
+        )
 
 
 def board_dirs() -> list[Path]:

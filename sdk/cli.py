@@ -307,13 +307,16 @@ def train(
     required=True,
     help="QONNX file to write (model card beside it).",
 )
+@click.option("--force", is_flag=True, help="Replace an existing --out file and the model card (.json) beside it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def export(run_dir: Path, out_path: Path, as_json: bool) -> None:
-    """Export a training run to QONNX plus a model card, checked against Brevitas."""
+def export(run_dir: Path, out_path: Path, force: bool, as_json: bool) -> None:
+    """Export a training run to QONNX plus a model card, checked against Brevitas.
+
+    An existing --out file or card is not replaced without --force."""
     from sdk.export import export_run
 
     with hush_stdout():  # torch.onnx and qonnx print; stdout is for the result
-        result = export_run(run_dir, out_path)
+        result = export_run(run_dir, out_path, force=force)
     if as_json:
         return _emit_json(result.to_dict())
     check = result.card["check"]
@@ -350,14 +353,16 @@ def _deploy_options(func):
     "--fps",
     type=float,
     default=None,
-    help="FPGA: throughput target in frames/s (FINN's SetFolding); without it, the fastest folding under --max-util.",
+    help="FPGA: throughput target in frames/s (FINN's SetFolding), held to 100 % of the board (exit 2 above it); "
+    "without it, the fastest folding under --max-util.",
 )
 @click.option(
     "--max-util",
     type=float,
     default=0.8,
     show_default=True,
-    help="FPGA: utilisation cap (LUT, BRAM18, URAM, DSP) of the fastest-folding search used without --fps.",
+    help="FPGA: utilisation cap (LUT, BRAM18, URAM, DSP) of the fastest-folding search used without --fps "
+    "(--fps is held to 100 %).",
 )
 @click.option("--clock-mhz", type=float, default=None, help="Override the board's clock.")
 @click.option(

@@ -5,16 +5,21 @@ Mul by 1/255 the model was trained behind, so every downstream flow sees the
 integer input the device will get. Beside the .onnx file a model card (JSON)
 records input spec, normalisation, labels, bits, accuracy and the hash of the
 source checkpoint. The export is checked by executing it with qonnx against
-the Brevitas model before anything is written to the final path.
+the Brevitas model before anything is written to the final path. The export
+works in a scratch folder of the temp folder, never in the user's; it does not
+replace an existing .onnx or card unless asked to (force).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import logging
 import os
+import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +76,88 @@ def _check_against_brevitas(onnx_path: Path, model: nn.Module, x_uint8: np.ndarr
     }
 
 
-def export_run(run_dir: Path | str, out_path: Path | str, check_samples: int = 32) -> ExportResult:
-    """Export the best checkpoint of a run to QONNX plus its model card, verified."""
+def _refuse_to_overwrite(out_path: Path, force: bool) -> None:
+    """Neither the .onnx nor the card beside it exists (or force): checked before the export's minutes of work."""
+    card_path = card_path_for(out_path)
+    for path in (out_path, card_path):
+        if path.is_dir():
+            raise ExportError(
+                f"{path} is a folder; the export writes {'its model card' if path == card_path else 'the graph'} "
+                "there.",
+                where=f"--out {out_path}",
+                fix="give an --out whose .onnx and .json names are free",
+            )
+        if not force and (path.exists() or path.is_symlink()):
+            raise _exists(path, out_path)
+
+
+def _exists(path: Path, out_path: Path) -> ExportError:
+    card = path != out_path
+    return ExportError(
+        f"{path} exists; the export does not replace it"
+        + (f" (it writes the model card of {out_path.name} there)." if card else "."),
+        where=f"--out {out_path}",
+        fix="give another --out, move the file away, or pass --force (force=True) to replace it",
+    )
+
+
+def _put(source: Path, dest: Path, force: bool, out_path: Path) -> None:
+    """source -> dest by one rename (force) or one hard link (never overwrites; where the disk has no links, dest
+    is checked just before the rename). OSError EXDEV when the two are on different disks."""
+    if force:
+        os.replace(source, dest)
+        return
+    try:
+        os.link(source, dest)
+    except FileExistsError:
+        raise _exists(dest, out_path) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):  # e.g. FAT: no links
+            raise
+        if dest.exists() or dest.is_symlink():
+            raise _exists(dest, out_path) from None
+        os.replace(source, dest)
+
+
+def _place(files: list[tuple[Path, Path]], force: bool, out_path: Path) -> None:
+    """Move each finished (source, destination) pair into place in one step. Where the scratch folder is on another
+    disk, the file is copied first to a staging file of this call beside the destination. Without force an
+    existing destination is never replaced; a refusal takes back the files this call placed. Nothing else in the
+    destination's folder is touched."""
+    placed: list[tuple[Path, os.stat_result]] = []
+    try:
+        for source, dest in files:
+            ours = os.stat(source)
+            try:
+                _put(source, dest, force, out_path)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                staging = dest.with_name(f".{dest.name}.sdk-{secrets.token_hex(8)}.part")
+                fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+                try:
+                    with os.fdopen(fd, "wb") as handle, open(source, "rb") as src:
+                        shutil.copyfileobj(src, handle)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                    ours = os.stat(staging)
+                    _put(staging, dest, force, out_path)
+                finally:
+                    staging.unlink(missing_ok=True)  # made above by this call (O_EXCL)
+            placed.append((dest, ours))
+    except BaseException:
+        for dest, ours in placed:
+            with contextlib.suppress(OSError):
+                now = os.stat(dest)
+                if not force and (now.st_ino, now.st_dev) == (ours.st_ino, ours.st_dev):
+                    dest.unlink()  # still the file this call made
+        raise
+
+
+def export_run(run_dir: Path | str, out_path: Path | str, check_samples: int = 32, force: bool = False) -> ExportResult:
+    """Export the best checkpoint of a run to QONNX plus its model card, verified.
+
+    An existing .onnx at out_path or card beside it is replaced only with force=True."""
     run_dir, out_path = Path(run_dir), Path(out_path)
     if out_path.suffix != ".onnx" or out_path.is_dir():
         raise ExportError(
@@ -81,6 +166,7 @@ def export_run(run_dir: Path | str, out_path: Path | str, check_samples: int = 3
             fix="e.g. --out model.qonnx.onnx",
         )
     check_out_dir(out_path.parent, where="--out")
+    _refuse_to_overwrite(out_path, force)
     checkpoint = run_dir / CHECKPOINT_NAME if run_dir.is_dir() else run_dir
     model, payload = load_checkpoint(checkpoint)
     config = TrainConfig(**payload["config"])
@@ -111,7 +197,7 @@ def export_run(run_dir: Path | str, out_path: Path | str, check_samples: int = 3
         "accuracy": {"test": metrics.get("test_accuracy"), "val": payload.get("val_accuracy")},
         "source_checkpoint": {"path": str(checkpoint.resolve()), "sha256": sha256_file(checkpoint)},
     }
-    return _export_checked(model, card, data.x_test[:check_samples], out_path, str(checkpoint))
+    return _export_checked(model, card, data.x_test[:check_samples], out_path, str(checkpoint), force)
 
 
 EXPORTERS = ("TorchScript", "dynamo")  # torch.onnx's exporters, in the order an export tries them
@@ -129,7 +215,7 @@ def _export_qonnx_clean(model: nn.Module, example: torch.Tensor, path: Path, exp
 
 
 def _export_checked(
-    model: nn.Module, card: dict[str, Any], x_check: np.ndarray, out_path: Path, where: str
+    model: nn.Module, card: dict[str, Any], x_check: np.ndarray, out_path: Path, where: str, force: bool
 ) -> ExportResult:
     """Export `model` behind the uint8 -> /255 input scale, check it against the model on x_check, then write the
     .onnx and its card (with the check) atomically.
@@ -143,7 +229,7 @@ def _export_checked(
 
     graph_shape = card["input"]["shape"]
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with scratch_dir("export", out_path.parent, hidden=True) as tmp:
+    with scratch_dir("export") as tmp:  # the temp folder: nothing is made or swept in the user's folder
         tmp_onnx = Path(tmp) / "model.onnx"
         wrapped = _ScaledInput(model).eval()
         chatter = io.StringIO()  # torch.onnx prints progress to stdout; keep stdout for --json
@@ -184,8 +270,7 @@ def _export_checked(
         tmp_card = Path(tmp) / "card.json"
         tmp_card.write_text(json.dumps(card, indent=2))
         card_path = card_path_for(out_path)
-        os.replace(tmp_onnx, out_path)
-        os.replace(tmp_card, card_path)
+        _place([(tmp_onnx, out_path), (tmp_card, card_path)], force, out_path)
     return ExportResult(out_path, card_path, card)
 
 
@@ -195,12 +280,14 @@ def export_module(
     out_path: Path | str,
     labels: list[str] | None = None,
     check_samples: int = 32,
+    force: bool = False,
 ) -> ExportResult:
     """Export a user's own Brevitas module to QONNX plus a model card, checked on random inputs.
 
     The module takes pixels / 255 (floats in [0, 1]) shaped like `example_input`: (1, C, H, W) for a conv net,
     (1, F) for an MLP. The exported graph takes the uint8 pixels and holds the / 255 itself, like the SDK's own
-    exports. The card names no data set: verification samples come from --data, else random inputs."""
+    exports. The card names no data set: verification samples come from --data, else random inputs. An existing
+    file at out_path or card beside it is replaced only with force=True."""
     shape = tuple(example_input) if isinstance(example_input, tuple) else tuple(np.shape(example_input))
     if len(shape) not in (2, 4) or shape[0] != 1 or any(int(d) < 1 for d in shape):
         raise ExportError(
@@ -224,4 +311,5 @@ def export_module(
         "accuracy": None,
     }
     x_check = np.random.default_rng(0).integers(0, 256, size=(check_samples, *input_shape), dtype=np.uint8)
-    return _export_checked(model, card, x_check, Path(out_path), f"model {type(model).__name__}")
+    _refuse_to_overwrite(Path(out_path), force)
+    return _export_checked(model, card, x_check, Path(out_path), f"model {type(model).__name__}", force)

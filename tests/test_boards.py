@@ -468,3 +468,75 @@ def test_cli_lists_flows_and_prints_markdown():
         "ethosu, tflm",
         "corstone-300 (Cortex-M55)",
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# FPGA parts and FINN board names: the ones the SDK and FINN know
+
+
+def test_finn_maps_are_read_from_finn_without_importing_it():
+    import subprocess
+    import sys
+
+    from finn.util.basic import alveo_part_map, part_map, pynq_part_map
+
+    from sdk.boards import finn_part_maps, known_fpga_parts
+
+    maps = finn_part_maps()
+    assert maps["pynq_part_map"] == pynq_part_map and maps["alveo_part_map"] == alveo_part_map
+    assert maps["part_map"] == part_map
+    assert set(part_map.values()) <= known_fpga_parts() and "xc7z020clg400-1" in known_fpga_parts()
+    assert "nrf52840" not in known_fpga_parts()  # an MCU part file is not an FPGA part
+    code = "import sys; from sdk.boards import finn_part_maps; assert finn_part_maps(); print('finn' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_a_part_file_for_an_unknown_fpga_part_is_refused(tmp_path, monkeypatch):
+    part = _builtin("xc7z020clg400-1", parts=True) | {"name": "xc7z999xyz"}
+    path = _write(tmp_path / PARTS_DIRNAME, "xc7z999xyz", part)
+    _write(tmp_path, "my-board", _board(chip="xc7z999xyz"))
+    monkeypatch.setenv("SDK_BOARDS_PATH", str(tmp_path))
+    for attempt in (lambda: parse_part(path), lambda: get_board("my-board"), load_boards):
+        with pytest.raises(BoardError) as info:
+            attempt()
+        assert info.value.where == f"{path}, field 'name'" and "Unknown FPGA part 'xc7z999xyz'" in info.value.what
+        assert "the closest known: xc7z020clg400-1" in info.value.fix
+    # a part FINN knows though the SDK ships no file for it is a part a user may describe
+    versal = part | {"name": "xcve2802-vsvh1760-2MP-e-S"}
+    assert parse_part(_write(tmp_path / "more", "xcve2802-vsvh1760-2MP-e-S", versal)).name == versal["name"]
+    # a misspelt one gets the name it is closest to
+    typo = part | {"name": "xc7z020clg400-2"}
+    with pytest.raises(BoardError, match="did you mean xc7z020clg400-1"):
+        parse_part(_write(tmp_path / "typo", "xc7z020clg400-2", typo))
+
+
+@pytest.mark.parametrize(
+    "finn, chip, field, message, fix",
+    [
+        ({"board": "Nonsense", "shell": "zynq"}, None, "finn.board", "Unknown FINN board name 'Nonsense'", "closest"),
+        ({"board": "pynq-z2", "shell": "zynq"}, None, "finn.board", "Unknown FINN board", "did you mean Pynq-Z2"),
+        ({"board": "U250", "shell": "zynq"}, None, "finn.board", "not a board of FINN's zynq", "finn.shell: alveo"),
+        ({"board": "ZCU104", "shell": "zynq"}, None, "chip", "for part xczu7ev-ffvc1156-2-e", "Pynq-Z1 or Pynq-Z2"),
+        ({"board": "Pynq-Z2", "shell": "zynq"}, "xczu7ev-ffvc1156-2-e", "chip", "for part xc7z020clg400-1", "ZCU104"),
+    ],
+)
+def test_finn_board_names_are_finns_and_match_the_chip(tmp_path, finn, chip, field, message, fix):
+    error = _refused(tmp_path, _board(finn=finn, **({"chip": chip} if chip else {})))
+    assert error.where.endswith(f"my-board.yaml, field '{field}'") and message in error.what and fix in error.fix
+
+
+def test_a_custom_board_with_an_unknown_finn_board_does_not_deploy(tmp_path, tfc_export):
+    """The issue's case: `sdk deploy` to a board file naming FINN board "Nonsense" stops before any work."""
+    import json
+    import subprocess
+    import sys
+
+    boards = tmp_path / "boards"
+    _write(boards, "my-board", _board(finn={"board": "Nonsense", "shell": "zynq"}))
+    out = tmp_path / "pkg"
+    command = ["deploy", "--target", "my-board", "--model", str(tfc_export), "--out", str(out), "--json"]
+    env = {**__import__("os").environ, "SDK_BOARDS_PATH": str(boards)}
+    proc = subprocess.run([sys.executable, "-m", "sdk", *command], capture_output=True, text=True, env=env)
+    error = json.loads(proc.stdout)
+    assert proc.returncode == 2 and error["error"] == "BoardError" and "'finn.board'" in error["where"]
+    assert "my-board.yaml" in error["where"] and not out.exists()

@@ -1,4 +1,7 @@
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,3 +124,102 @@ def test_the_documented_card_schema_names_what_read_card_requires(tfc_export):
     assert set(schema["required"]) <= set(card)
     assert set(schema["properties"]["input"]["required"]) <= set(card["input"])
     assert set(card) <= set(schema["properties"])  # every field an export writes is documented
+
+
+def _user_folders_beside(folder: Path) -> list[Path]:
+    """A user's folders named exactly like the SDK's scratch folders, beside an export's --out."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    folders = [
+        folder / f".sdk-export-{dead.pid}-abc_123",
+        folder / f".sdk-export-{dead.pid}-{'0123456789abcdef' * 2}",
+        folder / "sdk-release-2024-final",
+    ]
+    for path in folders:
+        path.mkdir(parents=True)
+        (path / "notes.txt").write_text("mine")
+    return folders
+
+
+def test_export_refuses_to_overwrite_and_touches_nothing_else_in_the_out_folder(tmp_path, tfc_run, monkeypatch):
+    from sdk import export
+    from sdk.errors import ExportError
+
+    out = tmp_path / "dir" / "m.onnx"
+    user = _user_folders_beside(out.parent)
+    out.write_text("my graph")
+    with pytest.raises(ExportError, match="m.onnx exists") as err:
+        export_run(tfc_run, out)
+    assert err.value.where == f"--out {out}" and "--force" in err.value.fix
+    out.unlink()
+    card_path_for(out).write_text("my notes")
+    with pytest.raises(ExportError, match=r"m.json exists.*model card of m.onnx"):
+        export_run(tfc_run, out)
+    assert not out.exists() and card_path_for(out).read_text() == "my notes"
+    card_path_for(out).unlink()
+
+    real = export._check_against_brevitas
+
+    def card_appears_meanwhile(*args):  # a file written by someone else while the export runs
+        card_path_for(out).write_text("written meanwhile")
+        return real(*args)
+
+    monkeypatch.setattr(export, "_check_against_brevitas", card_appears_meanwhile)
+    with pytest.raises(ExportError, match="m.json exists"):
+        export_run(tfc_run, out)
+    assert not out.exists() and card_path_for(out).read_text() == "written meanwhile"
+    monkeypatch.undo()
+
+    out.write_text("my graph")
+    result = export_run(tfc_run, out, force=True)
+    assert result.card["check"]["passed"] and read_card(out)["onnx_sha256"] == result.card["onnx_sha256"]
+    assert sorted(out.parent.iterdir()) == sorted([out, card_path_for(out), *user])  # no scratch left
+    assert all((path / "notes.txt").read_text() == "mine" for path in user)
+
+
+def test_cli_export_refuses_an_existing_out_without_force(tmp_path, tfc_run):
+    out = tmp_path / "m.onnx"
+    out.write_text("my graph")
+    command = [sys.executable, "-m", "sdk", "export", str(tfc_run), "--out", str(out), "--json"]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    error = json.loads(proc.stdout)
+    assert proc.returncode == 2 and error["what"].startswith(f"{out} exists") and "--force" in error["fix"]
+    assert out.read_text() == "my graph" and not card_path_for(out).exists()
+    assert subprocess.run([*command, "--force"], capture_output=True, text=True).returncode == 0
+    assert read_card(out)["check"]["passed"]
+
+
+def test_placing_across_disks_goes_through_a_staging_file_and_never_overwrites(tmp_path, monkeypatch):
+    """Where the scratch folder is on another disk (a link or rename says EXDEV), the export copies to a staging
+    file beside --out and moves that; an existing file is still refused, and no staging file is left."""
+    import errno
+    import os
+
+    from sdk import export
+    from sdk.errors import ExportError
+
+    scratch, out = tmp_path / "scratch", tmp_path / "out"
+    scratch.mkdir()
+    out.mkdir()
+    (scratch / "model.onnx").write_bytes(b"graph")
+    (scratch / "card.json").write_text("{}")
+    link, replace = os.link, os.replace
+
+    def across(real):
+        def call(source, dest, *args, **kwargs):
+            if str(source).startswith(str(scratch)):
+                raise OSError(errno.EXDEV, "Invalid cross-device link")
+            return real(source, dest, *args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(os, "link", across(link))
+    monkeypatch.setattr(os, "replace", across(replace))
+    files = [(scratch / "model.onnx", out / "m.onnx"), (scratch / "card.json", out / "m.json")]
+    (out / "m.json").write_text("mine")
+    with pytest.raises(ExportError, match="m.json exists"):
+        export._place(files, False, out / "m.onnx")
+    assert sorted(p.name for p in out.iterdir()) == ["m.json"] and (out / "m.json").read_text() == "mine"
+    export._place(files, True, out / "m.onnx")
+    assert (out / "m.onnx").read_bytes() == b"graph" and (out / "m.json").read_text() == "{}"
+    assert sorted(p.name for p in out.iterdir()) == ["m.json", "m.onnx"]

@@ -215,3 +215,132 @@ def test_fit_finds_the_exact_optimum_of_a_small_mlp(cap, small_mlp_options):
     model = mvau_chain(SMALL_MLP)
     fit = folding.fit_folding(model, board, cap)
     assert fit.cycles == exhaustive_optimum(small_mlp_options, board, cap) and within(model, board, cap)
+
+
+# --------------------------------------------------------------------------------------------------
+# An over-full design is never packaged: --fps is held to the whole board, and `sdk check` says what every
+# deploy would
+
+
+def _shrunk(board, share: float):
+    """The board with every capacity of its chip scaled by `share` (at least 1): a smaller board of the family."""
+    from dataclasses import replace
+
+    capacity = {k: max(1, int(v * share)) if v else 0 for k, v in board.capacity.items()}
+    return replace(board, chip_spec=replace(board.chip_spec, capacity=capacity))
+
+
+@pytest.mark.parametrize("share", [0.004, 0.2, 0.5, 1.0])
+def test_the_check_refuses_exactly_where_the_fit_search_at_the_full_board_does(share):
+    """check_fits_board (what `sdk check` runs) and the fit search at 100 % give the same verdict and table."""
+    board = _shrunk(get_board("pynq-z2"), share)
+    try:
+        folding.fit_folding(mvau_chain(CNV), board, 1.0)
+        fit_refusal = None
+    except ModelTooLargeError as exc:
+        fit_refusal = exc.what
+    try:
+        folding.check_fits_board(mvau_chain(CNV), board)
+        check_refusal = None
+    except ModelTooLargeError as exc:
+        check_refusal = exc.what
+    assert check_refusal == fit_refusal
+    if share <= 0.004:
+        assert check_refusal is not None and "needs" in check_refusal and "% of the board" in check_refusal
+    if share >= 1:
+        assert check_refusal is None
+
+
+def test_an_estimate_over_the_board_is_refused_with_the_table():
+    from finn.transformation.fpgadataflow.set_folding import SetFolding
+
+    from targets.finn.estimate import refuse_over_capacity
+
+    board = get_board("pynq-z2")
+    fast = mvau_chain(TFC).transform(SetFolding(target_cycles_per_frame=1, two_pass_relaxation=True))
+    net = estimate_network(fast, board)
+    assert net.totals["lut"] > board.capacity["lut"]
+    with pytest.raises(ModelTooLargeError) as info:
+        refuse_over_capacity(net, board, "target fps", fps=1e30)
+    lines = info.value.what.splitlines()
+    assert any(line.split()[0] == "LUT" and "% of the board" in line for line in lines[1:])
+    assert all(line.split()[0] in ("LUT", "BRAM18", "URAM", "DSP") for line in lines[1:])
+    assert info.value.where.startswith("--fps 1e+30") and "lower --fps" in info.value.fix
+    refuse_over_capacity(estimate_network(mvau_chain(TFC), board), board, "target fps", fps=1.0)  # fully folded: fits
+
+
+@pytest.mark.parametrize("fps", ["2e7", "1e30"])
+def test_deploy_with_an_fps_over_the_board_is_exit_2_with_the_table_and_no_package(tfc_run, tmp_path, fps):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "pkg"
+    command = ["deploy", "--target", "pynq-z2", "--model", str(tfc_run), "--fps", fps, "--samples", "4"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "sdk", *command, "--out", str(out), "--json"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    error = json.loads(proc.stdout)
+    assert error["error"] == "ModelTooLargeError" and error["where"].startswith(f"--fps {float(fps):g}")
+    rows = error["what"].splitlines()[1:]
+    assert rows and rows[0].split()[0] == "LUT" and "% of the board" in rows[0]
+    assert int(rows[0].split("(")[1].split("%")[0]) > 100
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow  # 25 s: streamlining a million 8-bit weights; the test below is the fast set's
+def test_check_and_deploy_agree_on_a_network_no_folding_fits(tmp_path):
+    """8-bit weights of a 1024 x 1024 layer (8 Mbit) fit neither a PYNQ-Z2's BRAM (5 Mbit) nor its LUTs: `sdk
+    check` refuses it, as the deploy does with the fit search and with --fps."""
+    import torch
+    from brevitas.nn import QuantLinear, QuantReLU
+    from brevitas.quant import Int8WeightPerTensorFloat
+    from torch import nn
+
+    import sdk
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        QuantLinear(64, 1024, bias=False, weight_bit_width=8, weight_quant=Int8WeightPerTensorFloat),
+        QuantReLU(bit_width=2),
+        QuantLinear(1024, 1024, bias=False, weight_bit_width=8, weight_quant=Int8WeightPerTensorFloat),
+        QuantReLU(bit_width=2),
+        QuantLinear(1024, 10, bias=False, weight_bit_width=8, weight_quant=Int8WeightPerTensorFloat),
+    ).eval()
+    example = torch.zeros(1, 64)
+    with pytest.raises(ModelTooLargeError, match="even fully folded") as checked:
+        sdk.check(model, "pynq-z2", example_input=example)
+    assert "at 100% utilisation" in checked.value.what
+    for options in ({}, {"max_util": 1.0}, {"fps": 1.0}):
+        with pytest.raises(ModelTooLargeError):
+            sdk.deploy(model, "pynq-z2", example_input=example, out=str(tmp_path / "p"), samples=4, **options)
+        assert not (tmp_path / "p").exists()
+
+
+def test_the_finn_check_and_the_deploy_steps_agree_on_a_smaller_board(tfc_export, tmp_path):
+    """The TFC export on PYNQ-Z2-like boards of a fraction of its size: the target's check and the deploy's steps
+    (fit search, or --fps, to the estimate) refuse on the same boards, with the same table for check and fit."""
+    from targets.finn import steps
+    from targets.finn.adapter import FinnTarget
+
+    verdicts = {}
+    for share in (0.01, 0.03, 1.0):
+        board = _shrunk(get_board("pynq-z2"), share)
+        outcomes = []
+        for how in ("check", {}, {"max_util": 1.0}, {"fps": 1.0}):
+            work = tmp_path / f"{share}-{len(outcomes)}"
+            try:
+                if how == "check":
+                    FinnTarget().check(tfc_export, board, work)
+                else:
+                    cfg = steps.FinnConfig(board, work, **how)
+                    steps.run_steps(steps.load_qonnx(tfc_export), cfg, stop="estimate")
+                outcomes.append(None)
+            except ModelTooLargeError as exc:
+                outcomes.append(exc.what.splitlines()[1:])
+        verdicts[share] = outcomes
+    assert all(rows is not None for rows in verdicts[0.01])  # too small for any folding: every path refuses
+    assert verdicts[0.01][0] == verdicts[0.01][2]  # check = the fit search at 100 %, row for row
+    assert all((rows[0] is None) == (rows[2] is None) for rows in verdicts.values())
+    assert verdicts[1.0] == [None] * 4

@@ -130,7 +130,8 @@ class FinnTarget:
     Options = FinnOptions
 
     def validate_board(self, board: Board) -> None:
-        """Nothing beyond the board schema yet: the part is checked when FINN specialises layers for it."""
+        """Nothing beyond the board file's own checks (sdk/boards.py): the part and finn.board are names FINN knows,
+        and the chip is the part FINN builds that board for."""
 
     def check(self, model_path: Path, board: Board, workdir: Path, qat_model=None) -> None:
         steps.check(model_path, board, workdir)

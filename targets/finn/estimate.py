@@ -1,7 +1,9 @@
 """Stage 8: estimates - per-layer cycles and resources, network throughput, latency, utilisation.
 
 All numbers are FINN's own analytical estimates (pure Python); synthesis
-results replace them only where Vivado ran.
+results replace them only where Vivado ran. An estimate over the board's
+capacity in any resource is refused here, whatever chose the folding: no
+over-full design is packaged as hardware-ready.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
 from sdk.boards import Board
-from targets.finn.folding import CAPACITY_KEYS, RESOURCES, node_cost
+from sdk.errors import ModelTooLargeError
+from targets.finn.folding import CAPACITY_KEYS, RESOURCES, node_cost, over_limit_rows
 
 
 @dataclass
@@ -89,4 +92,30 @@ def estimate_network(model: ModelWrapper, board: Board, clock_mhz: float | None 
         totals,
         capacity,
         utilisation,
+    )
+
+
+def refuse_over_capacity(net: NetworkEstimate, board: Board, folding_mode: str, fps: float | None = None) -> None:
+    """Raise ModelTooLargeError, with the table of what exceeds it, when the estimate needs more of any resource
+    than the board has. --fps is held to 100 % of the board (--max-util is the fit search's own cap); the fit
+    search stays under its cap already, so there this only catches what changed after it."""
+    needs = {k: v for k, v in net.totals.items() if k in net.capacity}
+    rows = over_limit_rows(needs, {k: float(net.capacity[k]) for k in needs}, "board")
+    if not rows:
+        return
+    if fps:
+        where = f"--fps {fps:g} on board {board.name} ({board.part})"
+        fix = (
+            f"lower --fps (this folding would run {net.fps:,.0f} frames/s); or leave --fps out: the fit search "
+            "finds the fastest folding under --max-util; or choose a larger board (sdk boards --kind fpga)"
+        )
+    else:
+        where = f"board {board.name} ({board.part})"
+        fix = "lower --max-util, or choose a larger board (sdk boards --kind fpga)"
+    chosen = f"FINN's SetFolding for --fps {fps:g}" if fps else f"The folding ({folding_mode})"
+    raise ModelTooLargeError(
+        f"{chosen} needs more than {board.display_name} has, by FINN's estimates of the accelerator alone; "
+        "it is not packaged:\n  " + "\n  ".join(rows),
+        where=where,
+        fix=fix,
     )

@@ -142,20 +142,27 @@ class FitResult:
         return {k: v for k, v in self.__dict__.items() if k != "history"} | {"probes": self.history}
 
 
+def over_limit_rows(needs: dict[str, float], limits: dict[str, float], of: str) -> list[str]:
+    """The table of an over-full design: one row per resource whose need exceeds its limit ("cap" or "board")."""
+    rows = []
+    for name, need in needs.items():
+        limit = limits[name]
+        if need <= limit:
+            continue
+        share = f"{need / limit:.0%} of the {of}" if limit > 0 else f"the {of} has none"
+        rows.append(f"{name.upper():9s} needs {need:>12,.0f}  {of} {limit:>12,.0f}  ({share})")
+    return rows
+
+
 def too_large_error(model: ModelWrapper, board: Board, max_util: float, totals: dict[str, float]) -> ModelTooLargeError:
-    limits = capacity_limits(board, max_util)
-    rows = [
-        f"{r:9s} needs {totals[r]:>12,.0f}  cap {limits[r]:>12,.0f}  "
-        f"({totals[r] / max(limits[r], 1e-9):.0%} of the cap)"
-        for r in RESOURCES
-        if totals[r] > limits[r]
-    ]
+    of = "board" if max_util >= 1 else "cap"
+    rows = over_limit_rows(totals, capacity_limits(board, max_util), of)
     return ModelTooLargeError(
         f"The network does not fit {board.display_name} even fully folded (PE = SIMD = 1, "
         f"cheapest memory styles), at {max_util:.0%} utilisation:\n  " + "\n  ".join(rows),
         where=f"board {board.name} ({board.part})",
-        fix="choose a larger board (sdk boards --kind fpga), fewer or narrower layers, lower bit widths, "
-        "or raise --max-util",
+        fix="choose a larger board (sdk boards --kind fpga), fewer or narrower layers, lower bit widths"
+        + (", or raise --max-util" if max_util < 1 else ""),
     )
 
 
@@ -539,6 +546,25 @@ def _stop(units: list[_Unit], search: _Search, board: Board, max_util: float) ->
     }
 
 
+def _nothing_fits(model: ModelWrapper, board: Board, units: list[_Unit], max_util: float) -> ModelTooLargeError:
+    """The refusal when no choice of foldings fits: each layer's folding least over the cap, summed."""
+    limits = np.array([float(board.capacity[CAPACITY_KEYS[r]]) for r in RESOURCES]) * max_util
+    cheapest = [int(np.argmin((u.res / np.where(limits > 0, limits, 1)).max(1))) for u in units]
+    totals = sum(u.res[i] for u, i in zip(units, cheapest))
+    return too_large_error(model, board, max_util, dict(zip(RESOURCES, totals)))
+
+
+def check_fits_board(model: ModelWrapper, board: Board) -> None:
+    """`sdk check`'s resource verdict: raise ModelTooLargeError when no folding at all fits 100 % of the board,
+    exactly the probe that makes every deploy refuse (the fit search at any --max-util, or any --fps). It takes
+    the layers' foldings and one probe at the slowest cycle count, not the search: a fraction of a second."""
+    units = [_enumerate(model, group, board)[0] for group in _units(model)]
+    capacity = np.array([float(board.capacity[CAPACITY_KEYS[r]]) for r in RESOURCES])
+    slowest = max(int(unit.cycles.max()) for unit in units)
+    if _probe(units, slowest, capacity).pick is None:
+        raise _nothing_fits(model, board, units, 1.0)
+
+
 def fit_folding(model: ModelWrapper, board: Board, max_util: float, clock_mhz: float | None = None) -> FitResult:
     """The fastest folding (and memory styles) whose FINN estimates stay under max_util of every board resource."""
     started = time.perf_counter()
@@ -552,9 +578,7 @@ def fit_folding(model: ModelWrapper, board: Board, max_util: float, clock_mhz: f
     limits = capacity * max_util
     search = _search(units, limits)
     if search is None:
-        cheapest = [int(np.argmin((u.res / np.where(limits > 0, limits, 1)).max(1))) for u in units]
-        totals = sum(u.res[i] for u, i in zip(units, cheapest))
-        raise too_large_error(model, board, max_util, dict(zip(RESOURCES, totals)))
+        raise _nothing_fits(model, board, units, max_util)
     full = search if max_util >= 1 else _search(units, capacity)
     _apply(units, search.best.pick)
     used = sum(u.res[i] for u, i in zip(units, search.best.pick))
@@ -589,7 +613,8 @@ def fit_folding(model: ModelWrapper, board: Board, max_util: float, clock_mhz: f
 
 
 def target_fps_folding(model: ModelWrapper, fps: float, clock_mhz: float) -> ModelWrapper:
-    """FINN's SetFolding for a frames-per-second target at the board clock."""
+    """FINN's SetFolding for a frames-per-second target at the board clock. SetFolding knows no board: the
+    estimate step refuses a folding over the board's capacity (estimate.refuse_over_capacity)."""
     from finn.transformation.fpgadataflow.set_folding import SetFolding
 
     if fps <= 0:

@@ -130,6 +130,7 @@ def set_folding(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
 
 def estimate_performance(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
     cfg.network = estimate.estimate_network(model, cfg.board, cfg.clock)
+    estimate.refuse_over_capacity(cfg.network, cfg.board, cfg.folding_mode, cfg.fps)
     return model
 
 
@@ -209,8 +210,23 @@ def load_qonnx(model_path: Path) -> ModelWrapper:
 
 
 def check(model_path: Path, board: Board, workdir: Path) -> ModelWrapper:
-    """The steps up to the mapping check; raises UnsupportedLayersError naming every layer FINN cannot map."""
-    return run_steps(load_qonnx(model_path), FinnConfig(board, workdir), stop=CHECK_STEP)
+    """The steps up to the mapping check, which raises UnsupportedLayersError naming every layer FINN cannot map;
+    then, to the bit widths, whether any folding fits the board at all (ModelTooLargeError, as every deploy
+    would refuse; a second or less, no search)."""
+    cfg = FinnConfig(board, workdir)
+    model = run_steps(load_qonnx(model_path), cfg, stop=CHECK_STEP)
+    model = run_steps(model, cfg, start=STEP_NAMES[STEP_NAMES.index(CHECK_STEP) + 1], stop="minimize_bit_widths")
+    try:
+        folding.check_fits_board(model, board)
+    except SDKError:
+        raise
+    except Exception as exc:  # FINN's estimators on a layer they do not handle
+        raise UnsupportedModelError(
+            f"FINN cannot estimate this model's resources: {type(exc).__name__}: {exc}".rstrip(": "),
+            where=f"--target {board.name}, FINN's resource estimates",
+            fix="rerun with -v for FINN's own message and traceback",
+        ) from exc
+    return model
 
 
 def finn_layer_outputs(dataflow_hw: ModelWrapper, x: np.ndarray) -> list[np.ndarray]:
