@@ -17,8 +17,8 @@ import numpy as np
 
 from sdk import __version__
 from sdk.boards import Board, get_board
-from sdk.data import load_dataset, load_samples
-from sdk.errors import CheckpointError, ConfigError, DatasetError, InternalError, SDKError
+from sdk.data import check_values, load_dataset, load_samples
+from sdk.errors import CheckpointError, ConfigError, DatasetError, ExportError, InternalError, SDKError
 from sdk.package import PackageBuilder, check_output_path, sha256_file, tool_versions
 from sdk.report import REPORT_JSON, REPORT_MD, kib, percent
 from sdk.scratch import scratch_dir
@@ -63,6 +63,14 @@ class DeployConfig:
                 where="DeployConfig(target=..., model=...)",
                 fix="e.g. DeployConfig(target='pynq-z2', model='run/')",
             )
+        for name in ("out", "data"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str | Path) or not str(value)):
+                raise ConfigError(
+                    f"--{name} must be a path, got {value!r}.",
+                    where=f"--{name}",
+                    fix=f"e.g. --{name} deploy/pynq-z2" if name == "out" else "e.g. --data samples.npz",
+                )
         if self.samples is not None and (
             isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1
         ):
@@ -142,6 +150,7 @@ def resolve_model(model: str, workdir: Path, input_scale: float | None = None) -
                 where="--model",
                 fix="pass a folder written by `sdk train`, or a QONNX file from `sdk export`",
             )
+        _no_input_scale(input_scale, "a training run's export")
         exported = export_run_cached(path, workdir / "model.qonnx.onnx")
         return ResolvedModel(exported.onnx_path, exported.card, None)
     if not path.is_file():
@@ -152,13 +161,46 @@ def resolve_model(model: str, workdir: Path, input_scale: float | None = None) -
         )
     local = workdir / "model.qonnx.onnx"
     local.write_bytes(path.read_bytes())  # what is checked is what is deployed, even if the file changes meanwhile
-    load_onnx_safely(local, f"--model {model}")  # no library sees the graph before its domains are checked
+    proto = load_onnx_safely(local, f"--model {model}")  # no library sees the graph before its domains are checked
     if not card_path_for(path).is_file():  # any QONNX file: the card comes from the graph
         card = card_from_graph(local, local, input_scale, where=f"--model {model}")
         return ResolvedModel(local, card, None)
     card = read_card(path)
+    _no_input_scale(input_scale, f"the model card {card_path_for(path).name}")
+    _card_fits_graph(card, proto, f"{card_path_for(path)}, input.image_shape")
     card_path_for(local).write_text(json.dumps(card, indent=2))
     return ResolvedModel(local, card, None)
+
+
+def _no_input_scale(input_scale: float | None, source: str) -> None:
+    """--input-scale only puts a Mul in front of a card-less graph's float input; a graph with a card takes uint8
+    pixels and scales them itself, so the option would be ignored (yet recorded in the manifest): refused."""
+    if input_scale is not None:
+        raise ConfigError(
+            f"--input-scale {input_scale} would be ignored: {source} says the graph takes uint8 pixels and scales "
+            "them itself (the scale is inside the graph).",
+            where="--input-scale",
+            fix="drop --input-scale; it is for a QONNX file with a float input and no model card beside it",
+        )
+
+
+def _card_fits_graph(card: dict[str, Any], proto: Any, where: str) -> None:
+    """The card's input shape is the graph's: every flow makes its samples from the card and feeds them to the
+    graph, so a card written for another graph is refused here, by `sdk check` as by `sdk deploy`."""
+    from sdk.model_card import input_spec
+
+    expected = input_spec(list(card["input"]["image_shape"]), card["input"]["flatten"])["shape"]
+    dims = proto.graph.input[0].type.tensor_type.shape.dim if proto.graph.input else []
+    graph = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    if len(graph) != len(expected) or any(g is not None and g != e for g, e in zip(graph[1:], expected[1:])):
+        shown = ["?" if d is None else d for d in graph]
+        raise ExportError(
+            f"The model card gives the input shape {expected}; the graph's input '{proto.graph.input[0].name}' has "
+            f"{shown}.",
+            where=where,
+            fix="use the card written with this graph (`sdk export` writes both), or delete the card to let the SDK "
+            "read the input from the graph",
+        )
 
 
 @dataclass
@@ -187,6 +229,69 @@ def in_model_layout(x: np.ndarray, card: dict[str, Any], where: str) -> np.ndarr
     return x
 
 
+PIXEL_RANGE = (0, 255)  # what every flow's input takes: uint8 pixels, the integers the device will get
+
+
+def model_batch(x: Any, card: dict[str, Any], where: str = "x") -> np.ndarray:
+    """A batch handed to a package (`sdk.simulate`), checked the same way for every flow before any runs it: a
+    numeric array of at least one sample, every value an integer pixel in 0..255 (no NaN, no 300 wrapped to 44, no
+    0.5 cast to 0), shaped like the card's input ((N, H, W) and (N, F) as --data takes them). Returned as uint8."""
+    fix = "pass the samples as a uint8 array (N, C, H, W) of pixels 0..255, e.g. np.load('samples.npz')['x']"
+    if x is None or isinstance(x, str | bytes | dict):
+        raise ConfigError(f"{where} must be an array of samples, got {type(x).__name__}.", where=where, fix=fix)
+    try:
+        array = np.asarray(x)
+    except (ValueError, TypeError) as exc:  # a ragged list, an object numpy cannot make an array of
+        raise ConfigError(f"{where} is not an array of samples: {exc}", where=where, fix=fix) from None
+    if array.dtype.kind not in "uif":
+        raise ConfigError(f"{where} holds {array.dtype} values, not pixels.", where=where, fix=fix)
+    if array.ndim not in (2, 3, 4) or array.size == 0:
+        what = "holds no samples" if array.size == 0 else f"has shape {array.shape}"
+        raise ConfigError(f"{where} {what}; a batch is (N, C, H, W) with N >= 1.", where=where, fix=fix)
+    low, high = PIXEL_RANGE
+    bad = None
+    with np.errstate(invalid="ignore"):
+        if array.dtype.kind == "f":  # NaN and inf fail every comparison but the first
+            bad = ~np.isfinite(array) | (array < low) | (array > high) | (array != np.rint(array))
+        elif array.dtype != np.uint8:
+            bad = (array < low) | (array > high)
+    if bad is not None and bad.any():
+        value = array.reshape(-1)[int(np.argmax(bad.reshape(-1)))]
+        raise ConfigError(
+            f"{where} holds {int(bad.sum()):,} value(s) that are not pixels (integers {low}..{high}), e.g. {value}; "
+            "the package would cast or wrap them, so they are refused for every target alike.",
+            where=where,
+            fix=fix + " (floats in [0, 1]: np.rint(x * 255).astype(np.uint8))",
+        )
+    array = array.astype(np.uint8, copy=False)
+    if array.ndim == 2:
+        array = array[:, None, None, :]
+    elif array.ndim == 3:
+        array = array[:, None, :, :]
+    try:
+        return in_model_layout(array, card, where)
+    except DatasetError as exc:
+        raise ConfigError(exc.what, where=where, fix=exc.fix) from None
+
+
+def check_labels(y: np.ndarray | None, reference: np.ndarray, where: str) -> None:
+    """Labels the model cannot produce are refused before they count into an accuracy: a model with K outputs
+    gives the classes 0..K-1 (one output: a binary classifier, 0 and 1). The same check for every flow."""
+    if y is None or not len(y):
+        return
+    outputs = int(np.prod(reference.shape[1:])) if reference.ndim > 1 else 1
+    classes = 2 if outputs == 1 else outputs
+    wrong = np.unique(y[(y < 0) | (y >= classes)])
+    if len(wrong):
+        shown = ", ".join(str(v) for v in wrong[:5]) + (" ..." if len(wrong) > 5 else "")
+        raise DatasetError(
+            f"Labels y hold {shown}: the model has {outputs} output(s), so its classes are 0..{classes - 1}; "
+            "an accuracy on these labels would count them as wrong answers.",
+            where=f"{where}, array y",
+            fix=f"give labels 0..{classes - 1} in the model's class order, or leave y out (accuracy not measured)",
+        )
+
+
 def verification_samples(card: dict[str, Any], count: int | None, data: str | None = None) -> Samples:
     """--data (the whole file, or its first --samples), else the card's data set's test split (its first --samples,
     100 by default), else random inputs over the input's whole integer range (no labels: accuracy not measured)."""
@@ -200,6 +305,7 @@ def verification_samples(card: dict[str, Any], count: int | None, data: str | No
     spec = card.get("dataset")
     count = DEFAULT_SAMPLES if count is None else count
     if not spec:
+        check_values((count, *shape), 1, f"{count:,} random inputs", "--samples", "verify on fewer: --samples 100")
         x = np.random.default_rng(RANDOM_SEED).integers(0, 256, size=(count, *shape), dtype=np.uint8)
         return Samples(x, None, f"{count:,} random inputs (no labels: accuracy not measured)")
     try:
@@ -290,7 +396,9 @@ def prepare_model(config: DeployConfig, workdir: Path, qat_model: Any = None) ->
     if qat_model is not None:
         resolved.brevitas = qat_model.eval()
     samples = verification_samples(resolved.card, config.samples, config.data)
-    return PreparedModel(resolved, samples, qat_outputs(resolved, samples.x))
+    reference = qat_outputs(resolved, samples.x)
+    check_labels(samples.y, reference, f"--data {config.data}" if config.data else "the model card's data set")
+    return PreparedModel(resolved, samples, reference)
 
 
 def _request(config: DeployConfig, choice: TargetChoice, workdir: Path, prepared: PreparedModel):
