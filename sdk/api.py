@@ -26,6 +26,12 @@ from sdk.scratch import scratch_dir
 def _as_model_path(model: Any, example_input: Any):
     """A path the deploy can read, and the Brevitas module where the caller handed one."""
     if isinstance(model, str | Path):
+        if example_input is not None:
+            raise ConfigError(
+                "example_input is for a module; this model is a path, whose input shape the SDK reads from it.",
+                where="example_input",
+                fix="drop example_input, or pass the nn.Module itself",
+            )
         yield str(model), None
         return
     from torch import nn
@@ -42,11 +48,38 @@ def _as_model_path(model: Any, example_input: Any):
             where="example_input",
             fix="pass example_input=torch.zeros(1, C, H, W) (or (1, F)) shaped like one sample",
         )
+    _runs_on_example(model, example_input)
     from sdk.export import export_module
 
     with scratch_dir("module") as tmp:
         exported = export_module(model, example_input, Path(tmp) / "model.qonnx.onnx")
         yield str(exported.onnx_path), model
+
+
+def _runs_on_example(model: Any, example_input: Any) -> None:
+    """The module's forward on zeros shaped like example_input, once, before the export: a shape within the memory
+    budget that the module takes (a mismatch is the caller's, said as one, not a RuntimeError from deep in torch)."""
+    import torch
+
+    from sdk.model_card import sample_too_large
+
+    shape = tuple(example_input) if isinstance(example_input, tuple) else tuple(np.shape(example_input))
+    if len(shape) not in (2, 4) or shape[0] != 1 or not all(isinstance(d, int | np.integer) and d > 0 for d in shape):
+        return  # the export names what is wrong with the shape itself
+    problem = sample_too_large([int(d) for d in shape[1:]])
+    if problem:
+        raise ConfigError(f"example_input has shape {shape}: {problem}.", where="example_input", fix="a smaller input")
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(*(int(d) for d in shape)))
+    except Exception as exc:  # the module's own forward: whatever it raises, the input did not fit it
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise ConfigError(
+            f"{type(model).__name__} fails on an input shaped like example_input {shape}: {type(exc).__name__}"
+            + (f": {reason}" if reason else ""),
+            where="example_input",
+            fix="pass one sample of the shape the module takes, e.g. torch.zeros(1, C, H, W) or torch.zeros(1, F)",
+        ) from exc
 
 
 def _check_target(target: Any) -> str:

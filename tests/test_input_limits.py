@@ -252,10 +252,17 @@ def _api_cases(run: str, package: Path) -> list[tuple[str, object, str]]:
         ("simulate-x-wrong-shape", lambda: sdk.simulate(package, np.zeros((2, 1, 9, 9), np.uint8)), "x"),
         ("simulate-package-none", lambda: sdk.simulate(None, good), "package"),
         ("simulate-package-an-int", lambda: sdk.simulate(123, good), "package"),
+        ("example-input-for-a-path", lambda: sdk.check(run, "tflite", example_input=torch.zeros(1, 64)), "example"),
+        (
+            "example-input-the-module-refuses",
+            lambda: sdk.check(FloatInputMLP(), "tflite", torch.zeros(1, 65)),
+            "example",
+        ),
+        ("example-input-huge", lambda: sdk.check(FloatInputMLP(), "tflite", (1, 1, 40000, 40000)), "example_input"),
     ]
 
 
-@pytest.mark.parametrize("index", range(20))
+@pytest.mark.parametrize("index", range(23))
 def test_python_api_misuse_raises_the_sdks_error_naming_the_argument(index, tfc_run, packages, tmp_path, monkeypatch):
     name, call, argument = _api_cases(str(tfc_run), packages["tflite"])[index]
     monkeypatch.chdir(tmp_path)  # a deploy that wrongly went ahead would write deploy/ here
@@ -266,7 +273,7 @@ def test_python_api_misuse_raises_the_sdks_error_naming_the_argument(index, tfc_
 
 
 def test_the_api_cases_are_all_run():
-    assert len(_api_cases("run", Path("p"))) == 20
+    assert len(_api_cases("run", Path("p"))) == 23
 
 
 # ---------------------------------------------------------------------------------------------------------------------
