@@ -21,6 +21,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import math
+import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -347,7 +348,7 @@ def load_idx_folder(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 
 _NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 # What reading a damaged archive member raises (zipfile: BadZipFile, NotImplementedError for an unknown
-# compression, RuntimeError for an encrypted member; zlib.error; numpy: ValueError, EOFError ...).
+# compression, RuntimeError for an encrypted member; zlib.error; numpy: ValueError, EOFError, TokenError ...).
 _UNREADABLE = (
     ValueError,
     TypeError,
@@ -359,6 +360,8 @@ _UNREADABLE = (
     NotImplementedError,
     RuntimeError,
     MemoryError,
+    SyntaxError,
+    tokenize.TokenError,  # numpy tokenizes a 1.0 header to read it
 )
 
 
