@@ -309,7 +309,7 @@ def verification_samples(card: dict[str, Any], count: int | None, data: str | No
         x = np.random.default_rng(RANDOM_SEED).integers(0, 256, size=(count, *shape), dtype=np.uint8)
         return Samples(x, None, f"{count:,} random inputs (no labels: accuracy not measured)")
     try:
-        dataset = load_dataset(spec["name"], seed=spec["seed"], image_size=spec["image_size"])
+        dataset = load_dataset(spec["name"], seed=spec.get("seed", 0), image_size=spec.get("image_size"))
     except SDKError as exc:  # the card's own seed / image size / data set name: say so, not as an option
         if not str(exc.where or "").startswith("--"):
             raise

@@ -400,3 +400,11 @@ def test_an_npy_header_numpy_cannot_tokenize_is_a_dataset_error(tmp_path):
     with pytest.raises(DatasetError, match="cannot be read") as info:
         load_samples(str(tmp_path / "x.npz"))
     assert info.value.where.endswith("array x")
+
+
+def test_a_card_data_set_without_seed_or_image_size_takes_the_defaults(tfc_export, tmp_path):
+    """Found by fuzzing model cards (800 mutations of the fields the flows read): a card whose dataset named only
+    the data set crashed with KeyError 'seed' (exit 3); `sdk simulate` already took seed 0 and the native size."""
+    model = _export_with_card(tfc_export, tmp_path / "m", lambda card: card.update(dataset={"name": "digits"}))
+    result = sdk.deploy(str(model), "tflite", out=str(tmp_path / "o"), samples=10)
+    assert result.verified and result.summary["accuracy_on"].startswith("digits test split")
