@@ -31,6 +31,15 @@ DEFAULT_SAMPLES = 100  # verification samples taken from the card's data set whe
 CORE_TOOL_PACKAGES = ("torch", "brevitas", "onnx", "onnxruntime", "qonnx", "numpy")
 
 
+MAX_PATH_BYTES, MAX_NAME_BYTES = 4095, 255  # Linux's PATH_MAX (less the NUL) and NAME_MAX
+
+
+def _too_long(path: str) -> bool:
+    """A path the OS refuses by its length alone (ENAMETOOLONG), told before any file is touched."""
+    encoded = path.encode("utf-8", "surrogateescape")
+    return len(encoded) > MAX_PATH_BYTES or any(len(part) > MAX_NAME_BYTES for part in encoded.split(b"/"))
+
+
 def _flow_option(default: Any = None) -> Any:
     """A deploy option that belongs to a flow: the flow's target validates it, and the others refuse it when set."""
     return field(default=default, metadata={"flow_option": True})
@@ -70,6 +79,13 @@ class DeployConfig:
                     f"--{name} must be a path, got {value!r}.",
                     where=f"--{name}",
                     fix=f"e.g. --{name} deploy/pynq-z2" if name == "out" else "e.g. --data samples.npz",
+                )
+            if value is not None and _too_long(str(value)):
+                raise ConfigError(
+                    f"--{name} is too long for a path ({len(str(value)):,} characters; at most {MAX_PATH_BYTES:,} "
+                    f"bytes, {MAX_NAME_BYTES} for each name in it).",
+                    where=f"--{name}",
+                    fix="use a shorter path",
                 )
         if self.samples is not None and (
             isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1

@@ -408,3 +408,13 @@ def test_a_card_data_set_without_seed_or_image_size_takes_the_defaults(tfc_expor
     model = _export_with_card(tfc_export, tmp_path / "m", lambda card: card.update(dataset={"name": "digits"}))
     result = sdk.deploy(str(model), "tflite", out=str(tmp_path / "o"), samples=10)
     assert result.verified and result.summary["accuracy_on"].startswith("digits test split")
+
+
+@pytest.mark.parametrize("flag", ["--out", "--data"])
+def test_a_path_too_long_for_the_os_is_a_clean_refusal(tfc_run, tmp_path, flag):
+    """Before: a 5,000-character --out crashed in pathlib's stat (OSError ENAMETOOLONG, exit 3)."""
+    long = str(tmp_path / ("a" * 5000))
+    args = ["--out", long] if flag == "--out" else ["--data", long + ".npz", "--out", str(tmp_path / "o")]
+    code, payload, _ = _sdk("deploy", "--target", "tflite", "--model", str(tfc_run), *args)
+    _refused(payload, code, flag)
+    assert list(tmp_path.iterdir()) == []
