@@ -19,6 +19,7 @@ from sdk.errors import ConfigError, ExportError
 from sdk.onnx_guard import load_onnx_safely
 
 CARD_FORMAT = "sdk-model-card/1"
+MAX_CARD_BYTES = 1 << 20  # a card is a few KB (a label per class); more is a mistake or a file made to exhaust memory
 
 
 NORMALISATION = {
@@ -69,8 +70,21 @@ def read_card(onnx_path: Path) -> dict[str, Any]:
             fix="export with `sdk export RUN --out MODEL.onnx`, which writes both files",
         )
     try:
-        card = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_CARD_BYTES + 1)
+    except OSError as exc:
+        raise ExportError(
+            f"The model card {path.name} cannot be read: {exc.strerror or exc}.", where=str(path), fix="check the file"
+        ) from None
+    if len(raw) > MAX_CARD_BYTES:
+        raise ExportError(
+            f"The model card {path.name} is larger than {MAX_CARD_BYTES >> 20} MiB; a card is a few KB of JSON.",
+            where=str(path),
+            fix="export again with `sdk export`, or delete the card to let the SDK read the input from the graph",
+        )
+    try:
+        card = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         raise ExportError(
             f"The model card {path.name} is not valid JSON: {exc}",
             where=str(path),

@@ -418,3 +418,17 @@ def test_a_path_too_long_for_the_os_is_a_clean_refusal(tfc_run, tmp_path, flag):
     code, payload, _ = _sdk("deploy", "--target", "tflite", "--model", str(tfc_run), *args)
     _refused(payload, code, flag)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"[" * 200_000, b'{"labels": ["' + b"a" * (2 << 20) + b'"]}'],
+    ids=["nested-200000-deep", "over-1-MiB"],
+)
+def test_a_card_json_nested_too_deep_or_too_large_is_refused(tfc_export, tmp_path, content):
+    """Before: a card of 200,000 nested brackets raised RecursionError in json (exit 3); any size was read whole."""
+    model = tmp_path / "m.onnx"
+    shutil.copyfile(tfc_export, model)
+    model.with_suffix(".json").write_bytes(content)
+    code, payload, _ = _sdk("check", "--target", "tflite", "--model", str(model))
+    _refused(payload, code, "m.json")
