@@ -154,7 +154,7 @@ def resolve_model(model: str, workdir: Path, input_scale: float | None = None) -
     model card where one lies beside it, else with a card read off the graph (see sdk.model_card.card_from_graph).
     Either way the graph is the source model the flows compare against: no torch is loaded for it."""
     from sdk.export_cache import export_run_cached
-    from sdk.model_card import card_from_graph, card_path_for, read_card
+    from sdk.model_card import card_from_graph, card_path_for, check_graph_tensors, read_card
     from sdk.onnx_guard import load_onnx_safely
     from sdk.runs import CHECKPOINT_NAME
 
@@ -184,6 +184,7 @@ def resolve_model(model: str, workdir: Path, input_scale: float | None = None) -
     card = read_card(path)
     _no_input_scale(input_scale, f"the model card {card_path_for(path).name}")
     _card_fits_graph(card, proto, f"{card_path_for(path)}, input.image_shape")
+    check_graph_tensors(proto, f"--model {model}")
     card_path_for(local).write_text(json.dumps(card, indent=2))
     return ResolvedModel(local, card, None)
 

@@ -112,6 +112,30 @@ def sample_too_large(shape: list[int]) -> str | None:
     )
 
 
+def check_graph_tensors(proto: Any, where: str) -> None:
+    """Every tensor of the graph whose shape ONNX's shape inference knows, one sample's worth, against the memory
+    budget: a graph can ask for a huge tensor from a small file (a ConstantOfShape of [1, 40000, 40000], a Resize),
+    which no flow should be left to allocate. A graph shape inference cannot read is left to the flows' own checks."""
+    from onnx import shape_inference
+
+    try:
+        inferred = shape_inference.infer_shapes(proto)
+    except Exception:  # onnx raises several types for a graph it cannot infer; the flows refuse such a graph
+        return
+    graph = inferred.graph
+    for info in [*graph.input, *graph.value_info, *graph.output]:
+        dims = info.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
+            shape = [int(d.dim_value) for d in dims]
+            problem = sample_too_large(shape)
+            if problem:
+                raise ExportError(
+                    f"The graph's tensor '{info.name}' has shape {shape}: {problem}.",
+                    where=f"{where}, tensor {info.name}",
+                    fix="export the model with smaller inputs and layers",
+                )
+
+
 def _card_problem(card: Any) -> str | None:
     """What makes a card unusable, or None: the fields every flow reads must be there, with the right types."""
     if not isinstance(card, dict):
@@ -179,6 +203,7 @@ def card_from_graph(onnx_path: Path, out_path: Path, input_scale: float | None, 
     from qonnx.util.cleanup import cleanup_model
 
     checked = load_onnx_safely(onnx_path, where)  # before qonnx imports anything a node's domain names
+    check_graph_tensors(checked, where)  # before qonnx's clean-up folds a constant of any size
     try:
         model = cleanup_model(ModelWrapper(checked))
     except Exception as exc:

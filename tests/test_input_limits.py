@@ -432,3 +432,26 @@ def test_a_card_json_nested_too_deep_or_too_large_is_refused(tfc_export, tmp_pat
     model.with_suffix(".json").write_bytes(content)
     code, payload, _ = _sdk("check", "--target", "tflite", "--model", str(model))
     _refused(payload, code, "m.json")
+
+
+@pytest.mark.parametrize("with_card", [False, True], ids=["card-less", "with-card"])
+def test_a_graph_that_makes_a_huge_tensor_from_a_small_file_is_refused(tfc_export, tmp_path, with_card):
+    """A ConstantOfShape of [1, 40000, 40000] in a 1 KB graph: qonnx's clean-up (constant folding) or the executor
+    would allocate 6 GB; refused from the inferred shapes first, naming the tensor."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])
+    shape = numpy_helper.from_array(np.array([1, 40000, 40000], np.int64), "s")
+    nodes = [helper.make_node("ConstantOfShape", ["s"], ["big"]), helper.make_node("Add", ["x", "big"], ["y"])]
+    graph = helper.make_graph(nodes, "bomb", [x], [y], [shape])
+    model = tmp_path / "bomb.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), model)
+    scale = []
+    if with_card:
+        model.with_suffix(".json").write_text(tfc_export.with_suffix(".json").read_text())
+    else:
+        scale = ["--input-scale", "1"]
+    code, payload, seconds = _sdk("check", "--target", "tflite", "--model", str(model), *scale)
+    _refused(payload, code, "memory budget", "big")
+    assert seconds < 60
