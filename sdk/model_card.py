@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from sdk.data import BYTES_PER_VALUE, INPUT_SCALE, MEMORY_BUDGET
-from sdk.errors import ConfigError, ExportError
+from sdk.errors import ConfigError, ExportError, SDKError
 from sdk.onnx_guard import load_onnx_safely
 
 CARD_FORMAT = "sdk-model-card/1"
@@ -173,7 +173,12 @@ def _check_input_codes(path: Path, shape: list[int], input_scale: float) -> None
     ramp = (np.arange(size) * 255 // max(size - 1, 1)).astype(np.uint8)
     x = np.stack([np.zeros(size, np.uint8), np.full(size, 255, np.uint8), ramp, 255 - ramp])
     x = x.reshape(len(x), *([1, 1, size] if len(shape) == 2 else shape[1:]))
-    codes = activation_codes(path, x, len(shape) == 2)
+    try:
+        codes = activation_codes(path, x, len(shape) == 2)
+    except SDKError:
+        raise
+    except Exception:  # qonnx cannot execute the graph: each flow's own check names why, in its terms
+        return
     if codes:
         name, first = codes[0]
         if (first == first[:1]).all():
