@@ -95,6 +95,12 @@ class DeployConfig:
                 where="--samples",
                 fix="e.g. --samples 100",
             )
+        for name in ("require_bitfile", "rtlsim", "int4_weights"):  # a switch: "no" is truthy, so never guessed
+            if not isinstance(getattr(self, name), bool):
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(
+                    f"{flag} is a switch (True or False), got {getattr(self, name)!r}.", where=flag, fix=f"{name}=True"
+                )
         finite_positive(self.clock_mhz, "--clock-mhz", "100")
         finite_positive(self.input_scale, "--input-scale", "0.00392156862745098")
 

@@ -241,6 +241,7 @@ def _api_cases(run: str, package: Path) -> list[tuple[str, object, str]]:
         ("progress-a-word", lambda: sdk.deploy(run, "tflite", progress="yes"), "progress"),
         ("samples-a-word", lambda: sdk.deploy(run, "tflite", samples="3"), "samples"),
         ("fps-a-word", lambda: sdk.deploy(run, "pynq-z2", fps="fast"), "fps"),
+        ("require-bitfile-a-word", lambda: sdk.deploy(run, "pynq-z2", require_bitfile="no"), "require-bitfile"),
         ("check-target-none", lambda: sdk.check(run, None), "target"),
         ("model-an-int", lambda: sdk.check(5, "tflite"), "model"),
         ("simulate-x-none", lambda: sdk.simulate(package, None), "x"),
@@ -262,7 +263,7 @@ def _api_cases(run: str, package: Path) -> list[tuple[str, object, str]]:
     ]
 
 
-@pytest.mark.parametrize("index", range(23))
+@pytest.mark.parametrize("index", range(24))
 def test_python_api_misuse_raises_the_sdks_error_naming_the_argument(index, tfc_run, packages, tmp_path, monkeypatch):
     name, call, argument = _api_cases(str(tfc_run), packages["tflite"])[index]
     monkeypatch.chdir(tmp_path)  # a deploy that wrongly went ahead would write deploy/ here
@@ -273,7 +274,7 @@ def test_python_api_misuse_raises_the_sdks_error_naming_the_argument(index, tfc_
 
 
 def test_the_api_cases_are_all_run():
-    assert len(_api_cases("run", Path("p"))) == 23
+    assert len(_api_cases("run", Path("p"))) == 24
 
 
 # ---------------------------------------------------------------------------------------------------------------------
