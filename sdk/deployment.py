@@ -213,13 +213,14 @@ def _card_fits_graph(card: dict[str, Any], proto: Any, where: str) -> None:
     from sdk.model_card import input_spec
 
     expected = input_spec(list(card["input"]["image_shape"]), card["input"]["flatten"])["shape"]
-    dims = proto.graph.input[0].type.tensor_type.shape.dim if proto.graph.input else []
-    graph = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    if not proto.graph.input or not proto.graph.input[0].type.tensor_type.shape.dim:
+        return  # no input, or one without a declared shape: the flows' own checks name it
+    first = proto.graph.input[0]
+    graph = [d.dim_value if d.HasField("dim_value") else None for d in first.type.tensor_type.shape.dim]
     if len(graph) != len(expected) or any(g is not None and g != e for g, e in zip(graph[1:], expected[1:])):
         shown = ["?" if d is None else d for d in graph]
         raise ExportError(
-            f"The model card gives the input shape {expected}; the graph's input '{proto.graph.input[0].name}' has "
-            f"{shown}.",
+            f"The model card gives the input shape {expected}; the graph's input '{first.name}' has {shown}.",
             where=where,
             fix="use the card written with this graph (`sdk export` writes both), or delete the card to let the SDK "
             "read the input from the graph",
