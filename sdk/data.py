@@ -11,9 +11,10 @@ Sources:
                          y: integer labels (N,); labels: optional class names
 
 Files are untrusted: an .npz is read member by member with allow_pickle=False
-after its array headers were checked against the archive's sizes, an idx file
-is read up to a size cap, and every way either can be malformed is a
-DatasetError naming the file as the user gave it.
+after its array headers were checked against the archive's sizes and the
+memory budget (MEMORY_BUDGET), an idx file after its header was checked
+against the budget, and every way either can be malformed is a DatasetError
+naming the file as the user gave it.
 """
 
 from __future__ import annotations
