@@ -456,3 +456,21 @@ def test_a_graph_that_makes_a_huge_tensor_from_a_small_file_is_refused(tfc_expor
     code, payload, seconds = _sdk("check", "--target", "tflite", "--model", str(model), *scale)
     _refused(payload, code, "memory budget", "big")
     assert seconds < 60
+
+
+def test_an_image_size_whose_resized_data_set_exceeds_the_budget_is_refused(tmp_path):
+    """40,000 8x8 samples (2.5 MB) upscaled to 256 x 256 would be 10 GB of float32 in torch's interpolate."""
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 40_000), ("t10k", 100)):
+        for kind, array in (("images", rng.integers(0, 256, (n, 8, 8))), ("labels", np.arange(n) % 10)):
+            header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+            rank = 3 if kind == "images" else 1
+            (folder / f"{prefix}-{kind}-idx{rank}-ubyte").write_bytes(header + array.astype(np.uint8).tobytes())
+    out = tmp_path / "run"
+    code, payload, seconds = _sdk(
+        "train", "tfc", "--dataset", str(folder), "--image-size", "256", "--epochs", "1", "--out", str(out)
+    )
+    _refused(payload, code, "memory budget", "--image-size")
+    assert seconds < 60 and not out.exists()
