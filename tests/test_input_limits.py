@@ -4,7 +4,7 @@ Memory bombs (a small compressed file whose header asks for gigabytes, a model c
 from their headers, against sdk.data.MEMORY_BUDGET, before any array is read or made; a card that does not fit its
 graph, labels the model cannot produce, batches that are not pixels and an --input-scale that is ignored or that
 collapses every pixel to one code are each a clean exit 2 (an SDKError naming the argument), the same on an FPGA
-board and a TFLite one. Nothing here trains; the packages are deployed once per module.
+board and a TFLite one. Nothing here trains; the packages are deployed once per module, for the tests marked slow.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +136,7 @@ def _export_with_card(tfc_export: Path, folder: Path, change) -> Path:
 # 1. Memory bombs: refused from their headers
 
 
+@pytest.mark.slow
 def test_an_npz_bomb_is_refused_from_its_header_by_deploy_and_simulate(npz_bomb, tfc_run, packages, tmp_path):
     """Before: the archive's arrays were only bounded by 2 GiB each, so a 1.5 GiB array of zeros in a 1.5 MB file
     was read whole and copied several times (~8 GB, exit 3 after minutes)."""
@@ -148,6 +150,7 @@ def test_an_npz_bomb_is_refused_from_its_header_by_deploy_and_simulate(npz_bomb,
     assert seconds < 60
 
 
+@pytest.mark.slow
 def test_an_idx_bomb_is_refused_from_its_header(packages, tmp_path):
     folder = _idx_bomb(tmp_path / "idx")
     code, payload, _ = _sdk("simulate", str(packages["pynq-z2"]), "--data", str(folder))
@@ -229,7 +232,8 @@ def test_a_card_whose_input_differs_from_the_graph_is_refused_by_check_and_deplo
 # 3. The Python API misused
 
 
-def _api_cases(run: str, package: Path) -> list[tuple[str, object, str]]:
+def _api_cases(run: str, package: Callable[[], Path]) -> list[tuple[str, object, str]]:
+    """(name, call, the argument its error must name); the simulate-x cases need a real package (slow set)."""
     good = np.zeros((2, 1, 8, 8), np.uint8)
     return [
         ("unknown-option", lambda: sdk.deploy(run, "tflite", bogus=1), "bogus"),
@@ -244,13 +248,13 @@ def _api_cases(run: str, package: Path) -> list[tuple[str, object, str]]:
         ("require-bitfile-a-word", lambda: sdk.deploy(run, "pynq-z2", require_bitfile="no"), "require-bitfile"),
         ("check-target-none", lambda: sdk.check(run, None), "target"),
         ("model-an-int", lambda: sdk.check(5, "tflite"), "model"),
-        ("simulate-x-none", lambda: sdk.simulate(package, None), "x"),
-        ("simulate-x-empty", lambda: sdk.simulate(package, np.zeros((0, 1, 8, 8), np.uint8)), "x"),
-        ("simulate-x-empty-list", lambda: sdk.simulate(package, []), "x"),
-        ("simulate-x-ragged", lambda: sdk.simulate(package, [[1, 2], [3]]), "x"),
-        ("simulate-x-strings", lambda: sdk.simulate(package, np.full((2, 1, 8, 8), "a")), "x"),
-        ("simulate-x-one-sample-1d", lambda: sdk.simulate(package, np.zeros(64, np.uint8)), "x"),
-        ("simulate-x-wrong-shape", lambda: sdk.simulate(package, np.zeros((2, 1, 9, 9), np.uint8)), "x"),
+        ("simulate-x-none", lambda: sdk.simulate(package(), None), "x"),
+        ("simulate-x-empty", lambda: sdk.simulate(package(), np.zeros((0, 1, 8, 8), np.uint8)), "x"),
+        ("simulate-x-empty-list", lambda: sdk.simulate(package(), []), "x"),
+        ("simulate-x-ragged", lambda: sdk.simulate(package(), [[1, 2], [3]]), "x"),
+        ("simulate-x-strings", lambda: sdk.simulate(package(), np.full((2, 1, 8, 8), "a")), "x"),
+        ("simulate-x-one-sample-1d", lambda: sdk.simulate(package(), np.zeros(64, np.uint8)), "x"),
+        ("simulate-x-wrong-shape", lambda: sdk.simulate(package(), np.zeros((2, 1, 9, 9), np.uint8)), "x"),
         ("simulate-package-none", lambda: sdk.simulate(None, good), "package"),
         ("simulate-package-an-int", lambda: sdk.simulate(123, good), "package"),
         ("example-input-for-a-path", lambda: sdk.check(run, "tflite", example_input=torch.zeros(1, 64)), "example"),
@@ -263,9 +267,18 @@ def _api_cases(run: str, package: Path) -> list[tuple[str, object, str]]:
     ]
 
 
-@pytest.mark.parametrize("index", range(24))
-def test_python_api_misuse_raises_the_sdks_error_naming_the_argument(index, tfc_run, packages, tmp_path, monkeypatch):
-    name, call, argument = _api_cases(str(tfc_run), packages["tflite"])[index]
+API_CASES = [case[0] for case in _api_cases("run", Path)]
+
+
+@pytest.mark.parametrize(
+    "index",
+    [
+        pytest.param(i, id=name, marks=(pytest.mark.slow,) if name.startswith("simulate-x") else ())
+        for i, name in enumerate(API_CASES)
+    ],
+)
+def test_python_api_misuse_raises_the_sdks_error_naming_the_argument(index, tfc_run, request, tmp_path, monkeypatch):
+    name, call, argument = _api_cases(str(tfc_run), lambda: request.getfixturevalue("packages")["tflite"])[index]
     monkeypatch.chdir(tmp_path)  # a deploy that wrongly went ahead would write deploy/ here
     with pytest.raises(SDKError) as info:
         call()
@@ -274,13 +287,14 @@ def test_python_api_misuse_raises_the_sdks_error_naming_the_argument(index, tfc_
 
 
 def test_the_api_cases_are_all_run():
-    assert len(_api_cases("run", Path("p"))) == 24
+    assert len(API_CASES) == len(set(API_CASES)) == 24
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # 4. Wrongly accepted before: now refused on every target alike
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("board", ["pynq-z2", "tflite"])
 @pytest.mark.parametrize(
     "values",
@@ -296,6 +310,7 @@ def test_a_batch_of_values_that_are_not_pixels_is_refused_by_every_package(packa
     assert info.value.where == "x"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("board", ["pynq-z2", "tflite"])
 def test_pixels_in_any_numeric_type_give_the_uint8_outputs(packages, board):
     x = np.random.default_rng(0).integers(0, 256, size=(6, 1, 8, 8)).astype(np.uint8)
@@ -304,6 +319,7 @@ def test_pixels_in_any_numeric_type_give_the_uint8_outputs(packages, board):
         np.testing.assert_array_equal(sdk.simulate(packages[board], same), expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("board", ["pynq-z2", "tflite"])
 @pytest.mark.parametrize("label", [10, 50, 9999])
 def test_labels_the_model_cannot_produce_are_refused_by_deploy_and_simulate(tfc_run, packages, tmp_path, board, label):
@@ -331,6 +347,7 @@ def test_labels_the_model_cannot_produce_are_refused_by_deploy_and_simulate(tfc_
         assert not out.exists()
 
 
+@pytest.mark.slow
 def test_labels_within_the_models_classes_still_measure_an_accuracy(packages, tmp_path):
     x = np.random.default_rng(1).integers(0, 256, size=(20, 1, 8, 8), dtype=np.uint8)
     np.savez(tmp_path / "ok.npz", x=x, y=np.arange(20) % 10)
@@ -403,6 +420,7 @@ def test_an_npy_header_numpy_cannot_tokenize_is_a_dataset_error(tmp_path):
     assert info.value.where.endswith("array x")
 
 
+@pytest.mark.slow
 def test_a_card_data_set_without_seed_or_image_size_takes_the_defaults(tfc_export, tmp_path):
     """Found by fuzzing model cards (800 mutations of the fields the flows read): a card whose dataset named only
     the data set crashed with KeyError 'seed' (exit 3); `sdk simulate` already took seed 0 and the native size."""
