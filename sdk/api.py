@@ -26,6 +26,12 @@ from sdk.scratch import scratch_dir
 def _as_model_path(model: Any, example_input: Any):
     """A path the deploy can read, and the Brevitas module where the caller handed one."""
     if isinstance(model, str | Path):
+        if example_input is not None:
+            raise ConfigError(
+                "example_input is for a module; this model is a path, whose input shape the SDK reads from it.",
+                where="example_input",
+                fix="drop example_input, or pass the nn.Module itself",
+            )
         yield str(model), None
         return
     from torch import nn
@@ -42,6 +48,7 @@ def _as_model_path(model: Any, example_input: Any):
             where="example_input",
             fix="pass example_input=torch.zeros(1, C, H, W) (or (1, F)) shaped like one sample",
         )
+    _runs_on_example(model, example_input)
     from sdk.export import export_module
 
     with scratch_dir("module") as tmp:
@@ -49,13 +56,71 @@ def _as_model_path(model: Any, example_input: Any):
         yield str(exported.onnx_path), model
 
 
-def check(model: Any, target: str, example_input: Any = None) -> None:
+def _runs_on_example(model: Any, example_input: Any) -> None:
+    """The module's forward on zeros shaped like example_input, once, before the export: a shape within the memory
+    budget that the module takes (a mismatch is the caller's, said as one, not a RuntimeError from deep in torch)."""
+    import torch
+
+    from sdk.model_card import sample_too_large
+
+    shape = tuple(example_input) if isinstance(example_input, tuple) else tuple(np.shape(example_input))
+    if len(shape) not in (2, 4) or shape[0] != 1 or not all(isinstance(d, int | np.integer) and d > 0 for d in shape):
+        return  # the export names what is wrong with the shape itself
+    problem = sample_too_large([int(d) for d in shape[1:]])
+    if problem:
+        raise ConfigError(f"example_input has shape {shape}: {problem}.", where="example_input", fix="a smaller input")
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(*(int(d) for d in shape)))
+    except Exception as exc:  # the module's own forward: whatever it raises, the input did not fit it
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise ConfigError(
+            f"{type(model).__name__} fails on an input shaped like example_input {shape}: {type(exc).__name__}"
+            + (f": {reason}" if reason else ""),
+            where="example_input",
+            fix="pass one sample of the shape the module takes, e.g. torch.zeros(1, C, H, W) or torch.zeros(1, F)",
+        ) from exc
+
+
+def _check_target(target: Any) -> str:
+    if not isinstance(target, str) or not target.strip():
+        raise ConfigError(
+            f"target must be a board name (a str), got {target!r}.",
+            where="target",
+            fix='e.g. "pynq-z2", "tflite", or several: "pynq-z2,tflite" (see `sdk boards`)',
+        )
+    return target
+
+
+def _check_path(value: Any, name: str, example: str) -> None:
+    if value is not None and (not isinstance(value, str | Path) or not str(value)):
+        raise ConfigError(f"{name} must be a path (str or Path), got {value!r}.", where=name, fix=f"e.g. {example}")
+
+
+def _deploy_options(options: dict[str, Any]) -> None:
+    """Keyword options are DeployConfig's own (flow options included); any other name is a typo, said as one."""
+    from dataclasses import fields
+
+    from sdk.deployment import DeployConfig
+
+    known = sorted(f.name for f in fields(DeployConfig) if f.name not in ("target", "model", "out", "data", "samples"))
+    unknown = sorted(name for name in options if name not in known)
+    if unknown:
+        raise ConfigError(
+            f"sdk.deploy() got unknown option(s): {', '.join(unknown)}.",
+            where=", ".join(unknown),
+            fix=f"use the options sdk.deploy takes: data, out, samples, example_input, progress, {', '.join(known)}",
+        )
+
+
+def check(model: Any, target: str, example_input: Any = None, input_scale: float | None = None) -> None:
     """Raise an SDKError naming every layer `target` cannot run; return quietly when every layer maps."""
     from sdk.deployment import DeployConfig
     from sdk.deployment import check as run_check
 
+    _check_target(target)
     with _as_model_path(model, example_input) as (path, module):
-        run_check(DeployConfig(target=target, model=path), qat_model=module)
+        run_check(DeployConfig(target=target, model=path, input_scale=input_scale), qat_model=module)
 
 
 def deploy(
@@ -75,6 +140,12 @@ def deploy(
     (a list of them for several boards); `result.verified` is the exactness rule, `result.exit_code` 0/1/2/3."""
     from sdk.deployment import DeployConfig, deploy_many
 
+    _check_target(target)
+    _check_path(out, "out", 'out="build/fpga"')
+    _check_path(data, "data", 'data="my_samples.npz"')
+    _deploy_options(options)
+    if not isinstance(progress, bool):
+        raise ConfigError(f"progress must be True or False, got {progress!r}.", where="progress", fix="progress=True")
     with _as_model_path(model, example_input) as (path, module):
         config = DeployConfig(target=target, model=path, out=out, data=data, samples=samples, **options)
         results = deploy_many(config, progress=progress, qat_model=module)
@@ -82,7 +153,13 @@ def deploy(
 
 
 def simulate(package: str | Path, x: np.ndarray) -> np.ndarray:
-    """The packaged artifact's final outputs on a batch `x` (uint8 in the model's input layout, (N, C, H, W))."""
+    """The packaged artifact's final outputs on a batch `x` (uint8 in the model's input layout, (N, C, H, W)).
+
+    x is checked as every flow's package takes it (sdk.deployment.model_batch): pixels 0..255, at least one sample,
+    the model's input shape; anything else is a ConfigError naming x."""
     from sdk.simulation import run_package
 
+    if package is None:
+        raise ConfigError("package must be a path, got None.", where="package", fix="e.g. result.package")
+    _check_path(package, "package", "result.package")
     return run_package(package, x)

@@ -11,9 +11,10 @@ Sources:
                          y: integer labels (N,); labels: optional class names
 
 Files are untrusted: an .npz is read member by member with allow_pickle=False
-after its array headers were checked against the archive's sizes, an idx file
-is read up to a size cap, and every way either can be malformed is a
-DatasetError naming the file as the user gave it.
+after its array headers were checked against the archive's sizes and the
+memory budget (MEMORY_BUDGET), an idx file after its header was checked
+against the budget, and every way either can be malformed is a DatasetError
+naming the file as the user gave it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import math
+import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -50,6 +52,13 @@ INPUT_SCALE = 1.0 / 255.0  # the model's input is uint8 * INPUT_SCALE
 
 # Bounds that tell a data set from a mistake (or a file made to exhaust memory).
 MAX_FILE_BYTES = 2 << 30  # an .npz or idx file, and the arrays it unpacks to
+# The memory budget: the most one set of samples (an array of --data or --dataset, an idx file, the random
+# verification inputs of a card's input shape) may take as the SDK works on it: its bytes as stored plus
+# BYTES_PER_VALUE a value for the copies made of it (uint8 pixels, the float32 inputs the graphs and runtimes run
+# on). Checked from the headers (an .npy header, an idx header, a card's input shape) before any array is read or
+# made, so a small compressed file cannot ask for gigabytes.
+MEMORY_BUDGET = 2 << 30
+BYTES_PER_VALUE = 8
 MAX_IMAGE_SIZE = 256  # --image-size: a side; 1,797 digits at 256 x 256 are already 118 MB of uint8
 MAX_CLASSES = 10_000
 MAX_LABEL_CHARS = 200
@@ -133,12 +142,28 @@ def _kind(path: Path, where: str) -> str:
         ) from None
 
 
+def check_values(shape: tuple[int, ...] | list[int], itemsize: int, what: str, where: str, fix: str) -> None:
+    """Refuse (DatasetError) an array of `shape` (`itemsize` bytes a value as stored) that would take more than
+    MEMORY_BUDGET as the SDK works on it: asked before the array is read or made."""
+    dims = tuple(int(d) for d in shape)
+    need = math.prod(dims) * (itemsize + BYTES_PER_VALUE)
+    if need > MEMORY_BUDGET:
+        raise DatasetError(
+            f"{what} of shape {dims} would take {need / 2**30:,.1f} GiB as the SDK works on it ({itemsize} + "
+            f"{BYTES_PER_VALUE} bytes a value), over its memory budget of {MEMORY_BUDGET >> 30} GiB.",
+            where=where,
+            fix=fix,
+        )
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Splits
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear resize of uint8 NCHW images to size x size (for upscaled digits)."""
+    """Bilinear resize of uint8 NCHW images to size x size (for upscaled digits), within the memory budget (its
+    float32 copies: 70,000 images at 256 x 256 would take 34 GiB)."""
+    check_values((len(images), images.shape[1], size, size), 4, "The resized images", "--image-size", "a smaller side")
     import torch
     import torch.nn.functional as F
 
@@ -218,7 +243,13 @@ def _read_idx(path: Path, ndim: int | None = None) -> np.ndarray:
         )
     try:
         with opener(path, "rb") as fh:
-            raw = fh.read(MAX_FILE_BYTES + 1)
+            raw = fh.read(4)
+            if len(raw) == 4 and raw[:3] == b"\x00\x00\x08":
+                raw += fh.read(4 * raw[3])
+                dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range((len(raw) - 4) // 4)]
+                if raw[3] and len(dims) == raw[3]:  # the header's shape, against the budget before the data is read
+                    _check_idx_budget(path, dims, len(raw))
+                raw += fh.read(min(math.prod(dims), MAX_FILE_BYTES) + 1)
     except (OSError, EOFError, zlib.error) as exc:
         raise DatasetError(
             f"Cannot read idx file: {getattr(exc, 'strerror', None) or exc}",
@@ -267,6 +298,25 @@ def _read_idx(path: Path, ndim: int | None = None) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
+def _check_idx_budget(path: Path, dims: list[int], header: int) -> None:
+    """An idx header over the memory budget is refused before its data is read. A gzip file whose trailer (its
+    unpacked size, mod 4 GiB) disagrees with the header is damaged, not large, and is said to be."""
+    if math.prod(dims) * (1 + BYTES_PER_VALUE) <= MEMORY_BUDGET:
+        return
+    if path.suffix == ".gz":
+        with open(path, "rb") as fh:
+            fh.seek(-4, 2)
+            unpacked = int.from_bytes(fh.read(4), "little")
+        if (header + math.prod(dims)) % 2**32 != unpacked:
+            raise DatasetError(
+                f"Cannot read idx file: its header says {dims}, but the gzip stream unpacks to {unpacked:,} bytes "
+                "(mod 4 GiB); the file is damaged.",
+                where=str(path),
+                fix="check that the file is a complete MNIST-format idx file; copy it again",
+            )
+    check_values(dims, 1, "The idx file's array", str(path), "keep fewer samples in one file")
+
+
 def _find_idx(folder: Path, prefix: str, kind: str) -> Path:
     for pattern in (f"{prefix}-{kind}-idx*-ubyte.gz", f"{prefix}-{kind}-idx*-ubyte", f"{prefix}-{kind}.idx*-ubyte*"):
         found = sorted(folder.glob(pattern))
@@ -301,7 +351,7 @@ def load_idx_folder(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 
 _NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 # What reading a damaged archive member raises (zipfile: BadZipFile, NotImplementedError for an unknown
-# compression, RuntimeError for an encrypted member; zlib.error; numpy: ValueError, EOFError ...).
+# compression, RuntimeError for an encrypted member; zlib.error; numpy: ValueError, EOFError, TokenError ...).
 _UNREADABLE = (
     ValueError,
     TypeError,
@@ -313,6 +363,8 @@ _UNREADABLE = (
     NotImplementedError,
     RuntimeError,
     MemoryError,
+    SyntaxError,
+    tokenize.TokenError,  # numpy tokenizes a 1.0 header to read it
 )
 
 
@@ -337,13 +389,15 @@ def _npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, where: str
                 fix="store plain numbers: x as uint8 or floats, y as integers, labels as strings",
             )
         nbytes = math.prod(shape) * dtype.itemsize
-        if nbytes > MAX_FILE_BYTES or nbytes > info.file_size - header:
+        if nbytes > info.file_size - header:  # a header that lies about its data: damage, said as such
             raise DatasetError(
                 f"Array {key!r} declares shape {shape} of {dtype} ({nbytes:,} bytes); the archive holds "
                 f"{max(info.file_size - header, 0):,}.",
                 where=f"{where}, array {key}",
                 fix=fix,
             )
+        # a header that tells the truth about too much data (zeros compress 1000 to 1): the budget, before reading
+        check_values(shape, dtype.itemsize, f"Array {key!r}", f"{where}, array {key}", "keep fewer samples in one file")
         with zf.open(info) as fh:
             return np.lib.format.read_array(fh, allow_pickle=False)
     except _UNREADABLE as exc:  # zipfile, zlib and numpy raise many types for a damaged member
@@ -476,7 +530,10 @@ def _pixels(x: np.ndarray, where: str) -> np.ndarray:
             where=f"{where}, array x",
             fix="scale the data to [0, 1] or store uint8 pixels",
         )
-    return np.rint(x.astype(np.float64) * 255.0).astype(np.uint8)
+    pixels = np.empty(x.shape, dtype=np.uint8)  # sample by sample: no float64 copy of the whole array
+    for i in range(len(x)):
+        pixels[i] = np.rint(x[i].astype(np.float64) * 255.0)
+    return pixels
 
 
 def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, list[str] | None]:

@@ -17,8 +17,8 @@ import numpy as np
 
 from sdk import __version__
 from sdk.boards import Board, get_board
-from sdk.data import load_dataset, load_samples
-from sdk.errors import CheckpointError, ConfigError, DatasetError, InternalError, SDKError
+from sdk.data import check_values, load_dataset, load_samples
+from sdk.errors import CheckpointError, ConfigError, DatasetError, ExportError, InternalError, SDKError
 from sdk.package import PackageBuilder, check_output_path, sha256_file, tool_versions
 from sdk.report import REPORT_JSON, REPORT_MD, kib, percent
 from sdk.scratch import scratch_dir
@@ -29,6 +29,15 @@ DEFAULT_SAMPLES = 100  # verification samples taken from the card's data set whe
 
 # Packages every deploy uses, whatever the flow; each target adds its own (Target.tool_packages).
 CORE_TOOL_PACKAGES = ("torch", "brevitas", "onnx", "onnxruntime", "qonnx", "numpy")
+
+
+MAX_PATH_BYTES, MAX_NAME_BYTES = 4095, 255  # Linux's PATH_MAX (less the NUL) and NAME_MAX
+
+
+def _too_long(path: str) -> bool:
+    """A path the OS refuses by its length alone (ENAMETOOLONG), told before any file is touched."""
+    encoded = path.encode("utf-8", "surrogateescape")
+    return len(encoded) > MAX_PATH_BYTES or any(len(part) > MAX_NAME_BYTES for part in encoded.split(b"/"))
 
 
 def _flow_option(default: Any = None) -> Any:
@@ -63,6 +72,21 @@ class DeployConfig:
                 where="DeployConfig(target=..., model=...)",
                 fix="e.g. DeployConfig(target='pynq-z2', model='run/')",
             )
+        for name in ("out", "data"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str | Path) or not str(value)):
+                raise ConfigError(
+                    f"--{name} must be a path, got {value!r}.",
+                    where=f"--{name}",
+                    fix=f"e.g. --{name} deploy/pynq-z2" if name == "out" else "e.g. --data samples.npz",
+                )
+            if value is not None and _too_long(str(value)):
+                raise ConfigError(
+                    f"--{name} is too long for a path ({len(str(value)):,} characters; at most {MAX_PATH_BYTES:,} "
+                    f"bytes, {MAX_NAME_BYTES} for each name in it).",
+                    where=f"--{name}",
+                    fix="use a shorter path",
+                )
         if self.samples is not None and (
             isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1
         ):
@@ -71,6 +95,12 @@ class DeployConfig:
                 where="--samples",
                 fix="e.g. --samples 100",
             )
+        for name in ("require_bitfile", "rtlsim", "int4_weights"):  # a switch: "no" is truthy, so never guessed
+            if not isinstance(getattr(self, name), bool):
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(
+                    f"{flag} is a switch (True or False), got {getattr(self, name)!r}.", where=flag, fix=f"{name}=True"
+                )
         finite_positive(self.clock_mhz, "--clock-mhz", "100")
         finite_positive(self.input_scale, "--input-scale", "0.00392156862745098")
 
@@ -130,7 +160,7 @@ def resolve_model(model: str, workdir: Path, input_scale: float | None = None) -
     model card where one lies beside it, else with a card read off the graph (see sdk.model_card.card_from_graph).
     Either way the graph is the source model the flows compare against: no torch is loaded for it."""
     from sdk.export_cache import export_run_cached
-    from sdk.model_card import card_from_graph, card_path_for, read_card
+    from sdk.model_card import card_from_graph, card_path_for, check_graph_tensors, read_card
     from sdk.onnx_guard import load_onnx_safely
     from sdk.runs import CHECKPOINT_NAME
 
@@ -142,6 +172,7 @@ def resolve_model(model: str, workdir: Path, input_scale: float | None = None) -
                 where="--model",
                 fix="pass a folder written by `sdk train`, or a QONNX file from `sdk export`",
             )
+        _no_input_scale(input_scale, "a training run's export")
         exported = export_run_cached(path, workdir / "model.qonnx.onnx")
         return ResolvedModel(exported.onnx_path, exported.card, None)
     if not path.is_file():
@@ -152,13 +183,48 @@ def resolve_model(model: str, workdir: Path, input_scale: float | None = None) -
         )
     local = workdir / "model.qonnx.onnx"
     local.write_bytes(path.read_bytes())  # what is checked is what is deployed, even if the file changes meanwhile
-    load_onnx_safely(local, f"--model {model}")  # no library sees the graph before its domains are checked
+    proto = load_onnx_safely(local, f"--model {model}")  # no library sees the graph before its domains are checked
     if not card_path_for(path).is_file():  # any QONNX file: the card comes from the graph
         card = card_from_graph(local, local, input_scale, where=f"--model {model}")
         return ResolvedModel(local, card, None)
     card = read_card(path)
+    _no_input_scale(input_scale, f"the model card {card_path_for(path).name}")
+    _card_fits_graph(card, proto, f"{card_path_for(path)}, input.image_shape")
+    check_graph_tensors(proto, f"--model {model}")
     card_path_for(local).write_text(json.dumps(card, indent=2))
     return ResolvedModel(local, card, None)
+
+
+def _no_input_scale(input_scale: float | None, source: str) -> None:
+    """--input-scale only puts a Mul in front of a card-less graph's float input; a graph with a card takes uint8
+    pixels and scales them itself, so the option would be ignored (yet recorded in the manifest): refused."""
+    if input_scale is not None:
+        raise ConfigError(
+            f"--input-scale {input_scale} would be ignored: {source} says the graph takes uint8 pixels and scales "
+            "them itself (the scale is inside the graph).",
+            where="--input-scale",
+            fix="drop --input-scale; it is for a QONNX file with a float input and no model card beside it",
+        )
+
+
+def _card_fits_graph(card: dict[str, Any], proto: Any, where: str) -> None:
+    """The card's input shape is the graph's: every flow makes its samples from the card and feeds them to the
+    graph, so a card written for another graph is refused here, by `sdk check` as by `sdk deploy`."""
+    from sdk.model_card import input_spec
+
+    expected = input_spec(list(card["input"]["image_shape"]), card["input"]["flatten"])["shape"]
+    if not proto.graph.input or not proto.graph.input[0].type.tensor_type.shape.dim:
+        return  # no input, or one without a declared shape: the flows' own checks name it
+    first = proto.graph.input[0]
+    graph = [d.dim_value if d.HasField("dim_value") else None for d in first.type.tensor_type.shape.dim]
+    if len(graph) != len(expected) or any(g is not None and g != e for g, e in zip(graph[1:], expected[1:])):
+        shown = ["?" if d is None else d for d in graph]
+        raise ExportError(
+            f"The model card gives the input shape {expected}; the graph's input '{first.name}' has {shown}.",
+            where=where,
+            fix="use the card written with this graph (`sdk export` writes both), or delete the card to let the SDK "
+            "read the input from the graph",
+        )
 
 
 @dataclass
@@ -187,6 +253,69 @@ def in_model_layout(x: np.ndarray, card: dict[str, Any], where: str) -> np.ndarr
     return x
 
 
+PIXEL_RANGE = (0, 255)  # what every flow's input takes: uint8 pixels, the integers the device will get
+
+
+def model_batch(x: Any, card: dict[str, Any], where: str = "x") -> np.ndarray:
+    """A batch handed to a package (`sdk.simulate`), checked the same way for every flow before any runs it: a
+    numeric array of at least one sample, every value an integer pixel in 0..255 (no NaN, no 300 wrapped to 44, no
+    0.5 cast to 0), shaped like the card's input ((N, H, W) and (N, F) as --data takes them). Returned as uint8."""
+    fix = "pass the samples as a uint8 array (N, C, H, W) of pixels 0..255, e.g. np.load('samples.npz')['x']"
+    if x is None or isinstance(x, str | bytes | dict):
+        raise ConfigError(f"{where} must be an array of samples, got {type(x).__name__}.", where=where, fix=fix)
+    try:
+        array = np.asarray(x)
+    except (ValueError, TypeError) as exc:  # a ragged list, an object numpy cannot make an array of
+        raise ConfigError(f"{where} is not an array of samples: {exc}", where=where, fix=fix) from None
+    if array.dtype.kind not in "uif":
+        raise ConfigError(f"{where} holds {array.dtype} values, not pixels.", where=where, fix=fix)
+    if array.ndim not in (2, 3, 4) or array.size == 0:
+        what = "holds no samples" if array.size == 0 else f"has shape {array.shape}"
+        raise ConfigError(f"{where} {what}; a batch is (N, C, H, W) with N >= 1.", where=where, fix=fix)
+    low, high = PIXEL_RANGE
+    bad = None
+    with np.errstate(invalid="ignore"):
+        if array.dtype.kind == "f":  # NaN and inf fail every comparison but the first
+            bad = ~np.isfinite(array) | (array < low) | (array > high) | (array != np.rint(array))
+        elif array.dtype != np.uint8:
+            bad = (array < low) | (array > high)
+    if bad is not None and bad.any():
+        value = array.reshape(-1)[int(np.argmax(bad.reshape(-1)))]
+        raise ConfigError(
+            f"{where} holds {int(bad.sum()):,} value(s) that are not pixels (integers {low}..{high}), e.g. {value}; "
+            "the package would cast or wrap them, so they are refused for every target alike.",
+            where=where,
+            fix=fix + " (floats in [0, 1]: np.rint(x * 255).astype(np.uint8))",
+        )
+    array = array.astype(np.uint8, copy=False)
+    if array.ndim == 2:
+        array = array[:, None, None, :]
+    elif array.ndim == 3:
+        array = array[:, None, :, :]
+    try:
+        return in_model_layout(array, card, where)
+    except DatasetError as exc:
+        raise ConfigError(exc.what, where=where, fix=exc.fix) from None
+
+
+def check_labels(y: np.ndarray | None, reference: np.ndarray, where: str) -> None:
+    """Labels the model cannot produce are refused before they count into an accuracy: a model with K outputs
+    gives the classes 0..K-1 (one output: a binary classifier, 0 and 1). The same check for every flow."""
+    if y is None or not len(y):
+        return
+    outputs = int(np.prod(reference.shape[1:])) if reference.ndim > 1 else 1
+    classes = 2 if outputs == 1 else outputs
+    wrong = np.unique(y[(y < 0) | (y >= classes)])
+    if len(wrong):
+        shown = ", ".join(str(v) for v in wrong[:5]) + (" ..." if len(wrong) > 5 else "")
+        raise DatasetError(
+            f"Labels y hold {shown}: the model has {outputs} output(s), so its classes are 0..{classes - 1}; "
+            "an accuracy on these labels would count them as wrong answers.",
+            where=f"{where}, array y",
+            fix=f"give labels 0..{classes - 1} in the model's class order, or leave y out (accuracy not measured)",
+        )
+
+
 def verification_samples(card: dict[str, Any], count: int | None, data: str | None = None) -> Samples:
     """--data (the whole file, or its first --samples), else the card's data set's test split (its first --samples,
     100 by default), else random inputs over the input's whole integer range (no labels: accuracy not measured)."""
@@ -200,10 +329,11 @@ def verification_samples(card: dict[str, Any], count: int | None, data: str | No
     spec = card.get("dataset")
     count = DEFAULT_SAMPLES if count is None else count
     if not spec:
+        check_values((count, *shape), 1, f"{count:,} random inputs", "--samples", "verify on fewer: --samples 100")
         x = np.random.default_rng(RANDOM_SEED).integers(0, 256, size=(count, *shape), dtype=np.uint8)
         return Samples(x, None, f"{count:,} random inputs (no labels: accuracy not measured)")
     try:
-        dataset = load_dataset(spec["name"], seed=spec["seed"], image_size=spec["image_size"])
+        dataset = load_dataset(spec["name"], seed=spec.get("seed", 0), image_size=spec.get("image_size"))
     except SDKError as exc:  # the card's own seed / image size / data set name: say so, not as an option
         if not str(exc.where or "").startswith("--"):
             raise
@@ -290,7 +420,9 @@ def prepare_model(config: DeployConfig, workdir: Path, qat_model: Any = None) ->
     if qat_model is not None:
         resolved.brevitas = qat_model.eval()
     samples = verification_samples(resolved.card, config.samples, config.data)
-    return PreparedModel(resolved, samples, qat_outputs(resolved, samples.x))
+    reference = qat_outputs(resolved, samples.x)
+    check_labels(samples.y, reference, f"--data {config.data}" if config.data else "the model card's data set")
+    return PreparedModel(resolved, samples, reference)
 
 
 def _request(config: DeployConfig, choice: TargetChoice, workdir: Path, prepared: PreparedModel):

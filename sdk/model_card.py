@@ -7,6 +7,7 @@ never needs torch, so deploying a QONNX file starts fast.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from sdk.data import INPUT_SCALE
-from sdk.errors import ExportError
+from sdk.data import BYTES_PER_VALUE, INPUT_SCALE, MEMORY_BUDGET
+from sdk.errors import ConfigError, ExportError, SDKError
 from sdk.onnx_guard import load_onnx_safely
 
 CARD_FORMAT = "sdk-model-card/1"
+MAX_CARD_BYTES = 1 << 20  # a card is a few KB (a label per class); more is a mistake or a file made to exhaust memory
 
 
 NORMALISATION = {
@@ -69,8 +71,21 @@ def read_card(onnx_path: Path) -> dict[str, Any]:
             fix="export with `sdk export RUN --out MODEL.onnx`, which writes both files",
         )
     try:
-        card = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_CARD_BYTES + 1)
+    except OSError as exc:
+        raise ExportError(
+            f"The model card {path.name} cannot be read: {exc.strerror or exc}.", where=str(path), fix="check the file"
+        ) from None
+    if len(raw) > MAX_CARD_BYTES:
+        raise ExportError(
+            f"The model card {path.name} is larger than {MAX_CARD_BYTES >> 20} MiB; a card is a few KB of JSON.",
+            where=str(path),
+            fix="export again with `sdk export`, or delete the card to let the SDK read the input from the graph",
+        )
+    try:
+        card = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         raise ExportError(
             f"The model card {path.name} is not valid JSON: {exc}",
             where=str(path),
@@ -86,6 +101,42 @@ def read_card(onnx_path: Path) -> dict[str, Any]:
     return card
 
 
+def sample_too_large(shape: list[int]) -> str | None:
+    """Why one sample of `shape` cannot be worked on within the SDK's memory budget (sdk.data.MEMORY_BUDGET), or
+    None: asked of a card's and a graph's input shape before any sample of it is made."""
+    need = math.prod(shape) * (1 + BYTES_PER_VALUE)
+    if need <= MEMORY_BUDGET:
+        return None
+    return (
+        f"one sample of it would take {need / 2**30:,.1f} GiB as the SDK works on it, over its memory budget of "
+        f"{MEMORY_BUDGET >> 30} GiB"
+    )
+
+
+def check_graph_tensors(proto: Any, where: str) -> None:
+    """Every tensor of the graph whose shape ONNX's shape inference knows, one sample's worth, against the memory
+    budget: a graph can ask for a huge tensor from a small file (a ConstantOfShape of [1, 40000, 40000], a Resize),
+    which no flow should be left to allocate. A graph shape inference cannot read is left to the flows' own checks."""
+    from onnx import shape_inference
+
+    try:
+        inferred = shape_inference.infer_shapes(proto)
+    except Exception:  # onnx raises several types for a graph it cannot infer; the flows refuse such a graph
+        return
+    graph = inferred.graph
+    for info in [*graph.input, *graph.value_info, *graph.output]:
+        dims = info.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
+            shape = [int(d.dim_value) for d in dims]
+            problem = sample_too_large(shape)
+            if problem:
+                raise ExportError(
+                    f"The graph's tensor '{info.name}' has shape {shape}: {problem}.",
+                    where=f"{where}, tensor {info.name}",
+                    fix="export the model with smaller inputs and layers",
+                )
+
+
 def _card_problem(card: Any) -> str | None:
     """What makes a card unusable, or None: the fields every flow reads must be there, with the right types."""
     if not isinstance(card, dict):
@@ -96,6 +147,9 @@ def _card_problem(card: Any) -> str | None:
     shape = spec.get("image_shape")
     if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(d, int) and d > 0 for d in shape)):
         return f"has input.image_shape {shape!r}, not three positive integers (C, H, W)"
+    problem = sample_too_large(shape)
+    if problem:
+        return f"has input.image_shape {shape}: {problem}"
     if not isinstance(spec.get("flatten"), bool):
         return "has no boolean input.flatten"
     dataset = card.get("dataset")
@@ -124,6 +178,41 @@ def _cleaned(cleanup_model: Callable, model: Any, where: str) -> Any:
         ) from None
 
 
+def _check_input_codes(path: Path, shape: list[int], input_scale: float) -> None:
+    """Refuse an --input-scale under which the pixel range (0..255) reaches the graph's first quantizer as one code:
+    every input would then give the same output, and a deploy would verify a constant. Asked on pixels 0, 255, a
+    ramp and its mirror; a graph without an activation quantizer is asked whether pixel * scale is still a float32
+    number other than 0."""
+    from sdk.graph_run import activation_codes
+
+    if not np.float32(255 * input_scale) or not np.isfinite(np.float32(255 * input_scale)):
+        _collapsed(input_scale, "255 * scale is 0 or not finite in float32")
+    size = int(np.prod(shape[1:]))
+    ramp = (np.arange(size) * 255 // max(size - 1, 1)).astype(np.uint8)
+    x = np.stack([np.zeros(size, np.uint8), np.full(size, 255, np.uint8), ramp, 255 - ramp])
+    x = x.reshape(len(x), *([1, 1, size] if len(shape) == 2 else shape[1:]))
+    try:
+        codes = activation_codes(path, x, len(shape) == 2)
+    except SDKError:
+        raise
+    except Exception:  # qonnx cannot execute the graph: each flow's own check names why, in its terms
+        return
+    if codes:
+        name, first = codes[0]
+        if (first == first[:1]).all():
+            _collapsed(input_scale, f"its first quantizer ({name}) gives the same codes for pixels 0 and 255")
+
+
+def _collapsed(input_scale: float, why: str) -> None:
+    raise ConfigError(
+        f"--input-scale {input_scale} maps every pixel (0..255) to a single input code: {why}, so the model would "
+        "give one output whatever the input.",
+        where="--input-scale",
+        fix="give the scale your model was trained with: 0.00392156862745098 (1/255) for pixels / 255, 1 for raw "
+        "pixel values",
+    )
+
+
 def card_from_graph(onnx_path: Path, out_path: Path, input_scale: float | None, where: str) -> dict[str, Any]:
     """A QONNX file without a model card: clean it up (shapes, constants, initializers given as graph inputs), take
     the input's shape and integer type from the graph, and write the graph the SDK deploys to `out_path`.
@@ -137,6 +226,7 @@ def card_from_graph(onnx_path: Path, out_path: Path, input_scale: float | None, 
     from qonnx.util.cleanup import cleanup_model
 
     checked = load_onnx_safely(onnx_path, where)  # before qonnx imports anything a node's domain names
+    check_graph_tensors(checked, where)  # before qonnx's clean-up folds a constant of any size
     try:
         model = _cleaned(cleanup_model, ModelWrapper(checked), where)
     except ExportError:
@@ -162,8 +252,22 @@ def card_from_graph(onnx_path: Path, out_path: Path, input_scale: float | None, 
             where=f"{where}, input {name}",
             fix="export with one sample of a fixed shape, e.g. torch.zeros(1, 1, 28, 28)",
         )
+    problem = sample_too_large(shape)
+    if problem:
+        raise ExportError(
+            f"The graph input '{name}' has shape {shape}: {problem}.",
+            where=f"{where}, input {name}",
+            fix="export the model with a smaller input",
+        )
     datatype = model.get_tensor_datatype(name)
-    if datatype == DataType["UINT8"] and input_scale is None:
+    if datatype == DataType["UINT8"] and input_scale is not None:
+        raise ConfigError(
+            f"--input-scale {input_scale} would be ignored: the graph input '{name}' is annotated UINT8, so the graph "
+            "takes the pixels as they are and scales them itself.",
+            where="--input-scale",
+            fix="drop --input-scale for this model (it is for a graph with a float input)",
+        )
+    if datatype == DataType["UINT8"]:
         pass  # integer pixels, as the SDK's own exports take them
     elif datatype.is_integer() and datatype != DataType["UINT8"]:
         raise ExportError(
@@ -195,10 +299,12 @@ def card_from_graph(onnx_path: Path, out_path: Path, input_scale: float | None, 
         model.set_tensor_datatype(pixels, DataType["UINT8"])
         model = _cleaned(cleanup_model, model, where)
     flat = len(shape) == 2
+    model.save(str(out_path))
+    if input_scale is not None:
+        _check_input_codes(out_path, shape, input_scale)
     input_shape = [1, 1, shape[1]] if flat else shape[1:]
     out_shape = model.get_tensor_shape(model.graph.output[0].name) or [1, 1]
     outputs = int(np.prod(out_shape[1:])) if len(out_shape) > 1 else 1
-    model.save(str(out_path))
     card = {
         "format": CARD_FORMAT,
         "model": onnx_path.stem,

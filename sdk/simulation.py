@@ -65,7 +65,10 @@ def run_package(package: Path | str, x: np.ndarray) -> np.ndarray:
     """The packaged artifact's final outputs on a batch `x` (in the model's input layout), in the simulator."""
     package = Path(package)
     manifest = _manifest(package)
-    return get_target(manifest["flow"]).simulate(package, _card(package), np.asarray(x)).outputs
+    from sdk.deployment import model_batch
+
+    card = _card(package)
+    return get_target(manifest["flow"]).simulate(package, card, model_batch(x, card)).outputs
 
 
 BUILTIN_DATASETS = ("digits", "fashion-mnist")
@@ -97,7 +100,7 @@ def _samples(card: dict, data: str | None, limit: int | None) -> tuple[np.ndarra
 def simulate_package(
     package: Path | str, data: str | None = None, limit: int | None = None, rtlsim: bool = False
 ) -> SimulationReport:
-    from sdk.deployment import ResolvedModel, qat_outputs
+    from sdk.deployment import ResolvedModel, check_labels, qat_outputs
     from sdk.verify import FLOAT_RTOL, accuracy, binary_threshold, same_class
 
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -109,6 +112,7 @@ def simulate_package(
     card = _card(package)
     x, y, what = _samples(card, data, limit)
     reference = qat_outputs(ResolvedModel(package / "model.qonnx.onnx", card, None), x)
+    check_labels(y, reference, f"--data {data}" if data else "the model card's data set")
     simulated = get_target(manifest["flow"]).simulate(package, card, x, rtlsim)
     outputs = simulated.outputs
     identical = None
