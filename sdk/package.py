@@ -1,10 +1,11 @@
 """Deployment packages: written whole or not at all, and refused when changed afterwards.
 
 A package is a folder with a `manifest.json` listing every other file with its
-sha256 and size, plus an identity hash over what the inputs determine (measured
+sha256, size and mode, plus an identity hash over what the inputs determine (measured
 files such as latency reports are listed but left out of it, so equal inputs
 give equal identities). `verify_package` checks a package against its manifest;
-every reader calls it first.
+every reader calls it first (the check itself is sdk/package_check.py, standard library only, so the
+packaged finish_bitfile.py carries it too).
 
 Writing (`PackageBuilder`): build in a hidden sibling folder, then swap it in,
 holding an OS lock beside the output so two deploys never write one package.
@@ -22,7 +23,6 @@ manifest fields to `commit`.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import numbers
 import os
@@ -37,23 +37,25 @@ from pathlib import Path, PurePosixPath
 from types import FrameType, TracebackType
 from typing import Any
 
+from sdk import package_check
 from sdk.errors import ConfigError, PackageError
+from sdk.package_check import (
+    MANIFEST_NAME,
+    PACKAGE_FORMAT,
+    ManifestProblem,
+    check_identity,
+    file_mode,
+    file_problems,
+    identity_sha256,
+    sha256_file,
+)
+from sdk.package_check import is_under as _is_under
+from sdk.package_check import walk as _walk
 
-PACKAGE_FORMAT = "sdk-package/1"
-MANIFEST_NAME = "manifest.json"
 # Filled in by commit(), never by the caller.
 _RESERVED_FIELDS = ("format", "files", "volatile", "unlisted_allowed", "identity_sha256")
 _SIBLING_KINDS = ("tmp", "new", "old")  # building, complete and waiting for the swap, old package moved aside
 _REDEPLOY = "deploy again (`sdk deploy ... --out` this folder); a package is verified whole"
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks so large bitstreams don't fill memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def tool_versions(packages: list[str]) -> dict[str, str | None]:
@@ -78,23 +80,7 @@ def _json_default(value: Any) -> Any:
 
 def dumps_json(obj: Any) -> str:
     """The one JSON layout of a package: sorted keys, indent 2, trailing newline, so equal data is equal bytes."""
-    return json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
-
-
-def _is_under(rel: str, entries: Iterable[str]) -> bool:
-    """rel is one of entries, or inside one of them (entries may name folders)."""
-    return any(rel == entry or rel.startswith(entry.rstrip("/") + "/") for entry in entries)
-
-
-def identity_sha256(manifest: dict[str, Any]) -> str:
-    """Hash of what the inputs determine: every manifest field, every file's hash except measured (volatile)
-    files, which count by name only. Two deploys of the same inputs agree on it; their timings may differ."""
-    volatile = manifest.get("volatile", [])
-    view = {key: value for key, value in manifest.items() if key not in ("files", "identity_sha256")}
-    view["files"] = [
-        {"path": entry["path"]} if _is_under(entry["path"], volatile) else entry for entry in manifest.get("files", [])
-    ]
-    return hashlib.sha256(dumps_json(view).encode()).hexdigest()
+    return package_check.dumps_json(obj, default=_json_default)
 
 
 def _relative(rel: str | Path) -> PurePosixPath:
@@ -105,21 +91,12 @@ def _relative(rel: str | Path) -> PurePosixPath:
     return posix
 
 
-def _walk(root: Path) -> tuple[list[str], list[str]]:
-    """(regular files, everything else that is not a folder: symlinks, sockets, ...) under root, as POSIX paths.
-
-    Symlinked folders are not followed: a package never holds links, so they count as foreign entries."""
-    files, others = [], []
-    for folder, dirs, names in os.walk(root, followlinks=False):
-        base = Path(folder)
-        for name in dirs:
-            if (base / name).is_symlink():
-                others.append((base / name).relative_to(root).as_posix())
-        for name in names:
-            path = base / name
-            rel = path.relative_to(root).as_posix()
-            (files if path.is_file() and not path.is_symlink() else others).append(rel)
-    return sorted(files), sorted(others)
+def _settle_mode(path: Path) -> str:
+    """Give a packaged file one of the two modes a manifest records (0755 if its owner could execute it, else
+    0644), whatever the umask, so equal inputs give equal manifests; returns that mode."""
+    mode = file_mode(path)
+    os.chmod(path, int(mode, 8))
+    return mode
 
 
 def _sibling(final_dir: Path, kind: str) -> Path:
@@ -164,59 +141,21 @@ def _remove(path: Path) -> None:
 
 
 def _load_manifest(path: Path) -> dict[str, Any]:
-    """The manifest if it is the SDK's (a dict with format and a well-formed file list); PackageError otherwise."""
-    where = str(path)
+    """The manifest if it is the SDK's, every field the check reads present and well-formed; PackageError naming
+    the field otherwise."""
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        return package_check.load_manifest(path)
     except FileNotFoundError:
         raise PackageError(
             f"{path.parent} is not a deployment package (no {MANIFEST_NAME}).",
             where=str(path.parent),
             fix="pass the folder written by `sdk deploy`",
         ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PackageError(f"{MANIFEST_NAME} is corrupt (not JSON): {exc}", where=where, fix=_REDEPLOY) from exc
+    except ManifestProblem as exc:
+        where = str(path) + (f" (field {exc.field})" if exc.field else "")
+        raise PackageError(exc.what, where=where, fix=_REDEPLOY) from exc
     except OSError as exc:
-        raise PackageError(f"{MANIFEST_NAME} cannot be read: {exc}", where=where, fix=_REDEPLOY) from exc
-    if not isinstance(manifest, dict) or not str(manifest.get("format", "")).startswith("sdk-package/"):
-        raise PackageError(
-            f"{MANIFEST_NAME} is not a deployment package manifest (no '{PACKAGE_FORMAT}' format field).",
-            where=where,
-            fix=_REDEPLOY,
-        )
-    files = manifest.get("files")
-    problem = None
-    if not isinstance(files, list):
-        problem = "has no file list"
-    else:
-        seen = set()
-        for entry in files:
-            ok = (
-                isinstance(entry, dict)
-                and isinstance(entry.get("path"), str)
-                and isinstance(entry.get("sha256"), str)
-                and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"]) is not None
-                and isinstance(entry.get("bytes"), int)
-                and not isinstance(entry.get("bytes"), bool)
-            )
-            try:
-                ok = ok and str(_relative(entry["path"])) == entry["path"] and entry["path"] != MANIFEST_NAME
-            except ValueError:
-                ok = False
-            if not ok or entry["path"] in seen:
-                problem = f"has a malformed file entry {entry!r}"
-                break
-            seen.add(entry["path"])
-        listed = seen
-        for key in ("volatile", "unlisted_allowed"):
-            value = manifest.get(key, [])
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                problem = problem or f"has a malformed '{key}' field"
-        if not problem and not all(any(_is_under(rel, [v]) for rel in listed) for v in manifest.get("volatile", [])):
-            problem = "names volatile files it does not list"
-    if problem:
-        raise PackageError(f"{MANIFEST_NAME} {problem}.", where=where, fix=_REDEPLOY)
-    return manifest
+        raise PackageError(f"{MANIFEST_NAME} cannot be read: {exc}", where=str(path), fix=_REDEPLOY) from exc
 
 
 def _missing_package_hint(package: Path) -> str:
@@ -235,25 +174,7 @@ def verify_package(path: Path | str) -> dict[str, Any]:
         what = "does not exist" if not package.exists() else "is a file, not a package folder"
         raise PackageError(f"{package} {what}.", where=str(package), fix=_missing_package_hint(package))
     manifest = _load_manifest(package / MANIFEST_NAME)
-    problems: list[tuple[str, str]] = []  # (relative path, what is wrong)
-    listed = set()
-    for entry in manifest["files"]:
-        rel = entry["path"]
-        listed.add(rel)
-        file = package.joinpath(*PurePosixPath(rel).parts)
-        if file.is_symlink() or (file.exists() and not file.is_file()):
-            problems.append((rel, "is no longer the regular file the SDK wrote"))
-        elif not file.exists():
-            problems.append((rel, "is missing"))
-        elif file.stat().st_size != entry["bytes"]:
-            problems.append((rel, f"was changed ({file.stat().st_size} bytes, the manifest says {entry['bytes']})"))
-        elif sha256_file(file) != entry["sha256"]:
-            problems.append((rel, "was changed (its sha256 differs from the manifest's)"))
-    allowed = [folder for folder in manifest.get("unlisted_allowed", []) if folder.strip("/.")]
-    files, others = _walk(package)
-    for rel in files + others:
-        if rel != MANIFEST_NAME and rel not in listed and not _is_under(rel, allowed):
-            problems.append((rel, "was added: the manifest does not list it"))
+    problems = file_problems(package, manifest)
     if problems:
         shown = "; ".join(f"{rel} {what}" for rel, what in problems[:8])
         more = f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
@@ -262,13 +183,10 @@ def verify_package(path: Path | str) -> dict[str, Any]:
             where=str(package / problems[0][0]),
             fix=f"restore the package, or {_REDEPLOY}",
         )
-    stored = manifest.get("identity_sha256")
-    if stored is not None and stored != identity_sha256(manifest):
-        raise PackageError(
-            f"{MANIFEST_NAME} was edited: its identity_sha256 does not match its fields.",
-            where=str(package / MANIFEST_NAME),
-            fix=_REDEPLOY,
-        )
+    try:
+        check_identity(manifest)
+    except ManifestProblem as exc:
+        raise PackageError(exc.what, where=f"{package / MANIFEST_NAME} (field {exc.field})", fix=_REDEPLOY) from exc
     return manifest
 
 
@@ -611,7 +529,12 @@ class PackageBuilder:
         if others:
             raise ValueError(f"a package holds regular files only, not {others}")
         return [
-            {"path": rel, "sha256": sha256_file(root / rel), "bytes": (root / rel).stat().st_size}
+            {
+                "path": rel,
+                "sha256": sha256_file(root / rel),
+                "bytes": (root / rel).stat().st_size,
+                "mode": _settle_mode(root / rel),
+            }
             for rel in files
             if rel != MANIFEST_NAME
         ]

@@ -6,6 +6,7 @@ FINN), tamper with copies, and expect `sdk simulate` to exit 2 naming the file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -17,7 +18,7 @@ from click.testing import CliRunner
 from sdk.cli import main
 from sdk.deployment import DeployConfig, deploy
 from sdk.errors import PackageError
-from sdk.package import PackageBuilder, verify_package
+from sdk.package import PackageBuilder, identity_sha256, verify_package
 from sdk.simulation import run_package, simulate_package
 
 # --- fast: packages written by the builder ------------------------------------------------------------------------
@@ -30,7 +31,7 @@ def package(tmp_path) -> Path:
         pkg.write_text("sources/layer0.cpp", "int main() {}\n")
         pkg.write_json("report.json", {"latency_us": 12.5}, volatile=True)
         pkg.allow_unlisted("hardware")
-        pkg.commit({"flow": "tflite", "board": {"name": "tflite"}})
+        pkg.commit({"flow": "tflite", "board": {"name": "tflite"}, "artifact": "model.bin", "verified": False})
     return tmp_path / "pkg"
 
 
@@ -94,8 +95,11 @@ def test_files_a_packaged_script_writes_into_its_folder_are_allowed(package):
         ("{}", "not a deployment package manifest"),
         ("not json {", "not JSON"),
         ("[1, 2]", "not a deployment package manifest"),
-        ('{"format": "sdk-package/1"}', "no file list"),
-        ('{"format": "sdk-package/1", "files": [{"path": "../x", "sha256": "0", "bytes": 1}]}', "malformed"),
+        ('{"format": "sdk-package/2"}', "no file list"),
+        (
+            '{"format": "sdk-package/2", "files": [{"path": "../x", "sha256": "0", "bytes": 1, "mode": "0644"}]}',
+            "malformed",
+        ),
     ],
 )
 def test_a_broken_manifest_is_refused(package, content, says):
@@ -119,6 +123,129 @@ def test_an_edited_manifest_field_is_refused(package):
     manifest["board"]["name"] = "pynq-z2"
     (package / "manifest.json").write_text(json.dumps(manifest))
     assert "identity_sha256" in _refused(package, "manifest.json").what
+
+
+def _rewrite(package: Path, edit, recompute: bool = False) -> None:
+    """Edit manifest.json in place; with `recompute`, as someone who also recomputes its identity would."""
+    manifest = json.loads((package / "manifest.json").read_text())
+    edit(manifest)
+    if recompute:
+        try:
+            manifest["identity_sha256"] = identity_sha256(manifest)
+        except (TypeError, KeyError, AttributeError):  # a field too broken to hash: the stored identity stays
+            pass
+    (package / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _edit_board(manifest: dict) -> None:
+    manifest["board"]["name"] = "pynq-z2"
+    manifest["verified"] = True
+
+
+@pytest.mark.parametrize("identity", [None, "", "0" * 63, "G" * 64, 7, ["0" * 64]])
+def test_the_manifest_cannot_switch_its_identity_check_off(package, identity):
+    """Deleting identity_sha256 (or making it unreadable) used to skip the check: fields could then be edited."""
+
+    def edit(manifest: dict) -> None:
+        _edit_board(manifest)
+        if identity is None:
+            del manifest["identity_sha256"]
+        else:
+            manifest["identity_sha256"] = identity
+
+    _rewrite(package, edit)
+    error = _refused(package, "manifest.json")
+    assert "identity_sha256" in error.what and "field identity_sha256" in error.where
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda m: m.pop("format"), "format"),
+        (lambda m: m.update(format="sdk-package/1"), "format"),
+        (lambda m: m.pop("files"), "files"),
+        (lambda m: m.update(files={"model.bin": "x"}), "files"),
+        (lambda m: m["files"][0].pop("mode"), "files[0]"),
+        (lambda m: m["files"][0].update(mode="0777"), "files[0]"),
+        (lambda m: m["files"][1].update(bytes="14"), "files[1]"),
+        (lambda m: m["files"][1].update(bytes=-1), "files[1]"),
+        (lambda m: m["files"][2].update(sha256="0" * 64 + "\n"), "files[2]"),
+        (lambda m: m["files"][2].update(path="/etc/passwd"), "files[2]"),
+        (lambda m: m["files"][2].update(extra=1), "files[2]"),
+        (lambda m: m["files"].append(dict(m["files"][0])), "files[3]"),
+        (lambda m: m.update(volatile="report.json"), "volatile"),
+        (lambda m: m.update(volatile=["elsewhere.json"]), "volatile"),
+        (lambda m: m.update(unlisted_allowed=["/"]), "unlisted_allowed"),
+        (lambda m: m.update(unlisted_allowed=["../x"]), "unlisted_allowed"),
+    ],
+)
+def test_a_missing_or_malformed_manifest_field_is_refused_naming_it(package, edit, field):
+    _rewrite(package, edit, recompute=True)  # even with the identity recomputed to match
+    error = _refused(package, "manifest.json")
+    assert f"field {field}" in error.where, error.render()
+
+
+def test_file_modes_are_recorded_and_checked(package, tmp_path):
+    entries = {entry["path"]: entry["mode"] for entry in verify_package(package)["files"]}
+    assert set(entries.values()) == {"0644"}
+    (package / "model.bin").chmod(0o755)  # made executable after the deploy
+    assert "mode" in _refused(package, "model.bin").what
+    (package / "model.bin").chmod(0o646)  # writable by anyone
+    assert "writable by all" in _refused(package, "model.bin").what
+    (package / "model.bin").chmod(0o600)  # a copy under a strict umask is still the same package
+    verify_package(package)
+
+    script = tmp_path / "run.sh"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o700)
+    with PackageBuilder(tmp_path / "exec") as pkg:
+        pkg.add_file("run.sh", script)
+        pkg.write_text("data.txt", "x\n").chmod(0o600)
+        pkg.commit({})
+    assert {e["path"]: e["mode"] for e in verify_package(tmp_path / "exec")["files"]} == {
+        "run.sh": "0755",
+        "data.txt": "0644",
+    }
+    assert (tmp_path / "exec" / "data.txt").stat().st_mode & 0o777 == 0o644  # one mode, whatever the umask
+    (tmp_path / "exec" / "run.sh").chmod(0o644)
+    _refused(tmp_path / "exec", "run.sh")
+
+
+def test_a_recomputed_manifest_is_what_only_a_signature_would_catch(package):
+    """The documented limit (README, 'What the manifest protects against'): editing a file and recomputing the whole
+    manifest passes the integrity check; the readers' own checks (fields, graphs, regenerated RTL) still apply."""
+    (package / "model.bin").write_text("other weights\n")
+
+    def edit(manifest: dict) -> None:
+        entry = next(e for e in manifest["files"] if e["path"] == "model.bin")
+        entry.update(sha256=hashlib.sha256(b"other weights\n").hexdigest(), bytes=14)
+
+    _rewrite(package, edit, recompute=True)
+    verify_package(package)
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda m: m.pop("flow"), "flow"),
+        (lambda m: m.update(flow="python"), "flow"),
+        (lambda m: m.update(board="tflite"), "board"),
+        (lambda m: m["board"].pop("name"), "board.name"),
+        (lambda m: m["board"].update(part=["xc7z020clg400-1"]), "board.part"),
+        (lambda m: m["board"].update(part="$(id)"), "board.part"),
+        (lambda m: m.pop("artifact"), "artifact"),
+        (lambda m: m.update(artifact="../model.bin"), "artifact"),
+        (lambda m: m.pop("verified"), "verified"),
+        (lambda m: m.update(verified="yes"), "verified"),
+        (lambda m: m.update(clock_mhz=float("nan")), "clock_mhz"),
+        (lambda m: m.update(clock_mhz=-100), "clock_mhz"),
+    ],
+)
+def test_a_malformed_deploy_field_is_refused_by_the_readers(package, edit, field):
+    _rewrite(package, edit, recompute=True)
+    with pytest.raises(PackageError) as info:
+        simulate_package(package)
+    assert f"field {field}" in info.value.where and field in info.value.what, info.value.render()
 
 
 def test_readers_verify_first(package):
