@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from sdk.boards import get_board
 from sdk.cli import main
 from sdk.deployment import DeployConfig, deploy
 from sdk.errors import PackageError
 from sdk.package import PackageBuilder, identity_sha256, verify_package
 from sdk.simulation import run_package, simulate_package
+from targets.finn import hardware
 
 # --- fast: packages written by the builder ------------------------------------------------------------------------
 
@@ -253,6 +258,89 @@ def test_readers_verify_first(package):
     for read in (lambda: run_package(package, np.zeros((1, 8, 8), np.uint8)), lambda: simulate_package(package)):
         with pytest.raises(PackageError, match="model.bin"):
             read()
+
+
+# --- finish_bitfile.py checks its package before any vendor tool ------------------------------------------------
+
+# A stand-in `finn` that records being called: the script must refuse a changed package before it gets there.
+_RECORDING_FINN = {
+    "finn/__init__.py": "",
+    "finn/util/__init__.py": "",
+    "finn/util/settings.py": (
+        "import pathlib\ndef initialize_dummy_settings():\n    pathlib.Path('FINN_CALLED').touch()\n"
+    ),
+}
+
+
+@pytest.fixture
+def fpga_package(tmp_path) -> Path:
+    with PackageBuilder(tmp_path / "pkg") as pkg:
+        pkg.write_text(hardware.FINISH_SCRIPT, hardware.finish_script(get_board("pynq-z2"), 100.0))
+        pkg.write_text("dataflow_model.onnx", "graph\n")
+        pkg.write_json("folding_config.json", {"MVAU_0": {"PE": 1}})
+        pkg.allow_unlisted("hardware")
+        pkg.commit({"flow": "finn"})
+    for rel, source in _RECORDING_FINN.items():
+        (tmp_path / "stub" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "stub" / rel).write_text(source)
+    return tmp_path / "pkg"
+
+
+def _finish(package: Path, vivado: bool = True) -> subprocess.CompletedProcess:
+    """`python finish_bitfile.py` in the package, with Vivado's variables set (or not) and the recording `finn`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XILINX")}
+    env["PYTHONPATH"] = str(package.parent / "stub")
+    if vivado:
+        env |= {"XILINX_VIVADO": "/opt/vivado", "XILINX_HLS": "/opt/hls"}
+    return subprocess.run(
+        [sys.executable, hardware.FINISH_SCRIPT], cwd=package, capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def _chmod_x(package: Path) -> str:
+    (package / "folding_config.json").chmod(0o755)
+    return "folding_config.json"
+
+
+def _change_folding(package: Path) -> str:
+    (package / "folding_config.json").write_text('{"MVAU_0": {"PE": 64}}\n')
+    return "folding_config.json"
+
+
+def _drop_identity(package: Path) -> str:
+    _rewrite(package, lambda m: m.pop("identity_sha256"))
+    return "identity_sha256"
+
+
+def _add_file(package: Path) -> str:
+    (package / "extra.tcl").write_text("exec rm -rf ~\n")
+    return "extra.tcl"
+
+
+@pytest.mark.parametrize("tamper", [_change_folding, _chmod_x, _drop_identity, _add_file])
+def test_finish_bitfile_refuses_a_changed_package_before_any_vendor_tool(fpga_package, tamper):
+    name = tamper(fpga_package)
+    proc = _finish(fpga_package)
+    assert proc.returncode == 2, proc.stderr
+    assert name in proc.stderr and "refused" in proc.stderr, proc.stderr
+    assert "Vivado" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not (fpga_package / "FINN_CALLED").exists()  # FINN's builder never started
+
+
+def test_finish_bitfile_goes_on_with_an_untouched_package(fpga_package):
+    proc = _finish(fpga_package, vivado=False)
+    assert proc.returncode == 1 and "needs Vivado and Vitis HLS" in proc.stderr, proc.stderr
+    proc = _finish(fpga_package)  # the recording finn stops it after settings: the check had passed
+    assert (fpga_package / "FINN_CALLED").exists(), proc.stderr
+
+
+def test_finish_bitfile_needs_no_sdk(fpga_package):
+    """A Vivado machine may not have the SDK: the script carries the check (isolated mode: no PYTHONPATH)."""
+    _change_folding(fpga_package)
+    proc = subprocess.run(
+        [sys.executable, "-I", hardware.FINISH_SCRIPT], cwd=fpga_package, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2 and "folding_config.json" in proc.stderr, proc.stderr
 
 
 # --- slow: real packages of the LiteRT and FINN flows ------------------------------------------------------------
