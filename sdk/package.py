@@ -10,9 +10,11 @@ packaged finish_bitfile.py carries it too).
 Writing (`PackageBuilder`): build in a hidden sibling folder, then swap it in,
 holding an OS lock beside the output so two deploys never write one package.
 The swap is renames between sibling names that encode the state (`.<name>.tmp-*`
-being built, `.new-*` complete, `.old-*` the old package moved aside); after a
-run killed anywhere in it, the next run into the same place finishes the swap
-(or restores the old package) before it removes every stale sibling. Nothing appears at the final
+being built, `.new-*` complete, `.old-*` the old package moved aside), the last
+step an atomic exchange of `.new-*` and the package on Linux (renameat2), two
+renames elsewhere; after a run killed anywhere in it, the next run into the same
+place finishes the swap (or restores the old package) before it removes every
+stale sibling. Nothing appears at the final
 path until the package is complete, and an older package there survives a
 failed or killed build.
 
@@ -22,6 +24,9 @@ manifest fields to `commit`.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import fcntl
 import json
 import numbers
@@ -30,6 +35,7 @@ import re
 import secrets
 import shutil
 import signal
+import sys
 import threading
 from collections.abc import Iterable
 from importlib import metadata
@@ -97,6 +103,40 @@ def _settle_mode(path: Path) -> str:
     mode = file_mode(path)
     os.chmod(path, int(mode, 8))
     return mode
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _load_renameat2() -> Any:
+    """glibc's renameat2 (Linux 3.15+, glibc 2.28+) through ctypes, or None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_RENAMEAT2 = _load_renameat2()
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the entries a and b in one atomic step (renameat2 with RENAME_EXCHANGE). False where the OS or the file
+    system has no such call (macOS, other systems, old kernels, some network file systems): the caller then falls
+    back to two renames, between which a killed run leaves the package missing until the next run restores it."""
+    if _RENAMEAT2 is None:
+        return False
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
 
 
 def _sibling(final_dir: Path, kind: str) -> Path:
@@ -295,11 +335,65 @@ def check_output_path(path: Path | str) -> Path:
     return _check_output(path, probe_lock=True)
 
 
+_SIBLING_EXTRA = len(".") + len(".tmp-") + 8  # what a sibling's name adds to the package folder's name
+_PATH_MAX = 4096  # Linux's; a longer --out is refused before any system call sees it
+
+
+def _check_length(final: Path, path: Path | str) -> None:
+    """Names the file system can hold, for the package and its hidden siblings (`.<name>.tmp-xxxxxxxx`); checked
+    before any system call sees the path."""
+    if len(os.fsencode(final)) + _SIBLING_EXTRA + 256 > _PATH_MAX:  # room for the package's own files below it
+        raise PackageError(
+            f"--out is {len(os.fsencode(final))} bytes long; with the package's files below it, paths would pass "
+            f"the system's limit of {_PATH_MAX} bytes.",
+            where=f"--out {str(path)[:60]}...",
+            fix="pick a shorter --out",
+        )
+    name_max = 255
+    with contextlib.suppress(OSError, ValueError):
+        ancestor = final.parent
+        while not ancestor.is_dir() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        name_max = os.pathconf(ancestor, "PC_NAME_MAX")
+    longest = max(final.parts[1:], key=lambda part: len(os.fsencode(part)), default="")
+    if len(os.fsencode(longest)) + _SIBLING_EXTRA > name_max:
+        raise PackageError(
+            f"--out has a name of {len(os.fsencode(longest))} bytes ('{longest[:30]}...'); the file system holds "
+            f"names of at most {name_max} bytes, and the package's temporary siblings add {_SIBLING_EXTRA}.",
+            where=f"--out {str(path)[:60]}...",
+            fix=f"pick a --out whose folder names are at most {name_max - _SIBLING_EXTRA} bytes",
+        )
+
+
+def _refuse_nesting(final: Path, path: Path | str) -> None:
+    """A package is never written inside another one: that package's check would then fail (an added folder), and
+    a redeploy of either would concern the other."""
+    for ancestor in final.parents:
+        manifest = ancestor / MANIFEST_NAME
+        try:
+            if not manifest.is_file():
+                continue
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and str(data.get("format", "")).startswith("sdk-package/"):
+            raise PackageError(
+                f"--out {path} is inside the deployment package {ancestor}; a package is never written inside another.",
+                where=f"--out {path}",
+                fix=f"pick a --out outside {ancestor} (e.g. beside it)",
+            )
+
+
 def _check_output(path: Path | str, probe_lock: bool) -> Path:
     final = Path(os.path.abspath(path))
     if final == final.parent:
         raise PackageError(f"{final} cannot be a package folder.", where=f"--out {path}", fix="e.g. --out deploy/x")
-    _refuse_replacing(final)
+    _check_length(final, path)
+    try:
+        _refuse_nesting(final, path)
+        _refuse_replacing(final)
+    except OSError as exc:  # e.g. a folder on the way that cannot be searched
+        raise _write_error(final, exc) from exc
     _check_parent(final)
     holder = _lock_holder(final) if probe_lock else None
     if holder is not None:
@@ -564,20 +658,28 @@ class PackageBuilder:
         return self.final_dir
 
     def _swap_in(self) -> None:
-        """tmp -> new (complete), final -> old, new -> final, delete old. A run killed after the first rename
-        leaves names that tell the next run what to do (see _recover)."""
-        new, old = _sibling(self.final_dir, "new"), None
+        """tmp -> new (complete), then new <-> final in one atomic exchange where the OS has one (Linux), so --out
+        is never missing, and the old package (now under the sibling's name) deleted. Elsewhere two renames,
+        final -> old and new -> final; a run killed between them leaves names that tell the next run what to do
+        (see _recover)."""
+        new: Path | None = _sibling(self.final_dir, "new")
+        old = None
         try:
             os.rename(self.temp_dir, new)
             self._temp_dir = None
             if self.final_dir.exists() or self.final_dir.is_symlink():
-                old = _sibling(self.final_dir, "old")
-                os.rename(self.final_dir, old)
-            os.rename(new, self.final_dir)
+                if _exchange(new, self.final_dir):
+                    new, old = None, new  # the old package now under the sibling's name
+                else:
+                    old = _sibling(self.final_dir, "old")
+                    os.rename(self.final_dir, old)
+            if new is not None:
+                os.rename(new, self.final_dir)
         except BaseException as exc:
             if old is not None and not self.final_dir.exists():
                 os.rename(old, self.final_dir)
-            _remove(new)
+            if new is not None:
+                _remove(new)
             if isinstance(exc, OSError):
                 raise _write_error(self.final_dir, exc) from exc
             raise
