@@ -474,3 +474,130 @@ def test_the_microcontroller_and_npu_flows_give_the_same_identity_too(tfc_run, t
         deploy(DeployConfig(target=target, model=str(tfc_run), out=str(tmp_path / name), samples=8), progress=False)
         manifests.append(verify_package(tmp_path / name))
     assert manifests[0]["identity_sha256"] == manifests[1]["identity_sha256"]
+
+
+# --- packaged RTL is never trusted (--rtlsim) ---------------------------------------------------------------------
+
+
+def _recompute_manifest(package: Path) -> None:
+    """As an attacker who edits files and then recomputes every hash and the identity (no signature stops that)."""
+    from sdk.package_check import file_mode, sha256_file
+
+    manifest = json.loads((package / "manifest.json").read_text())
+    for entry in manifest["files"]:
+        path = package / entry["path"]
+        entry.update(sha256=sha256_file(path), bytes=path.stat().st_size, mode=file_mode(path))
+    manifest["identity_sha256"] = identity_sha256(manifest)
+    (package / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.fixture(scope="module")
+def rtl_package(tmp_path_factory) -> Path:
+    """A user's two-layer MLP, every layer RTL (Thresholding_rtl, MVAU_rtl), deployed with --rtlsim."""
+    import torch
+    from test_rtl_deploy import FPS, LinearClassifier
+
+    from sdk import deploy as deploy_model
+
+    out = tmp_path_factory.mktemp("rtl_pkg") / "pkg"
+    result = deploy_model(
+        LinearClassifier().eval(), "pynq-z2", example_input=torch.zeros(1, 64), out=str(out), samples=8,
+        rtlsim=True, fps=FPS,
+    )  # fmt: skip
+    assert result.verified
+    np.savez(out.parent / "x.npz", x=np.random.default_rng(0).uniform(0, 1, (4, 64)).astype(np.float32))
+    return out
+
+
+def _simulate_rtl(package: Path) -> tuple[int, dict]:
+    args = ["simulate", str(package), "--data", str(package.parent / "x.npz"), "--rtlsim", "--json"]
+    result = CliRunner().invoke(main, args)
+    return result.exit_code, json.loads(result.stdout)
+
+
+@pytest.mark.slow
+def test_the_regenerated_rtl_equals_the_packaged_rtl_of_an_untouched_package(rtl_package, tmp_path):
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from targets.finn.environment import prepare_finn
+    from targets.finn.rtl_verify import regenerate_sources
+
+    prepare_finn(tmp_path / "finn")
+    dataflow = ModelWrapper(str(rtl_package / "dataflow_model.onnx"))
+    regenerate_sources(dataflow, "xc7z020clg400-1", 100.0, rtl_package / "sources", tmp_path / "sources")
+    ours = sorted(p.relative_to(tmp_path / "sources") for p in (tmp_path / "sources").rglob("*") if p.is_file())
+    theirs = sorted(p.relative_to(rtl_package / "sources") for p in (rtl_package / "sources").rglob("*") if p.is_file())
+    assert ours == theirs and len(ours) > 3
+    assert all((tmp_path / "sources" / p).read_bytes() == (rtl_package / "sources" / p).read_bytes() for p in ours)
+    code, result = _simulate_rtl(rtl_package)
+    assert code == 0 and not result["failures"], result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "payload",
+    [
+        'initial $system("touch {marker}");',
+        'initial $c("system(\\"touch {marker}\\");");',
+        'import "DPI-C" function int system(input string cmd);\ninitial system("touch {marker}");',
+    ],
+    ids=["$system", "$c", "DPI"],
+)
+def test_packaged_rtl_that_runs_a_command_is_refused_and_never_runs(rtl_package, tmp_path, payload):
+    package = _copy({"rtl": rtl_package}, "rtl", tmp_path)
+    shutil.copy(rtl_package.parent / "x.npz", tmp_path / "x.npz")
+    marker = tmp_path / "PWNED"
+    source = package / "sources" / "Thresholding_rtl_0" / "Thresholding_rtl_0.v"
+    text = source.read_text()
+    source.write_text(text.replace("endmodule", payload.format(marker=marker) + "\nendmodule", 1))
+    _recompute_manifest(package)
+    verify_package(package)  # the manifest alone cannot tell: it was recomputed
+    code, error = _simulate_rtl(package)
+    assert code == 2 and error["error"] == "PackageError", error
+    assert "sources/Thresholding_rtl_0/Thresholding_rtl_0.v" in error["what"], error
+    assert "Thresholding_rtl_0.v" in error["where"]
+    assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_rtl_the_sdk_would_compile_is_scanned_before_verilator_sees_it(rtl_package, tmp_path):
+    """The guard is on the compile itself (deploy and simulate alike), not only on the comparison: a layer whose
+    sources hold $system is refused by build_layer, before any cache lookup or Verilator run."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from sdk.errors import SimulationError
+    from targets.finn.rtlsim import build_layer, rtl_layer
+
+    sources = Path(shutil.copytree(rtl_package / "sources", tmp_path / "sources"))
+    marker = tmp_path / "PWNED"
+    wrapper = sources / "Thresholding_rtl_0" / "Thresholding_rtl_0.v"
+    wrapper.write_text(wrapper.read_text().replace("endmodule", f'initial $system("touch {marker}");\nendmodule'))
+    dataflow = ModelWrapper(str(rtl_package / "dataflow_model.onnx"))
+    layer = rtl_layer(dataflow, "Thresholding_rtl_0", sources / "Thresholding_rtl_0")
+    with pytest.raises(SimulationError, match=r"\$system") as info:
+        build_layer(layer, tmp_path / "cache")
+    assert "sources/Thresholding_rtl_0/Thresholding_rtl_0.v" in info.value.where
+    assert not marker.exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.slow
+def test_a_graph_path_attribute_is_never_written_into(rtl_package, tmp_path):
+    """code_gen_dir_ipgen naming a folder of the user's: the regeneration writes into fresh folders of its own."""
+    import onnx
+
+    package = _copy({"rtl": rtl_package}, "rtl", tmp_path)
+    shutil.copy(rtl_package.parent / "x.npz", tmp_path / "x.npz")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    model = onnx.load(str(package / "dataflow_model.onnx"))
+    for node in model.graph.node:
+        for attribute in node.attribute:
+            if attribute.name == "code_gen_dir_ipgen":
+                attribute.s = str(victim).encode()
+        if not any(a.name == "code_gen_dir_ipgen" for a in node.attribute):
+            node.attribute.append(onnx.helper.make_attribute("code_gen_dir_ipgen", str(victim)))
+    onnx.save(model, str(package / "dataflow_model.onnx"))
+    _recompute_manifest(package)
+    code, result = _simulate_rtl(package)
+    assert list(victim.iterdir()) == []
+    assert code == 0, result
