@@ -601,3 +601,70 @@ def test_a_graph_path_attribute_is_never_written_into(rtl_package, tmp_path):
     code, result = _simulate_rtl(package)
     assert list(victim.iterdir()) == []
     assert code == 0, result
+
+
+# --- a package's graphs are checked before the simulator reads them -----------------------------------------------
+
+
+def _set_attribute(node_name: str, name: str, value):
+    def edit(model) -> None:
+        import onnx
+
+        node = next(n for n in model.graph.node if n.name == node_name)
+        kept = [a for a in node.attribute if a.name != name]
+        del node.attribute[:]
+        node.attribute.extend(kept)
+        if value is not None:
+            node.attribute.append(onnx.helper.make_attribute(name, value))
+
+    return edit
+
+
+def _output_shape(model) -> None:
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 11
+
+
+def _rename(model) -> None:
+    model.graph.node[0].name = "../../evil"
+
+
+def _op_type(model) -> None:
+    model.graph.node[1].op_type = "Pool_hls"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "edit, node, attribute",
+    [
+        (_set_attribute("MVAU_rtl_0", "PE", "5"), "MVAU_rtl_0", "PE"),  # a string where FINN reads an integer
+        (_set_attribute("MVAU_rtl_0", "accDataType", ""), "MVAU_rtl_0", "accDataType"),  # qonnx's KeyError
+        (_set_attribute("MVAU_rtl_0", "outputDataType", "INT99x"), "MVAU_rtl_0", "outputDataType"),
+        (_set_attribute("MVAU_rtl_0", "MW", None), "MVAU_rtl_0", "MW"),  # a required attribute deleted
+        (_set_attribute("MVAU_rtl_0", "binaryXnorMode", 5), "MVAU_rtl_0", "binaryXnorMode"),  # qonnx's assertion
+        (_set_attribute("MVAU_rtl_0", "MH", 2**40), "MVAU_rtl_0", "MH"),
+        (_set_attribute("Thresholding_rtl_0", "NumChannels", 0), "Thresholding_rtl_0", "NumChannels"),
+        (_set_attribute("Thresholding_rtl_0", "PE", 3), "Thresholding_rtl_0", "PE"),  # 3 does not divide 64
+        (_set_attribute("Thresholding_rtl_0", "numInputVectors", [1, 0]), "Thresholding_rtl_0", "numInputVectors"),
+        (_output_shape, "MVAU_rtl_0", None),  # the graph's shape against what the attributes make
+        (_rename, "../../evil", None),
+        (_op_type, "MVAU_rtl_0", None),
+    ],
+    ids=[
+        "PE text", "accDataType empty", "datatype unknown", "MW deleted", "bool 5", "MH 2**40", "channels 0",
+        "PE not dividing", "vectors 0", "output shape", "name a path", "op type",
+    ],
+)  # fmt: skip
+def test_a_corrupt_dataflow_graph_is_exit_2_naming_node_and_attribute(rtl_package, tmp_path, edit, node, attribute):
+    import onnx
+
+    package = _copy({"rtl": rtl_package}, "rtl", tmp_path)
+    model = onnx.load(str(package / "dataflow_model.onnx"))
+    edit(model)
+    onnx.save(model, str(package / "dataflow_model.onnx"))
+    _recompute_manifest(package)
+    result = CliRunner().invoke(main, ["simulate", str(package), "--data", str(rtl_package.parent / "x.npz"), "--json"])
+    error = json.loads(result.stdout)
+    assert result.exit_code == 2 and error["error"] == "PackageError", error
+    assert "dataflow_model.onnx" in error["where"] and f"node {node}" in error["where"], error
+    if attribute:
+        assert f"attribute {attribute}" in error["where"] and attribute in error["what"], error

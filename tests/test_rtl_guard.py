@@ -66,6 +66,13 @@ def test_what_finn_generates_passes(tmp_path, body):
     check_hdl([_file(tmp_path, body)])
 
 
+def test_an_absolute_path_inside_the_build_passes(tmp_path):
+    """FINN's code generation writes its output folder's absolute path (INIT_FILE, THRESHOLDS_PATH)."""
+    check_hdl([_file(tmp_path, f'parameter INIT_FILE = "{tmp_path}/memblock.dat";')])
+    with pytest.raises(SimulationError, match="outside the build"):
+        check_hdl([_file(tmp_path, f'parameter INIT_FILE = "{tmp_path.parent}/memblock.dat";')])
+
+
 def test_an_include_of_a_file_of_the_build_passes(tmp_path):
     (tmp_path / "defs.vh").write_text("`define W 8\n")
     check_hdl([tmp_path / "defs.vh", _file(tmp_path, '`include "defs.vh"\nwire [`W-1:0] w;')])

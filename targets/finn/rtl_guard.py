@@ -5,12 +5,13 @@ testbench, DPI imports into calls of C functions, and `$fopen` / `$fwrite` / `$w
 None of them belongs in a FINN layer: every file `--rtlsim` compiles (finn-rtllib's, the generated wrappers,
 the SDK's stitched tops), at deploy as at `sdk simulate`, is scanned first, and any of them is a refusal
 naming the file, the line and the construct. System tasks and compiler directives are allow-listed (those
-finn-rtllib's simulated layers use, and their harmless kin); a `$readmem` or `include` may name only a
-relative path inside the build.
+finn-rtllib's simulated layers use, and their harmless kin); a string literal may name a path only inside the
+folders of the compiled files, and an `include` only a file among them.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -46,17 +47,18 @@ def _blank(match: re.Match) -> str:
     return re.sub(r"[^\n]", " ", match.group(0))
 
 
-def _outside(path_text: str) -> bool:
-    """A path naming something outside the build folder: absolute, home-relative, or climbing out."""
+def _outside(path_text: str, folders: set[str]) -> bool:
+    """A path naming something outside the build: home-relative, climbing out, or absolute and not inside a folder
+    of the compiled files (FINN's own code generation writes the absolute path of its output folder)."""
     text = path_text.replace("\\", "/")
-    return (
-        text.startswith(("/", "~"))
-        or re.search(r"(^|/)\.\.(/|$)", text) is not None
-        or re.match(r"[A-Za-z]:/", text) is not None
-    )
+    if text.startswith("~") or re.search(r"(^|/)\.\.(/|$)", text) or re.match(r"[A-Za-z]:/", text):
+        return True
+    if text.startswith("/"):
+        return not any(text.startswith(folder.rstrip("/") + "/") for folder in folders)
+    return False
 
 
-def _problems(text: str, macros: set[str], folder_names: set[str]) -> list[tuple[int, str]]:
+def _problems(text: str, macros: set[str], folder_names: set[str], folders: set[str]) -> list[tuple[int, str]]:
     """(line, what) for every construct of `text` that may not be compiled."""
     found: list[tuple[int, str]] = []
     code = _BLANKED.sub(_blank, text)
@@ -83,7 +85,7 @@ def _problems(text: str, macros: set[str], folder_names: set[str]) -> list[tuple
         elif before.rstrip().endswith("`include"):
             if "/" in value or "\\" in value or value not in folder_names:
                 found.append((line(match.start()), f'`include "{value[:60]}" (only files of the build itself)'))
-        elif _outside(value):
+        elif _outside(value, folders):
             found.append((line(match.start()), f'the path "{value[:60]}" outside the build'))
     return found
 
@@ -95,8 +97,9 @@ def check_hdl(files: Iterable[Path], shown: Callable[[Path], str] = str, layer: 
     texts = {path: path.read_text(encoding="utf-8", errors="replace") for path in files}
     macros = {name for text in texts.values() for name in _DEFINE.findall(_BLANKED.sub(_blank, text))}
     names = {path.name for path in files}
+    folders = {os.path.normpath(path.parent.absolute()) for path in files}
     for path, text in texts.items():
-        problems = _problems(text, macros, names)
+        problems = _problems(text, macros, names, folders)
         if problems:
             shown_problems = "; ".join(f"line {number}: {what}" for number, what in problems[:5])
             raise SimulationError(
