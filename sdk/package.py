@@ -53,6 +53,7 @@ from sdk.package_check import (
     file_mode,
     file_problems,
     identity_sha256,
+    is_relative,
     sha256_file,
 )
 from sdk.package_check import is_under as _is_under
@@ -234,6 +235,23 @@ def verify_package(path: Path | str) -> dict[str, Any]:
 # Writing: the output path, the lock, recovery from a killed run, the builder
 
 
+def _replaceable_paths(path: Path) -> set[str]:
+    """The files a package at --out lists: this SDK's manifest, or an older SDK's (format sdk-package/1, whose
+    entries record no mode), so a redeploy after an upgrade replaces the old package; PackageError otherwise."""
+    try:
+        return {entry["path"] for entry in _load_manifest(path)["files"]}
+    except PackageError:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = None
+        entries = data.get("files") if isinstance(data, dict) and data.get("format") == "sdk-package/1" else None
+        paths = [entry.get("path") for entry in entries if isinstance(entry, dict)] if isinstance(entries, list) else []
+        if not entries or len(paths) != len(entries) or not all(isinstance(p, str) and is_relative(p) for p in paths):
+            raise
+        return set(paths)
+
+
 def _refuse_replacing(final: Path) -> None:
     """Only a package the SDK wrote (or an empty folder) may be replaced: never a file, a link, a folder of the
     user's other files, or a package holding files the SDK did not write (e.g. a bitfile built since)."""
@@ -259,7 +277,7 @@ def _refuse_replacing(final: Path) -> None:
             fix="pick a new or empty folder for the package (e.g. --out deploy/<board>)",
         )
     try:
-        manifest = _load_manifest(final / MANIFEST_NAME)
+        listed = _replaceable_paths(final / MANIFEST_NAME)
     except PackageError as exc:
         raise PackageError(
             f"{final} holds a {MANIFEST_NAME} the SDK did not write ({exc.what}); a deploy would replace the whole "
@@ -267,7 +285,6 @@ def _refuse_replacing(final: Path) -> None:
             where=where,
             fix="pick a new folder for the package, or delete this one yourself if it is an old package",
         ) from exc
-    listed = {entry["path"] for entry in manifest["files"]}
     files, others = _walk(final)
     foreign = [rel for rel in files + others if rel != MANIFEST_NAME and rel not in listed]
     if foreign:

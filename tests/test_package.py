@@ -306,6 +306,28 @@ def test_a_folder_whose_manifest_the_sdk_did_not_write_is_refused(tmp_path, mani
     _nothing_beside(tmp_path, "app")
 
 
+def test_a_package_of_an_older_sdk_is_replaced(tmp_path):
+    """sdk-package/1 (no file modes) is no longer read, but a redeploy into it after an upgrade replaces it."""
+    final = tmp_path / "pkg"
+    _old_package(final)
+    manifest = json.loads((final / "manifest.json").read_text())
+    manifest["format"] = "sdk-package/1"
+    for entry in manifest["files"]:
+        del entry["mode"]
+    (final / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PackageError, match="sdk-package/1"):
+        verify_package(final)
+    with PackageBuilder(final) as pkg:
+        pkg.write_text("version.txt", "new\n")
+        pkg.commit({})
+    assert verify_package(final)["format"] == PACKAGE_FORMAT
+    (final / "stray.txt").write_text("x\n")
+    manifest["files"].append({"path": "../escape"})
+    (final / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PackageError, match="did not write"):
+        check_output_path(final)
+
+
 def test_a_package_holding_files_the_sdk_did_not_write_is_not_replaced(tmp_path):
     final = tmp_path / "pkg"
     _old_package(final)

@@ -668,3 +668,43 @@ def test_a_corrupt_dataflow_graph_is_exit_2_naming_node_and_attribute(rtl_packag
     assert "dataflow_model.onnx" in error["where"] and f"node {node}" in error["where"], error
     if attribute:
         assert f"attribute {attribute}" in error["where"] and attribute in error["what"], error
+
+
+_BUILDING_FINN = {
+    **_RECORDING_FINN,
+    "finn/util/settings.py": "def initialize_dummy_settings():\n    pass\n",
+    "finn/builder/__init__.py": "",
+    "finn/builder/build_dataflow.py": (
+        "import pathlib\n"
+        "def build_dataflow_cfg(model, cfg):\n"
+        "    out = pathlib.Path(cfg.kwargs['output_dir'])\n"
+        "    out.mkdir(parents=True, exist_ok=True)\n"
+        "    (out / 'top.bit').write_bytes(b'bit')\n"
+        "    return 0\n"
+    ),
+    "finn/builder/build_dataflow_config.py": (
+        "import enum\n"
+        "class ShellFlowType(enum.Enum):\n    VIVADO_ZYNQ = 1\n    VITIS_ALVEO = 2\n"
+        "class DataflowOutputType(enum.Enum):\n    BITFILE = 1\n    PYNQ_DRIVER = 2\n    DEPLOYMENT_PACKAGE = 3\n"
+        "class DataflowBuildConfig:\n    def __init__(self, **kwargs):\n        self.kwargs = kwargs\n"
+    ),
+}
+
+
+def test_the_deploy_runs_the_script_s_build_in_the_package_it_is_writing(tmp_path, monkeypatch):
+    """Before the commit there is no manifest to check: the deploy runs build() alone, and leaves no __pycache__."""
+    from targets.finn.environment import VendorTools
+
+    for rel, source in _BUILDING_FINN.items():
+        (tmp_path / "stub" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "stub" / rel).write_text(source)
+    building = tmp_path / ".pkg.tmp-00000000"
+    building.mkdir()
+    (building / hardware.FINISH_SCRIPT).write_text(hardware.finish_script(get_board("pynq-z2"), 100.0))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "stub"))
+    monkeypatch.setenv("XILINX_VIVADO", "/opt/vivado")
+    monkeypatch.setenv("XILINX_HLS", "/opt/hls")
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    outcome = hardware.run_hardware_steps(building, VendorTools(Path("/opt/vivado"), Path("/opt/hls")))
+    assert outcome.ran and outcome.bitfile == "hardware/top.bit", outcome
+    assert sorted(p.name for p in building.iterdir()) == [hardware.FINISH_SCRIPT, "hardware"]

@@ -206,9 +206,9 @@ def run_hardware_steps(package_dir: Path, tools: VendorTools) -> HardwareOutcome
             f"finish the bitfile on a machine with them: python {FINISH_SCRIPT} (in the package folder)",
         )
     # build() alone: the package is not yet committed, so it has no manifest to check (`python finish_bitfile.py`,
-    # the user's command, checks it first)
+    # the user's command, checks it first); -B: no __pycache__ of the import left in the package
     proc = subprocess.run(
-        [sys.executable, "-c", _DEPLOY_RUN], cwd=package_dir, capture_output=True, text=True, check=False
+        [sys.executable, "-B", "-c", _DEPLOY_RUN], cwd=package_dir, capture_output=True, text=True, check=False
     )
     (package_dir / "hardware").mkdir(exist_ok=True)
     (package_dir / "hardware" / "finish_bitfile.log").write_text(proc.stdout + proc.stderr)
