@@ -2,7 +2,8 @@
 
 One implementation for two readers: `sdk.package.verify_package` (every SDK reader) and the packaged
 `finish_bitfile.py`, which carries this module's text so it can check its package on a Vivado machine
-where the SDK is not installed. So: no imports beyond the standard library, no `from __future__`.
+where the SDK is not installed. So: no imports beyond the standard library, no `from __future__`, and
+annotations a Vivado machine's older Python (3.8) evaluates too (typing's List, Optional).
 
 The manifest cannot switch its own checks off: each field the check reads is required and well-formed
 (a missing `identity_sha256` is a refusal, not a skipped check). What it protects against: a file
@@ -10,12 +11,14 @@ changed, added, removed or made executable by accident, a partial copy, a manife
 cannot catch without a signature: someone who edits files and then recomputes the whole manifest.
 """
 
+# ruff: noqa: UP006, UP035, UP045 -- typing's List / Optional: this text also runs on a Vivado machine's Python 3.8
 import hashlib
 import json
 import os
 import re
 import stat
 from pathlib import Path, PurePosixPath
+from typing import List, Optional, Tuple
 
 PACKAGE_FORMAT = "sdk-package/2"  # /2: every file entry records its mode
 MANIFEST_NAME = "manifest.json"
@@ -27,7 +30,7 @@ class ManifestProblem(Exception):
     """The package does not match its manifest: `what` is wrong with `rel` (a path in the package, or
     manifest.json), `field` names the manifest field where the manifest itself is at fault."""
 
-    def __init__(self, what: str, rel: str = MANIFEST_NAME, field: str | None = None):
+    def __init__(self, what: str, rel: str = MANIFEST_NAME, field: Optional[str] = None):
         super().__init__(what)
         self.what, self.rel, self.field = what, rel, field
 
@@ -81,7 +84,7 @@ def is_relative(rel: str) -> bool:
     )
 
 
-def walk(root: Path) -> tuple[list[str], list[str]]:
+def walk(root: Path) -> Tuple[List[str], List[str]]:
     """(regular files, everything else that is not a folder: symlinks, sockets, ...) under root, as POSIX paths.
 
     Symlinked folders are not followed: a package never holds links, so they count as foreign entries."""
@@ -98,7 +101,7 @@ def walk(root: Path) -> tuple[list[str], list[str]]:
     return sorted(files), sorted(others)
 
 
-def _entry_problem(entry) -> str | None:
+def _entry_problem(entry) -> Optional[str]:
     if not isinstance(entry, dict):
         return "is not an object"
     if set(entry) != {"path", "sha256", "bytes", "mode"}:
@@ -171,7 +174,7 @@ def load_manifest(path: Path) -> dict:
     return manifest
 
 
-def file_problems(package: Path, manifest: dict) -> list[tuple[str, str]]:
+def file_problems(package: Path, manifest: dict) -> List[Tuple[str, str]]:
     """(path, what is wrong) for every listed file that is missing, changed or of another mode, and every file
     added outside the folders the manifest leaves to scripts (e.g. a bitfile's)."""
     problems: list[tuple[str, str]] = []
