@@ -117,7 +117,7 @@ def _check_shapes(label: str, model, node, op) -> None:
         except Exception as exc:
             raise _refuse(label, node.name, f"has attributes that give {what} no shape ({type(exc).__name__})") from exc
         graph = _shape(label, model, node, tensor)
-        if made[1:] != graph[1:]:
+        if math.prod(made[1:]) != math.prod(graph[1:]):  # FINN reads a stream by its elements (NHWC into an MVAU)
             raise _refuse(
                 label, node.name, f"has attributes that make {what} {made[1:]}, but the graph says {graph[1:]}"
             )
