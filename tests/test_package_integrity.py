@@ -780,3 +780,48 @@ def test_fuzzed_dataflow_graphs_with_a_recomputed_manifest_never_give_a_tracebac
             tracebacks.append(f"case {case} {kinds}: {type(exc).__name__}: {exc}"[:300])
     assert not tracebacks, "\n".join(tracebacks[:10])
     assert outcomes["refused"] > FUZZ_CASES // 3, outcomes  # the corruptions do reach the checks
+
+
+@pytest.fixture(scope="module")
+def cnn_package(zoo_runs, tmp_path_factory) -> Path:
+    """The cnv zoo model on pynq-z2: its parent graph transposes NCHW to NHWC before the accelerator."""
+    out = tmp_path_factory.mktemp("cnn_pkg") / "pkg"
+    deploy(DeployConfig(target="pynq-z2", model=str(zoo_runs["cnv"]), out=str(out), samples=8), progress=False)
+    return out
+
+
+def _perm(value):
+    return _set_attribute("Transpose_0", "perm", value)
+
+
+def _scale_of_three(model) -> None:
+    import onnx
+
+    scale = next(t for t in model.graph.initializer if t.name == "Mul_0_param0")
+    scale.CopyFrom(onnx.numpy_helper.from_array(np.ones(3, np.float32), scale.name))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "edit, node, attribute",
+    [
+        (_perm([0, 2, 2, 1]), "Transpose_0", "perm"),  # numpy's ValueError before
+        (_perm([0, 1, 2]), "Transpose_0", "perm"),
+        (_perm([0, 1, 2, 3]), "GenericPartition_0", None),  # a permutation, but not the accelerator's layout
+        (_scale_of_three, "Mul_0", None),  # does not broadcast onto the 10 outputs
+    ],
+    ids=["perm repeated", "perm short", "perm other layout", "scale shape"],
+)
+def test_a_corrupt_parent_graph_is_exit_2_naming_the_node(cnn_package, tmp_path, edit, node, attribute):
+    import onnx
+
+    package = _copy({"cnn": cnn_package}, "cnn", tmp_path)
+    model = onnx.load(str(package / "parent_model.onnx"))
+    edit(model)
+    onnx.save(model, str(package / "parent_model.onnx"))
+    _recompute_manifest(package)
+    with pytest.raises(PackageError) as info:
+        run_package(package, np.zeros((2, 1, 8, 8), np.float32))
+    assert "parent_model.onnx" in info.value.where and f"node {node}" in info.value.where, info.value.render()
+    if attribute:
+        assert f"attribute {attribute}" in info.value.where

@@ -41,7 +41,7 @@ from sdk.verify import (
 from targets.base import BuildOutcome, BuildRequest, ComparisonCells, SimulatedOutputs, finite_positive
 from targets.finn import folding, hardware, steps
 from targets.finn.environment import find_vendor_tools, prepare_finn
-from targets.finn.graph_check import check_dataflow
+from targets.finn.graph_check import check_dataflow, check_parent
 from targets.finn.partition import relocatable_parent
 from targets.finn.rtl_verify import RtlVerification, regenerate_sources, verify_rtl, write_fifo_depths
 from targets.finn.simulator import accelerator_output_of, host_input, output_is_invertible, simulate_parent
@@ -205,6 +205,7 @@ class FinnTarget:
             prepare_finn(Path(tmp))
             parent, dataflow = _load_onnx(package / PARENT_NAME), _load_onnx(package / DATAFLOW_NAME)
             check_dataflow(dataflow, DATAFLOW_NAME)  # what the simulator reads, before it reads it
+            check_parent(parent, dataflow, PARENT_NAME)
             xs = graph_input(card, x)
             result = simulate_parent(parent, dataflow, xs)
             simulated = SimulatedOutputs(result.output, bit_exact=True)

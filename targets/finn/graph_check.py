@@ -185,3 +185,62 @@ def _check_folding(label: str, node, op, knobs) -> None:
             raise _refuse(
                 label, node.name, f"has {name} = {value}, which does not divide its dimension {dimension}", name
             )
+
+
+def check_parent(parent, dataflow, label: str = "parent_model.onnx") -> None:
+    """Refuse (PackageError) a parent graph whose host ops the simulator would fail on: the layout ops before the
+    accelerator must turn the parent's input into the accelerator's (a Transpose's perm a permutation of its
+    input's axes, a Reshape's shape of the same size), and the constants after it must broadcast onto its
+    output (a Softmax's axis one of its axes)."""
+    import numpy as np
+    from onnx import helper
+
+    from targets.finn.simulator import HOST_INPUT_OPS, HOST_OUTPUT_OPS
+
+    graph = parent.graph
+    if len(graph.input) != 1:
+        raise PackageError(f"{label} has {len(graph.input)} inputs; a package's has one.", where=label, fix=FIX)
+    shape = _shape(label, parent, graph.node[0], graph.input[0].name) if graph.node else ()
+    partition = next((i for i, n in enumerate(graph.node) if n.op_type == "StreamingDataflowPartition"), None)
+    if partition is None:
+        return  # the simulator refuses it, naming the partition
+    for node in graph.node[:partition]:
+        if node.op_type not in HOST_INPUT_OPS:
+            return  # the simulator refuses it, naming the node
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Transpose":
+            perm = attributes.get("perm")
+            if not isinstance(perm, list) or sorted(int(p) for p in perm) != list(range(len(shape))):
+                raise _refuse(
+                    label, node.name, f"has perm {perm!r}, not a permutation of its {len(shape)} axes", "perm"
+                )
+            shape = tuple(shape[int(p)] for p in perm)
+        elif node.op_type == "Reshape":
+            target = parent.get_initializer(node.input[1]) if len(node.input) > 1 else None
+            if target is None or target.ndim != 1 or not np.issubdtype(target.dtype, np.integer):
+                raise _refuse(label, node.name, "has no constant integer shape")
+            if any(int(d) < 1 for d in target[1:]) or math.prod(int(d) for d in target[1:]) != math.prod(shape[1:]):
+                raise _refuse(label, node.name, f"reshapes {shape[1:]} into {tuple(target[1:])}: not the same size")
+            shape = (shape[0], *(int(d) for d in target[1:]))
+        elif node.op_type == "Flatten":
+            shape = (shape[0], math.prod(shape[1:]))
+    accelerator_in = _shape(label, dataflow, dataflow.graph.node[0], dataflow.graph.input[0].name)
+    if tuple(shape[1:]) != tuple(accelerator_in[1:]):
+        raise _refuse(
+            label, graph.node[partition].name, f"takes {tuple(shape[1:])} from the host, but the accelerator's input "
+            f"is {tuple(accelerator_in[1:])}",
+        )  # fmt: skip
+    out = (1, *_shape(label, dataflow, dataflow.graph.node[-1], dataflow.graph.output[0].name)[1:])
+    for node in graph.node[partition + 1 :]:
+        op = HOST_OUTPUT_OPS.get(node.op_type)
+        if op is None:
+            return  # the simulator refuses it, naming the node
+        constants = [parent.get_initializer(name) for name in node.input if parent.get_initializer(name) is not None]
+        try:
+            for constant in constants:
+                out = np.broadcast_shapes(out, np.shape(constant))
+        except ValueError as exc:
+            raise _refuse(label, node.name, f"has a constant that does not broadcast onto {out}") from exc
+        axis = {a.name: helper.get_attribute_value(a) for a in node.attribute}.get("axis", -1)
+        if node.op_type == "Softmax" and (not isinstance(axis, int) or not -len(out) <= axis < len(out)):
+            raise _refuse(label, node.name, f"has axis {axis!r} outside its {len(out)} axes", "axis")
