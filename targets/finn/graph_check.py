@@ -39,6 +39,7 @@ POSITIVE = frozenset(
     "Stride Dilation Kernel KernelSize ImgDim Dim BatchSize NumOutputStreams".split()
 )
 NONNEGATIVE = frozenset("Padding Size ActVal_abs".split())
+MAX_STREAM_BITS = 32  # the simulator's int64 products of a stream value and a weight must not overflow
 MAX_ELEMENTS = 1 << 26  # per sample, of any tensor: far above any model an FPGA of the registry holds
 FIX = "deploy the model again; a package's graph is always the one the SDK wrote"
 
@@ -104,9 +105,15 @@ def _check_shapes(label: str, model, node, op) -> None:
     for name in [*dynamic, *node.output]:
         _shape(label, model, node, name)
         try:
-            model.get_tensor_datatype(name)
+            datatype = model.get_tensor_datatype(name)
+            integer = datatype.is_integer() and datatype.bitwidth() <= MAX_STREAM_BITS
         except Exception as exc:
             raise _refuse(label, node.name, f"has a tensor '{name[:40]}' with an unknown datatype") from exc
+        if not integer:
+            raise _refuse(
+                label, node.name, f"has a tensor '{name[:40]}' of datatype {datatype.name}: an accelerator's streams "
+                f"carry integers of at most {MAX_STREAM_BITS} bits",
+            )  # fmt: skip
     checks = [("its input", lambda: op.get_normal_input_shape(0), dynamic[0] if dynamic else None)]
     checks += [("its output", lambda: op.get_normal_output_shape(0), node.output[0] if node.output else None)]
     for what, expected, tensor in checks:
