@@ -212,7 +212,13 @@ class FinnTarget:
             if rtlsim:
                 manifest = json.loads((package / "manifest.json").read_text())  # verified by the caller
                 part = manifest["board"]["part"]
-                clock = manifest.get("clock_mhz") or manifest["board"]["clock_mhz"]
+                clock = manifest.get("clock_mhz") or manifest["board"].get("clock_mhz")
+                if isinstance(clock, bool) or not isinstance(clock, int | float) or not 0 < clock < float("inf"):
+                    raise PackageError(
+                        "manifest.json names no clock for the package's RTL (clock_mhz, board.clock_mhz).",
+                        where=f"{package / 'manifest.json'} (field clock_mhz)",
+                        fix="deploy again; packages are written whole",
+                    )
                 # never the packaged RTL: the SDK's own, regenerated from the graph, equal to the packaged bytes
                 sources = Path(tmp) / "regenerated" / "sources"
                 dataflow = regenerate_sources(dataflow, part, clock, package / "sources", sources)
