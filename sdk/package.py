@@ -347,8 +347,8 @@ def check_output_path(path: Path | str) -> Path:
     """Refuse an output path a deploy must not write, before any long work; writes nothing.
 
     Refused (exit 2): a file or a symbolic link at `path`; a folder that is not a package the SDK wrote (or that
-    holds files the SDK did not write); a parent that cannot be created or written; another deploy writing there.
-    Returns the absolute path."""
+    holds files the SDK did not write); a path inside another package; names too long for the file system; a
+    parent that cannot be created or written; another deploy writing there. Returns the absolute path."""
     return _check_output(path, probe_lock=True)
 
 
