@@ -39,6 +39,9 @@ POSITIVE = frozenset(
     "Stride Dilation Kernel KernelSize ImgDim Dim BatchSize NumOutputStreams".split()
 )
 NONNEGATIVE = frozenset("Padding Size ActVal_abs".split())
+# List attributes the kernels unpack: their lengths (two spatial axes; padding top, left, bottom, right).
+LENGTHS = {name: 2 for name in "IFMDim OFMDim ConvKernelDim Stride Dilation Kernel KernelSize ImgDim".split()}
+LENGTHS["Padding"] = 4
 MAX_STREAM_BITS = 32  # the simulator's int64 products of a stream value and a weight must not overflow
 MAX_ELEMENTS = 1 << 26  # per sample, of any tensor: far above any model an FPGA of the registry holds
 FIX = "deploy the model again; a package's graph is always the one the SDK wrote"
@@ -74,6 +77,8 @@ def _check_attribute(label: str, node, op, name: str, spec: tuple, present) -> N
             raise _refuse(label, node.name, f"has {len(values)} values in {name}", name)
         if any(not -INT_LIMIT <= int(v) <= INT_LIMIT for v in values):
             raise _refuse(label, node.name, f"has {name} out of range (|value| < 2**31)", name)
+        if kind == "ints" and name in LENGTHS and len(values) != LENGTHS[name]:
+            raise _refuse(label, node.name, f"has {len(values)} values in {name}, not {LENGTHS[name]}", name)
         if name in POSITIVE and any(int(v) < 1 for v in values):
             raise _refuse(label, node.name, f"has {name} = {value!r}; it must be at least 1", name)
         if name in NONNEGATIVE and any(int(v) < 0 for v in values):
@@ -179,6 +184,17 @@ def check_dataflow(model, label: str = "dataflow_model.onnx") -> None:
             _check_attribute(label, node, op, name, spec, present)
         _check_folding(label, node, op, HW_OPS[base].knobs)
         _check_shapes(label, model, node, op)
+        if base == "VVAU":
+            _check_vvau_weights(label, model, node, op)
+
+
+def _check_vvau_weights(label: str, model, node, op) -> None:
+    """A depthwise layer's weights: one per channel and kernel position (the kernel reshapes them so)."""
+    weights = model.get_initializer(node.input[1]) if len(node.input) > 1 else None
+    channels, (k_h, k_w) = int(op.get_nodeattr("Channels")), (int(k) for k in op.get_nodeattr("Kernel"))
+    if weights is None or weights.size != channels * k_h * k_w:
+        size = None if weights is None else weights.size
+        raise _refuse(label, node.name, f"has {size} weights; Channels and Kernel make {channels * k_h * k_w}")
 
 
 def _check_folding(label: str, node, op, knobs) -> None:
