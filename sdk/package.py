@@ -1,17 +1,20 @@
 """Deployment packages: written whole or not at all, and refused when changed afterwards.
 
 A package is a folder with a `manifest.json` listing every other file with its
-sha256 and size, plus an identity hash over what the inputs determine (measured
+sha256, size and mode, plus an identity hash over what the inputs determine (measured
 files such as latency reports are listed but left out of it, so equal inputs
 give equal identities). `verify_package` checks a package against its manifest;
-every reader calls it first.
+every reader calls it first (the check itself is sdk/package_check.py, standard library only, so the
+packaged finish_bitfile.py carries it too).
 
 Writing (`PackageBuilder`): build in a hidden sibling folder, then swap it in,
 holding an OS lock beside the output so two deploys never write one package.
 The swap is renames between sibling names that encode the state (`.<name>.tmp-*`
-being built, `.new-*` complete, `.old-*` the old package moved aside); after a
-run killed anywhere in it, the next run into the same place finishes the swap
-(or restores the old package) before it removes every stale sibling. Nothing appears at the final
+being built, `.new-*` complete, `.old-*` the old package moved aside), the last
+step an atomic exchange of `.new-*` and the package on Linux (renameat2), two
+renames elsewhere; after a run killed anywhere in it, the next run into the same
+place finishes the swap (or restores the old package) before it removes every
+stale sibling. Nothing appears at the final
 path until the package is complete, and an older package there survives a
 failed or killed build.
 
@@ -21,8 +24,10 @@ manifest fields to `commit`.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import fcntl
-import hashlib
 import json
 import numbers
 import os
@@ -30,6 +35,7 @@ import re
 import secrets
 import shutil
 import signal
+import sys
 import threading
 from collections.abc import Iterable
 from importlib import metadata
@@ -37,23 +43,26 @@ from pathlib import Path, PurePosixPath
 from types import FrameType, TracebackType
 from typing import Any
 
+from sdk import package_check
 from sdk.errors import ConfigError, PackageError
+from sdk.package_check import (
+    MANIFEST_NAME,
+    PACKAGE_FORMAT,
+    ManifestProblem,
+    check_identity,
+    file_mode,
+    file_problems,
+    identity_sha256,
+    is_relative,
+    sha256_file,
+)
+from sdk.package_check import is_under as _is_under
+from sdk.package_check import walk as _walk
 
-PACKAGE_FORMAT = "sdk-package/1"
-MANIFEST_NAME = "manifest.json"
 # Filled in by commit(), never by the caller.
 _RESERVED_FIELDS = ("format", "files", "volatile", "unlisted_allowed", "identity_sha256")
 _SIBLING_KINDS = ("tmp", "new", "old")  # building, complete and waiting for the swap, old package moved aside
 _REDEPLOY = "deploy again (`sdk deploy ... --out` this folder); a package is verified whole"
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks so large bitstreams don't fill memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def tool_versions(packages: list[str]) -> dict[str, str | None]:
@@ -78,23 +87,7 @@ def _json_default(value: Any) -> Any:
 
 def dumps_json(obj: Any) -> str:
     """The one JSON layout of a package: sorted keys, indent 2, trailing newline, so equal data is equal bytes."""
-    return json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
-
-
-def _is_under(rel: str, entries: Iterable[str]) -> bool:
-    """rel is one of entries, or inside one of them (entries may name folders)."""
-    return any(rel == entry or rel.startswith(entry.rstrip("/") + "/") for entry in entries)
-
-
-def identity_sha256(manifest: dict[str, Any]) -> str:
-    """Hash of what the inputs determine: every manifest field, every file's hash except measured (volatile)
-    files, which count by name only. Two deploys of the same inputs agree on it; their timings may differ."""
-    volatile = manifest.get("volatile", [])
-    view = {key: value for key, value in manifest.items() if key not in ("files", "identity_sha256")}
-    view["files"] = [
-        {"path": entry["path"]} if _is_under(entry["path"], volatile) else entry for entry in manifest.get("files", [])
-    ]
-    return hashlib.sha256(dumps_json(view).encode()).hexdigest()
+    return package_check.dumps_json(obj, default=_json_default)
 
 
 def _relative(rel: str | Path) -> PurePosixPath:
@@ -105,21 +98,46 @@ def _relative(rel: str | Path) -> PurePosixPath:
     return posix
 
 
-def _walk(root: Path) -> tuple[list[str], list[str]]:
-    """(regular files, everything else that is not a folder: symlinks, sockets, ...) under root, as POSIX paths.
+def _settle_mode(path: Path) -> str:
+    """Give a packaged file one of the two modes a manifest records (0755 if its owner could execute it, else
+    0644), whatever the umask, so equal inputs give equal manifests; returns that mode."""
+    mode = file_mode(path)
+    os.chmod(path, int(mode, 8))
+    return mode
 
-    Symlinked folders are not followed: a package never holds links, so they count as foreign entries."""
-    files, others = [], []
-    for folder, dirs, names in os.walk(root, followlinks=False):
-        base = Path(folder)
-        for name in dirs:
-            if (base / name).is_symlink():
-                others.append((base / name).relative_to(root).as_posix())
-        for name in names:
-            path = base / name
-            rel = path.relative_to(root).as_posix()
-            (files if path.is_file() and not path.is_symlink() else others).append(rel)
-    return sorted(files), sorted(others)
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _load_renameat2() -> Any:
+    """glibc's renameat2 (Linux 3.15+, glibc 2.28+) through ctypes, or None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_RENAMEAT2 = _load_renameat2()
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the entries a and b in one atomic step (renameat2 with RENAME_EXCHANGE). False where the OS or the file
+    system has no such call (macOS, other systems, old kernels, some network file systems): the caller then falls
+    back to two renames, between which a killed run leaves the package missing until the next run restores it."""
+    if _RENAMEAT2 is None:
+        return False
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
 
 
 def _sibling(final_dir: Path, kind: str) -> Path:
@@ -164,59 +182,21 @@ def _remove(path: Path) -> None:
 
 
 def _load_manifest(path: Path) -> dict[str, Any]:
-    """The manifest if it is the SDK's (a dict with format and a well-formed file list); PackageError otherwise."""
-    where = str(path)
+    """The manifest if it is the SDK's, every field the check reads present and well-formed; PackageError naming
+    the field otherwise."""
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        return package_check.load_manifest(path)
     except FileNotFoundError:
         raise PackageError(
             f"{path.parent} is not a deployment package (no {MANIFEST_NAME}).",
             where=str(path.parent),
             fix="pass the folder written by `sdk deploy`",
         ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PackageError(f"{MANIFEST_NAME} is corrupt (not JSON): {exc}", where=where, fix=_REDEPLOY) from exc
+    except ManifestProblem as exc:
+        where = str(path) + (f" (field {exc.field})" if exc.field else "")
+        raise PackageError(exc.what, where=where, fix=_REDEPLOY) from exc
     except OSError as exc:
-        raise PackageError(f"{MANIFEST_NAME} cannot be read: {exc}", where=where, fix=_REDEPLOY) from exc
-    if not isinstance(manifest, dict) or not str(manifest.get("format", "")).startswith("sdk-package/"):
-        raise PackageError(
-            f"{MANIFEST_NAME} is not a deployment package manifest (no '{PACKAGE_FORMAT}' format field).",
-            where=where,
-            fix=_REDEPLOY,
-        )
-    files = manifest.get("files")
-    problem = None
-    if not isinstance(files, list):
-        problem = "has no file list"
-    else:
-        seen = set()
-        for entry in files:
-            ok = (
-                isinstance(entry, dict)
-                and isinstance(entry.get("path"), str)
-                and isinstance(entry.get("sha256"), str)
-                and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"]) is not None
-                and isinstance(entry.get("bytes"), int)
-                and not isinstance(entry.get("bytes"), bool)
-            )
-            try:
-                ok = ok and str(_relative(entry["path"])) == entry["path"] and entry["path"] != MANIFEST_NAME
-            except ValueError:
-                ok = False
-            if not ok or entry["path"] in seen:
-                problem = f"has a malformed file entry {entry!r}"
-                break
-            seen.add(entry["path"])
-        listed = seen
-        for key in ("volatile", "unlisted_allowed"):
-            value = manifest.get(key, [])
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                problem = problem or f"has a malformed '{key}' field"
-        if not problem and not all(any(_is_under(rel, [v]) for rel in listed) for v in manifest.get("volatile", [])):
-            problem = "names volatile files it does not list"
-    if problem:
-        raise PackageError(f"{MANIFEST_NAME} {problem}.", where=where, fix=_REDEPLOY)
-    return manifest
+        raise PackageError(f"{MANIFEST_NAME} cannot be read: {exc}", where=str(path), fix=_REDEPLOY) from exc
 
 
 def _missing_package_hint(package: Path) -> str:
@@ -235,25 +215,7 @@ def verify_package(path: Path | str) -> dict[str, Any]:
         what = "does not exist" if not package.exists() else "is a file, not a package folder"
         raise PackageError(f"{package} {what}.", where=str(package), fix=_missing_package_hint(package))
     manifest = _load_manifest(package / MANIFEST_NAME)
-    problems: list[tuple[str, str]] = []  # (relative path, what is wrong)
-    listed = set()
-    for entry in manifest["files"]:
-        rel = entry["path"]
-        listed.add(rel)
-        file = package.joinpath(*PurePosixPath(rel).parts)
-        if file.is_symlink() or (file.exists() and not file.is_file()):
-            problems.append((rel, "is no longer the regular file the SDK wrote"))
-        elif not file.exists():
-            problems.append((rel, "is missing"))
-        elif file.stat().st_size != entry["bytes"]:
-            problems.append((rel, f"was changed ({file.stat().st_size} bytes, the manifest says {entry['bytes']})"))
-        elif sha256_file(file) != entry["sha256"]:
-            problems.append((rel, "was changed (its sha256 differs from the manifest's)"))
-    allowed = [folder for folder in manifest.get("unlisted_allowed", []) if folder.strip("/.")]
-    files, others = _walk(package)
-    for rel in files + others:
-        if rel != MANIFEST_NAME and rel not in listed and not _is_under(rel, allowed):
-            problems.append((rel, "was added: the manifest does not list it"))
+    problems = file_problems(package, manifest)
     if problems:
         shown = "; ".join(f"{rel} {what}" for rel, what in problems[:8])
         more = f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
@@ -262,18 +224,32 @@ def verify_package(path: Path | str) -> dict[str, Any]:
             where=str(package / problems[0][0]),
             fix=f"restore the package, or {_REDEPLOY}",
         )
-    stored = manifest.get("identity_sha256")
-    if stored is not None and stored != identity_sha256(manifest):
-        raise PackageError(
-            f"{MANIFEST_NAME} was edited: its identity_sha256 does not match its fields.",
-            where=str(package / MANIFEST_NAME),
-            fix=_REDEPLOY,
-        )
+    try:
+        check_identity(manifest)
+    except ManifestProblem as exc:
+        raise PackageError(exc.what, where=f"{package / MANIFEST_NAME} (field {exc.field})", fix=_REDEPLOY) from exc
     return manifest
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Writing: the output path, the lock, recovery from a killed run, the builder
+
+
+def _replaceable_paths(path: Path) -> set[str]:
+    """The files a package at --out lists: this SDK's manifest, or an older SDK's (format sdk-package/1, whose
+    entries record no mode), so a redeploy after an upgrade replaces the old package; PackageError otherwise."""
+    try:
+        return {entry["path"] for entry in _load_manifest(path)["files"]}
+    except PackageError:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = None
+        entries = data.get("files") if isinstance(data, dict) and data.get("format") == "sdk-package/1" else None
+        paths = [entry.get("path") for entry in entries if isinstance(entry, dict)] if isinstance(entries, list) else []
+        if not entries or len(paths) != len(entries) or not all(isinstance(p, str) and is_relative(p) for p in paths):
+            raise
+        return set(paths)
 
 
 def _refuse_replacing(final: Path) -> None:
@@ -301,7 +277,7 @@ def _refuse_replacing(final: Path) -> None:
             fix="pick a new or empty folder for the package (e.g. --out deploy/<board>)",
         )
     try:
-        manifest = _load_manifest(final / MANIFEST_NAME)
+        listed = _replaceable_paths(final / MANIFEST_NAME)
     except PackageError as exc:
         raise PackageError(
             f"{final} holds a {MANIFEST_NAME} the SDK did not write ({exc.what}); a deploy would replace the whole "
@@ -309,7 +285,6 @@ def _refuse_replacing(final: Path) -> None:
             where=where,
             fix="pick a new folder for the package, or delete this one yourself if it is an old package",
         ) from exc
-    listed = {entry["path"] for entry in manifest["files"]}
     files, others = _walk(final)
     foreign = [rel for rel in files + others if rel != MANIFEST_NAME and rel not in listed]
     if foreign:
@@ -372,16 +347,70 @@ def check_output_path(path: Path | str) -> Path:
     """Refuse an output path a deploy must not write, before any long work; writes nothing.
 
     Refused (exit 2): a file or a symbolic link at `path`; a folder that is not a package the SDK wrote (or that
-    holds files the SDK did not write); a parent that cannot be created or written; another deploy writing there.
-    Returns the absolute path."""
+    holds files the SDK did not write); a path inside another package; names too long for the file system; a
+    parent that cannot be created or written; another deploy writing there. Returns the absolute path."""
     return _check_output(path, probe_lock=True)
+
+
+_SIBLING_EXTRA = len(".") + len(".tmp-") + 8  # what a sibling's name adds to the package folder's name
+_PATH_MAX = 4096  # Linux's; a longer --out is refused before any system call sees it
+
+
+def _check_length(final: Path, path: Path | str) -> None:
+    """Names the file system can hold, for the package and its hidden siblings (`.<name>.tmp-xxxxxxxx`); checked
+    before any system call sees the path."""
+    if len(os.fsencode(final)) + _SIBLING_EXTRA + 256 > _PATH_MAX:  # room for the package's own files below it
+        raise PackageError(
+            f"--out is {len(os.fsencode(final))} bytes long; with the package's files below it, paths would pass "
+            f"the system's limit of {_PATH_MAX} bytes.",
+            where=f"--out {str(path)[:60]}...",
+            fix="pick a shorter --out",
+        )
+    name_max = 255
+    with contextlib.suppress(OSError, ValueError):
+        ancestor = final.parent
+        while not ancestor.is_dir() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        name_max = os.pathconf(ancestor, "PC_NAME_MAX")
+    longest = max(final.parts[1:], key=lambda part: len(os.fsencode(part)), default="")
+    if len(os.fsencode(longest)) + _SIBLING_EXTRA > name_max:
+        raise PackageError(
+            f"--out has a name of {len(os.fsencode(longest))} bytes ('{longest[:30]}...'); the file system holds "
+            f"names of at most {name_max} bytes, and the package's temporary siblings add {_SIBLING_EXTRA}.",
+            where=f"--out {str(path)[:60]}...",
+            fix=f"pick a --out whose folder names are at most {name_max - _SIBLING_EXTRA} bytes",
+        )
+
+
+def _refuse_nesting(final: Path, path: Path | str) -> None:
+    """A package is never written inside another one: that package's check would then fail (an added folder), and
+    a redeploy of either would concern the other."""
+    for ancestor in final.parents:
+        manifest = ancestor / MANIFEST_NAME
+        try:
+            if not manifest.is_file():
+                continue
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and str(data.get("format", "")).startswith("sdk-package/"):
+            raise PackageError(
+                f"--out {path} is inside the deployment package {ancestor}; a package is never written inside another.",
+                where=f"--out {path}",
+                fix=f"pick a --out outside {ancestor} (e.g. beside it)",
+            )
 
 
 def _check_output(path: Path | str, probe_lock: bool) -> Path:
     final = Path(os.path.abspath(path))
     if final == final.parent:
         raise PackageError(f"{final} cannot be a package folder.", where=f"--out {path}", fix="e.g. --out deploy/x")
-    _refuse_replacing(final)
+    _check_length(final, path)
+    try:
+        _refuse_nesting(final, path)
+        _refuse_replacing(final)
+    except OSError as exc:  # e.g. a folder on the way that cannot be searched
+        raise _write_error(final, exc) from exc
     _check_parent(final)
     holder = _lock_holder(final) if probe_lock else None
     if holder is not None:
@@ -611,7 +640,12 @@ class PackageBuilder:
         if others:
             raise ValueError(f"a package holds regular files only, not {others}")
         return [
-            {"path": rel, "sha256": sha256_file(root / rel), "bytes": (root / rel).stat().st_size}
+            {
+                "path": rel,
+                "sha256": sha256_file(root / rel),
+                "bytes": (root / rel).stat().st_size,
+                "mode": _settle_mode(root / rel),
+            }
             for rel in files
             if rel != MANIFEST_NAME
         ]
@@ -641,20 +675,28 @@ class PackageBuilder:
         return self.final_dir
 
     def _swap_in(self) -> None:
-        """tmp -> new (complete), final -> old, new -> final, delete old. A run killed after the first rename
-        leaves names that tell the next run what to do (see _recover)."""
-        new, old = _sibling(self.final_dir, "new"), None
+        """tmp -> new (complete), then new <-> final in one atomic exchange where the OS has one (Linux), so --out
+        is never missing, and the old package (now under the sibling's name) deleted. Elsewhere two renames,
+        final -> old and new -> final; a run killed between them leaves names that tell the next run what to do
+        (see _recover)."""
+        new: Path | None = _sibling(self.final_dir, "new")
+        old = None
         try:
             os.rename(self.temp_dir, new)
             self._temp_dir = None
             if self.final_dir.exists() or self.final_dir.is_symlink():
-                old = _sibling(self.final_dir, "old")
-                os.rename(self.final_dir, old)
-            os.rename(new, self.final_dir)
+                if _exchange(new, self.final_dir):
+                    new, old = None, new  # the old package now under the sibling's name
+                else:
+                    old = _sibling(self.final_dir, "old")
+                    os.rename(self.final_dir, old)
+            if new is not None:
+                os.rename(new, self.final_dir)
         except BaseException as exc:
             if old is not None and not self.final_dir.exists():
                 os.rename(old, self.final_dir)
-            _remove(new)
+            if new is not None:
+                _remove(new)
             if isinstance(exc, OSError):
                 raise _write_error(self.final_dir, exc) from exc
             raise

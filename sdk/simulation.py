@@ -7,6 +7,8 @@ package was built from (the QONNX model and card travel in the package).
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,13 +39,47 @@ class SimulationReport:
         return asdict(self)
 
 
+_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def _field_problem(manifest: dict) -> tuple[str, str] | None:
+    """(field, what is wrong) for the first deploy field a reader uses that is missing or malformed."""
+    board = manifest.get("board")
+    listed = {entry["path"] for entry in manifest["files"]}
+    clock = manifest.get("clock_mhz")
+    checks = [
+        ("flow", manifest.get("flow") in FLOWS, f"is not one of {', '.join(FLOWS)}"),
+        ("board", isinstance(board, dict), "is not an object"),
+        ("board.name", isinstance(board, dict) and isinstance(board.get("name"), str) and board["name"], "is not text"),
+        (
+            "board.part",
+            isinstance(board, dict)
+            and (board.get("part") is None or _PART.fullmatch(str(board["part"])) is not None)
+            and (manifest.get("flow") != "finn" or isinstance(board.get("part"), str)),
+            "is not a part name (letters, digits, '_', '.', '-'; an FPGA package needs one)",
+        ),
+        ("artifact", manifest.get("artifact") in listed, "does not name a file the manifest lists"),
+        ("verified", isinstance(manifest.get("verified"), bool), "is not true or false"),
+        (
+            "clock_mhz",
+            clock is None
+            or (isinstance(clock, int | float) and not isinstance(clock, bool) and math.isfinite(clock) and clock > 0),
+            "is not a positive number of MHz",
+        ),
+    ]
+    return next(((name, what) for name, ok, what in checks if not ok), None)
+
+
 def _manifest(package: Path) -> dict:
-    """The package's manifest, after verify_package: a changed, added or missing file is refused before it runs."""
+    """The package's manifest, after verify_package: a changed, added or missing file is refused before it runs,
+    and so is a manifest whose deploy fields are missing or malformed, naming the field."""
     manifest = verify_package(package)
-    if manifest.get("flow") not in FLOWS or not isinstance(manifest.get("board"), dict):
+    problem = _field_problem(manifest)
+    if problem is not None:
+        name, what = problem
         raise PackageError(
-            "manifest.json does not describe a deployment package (no known flow or board).",
-            where=str(package / MANIFEST_NAME),
+            f"{MANIFEST_NAME} does not describe a deployment package: its field {name} {what}.",
+            where=f"{package / MANIFEST_NAME} (field {name})",
             fix="deploy again; packages are written whole",
         )
     return manifest

@@ -36,6 +36,7 @@ from sdk.boards import get_board
 from sdk.cli import main
 from sdk.errors import ExportError
 from sdk.onnx_guard import KNOWN_DOMAINS, is_known_domain, load_onnx_safely
+from sdk.package import PackageBuilder
 from targets.finn import hardware
 
 FIXTURE_RUN = Path(__file__).resolve().parent / "fixtures" / "tfc_w2a2_digits"
@@ -875,13 +876,15 @@ def test_finish_script_keeps_board_values_as_data(tmp_path, text, shell):
     assert inputs["display_name"] == inputs["board"] == inputs["fpga_part"] == text
     assert script.isascii()
     # Run it with Vivado absent: it reads its inputs, prints them, and stops before FINN; nothing else happens.
-    (tmp_path / hardware.FINISH_SCRIPT).write_text(script)
+    with PackageBuilder(tmp_path / "pkg") as pkg:  # the script checks its package first
+        pkg.write_text(hardware.FINISH_SCRIPT, script)
+        pkg.commit({})
     env = {k: v for k, v in os.environ.items() if not k.startswith("XILINX")}
     proc = subprocess.run(
-        [sys.executable, hardware.FINISH_SCRIPT], cwd=tmp_path, capture_output=True, env=env, timeout=60
+        [sys.executable, hardware.FINISH_SCRIPT], cwd=tmp_path / "pkg", capture_output=True, env=env, timeout=60
     )
     assert proc.returncode == 1 and b"needs Vivado and Vitis HLS" in proc.stderr, proc.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == [hardware.FINISH_SCRIPT]  # no PWNED, no build folder
+    assert sorted(p.name for p in (tmp_path / "pkg").iterdir()) == [hardware.FINISH_SCRIPT, "manifest.json"]
 
 
 FAKE_FINN = {
@@ -911,11 +914,13 @@ def test_finish_script_hands_the_values_to_finn_unchanged(tmp_path, shell):
     for rel, source in FAKE_FINN.items():
         (tmp_path / "stub" / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "stub" / rel).write_text(source)
-    (tmp_path / hardware.FINISH_SCRIPT).write_text(hardware.finish_script(_hostile_board(text, shell), 250.0))
+    with PackageBuilder(tmp_path / "pkg") as pkg:
+        pkg.write_text(hardware.FINISH_SCRIPT, hardware.finish_script(_hostile_board(text, shell), 250.0))
+        pkg.commit({})
     env = {**os.environ, "XILINX_VIVADO": "/x", "XILINX_HLS": "/x", "PYTHONPATH": str(tmp_path / "stub")}
-    proc = subprocess.run([sys.executable, hardware.FINISH_SCRIPT], cwd=tmp_path, capture_output=True, env=env)
+    proc = subprocess.run([sys.executable, hardware.FINISH_SCRIPT], cwd=tmp_path / "pkg", capture_output=True, env=env)
     assert proc.returncode == 0, proc.stderr
-    received = json.loads((tmp_path / "received.json").read_text())
+    received = json.loads((tmp_path / "pkg" / "received.json").read_text())
     assert received["board"] == received["fpga_part"] == text and received["synth_clk_period_ns"] == 4.0
     assert received["shell_flow_type"] == (
         "ShellFlowType.VITIS_ALVEO" if shell == "alveo" else "ShellFlowType.VIVADO_ZYNQ"

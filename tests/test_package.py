@@ -306,6 +306,28 @@ def test_a_folder_whose_manifest_the_sdk_did_not_write_is_refused(tmp_path, mani
     _nothing_beside(tmp_path, "app")
 
 
+def test_a_package_of_an_older_sdk_is_replaced(tmp_path):
+    """sdk-package/1 (no file modes) is no longer read, but a redeploy into it after an upgrade replaces it."""
+    final = tmp_path / "pkg"
+    _old_package(final)
+    manifest = json.loads((final / "manifest.json").read_text())
+    manifest["format"] = "sdk-package/1"
+    for entry in manifest["files"]:
+        del entry["mode"]
+    (final / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PackageError, match="sdk-package/1"):
+        verify_package(final)
+    with PackageBuilder(final) as pkg:
+        pkg.write_text("version.txt", "new\n")
+        pkg.commit({})
+    assert verify_package(final)["format"] == PACKAGE_FORMAT
+    (final / "stray.txt").write_text("x\n")
+    manifest["files"].append({"path": "../escape"})
+    (final / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PackageError, match="did not write"):
+        check_output_path(final)
+
+
 def test_a_package_holding_files_the_sdk_did_not_write_is_not_replaced(tmp_path):
     final = tmp_path / "pkg"
     _old_package(final)
@@ -434,12 +456,14 @@ def test_sigterm_unwinds_the_writer(tmp_path):
     _nothing_beside(tmp_path, "pkg")
 
 
-# --- a commit killed between its renames ---------------------------------------------------------------------------
+# --- a commit killed between its renames (where the OS has no atomic exchange) -------------------------------------
 
 _KILLED_COMMIT = """
 import os, signal, sys
+import sdk.package
 from sdk.package import PackageBuilder
 final, stage = sys.argv[1], sys.argv[2]
+sdk.package._exchange = lambda a, b: False  # as on a system without renameat2: two renames
 rename = os.rename
 def rename_then_die(src, dst):
     rename(src, dst)
@@ -509,6 +533,98 @@ def test_only_this_packages_siblings_are_removed(tmp_path):
     _nothing_beside(tmp_path, "pkg", ".pkg.tmp-notmine", ".pkg2.tmp-00000000")
 
 
+# --- the atomic exchange (Linux) ------------------------------------------------------------------------------------
+
+_WATCHED_COMMIT = """
+import json, os, signal, sys
+import sdk.package
+from sdk.package import PackageBuilder
+final, kill = sys.argv[1], sys.argv[2] == "kill"
+seen = []  # after every rename or exchange: does --out exist?
+rename, exchange = os.rename, sdk.package._exchange
+def watched_rename(src, dst):
+    rename(src, dst)
+    seen.append(("rename", os.path.exists(final)))
+def watched_exchange(a, b):
+    done = exchange(a, b)
+    seen.append(("exchange" if done else "no exchange", os.path.exists(final)))
+    print(json.dumps(seen), flush=True)
+    if done and kill:
+        os.kill(os.getpid(), signal.SIGKILL)  # the old package is left under the sibling's name
+    return done
+os.rename, sdk.package._exchange = watched_rename, watched_exchange
+with PackageBuilder(final) as pkg:
+    pkg.write_text("version.txt", "new\\n")
+    pkg.commit({"board": "new"})
+print(json.dumps(seen), flush=True)
+"""
+
+
+def _watched_commit(final: Path, kill: bool) -> tuple[int, list]:
+    proc = subprocess.run(
+        [sys.executable, "-c", _WATCHED_COMMIT, str(final), "kill" if kill else "run"], capture_output=True, text=True
+    )
+    return proc.returncode, json.loads(proc.stdout.splitlines()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 is Linux's")
+def test_the_commit_exchanges_the_packages_atomically_so_out_is_never_missing(tmp_path):
+    final = tmp_path / "pkg"
+    _old_package(final)
+    code, seen = _watched_commit(final, kill=False)
+    assert code == 0 and seen == [["rename", True], ["exchange", True]], seen  # tmp -> new, then one exchange
+    assert verify_package(final)["board"] == "new"
+    _nothing_beside(tmp_path, "pkg")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 is Linux's")
+def test_a_commit_killed_right_after_the_exchange_leaves_the_new_package(tmp_path):
+    final = tmp_path / "pkg"
+    _old_package(final)
+    code, seen = _watched_commit(final, kill=True)
+    assert code == -signal.SIGKILL and seen[-1] == ["exchange", True]
+    assert verify_package(final)["board"] == "new"  # in place at once; the old one waits under a sibling's name
+    assert _hidden(tmp_path) == [".pkg.lock", ".pkg.new"]
+    with PackageBuilder(final):  # the next run removes it
+        assert verify_package(final)["board"] == "new"
+    _nothing_beside(tmp_path, "pkg")
+
+
+def test_without_an_exchange_the_commit_falls_back_to_two_renames(tmp_path, monkeypatch):
+    import sdk.package
+
+    final = tmp_path / "pkg"
+    _old_package(final)
+    monkeypatch.setattr(sdk.package, "_exchange", lambda a, b: False)
+    with PackageBuilder(final) as pkg:
+        pkg.write_text("version.txt", "new\n")
+        pkg.commit({"board": "new"})
+    assert verify_package(final)["board"] == "new"
+    _nothing_beside(tmp_path, "pkg")
+
+
+# --- the output path itself ------------------------------------------------------------------------------------------
+
+
+def test_out_inside_a_package_is_refused(tmp_path):
+    _old_package(tmp_path / "pkg")
+    for inside in ("pkg/sub", "pkg/new/deeper", "pkg/sub/keep.bin/x"):
+        with pytest.raises(PackageError, match="inside the deployment package") as info:
+            check_output_path(tmp_path / inside)
+        assert "--out" in info.value.where
+    assert not (tmp_path / "pkg" / "new").exists()
+    check_output_path(tmp_path / "pkg2")  # beside it is fine
+
+
+@pytest.mark.parametrize(
+    "out", ["a" * 5000, "/".join(["abcdefgh"] * 600), "a" * 250], ids=["5000 chars", "600 folders", "250-char name"]
+)
+def test_an_out_too_long_for_the_file_system_is_refused(tmp_path, out):
+    with pytest.raises(PackageError, match="--out") as info:
+        check_output_path(tmp_path / out)
+    assert info.value.fix and len(info.value.where) < 120
+
+
 # --- through `sdk deploy` ------------------------------------------------------------------------------------------
 
 
@@ -540,3 +656,14 @@ def test_deploy_refuses_a_file_at_out_and_a_read_only_parent_with_exit_2(tfc_run
         read_only.chmod(0o755)
     assert code == 2 and error["error"] == "PackageError" and "not writable" in error["what"], error
     assert "Traceback" not in stderr and list(read_only.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_deploy_refuses_an_out_inside_a_package_or_too_long_with_exit_2(tfc_run, tmp_path):
+    _old_package(tmp_path / "pkg")
+    before = _tree(tmp_path / "pkg")
+    for out in (tmp_path / "pkg" / "inner", tmp_path / ("a" * 5000)):
+        code, error, stderr = _cli_deploy([], tfc_run, out)
+        assert code == 2 and error["error"] == "PackageError" and "--out" in error["where"], error
+        assert "Traceback" not in stderr
+    assert _tree(tmp_path / "pkg") == before

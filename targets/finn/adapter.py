@@ -41,8 +41,9 @@ from sdk.verify import (
 from targets.base import BuildOutcome, BuildRequest, ComparisonCells, SimulatedOutputs, finite_positive
 from targets.finn import folding, hardware, steps
 from targets.finn.environment import find_vendor_tools, prepare_finn
+from targets.finn.graph_check import check_dataflow, check_parent
 from targets.finn.partition import relocatable_parent
-from targets.finn.rtl_verify import RtlVerification, verify_rtl, write_fifo_depths
+from targets.finn.rtl_verify import RtlVerification, regenerate_sources, verify_rtl, write_fifo_depths
 from targets.finn.simulator import accelerator_output_of, host_input, output_is_invertible, simulate_parent
 
 DATAFLOW_NAME = "dataflow_model.onnx"
@@ -204,13 +205,26 @@ class FinnTarget:
         with scratch_dir("sim") as tmp:
             prepare_finn(Path(tmp))
             parent, dataflow = _load_onnx(package / PARENT_NAME), _load_onnx(package / DATAFLOW_NAME)
+            check_dataflow(dataflow, DATAFLOW_NAME)  # what the simulator reads, before it reads it
+            check_parent(parent, dataflow, PARENT_NAME)
             xs = graph_input(card, x)
             result = simulate_parent(parent, dataflow, xs)
             simulated = SimulatedOutputs(result.output, bit_exact=True)
             if rtlsim:
-                cfg = steps.FinnConfig(None, Path(tmp), sources_dir=package / "sources")
+                manifest = json.loads((package / "manifest.json").read_text())  # verified by the caller
+                part = manifest["board"]["part"]
+                clock = manifest.get("clock_mhz") or manifest["board"].get("clock_mhz")
+                if isinstance(clock, bool) or not isinstance(clock, int | float) or not 0 < clock < float("inf"):
+                    raise PackageError(
+                        "manifest.json names no clock for the package's RTL (clock_mhz, board.clock_mhz).",
+                        where=f"{package / 'manifest.json'} (field clock_mhz)",
+                        fix="deploy again; packages are written whole",
+                    )
+                # never the packaged RTL: the SDK's own, regenerated from the graph, equal to the packaged bytes
+                sources = Path(tmp) / "regenerated" / "sources"
+                dataflow = regenerate_sources(dataflow, part, clock, package / "sources", sources)
+                cfg = steps.FinnConfig(None, Path(tmp), sources_dir=sources)
                 cfg.parent = parent
-                part = json.loads((package / "manifest.json").read_text())["board"]["part"]
                 rtl = self._verify_rtl(cfg, dataflow, result, xs, part, lambda message: None, size=False)
                 simulated.agreement[f"RTL layers in Verilator ({len(rtl.verified)}) = simulator"] = (
                     1.0 - rtl.check.mismatch_rate

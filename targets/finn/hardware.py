@@ -1,10 +1,10 @@
 """Stage 10: the vendor-tool steps (HLS synthesis, stitched IP, bitfile, PYNQ driver).
 
 They need Vivado and Vitis HLS. Every package carries finish_bitfile.py, which
-runs FINN's own builder on the packaged, already folded dataflow model; the
-deploy runs it where the tools are present and otherwise says, in one line,
-the command that finishes the job on a machine that has them. A bitfile is
-never made up.
+checks the package against its manifest and then runs FINN's own builder on
+the packaged, already folded dataflow model; the deploy runs it where the
+tools are present and otherwise says, in one line, the command that finishes
+the job on a machine that has them. A bitfile is never made up.
 """
 
 from __future__ import annotations
@@ -38,56 +38,99 @@ SHELL_FLOWS = {"zynq": "VIVADO_ZYNQ", "alveo": "VITIS_ALVEO"}  # board file's fi
 MAX_FIELD_CHARS = 1000
 _INPUTS_MARK = "@INPUTS_JSON@"
 
+_CHECK_MARK = "@PACKAGE_CHECK@"
+
 # The script is this fixed text plus one Python string literal: repr() of the JSON of its inputs. Whatever a board
-# file holds (quotes, triple quotes, newlines, backslashes) stays inside that literal and is read as data.
+# file holds (quotes, triple quotes, newlines, backslashes) stays inside that literal and is read as data. It carries
+# the SDK's package check (sdk/package_check.py, standard library only): a Vivado machine need not have the SDK.
 _SCRIPT = f'''"""Finish this package on a machine with Vivado and Vitis HLS (XILINX_VIVADO, XILINX_HLS set).
 
-Runs FINN's own builder on the packaged dataflow model with the packaged
-folding: HLS synthesis, FIFO sizing, stitched IP, bitfile and PYNQ driver for
-the board, part and clock in INPUTS below. Output: ./hardware/
+Checks the package against its manifest.json first (every file's sha256, size
+and mode, no file added, the manifest's identity) and refuses a changed
+package before any vendor tool runs. Then runs FINN's own builder on the
+packaged dataflow model with the packaged folding: HLS synthesis, FIFO sizing,
+stitched IP, bitfile and PYNQ driver for the board, part and clock in INPUTS
+below. Output: ./hardware/
 
     python {FINISH_SCRIPT}
 """
-import json
-import os
+{_CHECK_MARK}
 import sys
-from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 INPUTS = json.loads({_INPUTS_MARK})
 
-TARGET = "%s (part %s, FINN board %s) at %g MHz" % (
-    INPUTS["display_name"], INPUTS["fpga_part"], INPUTS["board"], INPUTS["clock_mhz"]
-)
-print("finish_bitfile:", TARGET.encode("ascii", "backslashreplace").decode("ascii"))
-if not os.environ.get("XILINX_VIVADO") or not os.environ.get("XILINX_HLS"):
-    sys.exit("finish_bitfile.py needs Vivado and Vitis HLS: source their settings64.sh first")
-os.environ.setdefault("FINN_BUILD_DIR", str(HERE / "hardware" / "build"))
 
-import finn.util.settings as settings  # noqa: E402
+def verify():
+    """The package as the SDK wrote it (the same check as `sdk simulate`), or exit 2 naming what changed."""
+    try:
+        manifest = load_manifest(HERE / MANIFEST_NAME)
+        problems = file_problems(HERE, manifest)
+        if problems:
+            shown = "; ".join(rel + " " + what for rel, what in problems[:8])
+            raise ManifestProblem("the package was changed after it was written: " + shown, problems[0][0])
+        check_identity(manifest)
+    except FileNotFoundError:
+        sys.stderr.write("finish_bitfile.py: no " + MANIFEST_NAME + " beside it: run it in its package\\n")
+        sys.exit(2)
+    except (ManifestProblem, OSError) as exc:
+        what = exc.what if isinstance(exc, ManifestProblem) else str(exc)
+        sys.stderr.write("finish_bitfile.py: refused, " + what + "\\n  fix: restore the package or deploy again\\n")
+        sys.exit(2)
 
-settings.initialize_dummy_settings()
-from finn.builder.build_dataflow import build_dataflow_cfg  # noqa: E402
-from finn.builder.build_dataflow_config import DataflowBuildConfig, DataflowOutputType, ShellFlowType  # noqa: E402
 
-platform = {{"vitis_platform": INPUTS["vitis_platform"]}} if INPUTS["vitis_platform"] else {{}}
-cfg = DataflowBuildConfig(
-    output_dir=str(HERE / "hardware"),
-    synth_clk_period_ns=INPUTS["synth_clk_period_ns"],
-    board=INPUTS["board"],
-    fpga_part=INPUTS["fpga_part"],
-    shell_flow_type=ShellFlowType[INPUTS["shell_flow_type"]],
-    folding_config_file=str(HERE / "folding_config.json"),
-    steps=list(INPUTS["steps"]),
-    generate_outputs=[
-        DataflowOutputType.BITFILE,
-        DataflowOutputType.PYNQ_DRIVER,
-        DataflowOutputType.DEPLOYMENT_PACKAGE,
-    ],
-    **platform,
-)
-sys.exit(build_dataflow_cfg(str(HERE / "dataflow_model.onnx"), cfg))
+def build():
+    """FINN's builder on the packaged model: needs Vivado and Vitis HLS."""
+    target = "%s (part %s, FINN board %s) at %g MHz" % (
+        INPUTS["display_name"], INPUTS["fpga_part"], INPUTS["board"], INPUTS["clock_mhz"]
+    )
+    print("finish_bitfile:", target.encode("ascii", "backslashreplace").decode("ascii"))
+    if not os.environ.get("XILINX_VIVADO") or not os.environ.get("XILINX_HLS"):
+        sys.exit("finish_bitfile.py needs Vivado and Vitis HLS: source their settings64.sh first")
+    os.environ.setdefault("FINN_BUILD_DIR", str(HERE / "hardware" / "build"))
+
+    import finn.util.settings as settings
+
+    settings.initialize_dummy_settings()
+    from finn.builder.build_dataflow import build_dataflow_cfg
+    from finn.builder.build_dataflow_config import DataflowBuildConfig, DataflowOutputType, ShellFlowType
+
+    platform = {{"vitis_platform": INPUTS["vitis_platform"]}} if INPUTS["vitis_platform"] else {{}}
+    cfg = DataflowBuildConfig(
+        output_dir=str(HERE / "hardware"),
+        synth_clk_period_ns=INPUTS["synth_clk_period_ns"],
+        board=INPUTS["board"],
+        fpga_part=INPUTS["fpga_part"],
+        shell_flow_type=ShellFlowType[INPUTS["shell_flow_type"]],
+        folding_config_file=str(HERE / "folding_config.json"),
+        steps=list(INPUTS["steps"]),
+        generate_outputs=[
+            DataflowOutputType.BITFILE,
+            DataflowOutputType.PYNQ_DRIVER,
+            DataflowOutputType.DEPLOYMENT_PACKAGE,
+        ],
+        **platform,
+    )
+    return build_dataflow_cfg(str(HERE / "dataflow_model.onnx"), cfg)
+
+
+if __name__ == "__main__":
+    verify()
+    sys.exit(build())
 '''
+# How the deploy runs the script in the package it is building, before the manifest exists: its build() alone.
+_DEPLOY_RUN = "import finish_bitfile, sys; sys.exit(finish_bitfile.build())"
+
+
+def _package_check_source() -> str:
+    """sdk/package_check.py without its docstring, to be carried by the script."""
+    import ast
+
+    from sdk import package_check
+
+    text = Path(package_check.__file__).read_text(encoding="utf-8")
+    body = ast.parse(text).body
+    return "".join(text.splitlines(keepends=True)[body[1].lineno - 1 :])  # body[0]: the docstring
 
 
 def _text(board: Board, value: Any, field_name: str, required: bool = True) -> str | None:
@@ -139,7 +182,7 @@ def finish_script(board: Board, clock_mhz: float) -> str:
     The board's and the deploy's values enter it only as one string literal of JSON (ASCII, so the file's
     encoding cannot matter), never as code."""
     inputs = json.dumps(finish_script_inputs(board, clock_mhz), ensure_ascii=True, sort_keys=True)
-    return _SCRIPT.replace(_INPUTS_MARK, repr(inputs))
+    return _SCRIPT.replace(_CHECK_MARK, _package_check_source()).replace(_INPUTS_MARK, repr(inputs))
 
 
 @dataclass
@@ -162,7 +205,11 @@ def run_hardware_steps(package_dir: Path, tools: VendorTools) -> HardwareOutcome
             f"{' and '.join(tools.missing())} not found: the package is hardware-ready; "
             f"finish the bitfile on a machine with them: python {FINISH_SCRIPT} (in the package folder)",
         )
-    proc = subprocess.run([sys.executable, FINISH_SCRIPT], cwd=package_dir, capture_output=True, text=True, check=False)
+    # build() alone: the package is not yet committed, so it has no manifest to check (`python finish_bitfile.py`,
+    # the user's command, checks it first); -B: no __pycache__ of the import left in the package
+    proc = subprocess.run(
+        [sys.executable, "-B", "-c", _DEPLOY_RUN], cwd=package_dir, capture_output=True, text=True, check=False
+    )
     (package_dir / "hardware").mkdir(exist_ok=True)
     (package_dir / "hardware" / "finish_bitfile.log").write_text(proc.stdout + proc.stderr)
     bitfiles = sorted((package_dir / "hardware").rglob("*.bit")) + sorted((package_dir / "hardware").rglob("*.xclbin"))

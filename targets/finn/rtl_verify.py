@@ -11,15 +11,17 @@ no RTL variant the SDK can simulate (HLS layers) are listed as verified at graph
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from sdk.errors import SimulationError
+from sdk.errors import PackageError, SimulationError
 from sdk.report import Table
 from sdk.verify import Check
+from targets.finn.rtl_guard import check_identifier
 from targets.finn.rtl_stitch import SegmentVerification, converter_tensors, verify_segments, with_width_converters
 from targets.finn.rtlsim import (
     KNOWN_FAILURES,
@@ -192,6 +194,64 @@ def verify_rtl(
         result.compile_seconds += 0.0 if run.cached else run.compile_seconds
         result.run_seconds += run.run_seconds
     return result
+
+
+# Node attributes that hold paths of a build machine: a package's graph may carry them, the SDK never reads them.
+PATH_ATTRIBUTES = (
+    "code_gen_dir_ipgen",
+    "code_gen_dir_cppsim",
+    "ipgen_path",
+    "ip_path",
+    "executable_path",
+    "rtlsim_so",
+    "gen_top_module",
+)
+
+
+def without_paths(model):
+    """A copy of `model` with every PATH_ATTRIBUTES attribute dropped: FINN's code generation then writes into
+    fresh folders of its own, never into a folder the graph names."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    clean = ModelWrapper(copy.deepcopy(model.model))
+    for node in clean.graph.node:
+        keep = [attribute for attribute in node.attribute if attribute.name not in PATH_ATTRIBUTES]
+        del node.attribute[:]
+        node.attribute.extend(keep)
+    return clean
+
+
+def _tree(root: Path) -> dict[str, Path]:
+    if not root.is_dir():
+        return {}
+    return {path.relative_to(root).as_posix(): path for path in sorted(root.rglob("*")) if not path.is_dir()}
+
+
+def regenerate_sources(dataflow, fpga_part: str, clock_mhz: float, packaged: Path, out_dir: Path):
+    """The package's RTL is never trusted: regenerate every layer's sources from the package's dataflow graph as the
+    deploy did (FINN's PrepareIP, targets.finn.codegen) into `out_dir`, and compare them byte for byte with the
+    packaged `sources/` (`packaged`). A difference is tampering: PackageError naming the file. Returns the graph
+    the sources were generated from (path attributes dropped), to simulate with `out_dir` as its sources."""
+    from targets.finn import codegen
+
+    for node in dataflow.graph.node:
+        check_identifier(node.name, "The layer name", f"dataflow_model.onnx, node {node.name[:60]!r}")
+    clean = without_paths(dataflow)
+    codegen.generate_sources(clean, fpga_part, clock_mhz, out_dir)
+    ours, theirs = _tree(out_dir), _tree(packaged)
+    differing = sorted(set(ours) ^ set(theirs))
+    differing += [rel for rel in sorted(set(ours) & set(theirs)) if ours[rel].read_bytes() != theirs[rel].read_bytes()]
+    if differing:
+        rel = differing[0]
+        what = "is not what" if rel in theirs and rel in ours else ("is missing from" if rel in ours else "is not in")
+        more = f" (and {len(differing) - 1} more)" if len(differing) > 1 else ""
+        raise PackageError(
+            f"sources/{rel}{more} {what} the SDK regenerates from dataflow_model.onnx: the packaged RTL was changed "
+            "after the deploy, so it is not simulated.",
+            where=str(packaged / rel),
+            fix="deploy the model again; a package's RTL is always the SDK's own",
+        )
+    return clean
 
 
 def write_fifo_depths(folding_config: Path, attributes: dict[str, dict[str, list[int]]]) -> None:

