@@ -16,7 +16,7 @@ the depthwise `tensor_sparsity` mark qonnx writes, exactly; FINN reads a model's
 libraries to load and expressions to evaluate, so a file carries none; FINN node attributes that name files, code or
 a simulator (code_gen_dir_*, executable_path, rtlsim_so, exec_mode, ...) must be empty. Numbers that make FINN loop
 are refused too: a NaN or inf in any tensor (FINN's RoundAndClipThresholds repeats while `thresholds != rounded`,
-which NaN keeps true forever), and shapes whose arrays would exceed MEMORY_BUDGET_BYTES (from the header, before any
+which NaN keeps true forever), and shapes whose arrays would exceed MEMORY_BUDGET (from the header, before any
 array is built).
 
 Known domains: the standard ones ("", "ai.onnx", "ai.onnx.ml"); what Brevitas's
@@ -45,6 +45,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
+from sdk.data import MEMORY_BUDGET  # the SDK's one memory budget: what a graph's declared tensors may take together
 from sdk.errors import ExportError
 
 MAX_BYTES = 2**31 - 1  # protobuf's own limit for one message; an SDK export is a few hundred KiB
@@ -64,10 +65,6 @@ CUSTOM_DOMAINS = QONNX_DOMAINS | FINN_DOMAINS
 KNOWN_DOMAINS = STANDARD_DOMAINS | CUSTOM_DOMAINS
 _QONNX_PACKAGE, _FINN_PACKAGE = "qonnx.custom_op.", "finn.custom_op."  # their existing sub-modules may be named
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# What the tensors a graph declares (inputs, outputs, value_info, initializers, constants; one sample, batch
-# dimensions without a size counted as 1) may take together. qonnx allocates every one of them to execute a graph;
-# the SDK's models take a few MiB. README, "Bring your own model", states it.
-MEMORY_BUDGET_BYTES = 2 << 30
 # qonnx's DataType names (qonnx.core.datatype.resolve_datatype parses them without eval), as a literal pattern:
 # integers of 1 to 64 bits, fixed point, scaled integers and small floats of at most 2-digit widths
 _WIDTH = r"(?:[1-9]|[1-5][0-9]|6[0-4])"
@@ -406,7 +403,7 @@ def _elements(dims: Iterator[int] | list[int], limit: int) -> int | None:
 def _check_sizes(model: onnx.ModelProto, where_name: str) -> None:
     """Every shape the file declares, from the header: no array is built before its size is known to fit."""
     sizes: dict[str, int] = {}
-    budget = MEMORY_BUDGET_BYTES
+    budget = MEMORY_BUDGET
 
     def add(name: str, dims: list[int], elem_type: int, what: str) -> None:
         count = _elements(dims, budget)

@@ -30,7 +30,7 @@ from sdk.boards import get_board
 from sdk.cli import main
 from sdk.errors import ExportError, UnsupportedModelError
 from sdk.onnx_guard import (
-    MEMORY_BUDGET_BYTES,
+    MEMORY_BUDGET,
     TENSOR_LAYOUTS,
     TENSOR_SPARSITY,
     is_datatype_name,
@@ -228,7 +228,7 @@ def test_shapes_beyond_the_budget_are_refused_from_the_header(tmp_path, model, s
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(ExportError) as info:
         load_onnx_safely(path, "--model m.onnx")
-    assert says in info.value.what and f"{MEMORY_BUDGET_BYTES >> 30} GiB" in info.value.what, info.value.what
+    assert says in info.value.what and f"{MEMORY_BUDGET >> 30} GiB" in info.value.what, info.value.what
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing large was built
 
 
