@@ -61,6 +61,9 @@ from sdk.package_check import walk as _walk
 
 # Filled in by commit(), never by the caller.
 _RESERVED_FIELDS = ("format", "files", "volatile", "unlisted_allowed", "identity_sha256")
+# In a folder being built or being deleted, the token of its name: the next run removes a stale sibling only when
+# it holds its token, or (a complete package moved aside) the SDK's manifest.
+BUILD_MARKER = ".sdk-building"
 _SIBLING_KINDS = ("tmp", "new", "old")  # building, complete and waiting for the swap, old package moved aside
 _REDEPLOY = "deploy again (`sdk deploy ... --out` this folder); a package is verified whole"
 
@@ -170,11 +173,32 @@ def _lock_path(final_dir: Path) -> Path:
     return final_dir.parent / f".{final_dir.name}.lock"
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink(missing_ok=True)
+def _remove(sibling: Path) -> None:
+    """Delete a sibling the SDK made so that a kill at any moment leaves it recognisable as the SDK's: its marker
+    (its name's token) is written first and removed last, once everything else is gone."""
+    if sibling.is_symlink() or not sibling.is_dir():
+        sibling.unlink(missing_ok=True)
+        return
+    marker = sibling / BUILD_MARKER
+    try:
+        marker.write_text(_token(sibling), encoding="utf-8")
+    except OSError:
+        pass
+    for entry in list(sibling.iterdir()):
+        if entry.name == BUILD_MARKER:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    marker.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        sibling.rmdir()
+
+
+def _token(sibling: Path) -> str:
+    """The random token a sibling's name ends in (`.<name>.<kind>-<token>`)."""
+    return sibling.name.rpartition("-")[2]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -485,8 +509,31 @@ def _recover(final: Path) -> None:
                 os.rename(stale["old"][0], final)
     for paths in stale.values():
         for path in paths:
-            if path.exists() or path.is_symlink():
+            if _made_by_a_build(path):
                 _remove(path)
+
+
+def _made_by_a_build(sibling: Path) -> bool:
+    """Whether a stale sibling is the SDK's: a folder being built carries its name's token in BUILD_MARKER; a
+    complete package (new, or the old one moved aside) carries the SDK's manifest; an empty one holds nothing to
+    lose. A user's folder that merely looks like a sibling holds files of its own and is never deleted."""
+    if sibling.is_symlink() or not sibling.is_dir():
+        return False
+    marker = sibling / BUILD_MARKER
+    try:
+        if {entry.name for entry in sibling.iterdir()} <= {BUILD_MARKER}:
+            return True  # a run killed between making the folder and writing its marker: nothing in it to lose
+        if not marker.is_symlink() and marker.read_text(encoding="utf-8") == _token(sibling):
+            return True
+    except (OSError, UnicodeDecodeError):
+        pass
+    if sibling.name.rpartition(".")[2].startswith("tmp-"):  # a build that did not finish has no manifest yet
+        return False
+    try:
+        _load_manifest(sibling / MANIFEST_NAME)
+    except PackageError:
+        return False
+    return True
 
 
 def _write_error(final: Path, exc: OSError) -> PackageError:
@@ -566,9 +613,10 @@ class PackageBuilder:
             candidate = _sibling(self.final_dir, "tmp")
             try:
                 candidate.mkdir()
-                return candidate
             except FileExistsError:
                 continue
+            (candidate / BUILD_MARKER).write_text(_token(candidate), encoding="utf-8")
+            return candidate
 
     def _catch_signals(self) -> None:
         """SIGTERM and SIGHUP (where nobody handles them) unwind the `with` block like Ctrl-C, so it cleans up."""
@@ -658,6 +706,7 @@ class PackageBuilder:
         if clash:
             raise ValueError(f"manifest fields {clash} are reserved: commit() fills them in")
         self.mark_volatile(*volatile)
+        (self.temp_dir / BUILD_MARKER).unlink(missing_ok=True)  # complete now: the manifest vouches for it
         entries = self.file_entries()
         absent = sorted(v for v in self._volatile if not any(_is_under(entry["path"], [v]) for entry in entries))
         if absent:

@@ -15,6 +15,7 @@ import pytest
 
 from sdk.errors import ConfigError, PackageError
 from sdk.package import (
+    BUILD_MARKER,
     PACKAGE_FORMAT,
     PackageBuilder,
     check_output_path,
@@ -520,17 +521,36 @@ def test_a_stranded_old_package_is_restored_when_the_new_one_is_damaged(tmp_path
     _nothing_beside(tmp_path, "pkg")
 
 
-def test_only_this_packages_siblings_are_removed(tmp_path):
+def test_only_the_sdk_s_own_stale_siblings_are_removed(tmp_path):
+    """A killed build's folder (its marker holds its name's token, or it is still empty) and complete packages moved
+    aside go; a user's folders that merely look like siblings are never deleted."""
     final = tmp_path / "pkg"
     _old_package(final)
-    for name in (".pkg.tmp-00000000", ".pkg.old-0badcafe", ".pkg.new-12345678"):
+    ours_tmp = tmp_path / ".pkg.tmp-0123abcd"
+    ours_tmp.mkdir()
+    (ours_tmp / BUILD_MARKER).write_text("0123abcd")
+    shutil.copytree(final, tmp_path / ".pkg.old-0badcafe")  # an SDK package moved aside
+    shutil.copytree(final, tmp_path / ".pkg.new-12345678")
+    users = [".pkg.tmp-00000000", ".pkg.old-deadbeef", ".pkg.new-87654321", ".pkg.tmp-notmine", ".pkg2.tmp-00000000"]
+    for name in users:
         (tmp_path / name).mkdir()
-    (tmp_path / ".pkg.tmp-notmine").mkdir()
-    (tmp_path / ".pkg2.tmp-00000000").mkdir()
+        (tmp_path / name / "thesis.tex").write_text("mine\n")
+    forged = tmp_path / ".pkg.tmp-00000000"
+    (forged / BUILD_MARKER).write_text("ffffffff")  # a marker that does not match the name's token
+    killed_at_birth = tmp_path / ".pkg.tmp-1234abcd"  # made, killed before its marker was written: empty
+    killed_at_birth.mkdir()
     time.sleep(0.01)
     with PackageBuilder(final):
         pass
-    _nothing_beside(tmp_path, "pkg", ".pkg.tmp-notmine", ".pkg2.tmp-00000000")
+    _nothing_beside(tmp_path, "pkg", *users)
+    assert all((tmp_path / name / "thesis.tex").read_text() == "mine\n" for name in users)
+
+
+def test_a_committed_package_carries_no_build_marker(tmp_path):
+    final = tmp_path / "pkg"
+    _old_package(final)
+    assert not (final / BUILD_MARKER).exists()
+    verify_package(final)
 
 
 # --- the atomic exchange (Linux) ------------------------------------------------------------------------------------
@@ -664,6 +684,6 @@ def test_deploy_refuses_an_out_inside_a_package_or_too_long_with_exit_2(tfc_run,
     before = _tree(tmp_path / "pkg")
     for out in (tmp_path / "pkg" / "inner", tmp_path / ("a" * 5000)):
         code, error, stderr = _cli_deploy([], tfc_run, out)
-        assert code == 2 and error["error"] == "PackageError" and "--out" in error["where"], error
+        assert code == 2 and error["error"] in ("PackageError", "ConfigError") and "--out" in error["where"], error
         assert "Traceback" not in stderr
     assert _tree(tmp_path / "pkg") == before
