@@ -420,7 +420,14 @@ def _edit_graph(draw, model: onnx.ModelProto, marker: Path) -> None:
                 st.text(max_size=12),
             )
         )
-        annotation = graph.quantization_annotation.add(tensor_name=tensor)
+        # qonnx reads a tensor's first annotation: the entry goes there (replacing the key's value), as an exporter
+        # would write it
+        annotation = next((a for a in graph.quantization_annotation if a.tensor_name == tensor), None)
+        if annotation is None:
+            annotation = graph.quantization_annotation.add(tensor_name=tensor)
+        entries = [e for e in annotation.quant_parameter_tensor_names if e.key != key]
+        del annotation.quant_parameter_tensor_names[:]
+        annotation.quant_parameter_tensor_names.extend(entries)
         annotation.quant_parameter_tensor_names.add(key=key, value=value)
     elif edit == "opset":
         for opset in model.opset_import:
