@@ -410,8 +410,11 @@ def _edit_graph(draw, model: onnx.ModelProto, marker: Path) -> None:
             if output.name == node.output[0]:
                 output.name = node.input[0]
         del graph.node[at]
-    elif edit == "annotation":
-        tensor = draw(st.sampled_from(_tensor_names(graph)))
+    elif edit == "annotation":  # mostly on the graph's input and the nodes' outputs, whose layouts qonnx reads
+        activations = [t.name for t in graph.input] + [o for n in graph.node for o in n.output]
+        tensor = draw(
+            st.sampled_from(activations) | st.sampled_from(activations) | st.sampled_from(_tensor_names(graph))
+        )
         key = draw(st.sampled_from(["tensor_layout", "tensor_layout", "tensor_sparsity", "finn_datatype"]))
         value = draw(
             st.one_of(
@@ -464,18 +467,18 @@ def must_refuse(data: bytes) -> list[str]:
                 reasons.append(f"the initializer {tensor.name!r} holds NaN or inf")
     for annotation in model.graph.quantization_annotation:
         for entry in annotation.quant_parameter_tensor_names:
-            if entry.key in ("tensor_layout", "tensor_sparsity") and not _literal_names(entry.value):
+            if entry.key in ("tensor_layout", "tensor_sparsity") and not _is_literal(entry.value):
                 reasons.append(f"{annotation.tensor_name!r} has the {entry.key} {entry.value[:60]!r}, not a literal")
     return reasons
 
 
-def _literal_names(text: str) -> bool:
-    """A Python literal list of strings (what qonnx's layouts are), or a literal dict (a sparsity)."""
+def _is_literal(text: str) -> bool:
+    """A Python literal (which qonnx's eval() could not turn into code): any other text must be refused."""
     try:
-        value = ast.literal_eval(text)
+        ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return False
-    return isinstance(value, dict) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    return True
 
 
 def refused_or_correct(run: Callable[[], object], data: bytes, marker: Path) -> Callable[[], object]:
@@ -489,6 +492,11 @@ def refused_or_correct(run: Callable[[], object], data: bytes, marker: Path) -> 
             if marker.exists():
                 raise WronglyAccepted("code from the file ran (an annotation was eval()ed), then refused") from None
             raise
+        except WronglyAccepted:  # a wrong result: said by its cause where the oracle knows it
+            if marker.exists() or must_refuse(data):
+                result = None
+            else:
+                raise
         if marker.exists():
             raise WronglyAccepted("code from the file ran (an annotation was eval()ed)")
         reasons = must_refuse(data)
