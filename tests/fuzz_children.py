@@ -1,9 +1,12 @@
-"""Readers in native code (LiteRT, TFLite Micro, torch's zip reader), run on fuzzed files in forked children.
+"""Readers in native code (LiteRT, TFLite Micro, torch's zip reader), `sdk check` and a package's `sdk.simulate`, run
+on fuzzed files in forked children.
 
-A signal in native code would kill the test run, so each file is read in a child. Forking the pytest worker
-itself costs about 20 ms a child (it holds torch, FINN and Brevitas); a small server process that holds only what
-its readers need forks in 1-6 ms. The server reads "reader<TAB>path" lines, forks a child per line and answers
-with the child's end ("exit N", "signal N" or "hang") and its report (a traceback, when it raised).
+A signal in native code would kill the test run, so each file is read in a child; `sdk check` and `sdk.simulate` may
+loop or allocate without bound, so they run in one with a time and a memory limit. Forking the pytest worker itself
+costs about 20 ms a child (it holds torch, FINN and Brevitas) and more for the pages a child then touches; a small
+server process that holds only what its readers need forks in 1-6 ms. The server reads "reader<TAB>path" lines,
+forks a child per line and answers with the child's end ("exit N", "signal N" or "hang") and its report (a
+traceback, when it raised).
 
 Every case ends in one Outcome of four kinds, the columns of the fuzz table (tests/fuzz_table.py): clean (an
 SDKError or a success), traceback (another exception, an InternalError or a signal), wrongly accepted (a success
@@ -14,8 +17,10 @@ This module is imported by the server, so it imports nothing heavy at the top.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import faulthandler
+import json
 import os
 import re
 import resource
@@ -62,15 +67,21 @@ class Outcome:
             return lines[0] if lines else self.kind
         last_exception = lines[-1]
         if self.kind == WRONG:  # the oracle's sentence, its numbers and quoted values left out: one line per kind
-            sentence = last_exception.split("WronglyAccepted: ", 1)[-1]
-            return re.sub(r"'[^']*'|\"[^\"]*\"|-?\d+(\.\d+)?(e[-+]?\d+)?", "#", sentence)[:160]
-        frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', self.detail.rsplit("Traceback", 1)[-1])
+            return _generic(last_exception.split("WronglyAccepted: ", 1)[-1])[:160]
+        frames = list(re.finditer(r'File "([^"]+)", line (\d+), in (\S+)', self.detail))
         where = ""
         if frames:
-            path, line, name = frames[-1]
+            path, line, name = frames[-1].groups()
             where = f" at {re.sub(r'^.*/(site-packages|wt-[^/]+|main)/', '', path)}:{line} in {name}"
-        words = re.sub(r"\s+", " ", last_exception)
-        return f"{words[:100]}{where}"
+            after = self.detail[frames[-1].end() :].splitlines()[1:]  # the frame's source line, carets, the exception
+            exception = [text for text in after if text.strip() and not text.startswith(" ")]
+            last_exception = exception[0] if exception else last_exception
+        return f"{_generic(last_exception)[:100]}{where}"
+
+
+def _generic(message: str) -> str:
+    """A message with its numbers and quoted values as #: failures that differ only in them are one failure."""
+    return re.sub(r"'[^']*'|\"[^\"]*\"|-?\d+(\.\d+)?(e[-+]?\d+)?", "#", re.sub(r"\s+", " ", message))
 
 
 def outcome_of(end: str, value: int, report: str) -> Outcome:
@@ -180,8 +191,117 @@ def read_checkpoint(path: Path) -> None:
     load_checkpoint(path)
 
 
-READERS = {"litert": read_litert, "tflm": read_tflm, "checkpoint": read_checkpoint}
-PRELOAD = {"litert": ["targets.tflite.runtime"], "tflm": ["targets.tflm.runtime"], "checkpoint": ["sdk.qat"]}
+def must_refuse(data: bytes) -> list[str]:
+    """What an oracle can tell about a graph every reader must refuse: a non-finite initializer (a NaN in one
+    BatchNormalization parameter hung FINN's check), an annotation qonnx would eval() that is not a Python literal
+    (code in the file)."""
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        model = onnx.load_from_string(data)
+    except Exception:
+        return []  # not a graph: the reader refuses it, or it is some other graph than the oracle can judge
+    reasons = []
+    for tensor in model.graph.initializer:
+        with contextlib.suppress(Exception):
+            array = numpy_helper.to_array(tensor)
+            if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+                reasons.append(f"the initializer {tensor.name!r} holds NaN or inf")
+    for annotation in model.graph.quantization_annotation:
+        for entry in annotation.quant_parameter_tensor_names:
+            if entry.key in ("tensor_layout", "tensor_sparsity") and not _is_literal(entry.value):
+                reasons.append(f"{annotation.tensor_name!r} has the {entry.key} {entry.value[:60]!r}, not a literal")
+    return reasons
+
+
+def _is_literal(text: str) -> bool:
+    """A Python literal (which qonnx's eval() could not turn into code): any other text must be refused."""
+    try:
+        ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return False
+    return True
+
+
+def refused_or_correct(run: Callable[[], object], graphs: list[Path], marker: Path) -> object:
+    """run(), then the oracle: code from the file ran (the marker file exists), or one of `graphs` must be refused
+    (must_refuse) and was accepted: WronglyAccepted. A wrong result run() itself reports (WronglyAccepted) is said by
+    its cause where the oracle knows it."""
+    from sdk.errors import SDKError
+
+    def reasons() -> list[str]:
+        return [reason for graph in graphs for reason in must_refuse(graph.read_bytes())]
+
+    try:
+        result = run()
+    except SDKError:
+        if marker.exists():
+            raise WronglyAccepted("code from the file ran (an annotation was eval()ed), then refused") from None
+        raise
+    except WronglyAccepted:
+        if not (marker.exists() or reasons()):
+            raise
+        result = None
+    if marker.exists():
+        raise WronglyAccepted("code from the file ran (an annotation was eval()ed)")
+    found = reasons()
+    if found:
+        raise WronglyAccepted(f"accepted although {found[0]}")
+    return result
+
+
+def read_check(path: Path, target: str) -> None:
+    """The whole `sdk check` of a .onnx file (its card beside it, if any) for `target`, with the oracle; a payload
+    in the file leaves the marker <stem>-code-ran beside it."""
+    from sdk.deployment import DeployConfig, check
+
+    marker = path.with_name(f"{path.stem}-code-ran")
+    refused_or_correct(lambda: check(DeployConfig(target=target, model=str(path))), [path], marker)
+
+
+PACKAGE_GRAPHS = ("dataflow_model.onnx", "parent_model.onnx")
+
+
+def package_marker(package: Path) -> Path:
+    """The file a payload in a package's graph leaves when it runs."""
+    return package.parent / "package-code-ran"
+
+
+def read_package(package: Path) -> None:
+    """sdk.simulate of a package on a fixed batch: one finite row of scores per sample and class, with the oracle
+    on its graphs."""
+    from sdk.api import simulate
+
+    def run() -> None:
+        card = json.loads((package / "model.qonnx.json").read_text())  # not edited: its hash is the packaged one
+        classes, shape = len(card["labels"]), card["input"]["image_shape"]
+        x = np.random.default_rng(0).integers(0, 256, (4, *shape), dtype=np.uint8)
+        outputs = simulate(package, x)
+        if not isinstance(outputs, np.ndarray) or outputs.shape != (len(x), classes):
+            raise WronglyAccepted(f"sdk.simulate returned {type(outputs).__name__} {getattr(outputs, 'shape', '')}")
+        if not np.all(np.isfinite(outputs)):
+            raise WronglyAccepted("sdk.simulate returned NaN or inf scores")
+
+    refused_or_correct(run, [package / name for name in PACKAGE_GRAPHS], package_marker(package))
+
+
+READERS = {
+    "litert": read_litert,
+    "tflm": read_tflm,
+    "checkpoint": read_checkpoint,
+    "check-pynq-z2": lambda path: read_check(path, "pynq-z2"),
+    "check-tflite": lambda path: read_check(path, "tflite"),
+    "package": read_package,
+}
+PRELOAD = {
+    "litert": ["targets.tflite.runtime"],
+    "tflm": ["targets.tflm.runtime"],
+    "checkpoint": ["sdk.qat"],
+    "check-pynq-z2": ["sdk.deployment"],
+    "check-tflite": ["sdk.deployment"],
+    "package": ["sdk.api", "sdk.simulation"],
+}
 
 
 def run_forked(call, timeout: float, memory: int | None = CHILD_MEMORY) -> tuple[str, int, str]:
@@ -228,6 +348,8 @@ def serve(timeout: float) -> None:
     """The server's loop: one forked child per request line, one answer each."""
     out = os.fdopen(os.dup(1), "wb")  # the answers' own channel: whatever a reader prints goes to stderr
     os.dup2(2, 1)
+    out.write(b"ready\n")  # warmed up: the files may change now
+    out.flush()
     for line in sys.stdin:
         reader, path = line.rstrip("\n").split("\t", 1)
         end, value, report = run_forked(lambda reader=reader, path=path: READERS[reader](Path(path)), timeout)
@@ -254,6 +376,8 @@ class ChildServer:
         self.process = subprocess.Popen(
             [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=root, env=env
         )
+        if self.process.stdout.readline() != b"ready\n":  # its warm-up reads `warm_up`: wait before it changes
+            raise RuntimeError(f"the {reader} server did not start (exit {self.process.wait()}): see its stderr")
 
     def read(self, path: Path) -> Outcome:
         start = time.perf_counter()
