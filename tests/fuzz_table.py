@@ -42,6 +42,8 @@ def record(folder: Path, reader: str, outcome, case: bytes | None, suffix: str =
     (its bytes in folder/cases, its traceback in folder/details), at most KEPT_PER_FAILURE per distinct failure."""
     signature = outcome.signature
     entry = {"reader": reader, "kind": outcome.kind, "signature": signature, "seconds": round(outcome.seconds, 4)}
+    if outcome.kind == "clean":
+        entry["accepted"] = outcome.detail == "ok"  # else refused with an SDKError
     line = json.dumps(entry) + "\n"
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "outcomes.jsonl", "a", encoding="utf-8") as fh:  # O_APPEND: workers' lines never interleave

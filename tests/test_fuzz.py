@@ -888,10 +888,13 @@ def _board_as_documented(path: Path, parts) -> None:
 
 @pytest.mark.parametrize("share", SHARES)
 def test_board_yaml_bytes(scratch, parts, share):
-    @fuzz("board_yaml", share, data=st.data())
-    def case(data):
-        payload = data.draw(corpus(BOARD_SEEDS))
-        path = _put(scratch, "fuzzboard.yaml", payload)
+    """A board file's bytes mutated, under the board's own file name (a board is refused when its name and its file
+    name differ: under another name, every case would stop there)."""
+
+    @fuzz("board_yaml", share, data=st.data(), seed=st.sampled_from(BOARD_FILES))
+    def case(data, seed):
+        payload = data.draw(corpus([seed.read_bytes()]))
+        path = _put(scratch, seed.name, payload)
         in_process("board_yaml", lambda: _board_as_documented(path, parts), payload, ".yaml")
 
 
