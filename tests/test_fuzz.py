@@ -866,9 +866,6 @@ def parts():
     return load_parts()
 
 
-BOARD_SEEDS = [path.read_bytes() for path in BOARD_FILES]
-
-
 def _board_as_documented(path: Path, parts) -> None:
     """parse_board; an FPGA board it accepts names a board FINN knows, on the part FINN knows it by (a custom board
     with an unknown part or a FINN board name "Nonsense" deployed, issue #21), else WronglyAccepted."""
