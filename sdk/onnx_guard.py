@@ -353,9 +353,10 @@ def _check_attributes(model: onnx.ModelProto, where_name: str) -> None:
         name = node.name or node.op_type
         for attribute in node.attribute:
             field = f"attribute {_shown(attribute.name)} of node {_shown(name)} ({scope})"
+            where = f"{where_name}, node {name}, attribute {attribute.name}"
             if attribute.name in CODE_ATTRIBUTES and (attribute.s or attribute.strings):
                 raise _fail(
-                    where_name,
+                    where,
                     f"{where_name}: {field} holds {_shown(attribute.s or attribute.strings[0])}; FINN would read, "
                     "run or load what it names, so the file is refused before anything reads it.",
                     "deploy again: the graphs the SDK writes leave FINN's build paths empty",
@@ -364,14 +365,14 @@ def _check_attributes(model: onnx.ModelProto, where_name: str) -> None:
                 value = attribute.s.decode("utf-8", "replace")
                 if not is_datatype_name(value):
                     raise _fail(
-                        where_name,
+                        where,
                         f"{where_name}: {field} holds {_shown(attribute.s)}, which is not a qonnx data type name.",
                         _literal_fix("use a name such as INT4, UINT8, BIPOLAR or FLOAT32"),
                     )
             floats = [attribute.f, *attribute.floats]
             if not all(math.isfinite(value) for value in floats):
                 raise _fail(
-                    where_name,
+                    where,
                     f"{where_name}: {field} is not finite (NaN or infinity); FINN's transformations loop on it.",
                     "give the attribute a finite value (retrain or re-export the model)",
                 )

@@ -582,7 +582,7 @@ def test_rtl_the_sdk_would_compile_is_scanned_before_verilator_sees_it(rtl_packa
 
 @pytest.mark.slow
 def test_a_graph_path_attribute_is_never_written_into(rtl_package, tmp_path):
-    """code_gen_dir_ipgen naming a folder of the user's: the regeneration writes into fresh folders of its own."""
+    """code_gen_dir_ipgen naming a folder of the user's: the package graph is refused before anything reads it."""
     import onnx
 
     package = _copy({"rtl": rtl_package}, "rtl", tmp_path)
@@ -600,7 +600,7 @@ def test_a_graph_path_attribute_is_never_written_into(rtl_package, tmp_path):
     _recompute_manifest(package)
     code, result = _simulate_rtl(package)
     assert list(victim.iterdir()) == []
-    assert code == 0, result
+    assert code == 2 and "code_gen_dir_ipgen" in result["where"], result  # refused before anything reads it
 
 
 # --- a package's graphs are checked before the simulator reads them -----------------------------------------------

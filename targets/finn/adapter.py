@@ -112,8 +112,9 @@ def _load_onnx(path: Path):
         )
     try:
         return ModelWrapper(load_onnx_safely(path, f"package file {path.name}", finn_ops=True))
-    except ExportError as exc:
-        raise PackageError(exc.what, where=str(path), fix="the file is corrupt; deploy again") from exc
+    except ExportError as exc:  # its `where` may name the node and attribute after the file
+        detail = (exc.where or "").removeprefix(f"package file {path.name}")
+        raise PackageError(exc.what, where=f"{path}{detail}", fix="the file is corrupt; deploy again") from exc
     except Exception as exc:  # qonnx on a graph the guard let through
         raise PackageError(
             f"{path.name} cannot be read: {type(exc).__name__}",

@@ -281,6 +281,9 @@ def graph_to_nhwc(value: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- quantizers
 
 
+MAX_QUANT_BITS = 32  # the widest quantizer qonnx's integer types describe exactly in int64 arithmetic
+
+
 def _quant_params(walk: _Walk, node) -> tuple[np.ndarray, np.ndarray, int, bool, bool]:
     """scale, zero point, bit width, signed, narrow of a Quant node (its parameters must be constants)."""
     params = [walk.graph.get_initializer(name) for name in node.input[1:4]]
@@ -288,6 +291,12 @@ def _quant_params(walk: _Walk, node) -> tuple[np.ndarray, np.ndarray, int, bool,
         raise _refuse(node, "has a scale, zero point or bit width that is computed, not a constant")
     attrs = _attrs(node)
     bits = float(np.asarray(params[2]).reshape(-1)[0])
+    if not 1 <= bits <= MAX_QUANT_BITS:  # before 2**bits: a bit width of 2e10 would compute for ever
+        raise _refuse(
+            node,
+            f"has a bit width of {bits:g}; quantizers have 1 to {MAX_QUANT_BITS} bits",
+            "export the model again: its file holds a bit width no quantizer has (damaged or edited)",
+        )
     if bits != int(bits):
         raise _refuse(node, f"has a fractional bit width {bits}")
     rounding = attrs.get("rounding_mode", b"ROUND")
