@@ -99,7 +99,10 @@ def test_popcount_accumulators_widened_and_exact(tmp_path, mw, with_thresholds, 
     model = steps.minimize_bit_widths(model, cfg)  # it runs again after folding: the widening holds
     op = getCustomOp(model.graph.node[0])
     assert op.get_nodeattr("accDataType") == sdk_type
-    assert [(w.node, w.finn, w.sdk, w.popcount_max) for w in cfg.widened] == [("MVAU_hls_0", finn_type, sdk_type, mw)]
+    accumulators = [w for w in cfg.widened if w.what == "accumulator"]
+    assert [(w.node, w.finn, w.sdk, w.why) for w in accumulators] == [
+        ("MVAU_hls_0", finn_type, sdk_type, f"popcount up to {mw}")
+    ]
     if with_thresholds:  # the HLS accumulator is the thresholds' type: it holds every popcount and threshold
         tdt = model.get_tensor_datatype("t")
         assert tdt.allowed(0) and tdt.allowed(mw) and tdt.bitwidth() >= DataType[sdk_type].bitwidth()
@@ -127,6 +130,56 @@ def test_wide_enough_accumulators_stay_finn_s(tmp_path):
     model = steps.minimize_bit_widths(_xnor_mvau("MVAU_hls", weights, np.array([[400], [700]])), cfg)
     assert getCustomOp(model.graph.node[0]).get_nodeattr("accDataType") == "INT11"
     assert cfg.widened == []
+
+
+def test_thresholds_type_holds_the_accumulator(tmp_path):
+    """FINN's HLS MVAU accumulates in its thresholds' type. Non-negative weights give an unsigned accumulator
+    (UINT11: up to 1500 here); a negative threshold makes FINN pick INT11 (up to 1023), where 1500 wraps."""
+    from finn.core.onnx_exec import execute_onnx
+    from onnx import helper
+    from qonnx.custom_op.registry import getCustomOp
+
+    from sdk.boards import get_board
+    from targets.finn import steps
+    from targets.finn.simulator import simulate_dataflow
+
+    def mvau(op_type: str):
+        node = helper.make_node(
+            op_type,
+            ["x", "w", "t"],
+            ["y"],
+            name=f"{op_type}_0",
+            domain=HW if op_type == "MVAU" else f"{HW}.hls",
+            backend="fpgadataflow",
+            MW=100,
+            MH=2,
+            PE=1,
+            SIMD=1,
+            inputDataType="UINT4",
+            weightDataType="INT2",
+            outputDataType="UINT2",
+            ActVal=0,
+            noActivation=0,
+            binaryXnorMode=0,
+            numInputVectors=[1],
+            mem_mode="internal_decoupled",
+        )
+        thresholds = np.array([[-3, 700, 800], [-2, 3, 900]])
+        model = hw_graph([node], {"x": (1, 100), "y": (1, 2)}, {"w": np.ones((100, 2)), "t": thresholds}, "UINT4")
+        model.set_tensor_datatype("w", DataType["INT2"])
+        model.set_tensor_datatype("t", DataType["INT32"])
+        return model
+
+    cfg = steps.FinnConfig(get_board("pynq-z2"), tmp_path)
+    model = steps.minimize_bit_widths(steps.minimize_bit_widths(mvau("MVAU_hls"), cfg), cfg)
+    assert getCustomOp(model.graph.node[0]).get_nodeattr("accDataType") == "UINT11"
+    assert [str(w) for w in cfg.widened] == [
+        "MVAU_hls_0 thresholds INT11 -> INT12 (UINT11 values and the thresholds span [-3, 2047])"
+    ]
+    assert model.get_tensor_datatype("t").name == "INT12"
+    x = np.array([[15] * 100, [0] * 100, [7] * 100])  # accumulators 1500, 0, 700
+    expected = np.concatenate([execute_onnx(mvau("MVAU"), {"x": row[None].astype(np.float32)})["y"] for row in x])
+    np.testing.assert_array_equal(simulate_dataflow(model, x).output, expected)
 
 
 class BinaryMLP(nn.Module):
@@ -189,7 +242,7 @@ def test_binary_mlp_784_wide_deploys_bit_exact_on_fpgas(tmp_path):
         )
         assert result.verified and result.exit_code == 0, board
         report = (result.package / "report.md").read_text()
-        assert "MVAU_hls_0 INT10 -> UINT10 (popcount up to 784)" in report
+        assert "MVAU_hls_0 accumulator INT10 -> UINT10 (popcount up to 784)" in report
         with torch.no_grad():
             expected = model(torch.from_numpy(x.astype(np.float32) / 255)).numpy()
         np.testing.assert_allclose(

@@ -411,10 +411,8 @@ class FinnTarget:
             )
         if cfg.widened:
             report.notes.append(
-                "Accumulators widened beyond FINN's MinimizeAccumulatorWidth (it sizes an XNOR layer by the +-1 dot "
-                "product; the hardware accumulates the popcount, up to the layer's inputs): "
-                + "; ".join(f"{w.node} {w.finn} -> {w.sdk} (popcount up to {w.popcount_max})" for w in cfg.widened)
-                + "."
+                "Widened beyond FINN's minimised bit widths (an XNOR layer accumulates the popcount, up to its "
+                "inputs; an HLS layer compares in its thresholds' type): " + "; ".join(map(str, cfg.widened)) + "."
             )
         if cfg.cached_steps:
             report.notes.append(

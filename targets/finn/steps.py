@@ -129,7 +129,7 @@ def minimize_bit_widths(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
     from finn.transformation.fpgadataflow.minimize_weight_bit_width import MinimizeWeightBitWidth
 
     model = model.transform(MinimizeWeightBitWidth()).transform(MinimizeAccumulatorWidth())
-    model, cfg.widened = accumulators.widen_popcount_accumulators(model)  # where FINN's are too narrow
+    model, cfg.widened = accumulators.widen_accumulators(model)  # where FINN's are too narrow
     return model
 
 
