@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -410,6 +410,11 @@ class FinnTarget:
                 f"{fit.stop_reason}. At 100 % of the board: {fit.fps_at_full_board:,.0f} fps; "
                 f"fully unfolded: {fit.fps_unfolded:,.0f} fps."
             )
+        if cfg.widened:
+            report.notes.append(
+                "Widened beyond FINN's minimised bit widths (an XNOR layer accumulates the popcount, up to its "
+                "inputs; an HLS layer compares in its thresholds' type): " + "; ".join(map(str, cfg.widened)) + "."
+            )
         if cfg.cached_steps:
             report.notes.append(
                 f"From the SDK cache (the same graph went through them before): {', '.join(cfg.cached_steps)}; "
@@ -445,6 +450,7 @@ class FinnTarget:
             "sources": cfg.sources,
             "step_seconds": cfg.step_seconds,
             "cached_steps": cfg.cached_steps,
+            "widened_accumulators": [asdict(w) for w in cfg.widened],
             "rtl_simulation": None if rtl is None else rtl.to_dict(),
         }
         return report, summary

@@ -47,6 +47,19 @@ MAX_ELEMENTS = 1 << 26  # per sample, of any tensor: far above any model an FPGA
 FIX = "deploy the model again; a package's graph is always the one the SDK wrote"
 
 
+def _reshaped(shape: tuple[int, ...], target: list[int]) -> tuple[int, ...] | None:
+    """A Reshape's target dimensions with its one -1 resolved (`x.view(len(x), -1)` exports [1, -1]), as numpy
+    reshapes them; None where they do not hold exactly the input's elements."""
+    size, known = math.prod(shape), math.prod(d for d in target if d != -1)
+    if any(d < 1 and d != -1 for d in target) or target.count(-1) > 1:
+        return None
+    if -1 in target:
+        if size % known:
+            return None
+        target = [size // known if d == -1 else d for d in target]
+    return tuple(target) if math.prod(target) == size else None
+
+
 def _refuse(label: str, node: str, what: str, attribute: str | None = None) -> PackageError:
     return PackageError(
         f"{label}: node {node[:60]!r} {what}.",
@@ -242,9 +255,10 @@ def check_parent(parent, dataflow, label: str = "parent_model.onnx") -> None:
             target = parent.get_initializer(node.input[1]) if len(node.input) > 1 else None
             if target is None or target.ndim != 1 or not np.issubdtype(target.dtype, np.integer):
                 raise _refuse(label, node.name, "has no constant integer shape")
-            if any(int(d) < 1 for d in target[1:]) or math.prod(int(d) for d in target[1:]) != math.prod(shape[1:]):
+            dims = _reshaped(shape[1:], [int(d) for d in target[1:]])
+            if dims is None:
                 raise _refuse(label, node.name, f"reshapes {shape[1:]} into {tuple(target[1:])}: not the same size")
-            shape = (shape[0], *(int(d) for d in target[1:]))
+            shape = (shape[0], *dims)
         elif node.op_type == "Flatten":
             shape = (shape[0], math.prod(shape[1:]))
     accelerator_in = _shape(label, dataflow, dataflow.graph.node[0], dataflow.graph.input[0].name)

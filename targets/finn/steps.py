@@ -27,7 +27,18 @@ from qonnx.core.modelwrapper import ModelWrapper
 from sdk.boards import Board
 from sdk.errors import SDKError, UnsupportedLayersError, UnsupportedModelError
 from sdk.time_limit import STEP_TIMEOUT_VARIABLE, StepTimeout, step_timeout, time_limit
-from targets.finn import codegen, estimate, folding, frontend, graph_cache, hw_layers, partition, specialize, streamline
+from targets.finn import (
+    accumulators,
+    codegen,
+    estimate,
+    folding,
+    frontend,
+    graph_cache,
+    hw_layers,
+    partition,
+    specialize,
+    streamline,
+)
 from targets.finn.environment import prepare_finn
 
 FINN_REFERENCE_SAMPLES = 8  # FINN's python execution runs one sample at a time: a few suffice per layer
@@ -64,6 +75,7 @@ class FinnConfig:
     sources: dict[str, list[str]] = field(default_factory=dict)
     step_seconds: dict[str, float] = field(default_factory=dict)
     cached_steps: list[str] = field(default_factory=list)  # steps whose result came from the SDK's cache
+    widened: list[accumulators.Widened] = field(default_factory=list)  # accumulators FINN sized too narrow
 
     @property
     def clock(self) -> float:
@@ -116,7 +128,9 @@ def minimize_bit_widths(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
     from finn.transformation.fpgadataflow.minimize_accumulator_width import MinimizeAccumulatorWidth
     from finn.transformation.fpgadataflow.minimize_weight_bit_width import MinimizeWeightBitWidth
 
-    return model.transform(MinimizeWeightBitWidth()).transform(MinimizeAccumulatorWidth())
+    model = model.transform(MinimizeWeightBitWidth()).transform(MinimizeAccumulatorWidth())
+    model, cfg.widened = accumulators.widen_accumulators(model)  # where FINN's are too narrow
+    return model
 
 
 def set_folding(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
