@@ -274,6 +274,39 @@ def _export_checked(
     return ExportResult(out_path, card_path, card)
 
 
+def _refuse_weights_without_a_scale(model: nn.Module) -> None:
+    """A weight quantizer whose scale is not finite, named by layer before the export carries it as a NaN.
+
+    Brevitas's default weight quantizer is signed and narrow-range: at weight_bit_width=1 its only integer is 0, its
+    scale max|w| / 0 is infinite and the module computes NaN. 1-bit weights are Brevitas's binary quantizer."""
+    for name, module in model.named_modules():
+        if getattr(module, "weight_quant", None) is None or not callable(getattr(module, "quant_weight", None)):
+            continue
+        try:
+            with torch.no_grad():
+                weight = module.quant_weight()
+            scale, bits = weight.scale, int(weight.bit_width)
+        except Exception:  # not a quantized weight this check can read: the export and its check judge it
+            continue
+        if bool(torch.isfinite(scale).all()):
+            continue
+        one_bit = bits == 1 and bool(getattr(module.weight_quant, "is_narrow_range", False))
+        raise ExportError(
+            f"Layer {name or type(module).__name__} ({type(module).__name__}) has a weight scale that is not finite"
+            + (
+                ": weight_bit_width=1 with a signed narrow-range quantizer (Brevitas's default) leaves 0 as the only "
+                "integer, so its scale divides by 0 and the module computes NaN."
+                if one_bit
+                else " (a weight tensor of zeros or NaN gives no scale); the module computes NaN."
+            ),
+            where=f"layer {name or type(module).__name__}",
+            fix="for 1-bit weights use weight_quant=SignedBinaryWeightPerTensorConst (from brevitas.quant): weights "
+            "of -scale / +scale, which the FPGA boards and (with 2..8-bit activations) the TFLite targets deploy"
+            if one_bit
+            else "give the layer finite, non-zero weights (retrain, or check how they were loaded)",
+        )
+
+
 def export_module(
     model: nn.Module,
     example_input: torch.Tensor | np.ndarray | tuple[int, ...],
@@ -298,6 +331,7 @@ def export_module(
     flat = len(shape) == 2
     input_shape = [1, 1, int(shape[1])] if flat else [int(d) for d in shape[1:]]
     model = model.eval()
+    _refuse_weights_without_a_scale(model)
     with torch.no_grad():
         outputs = model(torch.zeros(1, *([input_shape[-1]] if flat else input_shape))).reshape(1, -1).shape[1]
     card = {

@@ -17,7 +17,7 @@ from brevitas.quant import SignedBinaryActPerTensorConst, SignedBinaryWeightPerT
 from torch import nn
 
 from sdk import check, deploy
-from sdk.errors import TfliteConversionError
+from sdk.errors import ExportError, TfliteConversionError
 
 pytestmark = pytest.mark.slow
 
@@ -125,3 +125,15 @@ def test_bipolar_activations_stay_refused_naming_the_node():
         error = info.value
         assert "BipolarQuant" in error.where and "1 bit" in error.what and "sends 0 to +s" in error.what
         assert "2..8-bit activations" in error.fix and "deploy to FINN" in error.fix
+
+
+def test_weight_bit_width_1_on_brevitas_default_quantizer_is_named_with_the_binary_quantizer_as_fix():
+    """QuantLinear(..., weight_bit_width=1) alone keeps Brevitas's signed narrow-range quantizer, whose only integer
+    is 0: the module computes NaN. Said naming the layer, not as a NaN in a temporary file's tensor."""
+    model = nn.Sequential(QuantLinear(64, 16, bias=False, weight_bit_width=1), QuantReLU(bit_width=2)).eval()
+    for board in ("tflite", "pynq-z2"):
+        with pytest.raises(ExportError) as info:
+            check(model, board, example_input=EXAMPLE)
+        error = info.value
+        assert error.where == "layer 0" and "only integer" in error.what
+        assert "SignedBinaryWeightPerTensorConst" in error.fix and "sdk-export" not in error.render()
