@@ -127,13 +127,21 @@ def test_bipolar_activations_stay_refused_naming_the_node():
         assert "2..8-bit activations" in error.fix and "deploy to FINN" in error.fix
 
 
-def test_weight_bit_width_1_on_brevitas_default_quantizer_is_named_with_the_binary_quantizer_as_fix():
-    """QuantLinear(..., weight_bit_width=1) alone keeps Brevitas's signed narrow-range quantizer, whose only integer
-    is 0: the module computes NaN. Said naming the layer, not as a NaN in a temporary file's tensor."""
-    model = nn.Sequential(QuantLinear(64, 16, bias=False, weight_bit_width=1), QuantReLU(bit_width=2)).eval()
+@pytest.mark.parametrize(
+    "quant, says",
+    [
+        ({}, "only integer"),  # Brevitas's default: signed narrow-range, whose 1-bit scale divides by 0
+        ({"weight_narrow_range": False}, "integers -1 / 0"),  # exported as BipolarQuant (-1 / +1) by Brevitas
+    ],
+)
+def test_other_one_bit_weight_quantizers_are_named_with_the_binary_quantizer_as_fix(quant, says):
+    """QuantLinear(..., weight_bit_width=1) on Brevitas's integer quantizer computes NaN, or -1 / 0 that Brevitas
+    exports as -1 / +1: said naming the layer, not as a NaN in a temporary file or an export "bug"."""
+    layer = QuantLinear(64, 16, bias=False, weight_bit_width=1, **quant)
+    model = nn.Sequential(layer, nn.BatchNorm1d(16), QuantReLU(bit_width=2)).eval()
     for board in ("tflite", "pynq-z2"):
         with pytest.raises(ExportError) as info:
             check(model, board, example_input=EXAMPLE)
         error = info.value
-        assert error.where == "layer 0" and "only integer" in error.what
+        assert error.where == "layer 0" and says in error.what
         assert "SignedBinaryWeightPerTensorConst" in error.fix and "sdk-export" not in error.render()
