@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from brevitas.nn import QuantIdentity, QuantLinear, QuantReLU
+from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear, QuantReLU
 from brevitas.quant import SignedBinaryActPerTensorConst, SignedBinaryWeightPerTensorConst
 from torch import nn
 
@@ -96,6 +96,44 @@ def test_one_bit_weights_with_two_bit_activations_deploy_verified_to_the_tflite_
         assert [layer["weight_bits"] for layer in fc] == [1, 1, 1]
         assert [layer["act_bits"] for layer in fc] == [2, 2, None]  # the classifier writes its accumulator
         assert all(layer["weight_gain"] == 64 for layer in fc)  # +-1 stored as +-64 at scale / 64
+
+
+class BinaryWeightConvNet(nn.Module):
+    """A plain and a depthwise convolution with 1-bit weights, 2-bit activations, a max pool and a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = QuantConv2d(1, 8, 3, padding=1, **BINARY)
+        self.bn, self.act = nn.BatchNorm2d(8), QuantReLU(bit_width=2)
+        self.depthwise = QuantConv2d(8, 8, 3, padding=1, groups=8, **BINARY)
+        self.bn_dw, self.act_dw = nn.BatchNorm2d(8), QuantReLU(bit_width=2)
+        self.pool = nn.MaxPool2d(2)
+        self.classifier = QuantLinear(8 * 4 * 4, 10, **BINARY)
+
+    def forward(self, x):
+        x = self.act(self.bn(self.conv(x)))
+        x = self.pool(self.act_dw(self.bn_dw(self.depthwise(x))))
+        return self.classifier(x.flatten(1))
+
+
+def test_one_bit_conv_and_depthwise_weights_deploy_verified_to_the_tflite_family(tmp_path):
+    """Untrained (exactness does not depend on training), with BatchNorm statistics that spread the activations."""
+    torch.manual_seed(4)
+    model = BinaryWeightConvNet()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-2, 2)
+            module.running_var.uniform_(1, 4)
+    model.eval()
+    example = torch.zeros(1, 1, 8, 8)
+    results = deploy(model, ",".join(TFLITE_FAMILY), example_input=example, out=str(tmp_path / "c"), samples=100)
+    assert [(r.board, r.exit_code, r.verified) for r in results] == [(b, 0, True) for b in TFLITE_FAMILY]
+    layers = json.loads((results[0].package / "report.json").read_text())["data"]["tflite"]["layers"]
+    assert [(layer["op"], layer["weight_bits"]) for layer in layers if layer.get("weight_bits")] == [
+        ("conv", 1),
+        ("dw", 1),
+        ("fc", 1),
+    ]
 
 
 def test_the_stored_weights_are_the_signs_times_the_gain(tmp_path):
