@@ -153,6 +153,7 @@ class ResolvedModel:
     onnx_path: Path
     card: dict[str, Any]
     brevitas: Any | None  # the QAT model, where its checkpoint is at hand
+    notes: list[str] = field(default_factory=list)  # what was read differently from the file (into each report)
 
 
 def resolve_model(model: str, workdir: Path, input_scale: float | None = None) -> ResolvedModel:
@@ -161,7 +162,7 @@ def resolve_model(model: str, workdir: Path, input_scale: float | None = None) -
     Either way the graph is the source model the flows compare against: no torch is loaded for it."""
     from sdk.export_cache import export_run_cached
     from sdk.model_card import card_from_graph, card_path_for, check_graph_tensors, read_card
-    from sdk.onnx_guard import load_onnx_safely
+    from sdk.onnx_guard import legacy_note, load_onnx_safely
     from sdk.runs import CHECKPOINT_NAME
 
     path = Path(model)
@@ -183,16 +184,21 @@ def resolve_model(model: str, workdir: Path, input_scale: float | None = None) -
         )
     local = workdir / "model.qonnx.onnx"
     local.write_bytes(path.read_bytes())  # what is checked is what is deployed, even if the file changes meanwhile
-    proto = load_onnx_safely(local, f"--model {model}")  # no library sees the graph before its domains are checked
+    renamed: list[str] = []  # older QONNX: quantizers in FINN's domain, read as qonnx's (a note is logged)
+    proto = load_onnx_safely(local, f"--model {model}", renamed=renamed)  # before any library sees the graph
+    notes = []
+    if renamed:  # every later reader (flows, package, simulate) gets the graph with qonnx's domain, noted once
+        local.write_bytes(proto.SerializeToString())
+        notes.append(legacy_note(f"--model {model}", renamed))
     if not card_path_for(path).is_file():  # any QONNX file: the card comes from the graph
         card = card_from_graph(local, local, input_scale, where=f"--model {model}")
-        return ResolvedModel(local, card, None)
+        return ResolvedModel(local, card, None, notes)
     card = read_card(path)
     _no_input_scale(input_scale, f"the model card {card_path_for(path).name}")
     _card_fits_graph(card, proto, f"{card_path_for(path)}, input.image_shape")
     check_graph_tensors(proto, f"--model {model}")
     card_path_for(local).write_text(json.dumps(card, indent=2))
-    return ResolvedModel(local, card, None)
+    return ResolvedModel(local, card, None, notes)
 
 
 def _no_input_scale(input_scale: float | None, source: str) -> None:
@@ -487,7 +493,8 @@ def deploy(
     ):
         task = bar.add_task(f"{board.name}: load model and samples")
         steps = [("load model and samples", time.perf_counter())]
-        request = _request(config, choice, Path(tmp), prepared or prepare_model(config, Path(tmp), qat_model))
+        prepared = prepared or prepare_model(config, Path(tmp), qat_model)
+        request = _request(config, choice, Path(tmp), prepared)
 
         def step(message: str) -> None:
             steps.append((message, time.perf_counter()))
@@ -495,6 +502,7 @@ def deploy(
 
         with PackageBuilder(final_dir) as pkg:
             outcome = target.build(request, pkg, step)
+            outcome.report.notes.extend(prepared.resolved.notes)
             pkg.add_file("model.qonnx.onnx", request.model_path)
             pkg.write_json("model.qonnx.json", request.card)
             step("write report")

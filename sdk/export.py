@@ -274,6 +274,56 @@ def _export_checked(
     return ExportResult(out_path, card_path, card)
 
 
+BINARY_WEIGHTS_FIX = (
+    "for 1-bit weights use weight_quant=SignedBinaryWeightPerTensorConst (from brevitas.quant): weights of -scale / "
+    "+scale, which the FPGA boards and (with 2..8-bit activations) the TFLite targets deploy"
+)
+
+
+def _refuse_weights_brevitas_cannot_export(model: nn.Module) -> None:
+    """Weight quantizers whose export would not compute the module, named by layer before the export.
+
+    Brevitas's default weight quantizer is signed and narrow-range: at weight_bit_width=1 its only integer is 0, its
+    scale max|w| / 0 is infinite and the module computes NaN. Any other 1-bit weight quantizer whose integers hold a
+    0 (signed -1 / 0, unsigned 0 / 1) is written by Brevitas's QONNX export as BipolarQuant (-1 / +1), a graph that
+    disagrees with the module. 1-bit weights are Brevitas's binary quantizer."""
+    for name, module in model.named_modules():
+        if getattr(module, "weight_quant", None) is None or not callable(getattr(module, "quant_weight", None)):
+            continue
+        try:
+            with torch.no_grad():
+                weight = module.quant_weight()
+                scale, bits = weight.scale, int(weight.bit_width)
+                ints = torch.unique(torch.round(weight.value / scale)) if bits == 1 else None
+        except Exception:  # not a quantized weight this check can read: the export and its check judge it
+            continue
+        layer = f"Layer {name or type(module).__name__} ({type(module).__name__})"
+        where = f"layer {name or type(module).__name__}"
+        if not bool(torch.isfinite(scale).all()):
+            if bits == 1:
+                raise ExportError(
+                    f"{layer} has a weight scale that is not finite: weight_bit_width=1 with a signed narrow-range "
+                    "quantizer (Brevitas's default) leaves 0 as the only integer, so its scale divides by 0 and the "
+                    "module computes NaN.",
+                    where=where,
+                    fix=BINARY_WEIGHTS_FIX,
+                )
+            raise ExportError(
+                f"{layer} has a weight scale that is not finite (a NaN or infinite weight gives one); the module "
+                "computes NaN.",
+                where=where,
+                fix="give the layer finite weights (retrain, or check how they were loaded)",
+            )
+        if ints is not None and bool((ints == 0).any()):
+            shown = " / ".join(str(int(v)) for v in ints.tolist()[:3])
+            raise ExportError(
+                f"{layer} quantizes weights to 1 bit with the integers {shown}: Brevitas exports every 1-bit "
+                "quantizer as QONNX's BipolarQuant (-1 / +1), so the exported graph would not compute this module.",
+                where=where,
+                fix=BINARY_WEIGHTS_FIX,
+            )
+
+
 def export_module(
     model: nn.Module,
     example_input: torch.Tensor | np.ndarray | tuple[int, ...],
@@ -298,6 +348,7 @@ def export_module(
     flat = len(shape) == 2
     input_shape = [1, 1, int(shape[1])] if flat else [int(d) for d in shape[1:]]
     model = model.eval()
+    _refuse_weights_brevitas_cannot_export(model)
     with torch.no_grad():
         outputs = model(torch.zeros(1, *([input_shape[-1]] if flat else input_shape))).reshape(1, -1).shape[1]
     card = {

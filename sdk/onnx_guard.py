@@ -27,6 +27,11 @@ only for the graphs FINN wrote into a deployment package (finn_ops=True),
 backends. Sub-modules of those packages are known if they exist in the installed
 package (found on disk, never imported here).
 
+Older QONNX: older converters (QKeras's among them) wrote the standard Quant, BipolarQuant and Trunc ops in the
+domain "finn.custom_op.general". In a user's model (finn_ops=False) exactly those op types in exactly
+that domain (LEGACY_OPS) are renamed to "qonnx.custom_op.general", by this fixed table: the legacy domain is never
+imported, and each rename is logged as a note. Every other node in a finn.* domain stays refused, named.
+
 Call load_onnx_safely(path, where_name) and hand the returned ModelProto on
 (qonnx: ModelWrapper(model_proto)); where_name is the file as the user named it
 (e.g. "--model net.onnx"), used in every message instead of a temporary copy's path.
@@ -35,6 +40,7 @@ Call load_onnx_safely(path, where_name) and hand the returned ModelProto on
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 import re
 from collections.abc import Iterator
@@ -62,6 +68,9 @@ FINN_DOMAINS = frozenset(
     }
 )
 CUSTOM_DOMAINS = QONNX_DOMAINS | FINN_DOMAINS
+# the historical domain of qonnx's own quantizers, and the ops read from it as qonnx's (a fixed table, never imported)
+LEGACY_DOMAIN, LEGACY_TARGET = "finn.custom_op.general", "qonnx.custom_op.general"
+LEGACY_OPS = frozenset({"Quant", "BipolarQuant", "Trunc"})
 KNOWN_DOMAINS = STANDARD_DOMAINS | CUSTOM_DOMAINS
 _QONNX_PACKAGE, _FINN_PACKAGE = "qonnx.custom_op.", "finn.custom_op."  # their existing sub-modules may be named
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -111,6 +120,7 @@ _FLOAT_TYPES = frozenset(
     {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
 )
 _FIX = "pass the .onnx file written by `sdk export` (or by Brevitas's export_qonnx), unchanged"
+_LOG = logging.getLogger(__name__)
 
 
 def _fail(where_name: str, what: str, fix: str = _FIX) -> ExportError:
@@ -223,13 +233,62 @@ def _parse(data: bytes, where_name: str) -> onnx.ModelProto:
     return model
 
 
-def _unknown_domain(where_name: str, domain: str, what: str, finn_ops: bool) -> ExportError:
-    shown = domain if len(domain) <= 80 else domain[:80] + "..."
-    known = sorted(QONNX_DOMAINS | (FINN_DOMAINS if finn_ops else frozenset()))
-    finn = "" if finn_ops else " (FINN's own ops belong in the graphs FINN writes into a package, not in a model)"
+def _finn_op_in_model(where_name: str, domain: str, what: str) -> ExportError:
+    """A FINN op (MultiThreshold, a dataflow layer, ...) in a user's model: a graph FINN has already transformed."""
     return _fail(
         where_name,
-        f"{where_name}: {what} is in the op domain {shown!r}, which the SDK does not know{finn}. qonnx would "
+        f"{where_name}: {what} is in FINN's op domain {domain!r}. The quantizers older converters wrote there "
+        f"({', '.join(sorted(LEGACY_OPS))}) are read as qonnx's own; any other op there is one of FINN's own ops, "
+        "which FINN's transformations write, and the SDK takes the quantized model from before them.",
+        "pass the QONNX file as your converter (QKeras's, Brevitas's export_qonnx, `sdk export`) wrote it, with its "
+        "quantizers as Quant / BipolarQuant / Trunc nodes, before any FINN transformation (MultiThreshold and the "
+        "other FINN ops come from FINN's streamlining, which the SDK runs itself)",
+    )
+
+
+def _rename_legacy_ops(model: onnx.ModelProto, where_name: str) -> list[str]:
+    """Older QONNX: the Quant, BipolarQuant and Trunc nodes of LEGACY_DOMAIN are renamed to qonnx's domain, and the
+    opset import follows; the names of the renamed nodes, logged as a note. Other ops in that domain are left as
+    they are (and refused by the domain check)."""
+    renamed: list[str] = []
+    for node, _ in _nodes(model):
+        if node.domain == LEGACY_DOMAIN and node.op_type in LEGACY_OPS:
+            node.domain = LEGACY_TARGET
+            renamed.append(node.name or node.op_type)
+    if not renamed:
+        return renamed
+    still_used = any(node.domain == LEGACY_DOMAIN for node, _ in _nodes(model)) or any(
+        function.domain == LEGACY_DOMAIN for function in model.functions
+    )
+    # the legacy domain's version carries over (qonnx picks Trunc's semantics by it); 1 where the file has none
+    version = next((opset.version for opset in model.opset_import if opset.domain == LEGACY_DOMAIN), 1)
+    imports = [opset for opset in model.opset_import if still_used or opset.domain != LEGACY_DOMAIN]
+    if LEGACY_TARGET not in {opset.domain for opset in imports}:
+        imports.append(onnx.helper.make_opsetid(LEGACY_TARGET, version))
+    del model.opset_import[:]
+    model.opset_import.extend(imports)
+    _LOG.warning("note: %s", legacy_note(where_name, renamed))
+    return renamed
+
+
+def legacy_note(where_name: str, renamed: list[str]) -> str:
+    """The note for a user whose older QONNX file had its quantizers renamed (logged, and kept in the report)."""
+    shown = ", ".join(renamed[:5]) + (f" and {len(renamed) - 5} more" if len(renamed) > 5 else "")
+    return (
+        f"{where_name} writes {len(renamed)} quantizer node(s) ({shown}) in the older domain {LEGACY_DOMAIN!r}, as "
+        f"older QONNX converters did; they were read as the same ops of qonnx's domain {LEGACY_TARGET!r} (the "
+        "package's model.qonnx.onnx holds them so)."
+    )
+
+
+def _unknown_domain(where_name: str, domain: str, what: str, finn_ops: bool) -> ExportError:
+    shown = domain if len(domain) <= 80 else domain[:80] + "..."
+    if not finn_ops and isinstance(domain, str) and domain.startswith(_FINN_PACKAGE):
+        return _finn_op_in_model(where_name, shown, what)
+    known = sorted(QONNX_DOMAINS | (FINN_DOMAINS if finn_ops else frozenset()))
+    return _fail(
+        where_name,
+        f"{where_name}: {what} is in the op domain {shown!r}, which the SDK does not know. qonnx would "
         "import a Python module of that name to run it, so the file is refused before anything reads it.",
         f"use ops of the standard ONNX or these domains: {', '.join(known)}; {_FIX}",
     )
@@ -255,7 +314,7 @@ def _check_structure(model: onnx.ModelProto, where_name: str, finn_ops: bool) ->
     for node, scope in nodes:
         if not is_known_domain(node.domain, finn_ops):
             name = node.name or node.op_type
-            raise _unknown_domain(where_name, node.domain, f"node {name!r} ({scope})", finn_ops)
+            raise _unknown_domain(where_name, node.domain, f"node {name!r} ({node.op_type}, {scope})", finn_ops)
         if node.op_type == "StreamingDataflowPartition":  # FINN loads the file its `model` attribute names
             for attribute in node.attribute:
                 if attribute.name == "model" and not _bare_file_name(attribute.s):
@@ -492,15 +551,22 @@ def _check_standard_ops(model: onnx.ModelProto) -> None:
     onnx.checker.check_model(model)
 
 
-def load_onnx_safely(path: Path | str, where_name: str | None = None, finn_ops: bool = False) -> onnx.ModelProto:
+def load_onnx_safely(
+    path: Path | str, where_name: str | None = None, finn_ops: bool = False, renamed: list[str] | None = None
+) -> onnx.ModelProto:
     """The ModelProto of an .onnx file, or an ExportError naming the file as `where_name`, before any library (qonnx,
     FINN, onnxruntime) has seen a byte of it.
 
     finn_ops: accept FINN's own domains too, for the graphs FINN wrote into a deployment package (a user's model,
-    QONNX from Brevitas, never holds them)."""
+    QONNX from Brevitas, never holds them); without it, the quantizers of older QONNX files are renamed from
+    FINN's domain to qonnx's (LEGACY_OPS), with a logged note, and their names are appended to `renamed`."""
     where_name = where_name or str(path)
     model = _parse(_read(Path(path), where_name), where_name)
     try:
+        if not finn_ops:
+            names = _rename_legacy_ops(model, where_name)
+            if renamed is not None:
+                renamed.extend(names)
         _check_structure(model, where_name, finn_ops)
         _check_annotations(model, where_name)
         _check_metadata(model, where_name)

@@ -6,10 +6,11 @@ Every number comes from the graph; nothing is calibrated:
 
   input       uint8 pixel p enters as int8 p - 128 at scale 1, zero point -128;
               a Mul / Div by a constant after it only changes that scale
-  Quant       on a constant: integer weights (2..8 bits, symmetric) and their
-              scales. On a value: the int8 quantization of the layer before it
-              (an unsigned a-bit quantizer: zero point -128, fused RELU, MINIMUM at
-              -128 + 2^a - 1; a signed one: zero point 0, clamps at its range),
+  Quant       on a constant: integer weights (1..8 bits, symmetric) and their
+              scales (BipolarQuant: the integers +-1 at its scale). On a value:
+              the int8 quantization of the layer before it (an unsigned a-bit
+              quantizer: zero point -128, fused RELU, MINIMUM at -128 + 2^a - 1;
+              a signed one: zero point 0, clamps at its range),
               or a QUANTIZE int8 -> int8 where it requantizes an int8 tensor
   Conv, Gemm  int8 weights per output channel = the integers times a power of two
   MatMul      (weight_gain); BatchNormalization, Mul / Add by constants and biases
@@ -61,8 +62,9 @@ FIXED_ACTIVATIONS: dict[str, tuple[str, float]] = {
     "Softmax": ("softmax", 0.5),
 }
 SUPPORTED = (
-    "Quant (2..8 bits), Conv (1-D / 2-D, depthwise), Gemm / MatMul, BatchNormalization, Relu, Mul / Add / Div by "
-    "constants, MaxPool, GlobalAveragePool / ReduceMean, Add, Concat, Reshape / Flatten, Sigmoid, Tanh, Softmax"
+    "Quant (activations 2..8 bits, weights 1..8 bits or BipolarQuant), Conv (1-D / 2-D, depthwise), Gemm / MatMul, "
+    "BatchNormalization, Relu, Mul / Add / Div by constants, MaxPool, GlobalAveragePool / ReduceMean, Add, Concat, "
+    "Reshape / Flatten, Sigmoid, Tanh, Softmax"
 )
 
 
@@ -354,8 +356,9 @@ def _out_quant(walk: _Walk, node) -> _OutQuant:
     if not 2 <= bits <= 8:
         raise _refuse(
             node,
-            f"quantizes activations to {bits} bits; int8 TFLite holds 2..8",
-            "train with 2..8 activation bits; 1-bit (bipolar) models deploy to FINN",
+            f"quantizes activations to {bits} bits; the writer lowers activation quantizers of 2..8 bits "
+            "(int8 holds at most 8)",
+            "train with 2..8 activation bits (1-bit weights lower); 1-bit activations deploy to FINN",
         )
     s = np.float32(scale.reshape(-1)[0])
     if not (np.isfinite(s) and s > 0):
@@ -564,11 +567,11 @@ def _compute_weights(walk: _Walk, node, index: int) -> _Weights:
             else "has computed weights",
             "quantize the layer's weights (Brevitas QuantConv / QuantLinear, 2..8 bits)",
         )
-    if not 2 <= w.bits <= 8:
+    if not 1 <= w.bits <= 8:
         raise _refuse(
             node,
-            f"has {w.bits}-bit weights; int8 TFLite holds exact 2..8-bit weights",
-            "train with 2..8 weight bits; 1-bit (binary) models deploy to FINN",
+            f"has {w.bits}-bit weights; int8 TFLite holds exact 1..8-bit weights",
+            "train with 1..8 weight bits, or deploy to an FPGA board (FINN takes wider weights)",
         )
     return w
 
@@ -888,12 +891,28 @@ def _on_concat(walk: _Walk, node) -> _Int8:
     return walk.add(layer, min(p.low for p in parts), max(p.high for p in parts))
 
 
-def _on_bipolar(walk: _Walk, node) -> None:
-    raise _refuse(
-        node,
-        "quantizes to 1 bit (bipolar, -1 / +1); int8 TFLite has no exact bipolar arithmetic",
-        "train with 2..8 bits (e.g. --bits w2a2), or deploy to FINN: 1-bit models run on the FPGA boards",
-    )
+def _on_bipolar(walk: _Walk, node) -> _Weights:
+    """Bipolar weights are the integers +-1 (sign, 0 counted positive, as QONNX's BipolarQuant) times the scale:
+    exact in int8. A bipolar activation is refused: it has no zero and sends 0 to +1, which an int8 requantization
+    (a rounding, a clamp) does not."""
+    value = walk.value(node)
+    if not isinstance(value, _Weights):
+        raise _refuse(
+            node,
+            "quantizes a computed tensor to 1 bit (bipolar: +s where its input is >= 0, else -s); the writer lowers "
+            "2..8-bit activation quantizers only: a bipolar one has no zero and sends 0 to +s, where an int8 "
+            "requantization (round to nearest, then clamp) sends 0 to 0",
+            "use 2..8-bit activations (e.g. QuantReLU(bit_width=2)) for the TFLite family, where 1-bit weights "
+            "lower; or deploy to FINN: the FPGA boards run 1-bit activations",
+        )
+    scale = walk.graph.get_initializer(node.input[1])
+    if scale is None:
+        raise _refuse(node, "has a scale that is computed, not a constant")
+    scale = np.asarray(scale, dtype=np.float32)
+    if np.any(scale <= 0) or not np.all(np.isfinite(scale)):
+        raise _refuse(node, "has a weight scale that is zero, negative or not finite")
+    ints = np.where(value.values >= 0, 1, -1).astype(np.int64)
+    return _Weights((ints * scale).astype(np.float64), ints, scale, 1)
 
 
 def lowering_table() -> dict[str, Callable[[_Walk, Any], Any]]:
