@@ -157,3 +157,41 @@ def test_an_activation_lowered_as_another_function_fails_at_that_op(
         every_op = _checks(result.package)["every"]
         assert not every_op["passed"] and every_op["first_difference"] in ("Sigmoid_0", "Softmax_0")
         assert "allowed" in every_op["detail"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# `sdk check` and `sdk deploy` give the same verdict
+
+
+class WideMLP(nn.Module):
+    """784 -> 1024 -> 1024 -> 10 in 8-bit weights: 1.9 MB of int8 weights, more than a 1 MiB-flash Cortex-M holds."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1 = QuantLinear(784, 1024, bias=True, weight_bit_width=8)
+        self.relu1 = QuantReLU(bit_width=8)
+        self.fc2 = QuantLinear(1024, 1024, bias=True, weight_bit_width=8)
+        self.relu2 = QuantReLU(bit_width=8)
+        self.fc3 = QuantLinear(1024, 10, bias=True)
+
+    def forward(self, x):
+        return self.fc3(self.relu2(self.fc2(self.relu1(self.fc1(x)))))
+
+
+def test_check_refuses_a_model_too_large_for_the_board_as_deploy_does(tmp_path):
+    """A model whose .tflite overflows the board's flash is refused by deploy (exit 2, no package); check measured
+    nothing and said "supported". Both now measure the written file against the board."""
+    from sdk import check
+    from sdk.errors import ModelTooLargeError
+
+    model, example = WideMLP().eval(), torch.zeros(1, 784)
+    with pytest.raises(ModelTooLargeError) as deployed:
+        deploy(model, "stm32f746g-disco", example_input=example, out=str(tmp_path / "m"), samples=5)
+    assert not (tmp_path / "m").exists()
+    with pytest.raises(ModelTooLargeError) as checked:
+        check(model, "stm32f746g-disco", example_input=example)
+    assert "FLASH" in checked.value.what and "FLASH" in deployed.value.what
+    for board in ("stm32h743zi-nucleo", "ethos-u55-128"):  # 2 MiB of flash; Vela's Corstone-300 has 8 MiB
+        check(model, board, example_input=example)
+        assert deploy(model, board, example_input=example, out=str(tmp_path / board), samples=5).verified
