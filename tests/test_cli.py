@@ -352,3 +352,35 @@ def test_a_failed_deploy_prints_its_reason_and_fix_and_simulate_of_it_exits_1(si
         sdk("simulate", str(tmp_path / "t2"), "--data", str(tmp_path / "x.npz"), "--json", check_code=1).stdout
     )
     assert any("failed its exactness rule" in failure for failure in as_json["failures"])
+
+
+@pytest.mark.slow
+def test_a_failed_fpga_deploy_names_the_layer_and_how_much_differs(tfc_run, tmp_path, monkeypatch):
+    """FINN's flow with one weight of the second MVAU changed on the way (as a miscompiling tool would): --json and
+    the summary name the layer, how many values differ and by how much, and the fix."""
+    from qonnx.core.datatype import DataType
+    from qonnx.custom_op.registry import getCustomOp
+
+    from targets.finn import steps
+
+    def change_the_second_layer(model, cfg):
+        node = [n for n in model.graph.node if n.op_type.startswith("MVAU")][1]
+        weights = model.get_initializer(node.input[1]).copy()
+        weights[:, :8] = DataType[getCustomOp(node).get_nodeattr("weightDataType")].max()
+        model.set_initializer(node.input[1], weights)
+        return model
+
+    position = steps.STEP_NAMES.index("check_mapping")
+    flow = [*steps.STEPS[:position], ("change", "change", change_the_second_layer), *steps.STEPS[position:]]
+    monkeypatch.setattr(steps, "STEPS", flow)
+    monkeypatch.setattr(steps, "STEP_NAMES", [name for name, _, _ in flow])
+    args = ["deploy", "--target", "pynq-z2", "--model", str(tfc_run), "--samples", "20"]
+    result = invoke(*args, "--out", str(tmp_path / "json"), "--json")
+    assert result.exit_code == 1, result.output
+    failure = json.loads(result.stdout)["failure"]
+    assert failure["layer"].startswith("MVAU") and failure["mismatch_rate"] > 0
+    assert "differ by up to" in failure["detail"] and "first differing sample" in failure["detail"]
+    assert failure["fix"].startswith("do not use this package")
+    text = flat(invoke(*args, "--out", str(tmp_path / "text")).stdout)
+    assert f"FAILED at {failure['layer']}" in text and "(see report.md)" not in text
+    assert "differ by up to" in text and "fix: do not use this package" in text
