@@ -108,6 +108,19 @@ def test_a_trained_classifier_with_a_final_activation_is_verified_on_the_tflite_
     assert float(np.mean(outputs.argmax(1) == expected.argmax(1))) > 0.97
 
 
+# every other Cortex-M and Ethos-U board: the same kernels (TFLite Micro's), other memories and NPU configurations
+OTHER_BOARDS = "arduino-nano-33-ble-sense,nrf52840-dk,stm32h743zi-nucleo,ethos-u55-256,ethos-u65-256,ethos-u85-256"
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "softmax"])
+def test_a_third_seed_is_verified_on_every_other_cortex_m_and_ethos_u_board(activation, test_data, tmp_path):
+    path, _ = test_data
+    results = deploy(
+        _train(activation, 2), OTHER_BOARDS, example_input=EXAMPLE, out=str(tmp_path / "t"), data=str(path)
+    )
+    assert [(r.board, r.verified, r.exit_code) for r in results] == [(b, True, 0) for b in OTHER_BOARDS.split(",")]
+
+
 def _patched_lowering(monkeypatch, change) -> None:
     """The writer's lowering of the model, with `change` applied to its list of layers (a bug in the lowering)."""
     from targets.tflite import writer
