@@ -541,8 +541,10 @@ def simulate(package: Path, data: str | None, limit: int | None, rtlsim: bool, a
     )
     for what, fraction in report.runtime_agreement.items():
         out.print(f"{what} on {fraction:.2%} of the samples")
-    for failure in report.failures:
-        out.print(f"[red]FAILED[/] {failure}")
+    from rich.markup import escape
+
+    for failure in report.failures:  # text from the package's report: printed as it is, never as markup
+        out.print(f"[red]FAILED[/] {escape(failure)}")
     sys.exit(1 if report.failures else 0)
 
 
