@@ -461,12 +461,28 @@ def print_comparison(results) -> None:
             out.print(f"[red]{r.board}:[/] {r.error}")
         else:
             out.print(f"[dim]{r.board}: {r.package}[/]")
+            _print_failure(r, prefix=f"{r.board}: ")
+
+
+def _print_failure(result, prefix: str = "") -> None:
+    """A failed rule's reason (check, layer, what differs, by how much) and its fix, below the summary."""
+    from rich.markup import escape
+
+    from sdk.verify import describe_failure
+
+    if result.failure:
+        reason, fix = describe_failure(result.failure)
+        out.print(f"[red]{prefix}FAILED[/] {escape(reason)}")
+        out.print(f"{prefix}{escape(fix)}")
 
 
 def _print_deploy(result) -> None:
+    from rich.markup import escape
+
     s = result.summary
     table = Table(title=f"deployed to {result.board} -> {result.package}", show_header=False)
-    table.add_row("verification", "[green]PASSED[/]" if result.verified else "[red]FAILED[/] (see report.md)")
+    where = f" at {escape(str(result.failure['layer']))}" if result.failure and result.failure["layer"] else ""
+    table.add_row("verification", "[green]PASSED[/]" if result.verified else f"[red]FAILED[/]{where} (reason below)")
     for key, value in s.items():
         if key == "verified":
             continue
@@ -480,6 +496,7 @@ def _print_deploy(result) -> None:
             value = f"{value:,.1f}"
         table.add_row(key.replace("_", " "), str(value))
     out.print(table)
+    _print_failure(result)
     for message in result.messages:
         out.print(f"[yellow]note:[/] {message}")
 
@@ -524,8 +541,10 @@ def simulate(package: Path, data: str | None, limit: int | None, rtlsim: bool, a
     )
     for what, fraction in report.runtime_agreement.items():
         out.print(f"{what} on {fraction:.2%} of the samples")
-    for failure in report.failures:
-        out.print(f"[red]FAILED[/] {failure}")
+    from rich.markup import escape
+
+    for failure in report.failures:  # text from the package's report: printed as it is, never as markup
+        out.print(f"[red]FAILED[/] {escape(failure)}")
     sys.exit(1 if report.failures else 0)
 
 

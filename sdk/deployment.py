@@ -139,6 +139,7 @@ class DeployResult:
     messages: list[str] = field(default_factory=list)
     error: str | None = None  # an error that stopped this board (in a multi-target deploy)
     error_exit_code: int = 2  # 2: a user error, 3: a bug in the SDK
+    failure: dict[str, Any] | None = None  # why the exactness rule failed (sdk.verify.Verification.failure)
 
     @property
     def exit_code(self) -> int:
@@ -473,7 +474,7 @@ def deploy(
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from sdk.report import write_report
+    from sdk.report import add_failure, write_report
 
     config.validate()
     choice = choose_target(config.target)
@@ -506,6 +507,7 @@ def deploy(
             pkg.add_file("model.qonnx.onnx", request.model_path)
             pkg.write_json("model.qonnx.json", request.card)
             step("write report")
+            add_failure(outcome.report, outcome.verification.failure())
             _add_step_times(outcome.report, steps)
             write_report(pkg, outcome.report)
             step("commit package")
@@ -528,7 +530,13 @@ def deploy(
                 },
             )
     return DeployResult(
-        board.name, choice.flow, final_dir, outcome.verification.passed, outcome.summary, outcome.messages
+        board.name,
+        choice.flow,
+        final_dir,
+        outcome.verification.passed,
+        outcome.summary,
+        outcome.messages,
+        failure=outcome.verification.failure(),
     )
 
 

@@ -111,6 +111,19 @@ def verification_table(verification) -> Table:
     )
 
 
+def add_failure(report: Report, failure: dict | None) -> None:
+    """A failed rule's reason and fix as summary lines, right after the verdict (report.json has it under data)."""
+    if failure is None:
+        return
+    from sdk.verify import describe_failure
+
+    reason, fix = describe_failure(failure)
+    lines = list(report.summary.items())
+    at = next((i + 1 for i, (key, _) in enumerate(lines) if key == "verification"), len(lines))
+    lines[at:at] = [("why it failed", reason), ("fix", fix.removeprefix("fix: "))]
+    report.summary = dict(lines)
+
+
 def write_report(pkg: PackageBuilder, report: Report) -> None:
     """Write report.json and report.md into the package. Draw the plots first: they are listed here."""
     pkg.write_json(REPORT_JSON, asdict(report))

@@ -133,6 +133,22 @@ def _samples(card: dict, data: str | None, limit: int | None) -> tuple[np.ndarra
     return x[:limit], (None if y is None else y[:limit]), what
 
 
+def deploy_failure(package: Path, manifest: dict) -> str | None:
+    """Why the package's own deploy failed its exactness rule (from its report), or None where it passed: a run of
+    such a package is no run of the model, whatever its accuracy."""
+    from sdk.report import REPORT_JSON
+    from sdk.verify import describe_failure
+
+    if manifest["verified"]:
+        return None
+    try:
+        failure = json.loads((package / REPORT_JSON).read_text())["data"]["verification"]["failure"]
+        reason, fix = describe_failure(failure)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # written by an older SDK, or no reason kept
+        reason, fix = "see its report.md", "fix: deploy again; use only a package whose verification PASSED"
+    return f"this package's deploy failed its exactness rule: {reason}; {fix}"
+
+
 def simulate_package(
     package: Path | str, data: str | None = None, limit: int | None = None, rtlsim: bool = False
 ) -> SimulationReport:
@@ -151,6 +167,7 @@ def simulate_package(
     check_labels(y, reference, f"--data {data}" if data else "the model card's data set")
     simulated = get_target(manifest["flow"]).simulate(package, card, x, rtlsim)
     outputs = simulated.outputs
+    failed_deploy = deploy_failure(package, manifest)
     identical = None
     if simulated.bit_exact:
         span = float(np.max(np.abs(reference))) or 1.0
@@ -167,5 +184,5 @@ def simulate_package(
         float(np.mean(same_class(outputs, reference))),
         identical,
         simulated.agreement,
-        simulated.failures,
+        [failed_deploy, *simulated.failures] if failed_deploy else simulated.failures,
     )

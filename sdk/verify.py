@@ -12,6 +12,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 FLOAT_RTOL = 1e-5  # of the output range: float32 rounding of the final scale, nothing more
+# What a user can do about a failed check, where the check names nothing more specific: a check that fails is a
+# lowering or tool that does not compute the model (the rule holds for every model a target accepts).
+FAILED_FIX = (
+    "do not use this package: its outputs differ from your model's; this is a bug in the SDK or its tools, not in "
+    "your model: report it with the package's report.md and model.qonnx.onnx"
+)
 
 
 @dataclass
@@ -26,6 +32,7 @@ class Check:
     mismatch_rate: float = 0.0
     ties: int = 0  # samples that differ only where the reference sits on a rounding tie (reported, not failures)
     first_sample: int | None = None  # the first sample that failed, where the check compares per sample
+    fix: str | None = None  # what the user can do when it fails, where more is known than FAILED_FIX
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,13 +53,46 @@ class Verification:
     def first_failure(self) -> Check | None:
         return next((c for c in self.checks if not c.passed), None)
 
+    def failure(self) -> dict | None:
+        """Why the rule failed, for the CLI, --json and the report: the check, the layer (or tensor) where it first
+        differs, what differs and by how much, and the fix. None when it passed."""
+        if self.passed:
+            return None
+        check = self.first_failure
+        if check is None:
+            return {
+                "check": "no check ran",
+                "layer": None,
+                "detail": "the flow compared nothing, so nothing is proven",
+                "mismatch_rate": None,
+                "first_sample": None,
+                "fix": FAILED_FIX,
+            }
+        return {
+            "check": check.name,
+            "layer": check.first_difference,
+            "detail": check.detail,
+            "mismatch_rate": check.mismatch_rate,
+            "first_sample": check.first_sample,
+            "fix": check.fix or FAILED_FIX,
+        }
+
     def to_dict(self) -> dict:
         return {
             "rule": self.rule,
             "passed": self.passed,
             "checks": [c.to_dict() for c in self.checks],
             "accuracy": self.accuracy,
+            "failure": self.failure(),
         }
+
+
+def describe_failure(failure: dict) -> list[str]:
+    """A failure (Verification.failure) as lines for people: where, what differs and by how much, then the fix."""
+    where = f" at {failure['layer']}" if failure.get("layer") else ""
+    rate = failure.get("mismatch_rate")
+    share_failed = f" ({rate:.1%} of the samples)" if rate else ""
+    return [f"{failure['check']} failed{where}{share_failed}: {failure['detail']}", f"fix: {failure['fix']}"]
 
 
 def binary_threshold(reference: np.ndarray) -> float:
@@ -99,13 +139,26 @@ def compare_layers(name: str, ours: list[tuple[str, np.ndarray]], theirs: list[n
     """Layer-by-layer equality of integer tensors; names the first layer that differs."""
     samples = len(ours[0][1]) if ours else 0
     for (layer, mine), reference in zip(ours, theirs):
-        if mine.shape != reference.shape or not np.array_equal(mine, reference):
-            rate = (
-                float(np.mean(np.any((mine != reference).reshape(len(mine), -1), axis=1)))
-                if mine.shape == reference.shape
-                else 1.0
+        if mine.shape != reference.shape:
+            detail = f"{detail}; {layer} has shape {mine.shape[1:]} per sample against {reference.shape[1:]}"
+            return Check(name, False, samples, detail, first_difference=layer, mismatch_rate=1.0)
+        if not np.array_equal(mine, reference):
+            differs = (mine != reference).reshape(len(mine), -1)
+            rows = np.any(differs, axis=1)
+            gap = np.abs(mine.astype(np.float64) - reference.astype(np.float64))
+            detail = (
+                f"{detail}; {layer} differs in {int(differs.sum())} of {differs.size} values, by up to "
+                f"{float(gap.max()):g}; first differing sample: {int(np.argmax(rows))}"
             )
-            return Check(name, False, samples, detail, first_difference=layer, mismatch_rate=rate)
+            return Check(
+                name,
+                False,
+                samples,
+                detail,
+                first_difference=layer,
+                mismatch_rate=float(rows.mean()),
+                first_sample=int(np.argmax(rows)),
+            )
     if len(ours) != len(theirs):
         return Check(
             name,
@@ -145,6 +198,9 @@ def compare_integer_outputs(
     name: str, ours: np.ndarray, reference: np.ndarray, detail: str, ties: np.ndarray | None = None
 ) -> Check:
     mismatch = np.any((ours != reference).reshape(len(ours), -1), axis=1)
+    if mismatch.any():
+        gap = np.abs(np.asarray(ours, np.float64) - np.asarray(reference, np.float64))
+        detail = f"{detail}; outputs differ by up to {float(gap.max()):g}"
     return _output_check(name, mismatch, ties, detail)
 
 

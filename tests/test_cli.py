@@ -272,3 +272,115 @@ def test_quiet_keeps_library_output_out(capfd):
         warnings.warn("shown when verbose", UserWarning, stacklevel=1)
         os.write(2, b"native shown\n")
     assert [str(w.message) for w in seen] == ["shown when verbose"] and "native shown" in capfd.readouterr().err
+
+
+# --- a deploy that fails its exactness rule: the reason on the command line, not only in report.md ----------------
+
+# `python -m sdk`, with a bug put into the TFLite lowering first: the model's final LOGISTIC is dropped from the file
+# (every component is real; the file computes logits where the model computes probabilities).
+DROP_THE_SIGMOID = """
+import runpy, sys
+from targets.tflite import writer
+original = writer.lower
+def lower(*args, **kwargs):
+    lowered = original(*args, **kwargs)
+    assert lowered.layers[-1].op == "logistic"
+    lowered.layers.pop()
+    return lowered
+writer.lower = lower
+sys.argv = ["sdk", *sys.argv[1:]]
+runpy.run_module("sdk", run_name="__main__")
+"""
+
+
+@pytest.fixture(scope="module")
+def sigmoid_qonnx(tmp_path_factory):
+    """A user's sigmoid classifier as Brevitas's export_qonnx writes it (float input: pixels / 255)."""
+    import torch
+    from brevitas.export import export_qonnx
+    from brevitas.nn import QuantLinear, QuantReLU
+    from torch import nn
+
+    torch.manual_seed(5)
+    body = nn.Sequential(QuantLinear(64, 16, bias=True, weight_bit_width=4), QuantReLU(bit_width=4))
+    model = nn.Sequential(body, QuantLinear(16, 1, bias=True, weight_bit_width=4), nn.Sigmoid()).eval()
+    path = tmp_path_factory.mktemp("model") / "sigmoid.onnx"
+    export_qonnx(model, input_t=torch.zeros(1, 64), export_path=str(path))
+    return path
+
+
+def _deploy_with_the_sigmoid_dropped(model, out, *args):
+    proc = subprocess.run(
+        [sys.executable, "-c", DROP_THE_SIGMOID, "deploy", "--model", str(model), "--input-scale", str(1 / 255)]
+        + ["--out", str(out), "--samples", "30", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    return proc
+
+
+@pytest.mark.slow
+def test_a_failed_deploy_prints_its_reason_and_fix_and_simulate_of_it_exits_1(sigmoid_qonnx, tmp_path):
+    payload = json.loads(
+        _deploy_with_the_sigmoid_dropped(sigmoid_qonnx, tmp_path / "t", "--target", "tflite", "--json").stdout
+    )
+    assert payload["verified"] is False and payload["exit_code"] == 1
+    failure = payload["failure"]
+    assert failure["check"].startswith("final output") and failure["layer"] == "network output"
+    assert "LSB" in failure["detail"] and failure["mismatch_rate"] > 0 and "report" in failure["fix"]
+
+    text = flat(_deploy_with_the_sigmoid_dropped(sigmoid_qonnx, tmp_path / "t2", "--target", "tflite").stdout)
+    assert "FAILED at network output" in text and "(see report.md)" not in text
+    assert "final output within 1 LSB of the source model failed at network output" in text
+    assert "max" in text and "LSB" in text and "fix: do not use this package" in text
+    report = (tmp_path / "t2" / "report.md").read_text()
+    assert "| why it failed |" in report and "| fix |" in report
+
+    several = _deploy_with_the_sigmoid_dropped(sigmoid_qonnx, tmp_path / "many", "--target", "tflite,stm32f746g-disco")
+    text = flat(several.stdout)
+    for board in ("tflite", "stm32f746g-disco"):
+        assert f"{board}: FAILED final output within 1 LSB of the source model failed at network output" in text
+
+    x = np.random.default_rng(0).integers(0, 256, size=(20, 64), dtype=np.uint8)
+    np.savez(tmp_path / "x.npz", x=x)  # one output: a binary classifier, no digit labels
+    simulated = sdk("simulate", str(tmp_path / "t2"), "--data", str(tmp_path / "x.npz"), check_code=1)
+    text = flat(simulated.stdout)
+    assert "FAILED this package's deploy failed its exactness rule" in text and "network output" in text
+    as_json = json.loads(
+        sdk("simulate", str(tmp_path / "t2"), "--data", str(tmp_path / "x.npz"), "--json", check_code=1).stdout
+    )
+    assert any("failed its exactness rule" in failure for failure in as_json["failures"])
+
+
+@pytest.mark.slow
+def test_a_failed_fpga_deploy_names_the_layer_and_how_much_differs(tfc_run, tmp_path, monkeypatch):
+    """FINN's flow with one weight of the second MVAU changed on the way (as a miscompiling tool would): --json and
+    the summary name the layer, how many values differ and by how much, and the fix."""
+    from qonnx.core.datatype import DataType
+    from qonnx.custom_op.registry import getCustomOp
+
+    from targets.finn import steps
+
+    def change_the_second_layer(model, cfg):
+        node = [n for n in model.graph.node if n.op_type.startswith("MVAU")][1]
+        weights = model.get_initializer(node.input[1]).copy()
+        weights[:, :8] = DataType[getCustomOp(node).get_nodeattr("weightDataType")].max()
+        model.set_initializer(node.input[1], weights)
+        return model
+
+    position = steps.STEP_NAMES.index("check_mapping")
+    flow = [*steps.STEPS[:position], ("change", "change", change_the_second_layer), *steps.STEPS[position:]]
+    monkeypatch.setattr(steps, "STEPS", flow)
+    monkeypatch.setattr(steps, "STEP_NAMES", [name for name, _, _ in flow])
+    args = ["deploy", "--target", "pynq-z2", "--model", str(tfc_run), "--samples", "20"]
+    result = invoke(*args, "--out", str(tmp_path / "json"), "--json")
+    assert result.exit_code == 1, result.output
+    failure = json.loads(result.stdout)["failure"]
+    assert failure["layer"].startswith("MVAU") and failure["mismatch_rate"] > 0
+    assert "differ by up to" in failure["detail"] and "first differing sample" in failure["detail"]
+    assert failure["fix"].startswith("do not use this package")
+    text = flat(invoke(*args, "--out", str(tmp_path / "text")).stdout)
+    assert f"FAILED at {failure['layer']}" in text and "(see report.md)" not in text
+    assert "differ by up to" in text and "fix: do not use this package" in text

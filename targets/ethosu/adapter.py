@@ -49,6 +49,10 @@ class EthosuTarget(TfliteFamilyTarget):
             memory_cells(summary, summary.get("sram_bytes"), summary.get("off_chip_bytes")),
         )
 
+    def check_fits(self, path: Path, x: np.ndarray, board, workdir: Path) -> None:
+        s = compile_vela(path, board, workdir / "vela").summary
+        raise_if_too_large(check_memory(s["sram_bytes"], s["flash_bytes"] + s["dram_bytes"], board), board)
+
     def measure(self, path, info, request, pkg, progress) -> Measured:
         board = request.board
         tensors = every_tensor_in_tflm(path, info_input(request.x, info), request.workdir)

@@ -111,11 +111,19 @@ class TfliteFamilyTarget:
     )
 
     def check(self, model_path: Path, board: Board, workdir: Path, qat_model: Any = None) -> None:
-        """Lowering names the first layer the writer cannot express (an SDKError, exit 2)."""
+        """Lowering names the first layer the writer cannot express (an SDKError, exit 2); the file is then written
+        and, on a board with memory limits, measured as a deploy measures it: check refuses what deploy refuses."""
         from targets.tflite.lowering import lower
-        from targets.tflite.writer import load_graph
+        from targets.tflite.writer import _metadata, load_graph, write_lowered
 
-        lower(load_graph(model_path, {}, workdir))
+        lowered = lower(load_graph(model_path, {}, workdir))
+        path = workdir / "check.tflite"  # as deploy writes it, but for the labels of the card check does not read
+        info = write_lowered(lowered, path, _metadata({}, lowered), float_input=False, float_output=False)
+        self.check_fits(path, np.zeros((1, *info.input_shape), np.int8), board, workdir)
+
+    def check_fits(self, path: Path, x: np.ndarray, board: Board, workdir: Path) -> None:
+        """Raise ModelTooLargeError where the int8 file at `path` (x: one input) does not fit the board, as
+        `measure` would; an application CPU has no limit to check."""
 
     def validate_board(self, board: Board) -> None:
         """Nothing beyond the board schema: memory capacities are checked against the measured model."""

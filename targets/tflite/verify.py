@@ -5,10 +5,14 @@ runtime = golden model   the runtime's output (every tensor where the runtime
                          bit for bit, on every sample
 golden ~ QAT model       each op, fed the QAT model's own integer input, is
                          within 1 LSB of the QAT model's output (the fixed-point
-                         requantization may round the other way at a tie); the
-                         mismatch rate is reported per tensor
+                         requantization may round the other way at a tie); a
+                         sigmoid / tanh / softmax also within one LSB of its
+                         input times the function's largest slope (its int8
+                         input is the graph's value rounded); the mismatch rate
+                         is reported per tensor
 final output             the graph's final output, with every compared tensor
-                         fed from the QAT model, within 1 LSB of the source
+                         fed from the QAT model, within 1 LSB (plus the same
+                         slope allowance after an activation) of the source
                          model's own final output (its forward, not a hooked
                          layer): an op dropped, added or mis-lowered after the
                          last compared tensor (a sigmoid, a softmax, a scale)
@@ -34,7 +38,8 @@ from targets.tflite.writer import TfliteInfo, dequantized_logits, tflite_input
 MAX_LSB = 1
 RULE = (
     "TFLite: the runtime equals the numpy golden model of its kernels on every sample; every op within 1 LSB of the "
-    "QAT model given the QAT model's input (mismatch rate reported)"
+    "QAT model given the QAT model's input (after a sigmoid / tanh / softmax: plus one LSB of its input times the "
+    "function's largest slope; mismatch rate reported)"
 )
 
 
@@ -47,6 +52,12 @@ class TensorAgreement:
     mismatch_rate: float  # fraction of values that differ
     end_to_end_max_lsb: int
     end_to_end_mismatch_rate: float
+    allowed_lsb: float = float(MAX_LSB)  # the op's tolerance: MAX_LSB, plus the slope allowance after an activation
+
+    @property
+    def within(self) -> bool:
+        """Within its tolerance (a value half an LSB from both sides is a tie: float32 noise must not fail it)."""
+        return self.max_lsb <= self.allowed_lsb + 1e-3
 
     def row(self) -> list:
         return [self.name, self.max_lsb, self.mismatch_rate, self.end_to_end_max_lsb, self.end_to_end_mismatch_rate]
@@ -86,8 +97,9 @@ def compare_with_qat(
     feed = {name: np.clip(value, INT8_MIN, INT8_MAX).astype(np.int8) for name, value in codes.items()}
     isolated = run_golden(tflite_path, x, rounding, feed=feed)
     chained = run_golden(tflite_path, x, rounding) if chained is None else chained
+    allowed = {layer.name: allowed_output_lsb(layer) for layer in info.layers}
     agreements = [
-        TensorAgreement(name, *_agreement(isolated[name], value), *_agreement(chained[name], value))
+        TensorAgreement(name, *_agreement(isolated[name], value), *_agreement(chained[name], value), allowed[name])
         for name, value in codes.items()
     ]
     return agreements, isolated
@@ -182,14 +194,25 @@ def verify(
     verification.checks.append(compare_with_runtime(runtime, runtime_tensors, golden))
     agreements, isolated = compare_with_qat(tflite_path, info, onnx_path, x_uint8, rounding, x, golden)
     worst = max(agreements, key=lambda a: (a.max_lsb, a.mismatch_rate))
-    first_bad = next((a for a in agreements if a.max_lsb > MAX_LSB), None)
+    first_bad = next((a for a in agreements if not a.within), None)
+    slack = "".join(
+        f"; {a.name} allowed {a.allowed_lsb:.2f} LSB after its activation (measured {a.max_lsb})"
+        for a in agreements
+        if a.allowed_lsb != MAX_LSB
+    )
+    beyond = (
+        f"; {first_bad.name} is {first_bad.max_lsb} LSB from the QAT model on {first_bad.mismatch_rate:.2%} of values, "
+        f"allowed {first_bad.allowed_lsb:.2f}"
+        if first_bad
+        else ""
+    )
     verification.checks.append(
         Check(
             f"every op within {MAX_LSB} LSB of the QAT model",
             first_bad is None,
             len(x_uint8),
             f"{len(agreements)} tensors, each op fed the QAT model's input; worst {worst.name}: {worst.max_lsb} LSB on "
-            f"{worst.mismatch_rate:.2%} of values",
+            f"{worst.mismatch_rate:.2%} of values{slack}{beyond}",
             first_difference=first_bad.name if first_bad else None,
             mismatch_rate=worst.mismatch_rate,
         )

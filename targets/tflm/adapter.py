@@ -88,6 +88,10 @@ class TflmTarget(TfliteFamilyTarget):
             "needs the board", memory_cells(summary, summary.get("arena_bytes"), summary.get("model_bytes"))
         )
 
+    def check_fits(self, path: Path, x: np.ndarray, board, workdir: Path) -> None:
+        arena = run_tflm(path, x, measure_arena=True)
+        raise_if_too_large(check_memory(arena.arena_used_bytes, arena.model_bytes, board), board)
+
     def measure(self, path, info, request, pkg, progress) -> Measured:
         board = request.board
         x = info_input(request.x, info)
