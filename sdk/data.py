@@ -503,6 +503,12 @@ def _npz_arrays(
     elif x.ndim == 3:
         x = x[:, None, :, :]
     labels = _class_names(arrays["labels"], where) if "labels" in arrays else None
+    if labels is not None and y is not None and y.max() >= len(labels):
+        raise DatasetError(
+            f"Labels y reach class {int(y.max())}, but the file names {len(labels)} class(es) in its array labels.",
+            where=f"{where}, arrays y/labels",
+            fix="store one name per class in labels (K names for labels 0..K-1), or drop the labels array",
+        )
     return x, (None if y is None else y.astype(np.int64)), labels
 
 
