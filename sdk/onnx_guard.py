@@ -294,6 +294,22 @@ def _unknown_domain(where_name: str, domain: str, what: str, finn_ops: bool) -> 
     )
 
 
+def _check_declared_once(graph: onnx.GraphProto, where_name: str) -> None:
+    """Each tensor's type and shape declared once among the graph's inputs, outputs and value_info: qonnx asserts
+    it (a traceback), and two declarations could disagree about the shape."""
+    seen: set[str] = set()
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        if value.name in seen:
+            raise _fail(
+                f"{where_name}, tensor {value.name}",
+                f"{where_name} declares the tensor {_shown(value.name)} twice (among the graph's inputs, outputs and "
+                "value_info).",
+                "declare each tensor once (onnx.shape_inference.infer_shapes writes value_info without repeats); "
+                + _FIX,
+            )
+        seen.add(value.name)
+
+
 def _check_structure(model: onnx.ModelProto, where_name: str, finn_ops: bool) -> None:
     if not model.HasField("graph"):
         raise _fail(where_name, f"{where_name} holds no graph.")
@@ -305,6 +321,7 @@ def _check_structure(model: onnx.ModelProto, where_name: str, finn_ops: bool) ->
         raise _fail(where_name, f"{where_name} has a graph with no inputs.")
     if not graph.output:
         raise _fail(where_name, f"{where_name} has a graph with no outputs.")
+    _check_declared_once(graph, where_name)
     nodes = list(_nodes(model))
     if len(nodes) > MAX_NODES:
         raise _fail(where_name, f"{where_name} has {len(nodes):,} nodes; more than {MAX_NODES:,} is not a network.")

@@ -243,6 +243,17 @@ def test_the_sum_of_declared_tensors_counts_too(tmp_path):
         load_onnx_safely(path, "m.onnx")
 
 
+@pytest.mark.parametrize("target", ["pynq-z2", "tflite"])
+def test_a_tensor_declared_twice_is_refused_not_a_qonnx_assertion(tmp_path, target):
+    """Found by fuzzing: an output repeated in value_info made qonnx assert (exit 3) in `sdk check`."""
+    model = _relu_graph([1, 4])
+    model.graph.value_info.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4]))
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    code, error = _invoke("check", "--target", target, "--model", str(path))
+    assert code == 2 and "declares the tensor 'y' twice" in error["what"] and "tensor y" in error["where"], error
+
+
 def test_a_card_size_input_through_check_is_refused(tfc_export, tmp_path):
     def change(model: onnx.ModelProto) -> None:
         for dim, size in zip(model.graph.input[0].type.tensor_type.shape.dim, [1, 40_000 * 40_000], strict=True):

@@ -14,6 +14,8 @@ case has a time limit (TIME_LIMIT): past it, the case is a hang, and fails.
 Example counts are set per reader (EXAMPLES). The readers of issue #21's fuzzing requirement (.onnx through `sdk
 check`, .tflite, TFLite Micro, a package's graphs, board YAML, .npz) have at least 1,000 cases in the whole suite,
 split into a small sample in the fast set (`-m "not slow"`) and the rest in a slow-marked twin of the test.
+Hypothesis draws the same cases on every run (derandomized), so a red run means the code changed; set
+SDK_FUZZ_RANDOM=1 to explore new cases (a failure prints its case to reproduce).
 
 With SDK_FUZZ_TABLE set to a folder, no case fails: each outcome is recorded there instead, and the same cases
 (fixed seeds) are counted by tests/fuzz_table.py into the table "tried | clean | traceback | wrongly accepted |
@@ -110,9 +112,12 @@ EXAMPLES: dict[str, int | tuple[int, int]] = {
 }
 TIME_LIMIT = 20.0  # seconds per case: `sdk check` of the TFC graph for an FPGA takes 2 s, a package's simulate 0.1
 TABLE = os.environ.get("SDK_FUZZ_TABLE")  # a folder: record outcomes there instead of failing (tests/fuzz_table.py)
+RANDOM = bool(os.environ.get("SDK_FUZZ_RANDOM"))  # explore new cases instead of the fixed ones
 FUZZ = settings(
     deadline=None,
     database=None,  # nothing written into the working tree; a failure prints its example
+    # the same cases on every run, so CI judges the code and not the draw; SDK_FUZZ_RANDOM=1 explores new ones
+    derandomize=not RANDOM,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )
 NO_SHRINK = [Phase.explicit, Phase.generate]  # cases in forked children: a failing one is reported as it was drawn
@@ -125,15 +130,15 @@ def examples(reader: str) -> settings:
 
 def fuzz(reader: str, share: str, shrink: bool = True, **strategies) -> Callable[[Callable[..., None]], None]:
     """Run the decorated body now, as a Hypothesis test of `share` ("fast": the fast set's sample, "rest": the
-    slow twin's remainder of the reader's cases) drawing `strategies`. In table mode the seed is fixed per reader
-    and share, so every checkout is tried on the same cases."""
+    slow twin's remainder of the reader's cases) drawing `strategies`. The seed is fixed per reader and share
+    (unless SDK_FUZZ_RANDOM), so every run and every checkout (tests/fuzz_table.py) is tried on the same cases."""
     fast, total = EXAMPLES[reader]
     count = fast if share == "fast" else total - fast
 
     def run(body: Callable[..., None]) -> None:
         phases = NO_SHRINK if (TABLE or not shrink) else settings.default.phases
         test = settings(FUZZ, max_examples=count, phases=phases)(given(**strategies)(body))
-        if TABLE:
+        if not RANDOM:
             test = fixed_seed(zlib.crc32(f"{reader}/{share}".encode()))(test)
         test()
 

@@ -176,8 +176,9 @@ def check_dataflow(model, label: str = "dataflow_model.onnx") -> None:
     _shape(label, model, graph.node[0], graph.input[0].name)
     seen: set[str] = set()
     for node in graph.node:
-        if IDENTIFIER.fullmatch(node.name) is None or node.name in seen:
-            raise _refuse(label, node.name or "(unnamed)", "has a name that is empty, repeated or not an identifier")
+        if not isinstance(node.name, str) or IDENTIFIER.fullmatch(node.name) is None or node.name in seen:
+            shown = node.name if isinstance(node.name, str) else repr(node.name)  # protobuf: bytes if not UTF-8
+            raise _refuse(label, shown or "(unnamed)", "has a name that is empty, repeated or not an identifier")
         seen.add(node.name)
         base = base_op_type(node.op_type)
         suffix = node.op_type[len(base) :]

@@ -327,6 +327,12 @@ def _weight_quant(walk: _Walk, node, values: np.ndarray) -> _Weights:
         raise _refuse(node, "quantizes weights asymmetrically (non-zero zero point)", "use symmetric weight quantizers")
     if np.any(scale <= 0) or not np.all(np.isfinite(scale)):
         raise _refuse(node, "has a weight scale that is zero, negative or not finite")
+    try:
+        fits = np.broadcast_shapes(values.shape, scale.shape) == values.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise _refuse(node, f"has a scale of shape {scale.shape} that does not fit its weights of shape {values.shape}")
     low, high = _code_range(bits, signed, narrow)
     ints = np.clip(np.round(values / scale.astype(np.float64)), low, high).astype(np.int64)
     return _Weights((ints * scale).astype(np.float64), ints, scale, bits)
