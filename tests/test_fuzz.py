@@ -332,6 +332,15 @@ DATATYPES = ["UINT8", "INT2", "BIPOLAR", "FLOAT32", "UINT0", "INT999", "FIXED<8,
 PAYLOAD = "__import__('pathlib').Path({marker!r}).touch() or ['N', 'C']"  # if it runs, it leaves a file
 
 
+def _fixed_length(path: str, width: int = 256) -> str:
+    """The same file under a name of `width` characters ("/." segments): the payload's length, and so every draw
+    that depends on a case's length, is the same whichever temporary folder this run got."""
+    parent, name = os.path.split(path)
+    pad = width - len(path)
+    assert pad >= 0, path
+    return parent + "/." * (pad // 2) + "/" * (pad % 2) + "/" + name
+
+
 def _tensor_names(graph: onnx.GraphProto) -> list[str]:
     return (
         [t.name for t in graph.input] + [i.name for i in graph.initializer] + [o for n in graph.node for o in n.output]
@@ -431,7 +440,7 @@ def _edit_graph(draw, model: onnx.ModelProto, marker: Path, edit: str | None = N
         value = draw(
             st.one_of(
                 st.sampled_from(LAYOUTS if key != "finn_datatype" else DATATYPES),
-                st.just(PAYLOAD.format(marker=str(marker))),
+                st.just(PAYLOAD.format(marker=_fixed_length(str(marker)))),
                 st.text(max_size=12),
             )
         )

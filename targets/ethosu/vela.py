@@ -152,8 +152,9 @@ def _ops(optimised: Path, reasons: dict[str, str]) -> tuple[int, list[dict[str, 
             if code.customCode == NPU_CUSTOM_CODE:
                 npu_streams += 1
                 continue
-            name = code.customCode.decode() if code.customCode else OP_NAMES.get(builtin_code(code), "?")
-            output = graph.tensors[op.outputs[0]].name.decode() if len(op.outputs) else ""
+            builtin = OP_NAMES.get(builtin_code(code), "?")
+            name = code.customCode.decode("utf-8", "replace") if code.customCode else builtin
+            output = graph.tensors[op.outputs[0]].name.decode("utf-8", "replace") if len(op.outputs) else ""
             cpu_ops.append({"op": name, "output": output, "reason": reasons.get(output, "")})
     return npu_streams, cpu_ops
 

@@ -302,7 +302,8 @@ def _quant_params(walk: _Walk, node) -> tuple[np.ndarray, np.ndarray, int, bool,
     if bits != int(bits):
         raise _refuse(node, f"has a fractional bit width {bits}")
     rounding = attrs.get("rounding_mode", b"ROUND")
-    if (rounding.decode() if isinstance(rounding, bytes) else rounding).upper() not in ("ROUND", "HALF_EVEN"):
+    rounding_name = rounding.decode("utf-8", "replace") if isinstance(rounding, bytes) else str(rounding)
+    if rounding_name.upper() not in ("ROUND", "HALF_EVEN"):
         raise _refuse(node, f"rounds by {rounding!r}; TFLite's requantization rounds to nearest")
     scale = np.asarray(params[0], dtype=np.float32)
     return (
@@ -639,7 +640,7 @@ def _on_conv(walk: _Walk, node) -> _Pending:
     dilations = [int(d) for d in attrs.get("dilations", [1] * len(kernel))]
     pads = [int(p) for p in attrs.get("pads", [0] * 2 * len(kernel))]
     auto_pad = attrs.get("auto_pad", b"NOTSET")
-    if (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) != "NOTSET":
+    if (auto_pad.decode("utf-8", "replace") if isinstance(auto_pad, bytes) else auto_pad) != "NOTSET":
         raise _refuse(node, f"pads by auto_pad={auto_pad!r}", "export with explicit padding")
     if one_d:
         strides, dilations, pads = [1, *strides], [1, *dilations], [0, pads[0], 0, pads[1]]

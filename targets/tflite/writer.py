@@ -636,7 +636,7 @@ def expose_all_tensors(source: Path | str, target: Path | str) -> list[str]:
     for buffer in model.buffers:  # keep the data 16-byte aligned in the copy too
         buffer.__class__ = _AlignedBuffer
     _write_atomic(Path(target), serialize(model))
-    return [graph.tensors[i].name.decode() for i in graph.outputs]
+    return [graph.tensors[i].name.decode("utf-8", "replace") for i in graph.outputs]
 
 
 def dequantized_logits(output: np.ndarray, scale: float, zero_point: int = 0) -> np.ndarray:

@@ -141,7 +141,7 @@ def _op_names(model: schema.ModelT) -> list[str]:
     for code in model.operatorCodes or []:
         builtin = builtin_code(code)
         name = OP_NAMES.get(builtin, str(builtin))
-        names.append(f"{name}({code.customCode.decode()})" if code.customCode else name)
+        names.append(f"{name}({code.customCode.decode('utf-8', 'replace')})" if code.customCode else name)
     return names
 
 
@@ -278,7 +278,7 @@ def run_tflm(tflite_path: Path | str, x_int8: np.ndarray, measure_arena: bool = 
     path = Path(tflite_path)
     data, model = _load_model(path)
     graph = model.subgraphs[0]
-    out_names = [graph.tensors[i].name.decode() for i in graph.outputs]
+    out_names = [graph.tensors[i].name.decode("utf-8", "replace") for i in graph.outputs]
     interpreter, log = _new_interpreter(data, _GENEROUS_ARENA)
     if interpreter is None:
         raise _load_error(path, model, log)
