@@ -25,6 +25,7 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 from qonnx.core.modelwrapper import ModelWrapper
+from tampering import recompute_manifest
 
 from sdk.boards import get_board
 from sdk.cli import main
@@ -36,7 +37,6 @@ from sdk.onnx_guard import (
     is_datatype_name,
     load_onnx_safely,
 )
-from sdk.package import identity_sha256, sha256_file
 from targets.finn import steps
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -332,17 +332,6 @@ def fpga_package(tfc_run, tmp_path_factory) -> Path:
     return out
 
 
-def _recompute_manifest(package: Path, rel: str) -> None:
-    """What an attacker with write access does: the changed file's hash and size, then the identity, recomputed."""
-    path = package / "manifest.json"
-    manifest = json.loads(path.read_text())
-    for entry in manifest["files"]:
-        if entry["path"] == rel:
-            entry["sha256"], entry["bytes"] = sha256_file(package / rel), (package / rel).stat().st_size
-    manifest["identity_sha256"] = identity_sha256(manifest)
-    path.write_text(json.dumps(manifest, indent=2))
-
-
 def _first_finn_node(model: onnx.ModelProto) -> onnx.NodeProto:
     return next(n for n in model.graph.node if n.domain.startswith("finn."))
 
@@ -375,7 +364,7 @@ def test_a_package_graph_payload_is_refused_by_simulate(fpga_package, tmp_path, 
     model = onnx.load(package / rel)
     plant(marker)(model)
     onnx.save(model, package / rel)
-    _recompute_manifest(package, rel)
+    recompute_manifest(package, rel)
     code, error = _invoke("simulate", str(package), "--limit", "4")
     assert code == 2 and error["error"] == "PackageError" and says in error["what"], error
     assert not marker.exists()
@@ -399,7 +388,7 @@ def test_a_finn_attribute_naming_files_or_code_is_refused_by_simulate(fpga_packa
     model = onnx.load(package / "dataflow_model.onnx")
     _set_attribute(name, value)(model)
     onnx.save(model, package / "dataflow_model.onnx")
-    _recompute_manifest(package, "dataflow_model.onnx")
+    recompute_manifest(package, "dataflow_model.onnx")
     code, error = _invoke("simulate", str(package), "--limit", "4")
     assert code == 2 and error["error"] == "PackageError" and repr(name) in error["what"], error
 

@@ -65,6 +65,7 @@ from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import seed as fixed_seed
 from hypothesis import strategies as st
 from onnx import numpy_helper
+from tampering import recompute_manifest
 
 from sdk.boards import load_parts, parse_board
 from sdk.cli import main
@@ -72,7 +73,7 @@ from sdk.data import _read_idx, load_dataset, load_npz, load_samples
 from sdk.errors import InternalError, SDKError
 from sdk.model_card import read_card
 from sdk.onnx_guard import KNOWN_DOMAINS, LEGACY_DOMAIN, LEGACY_OPS, is_known_domain, load_onnx_safely
-from sdk.package import MANIFEST_NAME, PackageBuilder, dumps_json, identity_sha256, verify_package
+from sdk.package import MANIFEST_NAME, PackageBuilder, verify_package
 from sdk.qat import load_checkpoint
 from targets.tflite.golden import load_model, run_golden
 from targets.tflite.writer import serialize, write_tflite
@@ -578,19 +579,6 @@ def finn_package(tfc_run, tmp_path_factory) -> Path:
     result = deploy(str(tfc_run), "pynq-z2", out=str(tmp_path_factory.mktemp("finn-package") / "pynq-z2"), samples=20)
     assert result.verified
     return result.package
-
-
-def recompute_manifest(package: Path, rel: str) -> None:
-    """The manifest as if the package had been written with the file as it now is: its entry's hash and size, and
-    the identity over them (what someone who edits a package and its manifest together does)."""
-    from sdk.package import sha256_file
-
-    manifest = json.loads((package / MANIFEST_NAME).read_text())
-    for entry in manifest["files"]:
-        if entry["path"] == rel:
-            entry["sha256"], entry["bytes"] = sha256_file(package / rel), (package / rel).stat().st_size
-    manifest["identity_sha256"] = identity_sha256(manifest)
-    (package / MANIFEST_NAME).write_text(dumps_json(manifest))
 
 
 @pytest.fixture(scope="module")

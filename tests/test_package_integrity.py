@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from tampering import recompute_manifest
 
 from sdk.boards import get_board
 from sdk.cli import main
@@ -479,18 +480,6 @@ def test_the_microcontroller_and_npu_flows_give_the_same_identity_too(tfc_run, t
 # --- packaged RTL is never trusted (--rtlsim) ---------------------------------------------------------------------
 
 
-def _recompute_manifest(package: Path) -> None:
-    """As an attacker who edits files and then recomputes every hash and the identity (no signature stops that)."""
-    from sdk.package_check import file_mode, sha256_file
-
-    manifest = json.loads((package / "manifest.json").read_text())
-    for entry in manifest["files"]:
-        path = package / entry["path"]
-        entry.update(sha256=sha256_file(path), bytes=path.stat().st_size, mode=file_mode(path))
-    manifest["identity_sha256"] = identity_sha256(manifest)
-    (package / "manifest.json").write_text(json.dumps(manifest))
-
-
 @pytest.fixture(scope="module")
 def rtl_package(tmp_path_factory) -> Path:
     """A user's two-layer MLP, every layer RTL (Thresholding_rtl, MVAU_rtl), deployed with --rtlsim."""
@@ -550,7 +539,7 @@ def test_packaged_rtl_that_runs_a_command_is_refused_and_never_runs(rtl_package,
     source = package / "sources" / "Thresholding_rtl_0" / "Thresholding_rtl_0.v"
     text = source.read_text()
     source.write_text(text.replace("endmodule", payload.format(marker=marker) + "\nendmodule", 1))
-    _recompute_manifest(package)
+    recompute_manifest(package)
     verify_package(package)  # the manifest alone cannot tell: it was recomputed
     code, error = _simulate_rtl(package)
     assert code == 2 and error["error"] == "PackageError", error
@@ -597,7 +586,7 @@ def test_a_graph_path_attribute_is_never_written_into(rtl_package, tmp_path):
         if not any(a.name == "code_gen_dir_ipgen" for a in node.attribute):
             node.attribute.append(onnx.helper.make_attribute("code_gen_dir_ipgen", str(victim)))
     onnx.save(model, str(package / "dataflow_model.onnx"))
-    _recompute_manifest(package)
+    recompute_manifest(package)
     code, result = _simulate_rtl(package)
     assert list(victim.iterdir()) == []
     assert code == 2 and "code_gen_dir_ipgen" in result["where"], result  # refused before anything reads it
@@ -661,7 +650,7 @@ def test_a_corrupt_dataflow_graph_is_exit_2_naming_node_and_attribute(rtl_packag
     model = onnx.load(str(package / "dataflow_model.onnx"))
     edit(model)
     onnx.save(model, str(package / "dataflow_model.onnx"))
-    _recompute_manifest(package)
+    recompute_manifest(package)
     result = CliRunner().invoke(main, ["simulate", str(package), "--data", str(rtl_package.parent / "x.npz"), "--json"])
     error = json.loads(result.stdout)
     assert result.exit_code == 2 and error["error"] == "PackageError", error
@@ -770,7 +759,7 @@ def test_fuzzed_dataflow_graphs_with_a_recomputed_manifest_never_give_a_tracebac
         model.CopyFrom(original)
         kinds = [_mutate(model, rng) for _ in range(rng.choice([1, 1, 2]))]
         onnx.save(model, str(package / "dataflow_model.onnx"))
-        _recompute_manifest(package)
+        recompute_manifest(package)
         try:
             run_package(package, x)
             outcomes["answered"] += 1
@@ -819,7 +808,7 @@ def test_a_corrupt_parent_graph_is_exit_2_naming_the_node(cnn_package, tmp_path,
     model = onnx.load(str(package / "parent_model.onnx"))
     edit(model)
     onnx.save(model, str(package / "parent_model.onnx"))
-    _recompute_manifest(package)
+    recompute_manifest(package)
     with pytest.raises(PackageError) as info:
         run_package(package, np.zeros((2, 1, 8, 8), np.float32))
     assert "parent_model.onnx" in info.value.where and f"node {node}" in info.value.where, info.value.render()
