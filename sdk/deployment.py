@@ -192,7 +192,7 @@ def resolve_model(model: str, workdir: Path, input_scale: float | None = None) -
         local.write_bytes(proto.SerializeToString())
         notes.append(legacy_note(f"--model {model}", renamed))
     if not card_path_for(path).is_file():  # any QONNX file: the card comes from the graph
-        card = card_from_graph(local, local, input_scale, where=f"--model {model}")
+        card = card_from_graph(local, local, input_scale, where=f"--model {model}", checked=proto)
         return ResolvedModel(local, card, None, notes)
     card = read_card(path)
     _no_input_scale(input_scale, f"the model card {card_path_for(path).name}")

@@ -213,19 +213,24 @@ def _collapsed(input_scale: float, why: str) -> None:
     )
 
 
-def card_from_graph(onnx_path: Path, out_path: Path, input_scale: float | None, where: str) -> dict[str, Any]:
+def card_from_graph(
+    onnx_path: Path, out_path: Path, input_scale: float | None, where: str, checked: Any = None
+) -> dict[str, Any]:
     """A QONNX file without a model card: clean it up (shapes, constants, initializers given as graph inputs), take
     the input's shape and integer type from the graph, and write the graph the SDK deploys to `out_path`.
 
     The SDK feeds integer pixels. A graph whose input is annotated UINT8 takes them as they are; a float input
     needs `input_scale`: the graph then receives pixel * input_scale (1/255 for a model trained on pixels / 255),
-    through a Mul put in front of it, as the SDK's own exports have."""
+    through a Mul put in front of it, as the SDK's own exports have.
+
+    checked: the file's ModelProto as load_onnx_safely returned it, where the caller has it (not read twice)."""
     from onnx import TensorProto, helper
     from qonnx.core.datatype import DataType
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.cleanup import cleanup_model
 
-    checked = load_onnx_safely(onnx_path, where)  # before qonnx imports anything a node's domain names
+    if checked is None:
+        checked = load_onnx_safely(onnx_path, where)  # before qonnx imports anything a node's domain names
     check_graph_tensors(checked, where)  # before qonnx's clean-up folds a constant of any size
     try:
         model = _cleaned(cleanup_model, ModelWrapper(checked), where)
