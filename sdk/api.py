@@ -152,14 +152,19 @@ def deploy(
     return results if "," in target else results[0]
 
 
-def simulate(package: str | Path, x: np.ndarray) -> np.ndarray:
-    """The packaged artifact's final outputs on a batch `x` (uint8 in the model's input layout, (N, C, H, W)).
+def simulate(package: str | Path, x: np.ndarray, codes: bool = False) -> np.ndarray:
+    """The packaged artifact's final outputs on a batch `x`: what the model's forward takes, in its input layout
+    ((N, C, H, W); (N, F) and (N, H, W) too), the same x for every target.
 
-    x is checked as every flow's package takes it (sdk.deployment.model_batch): pixels 0..255, at least one sample,
-    the model's input shape; anything else is a ConfigError naming x."""
+    Pixels for a model that takes pixels (uint8, or floats in [0, 1]); the float features for a model that
+    quantizes its own input (the package's input map turns them into the device's codes exactly as the model's
+    first quantizer does). codes=True: x holds the device's integer codes already. A value the model's first
+    quantizer would clip, or that is not a number, is a ConfigError naming x (sdk.deployment.model_batch)."""
     from sdk.simulation import run_package
 
     if package is None:
         raise ConfigError("package must be a path, got None.", where="package", fix="e.g. result.package")
     _check_path(package, "package", "result.package")
-    return run_package(package, x)
+    if not isinstance(codes, bool):
+        raise ConfigError(f"codes must be True or False, got {codes!r}.", where="codes", fix="codes=True")
+    return run_package(package, x, codes)

@@ -17,6 +17,7 @@ import numpy as np
 
 from sdk.data import BYTES_PER_VALUE, INPUT_SCALE, MEMORY_BUDGET
 from sdk.errors import ConfigError, ExportError, SDKError
+from sdk.input_map import MAX_INPUT_BITS, InputMap, annotated_map, pixel_map, read_input_interface
 from sdk.onnx_guard import load_onnx_safely
 
 CARD_FORMAT = "sdk-model-card/1"
@@ -30,14 +31,37 @@ NORMALISATION = {
 }
 
 
-def input_spec(input_shape: list[int], flat: bool) -> dict[str, Any]:
+def input_spec(input_shape: list[int], flat: bool, mapping: InputMap | None = None) -> dict[str, Any]:
+    """The card's input: shape and layout, and the device interface (sdk.input_map); uint8 pixels by default."""
     graph_shape = [1, int(np.prod(input_shape))] if flat else [1, *input_shape]
+    mapping = mapping or pixel_map()
     return {
         "shape": graph_shape,
-        "dtype": "uint8",
+        "dtype": "uint8" if mapping.is_pixels else mapping.dtype.lower(),
         "layout": "NC" if flat else "NCHW",
         "image_shape": list(input_shape),
         "flatten": flat,
+        "map": mapping.to_dict(),
+    }
+
+
+def input_map_of(card: dict[str, Any]) -> InputMap:
+    """The card's device interface: uint8 pixels for cards written before it was recorded."""
+    spec = card["input"].get("map")
+    return pixel_map() if spec is None else InputMap.from_dict(spec)
+
+
+def normalisation_of(mapping: InputMap, input_scale: float | None = None) -> dict[str, Any]:
+    """The card's normalisation: how the user's values relate to what the graph takes."""
+    if not mapping.takes_codes:
+        return {"scale": mapping.scale, "offset": mapping.offset, "meaning": mapping.describe()}
+    if not mapping.is_pixels:
+        return {"scale": 1.0, "offset": 0.0, "meaning": mapping.describe()}
+    return {
+        "scale": INPUT_SCALE if input_scale is None else float(input_scale),
+        "offset": 0.0,
+        "meaning": "the graph receives uint8 pixels; "
+        + ("their scale is the graph's own" if input_scale is None else "--input-scale put a Mul in front"),
     }
 
 
@@ -219,9 +243,11 @@ def card_from_graph(
     """A QONNX file without a model card: clean it up (shapes, constants, initializers given as graph inputs), take
     the input's shape and integer type from the graph, and write the graph the SDK deploys to `out_path`.
 
-    The SDK feeds integer pixels. A graph whose input is annotated UINT8 takes them as they are; a float input
-    needs `input_scale`: the graph then receives pixel * input_scale (1/255 for a model trained on pixels / 255),
-    through a Mul put in front of it, as the SDK's own exports have.
+    The device interface (sdk.input_map) comes from the graph: an input annotated with an integer type takes those
+    integers; a float input that the graph quantizes itself (after constant preprocessing such as x*2-1) takes its
+    first quantizer's codes, with that preprocessing and quantizer moved to the host's input map; any other float
+    input needs `input_scale`: the graph then receives pixel * input_scale (1/255 for a model trained on pixels /
+    255), through a Mul put in front of it, as the SDK's own exports have.
 
     checked: the file's ModelProto as load_onnx_safely returned it, where the caller has it (not read twice)."""
     from onnx import TensorProto, helper
@@ -264,32 +290,37 @@ def card_from_graph(
             where=f"{where}, input {name}",
             fix="export the model with a smaller input",
         )
+    flat = len(shape) == 2
     datatype = model.get_tensor_datatype(name)
-    if datatype == DataType["UINT8"] and input_scale is not None:
+    mapping = annotated_map(datatype, flat)
+    if mapping is not None and input_scale is not None:
         raise ConfigError(
-            f"--input-scale {input_scale} would be ignored: the graph input '{name}' is annotated UINT8, so the graph "
-            "takes the pixels as they are and scales them itself.",
+            f"--input-scale {input_scale} would be ignored: the graph input '{name}' is annotated {datatype.name}, so "
+            "the graph takes those integers as they are.",
             where="--input-scale",
-            fix="drop --input-scale for this model (it is for a graph with a float input)",
+            fix="drop --input-scale for this model (it is for pixel data into a graph with a float input)",
         )
-    if datatype == DataType["UINT8"]:
-        pass  # integer pixels, as the SDK's own exports take them
-    elif datatype.is_integer() and datatype != DataType["UINT8"]:
+    if mapping is None and datatype.is_integer():
         raise ExportError(
-            f"The graph input '{name}' is annotated {datatype.name}; the SDK feeds uint8 pixels.",
+            f"The graph input '{name}' is annotated {datatype.name}: every target takes integer inputs of 1 to "
+            f"{MAX_INPUT_BITS} bits.",
             where=f"{where}, input {name}",
-            fix="export the model with a float input (the SDK puts the pixel scale in front with --input-scale), "
-            "or with its input annotated UINT8",
+            fix=f"quantize the model's input to at most {MAX_INPUT_BITS} bits",
         )
-    elif input_scale is None:
-        raise ExportError(
-            f"The graph input '{name}' is {datatype.name}: the SDK feeds integer pixels (0..255) and must know "
-            "what your model expects.",
-            where=f"{where}, input {name}",
-            fix="pass --input-scale S so that the model receives pixel * S: 0.00392156862745098 (1/255) for a "
-            "model trained on pixels / 255, 1 for raw pixel values",
-        )
-    else:
+    if mapping is None and input_scale is None:
+        mapping = read_input_interface(model, where)
+        if mapping is None:
+            raise ExportError(
+                f"The graph input '{name}' is {datatype.name} and reaches a layer before any quantizer, so the SDK "
+                "cannot tell which integers the device should take.",
+                where=f"{where}, input {name}",
+                fix="quantize the model's input first (a QuantIdentity at the start of forward; a constant scale or "
+                "offset before it, such as x*2-1, is fine), or, for pixel data, pass --input-scale S so that the "
+                "model receives pixel * S: 0.00392156862745098 (1/255) for a model trained on pixels / 255, 1 for "
+                "raw pixel values",
+            )
+        model = _cleaned(cleanup_model, model, where)
+    elif mapping is None:
         if not (np.isfinite(input_scale) and input_scale > 0):
             raise ExportError(
                 f"--input-scale must be a finite positive number, got {input_scale}.",
@@ -303,7 +334,7 @@ def card_from_graph(
         model.graph.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
         model.set_tensor_datatype(pixels, DataType["UINT8"])
         model = _cleaned(cleanup_model, model, where)
-    flat = len(shape) == 2
+        mapping = pixel_map()
     model.save(str(out_path))
     if input_scale is not None:
         _check_input_codes(out_path, shape, input_scale)
@@ -314,13 +345,8 @@ def card_from_graph(
         "format": CARD_FORMAT,
         "model": onnx_path.stem,
         "bits": None,
-        "input": input_spec(input_shape, flat),
-        "normalisation": {
-            "scale": INPUT_SCALE if input_scale is None else float(input_scale),
-            "offset": 0.0,
-            "meaning": "the graph receives uint8 pixels; "
-            + ("their scale is the graph's own" if input_scale is None else "--input-scale put a Mul in front"),
-        },
+        "input": input_spec(input_shape, flat, mapping),
+        "normalisation": normalisation_of(mapping, input_scale),
         "labels": [str(i) for i in range(outputs)],
         "dataset": None,
         "accuracy": None,

@@ -54,9 +54,20 @@ RULE_TEXT = (
 )
 
 
-def graph_input(card: dict, x: np.ndarray) -> np.ndarray:
-    """uint8 samples in the layout the exported graph takes (flat for MLPs, NCHW for conv nets)."""
-    return x.reshape(len(x), -1).astype(np.float32) if card["input"]["flatten"] else x.astype(np.float32)
+def graph_input(card: dict, x: np.ndarray, parent) -> np.ndarray:
+    """Device codes (sdk.input_map) in the layout the parent graph takes (flat for MLPs, NCHW for conv nets).
+
+    FINN computes a bipolar input's products as XNOR-popcounts on its bits: it relabels a BIPOLAR input BINARY,
+    so the accelerator takes b = (code + 1) / 2, which the host computes here (and a board's driver alike)."""
+    x = x.reshape(len(x), -1) if card["input"]["flatten"] else x
+    x = x.astype(np.float32)
+    if card["input"].get("map", {}).get("dtype") == "BIPOLAR" and _input_datatype(parent) == "BINARY":
+        x = (x + 1) / 2
+    return x
+
+
+def _input_datatype(parent) -> str:
+    return parent.get_tensor_datatype(parent.graph.input[0].name).name
 
 
 @dataclass
@@ -159,7 +170,7 @@ class FinnTarget:
         dataflow = steps.run_steps(steps.load_qonnx(request.model_path), cfg, stop="estimate", progress=progress)
 
         progress("simulate and verify")
-        xs = graph_input(request.card, request.x)
+        xs = graph_input(request.card, request.x, cfg.parent)
         result = simulate_parent(cfg.parent, dataflow, xs)
         verification = self._verify(cfg, dataflow, result, xs, request)
 
@@ -208,7 +219,7 @@ class FinnTarget:
             parent, dataflow = _load_onnx(package / PARENT_NAME), _load_onnx(package / DATAFLOW_NAME)
             check_dataflow(dataflow, DATAFLOW_NAME)  # what the simulator reads, before it reads it
             check_parent(parent, dataflow, PARENT_NAME)
-            xs = graph_input(card, x)
+            xs = graph_input(card, x, parent)
             result = simulate_parent(parent, dataflow, xs)
             simulated = SimulatedOutputs(result.output, bit_exact=True)
             if rtlsim:
