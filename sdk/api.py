@@ -23,7 +23,7 @@ from sdk.scratch import scratch_dir
 
 
 @contextmanager
-def _as_model_path(model: Any, example_input: Any):
+def _as_model_path(model: Any, example_input: Any, input_scale: float | None = None):
     """A path the deploy can read, and the Brevitas module where the caller handed one."""
     if isinstance(model, str | Path):
         if example_input is not None:
@@ -52,8 +52,18 @@ def _as_model_path(model: Any, example_input: Any):
     from sdk.export import export_module
 
     with scratch_dir("module") as tmp:
-        exported = export_module(model, example_input, Path(tmp) / "model.qonnx.onnx")
+        exported = export_module(model, example_input, Path(tmp) / "model.qonnx.onnx", input_scale=input_scale)
         yield str(exported.onnx_path), model
+
+
+def _module_scale(model: Any, input_scale: Any) -> float | None:
+    """input_scale for a module: pixel data, the module receiving pixel * input_scale (checked like the CLI's)."""
+    if input_scale is None or isinstance(model, str | Path):
+        return None
+    from targets.base import finite_positive
+
+    finite_positive(input_scale, "input_scale", "0.00392156862745098")
+    return float(input_scale)
 
 
 def _runs_on_example(model: Any, example_input: Any) -> None:
@@ -119,8 +129,9 @@ def check(model: Any, target: str, example_input: Any = None, input_scale: float
     from sdk.deployment import check as run_check
 
     _check_target(target)
-    with _as_model_path(model, example_input) as (path, module):
-        run_check(DeployConfig(target=target, model=path, input_scale=input_scale), qat_model=module)
+    with _as_model_path(model, example_input, _module_scale(model, input_scale)) as (path, module):
+        scale = input_scale if module is None else None  # a module's pixel scale is in its export
+        run_check(DeployConfig(target=target, model=path, input_scale=scale), qat_model=module)
 
 
 def deploy(
@@ -146,7 +157,10 @@ def deploy(
     _deploy_options(options)
     if not isinstance(progress, bool):
         raise ConfigError(f"progress must be True or False, got {progress!r}.", where="progress", fix="progress=True")
-    with _as_model_path(model, example_input) as (path, module):
+    scale = options.pop("input_scale", None)
+    with _as_model_path(model, example_input, _module_scale(model, scale)) as (path, module):
+        if module is None:
+            options["input_scale"] = scale
         config = DeployConfig(target=target, model=path, out=out, data=data, samples=samples, **options)
         results = deploy_many(config, progress=progress, qat_model=module)
     return results if "," in target else results[0]

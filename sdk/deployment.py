@@ -17,7 +17,7 @@ import numpy as np
 
 from sdk import __version__
 from sdk.boards import Board, get_board
-from sdk.data import check_values, load_dataset, load_samples
+from sdk.data import INPUT_SCALE, check_values, load_dataset, load_samples
 from sdk.errors import CheckpointError, ConfigError, DatasetError, ExportError, InternalError, SDKError
 from sdk.package import PackageBuilder, check_output_path, sha256_file, tool_versions
 from sdk.report import REPORT_JSON, REPORT_MD, kib, percent
@@ -302,9 +302,9 @@ def device_codes(x: np.ndarray, card: dict[str, Any], where: str, codes: bool = 
     from sdk.model_card import input_map_of
 
     mapping = input_map_of(card)
+    if mapping.user_pixels and x.dtype.kind == "f" and not codes:
+        x = _float_pixels(x, where)
     if codes or mapping.takes_codes:
-        if mapping.is_pixels and x.dtype.kind == "f" and not codes:
-            x = _float_pixels(x, where)
         fix = f"pass {mapping.value_range()}" + (" (floats in [0, 1] are scaled by 255)" if mapping.is_pixels else "")
         return mapping.check_codes(x, where, fix)
     return mapping.codes(x, where)
@@ -351,7 +351,7 @@ def verification_samples(card: dict[str, Any], count: int | None, data: str | No
 
     shape = tuple(card["input"]["image_shape"])
     if data is not None:
-        x, y, _ = load_samples(data, raw=not input_map_of(card).is_pixels)
+        x, y, _ = load_samples(data, raw=not input_map_of(card).user_pixels)
         x = in_model_layout(x, card, f"--data {data}")
         x, y = x[:count], (None if y is None else y[:count])
         x = device_codes(x, card, f"--data {data}")
@@ -404,7 +404,8 @@ def qat_outputs(resolved: ResolvedModel, x: np.ndarray) -> np.ndarray:
         from sdk.qat import model_input
 
         with torch.no_grad():
-            return resolved.brevitas(model_input(x, flat)).numpy()
+            scale = float(resolved.card.get("normalisation", {}).get("scale", INPUT_SCALE))
+            return resolved.brevitas(model_input(x, flat, scale)).numpy()
     return run_qonnx(resolved.onnx_path, x, flat)
 
 

@@ -30,7 +30,7 @@ from torch import nn
 from sdk.data import INPUT_SCALE, load_dataset
 from sdk.errors import CheckpointError, ExportError
 from sdk.graph_run import run_qonnx
-from sdk.input_map import InputMap, read_input_interface
+from sdk.input_map import InputMap, pixel_map, read_input_interface
 from sdk.model_card import (
     CARD_FORMAT,
     NORMALISATION,
@@ -51,24 +51,30 @@ EXPORT_RTOL = 1e-3
 
 
 class _ScaledInput(nn.Module):
-    """uint8 pixels -> x / 255, in the graph so that the graph input is integer."""
+    """uint8 pixels -> x * scale (x / 255 by default), in the graph so that the graph input is integer."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, scale: float = INPUT_SCALE):
         super().__init__()
         self.model = model
+        self.scale = float(scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x * INPUT_SCALE)
+        return self.model(x * self.scale)
 
 
 def _check_against_brevitas(
-    onnx_path: Path, model: nn.Module, x_codes: np.ndarray, flat: bool, mapping: InputMap | None = None
+    onnx_path: Path,
+    model: nn.Module,
+    x_codes: np.ndarray,
+    flat: bool,
+    mapping: InputMap | None = None,
+    pixel_scale: float = INPUT_SCALE,
 ) -> dict[str, Any]:
-    """The exported graph (it takes device codes) against the module (it takes pixels / 255, or, where it
+    """The exported graph (it takes device codes) against the module (it takes pixels * pixel_scale, or, where it
     quantizes its own input, the values whose codes these are: `mapping`)."""
     with torch.no_grad():
         if mapping is None:
-            module_input = model_input(x_codes, flat)
+            module_input = model_input(x_codes, flat, pixel_scale)
         else:
             values = torch.from_numpy(mapping.values(x_codes))
             module_input = values.reshape(len(values), -1) if flat else values
@@ -271,7 +277,8 @@ def _export_checked(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with scratch_dir("export") as tmp:  # the temp folder: nothing is made or swept in the user's folder
         tmp_onnx = Path(tmp) / "model.onnx"
-        wrapped = model if own_input else _ScaledInput(model).eval()
+        pixel_scale = float(card["normalisation"]["scale"])
+        wrapped = model if own_input else _ScaledInput(model, pixel_scale).eval()
         chatter = io.StringIO()  # torch.onnx prints progress to stdout; keep stdout for --json
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" is not news
         for exporter in EXPORTERS:
@@ -289,27 +296,31 @@ def _export_checked(
                     fix="the model may use a layer Brevitas cannot export; export it with "
                     "brevitas.export.export_qonnx yourself to see where, and replace that layer",
                 ) from exc
-            mapping = None
-            if own_input:
-                mapping = read_input_interface(qmodel, where)
-                if mapping is None:  # the other exporter may write the input's quantizer first
-                    if not last:
-                        continue
-                    raise ExportError(
-                        f"The export of model '{card['model']}' does not start with the quantizer its forward "
-                        "applies to its input.",
-                        where=where,
-                        fix="this is a bug in the export; please report it with the model",
-                    )
-                qmodel = cleanup_model(qmodel)
-                card = {**card, "input": input_spec(card["input"]["image_shape"], card["input"]["flatten"], mapping)}
-                card["normalisation"] = normalisation_of(mapping)
-                x_check = _random_codes(mapping, len(x_check), card["input"]["image_shape"])
-            else:
+            mapping = read_input_interface(qmodel, where, pixels_in=not own_input)
+            if own_input and mapping is None:  # the other exporter may write the input's quantizer first
+                if not last:
+                    continue
+                raise ExportError(
+                    f"The export of model '{card['model']}' does not start with the quantizer its forward "
+                    "applies to its input.",
+                    where=where,
+                    fix="this is a bug in the export; please report it with the model",
+                )
+            exported_card, x_codes, reference = card, x_check, model
+            if mapping is None:  # uint8 pixels, scaled in the graph
                 qmodel.set_tensor_datatype(qmodel.graph.input[0].name, DataType["UINT8"])
+            else:  # the first quantizer's codes (after the pixel scale, where the module takes pixels)
+                qmodel = cleanup_model(qmodel)
+                shape = card["input"]["image_shape"]
+                exported_card = {**card, "input": input_spec(shape, card["input"]["flatten"], mapping)}
+                exported_card["normalisation"] = normalisation_of(mapping)
+                x_codes = _random_codes(mapping, len(x_check), shape)
+                reference = wrapped
             qmodel.save(str(tmp_onnx))
             try:
-                check = _check_against_brevitas(tmp_onnx, model, x_check, card["input"]["flatten"], mapping)
+                check = _check_against_brevitas(
+                    tmp_onnx, reference, x_codes, card["input"]["flatten"], mapping, pixel_scale
+                )
             except Exception:
                 if not last:  # a graph the check cannot run: the next exporter's may
                     continue
@@ -323,7 +334,7 @@ def _export_checked(
                     where=where,
                     fix="this is a bug in the export; please report it with the model",
                 )
-        card = {**card, "check": check, "onnx_sha256": sha256_file(tmp_onnx)}
+        card = {**exported_card, "check": check, "onnx_sha256": sha256_file(tmp_onnx)}
         tmp_card = Path(tmp) / "card.json"
         tmp_card.write_text(json.dumps(card, indent=2))
         card_path = card_path_for(out_path)
@@ -388,14 +399,16 @@ def export_module(
     labels: list[str] | None = None,
     check_samples: int = 32,
     force: bool = False,
+    input_scale: float | None = None,
 ) -> ExportResult:
     """Export a user's own Brevitas module to QONNX plus a model card, checked on random inputs.
 
     A module whose forward quantizes its input first (a QuantIdentity, perhaps after constant preprocessing such
     as x*2-1) takes its own values: the exported graph takes that quantizer's codes, and the card records the map
-    from the values to them (sdk.input_map). Any other module takes pixels / 255 (floats in [0, 1]) shaped like
-    `example_input`: (1, C, H, W) for a conv net, (1, F) for an MLP; its exported graph takes the uint8 pixels and
-    holds the / 255 itself, like the SDK's own exports. The card names no data set: verification samples come from
+    from the values to them (sdk.input_map). Any other module, and any module given `input_scale` (pixel data),
+    takes pixels * input_scale (pixels / 255 by default: floats in [0, 1]) shaped like `example_input`: (1, C, H,
+    W) for a conv net, (1, F) for an MLP; its exported graph takes the uint8 pixels and holds the scale itself,
+    like the SDK's own exports. The card names no data set: verification samples come from
     --data, else random inputs. An existing file at out_path or card beside it is replaced only with force=True."""
     shape = tuple(example_input) if isinstance(example_input, tuple) else tuple(np.shape(example_input))
     if len(shape) not in (2, 4) or shape[0] != 1 or any(int(d) < 1 for d in shape):
@@ -415,12 +428,13 @@ def export_module(
         "model": type(model).__name__,
         "bits": None,
         "input": input_spec(input_shape, flat),
-        "normalisation": NORMALISATION,
+        "normalisation": NORMALISATION if input_scale is None else normalisation_of(pixel_map(), input_scale),
         "labels": list(labels) if labels else [str(i) for i in range(outputs)],
         "dataset": None,
         "accuracy": None,
     }
     x_check = np.random.default_rng(0).integers(0, 256, size=(check_samples, *input_shape), dtype=np.uint8)
     _refuse_to_overwrite(Path(out_path), force)
-    own = quantizes_own_input(model, torch.zeros(1, *([input_shape[-1]] if flat else input_shape)))
+    example = torch.zeros(1, *([input_shape[-1]] if flat else input_shape))
+    own = input_scale is None and quantizes_own_input(model, example)
     return _export_checked(model, card, x_check, Path(out_path), f"model {type(model).__name__}", force, own)

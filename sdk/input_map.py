@@ -13,7 +13,7 @@ graph whose input is integer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -63,7 +63,7 @@ class InputMap:
     quant_zero_point: float = 0.0
     rounding: str = "ROUND"  # qonnx's rounding mode; "sign" for BipolarQuant and 1-bit signed Quant
     flat: bool = False  # the graph's input is (N, F): steps broadcast against that layout
-    notes: list[str] = field(default_factory=list, compare=False)
+    pixels_in: bool = False  # the user's values are pixels (--input-scale): the steps start with the pixel scale
 
     @property
     def takes_codes(self) -> bool:
@@ -73,6 +73,11 @@ class InputMap:
     @property
     def is_pixels(self) -> bool:
         return self.takes_codes and self.dtype == "UINT8"
+
+    @property
+    def user_pixels(self) -> bool:
+        """Whether users pass pixels (uint8, or floats in [0, 1] as --data takes them)."""
+        return self.is_pixels or self.pixels_in
 
     def code_dtype(self) -> type:
         return np.uint8 if self.low >= 0 else np.int8
@@ -85,7 +90,7 @@ class InputMap:
             return f"{what}, passed as they are"
         pre = "".join(f" {step.op} {_shown(step.constant)}" for step in self.steps)
         return (
-            f"{self.dtype} codes {codes} from the float input by the graph's own"
+            f"{self.dtype} codes {codes} from the {'pixels' if self.pixels_in else 'float input'} by the graph's own"
             + (f" preprocessing ({pre.strip()}) and" if pre else "")
             + f" first quantizer {self.source}: x = {self.scale:.9g} * (code - {self.offset:.9g})"
         )
@@ -101,6 +106,7 @@ class InputMap:
             "steps": [{"op": s.op, "constant": s.constant.tolist(), "node": s.node} for s in self.steps],
             "quantizer": {"scale": self.quant_scale, "zero_point": self.quant_zero_point, "rounding": self.rounding},
             "flat": self.flat,
+            "pixels_in": self.pixels_in,
         }
 
     @classmethod
@@ -124,6 +130,7 @@ class InputMap:
             float(quant.get("zero_point", 0.0)),
             str(quant.get("rounding", "ROUND")),
             bool(data.get("flat", False)),
+            bool(data.get("pixels_in", False)),
         )
 
     # ----------------------------------------------------------------------------------------------------------------
@@ -200,6 +207,9 @@ class InputMap:
         return u.astype(np.float32).reshape(shape)
 
     def value_range(self) -> str:
+        if self.pixels_in:
+            low, high = sorted(self.scale * (code - self.offset) for code in (self.low, self.high))
+            return f"pixels in {max(low, 0):.6g} .. {min(high, 255):.6g} (uint8, or floats in [0, 1] times 255)"
         if self.takes_codes:
             return "pixels 0..255" if self.is_pixels else f"{self.dtype} values {self.low}..{self.high}"
         if self.rounding == "sign":
@@ -249,14 +259,17 @@ def annotated_map(datatype: Any, flat: bool) -> InputMap | None:
     return InputMap(datatype.name, int(datatype.min()), int(datatype.max()), flat=flat)
 
 
-def read_input_interface(model: Any, where: str, name_of: Any = None) -> InputMap | None:
+def read_input_interface(model: Any, where: str, name_of: Any = None, pixels_in: bool = False) -> InputMap | None:
     """The map of a graph whose float input runs through elementwise preprocessing by constants (Mul, Div, Add,
     Sub) into its first quantizer (Quant or BipolarQuant), with that chain cut off: the graph's input becomes the
     quantizer's integer codes (annotated with their DataType) times its scale, through one Mul the SDK adds.
     None where the input reaches anything else first (the caller asks for --input-scale). A quantizer the targets
     cannot take as their input is refused, naming it.
 
-    model: a cleaned-up qonnx ModelWrapper, changed in place. name_of: node -> the name the user's file gives it."""
+    model: a cleaned-up qonnx ModelWrapper, changed in place. name_of: node -> the name the user's file gives it.
+    pixels_in: the graph starts with the SDK's pixel scale (--input-scale); its map is taken only where more
+    preprocessing follows that scale (the pixels' own Mul alone lowers everywhere as it is: uint8 pixels stay the
+    device's input, None)."""
     from onnx import helper
     from qonnx.core.datatype import DataType
 
@@ -282,6 +295,8 @@ def read_input_interface(model: Any, where: str, name_of: Any = None) -> InputMa
         if node.op_type not in ("Quant", "BipolarQuant") or node.input[0] != tensor:
             return None
         break
+    if pixels_in and (len(steps) < 2 or steps[0].op != "Mul"):
+        return None
     quant = node
     label = f"{name_of(quant)} ({quant.op_type})"
     params = [model.get_initializer(name) for name in quant.input[1:]]
@@ -352,6 +367,7 @@ def read_input_interface(model: Any, where: str, name_of: Any = None) -> InputMa
         zero_point,
         rounding,
         flat,
+        pixels_in,
     )
     _cut_off(model, chain + [quant], quant.output[0], s, datatype)
     return mapping

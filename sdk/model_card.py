@@ -334,10 +334,17 @@ def card_from_graph(
         model.graph.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
         model.set_tensor_datatype(pixels, DataType["UINT8"])
         model = _cleaned(cleanup_model, model, where)
+        model.save(str(out_path))
+        _check_input_codes(out_path, shape, input_scale)  # on the pixels' graph, before any cut
         mapping = pixel_map()
+        model.set_tensor_datatype(pixels, DataType["FLOAT32"])  # preprocessing after the pixel scale: the device
+        preprocessed = read_input_interface(model, where, pixels_in=True)  # takes the first quantizer's codes
+        if preprocessed is None:
+            model.set_tensor_datatype(pixels, DataType["UINT8"])
+        else:
+            mapping = preprocessed
+            model = _cleaned(cleanup_model, model, where)
     model.save(str(out_path))
-    if input_scale is not None:
-        _check_input_codes(out_path, shape, input_scale)
     input_shape = [1, 1, shape[1]] if flat else shape[1:]
     out_shape = model.get_tensor_shape(model.graph.output[0].name) or [1, 1]
     outputs = int(np.prod(out_shape[1:])) if len(out_shape) > 1 else 1

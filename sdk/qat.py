@@ -83,9 +83,9 @@ class TrainResult:
         return data
 
 
-def model_input(x_uint8: np.ndarray, flat: bool) -> torch.Tensor:
-    """uint8 NCHW images -> the float tensor the model sees (x / 255, flattened for MLPs)."""
-    x = torch.from_numpy(x_uint8.astype(np.float32) * np.float32(INPUT_SCALE))
+def model_input(x_uint8: np.ndarray, flat: bool, scale: float = INPUT_SCALE) -> torch.Tensor:
+    """uint8 NCHW images -> the float tensor the model sees (x * scale, x / 255 by default; flattened for MLPs)."""
+    x = torch.from_numpy(x_uint8.astype(np.float32) * np.float32(scale))
     return x.reshape(len(x), -1) if flat else x
 
 

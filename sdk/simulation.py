@@ -128,7 +128,7 @@ def _samples(card: dict, data: str | None, limit: int | None) -> tuple[np.ndarra
     else:
         from sdk.model_card import input_map_of
 
-        x, y, _ = load_samples(data, raw=not input_map_of(card).is_pixels)
+        x, y, _ = load_samples(data, raw=not input_map_of(card).user_pixels)
         what = Path(data).name
     from sdk.deployment import device_codes, in_model_layout
 

@@ -303,3 +303,38 @@ def test_the_python_api_takes_the_modules_own_input(tmp_path):
         sdk.simulate(results[0].package, x), expected, rtol=0, atol=1e-5 * np.abs(expected).max()
     )
     assert np.mean(sdk.simulate(results[1].package, x).argmax(1) == expected.argmax(1)) >= 0.85
+
+
+def test_a_module_given_input_scale_takes_pixels(tmp_path):
+    """Pixel data into a module that quantizes its own input after preprocessing: input_scale says so, as
+    --input-scale does; the pixel scale and the preprocessing become the input map (before: the TFLite targets
+    refused the Sub after the pixel scale)."""
+    model = _calibrated(ScaledInputMLP(), torch.from_numpy(MODELS["scaled-uint8"][1](256, 7)))
+    result = sdk.deploy(
+        model, "tflite", example_input=torch.zeros(1, 24), out=str(tmp_path), samples=20, input_scale=1 / 32
+    )
+    card = json.loads((result.package / "model.qonnx.json").read_text())
+    steps = card["input"]["map"]["steps"]
+    assert result.verified and card["input"]["map"]["pixels_in"] and card["input"]["dtype"] == "uint8"
+    assert [step["op"] for step in steps] == ["Mul", "Div", "Sub"] and steps[0]["constant"] == np.float32(1 / 32)
+    pixels = np.random.default_rng(3).integers(64, 250, (16, 24)).astype(np.uint8)  # within its quantizer
+    expected = _module_outputs(model, pixels.astype(np.float32) / 32)
+    outputs = sdk.simulate(result.package, pixels)
+    assert np.abs(outputs - expected).max() <= 0.1 * float(np.abs(expected).max())
+
+
+@pytest.mark.parametrize("board", ["pynq-z2", "tflite"])
+def test_a_qonnx_file_given_input_scale_folds_its_preprocessing_into_the_pixel_map(user_models, tmp_path, board):
+    """--input-scale on a graph that computes x*2-1 before its first quantizer: the device takes that quantizer's
+    codes, the user passes pixels (before: tflite refused the Sub after the pixel scale)."""
+    path, model = user_models["x*2-1-int8"]
+    proc = _sdk("deploy", "--model", str(path), "--target", board, "--out", str(tmp_path), "--input-scale", "0.01")
+    assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:]
+    card = json.loads((tmp_path / "model.qonnx.json").read_text())
+    assert card["input"]["map"]["pixels_in"] and card["input"]["dtype"] == "int8"
+    pixels = np.random.default_rng(8).integers(0, 256, (24, 40)).astype(np.uint8)
+    expected = _module_outputs(model, pixels.astype(np.float32) * np.float32(0.01))
+    outputs = sdk.simulate(tmp_path, pixels)
+    np.testing.assert_allclose(outputs, sdk.simulate(tmp_path, pixels.astype(np.float32) / 255), rtol=0, atol=0)
+    tolerance = 1e-5 if board == "pynq-z2" else 0.1
+    np.testing.assert_allclose(outputs, expected, rtol=0, atol=tolerance * float(np.abs(expected).max()))
