@@ -143,11 +143,9 @@ def unmapped_layers(model: ModelWrapper) -> list[UnmappedLayer]:
 
 
 FLOAT_SCALE_HINT = (
-    "a float scale FINN could not absorb into integer thresholds, so every layer after it computes in float "
-    "(typically an activation that feeds two paths, as in a residual block)",
-    "quantize both summands of the add with one shared quantizer, so the add happens on integers of one scale; "
-    "where they share one already (as in sdk's resnet8), FINN cannot streamline the block: deploy the model to a "
-    "TFLite target (tflite, a microcontroller or an Ethos-U board)",
+    "a float scale FINN could not absorb into integer thresholds, so every layer after it computes in float",
+    "put a quantized activation after every BatchNorm and scale, with no float op between layers; a residual add "
+    "needs both summands quantized by one shared quantizer",
 )
 
 

@@ -97,7 +97,8 @@ UNMAPPED_HINTS: dict[str, tuple[str, str]] = {
     "Reshape": ("a reshape FINN could not absorb", "flatten only 1x1 feature maps, or flatten at the input"),
     "Add": (
         "an addition FINN could not map (residual add of operands with different scales or datatypes)",
-        "quantize both summands with one shared quantizer, or deploy to a TFLite target",
+        "quantize both summands with one shared quantizer (one QuantIdentity applied to both), so the add sums "
+        "integers of one scale",
     ),
     "Mul": (
         "a float scale inside the network that streamlining could not move into thresholds",

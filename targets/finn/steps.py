@@ -40,6 +40,7 @@ from targets.finn import (
     streamline,
 )
 from targets.finn.environment import prepare_finn
+from targets.finn.residual import SHARED_QUANTIZER_FIX
 
 FINN_REFERENCE_SAMPLES = 8  # FINN's python execution runs one sample at a time: a few suffice per layer
 
@@ -85,7 +86,9 @@ class FinnConfig:
 def qonnx_to_finn(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
     unsupported = frontend.unsupported_nodes(model)  # named before FINN's transformations trip over them
     if unsupported:
-        raise UnsupportedLayersError(unsupported, cfg.board.name)
+        # a residual sum without a shared quantizer: its fix is the model's, no other flow is known to take it
+        joins_only = all(layer.fix == SHARED_QUANTIZER_FIX for layer in unsupported)
+        raise UnsupportedLayersError(unsupported, cfg.board.name, **({"flow_hint": None} if joins_only else {}))
     return frontend.qonnx_to_finn(model)
 
 
