@@ -93,11 +93,11 @@ def unaligned_joins(model: ModelWrapper) -> list[tuple[object, str]]:
         if any(_constant(model, name) is not None for name in node.input):
             continue  # a bias: streamlining folds it into thresholds
         quants, why = [], None
-        for name in node.input:
+        for index, name in enumerate(node.input):
             quant, stopped_at = _quantizer(model, name)
             if quant is None:
                 source = "the graph input" if stopped_at is None else f"{stopped_at.op_type} {node_label(stopped_at)}"
-                why = f"the summand '{name}' comes from {source}, with no quantizer in between"
+                why = f"its {('first', 'second')[index]} summand comes from {source}, with no quantizer in between"
                 break
             quants.append(quant)
         if why is None:
