@@ -1,12 +1,12 @@
-"""Residual joins FINN can stream: an Add whose two summands one quantizer (one scale) made.
+"""Residual joins FINN can stream: an Add whose two summands lie on one grid (one scale and zero point).
 
 FINN adds the two branches of a residual block as integers (DuplicateStreams forks the stream, ElementwiseAdd,
 FINN's AddStreams, joins it): its streamlining moves the summands' common scale past the Add
-(`MoveLinearPastEltwiseAdd`), which it can only do when both summands carry the same scale, that is when both
-come from one quantizer (Brevitas: one QuantIdentity applied to both, as sdk.zoo's resnet8 does). A summand
-without a quantizer, or two quantizers of different scales, would leave the sum and every layer after it in
-float. This check reads the graph as the user's file has it, before any of FINN's renaming, so a refusal names
-the Add the way the file does.
+(`MoveLinearPastEltwiseAdd`), which it can only do when both summands carry the same scale, in practice when one
+quantizer made both (Brevitas: one QuantIdentity applied to both, as sdk.zoo's resnet8 does); two quantizers of
+equal scale and zero point serve as well (bit widths only bound the integers). A summand without a quantizer, or
+two quantizers of different scales, would leave the sum and every layer after it in float. This check reads the
+graph as the user's file has it, before FINN's renaming, so a refusal names the Add the way the file does.
 """
 
 from __future__ import annotations
@@ -17,10 +17,6 @@ from qonnx.core.modelwrapper import ModelWrapper
 # Ops a quantized tensor passes through unchanged in value (layout, or the maximum of values on one grid).
 _SAME_GRID = ("Identity", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "MaxPool")
 _QUANTIZERS = ("Quant", "BipolarQuant")
-# The parameters two quantizers must agree on to stand for one: inputs (scale, zero point, bit width) ...
-_PARAMETER_INPUTS = {"Quant": (1, 2, 3), "BipolarQuant": (1,)}
-# ... and attributes.
-_ATTRIBUTES = ("signed", "narrow", "rounding_mode")
 
 SHARED_QUANTIZER_FIX = (
     "quantize both summands with one shared quantizer just before the add, so it sums integers of one scale "
@@ -50,30 +46,29 @@ def _constant(model: ModelWrapper, name: str) -> np.ndarray | None:
 
 def _quantizer(model: ModelWrapper, tensor: str):
     """The Quant / BipolarQuant node whose grid `tensor` is on, or (None, the node that left it off a grid)."""
-    producer = model.find_producer(tensor)
-    while producer is not None and producer.op_type in _SAME_GRID:
+    producer, seen = model.find_producer(tensor), set()
+    while producer is not None and producer.op_type in _SAME_GRID and producer.input and producer.output[0] not in seen:
+        seen.add(producer.output[0])  # a malformed graph may loop
         producer = model.find_producer(producer.input[0])
     if producer is not None and producer.op_type in _QUANTIZERS:
         return producer, None
     return None, producer
 
 
-def _signature(model: ModelWrapper, quant) -> tuple | None:
-    """What makes two quantizers one: their constant parameters and attributes; None if a parameter is computed."""
-    values = []
-    for index in _PARAMETER_INPUTS[quant.op_type]:
-        value = _constant(model, quant.input[index]) if index < len(quant.input) else None
-        if value is None:
-            return None
-        values.append(np.asarray(value, dtype=np.float64))
-    attributes = tuple((a.name, a.i if a.type == a.INT else a.s) for a in quant.attribute if a.name in _ATTRIBUTES)
-    return quant.op_type, tuple(sorted(attributes)), values
+def _grid(model: ModelWrapper, quant) -> tuple[np.ndarray, np.ndarray] | None:
+    """The grid a quantizer puts its output on: (scale, zero point); None where either is computed. Bit widths and
+    signs only bound the integers, so two quantizers of one grid sum exactly as integers."""
+    scale = _constant(model, quant.input[1]) if len(quant.input) > 1 else None
+    zero = np.zeros(1) if quant.op_type == "BipolarQuant" else None
+    if quant.op_type == "Quant" and len(quant.input) > 2:
+        zero = _constant(model, quant.input[2])
+    if scale is None or zero is None:
+        return None
+    return np.asarray(scale, dtype=np.float64), np.asarray(zero, dtype=np.float64)
 
 
-def _same(one: tuple, other: tuple) -> bool:
-    if one[:2] != other[:2] or len(one[2]) != len(other[2]):
-        return False
-    return all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(one[2], other[2]))
+def _same_grid(one: tuple, other: tuple) -> bool:
+    return all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(one, other))
 
 
 def _describe_scale(model: ModelWrapper, quant) -> str:
@@ -101,14 +96,14 @@ def unaligned_joins(model: ModelWrapper) -> list[tuple[object, str]]:
                 break
             quants.append(quant)
         if why is None:
-            signatures = [_signature(model, quant) for quant in quants]
-            if any(s is None for s in signatures):
-                why = "a summand's quantizer has a computed (not constant) scale"
-            elif not _same(*signatures):
+            grids = [_grid(model, quant) for quant in quants]
+            if any(grid is None for grid in grids):
+                why = "a summand's quantizer has a computed (not constant) scale or zero point"
+            elif not _same_grid(*grids):
                 a, b = quants
                 why = (
-                    f"the summands come from two different quantizers, {node_label(a)} ({_describe_scale(model, a)})"
-                    f" and {node_label(b)} ({_describe_scale(model, b)})"
+                    f"the summands come from two quantizers of different scales or zero points, {node_label(a)} "
+                    f"({_describe_scale(model, a)}) and {node_label(b)} ({_describe_scale(model, b)})"
                 )
         if why is not None:
             found.append((node, why))

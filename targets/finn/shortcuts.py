@@ -43,6 +43,8 @@ def _path_to_fork(model: ModelWrapper, tensor: str) -> tuple[list, object | None
     path = []
     producer = model.find_producer(tensor)
     while producer is not None and base_op_type(producer.op_type) != "DuplicateStreams":
+        if producer in path:  # a malformed graph may loop
+            return path, None
         path.append(producer)
         dynamic = [name for name in producer.input if model.get_initializer(name) is None]
         producer = model.find_producer(dynamic[0]) if dynamic else None
