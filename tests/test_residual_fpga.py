@@ -19,6 +19,7 @@ from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear, QuantReLU
 from brevitas.quant import Int8WeightPerTensorFloat
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
+from tampering import recompute_manifest
 from torch import nn
 
 from sdk import check, deploy
@@ -139,6 +140,22 @@ def test_resnet8_deploys_verified_bit_exact(zoo_runs, tmp_path, board):
     assert proc.returncode == 0, proc.stderr
     sim = json.loads(proc.stdout)
     assert sim["samples"] == 360 and sim["identical_outputs"] == 1.0 and sim["agreement"] == 1.0
+    _tampered_join_is_refused(tmp_path / board)
+
+
+def _tampered_join_is_refused(package) -> None:
+    """A join whose second stream the attributes make another size (manifest recomputed): exit 2 naming the node,
+    never a numpy error from the simulator."""
+    import onnx
+
+    graph = onnx.load(package / "dataflow_model.onnx")
+    join = next(node for node in graph.graph.node if node.op_type.startswith("ElementwiseAdd"))
+    shape = next(attribute for attribute in join.attribute if attribute.name == "rhs_shape")
+    shape.ints[-1] //= 2
+    onnx.save(graph, package / "dataflow_model.onnx")
+    recompute_manifest(package, "dataflow_model.onnx")
+    proc = subprocess.run([sys.executable, "-m", "sdk", "simulate", str(package)], capture_output=True, text=True)
+    assert proc.returncode == 2 and join.name in proc.stderr and "input 1" in proc.stderr, proc.stderr
 
 
 def test_a_users_resnet_with_a_shared_quantizer_deploys_verified(tmp_path):
