@@ -208,11 +208,12 @@ def test_a_residual_sum_without_a_shared_quantizer_is_refused_by_check_and_deplo
     assert outputs[0]["layers"] == outputs[1]["layers"]
     assert not (tmp_path / "out").exists()
     proc = subprocess.run(
-        [sys.executable, "-m", "sdk", "check", "--target", "tflite", "--model", path, *scale],
+        [sys.executable, "-m", "sdk", "check", "--target", "tflite", "--model", path, *scale, "--json"],
         capture_output=True,
         text=True,
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr  # so the FPGA refusal rightly sends nobody there
+    assert "FPGA" not in json.loads(proc.stdout)["fix"]  # nor the TFLite refusal back to an FPGA
 
 
 def test_summands_of_two_quantizers_with_different_scales_are_refused():
