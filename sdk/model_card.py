@@ -185,6 +185,27 @@ def _card_problem(card: Any) -> str | None:
     return None
 
 
+def _with_node_names_kept(cleanup_model: Callable, model: Any) -> Any:
+    """cleanup_model(model) with the nodes named as the user's file names them, so that every message names a
+    node the user can find (qonnx's clean-up renames them all to OpType_i). A node is followed through the clean-up
+    by a mark in its doc_string (restored afterwards); where the file's names are missing or not unique, qonnx's
+    names stay."""
+    marks = {}
+    for index, node in enumerate(model.graph.node):
+        mark = f"sdk-node-{index}"
+        marks[mark] = (node.name, node.doc_string)
+        node.doc_string = mark
+    cleaned = cleanup_model(model)
+    kept = [marks.get(node.doc_string) for node in cleaned.graph.node]
+    names = [k[0] if k else "" for k in kept]
+    unique = all(names) and len(set(names)) == len(names)
+    for node, original in zip(cleaned.graph.node, kept):
+        if unique:
+            node.name = original[0]
+        node.doc_string = original[1] if original else ""
+    return cleaned
+
+
 def _cleaned(cleanup_model: Callable, model: Any, where: str) -> Any:
     """qonnx's clean-up (its transformations repeat until the graph stops changing) under the SDK's time limit."""
     from sdk.time_limit import STEP_TIMEOUT_VARIABLE, StepTimeout, step_timeout, time_limit
@@ -192,7 +213,7 @@ def _cleaned(cleanup_model: Callable, model: Any, where: str) -> Any:
     limit = step_timeout()
     try:
         with time_limit(limit):
-            return cleanup_model(model)
+            return _with_node_names_kept(cleanup_model, model)
     except StepTimeout:
         raise ExportError(
             f"qonnx's clean-up of the graph did not finish within {limit:g} s and was stopped.",

@@ -245,7 +245,7 @@ class OwnResidualCNN(nn.Module):
         self.stem = QuantConv2d(1, 8, 3, padding=1, **quant)
         self.stem_act = QuantReLU(bit_width=4)
         self.branch = QuantConv2d(8, 8, 3, padding=1, **quant)
-        self.branch_act = QuantReLU(bit_width=4)
+        self.branch_act = QuantReLU(bit_width=2)  # a scale of its own (1/3; the stem's is 1/15)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = QuantLinear(8, 10, **quant)
 
@@ -268,6 +268,7 @@ def test_a_hand_written_residual_cnn_is_refused_by_the_fpga_check_naming_the_add
         check(_eval(OwnResidualCNN()), "pynq-z2", example_input=torch.zeros(1, 1, 8, 8))
     assert all(layer.why and layer.fix for layer in info.value.layers)
     assert all("shared quantizer" in layer.fix for layer in info.value.layers)  # the root cause, not its echoes
+    assert [layer.name for layer in info.value.layers] == ["Add_0"] and "different scales" in info.value.what
 
 
 def test_an_lstm_is_refused_clearly():

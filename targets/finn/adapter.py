@@ -39,7 +39,7 @@ from sdk.verify import (
     share,
 )
 from targets.base import BuildOutcome, BuildRequest, ComparisonCells, SimulatedOutputs, finite_positive
-from targets.finn import folding, hardware, steps
+from targets.finn import folding, hardware, shortcuts, steps
 from targets.finn.environment import find_vendor_tools, prepare_finn
 from targets.finn.graph_check import check_dataflow, check_parent
 from targets.finn.partition import relocatable_parent
@@ -182,6 +182,8 @@ class FinnTarget:
         dataflow.save(str(pkg.path(DATAFLOW_NAME)))
         relocatable_parent(cfg.parent, DATAFLOW_NAME).save(str(pkg.path(PARENT_NAME)))
         folding.write_folding_config(dataflow, pkg.path("folding_config.json"))
+        if cfg.shortcut_fifos:
+            write_fifo_depths(pkg.path("folding_config.json"), shortcuts.fifo_depth_attributes(cfg.shortcut_fifos))
         if rtl is not None:
             write_fifo_depths(pkg.path("folding_config.json"), rtl.fifo_depth_attributes())
         pkg.write_text(hardware.FINISH_SCRIPT, hardware.finish_script(board, cfg.clock))
@@ -426,6 +428,23 @@ class FinnTarget:
                 "Widened beyond FINN's minimised bit widths (an XNOR layer accumulates the popcount, up to its "
                 "inputs; an HLS layer compares in its thresholds' type): " + "; ".join(map(str, cfg.widened)) + "."
             )
+        if cfg.shortcut_fifos:
+            report.tables.append(
+                Table(
+                    "Residual shortcuts (DuplicateStreams -> ElementwiseAdd)",
+                    ["join", "fork", "shortcut layers", "other branch layers", "shortcut FIFO words", "word bits"],
+                    [
+                        [f.join, f.fork, ", ".join(f.shortcut_layers) or "-", f.long_layers, f.depth, f.bits]
+                        for f in cfg.shortcut_fifos
+                    ],
+                )
+            )
+            report.notes.append(
+                "Each residual shortcut buffers one frame of its words (folding_config.json: inFIFODepths of the "
+                "join), so the fork never waits on it while the other branch computes: no deadlock, whatever that "
+                "branch's latency. FINN's FIFO sizing on the Vivado machine (step_set_fifo_depths) may size every "
+                "FIFO again by simulation."
+            )
         if cfg.cached_steps:
             report.notes.append(
                 f"From the SDK cache (the same graph went through them before): {', '.join(cfg.cached_steps)}; "
@@ -462,6 +481,7 @@ class FinnTarget:
             "step_seconds": cfg.step_seconds,
             "cached_steps": cfg.cached_steps,
             "widened_accumulators": [asdict(w) for w in cfg.widened],
+            "shortcut_fifos": [f.to_dict() for f in cfg.shortcut_fifos],
             "rtl_simulation": None if rtl is None else rtl.to_dict(),
         }
         return report, summary

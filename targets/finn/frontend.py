@@ -59,6 +59,7 @@ def qonnx_to_finn(model: ModelWrapper) -> ModelWrapper:
 def unsupported_nodes(model: ModelWrapper) -> list:
     """Nodes FINN's frontend and streamlining cannot take, named with the fix before they are run."""
     from targets.finn.hw_layers import UnmappedLayer
+    from targets.finn.residual import SHARED_QUANTIZER_FIX, node_label, unaligned_joins
 
     found = []
     for node in model.graph.node:
@@ -83,4 +84,15 @@ def unsupported_nodes(model: ModelWrapper) -> list:
                     "unroll the recurrence into feed-forward layers, or run this part of the model on the host",
                 )
             )
+    for node, why in unaligned_joins(model):
+        found.append(
+            UnmappedLayer(
+                node_label(node),
+                node.op_type,
+                list(node.input),
+                f"a residual sum FINN cannot compute on integers: {why}; FINN adds two branches "
+                "(DuplicateStreams + ElementwiseAdd) only where one quantizer made both summands",
+                SHARED_QUANTIZER_FIX,
+            )
+        )
     return found

@@ -18,6 +18,7 @@ from qonnx.transformation.infer_shapes import InferShapes
 
 from targets.finn.ops import hw_op, unmapped_hint
 from targets.finn.simulator import HOST_INPUT_OPS, is_host_output_op
+from targets.finn.streamline import has_join_add, is_join_add
 
 HW_DOMAIN = "finn.custom_op.fpgadataflow"
 
@@ -96,8 +97,8 @@ def convert_to_hw(model: ModelWrapper, standalone_thresholds: bool = False) -> M
         if present(*op_types):
             model = model.transform(transformation())
     model = model.transform(InferDuplicateStreamsLayer())
-    if _has_inner_add(model):
-        model = model.transform(InferElementwiseBinaryOperation())
+    if has_join_add(model):  # the residual joins become ElementwiseAdd (FINN's AddStreams), nothing else
+        model = model.transform(InferElementwiseBinaryOperation(is_join_add))
     from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
 
     # RoundAndClipThresholds: integer inputs make ceil(threshold) exact, and RTL code generation needs integers.
@@ -112,11 +113,6 @@ def convert_to_hw(model: ModelWrapper, standalone_thresholds: bool = False) -> M
     ):
         model = model.transform(transformation)
     return model
-
-
-def _has_inner_add(model: ModelWrapper) -> bool:
-    """An Add fed by two dynamic tensors (a residual), not a constant bias."""
-    return any(all(model.get_initializer(i) is None for i in node.input) for node in model.get_nodes_by_op_type("Add"))
 
 
 def is_hw(node) -> bool:
@@ -147,11 +143,9 @@ def unmapped_layers(model: ModelWrapper) -> list[UnmappedLayer]:
 
 
 FLOAT_SCALE_HINT = (
-    "a float scale FINN could not absorb into integer thresholds, so every layer after it computes in float "
-    "(typically an activation that feeds two paths, as in a residual block)",
-    "quantize both summands of the add with one shared quantizer, so the add happens on integers of one scale; "
-    "where they share one already (as in sdk's resnet8), FINN cannot streamline the block: deploy the model to a "
-    "TFLite target (tflite, a microcontroller or an Ethos-U board)",
+    "a float scale FINN could not absorb into integer thresholds, so every layer after it computes in float",
+    "put a quantized activation after every BatchNorm and scale, with no float op between layers; a residual add "
+    "needs both summands quantized by one shared quantizer",
 )
 
 

@@ -53,6 +53,11 @@ def _simd_of(attribute: str) -> Callable[[Get], list[tuple[str, int]]]:
     return lambda get: [("SIMD", get(attribute))]
 
 
+def _elementwise_knobs(get: Get) -> list[tuple[str, int]]:
+    # PE elements of the last (channel) axis per cycle, as FINN's SetFolding folds ElementwiseBinaryOperation
+    return [("PE", int(get("out_shape")[-1]))]
+
+
 def _binary_padding(node, model) -> tuple[str, str] | None:
     """Brevitas pads bipolar (+-1) activations with 0; after FINN's XNOR conversion 0 stands for -1."""
     if model.get_tensor_datatype(node.input[0]).name == "BINARY":
@@ -75,7 +80,7 @@ HW_OPS: dict[str, HwOp] = {
     "DuplicateStreams": HwOp(kernels.duplicate, _pe_of("NumChannels")),
     "StreamingDataWidthConverter": HwOp(kernels.identity, _no_knobs),
     "StreamingFIFO": HwOp(kernels.identity, _no_knobs),
-    **{op: HwOp(kernels.elementwise, _no_knobs) for op in kernels.ELEMENTWISE},
+    **{op: HwOp(kernels.elementwise, _elementwise_knobs) for op in kernels.ELEMENTWISE},
 }
 SUPPORTED_OPS: tuple[str, ...] = tuple(sorted(HW_OPS))
 
@@ -92,7 +97,8 @@ UNMAPPED_HINTS: dict[str, tuple[str, str]] = {
     "Reshape": ("a reshape FINN could not absorb", "flatten only 1x1 feature maps, or flatten at the input"),
     "Add": (
         "an addition FINN could not map (residual add of operands with different scales or datatypes)",
-        "quantize both summands with one shared quantizer, or deploy to a TFLite target",
+        "quantize both summands with one shared quantizer (one QuantIdentity applied to both), so the add sums "
+        "integers of one scale",
     ),
     "Mul": (
         "a float scale inside the network that streamlining could not move into thresholds",

@@ -36,10 +36,12 @@ from targets.finn import (
     graph_cache,
     hw_layers,
     partition,
+    shortcuts,
     specialize,
     streamline,
 )
 from targets.finn.environment import prepare_finn
+from targets.finn.residual import SHARED_QUANTIZER_FIX
 
 FINN_REFERENCE_SAMPLES = 8  # FINN's python execution runs one sample at a time: a few suffice per layer
 
@@ -76,6 +78,7 @@ class FinnConfig:
     step_seconds: dict[str, float] = field(default_factory=dict)
     cached_steps: list[str] = field(default_factory=list)  # steps whose result came from the SDK's cache
     widened: list[accumulators.Widened] = field(default_factory=list)  # accumulators FINN sized too narrow
+    shortcut_fifos: list[shortcuts.ShortcutFifo] = field(default_factory=list)  # residual shortcuts' FIFOs
 
     @property
     def clock(self) -> float:
@@ -85,7 +88,9 @@ class FinnConfig:
 def qonnx_to_finn(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
     unsupported = frontend.unsupported_nodes(model)  # named before FINN's transformations trip over them
     if unsupported:
-        raise UnsupportedLayersError(unsupported, cfg.board.name)
+        # a residual sum without a shared quantizer: its fix is the model's, no other flow is known to take it
+        joins_only = all(layer.fix == SHARED_QUANTIZER_FIX for layer in unsupported)
+        raise UnsupportedLayersError(unsupported, cfg.board.name, **({"flow_hint": None} if joins_only else {}))
     return frontend.qonnx_to_finn(model)
 
 
@@ -144,6 +149,7 @@ def set_folding(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
 
 def estimate_performance(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
     cfg.network = estimate.estimate_network(model, cfg.board, cfg.clock)
+    cfg.shortcut_fifos = shortcuts.shortcut_fifos(model)  # the folding is final: words per frame are known
     estimate.refuse_over_capacity(cfg.network, cfg.board, cfg.folding_mode, cfg.fps)
     return model
 

@@ -694,7 +694,13 @@ def _channel_constant(walk: _Walk, node, pending: _Pending, index: int) -> np.nd
     value = _constant(walk, node, index)
     channels = pending.shape[-1]
     if value is None:
-        raise _refuse(node, "combines two computed values before any quantizer")
+        raise _refuse(
+            node,
+            "combines two computed values before any quantizer",
+            # not "an FPGA board": FINN refuses a sum of unquantized values as well
+            "quantize both values before they combine: for a residual sum, one shared quantizer on both summands "
+            "(a QuantIdentity applied to both)",
+        )
     flat = value.reshape(-1)
     if flat.size == 1:
         return np.full(channels, float(flat[0]))
