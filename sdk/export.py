@@ -69,6 +69,7 @@ def _check_against_brevitas(
     flat: bool,
     mapping: InputMap | None = None,
     pixel_scale: float = INPUT_SCALE,
+    module_shape: list[int] | None = None,
 ) -> dict[str, Any]:
     """The exported graph (it takes device codes) against the module (it takes pixels * pixel_scale, or, where it
     quantizes its own input, the values whose codes these are: `mapping`)."""
@@ -77,7 +78,7 @@ def _check_against_brevitas(
             module_input = model_input(x_codes, flat, pixel_scale)
         else:
             values = torch.from_numpy(mapping.values(x_codes))
-            module_input = values.reshape(len(values), -1) if flat else values
+            module_input = values.reshape(len(values), *(module_shape or [-1]))
         reference = model(module_input).numpy()
     exported = run_qonnx(onnx_path, x_codes, flat)
     max_abs = float(np.max(np.abs(exported - reference)))
@@ -312,14 +313,17 @@ def _export_checked(
             else:  # the first quantizer's codes (after the pixel scale, where the module takes pixels)
                 qmodel = cleanup_model(qmodel)
                 shape = card["input"]["image_shape"]
-                exported_card = {**card, "input": input_spec(shape, card["input"]["flatten"], mapping)}
+                if mapping.flat and not card["input"]["flatten"]:  # a flatten before the quantizer was cut off
+                    shape = [1, 1, int(np.prod(shape))]
+                exported_card = {**card, "input": input_spec(shape, mapping.flat, mapping)}
                 exported_card["normalisation"] = normalisation_of(mapping)
                 x_codes = _random_codes(mapping, len(x_check), shape)
                 reference = wrapped
             qmodel.save(str(tmp_onnx))
             try:
+                module_shape = card["input"]["shape"][1:]  # one sample as the module takes it
                 check = _check_against_brevitas(
-                    tmp_onnx, reference, x_codes, card["input"]["flatten"], mapping, pixel_scale
+                    tmp_onnx, reference, x_codes, exported_card["input"]["flatten"], mapping, pixel_scale, module_shape
                 )
             except Exception:
                 if not last:  # a graph the check cannot run: the next exporter's may

@@ -21,6 +21,7 @@ import numpy as np
 from sdk.errors import ConfigError, ExportError
 
 PREPROCESSING_OPS = ("Mul", "Div", "Add", "Sub")
+LAYOUT_OPS = ("Reshape", "Flatten")  # a flatten between the input and its first quantizer: the input becomes (1, F)
 MAX_INPUT_BITS = 8  # every target's input is at most 8 bits (FINN streams them, the TFLite family takes int8)
 SDK_INPUT_SCALE_NODE = "SdkInputScale"  # the Mul the SDK puts where the graph's first quantizer was
 PIXELS = "pixels"  # the source of a map whose values are the codes (uint8 pixels, or codes the graph declares)
@@ -278,7 +279,7 @@ def read_input_interface(model: Any, where: str, name_of: Any = None, pixels_in:
     input_name = graph.input[0].name
     shape = [int(d) for d in model.get_tensor_shape(input_name)]
     flat = len(shape) == 2
-    tensor, steps, chain = input_name, [], []
+    tensor, steps, chain, layout = input_name, [], [], False
     while True:
         consumers = model.find_consumers(tensor)
         if len(consumers) != 1 or graph.output[0].name == tensor:
@@ -286,10 +287,18 @@ def read_input_interface(model: Any, where: str, name_of: Any = None, pixels_in:
         node = consumers[0]
         if node.op_type in PREPROCESSING_OPS:
             step = _preprocessing_step(model, node, tensor, shape, name_of(node))
-            if step is None:
-                return None
+            if step is None or (layout and step.constant.size != 1):
+                return None  # a per-channel constant after a reshape is in another layout than the input's
             steps.append(step)
             chain.append(node)
+            tensor = node.output[0]
+            continue
+        if node.op_type in LAYOUT_OPS and node.input[0] == tensor and all(s.constant.size == 1 for s in steps):
+            out_shape = model.get_tensor_shape(node.output[0]) or []
+            if len(out_shape) != 2 or int(np.prod(out_shape)) != int(np.prod(shape)):
+                return None
+            layout = True  # x.view(N, -1) before the quantizer: the input becomes (1, F), which the scalar steps
+            chain.append(node)  # commute with (an MLP takes samples of any layout of the right size)
             tensor = node.output[0]
             continue
         if node.op_type not in ("Quant", "BipolarQuant") or node.input[0] != tensor:
@@ -366,10 +375,12 @@ def read_input_interface(model: Any, where: str, name_of: Any = None, pixels_in:
         s,
         zero_point,
         rounding,
-        flat,
+        flat or layout,
         pixels_in,
     )
-    _cut_off(model, chain + [quant], quant.output[0], s, datatype)
+    _cut_off(model, chain, quant, s, datatype)
+    if layout:
+        _flatten_input(model, int(np.prod(shape)))
     return mapping
 
 
@@ -413,16 +424,36 @@ def _affine(steps: list[Step], quant_scale: float) -> tuple[float, float]:
     return quant_scale / a, b / quant_scale
 
 
-def _cut_off(model: Any, nodes: list[Any], quant_output: str, scale: float, datatype: Any) -> None:
-    """Remove the preprocessing and the quantizer; the input (same name) now holds the codes, and a Mul by the
-    quantizer's scale gives what the quantizer gave (qonnx's clean-up removes it where the scale is 1)."""
+def _cut_off(model: Any, nodes: list[Any], quant: Any, scale: float, datatype: Any) -> None:
+    """Remove the preprocessing (each node's users read its data input instead) and the quantizer (a Mul by its
+    scale gives what it gave; qonnx's clean-up removes it where the scale is 1); the input (same name) now holds
+    the codes. Layout ops between them stay."""
     from onnx import helper
 
     graph = model.graph
     input_name = graph.input[0].name
     for node in nodes:
+        data = node.input[0] if node.op_type in LAYOUT_OPS else None
+        data = data or next(name for name in node.input if model.get_initializer(name) is None)
+        for user in model.find_consumers(node.output[0]):
+            user.input[:] = [data if name == node.output[0] else name for name in user.input]
         graph.node.remove(node)
     scale_name = f"{input_name}_sdk_input_scale"
     model.set_initializer(scale_name, np.array(scale, dtype=np.float32))
-    graph.node.insert(0, helper.make_node("Mul", [input_name, scale_name], [quant_output], name=SDK_INPUT_SCALE_NODE))
+    position = list(graph.node).index(quant)
+    graph.node.remove(quant)
+    mul = helper.make_node("Mul", [quant.input[0], scale_name], [quant.output[0]], name=SDK_INPUT_SCALE_NODE)
+    graph.node.insert(position, mul)
     model.set_tensor_datatype(input_name, datatype)
+
+
+def _flatten_input(model: Any, features: int) -> None:
+    """The graph input as (1, F), where a flatten before the first quantizer was cut off with it."""
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    old = graph.input[0]
+    datatype = model.get_tensor_datatype(old.name)
+    graph.input.remove(old)
+    graph.input.insert(0, helper.make_tensor_value_info(old.name, TensorProto.FLOAT, [1, features]))
+    model.set_tensor_datatype(old.name, datatype)

@@ -366,6 +366,8 @@ def card_from_graph(
             mapping = preprocessed
             model = _cleaned(cleanup_model, model, where)
     model.save(str(out_path))
+    shape = [int(d) for d in model.get_tensor_shape(model.graph.input[0].name)]  # (1, F) where a flatten was cut
+    flat = len(shape) == 2
     input_shape = [1, 1, shape[1]] if flat else shape[1:]
     out_shape = model.get_tensor_shape(model.graph.output[0].name) or [1, 1]
     outputs = int(np.prod(out_shape[1:])) if len(out_shape) > 1 else 1
