@@ -38,7 +38,7 @@ from sdk.model_card import (
     input_spec,
 )
 from sdk.package import sha256_file
-from sdk.qat import CHECKPOINT_NAME, TrainConfig, check_out_dir, load_checkpoint, model_input, read_metrics
+from sdk.qat import CHECKPOINT_NAME, TrainConfig, check_out_dir, load_checkpoint, module_input, read_metrics
 from sdk.scratch import scratch_dir
 
 # Floats may differ by accumulation order between PyTorch and onnxruntime. Up to
@@ -59,10 +59,12 @@ class _ScaledInput(nn.Module):
         return self.model(x * INPUT_SCALE)
 
 
-def _check_against_brevitas(onnx_path: Path, model: nn.Module, x_uint8: np.ndarray, flat: bool) -> dict[str, Any]:
+def _check_against_brevitas(
+    onnx_path: Path, model: nn.Module, x_uint8: np.ndarray, card: dict[str, Any]
+) -> dict[str, Any]:
     with torch.no_grad():
-        reference = model(model_input(x_uint8, flat)).numpy()
-    exported = run_qonnx(onnx_path, x_uint8, flat)
+        reference = model(module_input(x_uint8, card)).numpy()
+    exported = run_qonnx(onnx_path, x_uint8, card["input"]["flatten"])
     max_abs = float(np.max(np.abs(exported - reference)))
     span = float(np.max(np.abs(reference))) or 1.0
     # Reported only: binary nets have exactly tied logits, where argmax follows float noise.
@@ -252,7 +254,7 @@ def _export_checked(
             qmodel.set_tensor_datatype(qmodel.graph.input[0].name, DataType["UINT8"])
             qmodel.save(str(tmp_onnx))
             try:
-                check = _check_against_brevitas(tmp_onnx, model, x_check, card["input"]["flatten"])
+                check = _check_against_brevitas(tmp_onnx, model, x_check, card)
             except Exception:
                 if not last:  # a graph the check cannot run: the next exporter's may
                     continue
@@ -335,27 +337,31 @@ def export_module(
     """Export a user's own Brevitas module to QONNX plus a model card, checked on random inputs.
 
     The module takes pixels / 255 (floats in [0, 1]) shaped like `example_input`: (1, C, H, W) for a conv net,
-    (1, F) for an MLP. The exported graph takes the uint8 pixels and holds the / 255 itself, like the SDK's own
-    exports. The card names no data set: verification samples come from --data, else random inputs. An existing
-    file at out_path or card beside it is replaced only with force=True."""
+    (1, C, T) for a Conv1d net over sequences (its samples are (C, 1, T)), (1, F) for an MLP. The exported graph
+    takes the uint8 pixels and holds the / 255 itself, like the SDK's own exports. The card names no data set:
+    verification samples come from --data, else random inputs. An existing file at out_path or card beside it is
+    replaced only with force=True."""
     shape = tuple(example_input) if isinstance(example_input, tuple) else tuple(np.shape(example_input))
-    if len(shape) not in (2, 4) or shape[0] != 1 or any(int(d) < 1 for d in shape):
+    if len(shape) not in (2, 3, 4) or shape[0] != 1 or any(int(d) < 1 for d in shape):
         raise ExportError(
-            f"The example input has shape {shape}; the SDK takes one sample, (1, C, H, W) or (1, F).",
+            f"The example input has shape {shape}; the SDK takes one sample, (1, C, H, W), (1, C, T) or (1, F).",
             where="example_input",
-            fix="pass e.g. torch.zeros(1, 1, 28, 28) for a conv net or torch.zeros(1, 784) for an MLP",
+            fix="pass e.g. torch.zeros(1, 1, 28, 28) for a conv net, torch.zeros(1, 10, 49) for a Conv1d net or "
+            "torch.zeros(1, 784) for an MLP",
         )
-    flat = len(shape) == 2
-    input_shape = [1, 1, int(shape[1])] if flat else [int(d) for d in shape[1:]]
+    flat, sequence = len(shape) == 2, len(shape) == 3
+    input_shape = [1, 1, int(shape[1])] if flat else [int(shape[1]), 1, int(shape[2])] if sequence else shape[1:]
+    input_shape = [int(d) for d in input_shape]
+    spec = input_spec(input_shape, flat, sequence)
     model = model.eval()
     _refuse_weights_brevitas_cannot_export(model)
     with torch.no_grad():
-        outputs = model(torch.zeros(1, *([input_shape[-1]] if flat else input_shape))).reshape(1, -1).shape[1]
+        outputs = model(torch.zeros(spec["shape"])).reshape(1, -1).shape[1]
     card = {
         "format": CARD_FORMAT,
         "model": type(model).__name__,
         "bits": None,
-        "input": input_spec(input_shape, flat),
+        "input": spec,
         "normalisation": NORMALISATION,
         "labels": list(labels) if labels else [str(i) for i in range(outputs)],
         "dataset": None,

@@ -30,15 +30,36 @@ NORMALISATION = {
 }
 
 
-def input_spec(input_shape: list[int], flat: bool) -> dict[str, Any]:
-    graph_shape = [1, int(np.prod(input_shape))] if flat else [1, *input_shape]
+SEQUENCE_LAYOUT = "NCW"  # a graph input (1, C, T): channels over time, as Conv1d takes it
+
+
+def input_spec(input_shape: list[int], flat: bool, sequence: bool = False) -> dict[str, Any]:
+    """The card's input: samples are (C, H, W) (`image_shape`); the graph takes them as (1, F) when flat, as
+    (1, C, W) when a sequence (H = 1: a Conv1d's channels over time), else as they are."""
+    if flat:
+        graph_shape, layout = [1, int(np.prod(input_shape))], "NC"
+    elif sequence:
+        graph_shape, layout = [1, input_shape[0], input_shape[2]], SEQUENCE_LAYOUT
+    else:
+        graph_shape, layout = [1, *input_shape], "NCHW"
     return {
         "shape": graph_shape,
         "dtype": "uint8",
-        "layout": "NC" if flat else "NCHW",
+        "layout": layout,
         "image_shape": list(input_shape),
         "flatten": flat,
     }
+
+
+def is_sequence(card: dict[str, Any]) -> bool:
+    """Whether the graph takes a sample (C, 1, T) as (1, C, T)."""
+    return card["input"].get("layout") == SEQUENCE_LAYOUT
+
+
+def graph_input_shape(card: dict[str, Any]) -> list[int]:
+    """The shape of the graph's input (batch 1) for the card's samples."""
+    spec = card["input"]
+    return input_spec(list(spec["image_shape"]), spec["flatten"], is_sequence(card))["shape"]
 
 
 @dataclass
@@ -152,6 +173,8 @@ def _card_problem(card: Any) -> str | None:
         return f"has input.image_shape {shape}: {problem}"
     if not isinstance(spec.get("flatten"), bool):
         return "has no boolean input.flatten"
+    if spec.get("layout") == SEQUENCE_LAYOUT and (shape[1] != 1 or spec["flatten"]):
+        return f"has input.layout {SEQUENCE_LAYOUT} with input.image_shape {shape}, not (C, 1, T) unflattened"
     dataset = card.get("dataset")
     if dataset is not None and not (isinstance(dataset, dict) and isinstance(dataset.get("name"), str)):
         return "has a 'dataset' without a name"
@@ -251,9 +274,9 @@ def card_from_graph(
         )
     name = model.graph.input[0].name
     shape = [int(d) for d in (model.get_tensor_shape(name) or [])]
-    if len(shape) not in (2, 4) or shape[0] != 1 or any(d < 1 for d in shape):
+    if len(shape) not in (2, 3, 4) or shape[0] != 1 or any(d < 1 for d in shape):
         raise ExportError(
-            f"The graph input '{name}' has shape {shape}; the SDK takes (1, C, H, W) or (1, F).",
+            f"The graph input '{name}' has shape {shape}; the SDK takes (1, C, H, W), (1, C, T) or (1, F).",
             where=f"{where}, input {name}",
             fix="export with one sample of a fixed shape, e.g. torch.zeros(1, 1, 28, 28)",
         )
@@ -303,18 +326,18 @@ def card_from_graph(
         model.graph.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
         model.set_tensor_datatype(pixels, DataType["UINT8"])
         model = _cleaned(cleanup_model, model, where)
-    flat = len(shape) == 2
+    flat, sequence = len(shape) == 2, len(shape) == 3
     model.save(str(out_path))
     if input_scale is not None:
         _check_input_codes(out_path, shape, input_scale)
-    input_shape = [1, 1, shape[1]] if flat else shape[1:]
+    input_shape = [1, 1, shape[1]] if flat else [shape[1], 1, shape[2]] if sequence else shape[1:]
     out_shape = model.get_tensor_shape(model.graph.output[0].name) or [1, 1]
     outputs = int(np.prod(out_shape[1:])) if len(out_shape) > 1 else 1
     card = {
         "format": CARD_FORMAT,
         "model": onnx_path.stem,
         "bits": None,
-        "input": input_spec(input_shape, flat),
+        "input": input_spec(input_shape, flat, sequence),
         "normalisation": {
             "scale": INPUT_SCALE if input_scale is None else float(input_scale),
             "offset": 0.0,
