@@ -54,9 +54,18 @@ RULE_TEXT = (
 )
 
 
-def graph_input(card: dict, x: np.ndarray) -> np.ndarray:
-    """uint8 samples in the layout the exported graph takes (flat for MLPs, NCHW for conv nets)."""
-    return x.reshape(len(x), -1).astype(np.float32) if card["input"]["flatten"] else x.astype(np.float32)
+def graph_input(parent, x: np.ndarray) -> np.ndarray:
+    """uint8 samples (N, C, H, W) in the shape of the parent graph's input, float32: (N, F) for MLPs, (N, C, H, W)
+    for conv nets, (N, C, T, 1) for 1-D nets (samples (C, 1, T), FINN's (T, 1) maps: the same order of values)."""
+    name = parent.graph.input[0].name
+    shape = parent.get_tensor_shape(name) or []
+    if len(shape) < 2 or int(np.prod(shape[1:])) != int(np.prod(x.shape[1:])):
+        raise PackageError(
+            f"The parent graph's input '{name}' has shape {shape}; the model card's samples are {tuple(x.shape[1:])}.",
+            where=f"{PARENT_NAME}, input {name}",
+            fix="the package's files do not belong together; deploy again",
+        )
+    return x.reshape(len(x), *shape[1:]).astype(np.float32)
 
 
 @dataclass
@@ -159,7 +168,7 @@ class FinnTarget:
         dataflow = steps.run_steps(steps.load_qonnx(request.model_path), cfg, stop="estimate", progress=progress)
 
         progress("simulate and verify")
-        xs = graph_input(request.card, request.x)
+        xs = graph_input(cfg.parent, request.x)
         result = simulate_parent(cfg.parent, dataflow, xs)
         verification = self._verify(cfg, dataflow, result, xs, request)
 
@@ -208,7 +217,7 @@ class FinnTarget:
             parent, dataflow = _load_onnx(package / PARENT_NAME), _load_onnx(package / DATAFLOW_NAME)
             check_dataflow(dataflow, DATAFLOW_NAME)  # what the simulator reads, before it reads it
             check_parent(parent, dataflow, PARENT_NAME)
-            xs = graph_input(card, x)
+            xs = graph_input(parent, x)
             result = simulate_parent(parent, dataflow, xs)
             simulated = SimulatedOutputs(result.output, bit_exact=True)
             if rtlsim:
