@@ -82,13 +82,13 @@ class UnsupportedLayersError(SDKError):
     `layers` are objects with name, op_type, why, fix and to_dict() (one per layer).
     """
 
-    def __init__(self, layers: list, board_name: str, flow_hint: str = "deploy it to a TFLite target"):
+    def __init__(self, layers: list, board_name: str, flow_hint: str | None = "deploy it to a TFLite target"):
         self.layers = layers
         lines = [f"{u.name} ({u.op_type}): {u.why}; fix: {u.fix}" for u in layers]
         super().__init__(
             f"{len(layers)} layer(s) of the model cannot be mapped correctly to {board_name}:\n  " + "\n  ".join(lines),
             where=f"--model -> --target {board_name}",
-            fix=f"change the model as suggested, or {flow_hint}",
+            fix="change the model as suggested" + (f", or {flow_hint}" if flow_hint else ""),
         )
 
     def to_dict(self) -> dict:

@@ -85,7 +85,9 @@ class FinnConfig:
 def qonnx_to_finn(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
     unsupported = frontend.unsupported_nodes(model)  # named before FINN's transformations trip over them
     if unsupported:
-        raise UnsupportedLayersError(unsupported, cfg.board.name)
+        # no other flow offered: the TFLite writer refuses these too (3-D and grouped convolutions, recurrent ops,
+        # separate pads); each layer's own fix is a change of the model
+        raise UnsupportedLayersError(unsupported, cfg.board.name, flow_hint=None)
     return frontend.qonnx_to_finn(model)
 
 
