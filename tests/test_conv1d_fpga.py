@@ -1,0 +1,258 @@
+"""1-D convolutions on FPGAs, through FINN's 1-D sliding windows.
+
+A keyword spotter written the way users write one (10 MFCC-like channels x 49 frames as (N, C, T), an unsigned
+8-bit input quantizer, Conv1d + BatchNorm1d + ReLU with a stride, a dilation and zero padding, a max pool or a
+global average, a linear classifier) deploys to pynq-z2 verified by the full rule, and the same model to tflite;
+what FINN cannot take is refused by `sdk check` and `sdk deploy` alike, naming the layer. Weights are random with
+well-conditioned BatchNorm statistics: exactness does not depend on training.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from brevitas.nn import QuantConv1d, QuantIdentity, QuantLinear, QuantReLU
+from brevitas.quant import Int8WeightPerTensorFloat, Uint8ActPerTensorFloat
+from hw_graphs import HW, hw_graph
+from torch import nn
+
+from sdk import check, deploy, simulate
+
+CHANNELS, FRAMES = 10, 49
+EXAMPLE = torch.zeros(1, CHANNELS, FRAMES)
+
+
+class FeatureQuant(Uint8ActPerTensorFloat):
+    """Features in [0, 1] on an unsigned 8-bit grid (scale 1/255)."""
+
+    max_val = 1.0
+
+
+class KeywordSpotter(nn.Module):
+    """Three Conv1d blocks over MFCC-like frames, then a max pool or a global average, and 12 keyword logits."""
+
+    def __init__(self, pool: str = "max", groups: int = 1):
+        super().__init__()
+        torch.manual_seed(19)
+        quant = {"weight_quant": Int8WeightPerTensorFloat, "weight_bit_width": 4, "bias": False}
+        self.features = QuantIdentity(act_quant=FeatureQuant)
+        self.conv1 = QuantConv1d(CHANNELS, 16, 3, **quant)
+        self.bn1 = nn.BatchNorm1d(16)
+        self.relu1 = QuantReLU(bit_width=4)
+        self.conv2 = QuantConv1d(16, 16, 3, stride=2, groups=groups, **quant)
+        self.bn2 = nn.BatchNorm1d(16)
+        self.relu2 = QuantReLU(bit_width=4)
+        self.pool = nn.MaxPool1d(2) if pool == "max" else None
+        self.conv3 = QuantConv1d(16, 16, 3, dilation=2, padding=2, **quant)
+        self.bn3 = nn.BatchNorm1d(16)
+        self.relu3 = QuantReLU(bit_width=4)
+        self.classifier = QuantLinear(16 * 11 if pool == "max" else 16, 12, **quant)
+
+    def forward(self, x):
+        x = self.relu2(self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(self.features(x)))))))
+        if self.pool is not None:
+            x = self.pool(x)
+        x = self.relu3(self.bn3(self.conv3(x)))
+        x = x.flatten(1) if self.pool is not None else x.mean(-1)
+        return self.classifier(x)
+
+
+def _well_conditioned(model: nn.Module) -> nn.Module:
+    """Random but non-trivial BatchNorm statistics, so activations spread over their range."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm1d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.05, 0.2)
+    return model.eval()
+
+
+def _features(n: int, seed: int) -> np.ndarray:
+    """uint8 features (N, C, T), as a user stores them: the module takes them / 255."""
+    return np.random.default_rng(seed).integers(0, 256, size=(n, CHANNELS, FRAMES), dtype=np.uint8)
+
+
+def _module(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(x.astype(np.float32) / 255)).numpy()
+
+
+def _assert_fpga_equals_module(package, model: nn.Module, x: np.ndarray) -> None:
+    """The FPGA package's outputs are the module's up to float32 rounding, except on samples where some quantizer
+    sees a value within float32 rounding of a rounding boundary: there torch and any exact integer datapath may
+    round either way (the verification counts such samples as ties)."""
+    from sdk.graph_run import tie_samples
+
+    close = np.abs(simulate(package, x) - _module(model, x)).max(axis=1) <= 1e-5
+    ties = tie_samples(package / "model.qonnx.onnx", x[:, :, None, :], flat=False)
+    assert close[~ties].all() and close.mean() >= 0.9, (np.where(~close)[0], np.where(ties)[0])
+
+
+def _checks(package) -> dict[str, bool]:
+    checks = json.loads((package / "report.json").read_text())["data"]["verification"]["checks"]
+    return {c["name"]: c["passed"] for c in checks}
+
+
+# ---------------------------------------------------------------------------
+# the SDK's simulator on FINN's 1-D sliding windows, against FINN's own execution
+
+
+def _window(ifm: tuple[int, int], kernel: int, stride: int, dilation: int, depthwise: int, simd: int):
+    """A ConvolutionInputGenerator over a 1-D map, (T, 1) as FINN's 1-D flow has it or (1, T)."""
+    from onnx import helper
+    from qonnx.custom_op.general.im2col import compute_conv_output_dim
+
+    channels, axis = 4, 0 if ifm[1] == 1 else 1
+    k, s, d = ([kernel, 1], [stride, 1], [dilation, 1]) if axis == 0 else ([1, kernel], [1, stride], [1, dilation])
+    ofm = [compute_conv_output_dim(ifm[i], k[i], s[i], 0, d[i]) for i in range(2)]
+    node = helper.make_node(
+        "ConvolutionInputGenerator",
+        ["x"],
+        ["y"],
+        domain=HW,
+        backend="fpgadataflow",
+        ConvKernelDim=k,
+        IFMChannels=channels,
+        IFMDim=list(ifm),
+        OFMDim=ofm,
+        SIMD=simd,
+        Stride=s,
+        Dilation=d,
+        inputDataType="UINT4",
+        outputDataType="UINT4",
+        depthwise=depthwise,
+        is1D=1,
+    )
+    return hw_graph([node], {"x": (1, *ifm, channels), "y": (1, *ofm, kernel * channels)}, {}, "UINT4")
+
+
+@pytest.mark.parametrize(
+    ("ifm", "kernel", "stride", "dilation", "depthwise", "simd"),
+    [
+        ((20, 1), 3, 1, 1, 0, 4),
+        ((20, 1), 3, 2, 1, 0, 2),
+        ((20, 1), 2, 5, 1, 0, 4),
+        ((20, 1), 3, 1, 3, 0, 1),
+        ((20, 1), 3, 2, 2, 1, 2),
+        ((1, 20), 5, 3, 2, 0, 4),
+        ((20, 1), 20, 1, 1, 0, 4),
+    ],
+    ids=["k3", "k3_stride2", "stride_over_kernel", "dilation3", "depthwise_s2_d2", "1xT", "kernel_covers_T"],
+)
+def test_one_dimensional_sliding_windows_equal_finn_python_execution(
+    tmp_path, ifm, kernel, stride, dilation, depthwise, simd
+):
+    from finn.core.onnx_exec import execute_onnx
+    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+    from qonnx.custom_op.registry import getCustomOp
+
+    from targets.finn.environment import prepare_finn
+    from targets.finn.ops import window_generates
+    from targets.finn.simulator import simulate_dataflow
+
+    prepare_finn(tmp_path)
+    model = _window(ifm, kernel, stride, dilation, depthwise, simd)
+    x = np.random.default_rng(kernel + stride).integers(0, 16, size=(6, *ifm, 4)).astype(np.float32)
+    finn = np.concatenate([execute_onnx(model, {"x": x[i : i + 1]})["y"] for i in range(len(x))])
+    specialized = model.transform(SpecializeLayers("xc7z020clg400-1"))
+    (node,) = specialized.graph.node
+    assert node.op_type == "ConvolutionInputGenerator_rtl" and window_generates(getCustomOp(node))
+    np.testing.assert_array_equal(simulate_dataflow(specialized, x).output, finn.astype(np.int64))
+
+
+def test_a_parallel_window_finn_cannot_write_is_never_a_folding_candidate(tmp_path):
+    """FINN's parallel sliding window over one or two output positions sizes a counter by log2(0): the fit search
+    must not pick it (a deploy would fail at code generation after `sdk check` passed)."""
+    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+    from qonnx.custom_op.registry import getCustomOp
+
+    from targets.finn.environment import prepare_finn
+    from targets.finn.ops import window_generates
+
+    prepare_finn(tmp_path)
+    model = _window((20, 1), 19, 1, 1, 0, 4).transform(SpecializeLayers("xc7z020clg400-1"))
+    op = getCustomOp(model.graph.node[0])
+    op.set_nodeattr("parallel_window", 1)
+    assert not window_generates(op)
+    op.set_nodeattr("parallel_window", 0)
+    assert window_generates(op)
+
+
+# ---------------------------------------------------------------------------
+# the keyword spotter, end to end
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pool", ["max", "mean"])
+def test_a_conv1d_keyword_spotter_deploys_to_pynq_z2_bit_exact(tmp_path, pool):
+    import onnx
+
+    model = _well_conditioned(KeywordSpotter(pool))
+    check(model, "pynq-z2", example_input=EXAMPLE)  # the same verdict as the deploy
+    result = deploy(model, "pynq-z2", example_input=EXAMPLE, out=str(tmp_path / "fpga"), samples=60)
+    assert result.verified and result.exit_code == 0, (result.package / "report.md").read_text()
+    checks = _checks(result.package)
+    assert checks["simulator = FINN python execution, every layer"]
+    assert checks["accelerator integer output = QAT model"] and checks["final output = QAT model"]
+    dataflow = onnx.load(str(result.package / "dataflow_model.onnx")).graph
+    windows = [n for n in dataflow.node if n.op_type == "ConvolutionInputGenerator_rtl"]
+    assert len(windows) >= 3  # FINN's 1-D sliding windows, (T, 1) maps
+    for node in windows:
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attributes["is1D"] == 1 and attributes["IFMDim"][1] == 1
+    _assert_fpga_equals_module(result.package, model, _features(40, seed=3))
+
+
+@pytest.mark.slow
+def test_the_same_keyword_spotter_deploys_to_tflite_and_both_packages_take_the_same_x(tmp_path):
+    model = _well_conditioned(KeywordSpotter("max"))
+    fpga, tflite = deploy(model, "pynq-z2,tflite", example_input=EXAMPLE, out=str(tmp_path / "p"), samples=60)
+    assert fpga.verified and tflite.verified and tflite.exit_code == 0, (tflite.package / "report.md").read_text()
+    x = _features(40, seed=4)  # the same x, (N, C, T) as the module takes it, for both packages
+    _assert_fpga_equals_module(fpga.package, model, x)
+    lsb = json.loads((tflite.package / "tflite_info.json").read_text())["metadata"]["logits_scale"]
+    assert float(np.abs(simulate(tflite.package, x) - _module(model, x)).max()) <= 2 * lsb  # int8 logits
+
+
+@pytest.mark.slow
+def test_a_conv1d_qonnx_file_without_a_card_deploys_from_the_cli(tmp_path):
+    """Brevitas's own export of the module (a float (1, C, T) input, no model card), --input-scale for the features,
+    --data of (N, C, T) samples."""
+    from brevitas.export import export_qonnx
+
+    model = _well_conditioned(KeywordSpotter("mean"))
+    export_qonnx(model, input_t=EXAMPLE, export_path=str(tmp_path / "kws.onnx"))
+    x = _features(30, seed=5)
+    np.savez(tmp_path / "features.npz", x=x)
+    args = ["--target", "pynq-z2", "--model", str(tmp_path / "kws.onnx"), "--input-scale", str(1 / 255)]
+    _sdk("check", *args)
+    proc = _sdk("deploy", *args, "--data", str(tmp_path / "features.npz"), "--out", str(tmp_path / "p"), "--json")
+    assert json.loads(proc.stdout)["verified"]
+    _assert_fpga_equals_module(tmp_path / "p", model, x)
+
+
+def _sdk(*args: str, code: int = 0) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "sdk", *args], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    return proc
+
+
+@pytest.mark.slow
+def test_a_grouped_conv1d_is_refused_by_check_and_deploy_naming_the_layer(tmp_path):
+    """FINN lowers plain and depthwise convolutions; a grouped one is refused before any FINN step, as the file
+    names it, with a fix that is a change of the model (the TFLite writer refuses it too)."""
+    from sdk.export import export_module
+
+    exported = export_module(_well_conditioned(KeywordSpotter(groups=2)), EXAMPLE, tmp_path / "kws.onnx")
+    names = {n.name for n in __import__("onnx").load(str(exported.onnx_path)).graph.node if n.op_type == "Conv"}
+    args = ["--target", "pynq-z2", "--model", str(exported.onnx_path), "--json"]
+    for command in (["check"], ["deploy", "--out", str(tmp_path / "p")]):
+        error = json.loads(_sdk(*command, *args, code=2).stdout)
+        (layer,) = error["layers"]
+        assert layer["name"] in names and "grouped convolution (2 groups of 8" in layer["why"]
+        assert "groups=1" in layer["fix"] and "TFLite" not in error["fix"]
+    assert not (tmp_path / "p").exists()
