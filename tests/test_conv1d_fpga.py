@@ -34,7 +34,8 @@ class FeatureQuant(Uint8ActPerTensorFloat):
 
 
 class KeywordSpotter(nn.Module):
-    """Three Conv1d blocks over MFCC-like frames, then a max pool or a global average, and 12 keyword logits."""
+    """Three Conv1d blocks over MFCC-like frames (a max pool between, or a global average or maximum after), and
+    12 keyword logits."""
 
     def __init__(self, pool: str = "max", groups: int = 1):
         super().__init__()
@@ -48,6 +49,7 @@ class KeywordSpotter(nn.Module):
         self.bn2 = nn.BatchNorm1d(16)
         self.relu2 = QuantReLU(bit_width=4)
         self.pool = nn.MaxPool1d(2) if pool == "max" else None
+        self.global_max = pool == "global_max"  # else a global average
         self.conv3 = QuantConv1d(16, 16, 3, dilation=2, padding=2, **quant)
         self.bn3 = nn.BatchNorm1d(16)
         self.relu3 = QuantReLU(bit_width=4)
@@ -58,7 +60,7 @@ class KeywordSpotter(nn.Module):
         if self.pool is not None:
             x = self.pool(x)
         x = self.relu3(self.bn3(self.conv3(x)))
-        x = x.flatten(1) if self.pool is not None else x.mean(-1)
+        x = x.flatten(1) if self.pool is not None else x.amax(-1) if self.global_max else x.mean(-1)
         return self.classifier(x)
 
 
@@ -182,12 +184,48 @@ def test_a_parallel_window_finn_cannot_write_is_never_a_folding_candidate(tmp_pa
     assert window_generates(op)
 
 
+@pytest.mark.slow  # compiles one layer per case (cached by source hash)
+@pytest.mark.parametrize(
+    ("ifm", "kernel", "stride", "dilation", "depthwise", "simd", "parallel"),
+    [
+        ((20, 1), 2, 5, 1, 0, 4, 0),
+        ((20, 1), 3, 1, 3, 0, 1, 0),
+        ((20, 1), 3, 2, 2, 1, 2, 0),
+        ((1, 20), 5, 3, 2, 0, 4, 0),
+        ((20, 1), 3, 2, 1, 0, 4, 1),
+    ],
+    ids=["stride_over_kernel", "dilation3_simd1", "depthwise_s2_d2", "1xT", "parallel_window"],
+)
+def test_finn_rtl_of_one_dimensional_windows_equals_the_simulator(
+    tmp_path, export_cache, ifm, kernel, stride, dilation, depthwise, simd, parallel
+):
+    """FINN's RTL sliding window, generated for 1-D maps and run cycle by cycle in Verilator: strides past the
+    kernel, dilations and depthwise windows are FINN's to compute, so the FPGA flow does not refuse them."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    from sdk.boards import get_board
+    from targets.finn import rtlsim, steps
+    from targets.finn.simulator import simulate_dataflow
+
+    cfg = steps.FinnConfig(get_board("pynq-z2"), tmp_path, sources_dir=tmp_path / "sources")
+    window = _window(ifm, kernel, stride, dilation, depthwise, simd)
+    model = steps.run_steps(window, cfg, start="specialize_layers", stop="estimate")
+    (node,) = model.graph.node
+    getCustomOp(node).set_nodeattr("SIMD", simd)
+    getCustomOp(node).set_nodeattr("parallel_window", parallel)
+    model = steps.run_steps(model, cfg, start="generate_sources")
+    x = np.random.default_rng(kernel * stride).integers(0, 16, size=(8, *ifm, 4))
+    expected = simulate_dataflow(model, x.astype(np.float32)).output
+    result = rtlsim.simulate_node(model, node, x, export_cache / "verilator", sources_dir=cfg.sources_dir / node.name)
+    np.testing.assert_array_equal(result.output, expected)
+
+
 # ---------------------------------------------------------------------------
 # the keyword spotter, end to end
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pool", ["max", "mean"])
+@pytest.mark.parametrize("pool", ["max", "mean", "global_max"])
 def test_a_conv1d_keyword_spotter_deploys_to_pynq_z2_bit_exact(tmp_path, pool):
     import onnx
 

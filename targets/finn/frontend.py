@@ -80,7 +80,7 @@ def qonnx_to_finn(model: ModelWrapper) -> ModelWrapper:
     model = spatial_reduce_to_pool(model)
     model = model.transform(ConvertQONNXtoFINN())
     model = tidy_up(model)
-    if sequences.has_sequences(model):  # FINN's 1-D flow: (N, C, T) as (N, C, T, 1), then its 2-D steps
+    if sequences.is_one_dimensional(model):  # FINN's 1-D flow: (N, C, T) as (N, C, T, 1), then its 2-D steps
         model = tidy_up(spatial_reduce_to_pool(sequences.to_images(model)))
     return model
 

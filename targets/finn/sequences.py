@@ -40,8 +40,20 @@ def _on_sequences(model: ModelWrapper, node) -> bool:
     return any(_rank(model, name) == 3 for name in names)
 
 
-def has_sequences(model: ModelWrapper) -> bool:
-    return any(_on_sequences(model, node) for node in model.graph.node)
+def is_one_dimensional(model: ModelWrapper) -> bool:
+    """A 1-D model: it convolves or pools over sequences (a kernel of one dimension). Only such a graph is converted
+    (and its ops on sequences checked): a graph whose 3-D tensors are something else (tokens x features) is left to
+    FINN's own steps, as before."""
+    return any(node.op_type in WINDOW_OPS and _kernel_rank(model, node) == 1 for node in model.graph.node)
+
+
+def _kernel_rank(model: ModelWrapper, node) -> int | None:
+    """Spatial dimensions of a Conv's or pool's kernel (a Conv may leave kernel_shape to its weights' shape)."""
+    kernel = _ints(node, "kernel_shape")
+    if kernel is not None:
+        return len(kernel)
+    weights = _rank(model, node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+    return None if weights is None else weights - 2
 
 
 def _attribute(node, name: str):
@@ -61,7 +73,7 @@ def unsupported(model: ModelWrapper, named_elsewhere: tuple[str, ...] = ()) -> l
     depthwise too (each checked in Verilator against the simulator); a window FINN cannot write is named by the
     mapping check (ops.py), a grouped convolution by the frontend's."""
     found = []
-    for node in model.graph.node:
+    for node in model.graph.node if is_one_dimensional(model) else []:
         if not _on_sequences(model, node):
             continue
         if node.op_type in QONNX_SEQUENCE_OPS or node.op_type in named_elsewhere:
@@ -111,7 +123,15 @@ def _refuse(node, why: str) -> UnsupportedModelError:
 
 
 def _convert_window(model: ModelWrapper, node) -> None:
+    """kernel_shape, strides, dilations and pads along T, with 1 (and no padding) along the new axis; a Conv's
+    weights (O, I, k) as (O, I, k, 1)."""
     kernel = _ints(node, "kernel_shape")
+    if node.op_type == "Conv":
+        weights = model.get_initializer(node.input[1])
+        if weights is None or weights.ndim != 3:
+            raise _refuse(node, "its weights are not a constant (O, I, k)")
+        model.set_initializer(node.input[1], weights[..., None])
+        kernel = kernel or [int(weights.shape[2])]  # FINN's lowering reads the kernel from the attribute
     if kernel is not None and len(kernel) == 1:
         _set_ints(node, "kernel_shape", [kernel[0], 1])
     for name in ("strides", "dilations"):
@@ -121,11 +141,6 @@ def _convert_window(model: ModelWrapper, node) -> None:
     pads = _ints(node, "pads")
     if pads is not None and len(pads) == 2:
         _set_ints(node, "pads", [pads[0], 0, pads[1], 0])
-    if node.op_type == "Conv":
-        weights = model.get_initializer(node.input[1])
-        if weights is None or weights.ndim != 3:
-            raise _refuse(node, "its weights are not a constant (O, I, k)")
-        model.set_initializer(node.input[1], weights[..., None])
 
 
 def _convert_reduce(model: ModelWrapper, node) -> None:
@@ -163,11 +178,11 @@ def _convert_layout(model: ModelWrapper, node) -> None:
 
 def to_images(model: ModelWrapper) -> ModelWrapper:
     """Every (N, C, T) tensor as (N, C, T, 1), every node on one converted with it (after FINN's frontend: weights
-    are constants). A graph without 3-D tensors is returned as it is."""
+    are constants). A graph that is not a 1-D model is returned as it is."""
     from qonnx.transformation.infer_data_layouts import InferDataLayouts
     from qonnx.transformation.infer_shapes import InferShapes
 
-    if not has_sequences(model):
+    if not is_one_dimensional(model):
         return model
     for node in model.graph.node:
         if not _on_sequences(model, node):
