@@ -103,12 +103,14 @@ def _checks(package) -> dict[str, bool]:
 # the SDK's simulator on FINN's 1-D sliding windows, against FINN's own execution
 
 
-def _window(ifm: tuple[int, int], kernel: int, stride: int, dilation: int, depthwise: int, simd: int):
+def _window(
+    ifm: tuple[int, int], kernel: int, stride: int, dilation: int, depthwise: int, simd: int, channels: int = 4
+):
     """A ConvolutionInputGenerator over a 1-D map, (T, 1) as FINN's 1-D flow has it or (1, T)."""
     from onnx import helper
     from qonnx.custom_op.general.im2col import compute_conv_output_dim
 
-    channels, axis = 4, 0 if ifm[1] == 1 else 1
+    axis = 0 if ifm[1] == 1 else 1
     k, s, d = ([kernel, 1], [stride, 1], [dilation, 1]) if axis == 0 else ([1, kernel], [1, stride], [1, dilation])
     ofm = [compute_conv_output_dim(ifm[i], k[i], s[i], 0, d[i]) for i in range(2)]
     node = helper.make_node(
@@ -166,22 +168,39 @@ def test_one_dimensional_sliding_windows_equal_finn_python_execution(
     np.testing.assert_array_equal(simulate_dataflow(specialized, x).output, finn.astype(np.int64))
 
 
-def test_a_parallel_window_finn_cannot_write_is_never_a_folding_candidate(tmp_path):
-    """FINN's parallel sliding window over one or two output positions sizes a counter by log2(0): the fit search
-    must not pick it (a deploy would fail at code generation after `sdk check` passed)."""
-    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+@pytest.mark.parametrize("fps", [1e8, None], ids=["fps", "fit"])
+@pytest.mark.parametrize(("ifm", "kernel"), [((20, 1), 19), ((40, 1), 39), ((2, 1), 1)])
+def test_every_folding_keeps_every_window_writable(tmp_path, ifm, kernel, fps):
+    """Over one or two output positions FINN cannot write a parallel window, nor a 1 x 1 kernel's window with
+    SIMD = channels: FINN's SetFolding (--fps) picks them, and the fit search would (the fastest); the folding step
+    never leaves one for code generation, where a deploy would fail after `sdk check` passed."""
     from qonnx.custom_op.registry import getCustomOp
 
-    from targets.finn.environment import prepare_finn
+    from sdk.boards import get_board
+    from targets.finn import steps
     from targets.finn.ops import window_generates
 
-    prepare_finn(tmp_path)
-    model = _window((20, 1), 19, 1, 1, 0, 4).transform(SpecializeLayers("xc7z020clg400-1"))
-    op = getCustomOp(model.graph.node[0])
-    op.set_nodeattr("parallel_window", 1)
-    assert not window_generates(op)
-    op.set_nodeattr("parallel_window", 0)
-    assert window_generates(op)
+    cfg = steps.FinnConfig(get_board("pynq-z2"), tmp_path, fps=fps, sources_dir=tmp_path / "sources")
+    window = _window(ifm, kernel, 2 if kernel == 1 else 1, 1, 0, 4)
+    model = steps.run_steps(window, cfg, start="specialize_layers", stop="set_folding")
+    assert window_generates(getCustomOp(model.graph.node[0]))
+    steps.run_steps(model, cfg, start="minimize_bit_widths_after_folding")  # code generation included
+
+
+def test_a_window_no_folding_can_write_is_named_by_the_mapping_check(tmp_path):
+    """One channel, a 1 x 1 kernel, one output position: FINN's RTL window cannot be written at any SIMD, so
+    `sdk check` refuses it (exit 2, naming the layer) rather than the deploy failing at code generation."""
+    from sdk.boards import get_board
+    from sdk.errors import UnsupportedLayersError
+    from targets.finn import steps
+
+    cfg = steps.FinnConfig(get_board("pynq-z2"), tmp_path)
+    with pytest.raises(UnsupportedLayersError) as info:
+        steps.run_steps(_window((2, 1), 1, 2, 1, 0, 1, channels=1), cfg, start="check_mapping", stop="check_mapping")
+    (layer,) = info.value.layers
+    assert layer.op_type == "ConvolutionInputGenerator" and "cannot be written" in layer.why
+    assert "three output positions" in layer.fix and info.value.exit_code == 2
+    steps.run_steps(_window((3, 1), 1, 1, 1, 0, 1, channels=1), cfg, start="check_mapping", stop="check_mapping")
 
 
 @pytest.mark.slow  # compiles one layer per case (cached by source hash)

@@ -627,10 +627,24 @@ def target_fps_folding(model: ModelWrapper, fps: float, clock_mhz: float) -> Mod
         SetFolding(target_cycles_per_frame=target_cycles, mvau_wwidth_max=MVAU_WWIDTH_MAX, two_pass_relaxation=True)
     )
     for node in model.get_nodes_by_op_type("ConvolutionInputGenerator_rtl"):
-        op = getCustomOp(node)
-        if op.get_nodeattr("parallel_window") and not window_generates(op):
-            op.set_nodeattr("parallel_window", 0)  # SetFolding's parallel window, which FINN could not write
+        _writable_window(getCustomOp(node))
     return model
+
+
+def _writable_window(op) -> None:
+    """A sliding window SetFolding folded so that FINN could not write it (a parallel window, or any window with a
+    1 x 1 kernel, over one or two output positions): the default style, then fewer SIMD lanes until it can be
+    written. A depthwise window keeps the SIMD its consumer's PE fixes."""
+    if window_generates(op):
+        return
+    op.set_nodeattr("parallel_window", 0)
+    channels, simd = int(op.get_nodeattr("IFMChannels")), int(op.get_nodeattr("SIMD"))
+    lanes = [simd] if op.get_nodeattr("depthwise") else [d for d in reversed(_divisors(channels)) if d <= simd]
+    for candidate in lanes:
+        op.set_nodeattr("SIMD", candidate)
+        if window_generates(op):
+            return
+    op.set_nodeattr("SIMD", simd)  # nothing FINN can write: its code generation names the layer
 
 
 def folding_config(model: ModelWrapper) -> dict:
