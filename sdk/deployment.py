@@ -258,8 +258,9 @@ def in_model_layout(x: np.ndarray, card: dict[str, Any], where: str) -> np.ndarr
         x = x.reshape(len(x), *shape)
     if tuple(x.shape[1:]) != shape:
         if is_sequence(card):
+            given = tuple(x.shape[2:] if x.ndim == 4 and x.shape[1] == 1 else x.shape[1:])  # (N, C, T) came as 4-D
             raise DatasetError(
-                f"The samples have shape {tuple(x.shape[1:])}; the model takes ({shape[0]}, {shape[2]}) (C, T).",
+                f"The samples have shape {given}; the model takes ({shape[0]}, {shape[2]}) (C, T).",
                 where=where,
                 fix=f"store x as (N, {shape[0]}, {shape[2]}): channels over time, as the model's forward takes them",
             )

@@ -100,6 +100,27 @@ def _checks(package) -> dict[str, bool]:
 
 
 # ---------------------------------------------------------------------------
+# (N, C, T) samples: the card's (C, 1, T)
+
+
+def test_sequence_samples_are_taken_as_c_by_t_and_a_wrong_shape_is_named_so():
+    from sdk.deployment import in_model_layout
+    from sdk.errors import DatasetError
+    from sdk.model_card import _card_problem, graph_input_shape, input_spec
+
+    card = {"input": input_spec([CHANNELS, 1, FRAMES], flat=False, sequence=True)}
+    assert card["input"]["layout"] == "NCW" and graph_input_shape(card) == [1, CHANNELS, FRAMES]
+    x = _features(3, seed=1)
+    for given in (x[:, None], x[:, :, None]):  # (N, C, T) as --data expands it, and the card's own (N, C, 1, T)
+        np.testing.assert_array_equal(in_model_layout(given, card, "--data x.npz"), x[:, :, None])
+    with pytest.raises(DatasetError) as info:
+        in_model_layout(x[:, None, :, :40], card, "--data x.npz")
+    assert "(10, 40)" in info.value.what and f"(N, {CHANNELS}, {FRAMES})" in info.value.fix
+    bad = {"input": {**card["input"], "image_shape": [CHANNELS, 2, FRAMES]}}
+    assert "not (C, 1, T)" in _card_problem(bad)
+
+
+# ---------------------------------------------------------------------------
 # the SDK's simulator on FINN's 1-D sliding windows, against FINN's own execution
 
 
