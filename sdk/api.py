@@ -6,8 +6,8 @@
     outputs = sdk.simulate(result.package, x)   # the packaged artifact's outputs on x, in the simulator
 
 `model` is a training run folder, a QONNX file with its model card beside it (`sdk export`), or an `nn.Module`
-with `example_input` (one sample, (1, C, H, W) or (1, F)): the module takes pixels / 255 and is exported to QONNX,
-checked against itself, on the way.
+with `example_input` (one sample, (1, C, H, W), (1, C, T) or (1, F)): the module takes pixels / 255 and is
+exported to QONNX, checked against itself, on the way.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _as_model_path(model: Any, example_input: Any, input_scale: float | None = N
         raise ConfigError(
             f"A module ({type(model).__name__}) needs an example input to be exported.",
             where="example_input",
-            fix="pass example_input=torch.zeros(1, C, H, W) (or (1, F)) shaped like one sample",
+            fix="pass example_input=torch.zeros(1, C, H, W) (or (1, C, T), (1, F)) shaped like one sample",
         )
     _runs_on_example(model, example_input)
     from sdk.export import export_module
@@ -74,7 +74,8 @@ def _runs_on_example(model: Any, example_input: Any) -> None:
     from sdk.model_card import sample_too_large
 
     shape = tuple(example_input) if isinstance(example_input, tuple) else tuple(np.shape(example_input))
-    if len(shape) not in (2, 4) or shape[0] != 1 or not all(isinstance(d, int | np.integer) and d > 0 for d in shape):
+    positive = all(isinstance(d, int | np.integer) and d > 0 for d in shape)
+    if len(shape) not in (2, 3, 4) or shape[0] != 1 or not positive:
         return  # the export names what is wrong with the shape itself
     problem = sample_too_large([int(d) for d in shape[1:]])
     if problem:
@@ -88,7 +89,7 @@ def _runs_on_example(model: Any, example_input: Any) -> None:
             f"{type(model).__name__} fails on an input shaped like example_input {shape}: {type(exc).__name__}"
             + (f": {reason}" if reason else ""),
             where="example_input",
-            fix="pass one sample of the shape the module takes, e.g. torch.zeros(1, C, H, W) or torch.zeros(1, F)",
+            fix="pass one sample of the shape the module takes, e.g. torch.zeros(1, C, H, W), (1, C, T) or (1, F)",
         ) from exc
 
 
@@ -168,7 +169,7 @@ def deploy(
 
 def simulate(package: str | Path, x: np.ndarray, codes: bool = False) -> np.ndarray:
     """The packaged artifact's final outputs on a batch `x`: what the model's forward takes, in its input layout
-    ((N, C, H, W); (N, F) and (N, H, W) too), the same x for every target.
+    ((N, C, H, W); (N, F), (N, H, W) and (N, C, T) for a Conv1d model too), the same x for every target.
 
     Pixels for a model that takes pixels (uint8, or floats in [0, 1]); the float features for a model that
     quantizes its own input (the package's input map turns them into the device's codes exactly as the model's

@@ -217,9 +217,9 @@ def _no_input_scale(input_scale: float | None, source: str) -> None:
 def _card_fits_graph(card: dict[str, Any], proto: Any, where: str) -> None:
     """The card's input shape is the graph's: every flow makes its samples from the card and feeds them to the
     graph, so a card written for another graph is refused here, by `sdk check` as by `sdk deploy`."""
-    from sdk.model_card import input_spec
+    from sdk.model_card import graph_input_shape
 
-    expected = input_spec(list(card["input"]["image_shape"]), card["input"]["flatten"])["shape"]
+    expected = graph_input_shape(card)
     if not proto.graph.input or not proto.graph.input[0].type.tensor_type.shape.dim:
         return  # no input, or one without a declared shape: the flows' own checks name it
     first = proto.graph.input[0]
@@ -248,11 +248,23 @@ RANDOM_SEED = 0  # random verification inputs are reproducible
 
 
 def in_model_layout(x: np.ndarray, card: dict[str, Any], where: str) -> np.ndarray:
-    """Samples as the card's (N, C, H, W); an MLP takes any layout of the right size (it flattens the sample)."""
+    """Samples as the card's (N, C, H, W); an MLP takes any layout of the right size (it flattens the sample), a
+    sequence model (C, 1, T) also (N, C, T) (which arrives here as (N, 1, C, T))."""
+    from sdk.model_card import is_sequence
+
     shape = tuple(card["input"]["image_shape"])
     if card["input"]["flatten"] and int(np.prod(x.shape[1:])) == int(np.prod(shape)):
         x = x.reshape(len(x), *shape)
+    elif is_sequence(card) and tuple(x.shape[1:]) == (1, shape[0], shape[2]):
+        x = x.reshape(len(x), *shape)
     if tuple(x.shape[1:]) != shape:
+        if is_sequence(card):
+            given = tuple(x.shape[2:] if x.ndim == 4 and x.shape[1] == 1 else x.shape[1:])  # (N, C, T) came as 4-D
+            raise DatasetError(
+                f"The samples have shape {given}; the model takes ({shape[0]}, {shape[2]}) (C, T).",
+                where=where,
+                fix=f"store x as (N, {shape[0]}, {shape[2]}): channels over time, as the model's forward takes them",
+            )
         raise DatasetError(
             f"The samples have shape {tuple(x.shape[1:])}; the model takes {shape} (C, H, W).",
             where=where,
@@ -401,11 +413,11 @@ def qat_outputs(resolved: ResolvedModel, x: np.ndarray) -> np.ndarray:
     if resolved.brevitas is not None and input_map_of(resolved.card).is_pixels:
         import torch
 
-        from sdk.qat import model_input
+        from sdk.qat import module_input
 
+        scale = float(resolved.card.get("normalisation", {}).get("scale", INPUT_SCALE))
         with torch.no_grad():
-            scale = float(resolved.card.get("normalisation", {}).get("scale", INPUT_SCALE))
-            return resolved.brevitas(model_input(x, flat, scale)).numpy()
+            return resolved.brevitas(module_input(x, resolved.card, scale)).numpy()
     return run_qonnx(resolved.onnx_path, x, flat)
 
 

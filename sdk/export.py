@@ -37,10 +37,11 @@ from sdk.model_card import (
     ExportResult,
     card_path_for,
     input_spec,
+    is_sequence,
     normalisation_of,
 )
 from sdk.package import sha256_file
-from sdk.qat import CHECKPOINT_NAME, TrainConfig, check_out_dir, load_checkpoint, model_input, read_metrics
+from sdk.qat import CHECKPOINT_NAME, TrainConfig, check_out_dir, load_checkpoint, module_input, read_metrics
 from sdk.scratch import scratch_dir
 
 # Floats may differ by accumulation order between PyTorch and onnxruntime. Up to
@@ -66,21 +67,22 @@ def _check_against_brevitas(
     onnx_path: Path,
     model: nn.Module,
     x_codes: np.ndarray,
-    flat: bool,
+    card: dict[str, Any],
     mapping: InputMap | None = None,
     pixel_scale: float = INPUT_SCALE,
     module_shape: list[int] | None = None,
 ) -> dict[str, Any]:
-    """The exported graph (it takes device codes) against the module (it takes pixels * pixel_scale, or, where it
-    quantizes its own input, the values whose codes these are: `mapping`)."""
+    """The exported graph (it takes device codes; `card` is its card) against the module (it takes pixels *
+    pixel_scale, or, where it quantizes its own input, the values whose codes these are: `mapping`, shaped as one
+    sample of `module_shape`)."""
     with torch.no_grad():
         if mapping is None:
-            module_input = model_input(x_codes, flat, pixel_scale)
+            inputs = module_input(x_codes, card, pixel_scale)
         else:
             values = torch.from_numpy(mapping.values(x_codes))
-            module_input = values.reshape(len(values), *(module_shape or [-1]))
-        reference = model(module_input).numpy()
-    exported = run_qonnx(onnx_path, x_codes, flat)
+            inputs = values.reshape(len(values), *(module_shape or [-1]))
+        reference = model(inputs).numpy()
+    exported = run_qonnx(onnx_path, x_codes, card["input"]["flatten"])
     max_abs = float(np.max(np.abs(exported - reference)))
     span = float(np.max(np.abs(reference))) or 1.0
     # Reported only: binary nets have exactly tied logits, where argmax follows float noise.
@@ -315,7 +317,8 @@ def _export_checked(
                 shape = card["input"]["image_shape"]
                 if mapping.flat and not card["input"]["flatten"]:  # a flatten before the quantizer was cut off
                     shape = [1, 1, int(np.prod(shape))]
-                exported_card = {**card, "input": input_spec(shape, mapping.flat, mapping)}
+                sequence = is_sequence(card) and not mapping.flat
+                exported_card = {**card, "input": input_spec(shape, mapping.flat, sequence, mapping)}
                 exported_card["normalisation"] = normalisation_of(mapping)
                 x_codes = _random_codes(mapping, len(x_check), shape)
                 reference = wrapped
@@ -323,7 +326,7 @@ def _export_checked(
             try:
                 module_shape = card["input"]["shape"][1:]  # one sample as the module takes it
                 check = _check_against_brevitas(
-                    tmp_onnx, reference, x_codes, exported_card["input"]["flatten"], mapping, pixel_scale, module_shape
+                    tmp_onnx, reference, x_codes, exported_card, mapping, pixel_scale, module_shape
                 )
             except Exception:
                 if not last:  # a graph the check cannot run: the next exporter's may
@@ -410,28 +413,32 @@ def export_module(
     A module whose forward quantizes its input first (a QuantIdentity, perhaps after constant preprocessing such
     as x*2-1) takes its own values: the exported graph takes that quantizer's codes, and the card records the map
     from the values to them (sdk.input_map). Any other module, and any module given `input_scale` (pixel data),
-    takes pixels * input_scale (pixels / 255 by default: floats in [0, 1]) shaped like `example_input`: (1, C, H,
-    W) for a conv net, (1, F) for an MLP; its exported graph takes the uint8 pixels and holds the scale itself,
-    like the SDK's own exports. The card names no data set: verification samples come from
-    --data, else random inputs. An existing file at out_path or card beside it is replaced only with force=True."""
+    takes pixels * input_scale (pixels / 255 by default: floats in [0, 1]); its exported graph takes the uint8
+    pixels and holds the scale itself, like the SDK's own exports. Either way samples are shaped like
+    `example_input`: (1, C, H, W) for a conv net, (1, C, T) for a Conv1d net over sequences (its samples are
+    (C, 1, T)), (1, F) for an MLP. The card names no data set: verification samples come from --data, else random
+    inputs. An existing file at out_path or card beside it is replaced only with force=True."""
     shape = tuple(example_input) if isinstance(example_input, tuple) else tuple(np.shape(example_input))
-    if len(shape) not in (2, 4) or shape[0] != 1 or any(int(d) < 1 for d in shape):
+    if len(shape) not in (2, 3, 4) or shape[0] != 1 or any(int(d) < 1 for d in shape):
         raise ExportError(
-            f"The example input has shape {shape}; the SDK takes one sample, (1, C, H, W) or (1, F).",
+            f"The example input has shape {shape}; the SDK takes one sample, (1, C, H, W), (1, C, T) or (1, F).",
             where="example_input",
-            fix="pass e.g. torch.zeros(1, 1, 28, 28) for a conv net or torch.zeros(1, 784) for an MLP",
+            fix="pass e.g. torch.zeros(1, 1, 28, 28) for a conv net, torch.zeros(1, 10, 49) for a Conv1d net or "
+            "torch.zeros(1, 784) for an MLP",
         )
-    flat = len(shape) == 2
-    input_shape = [1, 1, int(shape[1])] if flat else [int(d) for d in shape[1:]]
+    flat, sequence = len(shape) == 2, len(shape) == 3
+    input_shape = [1, 1, int(shape[1])] if flat else [int(shape[1]), 1, int(shape[2])] if sequence else shape[1:]
+    input_shape = [int(d) for d in input_shape]
+    spec = input_spec(input_shape, flat, sequence)
     model = model.eval()
     _refuse_weights_brevitas_cannot_export(model)
     with torch.no_grad():
-        outputs = model(torch.zeros(1, *([input_shape[-1]] if flat else input_shape))).reshape(1, -1).shape[1]
+        outputs = model(torch.zeros(spec["shape"])).reshape(1, -1).shape[1]
     card = {
         "format": CARD_FORMAT,
         "model": type(model).__name__,
         "bits": None,
-        "input": input_spec(input_shape, flat),
+        "input": spec,
         "normalisation": NORMALISATION if input_scale is None else normalisation_of(pixel_map(), input_scale),
         "labels": list(labels) if labels else [str(i) for i in range(outputs)],
         "dataset": None,
@@ -439,6 +446,5 @@ def export_module(
     }
     x_check = np.random.default_rng(0).integers(0, 256, size=(check_samples, *input_shape), dtype=np.uint8)
     _refuse_to_overwrite(Path(out_path), force)
-    example = torch.zeros(1, *([input_shape[-1]] if flat else input_shape))
-    own = input_scale is None and quantizes_own_input(model, example)
+    own = input_scale is None and quantizes_own_input(model, torch.zeros(spec["shape"]))
     return _export_checked(model, card, x_check, Path(out_path), f"model {type(model).__name__}", force, own)

@@ -65,6 +65,7 @@ class InputMap:
     rounding: str = "ROUND"  # qonnx's rounding mode; "sign" for BipolarQuant and 1-bit signed Quant
     flat: bool = False  # the graph's input is (N, F): steps broadcast against that layout
     pixels_in: bool = False  # the user's values are pixels (--input-scale): the steps start with the pixel scale
+    graph_shape: tuple[int, ...] = ()  # one sample as the graph's input took it: the layout the steps broadcast in
 
     @property
     def takes_codes(self) -> bool:
@@ -108,6 +109,7 @@ class InputMap:
             "quantizer": {"scale": self.quant_scale, "zero_point": self.quant_zero_point, "rounding": self.rounding},
             "flat": self.flat,
             "pixels_in": self.pixels_in,
+            "graph_shape": list(self.graph_shape),
         }
 
     @classmethod
@@ -132,6 +134,7 @@ class InputMap:
             str(quant.get("rounding", "ROUND")),
             bool(data.get("flat", False)),
             bool(data.get("pixels_in", False)),
+            tuple(int(d) for d in data.get("graph_shape", [])),
         )
 
     # ----------------------------------------------------------------------------------------------------------------
@@ -170,7 +173,7 @@ class InputMap:
                 where=where,
                 fix="replace or drop the samples with NaN / inf values",
             )
-        values = values.reshape(len(values), -1) if self.flat else values
+        values = self._graph_layout(values)
         with np.errstate(all="ignore"):
             for step in self.steps:
                 values = step.apply(values).astype(np.float32, copy=False)
@@ -198,14 +201,19 @@ class InputMap:
         if self.takes_codes:
             return np.asarray(codes, dtype=np.float32)
         shape = codes.shape
-        u = codes.astype(np.float64) * self.quant_scale
-        u = u.reshape(len(u), -1) if self.flat else u
+        u = self._graph_layout(codes.astype(np.float64) * self.quant_scale)
         for step in reversed(self.steps):
             c = step.constant.astype(np.float64)
             u = {"Mul": lambda v, c=c: v / c, "Div": lambda v, c=c: v * c, "Add": lambda v, c=c: v - c}.get(
                 step.op, lambda v, c=c: v + c
             )(u)
         return u.astype(np.float32).reshape(shape)
+
+    def _graph_layout(self, values: np.ndarray) -> np.ndarray:
+        """Samples in the layout of the graph's input, where the steps' constants broadcast."""
+        if self.graph_shape and int(np.prod(self.graph_shape)) == int(np.prod(values.shape[1:])):
+            return values.reshape(len(values), *self.graph_shape)
+        return values.reshape(len(values), -1) if self.flat else values
 
     def value_range(self) -> str:
         if self.pixels_in:
@@ -377,6 +385,7 @@ def read_input_interface(model: Any, where: str, name_of: Any = None, pixels_in:
         rounding,
         flat or layout,
         pixels_in,
+        tuple(shape[1:]),
     )
     _cut_off(model, chain, quant, s, datatype)
     if layout:

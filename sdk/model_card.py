@@ -31,14 +31,26 @@ NORMALISATION = {
 }
 
 
-def input_spec(input_shape: list[int], flat: bool, mapping: InputMap | None = None) -> dict[str, Any]:
-    """The card's input: shape and layout, and the device interface (sdk.input_map); uint8 pixels by default."""
-    graph_shape = [1, int(np.prod(input_shape))] if flat else [1, *input_shape]
+SEQUENCE_LAYOUT = "NCW"  # a graph input (1, C, T): channels over time, as Conv1d takes it
+
+
+def input_spec(
+    input_shape: list[int], flat: bool, sequence: bool = False, mapping: InputMap | None = None
+) -> dict[str, Any]:
+    """The card's input: samples are (C, H, W) (`image_shape`); the graph takes them as (1, F) when flat, as
+    (1, C, W) when a sequence (H = 1: a Conv1d's channels over time), else as they are. `map`: the device
+    interface (sdk.input_map); uint8 pixels by default."""
+    if flat:
+        graph_shape, layout = [1, int(np.prod(input_shape))], "NC"
+    elif sequence:
+        graph_shape, layout = [1, input_shape[0], input_shape[2]], SEQUENCE_LAYOUT
+    else:
+        graph_shape, layout = [1, *input_shape], "NCHW"
     mapping = mapping or pixel_map()
     return {
         "shape": graph_shape,
         "dtype": "uint8" if mapping.is_pixels else mapping.dtype.lower(),
-        "layout": "NC" if flat else "NCHW",
+        "layout": layout,
         "image_shape": list(input_shape),
         "flatten": flat,
         "map": mapping.to_dict(),
@@ -63,6 +75,17 @@ def normalisation_of(mapping: InputMap, input_scale: float | None = None) -> dic
         "meaning": "the graph receives uint8 pixels; "
         + ("their scale is the graph's own" if input_scale is None else "--input-scale put a Mul in front"),
     }
+
+
+def is_sequence(card: dict[str, Any]) -> bool:
+    """Whether the graph takes a sample (C, 1, T) as (1, C, T)."""
+    return card["input"].get("layout") == SEQUENCE_LAYOUT
+
+
+def graph_input_shape(card: dict[str, Any]) -> list[int]:
+    """The shape of the graph's input (batch 1) for the card's samples."""
+    spec = card["input"]
+    return input_spec(list(spec["image_shape"]), spec["flatten"], is_sequence(card))["shape"]
 
 
 @dataclass
@@ -176,6 +199,8 @@ def _card_problem(card: Any) -> str | None:
         return f"has input.image_shape {shape}: {problem}"
     if not isinstance(spec.get("flatten"), bool):
         return "has no boolean input.flatten"
+    if spec.get("layout") == SEQUENCE_LAYOUT and (shape[1] != 1 or spec["flatten"]):
+        return f"has input.layout {SEQUENCE_LAYOUT} with input.image_shape {shape}, not (C, 1, T) unflattened"
     dataset = card.get("dataset")
     if dataset is not None and not (isinstance(dataset, dict) and isinstance(dataset.get("name"), str)):
         return "has a 'dataset' without a name"
@@ -298,9 +323,9 @@ def card_from_graph(
         )
     name = model.graph.input[0].name
     shape = [int(d) for d in (model.get_tensor_shape(name) or [])]
-    if len(shape) not in (2, 4) or shape[0] != 1 or any(d < 1 for d in shape):
+    if len(shape) not in (2, 3, 4) or shape[0] != 1 or any(d < 1 for d in shape):
         raise ExportError(
-            f"The graph input '{name}' has shape {shape}; the SDK takes (1, C, H, W) or (1, F).",
+            f"The graph input '{name}' has shape {shape}; the SDK takes (1, C, H, W), (1, C, T) or (1, F).",
             where=f"{where}, input {name}",
             fix="export with one sample of a fixed shape, e.g. torch.zeros(1, 1, 28, 28)",
         )
@@ -367,15 +392,15 @@ def card_from_graph(
             model = _cleaned(cleanup_model, model, where)
     model.save(str(out_path))
     shape = [int(d) for d in model.get_tensor_shape(model.graph.input[0].name)]  # (1, F) where a flatten was cut
-    flat = len(shape) == 2
-    input_shape = [1, 1, shape[1]] if flat else shape[1:]
+    flat, sequence = len(shape) == 2, len(shape) == 3
+    input_shape = [1, 1, shape[1]] if flat else [shape[1], 1, shape[2]] if sequence else shape[1:]
     out_shape = model.get_tensor_shape(model.graph.output[0].name) or [1, 1]
     outputs = int(np.prod(out_shape[1:])) if len(out_shape) > 1 else 1
     card = {
         "format": CARD_FORMAT,
         "model": onnx_path.stem,
         "bits": None,
-        "input": input_spec(input_shape, flat, mapping),
+        "input": input_spec(input_shape, flat, sequence, mapping),
         "normalisation": normalisation_of(mapping, input_scale),
         "labels": [str(i) for i in range(outputs)],
         "dataset": None,

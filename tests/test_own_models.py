@@ -203,13 +203,10 @@ class KeywordSpotter(nn.Module):
         return self.fc(self.act(self.bn(self.conv(x.reshape(len(x), 1, -1)))).flatten(1))
 
 
-def test_a_conv1d_net_is_refused_by_the_fpga_check_naming_the_node():
-    from sdk.errors import UnsupportedLayersError
-
-    with pytest.raises(UnsupportedLayersError) as info:
-        check(KeywordSpotter().eval(), "pynq-z2", example_input=EXAMPLE)
-    (layer,) = info.value.layers
-    assert layer.op_type == "Conv" and "1-D convolution" in layer.why and "QuantConv2d" in layer.fix
+def test_a_conv1d_net_over_a_flat_input_deploys_to_an_fpga_verified(tmp_path):
+    """The signal reshaped to (N, 1, T) in forward: FINN's 1-D sliding windows (tests/test_conv1d_fpga.py)."""
+    result = deploy(_eval(KeywordSpotter()), "pynq-z2", example_input=EXAMPLE, out=str(tmp_path / "p"), samples=50)
+    assert result.verified, (tmp_path / "p" / "report.md").read_text()
 
 
 class MixedPrecisionMLP(nn.Module):

@@ -55,12 +55,21 @@ RULE_TEXT = (
 
 
 def graph_input(card: dict, x: np.ndarray, parent) -> np.ndarray:
-    """Device codes (sdk.input_map) in the layout the parent graph takes (flat for MLPs, NCHW for conv nets).
+    """Device codes (sdk.input_map), samples (N, C, H, W), in the shape of the parent graph's input, float32:
+    (N, F) for MLPs, (N, C, H, W) for conv nets, (N, C, T, 1) for 1-D nets (samples (C, 1, T), FINN's (T, 1)
+    maps: the same order of values).
 
     FINN computes a bipolar input's products as XNOR-popcounts on its bits: it relabels a BIPOLAR input BINARY,
     so the accelerator takes b = (code + 1) / 2, which the host computes here (and a board's driver alike)."""
-    x = x.reshape(len(x), -1) if card["input"]["flatten"] else x
-    x = x.astype(np.float32)
+    name = parent.graph.input[0].name
+    shape = parent.get_tensor_shape(name) or []
+    if len(shape) < 2 or int(np.prod(shape[1:])) != int(np.prod(x.shape[1:])):
+        raise PackageError(
+            f"The parent graph's input '{name}' has shape {shape}; the model card's samples are {tuple(x.shape[1:])}.",
+            where=f"{PARENT_NAME}, input {name}",
+            fix="the package's files do not belong together; deploy again",
+        )
+    x = x.reshape(len(x), *shape[1:]).astype(np.float32)
     if card["input"].get("map", {}).get("dtype") == "BIPOLAR" and _input_datatype(parent) == "BINARY":
         x = (x + 1) / 2
     return x

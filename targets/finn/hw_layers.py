@@ -68,13 +68,18 @@ def convert_to_hw(model: ModelWrapper, standalone_thresholds: bool = False) -> M
         return any(model.get_nodes_by_op_type(op) for op in op_types)
 
     # A global average pool becomes an accumulating pool and a scalar Mul: convert it first,
-    # so that the Mul is absorbed into the thresholds that follow it.
+    # so that the Mul is absorbed into the thresholds that follow it, or moves past the linear layer
+    # that reads the pool directly (a classifier over the averaged features) into the output scale.
     if present("GlobalAveragePool"):
-        from finn.transformation.streamline.reorder import MoveScalarLinearPastInvariants
+        from finn.transformation.streamline.collapse_repeated import CollapseRepeatedMul
+        from finn.transformation.streamline.reorder import MoveScalarLinearPastInvariants, MoveScalarMulPastMatMul
 
         for transformation in (
             InferGlobalAccPoolLayer(),
             MoveScalarLinearPastInvariants(),
+            MoveScalarMulPastMatMul(),
+            CollapseRepeatedMul(),
+            InferDataTypes(),  # a MatMul the scale moved past now multiplies integers
             absorb.AbsorbMulIntoMultiThreshold(),
             absorb.AbsorbTransposeIntoMultiThreshold(),
             InferDataLayouts(),

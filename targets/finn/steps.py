@@ -41,7 +41,6 @@ from targets.finn import (
     streamline,
 )
 from targets.finn.environment import prepare_finn
-from targets.finn.residual import SHARED_QUANTIZER_FIX
 
 FINN_REFERENCE_SAMPLES = 8  # FINN's python execution runs one sample at a time: a few suffice per layer
 
@@ -88,9 +87,9 @@ class FinnConfig:
 def qonnx_to_finn(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
     unsupported = frontend.unsupported_nodes(model)  # named before FINN's transformations trip over them
     if unsupported:
-        # a residual sum without a shared quantizer: its fix is the model's, no other flow is known to take it
-        joins_only = all(layer.fix == SHARED_QUANTIZER_FIX for layer in unsupported)
-        raise UnsupportedLayersError(unsupported, cfg.board.name, **({"flow_hint": None} if joins_only else {}))
+        # no other flow offered: the TFLite writer refuses these too (3-D and grouped convolutions, recurrent ops,
+        # separate pads); each layer's own fix is a change of the model
+        raise UnsupportedLayersError(unsupported, cfg.board.name, flow_hint=None)
     return frontend.qonnx_to_finn(model)
 
 
