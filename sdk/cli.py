@@ -521,8 +521,11 @@ def check(target, model, input_scale, as_json) -> None:
 @click.option("--data", default=None, help="Data set (default: the one the model was trained on).")
 @click.option("--limit", type=int, default=None, help="Only the first N test samples.")
 @click.option("--rtlsim", is_flag=True, help="FPGA package: also run each RTL layer's Verilog in Verilator.")
+@click.option(
+    "--codes", is_flag=True, help="--data holds the device's integer codes, not what the model's forward takes."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def simulate(package: Path, data: str | None, limit: int | None, rtlsim: bool, as_json: bool) -> None:
+def simulate(package: Path, data: str | None, limit: int | None, rtlsim: bool, codes: bool, as_json: bool) -> None:
     """Run a deployment PACKAGE in the simulator: accuracy and agreement with the QAT model.
 
     Exit 1 when a check of the run fails (with --rtlsim: an RTL layer differs from the simulator)."""
@@ -530,7 +533,7 @@ def simulate(package: Path, data: str | None, limit: int | None, rtlsim: bool, a
     from sdk.verify import share
 
     with hush_stdout():
-        report = simulate_package(package, data, limit, rtlsim)
+        report = simulate_package(package, data, limit, rtlsim, codes)
     if as_json:
         _emit_json(report.to_dict())
         sys.exit(1 if report.failures else 0)

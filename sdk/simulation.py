@@ -111,7 +111,9 @@ def run_package(package: Path | str, x: np.ndarray, codes: bool = False) -> np.n
 BUILTIN_DATASETS = ("digits", "fashion-mnist")
 
 
-def _samples(card: dict, data: str | None, limit: int | None) -> tuple[np.ndarray, np.ndarray | None, str]:
+def _samples(
+    card: dict, data: str | None, limit: int | None, codes: bool = False
+) -> tuple[np.ndarray, np.ndarray | None, str]:
     """--data (a built-in data set's test split, an .npz or an idx folder, whole), else the card's data set's test
     split; the first `limit` samples."""
     spec = card.get("dataset") or {}
@@ -128,12 +130,12 @@ def _samples(card: dict, data: str | None, limit: int | None) -> tuple[np.ndarra
     else:
         from sdk.model_card import input_map_of
 
-        x, y, _ = load_samples(data, raw=not input_map_of(card).user_pixels)
+        x, y, _ = load_samples(data, raw=codes or not input_map_of(card).user_pixels)
         what = Path(data).name
     from sdk.deployment import device_codes, in_model_layout
 
     x = in_model_layout(x, card, f"--data {data}")[:limit]
-    return device_codes(x, card, f"--data {data}"), (None if y is None else y[:limit]), what
+    return device_codes(x, card, f"--data {data}", codes), (None if y is None else y[:limit]), what
 
 
 def deploy_failure(package: Path, manifest: dict) -> str | None:
@@ -153,7 +155,7 @@ def deploy_failure(package: Path, manifest: dict) -> str | None:
 
 
 def simulate_package(
-    package: Path | str, data: str | None = None, limit: int | None = None, rtlsim: bool = False
+    package: Path | str, data: str | None = None, limit: int | None = None, rtlsim: bool = False, codes: bool = False
 ) -> SimulationReport:
     from sdk.deployment import ResolvedModel, check_labels, qat_outputs
     from sdk.verify import FLOAT_RTOL, accuracy, binary_threshold, same_class
@@ -165,7 +167,7 @@ def simulate_package(
     package = Path(package)
     manifest = _manifest(package)
     card = _card(package)
-    x, y, what = _samples(card, data, limit)
+    x, y, what = _samples(card, data, limit, codes)
     reference = qat_outputs(ResolvedModel(package / "model.qonnx.onnx", card, None), x)
     check_labels(y, reference, f"--data {data}" if data else "the model card's data set")
     simulated = get_target(manifest["flow"]).simulate(package, card, x, rtlsim)

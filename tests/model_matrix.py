@@ -100,10 +100,11 @@ def cases(folder: Path) -> list[Case]:
         trained = _train(activation, 0)
         made.append(Case(f"{activation} classifier (trained)", trained, torch.zeros(1, 64), _digits(200, True),
                          _module_reference(trained), {}))  # fmt: skip
-    with contextlib.suppress(ImportError):
-        from test_conv1d_fpga import conv1d_case
+    from test_conv1d_fpga import EXAMPLE, KeywordSpotter, _features, _well_conditioned
 
-        made.append(Case(*conv1d_case(), {}))
+    spotter = _well_conditioned(KeywordSpotter("max"))
+    made.append(Case("Conv1d keyword spotter", spotter, EXAMPLE, (_features(200, 5) / 255).astype(np.float32),
+                     _module_reference(spotter), {}))  # fmt: skip
     from test_residual_fpga import MyResNet, _eval
 
     resnet = _eval(MyResNet())

@@ -74,13 +74,19 @@ def _well_conditioned(model: nn.Module) -> nn.Module:
 
 
 def _features(n: int, seed: int) -> np.ndarray:
-    """uint8 features (N, C, T), as a user stores them: the module takes them / 255."""
+    """uint8 features (N, C, T), as a user stores them: the module takes them / 255 (what the packages take too:
+    the module's own input, `_inputs`)."""
     return np.random.default_rng(seed).integers(0, 256, size=(n, CHANNELS, FRAMES), dtype=np.uint8)
+
+
+def _inputs(x: np.ndarray) -> np.ndarray:
+    """What the module's forward takes: the features / 255 (its first quantizer's codes are the uint8 values)."""
+    return (x.astype(np.float32) / 255).astype(np.float32)
 
 
 def _module(model: nn.Module, x: np.ndarray) -> np.ndarray:
     with torch.no_grad():
-        return model(torch.from_numpy(x.astype(np.float32) / 255)).numpy()
+        return model(torch.from_numpy(_inputs(x))).numpy()
 
 
 def _assert_fpga_equals_module(package, model: nn.Module, x: np.ndarray) -> None:
@@ -89,7 +95,7 @@ def _assert_fpga_equals_module(package, model: nn.Module, x: np.ndarray) -> None
     round either way (the verification counts such samples as ties)."""
     from sdk.graph_run import tie_samples
 
-    close = np.abs(simulate(package, x) - _module(model, x)).max(axis=1) <= 1e-5
+    close = np.abs(simulate(package, _inputs(x)) - _module(model, x)).max(axis=1) <= 1e-5
     ties = tie_samples(package / "model.qonnx.onnx", x[:, :, None, :], flat=False)
     assert close[~ties].all() and close.mean() >= 0.9, (np.where(~close)[0], np.where(ties)[0])
 
@@ -293,7 +299,7 @@ def test_the_same_keyword_spotter_deploys_to_tflite_and_both_packages_take_the_s
     x = _features(40, seed=4)  # the same x, (N, C, T) as the module takes it, for both packages
     _assert_fpga_equals_module(fpga.package, model, x)
     lsb = json.loads((tflite.package / "tflite_info.json").read_text())["metadata"]["logits_scale"]
-    assert float(np.abs(simulate(tflite.package, x) - _module(model, x)).max()) <= 2 * lsb  # int8 logits
+    assert float(np.abs(simulate(tflite.package, _inputs(x)) - _module(model, x)).max()) <= 2 * lsb  # int8 logits
 
 
 @pytest.mark.slow

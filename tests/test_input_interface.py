@@ -338,3 +338,14 @@ def test_a_qonnx_file_given_input_scale_folds_its_preprocessing_into_the_pixel_m
     np.testing.assert_allclose(outputs, sdk.simulate(tmp_path, pixels.astype(np.float32) / 255), rtol=0, atol=0)
     tolerance = 1e-5 if board == "pynq-z2" else 0.1
     np.testing.assert_allclose(outputs, expected, rtol=0, atol=tolerance * float(np.abs(expected).max()))
+
+
+def test_the_cli_takes_device_codes_only_with_codes(packages, tmp_path):
+    _, folder = packages["signed-int8"]
+    codes = np.random.default_rng(1).integers(-128, 128, (12, 40)).astype(np.int8)
+    codes[0, 0] = 127  # as a feature value, 127 is far outside the quantizer's range
+    np.savez(tmp_path / "codes.npz", x=codes)
+    proc = _sdk("simulate", str(folder / "pynq-z2"), "--data", str(tmp_path / "codes.npz"), "--codes", "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["samples"] == 12, proc.stdout + proc.stderr
+    proc = _sdk("simulate", str(folder / "pynq-z2"), "--data", str(tmp_path / "codes.npz"), "--json")
+    assert proc.returncode == 2 and "outside the model's input range" in proc.stdout
