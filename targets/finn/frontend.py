@@ -58,6 +58,7 @@ def qonnx_to_finn(model: ModelWrapper) -> ModelWrapper:
 
 def unsupported_nodes(model: ModelWrapper) -> list:
     """Nodes FINN's frontend and streamlining cannot take, named with the fix before they are run."""
+    from sdk.graph_names import describe
     from targets.finn.hw_layers import UnmappedLayer
 
     found = []
@@ -66,7 +67,7 @@ def unsupported_nodes(model: ModelWrapper) -> list:
         if node.op_type == "Conv" and kernel is not None and len(kernel) != 2:
             found.append(
                 UnmappedLayer(
-                    node.name,
+                    describe(node),
                     node.op_type,
                     list(node.input),
                     f"a {len(kernel)}-D convolution (kernel {kernel}); FINN lowers 2-D convolutions only",
@@ -76,7 +77,7 @@ def unsupported_nodes(model: ModelWrapper) -> list:
         if node.op_type in ("LSTM", "GRU", "RNN", "Loop", "Scan", "If"):
             found.append(
                 UnmappedLayer(
-                    node.name,
+                    describe(node),
                     node.op_type,
                     list(node.input),
                     "a recurrent or control-flow op; FINN builds feed-forward dataflow accelerators",

@@ -92,7 +92,7 @@ UNMAPPED_HINTS: dict[str, tuple[str, str]] = {
     "Reshape": ("a reshape FINN could not absorb", "flatten only 1x1 feature maps, or flatten at the input"),
     "Add": (
         "an addition FINN could not map (residual add of operands with different scales or datatypes)",
-        "quantize both summands with one shared quantizer, or deploy to a TFLite target",
+        "quantize both summands with one shared quantizer",
     ),
     "Mul": (
         "a float scale inside the network that streamlining could not move into thresholds",
@@ -116,5 +116,5 @@ UNMAPPED_HINTS: dict[str, tuple[str, str]] = {
 
 def unmapped_hint(op_type: str) -> tuple[str, str]:
     return UNMAPPED_HINTS.get(
-        op_type, (f"FINN has no HW layer for {op_type} here", "replace the layer, or deploy to a TFLite target")
+        op_type, (f"FINN has no HW layer for {op_type} here", f"replace the {op_type} by layers FINN maps")
     )
