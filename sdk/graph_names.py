@@ -17,10 +17,12 @@ as the user's file gives them, or, for a node the SDK added, what it is ("the in
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 MARK_KEY = "sdk_source"
+MARK_PREFIX = '{"sdk_source": '  # how json.dumps writes a mark
 MAX_MARK_CHARS = 4096  # a mark is a few names; a longer doc_string is not one of ours
 MAX_NAME_CHARS = 200  # a name longer than this is cut in messages
 SDK_INPUT_SCALE = "the input scale the SDK added"
@@ -176,12 +178,17 @@ def restore_names(model: Any, inputs: list[str] | None = None) -> None:
                 rename(old, new)
 
 
+def _marked(node: Any) -> bool:
+    """Cheaper than source_of, for the graphs the SDK marked itself: the doc_string is one of its marks."""
+    return node.doc_string.startswith(MARK_PREFIX)
+
+
 def marks_by_tensor(graph: Any) -> tuple[dict[str, str], dict[str, str]]:
     """(tensor -> doc_string of the marked node producing it, tensor -> doc_string of a marked node reading it)."""
     produced: dict[str, str] = {}
     read: dict[str, str] = {}
     for node in graph.node:
-        if source_of(node) is None:
+        if not _marked(node):
             continue
         for t in node.output:
             produced.setdefault(t, node.doc_string)
@@ -190,20 +197,60 @@ def marks_by_tensor(graph: Any) -> tuple[dict[str, str], dict[str, str]]:
     return produced, read
 
 
-def inherit(before: tuple[dict[str, str], dict[str, str]], model: Any) -> None:
+def _op_of(doc: str) -> str | None:
+    try:
+        return json.loads(doc)[MARK_KEY]["op"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+
+
+def inherit(before: tuple[dict[str, str], dict[str, str]], model: Any, upstream: bool = True) -> None:
     """Nodes a step made (FINN's MultiThreshold for a Quant, its Transposes around a Conv, an MVAU for a MatMul)
-    take the mark of the node they replace: the one that read the same input, else the one that produced the same
-    tensor, else the node whose output they read. `before` is marks_by_tensor of the graph before the step."""
+    take the mark of the node they replace. Among the marked nodes of the graph before the step that wrote or read
+    one of the new node's tensors: one of its own op type (a MatMul made again), else one that read its input (an
+    MVAU reads what its MatMul read), else the one that wrote its output; failing all (where `upstream`), the node
+    whose output it reads. `before`: marks_by_tensor of the graph before the step."""
     produced_before, read_before = before
     producer_now: dict[str, Any] = {}
     for node in model.graph.node:
-        if source_of(node) is None:
-            doc = next((read_before[t] for t in node.input if t in read_before), None)
-            doc = doc or next((produced_before[t] for t in node.output if t in produced_before), None)
-            if doc is None:
-                upstream = next((producer_now[t] for t in node.input if t in producer_now), None)
-                doc = upstream.doc_string if upstream is not None and source_of(upstream) is not None else None
+        if not _marked(node):
+            wrote = [produced_before[t] for t in node.output if t in produced_before]
+            read = [read_before[t] for t in node.input if t in read_before]
+            candidates = read + wrote
+            doc = next((d for d in candidates if _op_of(d) == node.op_type), None) or next(iter(candidates), None)
+            if doc is None and upstream:
+                source = next((producer_now[t] for t in node.input if t in producer_now), None)
+                doc = source.doc_string if source is not None and _marked(source) else None
             if doc is not None:
                 node.doc_string = doc
         for t in node.output:
             producer_now[t] = node
+
+
+@contextmanager
+def marks_follow_transformations() -> Iterator[None]:
+    """While open, every qonnx / FINN transformation passes the marks on (`inherit`) to the nodes it makes: one
+    transformation at a time, whose new nodes read and write the tensors of the nodes they replace before a later
+    one (GiveReadableTensorNames) renames them all. Used around FINN's steps (targets/finn/steps.py)."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    original = ModelWrapper.transform
+    depth = [0]
+
+    def transform(self, transformation, *args, **kwargs):
+        before = marks_by_tensor(self.graph)
+        depth[0] += 1
+        try:
+            model = original(self, transformation, *args, **kwargs)
+        finally:
+            depth[0] -= 1
+        # a transformation run inside another sees the other's new nodes before it has passed its marks on: it
+        # matches tensors only, and the outer one, which saw the nodes it replaced, falls back to the node before
+        inherit(before, model, upstream=depth[0] == 0)
+        return model
+
+    ModelWrapper.transform = transform
+    try:
+        yield
+    finally:
+        ModelWrapper.transform = original

@@ -158,7 +158,9 @@ def in_user_names(model: ModelWrapper, layers: list[UnmappedLayer]) -> list[Unma
         if node is not None:
             layer.name, layer.op_type = describe(node), source_op(node)
             if layer.op_type != node.op_type:  # a node FINN made for this one: say which
-                layer.why = f"FINN's {node.op_type.removesuffix('_hls').removesuffix('_rtl')} for it: {layer.why}"
+                layer.why = (
+                    f"a {node.op_type.removesuffix('_hls').removesuffix('_rtl')} FINN put at this node: {layer.why}"
+                )
         if mark is not None and mark["inputs"]:
             layer.inputs = list(mark["inputs"])
         if (layer.name, layer.why) not in seen:

@@ -26,7 +26,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 
 from sdk.boards import Board
 from sdk.errors import SDKError, UnsupportedLayersError, UnsupportedModelError
-from sdk.graph_names import inherit, mark_nodes, marks_by_tensor
+from sdk.graph_names import inherit, mark_nodes, marks_by_tensor, marks_follow_transformations
 from sdk.time_limit import STEP_TIMEOUT_VARIABLE, StepTimeout, step_timeout, time_limit
 from targets.finn import (
     accumulators,
@@ -199,9 +199,9 @@ def run_steps(
             random.seed(f"sdk-finn-step-{name}")
             try:
                 marks = marks_by_tensor(model.graph)
-                with time_limit(limit):
+                with time_limit(limit), marks_follow_transformations():  # FINN's nodes keep the user's node names
                     model = step(model, cfg)
-                inherit(marks, model)  # nodes the step made keep the name of the user's node they come from
+                inherit(marks, model)  # and those a step made without a transformation
             except StepTimeout:
                 raise _timed_out(name, limit, cfg) from None
             except SDKError:
