@@ -57,18 +57,18 @@ def _write(node: Any, mark: dict[str, Any]) -> None:
 def mark_nodes(graph: Any, fresh: bool = False) -> None:
     """Mark every node (fresh) or every node without a mark, with its name, position and tensors as they are now.
 
-    A name two nodes share, or none, is not kept as a name: such a node is described by its position."""
+    A name two nodes share is told with the node's position; the graph keeps only unique names (keep_names)."""
     counts: dict[str, int] = {}
     for node in graph.node:
         counts[node.name] = counts.get(node.name, 0) + 1
     for index, node in enumerate(graph.node):
         if not fresh and source_of(node) is not None:
             continue
-        unique = node.name if node.name and counts[node.name] == 1 else None
         _write(
             node,
             {
-                "name": unique,
+                "name": node.name or None,
+                "unique": counts[node.name] == 1,
                 "index": index,
                 "op": node.op_type,
                 "inputs": list(node.input),
@@ -99,13 +99,18 @@ def describe(node: Any) -> str:
         return node.name or f"a {node.op_type} node"
     if _text(mark.get("sdk")):
         return _text(mark["sdk"])
-    name = _text(mark.get("name"))
-    if name:
+    name, index = _text(mark.get("name")), mark.get("index")
+    place = isinstance(index, int) and not isinstance(index, bool) and index >= 0  # among the file's nodes, from 1
+    if name and (mark.get("unique", True) is True or not place):
         return name
-    index = mark.get("index")
-    if isinstance(index, int) and not isinstance(index, bool) and index >= 0:
-        return f"unnamed node #{index + 1}"  # its place among the file's nodes, counted from 1
-    return f"an unnamed {mark['op'][:MAX_NAME_CHARS]} node"
+    if name:
+        return f"{name} (node #{index + 1}; the file has several of that name)"
+    return f"unnamed node #{index + 1}" if place else f"an unnamed {mark['op'][:MAX_NAME_CHARS]} node"
+
+
+def _unique_name(mark: dict[str, Any]) -> str | None:
+    """The node's name in the file, where no other node of the file has it."""
+    return _text(mark.get("name")) if mark.get("unique", True) is True else None
 
 
 def node_phrase(node: Any) -> str:
@@ -113,7 +118,7 @@ def node_phrase(node: Any) -> str:
     "the input scale the SDK added (Mul)"."""
     name = describe(node)
     mark = source_of(node)
-    plain = mark is not None and (_text(mark.get("sdk")) or not _text(mark.get("name")))
+    plain = mark is not None and (_text(mark.get("sdk")) or not _unique_name(mark))
     return f"{name} ({node.op_type})" if plain else f"node {name} ({node.op_type})"
 
 
@@ -164,7 +169,7 @@ def restore_names(model: Any, inputs: list[str] | None = None) -> None:
         mark = source_of(node)
         if mark is None:
             continue
-        name = _text(mark.get("name"))
+        name = _unique_name(mark)
         if name and name != node.name and name not in taken:
             taken.discard(node.name)
             node.name = name

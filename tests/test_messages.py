@@ -225,3 +225,41 @@ def test_deploy_refusals_name_the_files_nodes_and_leave_no_package(files, tmp_pa
     assert payload["alternative"]["accepts"] is False
     assert not (TFLITE_ADVICE if target == "pynq-z2" else FPGA_ADVICE).search(advice(payload["fix"]))
     assert not out.exists()
+
+
+def test_names_a_file_shares_and_doc_strings_that_are_not_marks():
+    """Two nodes of one name are told apart by place; a doc_string the SDK did not write (torch's, or a broken or
+    oversized one) is no name; marks survive qonnx's clean-up, which renames every node and tensor."""
+    from onnx import TensorProto, helper
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup_model
+
+    from sdk.graph_names import MARK_KEY, describe, keep_names, mark_nodes, node_phrase
+
+    nodes = [
+        helper.make_node("Relu", ["input.1"], ["a"], "act", doc_string="torch: relu at model.py:12"),
+        helper.make_node("Neg", ["a"], ["b"], "act"),
+        helper.make_node("Relu", ["b"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model = ModelWrapper(helper.make_model(graph))
+    assert describe(model.graph.node[0]) == "act"  # no mark yet: its name
+    mark_nodes(model.graph, fresh=True)
+    model = keep_names(model, cleanup_model)
+    described = [describe(node) for node in model.graph.node]
+    assert described == [
+        "act (node #1; the file has several of that name)",
+        "act (node #2; the file has several of that name)",
+        "unnamed node #3",
+    ]
+    assert node_phrase(model.graph.node[2]) == "unnamed node #3 (Relu)"
+    assert model.graph.input[0].name == "input.1" and model.graph.output[0].name == "y"
+    assert [node.output[0] for node in model.graph.node] == ["a", "b", "y"]
+    for forged in ("{" * 5000, f'{{"{MARK_KEY}": [1, 2]}}', f'{{"{MARK_KEY}": {{"name": "x"}}}}', "x" * 10**5):
+        model.graph.node[2].doc_string = forged
+        assert describe(model.graph.node[2]) == model.graph.node[2].name  # the graph's own name, nothing invented
