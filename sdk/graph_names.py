@@ -93,7 +93,8 @@ def mark_sdk_node(node: Any, meaning: str) -> Any:
 
 
 def describe(node: Any) -> str:
-    """The node as the user's file names it: its name there, what the SDK added, or its position and op type."""
+    """The node as the user's file names it: its name there (with the module's layer it was exported from, where
+    the SDK exported it), what the SDK added, or its position and op type."""
     mark = source_of(node)
     if mark is None:
         return node.name or f"a {node.op_type} node"
@@ -101,6 +102,8 @@ def describe(node: Any) -> str:
         return _text(mark["sdk"])
     name, index = _text(mark.get("name")), mark.get("index")
     place = isinstance(index, int) and not isinstance(index, bool) and index >= 0  # among the file's nodes, from 1
+    if name and _text(mark.get("layer")):
+        return f"{name} of layer {_text(mark['layer'])}"
     if name and (mark.get("unique", True) is True or not place):
         return name
     if name:
@@ -230,6 +233,40 @@ def inherit(before: tuple[dict[str, str], dict[str, str]], model: Any, upstream:
                 node.doc_string = doc
         for t in node.output:
             producer_now[t] = node
+
+
+BREVITAS_SCOPES = ("weight_quant", "act_quant", "input_quant", "output_quant", "bias_quant", "activation_impl")
+
+
+def module_layer(torch_name: str) -> str | None:
+    """The module layer a node of torch's TorchScript export belongs to: `/model/body/body.0/MatMul` -> `body.0`,
+    `/model/fc/weight_quant/export_handler/Quant` -> `fc`; None for the module's own forward (`/model/Add`) and
+    for names of another exporter (dynamo's `node_linear`)."""
+    if not torch_name.startswith("/"):
+        return None
+    scopes = torch_name.strip("/").split("/")[:-1]
+    scopes = [p for p in scopes if p not in BREVITAS_SCOPES and not p.startswith("export_handler")]
+    if scopes and scopes[0] == "model":  # sdk.export's wrapper (the uint8 -> / 255 input scale) holds the module
+        scopes = scopes[1:]
+    return _text(scopes[-1].removeprefix("model.")) if scopes else None
+
+
+def mark_exported(raw: Any, cleaned: Callable[[Any], Any], input_scale: str | None) -> Any:
+    """`cleaned(raw)` (qonnx's clean-up of a Brevitas export through torch), each node marked with its name in the
+    cleaned graph (which `sdk export` writes: the names of the user's file) and the module layer it comes from;
+    the node named `input_scale` (the export's own uint8 -> / 255 Mul) is the SDK's."""
+    for node in raw.graph.node:
+        layer = module_layer(node.name)
+        if node.name == input_scale:
+            mark_sdk_node(node, SDK_INPUT_SCALE)
+        else:
+            _write(node, {"layer": layer, "op": node.op_type})
+    model = cleaned(raw)
+    for index, node in enumerate(model.graph.node):
+        mark = source_of(node) or {"op": node.op_type}
+        mark.update(name=node.name, unique=True, index=index, inputs=list(node.input), outputs=list(node.output))
+        _write(node, mark)
+    return model
 
 
 @contextmanager

@@ -263,3 +263,32 @@ def test_names_a_file_shares_and_doc_strings_that_are_not_marks():
     for forged in ("{" * 5000, f'{{"{MARK_KEY}": [1, 2]}}', f'{{"{MARK_KEY}": {{"name": "x"}}}}', "x" * 10**5):
         model.graph.node[2].doc_string = forged
         assert describe(model.graph.node[2]) == model.graph.node[2].name  # the graph's own name, nothing invented
+
+
+def test_a_modules_refusals_name_the_exported_node_and_the_modules_layer():
+    """sdk's own export of a module (the Python API, `sdk.export_module`): the node by the exported file's name and
+    the module's layer it comes from; the Mul the export puts in front (pixels / 255) is the SDK's."""
+    from sdk import check as api_check
+    from sdk.errors import TfliteConversionError, UnsupportedLayersError
+
+    with pytest.raises(TfliteConversionError) as tflite:
+        api_check(Upsampler(), "tflite", example_input=torch.zeros(1, 1, 8, 8))
+    assert tflite.value.what == "Node Resize_0 of layer up (Resize) has no int8 TFLite mapping."
+    assert "the FPGA boards refuse this model too" in tflite.value.fix
+    with pytest.raises(UnsupportedLayersError) as fpga:
+        api_check(Upsampler(), "pynq-z2", example_input=torch.zeros(1, 1, 8, 8))
+    layers = [layer.name for layer in fpga.value.layers]
+    assert all(re.fullmatch(r"[A-Za-z]+_\d+( of layer \w+)?", name) for name in layers), layers
+    assert "of layer" in " ".join(layers) and "the TFLite targets refuse this model too" in fpga.value.fix
+
+
+def test_the_exports_input_scale_is_the_sdks(tmp_path):
+    from sdk.export import export_module
+    from sdk.graph_names import SDK_INPUT_SCALE, describe
+
+    exported = export_module(BipolarMLP().eval(), (1, 64), tmp_path / "m.onnx")
+    graph = onnx.load(exported.onnx_path).graph
+    first = next(node for node in graph.node if graph.input[0].name in node.input)
+    assert first.op_type == "Mul" and describe(first) == SDK_INPUT_SCALE
+    fc1 = next(node for node in graph.node if node.op_type in ("MatMul", "Gemm"))
+    assert describe(fc1) == f"{fc1.name} of layer fc1"
