@@ -212,9 +212,9 @@ def _root_causes(model: ModelWrapper, layers: list[UnmappedLayer]) -> list[Unmap
             layer.why = f"{FLOAT_SCALE_HINT[0]}: {label(scale)} after this layer"
             layer.fix = FLOAT_SCALE_HINT[1]
         if after:
-            shown = list(dict.fromkeys(label(name) for name in after))
-            shown = ", ".join(shown[:6]) + (" ..." if len(shown) > 6 else "")
-            layer.why += f"; the {len(after)} layer(s) after it ({shown}) cannot be mapped because of it"
+            labels = list(dict.fromkeys(label(name) for name in after))  # FINN's nodes of one file node: once
+            shown = ", ".join(labels[:6]) + (" ..." if len(labels) > 6 else "")
+            layer.why += f"; the {len(labels)} layer(s) after it ({shown}) cannot be mapped because of it"
         roots.append(layer)
     return roots
 
