@@ -10,13 +10,16 @@ so the advice never goes in circles.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 from sdk.errors import ModelTooLargeError, SDKError
+from sdk.time_limit import StepTimeout, time_limit
 
 log = logging.getLogger(__name__)
 
+ALTERNATIVE_SECONDS = 120.0  # the other flow's check of the SDK's models takes seconds; past this, no advice
 # The board whose check stands for a flow, and how a fix names the flow's targets.
 ALTERNATIVE_BOARDS = {"tflite": "tflite", "finn": "pynq-z2"}
 TARGET_NAMES = {
@@ -45,24 +48,35 @@ def advise(error: SDKError, flow: str, model_path: Path, workdir: Path, qat_mode
 
     board_name = ALTERNATIVE_BOARDS[other]
     base = (error.fix or "change the model").rstrip(". ")
+    began = time.monotonic()
     try:
         board = get_board(board_name)
         (workdir / "alternative").mkdir(parents=True, exist_ok=True)
-        get_target(other).check(model_path, board, workdir / "alternative", qat_model)
-    except ModelTooLargeError as refused:  # every layer maps; only this board is too small
-        error.alternative_check = {"target": board_name, "accepts": False, "reason": _first_line(refused)}
-        error.amend_fix(
-            f"{base}; or deploy it to {TARGET_NAMES[other]} with room for it: every layer maps there, but "
-            f"{board_name} is too small (see `sdk boards`)"
-        )
+        with time_limit(ALTERNATIVE_SECONDS):
+            get_target(other).check(model_path, board, workdir / "alternative", qat_model)
+    except StepTimeout:  # not answered in time: no advice rather than a guess
         return
     except SDKError as refused:
-        reason = _first_line(refused)
-        error.alternative_check = {"target": board_name, "accepts": False, "reason": reason}
-        error.amend_fix(f"{base} ({REFUSED_BY[other]} this model too: {reason})")
+        if time.monotonic() - began >= ALTERNATIVE_SECONDS:  # a flow that turned the time limit into its own error
+            return
+        _refused(error, other, board_name, base, refused)
         return
     except Exception as exc:  # the other flow's own bug is no advice to give; the refusal stands as it is
         log.debug("the alternative check on %s failed: %s", board_name, exc)
         return
     error.alternative_check = {"target": board_name, "accepts": True, "reason": None}
     error.amend_fix(f"{base}, or deploy it to {TARGET_NAMES[other]}: `sdk check --target {board_name}` accepts it")
+
+
+def _refused(error: SDKError, other: str, board_name: str, base: str, refused: SDKError) -> None:
+    """The other flow refused too: the fix keeps to the model (or, if only the board is too small, says so)."""
+    if isinstance(refused, ModelTooLargeError):  # every layer maps; only this board is too small
+        error.alternative_check = {"target": board_name, "accepts": False, "reason": _first_line(refused)}
+        error.amend_fix(
+            f"{base}; or deploy it to {TARGET_NAMES[other]} with room for it: every layer maps there, but "
+            f"{board_name} is too small (see `sdk boards`)"
+        )
+        return
+    reason = _first_line(refused)
+    error.alternative_check = {"target": board_name, "accepts": False, "reason": reason}
+    error.amend_fix(f"{base} ({REFUSED_BY[other]} this model too: {reason})")

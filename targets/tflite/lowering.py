@@ -258,19 +258,23 @@ REPLACEMENTS = {
     "the host",
 }
 REPLACEMENTS["GRU"] = REPLACEMENTS["RNN"] = REPLACEMENTS["LSTM"]
+# Ops without a handler here that FINN's conversion may map (a padding, a pool from a reduction, a label select, a
+# transpose its streamlining absorbs): only for these is FINN's check asked whether an FPGA board takes the model.
+FPGA_MAY_MAP = frozenset({"Pad", "Transpose", "TopK", "ReduceMax", "ReduceSum", "Trunc", "QuantAvgPool2d"})
 REPLACEMENTS["Upsample"] = REPLACEMENTS["Resize"]
 
 
-def _refuse(node, what: str, fix: str | None = None) -> TfliteConversionError:
-    """The refusal of one node, named as the user's file names it (sdk.graph_names). Where the node has no mapping
-    at all an FPGA board may still take the model: the core names it only if FINN's check accepts it."""
+def _refuse(node, what: str, fix: str | None = None, fpga_may: bool = False) -> TfliteConversionError:
+    """The refusal of one node, named as the user's file names it (sdk.graph_names). fpga_may: what int8 TFLite
+    cannot hold (an op, 1-bit activations, wider weights) an FPGA board may run: the core names the FPGA boards
+    only if FINN's check accepts the model (sdk/advice.py)."""
     phrase = node_phrase(node)
     error = TfliteConversionError(
         f"{phrase[:1].upper()}{phrase[1:]} {what}.",
         where=phrase,
         fix=fix or f"the TFLite writer lowers {SUPPORTED}; {REPLACEMENTS.get(node.op_type, 'change that layer')}",
     )
-    error.alternative = "finn"
+    error.alternative = "finn" if fpga_may else None
     return error
 
 
@@ -384,6 +388,7 @@ def _out_quant(walk: _Walk, node) -> _OutQuant:
             f"quantizes activations to {bits} bits; the writer lowers activation quantizers of 2..8 bits "
             "(int8 holds at most 8)",
             "train with 2..8 activation bits (1-bit weights lower)",
+            fpga_may=True,
         )
     s = np.float32(scale.reshape(-1)[0])
     if not (np.isfinite(s) and s > 0):
@@ -597,6 +602,7 @@ def _compute_weights(walk: _Walk, node, index: int) -> _Weights:
             node,
             f"has {w.bits}-bit weights; int8 TFLite holds exact 1..8-bit weights",
             "train with 1..8 weight bits",
+            fpga_may=True,
         )
     return w
 
@@ -928,6 +934,7 @@ def _on_bipolar(walk: _Walk, node) -> _Weights:
             "2..8-bit activation quantizers only: a bipolar one has no zero and sends 0 to +s, where an int8 "
             "requantization (round to nearest, then clamp) sends 0 to 0",
             "use 2..8-bit activations (e.g. QuantReLU(bit_width=2)) for the TFLite family, where 1-bit weights lower",
+            fpga_may=True,
         )
     scale = walk.graph.get_initializer(node.input[1])
     if scale is None:
@@ -986,7 +993,7 @@ def lower(graph, widen_weights: bool = True, int4_weights: bool = False) -> Lowe
     for node in graph.graph.node:
         handler = table.get(node.op_type)
         if handler is None:
-            raise _refuse(node, "has no int8 TFLite mapping")
+            raise _refuse(node, "has no int8 TFLite mapping", fpga_may=node.op_type in FPGA_MAY_MAP)
         result = handler(walk, node)
         if isinstance(result, _Pending):
             result = replace(result, tensor=node.output[0])
