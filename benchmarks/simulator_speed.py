@@ -165,7 +165,7 @@ def measure(model: Model, samples: int, tmp: Path, args, baseline) -> dict:
     dataflow = steps.run_steps(steps.load_qonnx(exported.onnx_path), cfg, stop="estimate")
     side = model.image_size or 8
     x = np.resize(load_dataset("digits", image_size=model.image_size).x_test, (samples, 1, side, side))
-    xs = graph_input(exported.card, x)  # float32, as the deploy hands it to the simulator
+    xs = graph_input(exported.card, x, cfg.parent)  # float32, as the deploy hands it to the simulator
     dataflow_x = host_input(cfg.parent, xs)
     started = time.perf_counter()
     plan = prepare_dataflow(dataflow, threads=args.threads)

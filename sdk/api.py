@@ -6,8 +6,8 @@
     outputs = sdk.simulate(result.package, x)   # the packaged artifact's outputs on x, in the simulator
 
 `model` is a training run folder, a QONNX file with its model card beside it (`sdk export`), or an `nn.Module`
-with `example_input` (one sample, (1, C, H, W) or (1, F)): the module takes pixels / 255 and is exported to QONNX,
-checked against itself, on the way.
+with `example_input` (one sample, (1, C, H, W), (1, C, T) or (1, F)): the module takes pixels / 255 and is
+exported to QONNX, checked against itself, on the way.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from sdk.scratch import scratch_dir
 
 
 @contextmanager
-def _as_model_path(model: Any, example_input: Any):
+def _as_model_path(model: Any, example_input: Any, input_scale: float | None = None):
     """A path the deploy can read, and the Brevitas module where the caller handed one."""
     if isinstance(model, str | Path):
         if example_input is not None:
@@ -46,14 +46,24 @@ def _as_model_path(model: Any, example_input: Any):
         raise ConfigError(
             f"A module ({type(model).__name__}) needs an example input to be exported.",
             where="example_input",
-            fix="pass example_input=torch.zeros(1, C, H, W) (or (1, F)) shaped like one sample",
+            fix="pass example_input=torch.zeros(1, C, H, W) (or (1, C, T), (1, F)) shaped like one sample",
         )
     _runs_on_example(model, example_input)
     from sdk.export import export_module
 
     with scratch_dir("module") as tmp:
-        exported = export_module(model, example_input, Path(tmp) / "model.qonnx.onnx")
+        exported = export_module(model, example_input, Path(tmp) / "model.qonnx.onnx", input_scale=input_scale)
         yield str(exported.onnx_path), model
+
+
+def _module_scale(model: Any, input_scale: Any) -> float | None:
+    """input_scale for a module: pixel data, the module receiving pixel * input_scale (checked like the CLI's)."""
+    if input_scale is None or isinstance(model, str | Path):
+        return None
+    from targets.base import finite_positive
+
+    finite_positive(input_scale, "input_scale", "0.00392156862745098")
+    return float(input_scale)
 
 
 def _runs_on_example(model: Any, example_input: Any) -> None:
@@ -64,7 +74,8 @@ def _runs_on_example(model: Any, example_input: Any) -> None:
     from sdk.model_card import sample_too_large
 
     shape = tuple(example_input) if isinstance(example_input, tuple) else tuple(np.shape(example_input))
-    if len(shape) not in (2, 4) or shape[0] != 1 or not all(isinstance(d, int | np.integer) and d > 0 for d in shape):
+    positive = all(isinstance(d, int | np.integer) and d > 0 for d in shape)
+    if len(shape) not in (2, 3, 4) or shape[0] != 1 or not positive:
         return  # the export names what is wrong with the shape itself
     problem = sample_too_large([int(d) for d in shape[1:]])
     if problem:
@@ -78,7 +89,7 @@ def _runs_on_example(model: Any, example_input: Any) -> None:
             f"{type(model).__name__} fails on an input shaped like example_input {shape}: {type(exc).__name__}"
             + (f": {reason}" if reason else ""),
             where="example_input",
-            fix="pass one sample of the shape the module takes, e.g. torch.zeros(1, C, H, W) or torch.zeros(1, F)",
+            fix="pass one sample of the shape the module takes, e.g. torch.zeros(1, C, H, W), (1, C, T) or (1, F)",
         ) from exc
 
 
@@ -119,8 +130,9 @@ def check(model: Any, target: str, example_input: Any = None, input_scale: float
     from sdk.deployment import check as run_check
 
     _check_target(target)
-    with _as_model_path(model, example_input) as (path, module):
-        run_check(DeployConfig(target=target, model=path, input_scale=input_scale), qat_model=module)
+    with _as_model_path(model, example_input, _module_scale(model, input_scale)) as (path, module):
+        scale = input_scale if module is None else None  # a module's pixel scale is in its export
+        run_check(DeployConfig(target=target, model=path, input_scale=scale), qat_model=module)
 
 
 def deploy(
@@ -146,20 +158,28 @@ def deploy(
     _deploy_options(options)
     if not isinstance(progress, bool):
         raise ConfigError(f"progress must be True or False, got {progress!r}.", where="progress", fix="progress=True")
-    with _as_model_path(model, example_input) as (path, module):
+    scale = options.pop("input_scale", None)
+    with _as_model_path(model, example_input, _module_scale(model, scale)) as (path, module):
+        if module is None:
+            options["input_scale"] = scale
         config = DeployConfig(target=target, model=path, out=out, data=data, samples=samples, **options)
         results = deploy_many(config, progress=progress, qat_model=module)
     return results if "," in target else results[0]
 
 
-def simulate(package: str | Path, x: np.ndarray) -> np.ndarray:
-    """The packaged artifact's final outputs on a batch `x` (uint8 in the model's input layout, (N, C, H, W)).
+def simulate(package: str | Path, x: np.ndarray, codes: bool = False) -> np.ndarray:
+    """The packaged artifact's final outputs on a batch `x`: what the model's forward takes, in its input layout
+    ((N, C, H, W); (N, F), (N, H, W) and (N, C, T) for a Conv1d model too), the same x for every target.
 
-    x is checked as every flow's package takes it (sdk.deployment.model_batch): pixels 0..255, at least one sample,
-    the model's input shape; anything else is a ConfigError naming x."""
+    Pixels for a model that takes pixels (uint8, or floats in [0, 1]); the float features for a model that
+    quantizes its own input (the package's input map turns them into the device's codes exactly as the model's
+    first quantizer does). codes=True: x holds the device's integer codes already. A value the model's first
+    quantizer would clip, or that is not a number, is a ConfigError naming x (sdk.deployment.model_batch)."""
     from sdk.simulation import run_package
 
     if package is None:
         raise ConfigError("package must be a path, got None.", where="package", fix="e.g. result.package")
     _check_path(package, "package", "result.package")
-    return run_package(package, x)
+    if not isinstance(codes, bool):
+        raise ConfigError(f"codes must be True or False, got {codes!r}.", where="codes", fix="codes=True")
+    return run_package(package, x, codes)

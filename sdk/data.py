@@ -458,9 +458,10 @@ def _class_names(labels: np.ndarray, where: str) -> list[str]:
 
 
 def _npz_arrays(
-    read: tuple[dict[str, np.ndarray], list[str]], where: str, labels_required: bool
+    read: tuple[dict[str, np.ndarray], list[str]], where: str, labels_required: bool, raw: bool = False
 ) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
-    """x as uint8 (N, C, H, W), y as int64 (None where absent and not required), class names if stored."""
+    """x as uint8 (N, C, H, W) (raw: numbers as stored, for a model that takes features, not pixels), y as int64
+    (None where absent and not required), class names if stored."""
     arrays, names = read
     missing = [k for k in ("x", "y") if k not in arrays and (k == "x" or labels_required)]
     if missing:
@@ -497,7 +498,7 @@ def _npz_arrays(
                 where=f"{where}, array y",
                 fix="store class indices 0..K-1",
             )
-    x = _pixels(x, where)
+    x = _numbers(x, where) if raw else _pixels(x, where)
     if x.ndim == 2:
         x = x[:, None, None, :]
     elif x.ndim == 3:
@@ -510,6 +511,19 @@ def _npz_arrays(
             fix="store one name per class in labels (K names for labels 0..K-1), or drop the labels array",
         )
     return x, (None if y is None else y.astype(np.int64)), labels
+
+
+def _numbers(x: np.ndarray, where: str) -> np.ndarray:
+    """Features as stored: numbers (booleans as 0 / 1); their range is the model's input map's to judge."""
+    if x.dtype.kind == "b":
+        return x.astype(np.uint8)
+    if x.dtype.kind not in "uif":
+        raise DatasetError(
+            f"x must hold numbers; got {x.dtype}.",
+            where=f"{where}, array x",
+            fix="store x as floats (or integers) in the values the model's forward takes",
+        )
+    return x
 
 
 def _pixels(x: np.ndarray, where: str) -> np.ndarray:
@@ -548,9 +562,9 @@ def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
     return x, y, labels  # type: ignore[return-value]
 
 
-def load_samples(spec: str | Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+def load_samples(spec: str | Path, raw: bool = False) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
     """A user's samples, whole and unsplit: an .npz (x, y optional, labels optional) or an MNIST idx folder
-    (its train and test files together). x comes back uint8 (N, C, H, W)."""
+    (its train and test files together). x comes back uint8 (N, C, H, W); raw: as stored (features, not pixels)."""
     where = f"--data {spec}"
     if not isinstance(spec, str | Path) or not str(spec):
         raise DatasetError(f"--data must be a path, got {spec!r}.", where="--data", fix="e.g. --data samples.npz")
@@ -564,7 +578,7 @@ def load_samples(spec: str | Path) -> tuple[np.ndarray, np.ndarray | None, list[
             where=where,
             fix="save your samples with numpy.savez(path, x=..., y=...) (y optional)",
         )
-    return _npz_arrays(_read_npz(path, where), where, labels_required=False)
+    return _npz_arrays(_read_npz(path, where), where, labels_required=False, raw=raw)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 from sdk import __version__
 from sdk.advice import advise
 from sdk.boards import Board, get_board
-from sdk.data import check_values, load_dataset, load_samples
+from sdk.data import INPUT_SCALE, check_values, load_dataset, load_samples
 from sdk.errors import CheckpointError, ConfigError, DatasetError, ExportError, InternalError, SDKError
 from sdk.package import PackageBuilder, check_output_path, sha256_file, tool_versions
 from sdk.report import REPORT_JSON, REPORT_MD, kib, percent
@@ -218,9 +218,9 @@ def _no_input_scale(input_scale: float | None, source: str) -> None:
 def _card_fits_graph(card: dict[str, Any], proto: Any, where: str) -> None:
     """The card's input shape is the graph's: every flow makes its samples from the card and feeds them to the
     graph, so a card written for another graph is refused here, by `sdk check` as by `sdk deploy`."""
-    from sdk.model_card import input_spec
+    from sdk.model_card import graph_input_shape
 
-    expected = input_spec(list(card["input"]["image_shape"]), card["input"]["flatten"])["shape"]
+    expected = graph_input_shape(card)
     if not proto.graph.input or not proto.graph.input[0].type.tensor_type.shape.dim:
         return  # no input, or one without a declared shape: the flows' own checks name it
     first = proto.graph.input[0]
@@ -237,7 +237,8 @@ def _card_fits_graph(card: dict[str, Any], proto: Any, where: str) -> None:
 
 @dataclass
 class Samples:
-    """The verification inputs (uint8, in the card's input layout), their labels if known, and what they are."""
+    """The verification inputs (device codes, sdk.input_map, in the card's input layout), their labels if known, and
+    what they are."""
 
     x: np.ndarray
     y: np.ndarray | None
@@ -248,11 +249,23 @@ RANDOM_SEED = 0  # random verification inputs are reproducible
 
 
 def in_model_layout(x: np.ndarray, card: dict[str, Any], where: str) -> np.ndarray:
-    """Samples as the card's (N, C, H, W); an MLP takes any layout of the right size (it flattens the sample)."""
+    """Samples as the card's (N, C, H, W); an MLP takes any layout of the right size (it flattens the sample), a
+    sequence model (C, 1, T) also (N, C, T) (which arrives here as (N, 1, C, T))."""
+    from sdk.model_card import is_sequence
+
     shape = tuple(card["input"]["image_shape"])
     if card["input"]["flatten"] and int(np.prod(x.shape[1:])) == int(np.prod(shape)):
         x = x.reshape(len(x), *shape)
+    elif is_sequence(card) and tuple(x.shape[1:]) == (1, shape[0], shape[2]):
+        x = x.reshape(len(x), *shape)
     if tuple(x.shape[1:]) != shape:
+        if is_sequence(card):
+            given = tuple(x.shape[2:] if x.ndim == 4 and x.shape[1] == 1 else x.shape[1:])  # (N, C, T) came as 4-D
+            raise DatasetError(
+                f"The samples have shape {given}; the model takes ({shape[0]}, {shape[2]}) (C, T).",
+                where=where,
+                fix=f"store x as (N, {shape[0]}, {shape[2]}): channels over time, as the model's forward takes them",
+            )
         raise DatasetError(
             f"The samples have shape {tuple(x.shape[1:])}; the model takes {shape} (C, H, W).",
             where=where,
@@ -261,49 +274,68 @@ def in_model_layout(x: np.ndarray, card: dict[str, Any], where: str) -> np.ndarr
     return x
 
 
-PIXEL_RANGE = (0, 255)  # what every flow's input takes: uint8 pixels, the integers the device will get
+def model_batch(x: Any, card: dict[str, Any], where: str = "x", codes: bool = False) -> np.ndarray:
+    """A batch handed to a package (`sdk.simulate`), checked the same way for every flow before any runs it and
+    turned into the device codes every flow takes (sdk.input_map): a numeric array of at least one sample, shaped
+    like the card's input ((N, H, W) and (N, F) as --data takes them), holding what the model's forward takes
+    (pixels: uint8, or floats in [0, 1] as --data takes them; features: floats the first quantizer takes without
+    clipping). codes=True: x holds the device's integers already. Nothing is cast, wrapped or clipped silently."""
+    from sdk.model_card import input_map_of
 
-
-def model_batch(x: Any, card: dict[str, Any], where: str = "x") -> np.ndarray:
-    """A batch handed to a package (`sdk.simulate`), checked the same way for every flow before any runs it: a
-    numeric array of at least one sample, every value an integer pixel in 0..255 (no NaN, no 300 wrapped to 44, no
-    0.5 cast to 0), shaped like the card's input ((N, H, W) and (N, F) as --data takes them). Returned as uint8."""
-    fix = "pass the samples as a uint8 array (N, C, H, W) of pixels 0..255, e.g. np.load('samples.npz')['x']"
+    mapping = input_map_of(card)
+    fix = f"pass the samples as an array (N, C, H, W) of what the model's forward takes: {mapping.value_range()}"
     if x is None or isinstance(x, str | bytes | dict):
         raise ConfigError(f"{where} must be an array of samples, got {type(x).__name__}.", where=where, fix=fix)
     try:
         array = np.asarray(x)
     except (ValueError, TypeError) as exc:  # a ragged list, an object numpy cannot make an array of
         raise ConfigError(f"{where} is not an array of samples: {exc}", where=where, fix=fix) from None
-    if array.dtype.kind not in "uif":
-        raise ConfigError(f"{where} holds {array.dtype} values, not pixels.", where=where, fix=fix)
+    if array.dtype.kind not in "uifb":
+        raise ConfigError(f"{where} holds {array.dtype} values, not numbers.", where=where, fix=fix)
     if array.ndim not in (2, 3, 4) or array.size == 0:
         what = "holds no samples" if array.size == 0 else f"has shape {array.shape}"
         raise ConfigError(f"{where} {what}; a batch is (N, C, H, W) with N >= 1.", where=where, fix=fix)
-    low, high = PIXEL_RANGE
-    bad = None
-    with np.errstate(invalid="ignore"):
-        if array.dtype.kind == "f":  # NaN and inf fail every comparison but the first
-            bad = ~np.isfinite(array) | (array < low) | (array > high) | (array != np.rint(array))
-        elif array.dtype != np.uint8:
-            bad = (array < low) | (array > high)
-    if bad is not None and bad.any():
-        value = array.reshape(-1)[int(np.argmax(bad.reshape(-1)))]
-        raise ConfigError(
-            f"{where} holds {int(bad.sum()):,} value(s) that are not pixels (integers {low}..{high}), e.g. {value}; "
-            "the package would cast or wrap them, so they are refused for every target alike.",
-            where=where,
-            fix=fix + " (floats in [0, 1]: np.rint(x * 255).astype(np.uint8))",
-        )
-    array = array.astype(np.uint8, copy=False)
+    if array.dtype.kind == "b":
+        array = array.astype(np.uint8)
     if array.ndim == 2:
         array = array[:, None, None, :]
     elif array.ndim == 3:
         array = array[:, None, :, :]
     try:
-        return in_model_layout(array, card, where)
+        array = in_model_layout(array, card, where)
     except DatasetError as exc:
         raise ConfigError(exc.what, where=where, fix=exc.fix) from None
+    return device_codes(array, card, where, codes)
+
+
+def device_codes(x: np.ndarray, card: dict[str, Any], where: str, codes: bool = False) -> np.ndarray:
+    """x (in the card's layout) as the device's integer codes: the one conversion of every user value (--data,
+    `sdk simulate --data`, sdk.simulate) for every flow. Pixels given as floats must be in [0, 1], as --data takes
+    them; codes=True takes the device's integers as they are."""
+    from sdk.model_card import input_map_of
+
+    mapping = input_map_of(card)
+    if mapping.user_pixels and x.dtype.kind == "f" and not codes:
+        x = _float_pixels(x, where)
+    if codes or mapping.takes_codes:
+        fix = f"pass {mapping.value_range()}" + (" (floats in [0, 1] are scaled by 255)" if mapping.is_pixels else "")
+        return mapping.check_codes(x, where, fix)
+    return mapping.codes(x, where)
+
+
+def _float_pixels(x: np.ndarray, where: str) -> np.ndarray:
+    """Float pixels as --data takes them: finite, in [0, 1], scaled to 0..255 (uint8)."""
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(x) | (x < 0) | (x > 1)
+    if bad.any():
+        value = x.reshape(-1)[int(np.argmax(bad.reshape(-1)))]
+        raise ConfigError(
+            f"{where} holds {int(bad.sum()):,} float value(s) outside [0, 1], e.g. {value}: this model takes pixels, "
+            "as uint8 0..255 or as floats in [0, 1].",
+            where=where,
+            fix="pass uint8 pixels (np.asarray(x, np.uint8)) or floats in [0, 1] (x / 255)",
+        )
+    return np.rint(x.astype(np.float64) * 255.0).astype(np.uint8)
 
 
 def check_labels(y: np.ndarray | None, reference: np.ndarray, where: str) -> None:
@@ -326,20 +358,31 @@ def check_labels(y: np.ndarray | None, reference: np.ndarray, where: str) -> Non
 
 def verification_samples(card: dict[str, Any], count: int | None, data: str | None = None) -> Samples:
     """--data (the whole file, or its first --samples), else the card's data set's test split (its first --samples,
-    100 by default), else random inputs over the input's whole integer range (no labels: accuracy not measured)."""
+    100 by default), else random inputs over the input's whole integer range (no labels: accuracy not measured).
+    Samples are device codes (sdk.input_map)."""
+    from sdk.model_card import input_map_of
+
     shape = tuple(card["input"]["image_shape"])
     if data is not None:
-        x, y, _ = load_samples(data)
+        x, y, _ = load_samples(data, raw=not input_map_of(card).user_pixels)
         x = in_model_layout(x, card, f"--data {data}")
         x, y = x[:count], (None if y is None else y[:count])
+        x = device_codes(x, card, f"--data {data}")
         unlabelled = "" if y is not None else " (no labels: accuracy not measured)"
         return Samples(x, y, f"{Path(data).name}, {len(x):,} samples{unlabelled}")
     spec = card.get("dataset")
     count = DEFAULT_SAMPLES if count is None else count
     if not spec:
         check_values((count, *shape), 1, f"{count:,} random inputs", "--samples", "verify on fewer: --samples 100")
-        x = np.random.default_rng(RANDOM_SEED).integers(0, 256, size=(count, *shape), dtype=np.uint8)
-        return Samples(x, None, f"{count:,} random inputs (no labels: accuracy not measured)")
+        mapping = input_map_of(card)
+        x = np.random.default_rng(RANDOM_SEED).integers(mapping.low, mapping.high + 1, size=(count, *shape))
+        if mapping.dtype == "BIPOLAR":
+            x = np.where(x >= 0, 1, -1)
+        return Samples(
+            x.astype(mapping.code_dtype()),
+            None,
+            f"{count:,} random inputs over the whole input range (no labels: accuracy not measured)",
+        )
     try:
         dataset = load_dataset(spec["name"], seed=spec.get("seed", 0), image_size=spec.get("image_size"))
     except SDKError as exc:  # the card's own seed / image size / data set name: say so, not as an option
@@ -365,15 +408,17 @@ def qat_outputs(resolved: ResolvedModel, x: np.ndarray) -> np.ndarray:
     """The source model's float outputs: the Brevitas module itself where the caller gave one (the Python API),
     else the QONNX graph (a run's export was checked equal to its Brevitas model when it was exported)."""
     from sdk.graph_run import run_qonnx
+    from sdk.model_card import input_map_of
 
     flat = resolved.card["input"]["flatten"]
-    if resolved.brevitas is not None:
+    if resolved.brevitas is not None and input_map_of(resolved.card).is_pixels:
         import torch
 
-        from sdk.qat import model_input
+        from sdk.qat import module_input
 
+        scale = float(resolved.card.get("normalisation", {}).get("scale", INPUT_SCALE))
         with torch.no_grad():
-            return resolved.brevitas(model_input(x, flat)).numpy()
+            return resolved.brevitas(module_input(x, resolved.card, scale)).numpy()
     return run_qonnx(resolved.onnx_path, x, flat)
 
 
@@ -478,6 +523,7 @@ def deploy(
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from sdk.model_card import input_map_of
     from sdk.report import add_failure, write_report
 
     config.validate()
@@ -512,6 +558,7 @@ def deploy(
                 advise(exc, choice.flow, request.model_path, Path(tmp), request.qat_model)
                 raise
             outcome.report.notes.extend(prepared.resolved.notes)
+            _add_input_map(outcome.report, request.card, choice.flow)
             pkg.add_file("model.qonnx.onnx", request.model_path)
             pkg.write_json("model.qonnx.json", request.card)
             step("write report")
@@ -535,6 +582,7 @@ def deploy(
                     },
                     "tool_versions": tool_versions(tools),
                     "verified": outcome.verification.passed,
+                    "input": input_map_of(request.card).to_dict(),
                 },
             )
     return DeployResult(
@@ -546,6 +594,20 @@ def deploy(
         outcome.messages,
         failure=outcome.verification.failure(),
     )
+
+
+def _add_input_map(report, card: dict[str, Any], flow: str) -> None:
+    """What the package's input takes and how the user's values become it, in report.md and report.json."""
+    from sdk.model_card import input_map_of
+
+    mapping = input_map_of(card)
+    report.summary["input"] = mapping.describe()
+    report.data["input"] = mapping.to_dict()
+    if flow == "finn" and mapping.dtype == "BIPOLAR":
+        report.notes.append(
+            "FINN computes a bipolar input's products as XNOR-popcounts: the accelerator takes the bits "
+            "b = (code + 1) / 2, which the host computes (`sdk simulate`, sdk.simulate)."
+        )
 
 
 def _add_step_times(report, steps: list[tuple[str, float]]) -> None:

@@ -30,15 +30,18 @@ from torch import nn
 from sdk.data import INPUT_SCALE, load_dataset
 from sdk.errors import CheckpointError, ExportError
 from sdk.graph_run import run_qonnx
+from sdk.input_map import InputMap, pixel_map, read_input_interface
 from sdk.model_card import (
     CARD_FORMAT,
     NORMALISATION,
     ExportResult,
     card_path_for,
     input_spec,
+    is_sequence,
+    normalisation_of,
 )
 from sdk.package import sha256_file
-from sdk.qat import CHECKPOINT_NAME, TrainConfig, check_out_dir, load_checkpoint, model_input, read_metrics
+from sdk.qat import CHECKPOINT_NAME, TrainConfig, check_out_dir, load_checkpoint, module_input, read_metrics
 from sdk.scratch import scratch_dir
 
 # Floats may differ by accumulation order between PyTorch and onnxruntime. Up to
@@ -49,26 +52,43 @@ EXPORT_RTOL = 1e-3
 
 
 class _ScaledInput(nn.Module):
-    """uint8 pixels -> x / 255, in the graph so that the graph input is integer."""
+    """uint8 pixels -> x * scale (x / 255 by default), in the graph so that the graph input is integer."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, scale: float = INPUT_SCALE):
         super().__init__()
         self.model = model
+        self.scale = float(scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x * INPUT_SCALE)
+        return self.model(x * self.scale)
 
 
-def _check_against_brevitas(onnx_path: Path, model: nn.Module, x_uint8: np.ndarray, flat: bool) -> dict[str, Any]:
+def _check_against_brevitas(
+    onnx_path: Path,
+    model: nn.Module,
+    x_codes: np.ndarray,
+    card: dict[str, Any],
+    mapping: InputMap | None = None,
+    pixel_scale: float = INPUT_SCALE,
+    module_shape: list[int] | None = None,
+) -> dict[str, Any]:
+    """The exported graph (it takes device codes; `card` is its card) against the module (it takes pixels *
+    pixel_scale, or, where it quantizes its own input, the values whose codes these are: `mapping`, shaped as one
+    sample of `module_shape`)."""
     with torch.no_grad():
-        reference = model(model_input(x_uint8, flat)).numpy()
-    exported = run_qonnx(onnx_path, x_uint8, flat)
+        if mapping is None:
+            inputs = module_input(x_codes, card, pixel_scale)
+        else:
+            values = torch.from_numpy(mapping.values(x_codes))
+            inputs = values.reshape(len(values), *(module_shape or [-1]))
+        reference = model(inputs).numpy()
+    exported = run_qonnx(onnx_path, x_codes, card["input"]["flatten"])
     max_abs = float(np.max(np.abs(exported - reference)))
     span = float(np.max(np.abs(reference))) or 1.0
     # Reported only: binary nets have exactly tied logits, where argmax follows float noise.
     same_class = float(np.mean(exported.argmax(1) == reference.argmax(1)))
     return {
-        "samples": int(len(x_uint8)),
+        "samples": int(len(x_codes)),
         "max_abs_diff": max_abs,
         "max_rel_diff": max_abs / span,
         "argmax_agreement": same_class,
@@ -200,6 +220,26 @@ def export_run(run_dir: Path | str, out_path: Path | str, check_samples: int = 3
     return _export_checked(model, card, data.x_test[:check_samples], out_path, str(checkpoint), force)
 
 
+def _random_codes(mapping: InputMap, count: int, shape: list[int]) -> np.ndarray:
+    """Random device codes over the input quantizer's whole range (signs included), seeded."""
+    x = np.random.default_rng(0).integers(mapping.low, mapping.high + 1, size=(count, *shape))
+    return (np.where(x >= 0, 1, -1) if mapping.dtype == "BIPOLAR" else x).astype(mapping.code_dtype())
+
+
+def quantizes_own_input(model: nn.Module, example: torch.Tensor) -> bool:
+    """Whether the module's forward runs its input through constant preprocessing into a quantizer first (then
+    the device takes that quantizer's codes and users pass what forward takes); asked of one TorchScript export
+    in the temp folder."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    with scratch_dir("export") as tmp, contextlib.redirect_stdout(io.StringIO()):
+        try:
+            qmodel = _export_qonnx_clean(model, example, Path(tmp) / "probe.onnx", EXPORTERS[0])
+            return read_input_interface(ModelWrapper(qmodel.model), "probe") is not None
+        except Exception:  # not exportable this way, or a quantizer the targets refuse: the pixel path's export
+            return False  # and its checks name it
+
+
 EXPORTERS = ("TorchScript", "dynamo")  # torch.onnx's exporters, in the order an export tries them
 
 
@@ -218,10 +258,18 @@ def _export_qonnx_clean(model: nn.Module, example: torch.Tensor, path: Path, exp
 
 
 def _export_checked(
-    model: nn.Module, card: dict[str, Any], x_check: np.ndarray, out_path: Path, where: str, force: bool
+    model: nn.Module,
+    card: dict[str, Any],
+    x_check: np.ndarray | None,
+    out_path: Path,
+    where: str,
+    force: bool,
+    own_input: bool = False,
 ) -> ExportResult:
     """Export `model` behind the uint8 -> /255 input scale, check it against the model on x_check, then write the
-    .onnx and its card (with the check) atomically.
+    .onnx and its card (with the check) atomically. own_input: the module quantizes its own input, so it is
+    exported as it is and its graph's input becomes its first quantizer's codes (sdk.input_map); the check then
+    runs on random codes over that quantizer's whole range.
 
     TorchScript traces a model in a tenth of dynamo's time (benchmarks/export_time.py). The two write the same
     layers in different ops (MatMul / Flatten / GlobalAveragePool where dynamo writes Gemm / Reshape /
@@ -229,12 +277,14 @@ def _export_checked(
     cannot read (Brevitas's QuantLSTMCell) or a graph that disagrees with the model, dynamo exports it as it
     would alone. Only a graph that passed the check is kept."""
     from qonnx.core.datatype import DataType
+    from qonnx.util.cleanup import cleanup_model
 
     graph_shape = card["input"]["shape"]
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with scratch_dir("export") as tmp:  # the temp folder: nothing is made or swept in the user's folder
         tmp_onnx = Path(tmp) / "model.onnx"
-        wrapped = _ScaledInput(model).eval()
+        pixel_scale = float(card["normalisation"]["scale"])
+        wrapped = model if own_input else _ScaledInput(model, pixel_scale).eval()
         chatter = io.StringIO()  # torch.onnx prints progress to stdout; keep stdout for --json
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" is not news
         for exporter in EXPORTERS:
@@ -252,10 +302,35 @@ def _export_checked(
                     fix="the model may use a layer Brevitas cannot export; export it with "
                     "brevitas.export.export_qonnx yourself to see where, and replace that layer",
                 ) from exc
-            qmodel.set_tensor_datatype(qmodel.graph.input[0].name, DataType["UINT8"])
+            mapping = read_input_interface(qmodel, where, pixels_in=not own_input)
+            if own_input and mapping is None:  # the other exporter may write the input's quantizer first
+                if not last:
+                    continue
+                raise ExportError(
+                    f"The export of model '{card['model']}' does not start with the quantizer its forward "
+                    "applies to its input.",
+                    where=where,
+                    fix="this is a bug in the export; please report it with the model",
+                )
+            exported_card, x_codes, reference = card, x_check, model
+            if mapping is None:  # uint8 pixels, scaled in the graph
+                qmodel.set_tensor_datatype(qmodel.graph.input[0].name, DataType["UINT8"])
+            else:  # the first quantizer's codes (after the pixel scale, where the module takes pixels)
+                qmodel = cleanup_model(qmodel)
+                shape = card["input"]["image_shape"]
+                if mapping.flat and not card["input"]["flatten"]:  # a flatten before the quantizer was cut off
+                    shape = [1, 1, int(np.prod(shape))]
+                sequence = is_sequence(card) and not mapping.flat
+                exported_card = {**card, "input": input_spec(shape, mapping.flat, sequence, mapping)}
+                exported_card["normalisation"] = normalisation_of(mapping)
+                x_codes = _random_codes(mapping, len(x_check), shape)
+                reference = wrapped
             qmodel.save(str(tmp_onnx))
             try:
-                check = _check_against_brevitas(tmp_onnx, model, x_check, card["input"]["flatten"])
+                module_shape = card["input"]["shape"][1:]  # one sample as the module takes it
+                check = _check_against_brevitas(
+                    tmp_onnx, reference, x_codes, exported_card, mapping, pixel_scale, module_shape
+                )
             except Exception:
                 if not last:  # a graph the check cannot run: the next exporter's may
                     continue
@@ -269,7 +344,7 @@ def _export_checked(
                     where=where,
                     fix="this is a bug in the export; please report it with the model",
                 )
-        card = {**card, "check": check, "onnx_sha256": sha256_file(tmp_onnx)}
+        card = {**exported_card, "check": check, "onnx_sha256": sha256_file(tmp_onnx)}
         tmp_card = Path(tmp) / "card.json"
         tmp_card.write_text(json.dumps(card, indent=2))
         card_path = card_path_for(out_path)
@@ -334,36 +409,45 @@ def export_module(
     labels: list[str] | None = None,
     check_samples: int = 32,
     force: bool = False,
+    input_scale: float | None = None,
 ) -> ExportResult:
     """Export a user's own Brevitas module to QONNX plus a model card, checked on random inputs.
 
-    The module takes pixels / 255 (floats in [0, 1]) shaped like `example_input`: (1, C, H, W) for a conv net,
-    (1, F) for an MLP. The exported graph takes the uint8 pixels and holds the / 255 itself, like the SDK's own
-    exports. The card names no data set: verification samples come from --data, else random inputs. An existing
-    file at out_path or card beside it is replaced only with force=True."""
+    A module whose forward quantizes its input first (a QuantIdentity, perhaps after constant preprocessing such
+    as x*2-1) takes its own values: the exported graph takes that quantizer's codes, and the card records the map
+    from the values to them (sdk.input_map). Any other module, and any module given `input_scale` (pixel data),
+    takes pixels * input_scale (pixels / 255 by default: floats in [0, 1]); its exported graph takes the uint8
+    pixels and holds the scale itself, like the SDK's own exports. Either way samples are shaped like
+    `example_input`: (1, C, H, W) for a conv net, (1, C, T) for a Conv1d net over sequences (its samples are
+    (C, 1, T)), (1, F) for an MLP. The card names no data set: verification samples come from --data, else random
+    inputs. An existing file at out_path or card beside it is replaced only with force=True."""
     shape = tuple(example_input) if isinstance(example_input, tuple) else tuple(np.shape(example_input))
-    if len(shape) not in (2, 4) or shape[0] != 1 or any(int(d) < 1 for d in shape):
+    if len(shape) not in (2, 3, 4) or shape[0] != 1 or any(int(d) < 1 for d in shape):
         raise ExportError(
-            f"The example input has shape {shape}; the SDK takes one sample, (1, C, H, W) or (1, F).",
+            f"The example input has shape {shape}; the SDK takes one sample, (1, C, H, W), (1, C, T) or (1, F).",
             where="example_input",
-            fix="pass e.g. torch.zeros(1, 1, 28, 28) for a conv net or torch.zeros(1, 784) for an MLP",
+            fix="pass e.g. torch.zeros(1, 1, 28, 28) for a conv net, torch.zeros(1, 10, 49) for a Conv1d net or "
+            "torch.zeros(1, 784) for an MLP",
         )
-    flat = len(shape) == 2
-    input_shape = [1, 1, int(shape[1])] if flat else [int(d) for d in shape[1:]]
+    flat, sequence = len(shape) == 2, len(shape) == 3
+    input_shape = [1, 1, int(shape[1])] if flat else [int(shape[1]), 1, int(shape[2])] if sequence else shape[1:]
+    input_shape = [int(d) for d in input_shape]
+    spec = input_spec(input_shape, flat, sequence)
     model = model.eval()
     _refuse_weights_brevitas_cannot_export(model)
     with torch.no_grad():
-        outputs = model(torch.zeros(1, *([input_shape[-1]] if flat else input_shape))).reshape(1, -1).shape[1]
+        outputs = model(torch.zeros(spec["shape"])).reshape(1, -1).shape[1]
     card = {
         "format": CARD_FORMAT,
         "model": type(model).__name__,
         "bits": None,
-        "input": input_spec(input_shape, flat),
-        "normalisation": NORMALISATION,
+        "input": spec,
+        "normalisation": NORMALISATION if input_scale is None else normalisation_of(pixel_map(), input_scale),
         "labels": list(labels) if labels else [str(i) for i in range(outputs)],
         "dataset": None,
         "accuracy": None,
     }
     x_check = np.random.default_rng(0).integers(0, 256, size=(check_samples, *input_shape), dtype=np.uint8)
     _refuse_to_overwrite(Path(out_path), force)
-    return _export_checked(model, card, x_check, Path(out_path), f"model {type(model).__name__}", force)
+    own = input_scale is None and quantizes_own_input(model, torch.zeros(spec["shape"]))
+    return _export_checked(model, card, x_check, Path(out_path), f"model {type(model).__name__}", force, own)

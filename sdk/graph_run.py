@@ -31,6 +31,17 @@ def _batched(model, batch: int):
     return batched.transform(InferShapes())
 
 
+def _graph_batch(model, x: np.ndarray, flat: bool) -> np.ndarray:
+    """Samples (N, C, H, W) as the graph's input takes them, float32: flat (N, F) for an MLP, (N, C, T) for a
+    graph over sequences (a Conv1d's input, whose samples are (C, 1, T)), as they are otherwise."""
+    shape = model.get_tensor_shape(model.graph.input[0].name)
+    if flat:
+        x = x.reshape(len(x), -1)
+    elif shape is not None and len(shape) == 3 and x.ndim == 4 and int(np.prod(x.shape[1:])) == int(np.prod(shape)):
+        x = x.reshape(len(x), *shape[1:])
+    return x.astype(np.float32)
+
+
 def run_qonnx(onnx_path: Path | str, x_uint8: np.ndarray, flat: bool) -> np.ndarray:
     """Execute a QONNX file with qonnx's executor, batched (QONNX_BATCH samples per run).
 
@@ -40,7 +51,7 @@ def run_qonnx(onnx_path: Path | str, x_uint8: np.ndarray, flat: bool) -> np.ndar
 
     model = ModelWrapper(load_onnx_safely(onnx_path, str(onnx_path)))
     inp, out = model.graph.input[0].name, model.graph.output[0].name
-    xs = (x_uint8.reshape(len(x_uint8), -1) if flat else x_uint8).astype(np.float32)
+    xs = _graph_batch(model, x_uint8, flat)
     chunks = []
     for start in range(0, len(xs), QONNX_BATCH):
         chunk = xs[start : start + QONNX_BATCH]
@@ -62,7 +73,7 @@ def qonnx_tensors(onnx_path: Path | str, x_uint8: np.ndarray, flat: bool, names:
 
     model = ModelWrapper(load_onnx_safely(onnx_path, str(onnx_path)))
     inp = model.graph.input[0].name
-    xs = (x_uint8.reshape(len(x_uint8), -1) if flat else x_uint8).astype(np.float32)
+    xs = _graph_batch(model, x_uint8, flat)
     chunks: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for start in range(0, len(xs), QONNX_BATCH):
         chunk = xs[start : start + QONNX_BATCH]
@@ -89,6 +100,8 @@ def activation_codes(onnx_path: Path | str, x_uint8: np.ndarray, flat: bool) -> 
         level = np.rint(values[node.output[0]] / scale + zero)
         if level.ndim == 4:
             level = level.transpose(0, 2, 3, 1)
+        elif level.ndim == 3:  # (N, C, T) over sequences: time-major, channels last
+            level = level.transpose(0, 2, 1)
         codes.append((node.name, level.reshape(len(level), -1).astype(np.int64)))
     return codes
 
@@ -108,7 +121,7 @@ def tie_samples(onnx_path: Path | str, x_uint8: np.ndarray, flat: bool) -> np.nd
         node for node in model.graph.node if node.op_type == "Quant" and model.get_initializer(node.input[0]) is None
     ]
     inp = model.graph.input[0].name
-    xs = (x_uint8.reshape(len(x_uint8), -1) if flat else x_uint8).astype(np.float32)
+    xs = _graph_batch(model, x_uint8, flat)
     tied = np.zeros(len(xs), dtype=bool)
     if not quants or len(xs) == 0:
         return tied

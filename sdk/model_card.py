@@ -17,6 +17,7 @@ import numpy as np
 
 from sdk.data import BYTES_PER_VALUE, INPUT_SCALE, MEMORY_BUDGET
 from sdk.errors import ConfigError, ExportError, SDKError
+from sdk.input_map import MAX_INPUT_BITS, InputMap, annotated_map, pixel_map, read_input_interface
 from sdk.onnx_guard import load_onnx_safely
 
 CARD_FORMAT = "sdk-model-card/1"
@@ -30,15 +31,61 @@ NORMALISATION = {
 }
 
 
-def input_spec(input_shape: list[int], flat: bool) -> dict[str, Any]:
-    graph_shape = [1, int(np.prod(input_shape))] if flat else [1, *input_shape]
+SEQUENCE_LAYOUT = "NCW"  # a graph input (1, C, T): channels over time, as Conv1d takes it
+
+
+def input_spec(
+    input_shape: list[int], flat: bool, sequence: bool = False, mapping: InputMap | None = None
+) -> dict[str, Any]:
+    """The card's input: samples are (C, H, W) (`image_shape`); the graph takes them as (1, F) when flat, as
+    (1, C, W) when a sequence (H = 1: a Conv1d's channels over time), else as they are. `map`: the device
+    interface (sdk.input_map); uint8 pixels by default."""
+    if flat:
+        graph_shape, layout = [1, int(np.prod(input_shape))], "NC"
+    elif sequence:
+        graph_shape, layout = [1, input_shape[0], input_shape[2]], SEQUENCE_LAYOUT
+    else:
+        graph_shape, layout = [1, *input_shape], "NCHW"
+    mapping = mapping or pixel_map()
     return {
         "shape": graph_shape,
-        "dtype": "uint8",
-        "layout": "NC" if flat else "NCHW",
+        "dtype": "uint8" if mapping.is_pixels else mapping.dtype.lower(),
+        "layout": layout,
         "image_shape": list(input_shape),
         "flatten": flat,
+        "map": mapping.to_dict(),
     }
+
+
+def input_map_of(card: dict[str, Any]) -> InputMap:
+    """The card's device interface: uint8 pixels for cards written before it was recorded."""
+    spec = card["input"].get("map")
+    return pixel_map() if spec is None else InputMap.from_dict(spec)
+
+
+def normalisation_of(mapping: InputMap, input_scale: float | None = None) -> dict[str, Any]:
+    """The card's normalisation: how the user's values relate to what the graph takes."""
+    if not mapping.takes_codes:
+        return {"scale": mapping.scale, "offset": mapping.offset, "meaning": mapping.describe()}
+    if not mapping.is_pixels:
+        return {"scale": 1.0, "offset": 0.0, "meaning": mapping.describe()}
+    return {
+        "scale": INPUT_SCALE if input_scale is None else float(input_scale),
+        "offset": 0.0,
+        "meaning": "the graph receives uint8 pixels; "
+        + ("their scale is the graph's own" if input_scale is None else "--input-scale put a Mul in front"),
+    }
+
+
+def is_sequence(card: dict[str, Any]) -> bool:
+    """Whether the graph takes a sample (C, 1, T) as (1, C, T)."""
+    return card["input"].get("layout") == SEQUENCE_LAYOUT
+
+
+def graph_input_shape(card: dict[str, Any]) -> list[int]:
+    """The shape of the graph's input (batch 1) for the card's samples."""
+    spec = card["input"]
+    return input_spec(list(spec["image_shape"]), spec["flatten"], is_sequence(card))["shape"]
 
 
 @dataclass
@@ -152,6 +199,8 @@ def _card_problem(card: Any) -> str | None:
         return f"has input.image_shape {shape}: {problem}"
     if not isinstance(spec.get("flatten"), bool):
         return "has no boolean input.flatten"
+    if spec.get("layout") == SEQUENCE_LAYOUT and (shape[1] != 1 or spec["flatten"]):
+        return f"has input.layout {SEQUENCE_LAYOUT} with input.image_shape {shape}, not (C, 1, T) unflattened"
     dataset = card.get("dataset")
     if dataset is not None and not (isinstance(dataset, dict) and isinstance(dataset.get("name"), str)):
         return "has a 'dataset' without a name"
@@ -221,9 +270,11 @@ def card_from_graph(
     """A QONNX file without a model card: clean it up (shapes, constants, initializers given as graph inputs), take
     the input's shape and integer type from the graph, and write the graph the SDK deploys to `out_path`.
 
-    The SDK feeds integer pixels. A graph whose input is annotated UINT8 takes them as they are; a float input
-    needs `input_scale`: the graph then receives pixel * input_scale (1/255 for a model trained on pixels / 255),
-    through a Mul put in front of it, as the SDK's own exports have.
+    The device interface (sdk.input_map) comes from the graph: an input annotated with an integer type takes those
+    integers; a float input that the graph quantizes itself (after constant preprocessing such as x*2-1) takes its
+    first quantizer's codes, with that preprocessing and quantizer moved to the host's input map; any other float
+    input needs `input_scale`: the graph then receives pixel * input_scale (1/255 for a model trained on pixels /
+    255), through a Mul put in front of it, as the SDK's own exports have.
 
     checked: the file's ModelProto as load_onnx_safely returned it, where the caller has it (not read twice)."""
     from onnx import TensorProto, helper
@@ -256,9 +307,9 @@ def card_from_graph(
         )
     name = model.graph.input[0].name
     shape = [int(d) for d in (model.get_tensor_shape(name) or [])]
-    if len(shape) not in (2, 4) or shape[0] != 1 or any(d < 1 for d in shape):
+    if len(shape) not in (2, 3, 4) or shape[0] != 1 or any(d < 1 for d in shape):
         raise ExportError(
-            f"The graph input '{name}' has shape {shape}; the SDK takes (1, C, H, W) or (1, F).",
+            f"The graph input '{name}' has shape {shape}; the SDK takes (1, C, H, W), (1, C, T) or (1, F).",
             where=f"{where}, input {name}",
             fix="export with one sample of a fixed shape, e.g. torch.zeros(1, 1, 28, 28)",
         )
@@ -269,32 +320,37 @@ def card_from_graph(
             where=f"{where}, input {name}",
             fix="export the model with a smaller input",
         )
+    flat = len(shape) == 2
     datatype = model.get_tensor_datatype(name)
-    if datatype == DataType["UINT8"] and input_scale is not None:
+    mapping = annotated_map(datatype, flat)
+    if mapping is not None and input_scale is not None:
         raise ConfigError(
-            f"--input-scale {input_scale} would be ignored: the graph input '{name}' is annotated UINT8, so the graph "
-            "takes the pixels as they are and scales them itself.",
+            f"--input-scale {input_scale} would be ignored: the graph input '{name}' is annotated {datatype.name}, so "
+            "the graph takes those integers as they are.",
             where="--input-scale",
-            fix="drop --input-scale for this model (it is for a graph with a float input)",
+            fix="drop --input-scale for this model (it is for pixel data into a graph with a float input)",
         )
-    if datatype == DataType["UINT8"]:
-        pass  # integer pixels, as the SDK's own exports take them
-    elif datatype.is_integer() and datatype != DataType["UINT8"]:
+    if mapping is None and datatype.is_integer():
         raise ExportError(
-            f"The graph input '{name}' is annotated {datatype.name}; the SDK feeds uint8 pixels.",
+            f"The graph input '{name}' is annotated {datatype.name}: every target takes integer inputs of 1 to "
+            f"{MAX_INPUT_BITS} bits.",
             where=f"{where}, input {name}",
-            fix="export the model with a float input (the SDK puts the pixel scale in front with --input-scale), "
-            "or with its input annotated UINT8",
+            fix=f"quantize the model's input to at most {MAX_INPUT_BITS} bits",
         )
-    elif input_scale is None:
-        raise ExportError(
-            f"The graph input '{name}' is {datatype.name}: the SDK feeds integer pixels (0..255) and must know "
-            "what your model expects.",
-            where=f"{where}, input {name}",
-            fix="pass --input-scale S so that the model receives pixel * S: 0.00392156862745098 (1/255) for a "
-            "model trained on pixels / 255, 1 for raw pixel values",
-        )
-    else:
+    if mapping is None and input_scale is None:
+        mapping = read_input_interface(model, where)
+        if mapping is None:
+            raise ExportError(
+                f"The graph input '{name}' is {datatype.name} and reaches a layer before any quantizer, so the SDK "
+                "cannot tell which integers the device should take.",
+                where=f"{where}, input {name}",
+                fix="quantize the model's input first (a QuantIdentity at the start of forward; a constant scale or "
+                "offset before it, such as x*2-1, is fine), or, for pixel data, pass --input-scale S so that the "
+                "model receives pixel * S: 0.00392156862745098 (1/255) for a model trained on pixels / 255, 1 for "
+                "raw pixel values",
+            )
+        model = _cleaned(cleanup_model, model, where)
+    elif mapping is None:
         if not (np.isfinite(input_scale) and input_scale > 0):
             raise ExportError(
                 f"--input-scale must be a finite positive number, got {input_scale}.",
@@ -309,24 +365,28 @@ def card_from_graph(
         model.graph.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
         model.set_tensor_datatype(pixels, DataType["UINT8"])
         model = _cleaned(cleanup_model, model, where)
-    flat = len(shape) == 2
+        model.save(str(out_path))
+        _check_input_codes(out_path, shape, input_scale)  # on the pixels' graph, before any cut
+        mapping = pixel_map()
+        model.set_tensor_datatype(pixels, DataType["FLOAT32"])  # preprocessing after the pixel scale: the device
+        preprocessed = read_input_interface(model, where, pixels_in=True)  # takes the first quantizer's codes
+        if preprocessed is None:
+            model.set_tensor_datatype(pixels, DataType["UINT8"])
+        else:
+            mapping = preprocessed
+            model = _cleaned(cleanup_model, model, where)
     model.save(str(out_path))
-    if input_scale is not None:
-        _check_input_codes(out_path, shape, input_scale)
-    input_shape = [1, 1, shape[1]] if flat else shape[1:]
+    shape = [int(d) for d in model.get_tensor_shape(model.graph.input[0].name)]  # (1, F) where a flatten was cut
+    flat, sequence = len(shape) == 2, len(shape) == 3
+    input_shape = [1, 1, shape[1]] if flat else [shape[1], 1, shape[2]] if sequence else shape[1:]
     out_shape = model.get_tensor_shape(model.graph.output[0].name) or [1, 1]
     outputs = int(np.prod(out_shape[1:])) if len(out_shape) > 1 else 1
     card = {
         "format": CARD_FORMAT,
         "model": onnx_path.stem,
         "bits": None,
-        "input": input_spec(input_shape, flat),
-        "normalisation": {
-            "scale": INPUT_SCALE if input_scale is None else float(input_scale),
-            "offset": 0.0,
-            "meaning": "the graph receives uint8 pixels; "
-            + ("their scale is the graph's own" if input_scale is None else "--input-scale put a Mul in front"),
-        },
+        "input": input_spec(input_shape, flat, sequence, mapping),
+        "normalisation": normalisation_of(mapping, input_scale),
         "labels": [str(i) for i in range(outputs)],
         "dataset": None,
         "accuracy": None,

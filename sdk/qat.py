@@ -83,10 +83,19 @@ class TrainResult:
         return data
 
 
-def model_input(x_uint8: np.ndarray, flat: bool) -> torch.Tensor:
-    """uint8 NCHW images -> the float tensor the model sees (x / 255, flattened for MLPs)."""
-    x = torch.from_numpy(x_uint8.astype(np.float32) * np.float32(INPUT_SCALE))
+def model_input(x_uint8: np.ndarray, flat: bool, scale: float = INPUT_SCALE) -> torch.Tensor:
+    """uint8 NCHW images -> the float tensor the model sees (x * scale, x / 255 by default; flattened for MLPs)."""
+    x = torch.from_numpy(x_uint8.astype(np.float32) * np.float32(scale))
     return x.reshape(len(x), -1) if flat else x
+
+
+def module_input(x_uint8: np.ndarray, card: dict[str, Any], scale: float = INPUT_SCALE) -> torch.Tensor:
+    """Samples (N, C, H, W) as the source module takes them: model_input in the shape of the graph's input,
+    (N, F), (N, C, T) for a sequence model (a Conv1d's input) or (N, C, H, W)."""
+    from sdk.model_card import graph_input_shape
+
+    x = model_input(x_uint8, card["input"]["flatten"], scale)
+    return x.reshape(len(x), *graph_input_shape(card)[1:])
 
 
 def _shift(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

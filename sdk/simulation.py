@@ -97,14 +97,15 @@ def _card(package: Path) -> dict:
         raise PackageError(f"model.qonnx.json is corrupt: {exc}", where=str(path), fix="deploy again") from exc
 
 
-def run_package(package: Path | str, x: np.ndarray) -> np.ndarray:
-    """The packaged artifact's final outputs on a batch `x` (in the model's input layout), in the simulator."""
+def run_package(package: Path | str, x: np.ndarray, codes: bool = False) -> np.ndarray:
+    """The packaged artifact's final outputs on a batch `x` (what the model's forward takes, in its input layout;
+    codes=True: the device's integer codes), in the simulator."""
     package = Path(package)
     manifest = _manifest(package)
     from sdk.deployment import model_batch
 
     card = _card(package)
-    return get_target(manifest["flow"]).simulate(package, card, model_batch(x, card)).outputs
+    return get_target(manifest["flow"]).simulate(package, card, model_batch(x, card, codes=codes)).outputs
 
 
 BUILTIN_DATASETS = ("digits", "fashion-mnist")
@@ -125,12 +126,14 @@ def _samples(card: dict, data: str | None, limit: int | None) -> tuple[np.ndarra
             fix="pass your samples: --data samples.npz (x, y optional) or --data folder/ (MNIST idx files)",
         )
     else:
-        x, y, _ = load_samples(data)
-        what = Path(data).name
-    from sdk.deployment import in_model_layout
+        from sdk.model_card import input_map_of
 
-    x = in_model_layout(x, card, f"--data {data}")
-    return x[:limit], (None if y is None else y[:limit]), what
+        x, y, _ = load_samples(data, raw=not input_map_of(card).user_pixels)
+        what = Path(data).name
+    from sdk.deployment import device_codes, in_model_layout
+
+    x = in_model_layout(x, card, f"--data {data}")[:limit]
+    return device_codes(x, card, f"--data {data}"), (None if y is None else y[:limit]), what
 
 
 def deploy_failure(package: Path, manifest: dict) -> str | None:

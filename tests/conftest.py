@@ -36,6 +36,7 @@ LONGEST_FIRST = (
     "test_end_to_end.py",
     "test_deploy_tflite.py",
     "test_own_models.py",
+    "test_residual_fpga.py",
     "test_rtl_deploy.py",
     "test_export.py",
     "test_cli.py",

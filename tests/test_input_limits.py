@@ -298,14 +298,15 @@ def test_the_api_cases_are_all_run():
 @pytest.mark.parametrize("board", ["pynq-z2", "tflite"])
 @pytest.mark.parametrize(
     "values",
-    [np.nan, np.inf, 300, -1, 0.5, 255.5],
-    ids=["nan", "inf", "300", "minus-1", "half", "255.5"],
+    [np.nan, np.inf, 300, -1, 1.5, 255.5],
+    ids=["nan", "inf", "300", "minus-1", "float-1.5", "255.5"],
 )
 def test_a_batch_of_values_that_are_not_pixels_is_refused_by_every_package(packages, board, values):
-    """Before: the tflite package cast NaN and wrapped 300 to 44; the FPGA package refused them. One check now."""
+    """Before: the tflite package cast NaN and wrapped 300 to 44; the FPGA package refused them. One check now:
+    integers must be pixels 0..255, floats pixels in [0, 1], as --data takes them."""
     x = np.zeros((3, 1, 8, 8), dtype=np.asarray(values).dtype)
     x[1, 0, 2, 3] = values
-    with pytest.raises(ConfigError, match="not pixels") as info:
+    with pytest.raises(ConfigError, match="not pixels|outside \\[0, 1\\]") as info:
         sdk.simulate(packages[board], x)
     assert info.value.where == "x"
 
@@ -315,8 +316,9 @@ def test_a_batch_of_values_that_are_not_pixels_is_refused_by_every_package(packa
 def test_pixels_in_any_numeric_type_give_the_uint8_outputs(packages, board):
     x = np.random.default_rng(0).integers(0, 256, size=(6, 1, 8, 8)).astype(np.uint8)
     expected = sdk.simulate(packages[board], x)
-    for same in (x.astype(np.int64), x.astype(np.float32), x[:, 0], x.reshape(6, 64)):
+    for same in (x.astype(np.int64), x.astype(np.float32) / 255, x[:, 0], x.reshape(6, 64), x, x.astype(np.int16)):
         np.testing.assert_array_equal(sdk.simulate(packages[board], same), expected)
+    np.testing.assert_array_equal(sdk.simulate(packages[board], x, codes=True), expected)
 
 
 @pytest.mark.slow

@@ -203,13 +203,10 @@ class KeywordSpotter(nn.Module):
         return self.fc(self.act(self.bn(self.conv(x.reshape(len(x), 1, -1)))).flatten(1))
 
 
-def test_a_conv1d_net_is_refused_by_the_fpga_check_naming_the_node():
-    from sdk.errors import UnsupportedLayersError
-
-    with pytest.raises(UnsupportedLayersError) as info:
-        check(KeywordSpotter().eval(), "pynq-z2", example_input=EXAMPLE)
-    (layer,) = info.value.layers
-    assert layer.op_type == "Conv" and "1-D convolution" in layer.why and "QuantConv2d" in layer.fix
+def test_a_conv1d_net_over_a_flat_input_deploys_to_an_fpga_verified(tmp_path):
+    """The signal reshaped to (N, 1, T) in forward: FINN's 1-D sliding windows (tests/test_conv1d_fpga.py)."""
+    result = deploy(_eval(KeywordSpotter()), "pynq-z2", example_input=EXAMPLE, out=str(tmp_path / "p"), samples=50)
+    assert result.verified, (tmp_path / "p" / "report.md").read_text()
 
 
 class MixedPrecisionMLP(nn.Module):
@@ -245,7 +242,7 @@ class OwnResidualCNN(nn.Module):
         self.stem = QuantConv2d(1, 8, 3, padding=1, **quant)
         self.stem_act = QuantReLU(bit_width=4)
         self.branch = QuantConv2d(8, 8, 3, padding=1, **quant)
-        self.branch_act = QuantReLU(bit_width=4)
+        self.branch_act = QuantReLU(bit_width=2)  # a scale of its own (1/3; the stem's is 1/15)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = QuantLinear(8, 10, **quant)
 
@@ -268,6 +265,7 @@ def test_a_hand_written_residual_cnn_is_refused_by_the_fpga_check_naming_the_add
         check(_eval(OwnResidualCNN()), "pynq-z2", example_input=torch.zeros(1, 1, 8, 8))
     assert all(layer.why and layer.fix for layer in info.value.layers)
     assert all("shared quantizer" in layer.fix for layer in info.value.layers)  # the root cause, not its echoes
+    assert [layer.name for layer in info.value.layers] == ["Add_0"] and "different scales" in info.value.what
 
 
 def test_an_lstm_is_refused_clearly():

@@ -484,14 +484,14 @@ def test_the_microcontroller_and_npu_flows_give_the_same_identity_too(tfc_run, t
 def rtl_package(tmp_path_factory) -> Path:
     """A user's two-layer MLP, every layer RTL (Thresholding_rtl, MVAU_rtl), deployed with --rtlsim."""
     import torch
-    from test_rtl_deploy import FPS, LinearClassifier
+    from test_rtl_deploy import FPS, PIXELS, LinearClassifier
 
     from sdk import deploy as deploy_model
 
     out = tmp_path_factory.mktemp("rtl_pkg") / "pkg"
     result = deploy_model(
         LinearClassifier().eval(), "pynq-z2", example_input=torch.zeros(1, 64), out=str(out), samples=8,
-        rtlsim=True, fps=FPS,
+        rtlsim=True, fps=FPS, input_scale=PIXELS,
     )  # fmt: skip
     assert result.verified
     np.savez(out.parent / "x.npz", x=np.random.default_rng(0).uniform(0, 1, (4, 64)).astype(np.float32))

@@ -22,6 +22,7 @@ from targets.finn import codegen
 
 FPS = 20_000  # a folding small enough to compile in seconds; the fit search would unroll the whole matrix
 SAMPLES = 8
+PIXELS = 1 / 255  # these modules take pixels / 255: the device takes uint8 pixels (README, the device interface)
 
 
 class LinearClassifier(nn.Module):
@@ -47,7 +48,7 @@ def mlp(tmp_path_factory):
     out = tmp_path_factory.mktemp("rtl_mlp") / "pkg"
     return deploy(
         LinearClassifier().eval(), "pynq-z2", example_input=torch.zeros(1, 64), out=str(out), samples=SAMPLES,
-        rtlsim=True, fps=FPS,
+        rtlsim=True, fps=FPS, input_scale=PIXELS,
     )  # fmt: skip
 
 
@@ -127,7 +128,7 @@ def test_a_changed_generated_weight_fails_the_deploy_naming_the_layer(tmp_path, 
     monkeypatch.setattr(codegen, "generate_sources", generate_then_change_a_weight)
     bad = deploy(
         LinearClassifier().eval(), "pynq-z2", example_input=torch.zeros(1, 64), out=str(tmp_path / "bad"),
-        samples=SAMPLES, rtlsim=True, fps=FPS,
+        samples=SAMPLES, rtlsim=True, fps=FPS, input_scale=PIXELS,
     )  # fmt: skip
     assert not bad.verified and bad.exit_code == 1
     checks = json.loads((bad.package / "report.json").read_text())["data"]["verification"]["checks"]
@@ -178,7 +179,7 @@ def test_a_conv_net_runs_entirely_in_rtl_as_one_stitched_accelerator(tmp_path):
 
     result = deploy(
         StridedCNN().eval(), "pynq-z2", example_input=torch.zeros(1, 1, 8, 8), out=str(tmp_path / "pkg"),
-        samples=SAMPLES, rtlsim=True,
+        samples=SAMPLES, rtlsim=True, input_scale=PIXELS,
     )  # fmt: skip
     assert result.verified and result.exit_code == 0, (result.package / "report.md").read_text()
     layers = [n.name for n in ModelWrapper(str(result.package / "dataflow_model.onnx")).graph.node]

@@ -58,7 +58,7 @@ def cnn(tmp_path_factory) -> Deployed:
 
     model, example = _small_cnn()
     out = tmp_path_factory.mktemp("cnn") / "pkg"
-    result = deploy(model, "pynq-z2", example_input=example, out=str(out), samples=8, rtlsim=True)
+    result = deploy(model, "pynq-z2", example_input=example, out=str(out), samples=8, rtlsim=True, input_scale=1 / 255)
     assert result.verified
     dataflow = ModelWrapper(str(result.package / "dataflow_model.onnx"))
     x = np.random.default_rng(0).integers(0, 256, size=(SAMPLES, 8, 8, 1))

@@ -19,6 +19,7 @@ from sdk.errors import SimulationError
 from targets.finn import rtlsim
 
 SAMPLES = 64
+PIXELS = 1 / 255  # _small_cnn takes pixels / 255: the device takes uint8 pixels (README, the device interface)
 
 
 @pytest.fixture(scope="module")
@@ -523,7 +524,9 @@ def test_deploy_with_rtlsim_runs_every_rtl_layer_in_verilator_and_fails_naming_a
     from targets.finn import codegen
 
     model, example = _small_cnn()
-    result = deploy(model, "pynq-z2", example_input=example, out=str(tmp_path / "ok"), samples=20, rtlsim=True)
+    result = deploy(
+        model, "pynq-z2", example_input=example, out=str(tmp_path / "ok"), samples=20, rtlsim=True, input_scale=PIXELS
+    )
     assert result.verified, (result.package / "report.md").read_text()
     rtl = json.loads((result.package / "report.json").read_text())["data"]["rtl_simulation"]
     layers = {
@@ -558,7 +561,9 @@ def test_deploy_with_rtlsim_runs_every_rtl_layer_in_verilator_and_fails_naming_a
         return sources
 
     monkeypatch.setattr(codegen, "generate_sources", generate_then_change_thresholds)
-    bad = deploy(model, "pynq-z2", example_input=example, out=str(tmp_path / "bad"), samples=20, rtlsim=True)
+    bad = deploy(
+        model, "pynq-z2", example_input=example, out=str(tmp_path / "bad"), samples=20, rtlsim=True, input_scale=PIXELS
+    )
     assert not bad.verified and bad.exit_code == 1
     checks = json.loads((bad.package / "report.json").read_text())["data"]["verification"]["checks"]
     failed = next(c for c in checks if c["name"].startswith("RTL"))

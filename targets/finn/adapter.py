@@ -40,7 +40,7 @@ from sdk.verify import (
     share,
 )
 from targets.base import BuildOutcome, BuildRequest, ComparisonCells, SimulatedOutputs, finite_positive
-from targets.finn import folding, hardware, steps
+from targets.finn import folding, hardware, shortcuts, steps
 from targets.finn.environment import find_vendor_tools, prepare_finn
 from targets.finn.graph_check import check_dataflow, check_parent
 from targets.finn.partition import relocatable_parent
@@ -55,9 +55,29 @@ RULE_TEXT = (
 )
 
 
-def graph_input(card: dict, x: np.ndarray) -> np.ndarray:
-    """uint8 samples in the layout the exported graph takes (flat for MLPs, NCHW for conv nets)."""
-    return x.reshape(len(x), -1).astype(np.float32) if card["input"]["flatten"] else x.astype(np.float32)
+def graph_input(card: dict, x: np.ndarray, parent) -> np.ndarray:
+    """Device codes (sdk.input_map), samples (N, C, H, W), in the shape of the parent graph's input, float32:
+    (N, F) for MLPs, (N, C, H, W) for conv nets, (N, C, T, 1) for 1-D nets (samples (C, 1, T), FINN's (T, 1)
+    maps: the same order of values).
+
+    FINN computes a bipolar input's products as XNOR-popcounts on its bits: it relabels a BIPOLAR input BINARY,
+    so the accelerator takes b = (code + 1) / 2, which the host computes here (and a board's driver alike)."""
+    name = parent.graph.input[0].name
+    shape = parent.get_tensor_shape(name) or []
+    if len(shape) < 2 or int(np.prod(shape[1:])) != int(np.prod(x.shape[1:])):
+        raise PackageError(
+            f"The parent graph's input '{name}' has shape {shape}; the model card's samples are {tuple(x.shape[1:])}.",
+            where=f"{PARENT_NAME}, input {name}",
+            fix="the package's files do not belong together; deploy again",
+        )
+    x = x.reshape(len(x), *shape[1:]).astype(np.float32)
+    if card["input"].get("map", {}).get("dtype") == "BIPOLAR" and _input_datatype(parent) == "BINARY":
+        x = (x + 1) / 2
+    return x
+
+
+def _input_datatype(parent) -> str:
+    return parent.get_tensor_datatype(parent.graph.input[0].name).name
 
 
 @dataclass
@@ -160,7 +180,7 @@ class FinnTarget:
         dataflow = steps.run_steps(steps.load_qonnx(request.model_path), cfg, stop="estimate", progress=progress)
 
         progress("simulate and verify")
-        xs = graph_input(request.card, request.x)
+        xs = graph_input(request.card, request.x, cfg.parent)
         result = simulate_parent(cfg.parent, dataflow, xs)
         verification = self._verify(cfg, dataflow, result, xs, request)
 
@@ -172,6 +192,8 @@ class FinnTarget:
         dataflow.save(str(pkg.path(DATAFLOW_NAME)))
         relocatable_parent(cfg.parent, DATAFLOW_NAME).save(str(pkg.path(PARENT_NAME)))
         folding.write_folding_config(dataflow, pkg.path("folding_config.json"))
+        if cfg.shortcut_fifos:
+            write_fifo_depths(pkg.path("folding_config.json"), shortcuts.fifo_depth_attributes(cfg.shortcut_fifos))
         if rtl is not None:
             write_fifo_depths(pkg.path("folding_config.json"), rtl.fifo_depth_attributes())
         pkg.write_text(hardware.FINISH_SCRIPT, hardware.finish_script(board, cfg.clock))
@@ -209,7 +231,7 @@ class FinnTarget:
             parent, dataflow = _load_onnx(package / PARENT_NAME), _load_onnx(package / DATAFLOW_NAME)
             check_dataflow(dataflow, DATAFLOW_NAME)  # what the simulator reads, before it reads it
             check_parent(parent, dataflow, PARENT_NAME)
-            xs = graph_input(card, x)
+            xs = graph_input(card, x, parent)
             result = simulate_parent(parent, dataflow, xs)
             simulated = SimulatedOutputs(result.output, bit_exact=True)
             if rtlsim:
@@ -420,6 +442,23 @@ class FinnTarget:
                 "Widened beyond FINN's minimised bit widths (an XNOR layer accumulates the popcount, up to its "
                 "inputs; an HLS layer compares in its thresholds' type): " + "; ".join(map(str, cfg.widened)) + "."
             )
+        if cfg.shortcut_fifos:
+            report.tables.append(
+                Table(
+                    "Residual shortcuts (DuplicateStreams -> ElementwiseAdd)",
+                    ["join", "fork", "shortcut layers", "other branch layers", "shortcut FIFO words", "word bits"],
+                    [
+                        [f.join, f.fork, ", ".join(f.shortcut_layers) or "-", f.long_layers, f.depth, f.bits]
+                        for f in cfg.shortcut_fifos
+                    ],
+                )
+            )
+            report.notes.append(
+                "Each residual shortcut buffers one frame of its words (folding_config.json: inFIFODepths of the "
+                "join), so the fork never waits on it while the other branch computes: no deadlock, whatever that "
+                "branch's latency. FINN's FIFO sizing on the Vivado machine (step_set_fifo_depths) may size every "
+                "FIFO again by simulation."
+            )
         if cfg.cached_steps:
             report.notes.append(
                 f"From the SDK cache (the same graph went through them before): {', '.join(cfg.cached_steps)}; "
@@ -456,6 +495,7 @@ class FinnTarget:
             "step_seconds": cfg.step_seconds,
             "cached_steps": cfg.cached_steps,
             "widened_accumulators": [asdict(w) for w in cfg.widened],
+            "shortcut_fifos": [f.to_dict() for f in cfg.shortcut_fifos],
             "rtl_simulation": None if rtl is None else rtl.to_dict(),
         }
         return report, summary

@@ -43,7 +43,7 @@ from qonnx.custom_op.registry import getCustomOp
 from sdk.boards import Board
 from sdk.errors import ModelTooLargeError, SDKError
 from targets.finn.kernels import base_op_type
-from targets.finn.ops import hw_op
+from targets.finn.ops import hw_op, window_generates
 
 RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
 CAPACITY_KEYS = {"LUT": "lut", "BRAM_18K": "bram18", "URAM": "uram", "DSP": "dsp"}
@@ -341,6 +341,9 @@ def _enumerate(model: ModelWrapper, group, board: Board) -> tuple[_Unit, int]:
             except Exception:  # an assignment FINN's own checks refuse
                 legal = False
                 break
+            if node.op_type == "ConvolutionInputGenerator_rtl" and not window_generates(op):
+                legal = False  # FINN could not write this window generator's RTL at this folding
+                break
             unit_cycles = max(unit_cycles, node_cycles)
             if wide:
                 legal, wide_any = False, True
@@ -620,9 +623,28 @@ def target_fps_folding(model: ModelWrapper, fps: float, clock_mhz: float) -> Mod
     if fps <= 0:
         raise SDKError(f"--fps must be positive, got {fps}.", where="--fps", fix="e.g. --fps 10000")
     target_cycles = max(1, int(clock_mhz * 1e6 / fps))
-    return model.transform(
+    model = model.transform(
         SetFolding(target_cycles_per_frame=target_cycles, mvau_wwidth_max=MVAU_WWIDTH_MAX, two_pass_relaxation=True)
     )
+    for node in model.get_nodes_by_op_type("ConvolutionInputGenerator_rtl"):
+        _writable_window(getCustomOp(node))
+    return model
+
+
+def _writable_window(op) -> None:
+    """A sliding window SetFolding folded so that FINN could not write it (a parallel window, or any window with a
+    1 x 1 kernel, over one or two output positions): the default style, then fewer SIMD lanes until it can be
+    written. A depthwise window keeps the SIMD its consumer's PE fixes."""
+    if window_generates(op):
+        return
+    op.set_nodeattr("parallel_window", 0)
+    channels, simd = int(op.get_nodeattr("IFMChannels")), int(op.get_nodeattr("SIMD"))
+    lanes = [simd] if op.get_nodeattr("depthwise") else [d for d in reversed(_divisors(channels)) if d <= simd]
+    for candidate in lanes:
+        op.set_nodeattr("SIMD", candidate)
+        if window_generates(op):
+            return
+    op.set_nodeattr("SIMD", simd)  # nothing FINN can write: its code generation names the layer
 
 
 def folding_config(model: ModelWrapper) -> dict:

@@ -134,6 +134,15 @@ def _check_shapes(label: str, model, node, op) -> None:
             )  # fmt: skip
     checks = [("its input", lambda: op.get_normal_input_shape(0), dynamic[0] if dynamic else None)]
     checks += [("its output", lambda: op.get_normal_output_shape(0), node.output[0] if node.output else None)]
+    # a join's second input, a fork's second output: each stream as the attributes make it
+    checks += [
+        (f"its input {i}", lambda i=i: op.get_normal_input_shape(i), name)
+        for i, name in enumerate(node.input)
+        if i and name in dynamic
+    ]
+    checks += [
+        (f"its output {i}", lambda i=i: op.get_normal_output_shape(i), name) for i, name in enumerate(node.output) if i
+    ]
     for what, expected, tensor in checks:
         if tensor is None:
             raise _refuse(label, node.name, f"has no {what.split()[-1]} stream")

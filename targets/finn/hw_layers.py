@@ -19,6 +19,7 @@ from qonnx.transformation.infer_shapes import InferShapes
 from sdk.graph_names import describe, source_of, source_op
 from targets.finn.ops import hw_op, unmapped_hint
 from targets.finn.simulator import HOST_INPUT_OPS, is_host_output_op
+from targets.finn.streamline import has_join_add, is_join_add
 
 HW_DOMAIN = "finn.custom_op.fpgadataflow"
 
@@ -68,13 +69,18 @@ def convert_to_hw(model: ModelWrapper, standalone_thresholds: bool = False) -> M
         return any(model.get_nodes_by_op_type(op) for op in op_types)
 
     # A global average pool becomes an accumulating pool and a scalar Mul: convert it first,
-    # so that the Mul is absorbed into the thresholds that follow it.
+    # so that the Mul is absorbed into the thresholds that follow it, or moves past the linear layer
+    # that reads the pool directly (a classifier over the averaged features) into the output scale.
     if present("GlobalAveragePool"):
-        from finn.transformation.streamline.reorder import MoveScalarLinearPastInvariants
+        from finn.transformation.streamline.collapse_repeated import CollapseRepeatedMul
+        from finn.transformation.streamline.reorder import MoveScalarLinearPastInvariants, MoveScalarMulPastMatMul
 
         for transformation in (
             InferGlobalAccPoolLayer(),
             MoveScalarLinearPastInvariants(),
+            MoveScalarMulPastMatMul(),
+            CollapseRepeatedMul(),
+            InferDataTypes(),  # a MatMul the scale moved past now multiplies integers
             absorb.AbsorbMulIntoMultiThreshold(),
             absorb.AbsorbTransposeIntoMultiThreshold(),
             InferDataLayouts(),
@@ -97,8 +103,8 @@ def convert_to_hw(model: ModelWrapper, standalone_thresholds: bool = False) -> M
         if present(*op_types):
             model = model.transform(transformation())
     model = model.transform(InferDuplicateStreamsLayer())
-    if _has_inner_add(model):
-        model = model.transform(InferElementwiseBinaryOperation())
+    if has_join_add(model):  # the residual joins become ElementwiseAdd (FINN's AddStreams), nothing else
+        model = model.transform(InferElementwiseBinaryOperation(is_join_add))
     from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
 
     # RoundAndClipThresholds: integer inputs make ceil(threshold) exact, and RTL code generation needs integers.
@@ -113,11 +119,6 @@ def convert_to_hw(model: ModelWrapper, standalone_thresholds: bool = False) -> M
     ):
         model = model.transform(transformation)
     return model
-
-
-def _has_inner_add(model: ModelWrapper) -> bool:
-    """An Add fed by two dynamic tensors (a residual), not a constant bias."""
-    return any(all(model.get_initializer(i) is None for i in node.input) for node in model.get_nodes_by_op_type("Add"))
 
 
 def is_hw(node) -> bool:
@@ -170,9 +171,9 @@ def in_user_names(model: ModelWrapper, layers: list[UnmappedLayer]) -> list[Unma
 
 
 FLOAT_SCALE_HINT = (
-    "a float scale FINN could not absorb into integer thresholds, so every layer after it computes in float "
-    "(typically an activation that feeds two paths, as in a residual block)",
-    "quantize both summands of the add with one shared quantizer, so the add happens on integers of one scale",
+    "a float scale FINN could not absorb into integer thresholds, so every layer after it computes in float",
+    "put a quantized activation after every BatchNorm and scale, with no float op between layers; a residual add "
+    "needs both summands quantized by one shared quantizer",
 )
 
 

@@ -765,8 +765,18 @@ ELEMENTWISE: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 
 def elementwise(node: HwNode) -> list[np.ndarray]:
     function = ELEMENTWISE[base_op_type(node.onnx.op_type)]
-    lhs, rhs = as_int64(node.operand(0)), as_int64(node.operand(1))
+    lhs, rhs = (_operand_as_declared(node, index) for index in (0, 1))
     return [np.asarray(function(lhs, rhs)).astype(np.int64).reshape(node.out_shape())]
+
+
+def _operand_as_declared(node: HwNode, index: int) -> np.ndarray:
+    """A stream operand in the shape its attribute (lhs_shape / rhs_shape) gives, batch first, as FINN reads it;
+    a constant operand as it is (it broadcasts)."""
+    value = as_int64(node.operand(index))
+    if index < len(node.inputs) and node.inputs[index] is not None:
+        declared = node.attr(("lhs_shape", "rhs_shape")[index])
+        value = value.reshape(len(value), *(int(d) for d in declared[1:]))
+    return value
 
 
 # ---------------------------------------------------------------------------

@@ -53,6 +53,11 @@ def _simd_of(attribute: str) -> Callable[[Get], list[tuple[str, int]]]:
     return lambda get: [("SIMD", get(attribute))]
 
 
+def _elementwise_knobs(get: Get) -> list[tuple[str, int]]:
+    # PE elements of the last (channel) axis per cycle, as FINN's SetFolding folds ElementwiseBinaryOperation
+    return [("PE", int(get("out_shape")[-1]))]
+
+
 def _binary_padding(node, model) -> tuple[str, str] | None:
     """Brevitas pads bipolar (+-1) activations with 0; after FINN's XNOR conversion 0 stands for -1."""
     if model.get_tensor_datatype(node.input[0]).name == "BINARY":
@@ -63,11 +68,50 @@ def _binary_padding(node, model) -> tuple[str, str] | None:
     return None
 
 
+def window_generates(op) -> bool:
+    """Whether FINN can write the RTL of this sliding window (a ConvolutionInputGenerator_rtl instance) at its
+    folding (SIMD, parallel_window): FINN's own code-generation arithmetic, run on the attributes alone. Over a map
+    of one or two output positions the parallel style sizes a loop counter by the log of 0 and fails."""
+    try:
+        if op.select_impl_style() == "parallel":
+            op.prepare_codegen_parallel()
+        else:
+            op.prepare_codegen_default()
+    except (ArithmeticError, AssertionError, ValueError):  # FINN's asserts and math errors on this folding
+        return False
+    return True
+
+
+def _window_generable(node, model) -> tuple[str, str] | None:
+    """A sliding window FINN cannot write in any folding (SIMD a divisor of the channels, either style)."""
+    import copy
+
+    from qonnx.custom_op.registry import getCustomOp
+
+    rtl = copy.deepcopy(node)
+    rtl.op_type, rtl.domain = f"{kernels.base_op_type(node.op_type)}_rtl", "finn.custom_op.fpgadataflow.rtl"
+    op = getCustomOp(rtl)
+    channels = int(op.get_nodeattr("IFMChannels"))
+    for simd in (d for d in range(1, channels + 1) if channels % d == 0):
+        for parallel in (0, 1):
+            op.set_nodeattr("SIMD", simd)
+            op.set_nodeattr("parallel_window", parallel)
+            if window_generates(op):
+                return None
+    kernel, ifm, ofm = (list(op.get_nodeattr(a)) for a in ("ConvKernelDim", "IFMDim", "OFMDim"))
+    return (
+        f"a sliding window (kernel {kernel} over a {ifm} map, {ofm} output positions) that FINN's RTL sliding-window "
+        "generator cannot be written for in any folding: its address counters need more output positions",
+        "give the layer at least three output positions (a longer input, a smaller kernel or stride), or, where its "
+        "kernel covers the whole map, flatten the map and use a linear layer (QuantLinear) in its place",
+    )
+
+
 HW_OPS: dict[str, HwOp] = {
     "MVAU": HwOp(kernels.mvau, _mvau_knobs),
     "VVAU": HwOp(kernels.vvau, _vvau_knobs),
     "Thresholding": HwOp(kernels.thresholding, _pe_of("NumChannels")),
-    "ConvolutionInputGenerator": HwOp(kernels.conv_input_generator, _window_knobs),
+    "ConvolutionInputGenerator": HwOp(kernels.conv_input_generator, _window_knobs, check=_window_generable),
     "FMPadding": HwOp(kernels.fm_padding, _simd_of("NumChannels"), check=_binary_padding),
     "Pool": HwOp(kernels.pool, _pe_of("Channels")),
     "GlobalAccPool": HwOp(kernels.global_acc_pool, _pe_of("NumChannels")),
@@ -75,7 +119,7 @@ HW_OPS: dict[str, HwOp] = {
     "DuplicateStreams": HwOp(kernels.duplicate, _pe_of("NumChannels")),
     "StreamingDataWidthConverter": HwOp(kernels.identity, _no_knobs),
     "StreamingFIFO": HwOp(kernels.identity, _no_knobs),
-    **{op: HwOp(kernels.elementwise, _no_knobs) for op in kernels.ELEMENTWISE},
+    **{op: HwOp(kernels.elementwise, _elementwise_knobs) for op in kernels.ELEMENTWISE},
 }
 SUPPORTED_OPS: tuple[str, ...] = tuple(sorted(HW_OPS))
 
@@ -92,7 +136,8 @@ UNMAPPED_HINTS: dict[str, tuple[str, str]] = {
     "Reshape": ("a reshape FINN could not absorb", "flatten only 1x1 feature maps, or flatten at the input"),
     "Add": (
         "an addition FINN could not map (residual add of operands with different scales or datatypes)",
-        "quantize both summands with one shared quantizer",
+        "quantize both summands with one shared quantizer (one QuantIdentity applied to both), so the add sums "
+        "integers of one scale",
     ),
     "Mul": (
         "a float scale inside the network that streamlining could not move into thresholds",

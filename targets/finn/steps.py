@@ -37,6 +37,7 @@ from targets.finn import (
     graph_cache,
     hw_layers,
     partition,
+    shortcuts,
     specialize,
     streamline,
 )
@@ -77,6 +78,7 @@ class FinnConfig:
     step_seconds: dict[str, float] = field(default_factory=dict)
     cached_steps: list[str] = field(default_factory=list)  # steps whose result came from the SDK's cache
     widened: list[accumulators.Widened] = field(default_factory=list)  # accumulators FINN sized too narrow
+    shortcut_fifos: list[shortcuts.ShortcutFifo] = field(default_factory=list)  # residual shortcuts' FIFOs
 
     @property
     def clock(self) -> float:
@@ -145,6 +147,7 @@ def set_folding(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
 
 def estimate_performance(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
     cfg.network = estimate.estimate_network(model, cfg.board, cfg.clock)
+    cfg.shortcut_fifos = shortcuts.shortcut_fifos(model)  # the folding is final: words per frame are known
     estimate.refuse_over_capacity(cfg.network, cfg.board, cfg.folding_mode, cfg.fps)
     return model
 

@@ -64,14 +64,18 @@ def _card_like(card: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def runtime_input(x_uint8: np.ndarray, input_shape: list[int], float_input: bool, scale: float) -> np.ndarray:
-    """The samples as the file's input tensor takes them: int8 p - 128, or float p * scale (flat or NHWC)."""
-    x = tflite_input(x_uint8, input_shape)
-    return ((x.astype(np.float32) + 128) * np.float32(scale)).astype(np.float32) if float_input else x
+def runtime_input(
+    codes: np.ndarray, input_shape: list[int], float_input: bool, scale: float, zero_point: int
+) -> np.ndarray:
+    """The device codes as the file's input tensor takes them: int8 code + zero point, or float code * scale
+    (flat or NHWC)."""
+    x = tflite_input(codes, input_shape, zero_point)
+    return ((x.astype(np.float32) - zero_point) * np.float32(scale)).astype(np.float32) if float_input else x
 
 
-def info_input(x_uint8: np.ndarray, info: TfliteInfo) -> np.ndarray:
-    return runtime_input(x_uint8, info.input_shape, info.tensors[0].dtype == "FLOAT32", info.input_scale)
+def info_input(codes: np.ndarray, info: TfliteInfo) -> np.ndarray:
+    float_input = info.tensors[0].dtype == "FLOAT32"
+    return runtime_input(codes, info.input_shape, float_input, info.input_scale, info.input_zero_point)
 
 
 @dataclass
@@ -158,7 +162,13 @@ class TfliteFamilyTarget:
                 f"The package lacks {INFO_NAME}.", where=str(package), fix="deploy again; packages are written whole"
             )
         info = json.loads((package / INFO_NAME).read_text())
-        xin = runtime_input(x, info["input_shape"], info["tensors"][0]["dtype"] == "FLOAT32", info["input_scale"])
+        xin = runtime_input(
+            x,
+            info["input_shape"],
+            info["tensors"][0]["dtype"] == "FLOAT32",
+            info["input_scale"],
+            int(info.get("input_zero_point", -128)),
+        )
         output, logits, equal = info["output"], [], []
         for start in range(0, len(xin), SIMULATION_CHUNK):
             chunk = xin[start : start + SIMULATION_CHUNK]

@@ -4,8 +4,10 @@ The graph is the one FINN gets (a Brevitas export, or any QONNX file, cleaned up
 on load), so a user's own module layout, names and forward all lower alike.
 Every number comes from the graph; nothing is calibrated:
 
-  input       uint8 pixel p enters as int8 p - 128 at scale 1, zero point -128;
-              a Mul / Div by a constant after it only changes that scale
+  input       the device codes q of the graph's input type (sdk.input_map): uint8
+              pixels enter as int8 q - 128 at scale 1, zero point -128; codes
+              that fit int8 (signed, bipolar, binary, fewer bits) as q, zero
+              point 0; a Mul / Div by a constant after it only changes that scale
   Quant       on a constant: integer weights (1..8 bits, symmetric) and their
               scales (BipolarQuant: the integers +-1 at its scale). On a value:
               the int8 quantization of the layer before it (an unsigned a-bit
@@ -139,7 +141,9 @@ class LoweredModel:
 
     input_shape: list[int]  # (H, W, C) or (features,)
     layers: list[Layer] = field(default_factory=list)
-    input_scale: float = INPUT_SCALE  # of the int8 input p - 128: what the graph multiplies pixels by
+    input_scale: float = INPUT_SCALE  # of the int8 input: what the graph multiplies its input codes by
+    input_zero_point: int = INT8_MIN  # int8 = code + zero point: -128 for uint8 codes, 0 for codes that fit int8
+    input_codes: tuple[int, int] = (0, 255)  # the device codes the input takes (sdk.input_map)
 
     @property
     def logits(self) -> Layer:
@@ -714,7 +718,13 @@ def _channel_constant(walk: _Walk, node, pending: _Pending, index: int) -> np.nd
     value = _constant(walk, node, index)
     channels = pending.shape[-1]
     if value is None:
-        raise _refuse(node, "combines two computed values before any quantizer")
+        raise _refuse(
+            node,
+            "combines two computed values before any quantizer",
+            # not "an FPGA board": FINN refuses a sum of unquantized values as well
+            "quantize both values before they combine: for a residual sum, one shared quantizer on both summands "
+            "(a QuantIdentity applied to both)",
+        )
     flat = value.reshape(-1)
     if flat.size == 1:
         return np.full(channels, float(flat[0]))
@@ -974,8 +984,25 @@ def lowering_table() -> dict[str, Callable[[_Walk, Any], Any]]:
     }
 
 
+def _input_codes(graph, name: str) -> tuple[int, int]:
+    """The code range of the graph input's integer type; uint8 pixels where it is not annotated (a float input
+    is pixels behind a scale). A type int8 cannot carry (over 8 bits, or unsigned over 255) is refused."""
+    datatype = graph.get_tensor_datatype(name)
+    if not datatype.is_integer():
+        return 0, 255
+    low, high = int(datatype.min()), int(datatype.max())
+    if datatype.bitwidth() > 8 or high - low > 255:
+        raise TfliteConversionError(
+            f"The graph input {name} takes {datatype.name} values; the int8 input tensor carries at most 8 bits.",
+            where=f"input {name}",
+            fix="quantize the model's input to at most 8 bits",
+        )
+    return low, high
+
+
 def lower(graph, widen_weights: bool = True, int4_weights: bool = False) -> LoweredModel:
-    """The int8 graph of a cleaned-up QONNX model (a qonnx ModelWrapper) whose input is uint8 pixels.
+    """The int8 graph of a cleaned-up QONNX model (a qonnx ModelWrapper) whose input takes integer codes of the
+    type it is annotated with (uint8 pixels where it is not annotated).
 
     int4_weights stores the conv and fc weights as int4 (each must have at most 4 bits); depthwise
     weights stay int8, since LiteRT's reference kernels have no int4 DEPTHWISE_CONV_2D (version 7)."""
@@ -986,9 +1013,11 @@ def lower(graph, widen_weights: bool = True, int4_weights: bool = False) -> Lowe
     name = graph.graph.input[0].name
     shape = [int(d) for d in graph.get_tensor_shape(name)[1:]]
     input_shape = _nhwc(shape)
-    lowered = LoweredModel(input_shape)
+    low, high = _input_codes(graph, name)
+    zero_point = INT8_MIN if high > INT8_MAX else 0
+    lowered = LoweredModel(input_shape, input_zero_point=zero_point, input_codes=(low, high))
     walk = _Walk(graph, {}, lowered, widen_weights, int4_weights, {INPUT_NAME})
-    walk.values[name] = _Int8(INPUT_NAME, input_shape, np.float32(1.0), INT8_MIN, 0, 255)
+    walk.values[name] = _Int8(INPUT_NAME, input_shape, np.float32(1.0), zero_point, low, high)
     table = lowering_table()
     for node in graph.graph.node:
         handler = table.get(node.op_type)

@@ -92,7 +92,7 @@ def compare_with_qat(
 
     x: the samples as the file's input takes them (default: int8 p - 128); chained: the
     golden model's own run on x, where the caller has it already. Also returns the fed ("isolated") run."""
-    x = tflite_input(x_uint8, info.input_shape) if x is None else x
+    x = tflite_input(x_uint8, info.input_shape, info.input_zero_point) if x is None else x
     codes = graph_codes(onnx_path, info.layers, x_uint8, flat=len(info.input_shape) == 1)
     feed = {name: np.clip(value, INT8_MIN, INT8_MAX).astype(np.int8) for name, value in codes.items()}
     isolated = run_golden(tflite_path, x, rounding, feed=feed)

@@ -424,11 +424,11 @@ def _build_graph(lowered: LoweredModel, float_input: bool, float_output: bool) -
     scale = float(np.float32(lowered.input_scale))
     if float_input:
         graph_in = g.tensor(INPUT_NAME, [1] + lowered.input_shape, schema.TensorType.FLOAT32, None, batch_dim=True)
-        x = g.activation(f"{INPUT_NAME}/int8", lowered.input_shape, scale, INT8_MIN)
+        x = g.activation(f"{INPUT_NAME}/int8", lowered.input_shape, scale, lowered.input_zero_point)
         g.op(OPS.QUANTIZE, [graph_in], [x], schema.BuiltinOptions.QuantizeOptions, schema.QuantizeOptionsT())
         g.index[INPUT_NAME] = x  # layers read the int8 tensor
     else:
-        graph_in = g.activation(INPUT_NAME, lowered.input_shape, scale, INT8_MIN)
+        graph_in = g.activation(INPUT_NAME, lowered.input_shape, scale, lowered.input_zero_point)
     for layer in lowered.layers:
         x = g.index[layer.inputs[0]]
         clamps = [(code, bound) for code, bound in ((OPS.MAXIMUM, layer.clamp_min), (OPS.MINIMUM, layer.clamp_max))]
@@ -537,11 +537,11 @@ def _metadata(card_like: dict[str, Any], lowered: LoweredModel) -> dict[str, Any
         "input_shape": list(card_like.get("input_shape", [])),
         "input_layout": layout,
         "normalisation": {
-            "input": "uint8 pixel p",
-            "model_sees": f"p * {lowered.input_scale:.9g}",
-            "int8_input": "p - 128",
+            "input": f"device code q in {lowered.input_codes[0]}..{lowered.input_codes[1]}",
+            "model_sees": f"q * {lowered.input_scale:.9g}",
+            "int8_input": "q - 128" if lowered.input_zero_point == INT8_MIN else "q",
             "scale": lowered.input_scale,
-            "zero_point": INT8_MIN,
+            "zero_point": lowered.input_zero_point,
         },
         "logits_scale": lowered.logits.scale,
         "layers": [layer.summary() for layer in lowered.layers],
@@ -613,7 +613,7 @@ def write_lowered(
         g.tensors[graph_in].name,
         lowered.input_shape,
         float(np.float32(lowered.input_scale)),
-        INT8_MIN,
+        lowered.input_zero_point,
         g.tensors[logits].name,
         g.tensors[graph_out].name,
         tensors,
@@ -646,8 +646,9 @@ def dequantized_logits(output: np.ndarray, scale: float, zero_point: int = 0) ->
     return ((output.astype(np.int32) - zero_point).astype(np.float32) * np.float32(scale)).astype(np.float32)
 
 
-def tflite_input(x_uint8: np.ndarray, input_shape: list[int]) -> np.ndarray:
-    """uint8 samples in the model card's layout (N, C, H, W) as the int8 input tensor (p - 128), flat or NHWC."""
-    x = np.asarray(x_uint8)
+def tflite_input(codes: np.ndarray, input_shape: list[int], zero_point: int = INT8_MIN) -> np.ndarray:
+    """Device codes in the model card's layout (N, C, H, W) as the int8 input tensor (code + zero point: uint8
+    pixels p as p - 128, codes that fit int8 as they are), flat or NHWC."""
+    x = np.asarray(codes)
     x = x.reshape(len(x), -1) if len(input_shape) == 1 else x.transpose(0, 2, 3, 1)
-    return (x.astype(np.int16) - 128).astype(np.int8)
+    return (x.astype(np.int16) + zero_point).astype(np.int8)
