@@ -292,3 +292,17 @@ def test_the_exports_input_scale_is_the_sdks(tmp_path):
     assert first.op_type == "Mul" and describe(first) == SDK_INPUT_SCALE
     fc1 = next(node for node in graph.node if node.op_type in ("MatMul", "Gemm"))
     assert describe(fc1) == f"{fc1.name} of layer fc1"
+
+
+def test_the_input_map_keeps_the_files_input_name_and_its_mul_is_the_sdks(files, tmp_path):
+    """A float input quantized first (no --input-scale): the SDK cuts the first quantizer off into the input map and
+    puts a Mul of its own there; the graph input keeps the file's name, and that Mul is the SDK's."""
+    from sdk.deployment import resolve_model
+    from sdk.graph_names import SDK_INPUT_SCALE, describe
+
+    source = onnx.load(files["bipolar"]).graph
+    graph = onnx.load(resolve_model(str(files["bipolar"]), tmp_path).onnx_path).graph
+    assert graph.input[0].name == source.input[0].name != "global_in"
+    first = next(node for node in graph.node if graph.input[0].name in node.input)
+    assert first.op_type == "Mul" and describe(first) == SDK_INPUT_SCALE
+    assert {"/fc1/MatMul", "/fc2/MatMul"} <= {node.name for node in graph.node}
