@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from sdk import __version__
+from sdk.advice import advise
 from sdk.boards import Board, get_board
 from sdk.data import INPUT_SCALE, check_values, load_dataset, load_samples
 from sdk.errors import CheckpointError, ConfigError, DatasetError, ExportError, InternalError, SDKError
@@ -505,9 +506,12 @@ def check(config: DeployConfig, qat_model: Any = None) -> None:
     with scratch_dir("check") as tmp:
         # no samples, no QAT outputs: the check only needs the graph (and the QAT model, for the TFLite writer)
         resolved = resolve_model(config.model, Path(tmp), config.input_scale)
-        choice.target.check(
-            resolved.onnx_path, choice.board, Path(tmp), resolved.brevitas if qat_model is None else qat_model
-        )
+        module = resolved.brevitas if qat_model is None else qat_model
+        try:
+            choice.target.check(resolved.onnx_path, choice.board, Path(tmp), module)
+        except SDKError as exc:  # a fix names another target only if that target's check takes the model
+            advise(exc, choice.flow, resolved.onnx_path, Path(tmp), module)
+            raise
 
 
 def deploy(
@@ -548,7 +552,11 @@ def deploy(
             bar.update(task, description=f"{board.name}: {message}")
 
         with PackageBuilder(final_dir) as pkg:
-            outcome = target.build(request, pkg, step)
+            try:
+                outcome = target.build(request, pkg, step)
+            except SDKError as exc:  # a fix names another target only if that target's check takes the model
+                advise(exc, choice.flow, request.model_path, Path(tmp), request.qat_model)
+                raise
             outcome.report.notes.extend(prepared.resolved.notes)
             _add_input_map(outcome.report, request.card, choice.flow)
             pkg.add_file("model.qonnx.onnx", request.model_path)

@@ -13,12 +13,21 @@ class SDKError(Exception):
     """Base of every user-facing error: `what` happened, `where`, and the `fix`."""
 
     exit_code = 2
+    # A flow that may deploy the model instead ("finn", "tflite"): a fix names it only after that flow's own check
+    # accepted the model (sdk/advice.py), so no advice sends the user to a target that refuses the same model.
+    alternative: str | None = None
+    alternative_check: dict | None = None  # what that check answered: {"target", "accepts", "reason"}
 
     def __init__(self, what: str, where: str | None = None, fix: str | None = None):
         self.what = what
         self.where = where
         self.fix = fix
         super().__init__(self.render())
+
+    def amend_fix(self, fix: str) -> None:
+        """Replace the fix (and the rendered message) once more is known, e.g. whether another flow takes the model."""
+        self.fix = fix
+        self.args = (self.render(),)
 
     def render(self) -> str:
         lines = [self.what]
@@ -29,7 +38,8 @@ class SDKError(Exception):
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"error": type(self).__name__, "what": self.what, "where": self.where, "fix": self.fix}
+        found = {"error": type(self).__name__, "what": self.what, "where": self.where, "fix": self.fix}
+        return found | ({"alternative": self.alternative_check} if self.alternative_check else {})
 
     def causes(self) -> list[str]:
         """The exceptions this one was raised from (`raise ... from`, or during handling), one line each."""
@@ -79,17 +89,18 @@ class SimulationError(SDKError):
 class UnsupportedLayersError(SDKError):
     """Layers a flow cannot map to its hardware or runtime; listed before any long work starts.
 
-    `layers` are objects with name, op_type, why, fix and to_dict() (one per layer).
+    `layers` are objects with name, op_type, why, fix and to_dict() (one per layer); `alternative`: the flow that
+    may take the model instead, named in the fix only once its check accepts the model (sdk/advice.py).
     """
 
-    def __init__(self, layers: list, board_name: str, flow_hint: str | None = "deploy it to a TFLite target"):
+    def __init__(self, layers: list, board_name: str, alternative: str | None = None):
         self.layers = layers
+        self.alternative = alternative
         lines = [f"{u.name} ({u.op_type}): {u.why}; fix: {u.fix}" for u in layers]
         super().__init__(
             f"{len(layers)} layer(s) of the model cannot be mapped correctly to {board_name}:\n  " + "\n  ".join(lines),
             where=f"--model -> --target {board_name}",
-            # flow_hint None: no other flow is known to take the model, the layers' own fixes are the way
-            fix="change the model as suggested" + (f", or {flow_hint}" if flow_hint else ""),
+            fix="change the model as suggested",
         )
 
     def to_dict(self) -> dict:

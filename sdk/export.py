@@ -249,9 +249,12 @@ def _export_qonnx_clean(model: nn.Module, example: torch.Tensor, path: Path, exp
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.cleanup import cleanup_model
 
+    from sdk.graph_names import mark_exported
+
     path.unlink(missing_ok=True)
     export_qonnx(model, input_t=example, export_path=str(path), dynamo=exporter == "dynamo")
-    return cleanup_model(ModelWrapper(str(path)))
+    # messages name a node by the file's name and the module's layer (sdk.graph_names); /Mul is _ScaledInput's
+    return mark_exported(ModelWrapper(str(path)), cleanup_model, "/Mul" if exporter == "TorchScript" else None)
 
 
 def _export_checked(

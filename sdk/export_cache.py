@@ -36,7 +36,8 @@ def _key(checkpoint: Path) -> str:
     from sdk.runs import METRICS_NAME
 
     digest = hashlib.sha256()
-    for path in (checkpoint, checkpoint.parent / METRICS_NAME, Path(__file__).with_name("export.py")):
+    code = [Path(__file__).with_name(name) for name in ("export.py", "graph_names.py")]  # graph_names: node marks
+    for path in (checkpoint, checkpoint.parent / METRICS_NAME, *code):
         digest.update(path.read_bytes() if path.is_file() else b"-")
     digest.update(__version__.encode())
     return digest.hexdigest()[:40]

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from sdk.errors import ConfigError, ExportError
+from sdk.graph_names import SDK_INPUT_SCALE, describe, mark_sdk_node
 
 PREPROCESSING_OPS = ("Mul", "Div", "Add", "Sub")
 LAYOUT_OPS = ("Reshape", "Flatten")  # a flatten between the input and its first quantizer: the input becomes (1, F)
@@ -282,7 +283,7 @@ def read_input_interface(model: Any, where: str, name_of: Any = None, pixels_in:
     from onnx import helper
     from qonnx.core.datatype import DataType
 
-    name_of = name_of or (lambda node: node.name)
+    name_of = name_of or describe  # as the user's file names the node (sdk.graph_names)
     graph = model.graph
     input_name = graph.input[0].name
     shape = [int(d) for d in model.get_tensor_shape(input_name)]
@@ -452,7 +453,7 @@ def _cut_off(model: Any, nodes: list[Any], quant: Any, scale: float, datatype: A
     position = list(graph.node).index(quant)
     graph.node.remove(quant)
     mul = helper.make_node("Mul", [quant.input[0], scale_name], [quant.output[0]], name=SDK_INPUT_SCALE_NODE)
-    graph.node.insert(position, mul)
+    graph.node.insert(position, mark_sdk_node(mul, SDK_INPUT_SCALE))  # messages: "the input scale the SDK added"
     model.set_tensor_datatype(input_name, datatype)
 
 

@@ -210,35 +210,16 @@ def _card_problem(card: Any) -> str | None:
     return None
 
 
-def _with_node_names_kept(cleanup_model: Callable, model: Any) -> Any:
-    """cleanup_model(model) with the nodes named as the user's file names them, so that every message names a
-    node the user can find (qonnx's clean-up renames them all to OpType_i). A node is followed through the clean-up
-    by a mark in its doc_string (restored afterwards); where the file's names are missing or not unique, qonnx's
-    names stay."""
-    marks = {}
-    for index, node in enumerate(model.graph.node):
-        mark = f"sdk-node-{index}"
-        marks[mark] = (node.name, node.doc_string)
-        node.doc_string = mark
-    cleaned = cleanup_model(model)
-    kept = [marks.get(node.doc_string) for node in cleaned.graph.node]
-    names = [k[0] if k else "" for k in kept]
-    unique = all(names) and len(set(names)) == len(names)
-    for node, original in zip(cleaned.graph.node, kept):
-        if unique:
-            node.name = original[0]
-        node.doc_string = original[1] if original else ""
-    return cleaned
-
-
 def _cleaned(cleanup_model: Callable, model: Any, where: str) -> Any:
-    """qonnx's clean-up (its transformations repeat until the graph stops changing) under the SDK's time limit."""
+    """qonnx's clean-up (its transformations repeat until the graph stops changing) under the SDK's time limit; the
+    nodes, tensors and input keep the names the file gives them (sdk.graph_names), which every message uses."""
+    from sdk.graph_names import keep_names
     from sdk.time_limit import STEP_TIMEOUT_VARIABLE, StepTimeout, step_timeout, time_limit
 
     limit = step_timeout()
     try:
         with time_limit(limit):
-            return _with_node_names_kept(cleanup_model, model)
+            return keep_names(model, cleanup_model)
     except StepTimeout:
         raise ExportError(
             f"qonnx's clean-up of the graph did not finish within {limit:g} s and was stopped.",
@@ -301,8 +282,11 @@ def card_from_graph(
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.cleanup import cleanup_model
 
+    from sdk.graph_names import SDK_INPUT_SCALE, mark_nodes, mark_sdk_node
+
     if checked is None:
         checked = load_onnx_safely(onnx_path, where)  # before qonnx imports anything a node's domain names
+    mark_nodes(checked.graph, fresh=True)  # the file's own names, for every message (sdk.graph_names)
     check_graph_tensors(checked, where)  # before qonnx's clean-up folds a constant of any size
     try:
         model = _cleaned(cleanup_model, ModelWrapper(checked), where)
@@ -375,7 +359,8 @@ def card_from_graph(
             )
         pixels, scale = f"{name}_pixels", f"{name}_pixel_scale"
         model.graph.input[0].name = pixels
-        model.graph.node.insert(0, helper.make_node("Mul", [pixels, scale], [name], name="PixelScale"))
+        scaling = helper.make_node("Mul", [pixels, scale], [name], name="PixelScale")
+        model.graph.node.insert(0, mark_sdk_node(scaling, SDK_INPUT_SCALE))
         model.set_initializer(scale, np.array(input_scale, dtype=np.float32))
         model.graph.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
         model.set_tensor_datatype(pixels, DataType["UINT8"])

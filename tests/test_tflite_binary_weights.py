@@ -162,7 +162,7 @@ def test_bipolar_activations_stay_refused_naming_the_node():
             check(model, board, example_input=EXAMPLE)
         error = info.value
         assert "BipolarQuant" in error.where and "1 bit" in error.what and "sends 0 to +s" in error.what
-        assert "2..8-bit activations" in error.fix and "deploy to FINN" in error.fix
+        assert "2..8-bit activations" in error.fix and "`sdk check --target pynq-z2` accepts it" in error.fix
 
 
 @pytest.mark.parametrize(

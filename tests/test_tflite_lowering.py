@@ -59,7 +59,7 @@ class Transposed(nn.Module):
 @pytest.mark.parametrize(
     ("module", "example", "node", "words"),
     [
-        (Grouped(), (1, 4, 8, 8), "Conv_0 (Conv)", "grouped convolution"),
+        (Grouped(), (1, 4, 8, 8), "Conv_0 of layer conv (Conv)", "grouped convolution"),  # file name, module layer
         (TwoScaleConcat(), (1, 64), "Concat_0 (Concat)", "different scales"),
         (Transposed(), (1, 8, 4, 4), "(Transpose)", "no int8 TFLite mapping"),
     ],

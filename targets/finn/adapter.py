@@ -22,6 +22,7 @@ import numpy as np
 
 from sdk.boards import Board
 from sdk.errors import ConfigError, ExportError, PackageError, SDKError
+from sdk.graph_names import describe
 from sdk.graph_run import activation_codes, tie_samples
 from sdk.onnx_guard import load_onnx_safely
 from sdk.package import PackageBuilder
@@ -326,7 +327,11 @@ class FinnTarget:
             )
             if parting is not None:
                 failed.first_difference = parting
-                failed.detail += f"; on that sample the accelerator first parts from the QAT model at {parting}"
+                source = next((describe(node) for node in layers if node.name == parting), parting)
+                made_from = f" (made from {source})" if source != parting else ""  # the node of the user's file
+                failed.detail += (
+                    f"; on that sample the accelerator first parts from the QAT model at {parting}{made_from}"
+                )
         threshold = binary_threshold(request.reference)
         verification.accuracy = {
             "accelerator": accuracy(result.output, request.y, threshold),

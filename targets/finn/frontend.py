@@ -112,11 +112,12 @@ def _grouped_conv(model: ModelWrapper, node) -> tuple[str, str] | None:
 
 def unsupported_nodes(model: ModelWrapper) -> list:
     """Nodes FINN's frontend and streamlining cannot take, named with the fix before they are run."""
+    from sdk.graph_names import describe
     from targets.finn.hw_layers import UnmappedLayer
     from targets.finn.residual import SHARED_QUANTIZER_FIX, node_label, unaligned_joins
 
     found = [
-        UnmappedLayer(node.name, node.op_type, list(node.input), why, fix)
+        UnmappedLayer(describe(node), node.op_type, list(node.input), why, fix)
         for node, why, fix in sequences.unsupported(model, named_elsewhere=RECURRENT_OPS)
     ]
     for node in model.graph.node:
@@ -124,7 +125,7 @@ def unsupported_nodes(model: ModelWrapper) -> list:
         if node.op_type == "Conv" and kernel is not None and len(kernel) not in (1, 2):
             found.append(
                 UnmappedLayer(
-                    node.name,
+                    describe(node),
                     node.op_type,
                     list(node.input),
                     f"a {len(kernel)}-D convolution (kernel {kernel}); FINN lowers 1-D and 2-D convolutions",
@@ -133,11 +134,11 @@ def unsupported_nodes(model: ModelWrapper) -> list:
             )
         grouped = _grouped_conv(model, node) if node.op_type == "Conv" else None
         if grouped is not None:
-            found.append(UnmappedLayer(node.name, node.op_type, list(node.input), *grouped))
+            found.append(UnmappedLayer(describe(node), node.op_type, list(node.input), *grouped))
         if node.op_type in RECURRENT_OPS:
             found.append(
                 UnmappedLayer(
-                    node.name,
+                    describe(node),
                     node.op_type,
                     list(node.input),
                     "a recurrent or control-flow op; FINN builds feed-forward dataflow accelerators",

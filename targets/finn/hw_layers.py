@@ -16,6 +16,7 @@ from qonnx.transformation.infer_data_layouts import InferDataLayouts
 from qonnx.transformation.infer_datatypes import InferDataTypes
 from qonnx.transformation.infer_shapes import InferShapes
 
+from sdk.graph_names import describe, source_of, source_op
 from targets.finn.ops import hw_op, unmapped_hint
 from targets.finn.simulator import HOST_INPUT_OPS, is_host_output_op
 from targets.finn.streamline import has_join_add, is_join_add
@@ -144,7 +145,29 @@ def unmapped_layers(model: ModelWrapper) -> list[UnmappedLayer]:
             )
         unmapped.append(UnmappedLayer(node.name, node.op_type, list(node.input), why, fix))
     unmapped += _float_hw_layers(model)
-    return _root_causes(model, unmapped) + wrongly_mapped_layers(model)
+    return in_user_names(model, _root_causes(model, unmapped) + wrongly_mapped_layers(model))
+
+
+def in_user_names(model: ModelWrapper, layers: list[UnmappedLayer]) -> list[UnmappedLayer]:
+    """The layers named as the user's file names them (sdk.graph_names): FINN's nodes (`Transpose_1`, `MVAU_0`) by
+    the node of the file they come from, with its op type; two FINN nodes of one file node are told once."""
+    nodes = {node.name: node for node in model.graph.node}
+    named, seen = [], set()
+    for layer in layers:
+        node = nodes.get(layer.name)
+        mark = source_of(node) if node is not None else None
+        if node is not None:
+            layer.name, layer.op_type = describe(node), source_op(node)
+            if layer.op_type != node.op_type:  # a node FINN made for this one: say which
+                layer.why = (
+                    f"a {node.op_type.removesuffix('_hls').removesuffix('_rtl')} FINN put at this node: {layer.why}"
+                )
+        if mark is not None and mark["inputs"]:
+            layer.inputs = list(mark["inputs"])
+        if (layer.name, layer.why) not in seen:
+            seen.add((layer.name, layer.why))
+            named.append(layer)
+    return named
 
 
 FLOAT_SCALE_HINT = (
@@ -166,6 +189,11 @@ def _float_hw_layers(model: ModelWrapper) -> list[UnmappedLayer]:
 
 def _root_causes(model: ModelWrapper, layers: list[UnmappedLayer]) -> list[UnmappedLayer]:
     """The layers that fail on their own account; each names the layers after it that fail only because of it."""
+    nodes = {node.name: node for node in model.graph.node}
+
+    def label(name: str) -> str:  # as the user's file names the node
+        return describe(nodes[name]) if name in nodes else name
+
     by_name = {layer.name: layer for layer in layers}
     producer = {t: n.name for n in model.graph.node for t in n.output}
     caused_by: dict[str, str] = {}
@@ -182,11 +210,12 @@ def _root_causes(model: ModelWrapper, layers: list[UnmappedLayer]) -> list[Unmap
         after = [name for name, root in caused_by.items() if root == layer.name]
         scale = next((n for n in after if by_name[n].why == FLOAT_SCALE_HINT[0]), None)
         if scale is not None:  # the root's own hint would mislead: the float scale after it is the cause
-            layer.why = f"{FLOAT_SCALE_HINT[0]}: {scale} after this layer"
+            layer.why = f"{FLOAT_SCALE_HINT[0]}: {label(scale)} after this layer"
             layer.fix = FLOAT_SCALE_HINT[1]
         if after:
-            shown = ", ".join(after[:6]) + (" ..." if len(after) > 6 else "")
-            layer.why += f"; the {len(after)} layer(s) after it ({shown}) cannot be mapped because of it"
+            labels = list(dict.fromkeys(label(name) for name in after))  # FINN's nodes of one file node: once
+            shown = ", ".join(labels[:6]) + (" ..." if len(labels) > 6 else "")
+            layer.why += f"; the {len(labels)} layer(s) after it ({shown}) cannot be mapped because of it"
         roots.append(layer)
     return roots
 

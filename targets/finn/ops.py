@@ -161,5 +161,5 @@ UNMAPPED_HINTS: dict[str, tuple[str, str]] = {
 
 def unmapped_hint(op_type: str) -> tuple[str, str]:
     return UNMAPPED_HINTS.get(
-        op_type, (f"FINN has no HW layer for {op_type} here", "replace the layer, or deploy to a TFLite target")
+        op_type, (f"FINN has no HW layer for {op_type} here", f"replace the {op_type} by layers FINN maps")
     )

@@ -26,7 +26,11 @@ SHARED_QUANTIZER_FIX = (
 
 
 def node_label(node) -> str:
-    """The node as the user's file names it (a node without a name by the tensor it writes)."""
+    """The node as the user's file names it (sdk.graph_names; a node without a name by the tensor it writes)."""
+    from sdk.graph_names import describe, source_of
+
+    if source_of(node) is not None:
+        return describe(node)
     return node.name or f"the {node.op_type} writing '{node.output[0]}'"
 
 

@@ -115,11 +115,16 @@ def _set_ints(node, name: str, values: list[int]) -> None:
 
 
 def _refuse(node, why: str) -> UnsupportedModelError:
-    return UnsupportedModelError(
-        f"The FPGA flow cannot run node {node.name} ({node.op_type}) of this 1-D model as FINN's (T, 1) maps: {why}.",
-        where=f"node {node.name}",
-        fix="write this step with a flatten, a global average or a max pool over T; or deploy to a TFLite target",
+    from sdk.graph_names import node_phrase
+
+    phrase = node_phrase(node)  # as the user's file names the node (sdk.graph_names)
+    error = UnsupportedModelError(
+        f"The FPGA flow cannot run {phrase} of this 1-D model as FINN's (T, 1) maps: {why}.",
+        where=phrase,
+        fix="write this step with a flatten, a global average or a max pool over T",
     )
+    error.alternative = "tflite"  # named in the fix only if the TFLite check takes the model (sdk/advice.py)
+    return error
 
 
 def _convert_window(model: ModelWrapper, node) -> None:

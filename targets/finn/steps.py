@@ -26,6 +26,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 
 from sdk.boards import Board
 from sdk.errors import SDKError, UnsupportedLayersError, UnsupportedModelError
+from sdk.graph_names import inherit, mark_nodes, marks_by_tensor, marks_follow_transformations
 from sdk.time_limit import STEP_TIMEOUT_VARIABLE, StepTimeout, step_timeout, time_limit
 from targets.finn import (
     accumulators,
@@ -87,9 +88,7 @@ class FinnConfig:
 def qonnx_to_finn(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
     unsupported = frontend.unsupported_nodes(model)  # named before FINN's transformations trip over them
     if unsupported:
-        # no other flow offered: the TFLite writer refuses these too (3-D and grouped convolutions, recurrent ops,
-        # separate pads); each layer's own fix is a change of the model
-        raise UnsupportedLayersError(unsupported, cfg.board.name, flow_hint=None)
+        raise UnsupportedLayersError(unsupported, cfg.board.name, alternative="tflite")
     return frontend.qonnx_to_finn(model)
 
 
@@ -111,7 +110,7 @@ def check_mapping(model: ModelWrapper, cfg: FinnConfig) -> ModelWrapper:
     """Every layer FINN cannot map (or maps wrongly) is named here, before any long work."""
     unmapped = hw_layers.unmapped_layers(model)
     if unmapped:
-        raise UnsupportedLayersError(unmapped, cfg.board.name)
+        raise UnsupportedLayersError(unmapped, cfg.board.name, alternative="tflite")
     return model
 
 
@@ -202,18 +201,22 @@ def run_steps(
             # every deploy of the model, whatever ran before in the process and whether a step came from the cache
             random.seed(f"sdk-finn-step-{name}")
             try:
-                with time_limit(limit):
+                marks = marks_by_tensor(model.graph)
+                with time_limit(limit), marks_follow_transformations():  # FINN's nodes keep the user's node names
                     model = step(model, cfg)
+                inherit(marks, model)  # and those a step made without a transformation
             except StepTimeout:
                 raise _timed_out(name, limit, cfg) from None
             except SDKError:
                 raise
             except Exception as exc:  # FINN / qonnx met a pattern they do not handle: the model's limit, not a crash
-                raise UnsupportedModelError(
-                    f"FINN's step '{name}' cannot process this model: {type(exc).__name__}: {exc}".rstrip(": "),
-                    where=f"--target {cfg.board.name}, FINN step {name}",
-                    fix="change the layer this step stopped at (rerun with -v for FINN's own message and traceback); "
-                    "`sdk check --target BOARD` runs the same steps up to the mapping check",
+                raise _may_take_tflite(
+                    UnsupportedModelError(
+                        f"FINN's step '{name}' cannot process this model: {type(exc).__name__}: {exc}".rstrip(": "),
+                        where=f"--target {cfg.board.name}, FINN step {name}",
+                        fix="change the layer this step stopped at (rerun with -v for FINN's own message and "
+                        "traceback); `sdk check --target BOARD` runs the same steps up to the mapping check",
+                    )
                 ) from exc
             cfg.step_seconds[name] = round(time.perf_counter() - began, 3)
     finally:
@@ -221,11 +224,19 @@ def run_steps(
     return model
 
 
+def _may_take_tflite(error: UnsupportedModelError) -> UnsupportedModelError:
+    error.alternative = "tflite"  # named in the fix only if the TFLite check takes the model (sdk/advice.py)
+    return error
+
+
 def load_qonnx(model_path: Path) -> ModelWrapper:
-    """The graph, once sdk.onnx_guard has checked it: no library imports a module a node's domain names."""
+    """The graph, once sdk.onnx_guard has checked it: no library imports a module a node's domain names. Its nodes
+    are marked with their names (sdk.graph_names), which FINN's renaming steps keep for every message."""
     from sdk.onnx_guard import load_onnx_safely
 
-    return ModelWrapper(load_onnx_safely(model_path, str(model_path)))
+    model = ModelWrapper(load_onnx_safely(model_path, str(model_path)))
+    mark_nodes(model.graph)
+    return model
 
 
 def check(model_path: Path, board: Board, workdir: Path) -> ModelWrapper:

@@ -49,6 +49,7 @@ import numpy as np
 
 from sdk.data import INPUT_SCALE
 from sdk.errors import TfliteConversionError
+from sdk.graph_names import describe, node_phrase
 from targets.tflite.golden import FIXED_OUTPUT_QUANT
 
 INT8_MIN, INT8_MAX = -128, 127
@@ -228,7 +229,8 @@ class _Walk:
             producer = value.node
             raise _refuse(
                 node,
-                f"reads the output of {producer.name} ({producer.op_type}) before any quantizer: it has no int8 scale",
+                f"reads the output of {describe(producer)} ({producer.op_type}) before any quantizer: it has no int8 "
+                "scale",
                 "put a Brevitas quantizer (QuantIdentity / QuantReLU, or an input_quant) between the two",
             )
         raise _refuse(node, "takes a constant where the int8 graph needs a computed tensor")
@@ -252,12 +254,32 @@ class _Walk:
         return _Int8(name, layer.shape, np.float32(layer.scale), layer.zero_point, low, high, nchw)
 
 
-def _refuse(node, what: str, fix: str | None = None) -> TfliteConversionError:
-    return TfliteConversionError(
-        f"Node {node.name} ({node.op_type}) {what}.",
-        where=f"node {node.name} ({node.op_type})",
-        fix=fix or f"the TFLite writer lowers {SUPPORTED}; deploy this model to an FPGA board, or change that layer",
+# What to put in place of an op the writer has no mapping for, where there is a usual answer.
+REPLACEMENTS = {
+    "LSTM": "replace the recurrence by feed-forward layers (e.g. a Conv1d over the time steps, or the steps unrolled "
+    "into linear layers), or run it on the host",
+    "Resize": "replace the upsampling by layers the writer lowers (e.g. a convolution over the map), or upsample on "
+    "the host",
+}
+REPLACEMENTS["GRU"] = REPLACEMENTS["RNN"] = REPLACEMENTS["LSTM"]
+# Ops without a handler here that FINN's conversion may map (a padding, a pool from a reduction, a label select, a
+# transpose its streamlining absorbs): only for these is FINN's check asked whether an FPGA board takes the model.
+FPGA_MAY_MAP = frozenset({"Pad", "Transpose", "TopK", "ReduceMax", "ReduceSum", "Trunc", "QuantAvgPool2d"})
+REPLACEMENTS["Upsample"] = REPLACEMENTS["Resize"]
+
+
+def _refuse(node, what: str, fix: str | None = None, fpga_may: bool = False) -> TfliteConversionError:
+    """The refusal of one node, named as the user's file names it (sdk.graph_names). fpga_may: what int8 TFLite
+    cannot hold (an op, 1-bit activations, wider weights) an FPGA board may run: the core names the FPGA boards
+    only if FINN's check accepts the model (sdk/advice.py)."""
+    phrase = node_phrase(node)
+    error = TfliteConversionError(
+        f"{phrase[:1].upper()}{phrase[1:]} {what}.",
+        where=phrase,
+        fix=fix or f"the TFLite writer lowers {SUPPORTED}; {REPLACEMENTS.get(node.op_type, 'change that layer')}",
     )
+    error.alternative = "finn" if fpga_may else None
+    return error
 
 
 def _attrs(node) -> dict[str, Any]:
@@ -369,7 +391,8 @@ def _out_quant(walk: _Walk, node) -> _OutQuant:
             node,
             f"quantizes activations to {bits} bits; the writer lowers activation quantizers of 2..8 bits "
             "(int8 holds at most 8)",
-            "train with 2..8 activation bits (1-bit weights lower); 1-bit activations deploy to FINN",
+            "train with 2..8 activation bits (1-bit weights lower)",
+            fpga_may=True,
         )
     s = np.float32(scale.reshape(-1)[0])
     if not (np.isfinite(s) and s > 0):
@@ -416,8 +439,8 @@ def _storage(pending: _Pending, walk: _Walk) -> tuple[str, int]:
         return "int8", INT8_MAX
     if w.bits > 4 or int(np.abs(w.ints).max(initial=0)) > INT4_MAX:
         raise TfliteConversionError(
-            f"--int4-weights: {pending.node.name} has {w.bits}-bit weights, int4 holds 4 (-7..7).",
-            where=f"node {pending.node.name}",
+            f"--int4-weights: {describe(pending.node)} has {w.bits}-bit weights, int4 holds 4 (-7..7).",
+            where=f"node {describe(pending.node)}",
             fix="train with at most 4 weight bits, or deploy without --int4-weights",
         )
     return "int4", INT4_MAX
@@ -582,7 +605,8 @@ def _compute_weights(walk: _Walk, node, index: int) -> _Weights:
         raise _refuse(
             node,
             f"has {w.bits}-bit weights; int8 TFLite holds exact 1..8-bit weights",
-            "train with 1..8 weight bits, or deploy to an FPGA board (FINN takes wider weights)",
+            "train with 1..8 weight bits",
+            fpga_may=True,
         )
     return w
 
@@ -919,8 +943,8 @@ def _on_bipolar(walk: _Walk, node) -> _Weights:
             "quantizes a computed tensor to 1 bit (bipolar: +s where its input is >= 0, else -s); the writer lowers "
             "2..8-bit activation quantizers only: a bipolar one has no zero and sends 0 to +s, where an int8 "
             "requantization (round to nearest, then clamp) sends 0 to 0",
-            "use 2..8-bit activations (e.g. QuantReLU(bit_width=2)) for the TFLite family, where 1-bit weights "
-            "lower; or deploy to FINN: the FPGA boards run 1-bit activations",
+            "use 2..8-bit activations (e.g. QuantReLU(bit_width=2)) for the TFLite family, where 1-bit weights lower",
+            fpga_may=True,
         )
     scale = walk.graph.get_initializer(node.input[1])
     if scale is None:
@@ -998,7 +1022,7 @@ def lower(graph, widen_weights: bool = True, int4_weights: bool = False) -> Lowe
     for node in graph.graph.node:
         handler = table.get(node.op_type)
         if handler is None:
-            raise _refuse(node, "has no int8 TFLite mapping")
+            raise _refuse(node, "has no int8 TFLite mapping", fpga_may=node.op_type in FPGA_MAY_MAP)
         result = handler(walk, node)
         if isinstance(result, _Pending):
             result = replace(result, tensor=node.output[0])
