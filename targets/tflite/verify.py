@@ -181,7 +181,7 @@ def compare_final_output(
     # a value exactly half an LSB from both is a rounding tie; float32 noise must not make it 2 LSB
     fed_error = output_error_lsb(fed, reference, scale).reshape(len(fed), -1).max(axis=1, initial=0)
     bad = fed_error > allowed + 1e-3
-    tied = np.zeros_like(bad)
+    tied, graph_error = np.zeros_like(bad), fed_error
     if bad.any() and graph is not None and ties is not None and graph.shape == fed.shape:
         graph_error = output_error_lsb(fed, graph, scale).reshape(len(fed), -1).max(axis=1, initial=0)
         follows_graph = bad & (graph_error <= allowed + 1e-3)
