@@ -547,6 +547,33 @@ def _check_finite(model: onnx.ModelProto, where_name: str) -> None:
             )
 
 
+MAX_QUANT_BITS = 32  # qonnx and FINN name a Quant's type INT<bits>, computing 2**bits: a huge width never ends
+
+
+def _check_bit_widths(model: onnx.ModelProto, where_name: str) -> None:
+    """A Quant or Trunc whose bit width is a constant must give 1 to MAX_QUANT_BITS whole bits: qonnx and FINN turn
+    it into a DataType whose range they compute as 2**bits (a width of 1e16 never finishes), and no target has
+    wider integers. Runs after _check_sizes and _check_finite."""
+    constants = {t.name: t for graph in _graphs(model.graph) for t in graph.initializer}
+    width_inputs = {"Quant": (3,), "Trunc": (3, 4)}  # Trunc: its input's and its output's width
+    for node, _ in _nodes(model):
+        names = [node.input[i] for i in width_inputs.get(node.op_type, ()) if i < len(node.input)]
+        for name in (name for name in names if name in constants):
+            try:
+                widths = numpy_helper.to_array(constants[name]).astype(np.float64).reshape(-1)
+            except (ValueError, TypeError):
+                continue  # the tensor itself was judged by _check_finite
+            bad = widths[(widths != np.floor(widths)) | (widths < 1) | (widths > MAX_QUANT_BITS)]
+            if not bad.size:
+                continue
+            raise _fail(
+                where_name,
+                f"{where_name}: node {_shown(node.name)} ({node.op_type}) has the bit width {bad[0]:g}; a "
+                f"quantizer takes whole widths of 1 to {MAX_QUANT_BITS} bits.",
+                "re-export the model; a width outside that range comes from a damaged file or a wrong export",
+            )
+
+
 def _bare_file_name(raw: bytes) -> bool:
     try:
         name = raw.decode("utf-8")
@@ -590,6 +617,7 @@ def load_onnx_safely(
         _check_attributes(model, where_name)
         _check_sizes(model, where_name)
         _check_finite(model, where_name)
+        _check_bit_widths(model, where_name)
         _check_standard_ops(model)
     except ExportError:
         raise

@@ -195,6 +195,22 @@ def test_a_non_finite_constant_is_refused(tfc_export, tmp_path, value):
     assert code == 2 and "'bad_scale'" in error["what"] and "NaN or infinite" in error["what"], error
 
 
+@pytest.mark.parametrize("width", [3.7662e16, 0.0, 2.5, 33.0])
+def test_a_quantizer_bit_width_outside_1_to_32_is_refused_at_once(tfc_export, tmp_path, width):
+    """Found by fuzzing: a Quant whose bit width is 3.8e16 made FINN's weight folding compute 2**width, which never
+    ends; the guard refuses such widths (and fractional or zero ones) naming the node, before any library."""
+
+    def change(model: onnx.ModelProto) -> None:
+        quant = next(n for n in model.graph.node if n.op_type == "Quant")
+        tensor = next(t for t in model.graph.initializer if t.name == quant.input[3])
+        tensor.CopyFrom(numpy_helper.from_array(np.array(width, dtype=np.float32), tensor.name))
+
+    began = time.monotonic()
+    code, error = _invoke("check", "--model", str(_planted(tfc_export, tmp_path, change)), "--target", "pynq-z2")
+    assert code == 2 and "bit width" in error["what"] and "1 to 32" in error["what"], error
+    assert time.monotonic() - began < 60
+
+
 def _relu_graph(shape: list[int], initializer: onnx.TensorProto | None = None) -> onnx.ModelProto:
     graph = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["y"], name="relu")],
