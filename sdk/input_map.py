@@ -36,13 +36,15 @@ class Step:
     constant: np.ndarray  # float32, broadcast against the graph's input layout (N, F) or (N, C, H, W)
     node: str  # the node's name in the user's file
 
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        c = self.constant
-        if self.op == "Mul":
+    def apply(self, x: np.ndarray, inverse: bool = False) -> np.ndarray:
+        """x op constant, as the graph computes it (in x's dtype); inverse: the operation that undoes it."""
+        c = self.constant if x.dtype == np.float32 else self.constant.astype(x.dtype)
+        op = {"Mul": "Div", "Div": "Mul", "Add": "Sub", "Sub": "Add"}[self.op] if inverse else self.op
+        if op == "Mul":
             return x * c
-        if self.op == "Div":
+        if op == "Div":
             return x / c
-        if self.op == "Add":
+        if op == "Add":
             return x + c
         return x - c
 
@@ -204,10 +206,7 @@ class InputMap:
         shape = codes.shape
         u = self._graph_layout(codes.astype(np.float64) * self.quant_scale)
         for step in reversed(self.steps):
-            c = step.constant.astype(np.float64)
-            u = {"Mul": lambda v, c=c: v / c, "Div": lambda v, c=c: v * c, "Add": lambda v, c=c: v - c}.get(
-                step.op, lambda v, c=c: v + c
-            )(u)
+            u = step.apply(u, inverse=True)
         return u.astype(np.float32).reshape(shape)
 
     def _graph_layout(self, values: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ import torch
 from brevitas.nn import QuantConv1d, QuantIdentity, QuantLinear, QuantReLU
 from brevitas.quant import Int8WeightPerTensorFloat, Uint8ActPerTensorFloat
 from hw_graphs import HW, hw_graph
+from test_own_models import _eval as _well_conditioned  # random BatchNorm statistics that spread activations
 from torch import nn
 
 from sdk import check, deploy, simulate
@@ -62,15 +63,6 @@ class KeywordSpotter(nn.Module):
         x = self.relu3(self.bn3(self.conv3(x)))
         x = x.flatten(1) if self.pool is not None else x.amax(-1) if self.global_max else x.mean(-1)
         return self.classifier(x)
-
-
-def _well_conditioned(model: nn.Module) -> nn.Module:
-    """Random but non-trivial BatchNorm statistics, so activations spread over their range."""
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm1d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.05, 0.2)
-    return model.eval()
 
 
 def _features(n: int, seed: int) -> np.ndarray:
