@@ -6,7 +6,7 @@ runtime objects and the shared precompiled verilated.h copied in, as in a warm c
 samples that each run takes over 0.5 s. A third build per design compiles at -O0 without the precompiled
 header, as every build did before it. Median of --runs compiles and runs per level, the levels taking turns.
 Printed per design: compile seconds, run seconds per million cycles, and the break-even run length in cycles,
-above which -Os repays its longer compile (rtlsim.OPTIMIZE_ABOVE_CYCLES is the SDK's choice).
+above which -Os repays its longer compile (verilator.OPTIMIZE_ABOVE_CYCLES is the SDK's choice).
 Usage: python benchmarks/rtl_build_levels.py [--runs 3]
 """
 
@@ -32,11 +32,11 @@ def _designs(package: Path):
     """(name, RtlLayer) for the chosen layers and the first chain, from the package's RTL."""
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from targets.finn import rtl_stitch, rtlsim
+    from targets.finn import rtl_layer, rtl_stitch
 
     dataflow = ModelWrapper(str(package / "dataflow_model.onnx"))
     sources = package / "sources"
-    designs = [(name, rtlsim.rtl_layer(dataflow, name, sources / name)) for name in LAYERS]
+    designs = [(name, rtl_layer.rtl_layer(dataflow, name, sources / name)) for name in LAYERS]
     chain = rtl_stitch.segments(dataflow)[0][:FIRST_CHAIN]
     top = rtl_stitch.stitch(rtl_stitch.segment_layers(dataflow, chain, sources), 0, package.parent / "tops")
     return [*designs, (f"chain of {len(chain)} layers", top)]
@@ -44,14 +44,14 @@ def _designs(package: Path):
 
 def _time_level(layer, optimize: bool, warm: Path, work: Path, samples: int) -> tuple[float, float, int]:
     """Compile seconds, run seconds and cycles of one fresh build in a copy of the warm cache."""
-    from targets.finn import rtl_stitch, rtlsim
+    from targets.finn import fifo_sizing, rtlsim, streams, verilator
 
     cache = Path(tempfile.mkdtemp(dir=work))
     shutil.rmtree(cache)
     shutil.copytree(warm, cache)
-    build = rtlsim.build_layer(layer, cache, optimize)
-    x = rtl_stitch._sizing_input(layer, samples)
-    beats = rtlsim.pack_beats(x.reshape(-1, layer.inp.elements), layer.inp.datatype, build.port_bytes(layer.inp.port))
+    build = verilator.build_layer(layer, cache, optimize)
+    x = fifo_sizing._sizing_input(layer, samples)
+    beats = streams.pack_beats(x.reshape(-1, layer.inp.elements), layer.inp.datatype, build.port_bytes(layer.inp.port))
     result = rtlsim.stream(build, layer, beats, samples * layer.out.beats, idle_limit=100_000)
     shutil.rmtree(cache)
     return build.compile_seconds, result.run_seconds, result.cycles
@@ -77,10 +77,10 @@ def _shared_header(enabled: bool):
 
 def _warm_cache(deploy_cache: Path, warm: Path, layer) -> Path:
     """Verilator's runtime objects and the precompiled header at both levels, as a cache has them after use."""
-    from targets.finn import rtlsim
+    from targets.finn import verilator
 
     for level in (False, True):
-        rtlsim.build_layer(layer, deploy_cache, optimize=level)
+        verilator.build_layer(layer, deploy_cache, optimize=level)
     warm.mkdir()
     for folder in (*deploy_cache.glob("verilator-runtime-*"), *deploy_cache.glob("verilator-pch-*")):
         shutil.copytree(folder, warm / folder.name)

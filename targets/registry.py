@@ -44,7 +44,7 @@ FLOWS: dict[str, FlowInfo] = {
             "finn-plus",
             "Vivado + Vitis HLS for synthesis and bitfile (optional)",
             "targets.finn.adapter:FinnTarget",
-            "targets.finn.rtlsim:doctor_checks",
+            "targets.finn.verilator:doctor_checks",
         ),
         FlowInfo(
             "tflite",

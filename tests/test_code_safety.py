@@ -452,7 +452,7 @@ def test_a_finn_settings_file_never_runs(tfc_export, tmp_path, monkeypatch):
         code, result = _cli("check", "--model", str(tfc_export), "--target", "pynq-z2", env=env, timeout=120)
         assert code == 0 and not marker.exists(), result
     # `sdk simulate --rtlsim` in a fresh process, with FINN_BUILD_DIR in the user's environment
-    rtlsim = "from targets.finn.rtlsim import _finn_rtllib_ready; _finn_rtllib_ready()"
+    rtlsim = "from targets.finn.rtl_layer import finn_rtllib_ready; finn_rtllib_ready()"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(home), "FINN_BUILD_DIR": str(tmp_path / "build")}
     subprocess.run([sys.executable, "-c", rtlsim], env=env, cwd=ROOT, check=True, timeout=120)
     assert not marker.exists()

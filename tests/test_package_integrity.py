@@ -555,7 +555,8 @@ def test_rtl_the_sdk_would_compile_is_scanned_before_verilator_sees_it(rtl_packa
     from qonnx.core.modelwrapper import ModelWrapper
 
     from sdk.errors import SimulationError
-    from targets.finn.rtlsim import build_layer, rtl_layer
+    from targets.finn.rtl_layer import rtl_layer
+    from targets.finn.verilator import build_layer
 
     sources = Path(shutil.copytree(rtl_package / "sources", tmp_path / "sources"))
     marker = tmp_path / "PWNED"

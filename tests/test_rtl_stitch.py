@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from sdk.errors import SimulationError
-from targets.finn import rtl_stitch, rtlsim
+from targets.finn import fifo_sizing, rtl_layer, rtl_stitch, rtl_verify, streams, width_converters
 
 CNN_SEGMENT = ["Thresholding_rtl_0", "FMPadding_rtl_0", "ConvolutionInputGenerator_rtl_0"]  # the net's first layers
 # the deploy's first chain of RTL layers: the first conv (standalone thresholds) up to the max pool (HLS)
@@ -77,15 +77,15 @@ def test_fifo_depths_are_checked_and_deep_depths_hold_two_samples():
     from qonnx.core.datatype import DataType
 
     def layer(beats):
-        stream = rtlsim.Stream("in0_V", DataType["UINT8"], 1, beats)
-        return rtlsim.RtlLayer("l", "t", "t", (), (), stream, replace(stream, port="out0_V"), (beats,), (beats,), 1)
+        stream = streams.Stream("in0_V", DataType["UINT8"], 1, beats)
+        return rtl_layer.RtlLayer("l", "t", "t", (), (), stream, replace(stream, port="out0_V"), (beats,), (beats,), 1)
 
     layers = [layer(64), layer(100), layer(3)]
     assert rtl_stitch.deep_depths(layers) == (128, 256)
     assert rtl_stitch._depths(None, layers) == (128, 256)
     assert rtl_stitch._depths(0, layers) == (0, 0)
     # a FIFO one beat deeper than its peak never fills; a peak of FINN's default depth or less is a wire
-    assert [rtl_stitch.depth_for_occupancy(peak, 128) for peak in (0, 1, 2, 3, 40, 127, 128)] == [
+    assert [fifo_sizing.depth_for_occupancy(peak, 128) for peak in (0, 1, 2, 3, 40, 127, 128)] == [
         0,
         0,
         0,
@@ -104,7 +104,7 @@ def test_fifo_depths_are_checked_and_deep_depths_hold_two_samples():
 
 
 def test_patched_fifo_differs_from_finn_rtllib_only_by_its_geometry_as_constant_expressions():
-    """The stitched top compiles rtl_patches/fifo.sv for finn-rtllib's fifo.sv (rtlsim.RTL_PATCHES): FINN's licence
+    """The stitched top compiles rtl_patches/fifo.sv for finn-rtllib's fifo.sv (rtl_layer.RTL_PATCHES): FINN's licence
     header and every other line kept; the function INIT_ABITS() replaced by localparams of the same values."""
     import difflib
     import hashlib
@@ -113,7 +113,7 @@ def test_patched_fifo_differs_from_finn_rtllib_only_by_its_geometry_as_constant_
     from test_rtlsim import _finn_rtllib_file
 
     original_path = _finn_rtllib_file("fifo/hdl/fifo.sv")
-    expected_sha, patched_path = rtlsim.RTL_PATCHES["fifo.sv"]
+    expected_sha, patched_path = rtl_layer.RTL_PATCHES["fifo.sv"]
     original, patched = original_path.read_text(), patched_path.read_text()
     assert hashlib.sha256(original.encode()).hexdigest() == expected_sha, "FINN's fifo.sv changed: redo the patch"
     assert rtl_stitch._fifo_sources() == [patched_path]
@@ -177,15 +177,15 @@ endmodule
 """
 
 
-def _add_image_layer(folder: Path, top: str, value: int, path: str = '"./memblock.dat"') -> rtlsim.RtlLayer:
+def _add_image_layer(folder: Path, top: str, value: int, path: str = '"./memblock.dat"') -> rtl_layer.RtlLayer:
     """A pass-through adding the byte its memory image holds: the output says which image it read."""
     from qonnx.core.datatype import DataType
 
     folder.mkdir(parents=True)
     (folder / f"{top}.v").write_text(_ADD_IMAGE.format(top=top, path=path))
     (folder / "memblock.dat").write_text(f"{value:02x}\n")
-    stream = rtlsim.Stream("in0_V", DataType["UINT8"], 1, 4)
-    return rtlsim.RtlLayer(
+    stream = streams.Stream("in0_V", DataType["UINT8"], 1, 4)
+    return rtl_layer.RtlLayer(
         top, "test", top, (folder / f"{top}.v",), (folder / "memblock.dat",), stream, replace(stream, port="out0_V"),
         (4,), (4,), 4,
     )  # fmt: skip
@@ -235,7 +235,7 @@ def test_segments_stop_at_hls_layers_and_width_changes(cnn):
     found = rtl_stitch.segments(cnn.model)
     assert names(cnn.model)[0] == FIRST_SEGMENT  # the pool's window generator feeds Pool_hls_0: the segment ends
     for chain in found:
-        assert len(chain) >= 2 and all(n.op_type in rtlsim.SUPPORTED_RTL_OPS for n in chain)
+        assert len(chain) >= 2 and all(n.op_type in rtl_layer.SUPPORTED_RTL_OPS for n in chain)
         assert all(consumer.input[0] == producer.output[0] for producer, consumer in zip(chain, chain[1:]))
     assert rtl_stitch.segments(cnn.model, supported_ops=()) == []
     # after the max pool (HLS): padder -> window generator, one chain exactly when their stream widths agree
@@ -307,7 +307,7 @@ def test_a_stalled_layer_is_reported_as_a_deadlock_of_the_segment(cnn, cache_dir
 @pytest.mark.slow  # the segment, and the segment again with changed thresholds (the same build)
 def test_verify_segments_reports_pace_and_fails_naming_a_changed_segment(cnn, cache_dir, work_dir, tmp_path):
     label = " -> ".join(FIRST_SEGMENT)
-    report = rtl_stitch.verify_segments(cnn.model, cnn.tensors, cnn.sources, cache_dir, size=True, work_dir=work_dir)
+    report = rtl_verify.verify_segments(cnn.model, cnn.tensors, cnn.sources, cache_dir, size=True, work_dir=work_dir)
     assert report.check.passed and report.check.samples == SAMPLES, report.check
     assert not report.not_stitched
     assert len(report.rows) == len(rtl_stitch.segments(cnn.model)) == len(report.results)
@@ -335,7 +335,7 @@ def test_verify_segments_reports_pace_and_fails_naming_a_changed_segment(cnn, ca
     shutil.copytree(cnn.sources, changed)
     for dat in (changed / "Thresholding_rtl_0").glob("*.dat"):
         dat.write_text("40\n" * len(dat.read_text().split()))  # every threshold 64: other outputs
-    bad = rtl_stitch.verify_segments(cnn.model, cnn.tensors, changed, cache_dir, size=False, work_dir=work_dir)
+    bad = rtl_verify.verify_segments(cnn.model, cnn.tensors, changed, cache_dir, size=False, work_dir=work_dir)
     assert not bad.check.passed and bad.check.first_difference == label
     assert [r[-1] for r in bad.rows] == [r[0] != label for r in bad.rows] and bad.rows[0][6] is None
 
@@ -381,14 +381,14 @@ def test_fifo_sizing_finds_depths_keeping_the_deep_fifo_throughput(parallel_wind
     direct = rtl_stitch.simulate_segment(model, chain, sources, x, cache_dir, 0, work_dir)
     np.testing.assert_array_equal(direct.output, expected)
 
-    sizing = rtl_stitch.size_fifos(model, chain, sources, cache_dir, work_dir=work_dir)
+    sizing = fifo_sizing.size_fifos(model, chain, sources, cache_dir, work_dir=work_dir)
     assert direct.ii > sizing.deep_ii * 1.1  # FIFOs matter here: else this test would prove nothing
     assert sizing.ii == sizing.deep_ii and len(sizing.depths) == 3 and sizing.complete
     assert all(d <= deep for d, deep in zip(sizing.depths, sizing.deep_depths)) and any(sizing.depths)
     assert sum(sizing.depths) < sum(sizing.deep_depths)
     # the depths come from the deep run's peak occupancy (fifo.sv's maxcount), confirmed by one more run
     assert sizing.depths == tuple(
-        rtl_stitch.depth_for_occupancy(peak, deep) for peak, deep in zip(sizing.deep_occupancy, sizing.deep_depths)
+        fifo_sizing.depth_for_occupancy(peak, deep) for peak, deep in zip(sizing.deep_occupancy, sizing.deep_depths)
     )
     assert [depths for depths, _ in sizing.trials] == [sizing.deep_depths, sizing.depths]
     assert all(0 < peak <= deep for peak, deep in zip(sizing.deep_occupancy, sizing.deep_depths))
@@ -431,7 +431,7 @@ def test_a_width_change_is_stitched_through_the_converter_finn_would_insert(
 
     model, sources, part = parallel_window_as_packaged
     assert rtl_stitch.segments(model) == [[model.graph.node[0], model.graph.node[1]]]  # the width change splits it
-    with_converter, folders = rtl_stitch.with_width_converters(model, part, tmp_path)
+    with_converter, folders = width_converters.with_width_converters(model, part, tmp_path)
     assert [n.op_type for n in with_converter.graph.node] == [
         "FMPadding_rtl",
         "ConvolutionInputGenerator_rtl",
@@ -444,8 +444,10 @@ def test_a_width_change_is_stitched_through_the_converter_finn_would_insert(
 
     x = np.random.default_rng(5).integers(-8, 8, size=(SAMPLES, 5, 5, 4))
     reference = simulate_dataflow(model, x.astype(np.float32))
-    tensors = rtl_stitch.converter_tensors(with_converter, {model.graph.input[0].name: x, **reference.intermediates})
-    report = rtl_stitch.verify_segments(
+    tensors = width_converters.converter_tensors(
+        with_converter, {model.graph.input[0].name: x, **reference.intermediates}
+    )
+    report = rtl_verify.verify_segments(
         with_converter, tensors, sources, cache_dir, work_dir=work_dir, converter_sources=folders
     )
     assert report.check.passed, report.check
@@ -477,10 +479,12 @@ def test_sized_fifos_whose_hardware_computes_otherwise_fail_and_are_not_packaged
     from targets.finn.simulator import simulate_dataflow
 
     model, sources, part = parallel_window_as_packaged
-    with_converter, folders = rtl_stitch.with_width_converters(model, part, tmp_path)
+    with_converter, folders = width_converters.with_width_converters(model, part, tmp_path)
     x = np.random.default_rng(5).integers(-8, 8, size=(SAMPLES, 5, 5, 4))
     reference = simulate_dataflow(model, x.astype(np.float32))
-    tensors = rtl_stitch.converter_tensors(with_converter, {model.graph.input[0].name: x, **reference.intermediates})
+    tensors = width_converters.converter_tensors(
+        with_converter, {model.graph.input[0].name: x, **reference.intermediates}
+    )
     original = rtl_stitch.simulate_stitched
 
     def tops_with_fifos_compute_otherwise(top, layers, batch, cache, idle_limit=None):
@@ -492,7 +496,7 @@ def test_sized_fifos_whose_hardware_computes_otherwise_fail_and_are_not_packaged
         return replace(result, output=output)
 
     monkeypatch.setattr(rtl_stitch, "simulate_stitched", tops_with_fifos_compute_otherwise)
-    report = rtl_stitch.verify_segments(
+    report = rtl_verify.verify_segments(
         with_converter, tensors, sources, cache_dir, work_dir=work_dir, converter_sources=folders
     )
     (result,) = report.results
@@ -536,10 +540,10 @@ def test_fifo_sizing_out_of_build_budget_answers_the_deep_depths(parallel_window
     model, sources = parallel_window
     (chain,) = rtl_stitch.segments(model)
     layers = rtl_stitch.segment_layers(model, chain, sources)
-    x = np.random.default_rng(5).integers(-8, 8, size=(rtl_stitch.SIZING_SAMPLES, 5, 5, 4))
+    x = np.random.default_rng(5).integers(-8, 8, size=(fifo_sizing.SIZING_SAMPLES, 5, 5, 4))
     fresh_cache = tmp_path / "cache"  # every trial compiles; Verilator's runtime and header come from the run's
     for shared in (*cache_dir.glob("verilator-runtime-*"), *cache_dir.glob("verilator-pch-*")):
         shutil.copytree(shared, fresh_cache / shared.name)
-    sizing = rtl_stitch.size_segment_fifos(layers, x, fresh_cache, tmp_path / "tops", max_builds=1)
+    sizing = fifo_sizing.size_segment_fifos(layers, x, fresh_cache, tmp_path / "tops", max_builds=1)
     assert not sizing.complete and sizing.builds == 1 and len(sizing.trials) == 1  # deep; its confirmation not run
     assert sizing.depths == sizing.deep_depths and sizing.ii == sizing.deep_ii

