@@ -298,7 +298,7 @@ def verify_segments(
         progress(f"stitched RTL simulation of {chain[0].name} ... {chain[-1].name} (Verilator)")
         x, expected = tensors[chain[0].input[0]], tensors[chain[-1].output[0]]
         try:
-            run = rtl_stitch.simulate_stitched(top, layers, x, cache_dir)
+            run = rtl_stitch.simulate_stitched(top, layers, x, cache_dir)  # on the module, as fifo_sizing calls it
         except SimulationError as error:  # a deadlock, or an assertion of the RTL
             if result.check.passed:
                 result.check = Check(result.check.name, False, len(x), error.what, first_difference=label)
