@@ -40,7 +40,7 @@ def test_all_builtin_boards_load():
     """Expected sets come from the registry, the schema and FINN's own maps: a new board file breaks nothing."""
     boards = load_boards()
     kinds = {b.kind for b in boards.values()}
-    assert kinds == set(known_kinds()) == {"fpga", "npu", "mcu", "cpu"}
+    assert kinds == set(known_kinds())  # every kind has a built-in board
     # every board FINN knows (its Zynq and Alveo maps) has a board file
     finn_boards = {name for m in FINN_SHELL_MAPS.values() for name in finn_part_maps()[m]}
     assert {b.section("finn")["board"] for b in boards.values() if "finn" in b.flows} == finn_boards
