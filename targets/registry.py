@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from functools import cache
-from importlib import metadata
 
 from sdk.errors import SDKError
 
@@ -37,6 +36,8 @@ class FlowInfo:
     loggers: tuple[str, ...] = ()  # roots of the toolchain's logger trees, quiet unless --verbose
 
     def package_version(self) -> str | None:
+        from importlib import metadata  # imported here: listing boards reads the registry, and this costs 20 ms
+
         try:
             return metadata.version(self.python_package)
         except metadata.PackageNotFoundError:
