@@ -35,6 +35,10 @@ class FlowInfo:
     graph_guard: str = ""  # module declaring the flow's own ONNX op domains and what sdk/onnx_guard refuses for it
     loggers: tuple[str, ...] = ()  # roots of the toolchain's logger trees, quiet unless --verbose
 
+    def __post_init__(self) -> None:
+        if isinstance(self.kinds, str) or not self.kinds:  # ("fpga",), not "fpga": a string is a tuple of letters
+            raise TypeError(f"FlowInfo {self.flow!r}: kinds must be a non-empty tuple of kinds, got {self.kinds!r}")
+
     def package_version(self) -> str | None:
         from importlib import metadata  # imported here: listing boards reads the registry, and this costs 20 ms
 
