@@ -215,7 +215,8 @@ def _read_yaml(path: Path, label: str) -> Any:
 _TYPES = {"text", "name", "number", "integer", "choice", "kind", "flows", "part", "mapping"}
 _SPEC_KEYS = {"type", "required", "doc", "values", "min", "lower_case", "fields", "rules", "known"}
 _RULE_KEYS = {"when", "when_present", "when_absent", "require", "forbid", "why", "fix"}
-_SECTION_KEYS = {"section", "fields", "rules", "renamed"}
+_SECTION_KEYS = {"section", "fields", "rules", "renamed"}  # what a flow's board_section file may hold
+_SECTIONS = ("required", "optional")  # whether a board serving the flow must carry its section
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -274,10 +275,11 @@ def flow_section(flow: str) -> dict[str, Any]:
 
 @functools.cache
 def _flow_sections_cached(declarations: tuple[tuple[str, tuple[str, ...], str], ...]) -> dict[str, dict[str, Any]]:
-    kinds = set(load_schema()["kinds"])
+    """(flow, kinds, board_section) of each registered flow -> its section, checked like the schema."""
+    kinds = list(load_schema()["kinds"])
     sections: dict[str, dict[str, Any]] = {}
     for flow, flow_kinds_, spec in declarations:
-        if not flow_kinds_ or set(flow_kinds_) - kinds:
+        if not flow_kinds_ or set(flow_kinds_) - set(kinds):
             raise BoardError(
                 f"Flow '{flow}' serves the board kinds {list(flow_kinds_)}; the kinds are {', '.join(kinds)}.",
                 where=f"flow {flow}",
@@ -300,8 +302,6 @@ def _flow_sections_cached(declarations: tuple[tuple[str, tuple[str, ...], str], 
         }
     return sections
 
-
-_SECTIONS = ("required", "optional")
 
 
 def _flow_sections() -> dict[str, dict[str, Any]]:
@@ -338,7 +338,7 @@ def _builtin_part_names() -> dict[str, frozenset[str]]:
     return {kind: frozenset(found) for kind, found in names.items()}
 
 
-def _known_names(registry: str) -> tuple[str, set[str] | frozenset[str] | Collection[str] | None, str]:
+def _known_names(registry: str) -> tuple[str, Collection[str] | None, str]:
     """(what a name is, the names a field marked `known: <registry>` may take or None, who knows them)."""
     known = _known_registries()[registry]  # load_schema and the sections allow only provided registries
     return known.what, known.names(), known.known_by

@@ -322,6 +322,7 @@ def test_schema_kinds_registry_flows_and_sections_agree():
     kinds = set(known_kinds())
     served = {kind for flow in known_flows() for kind in flow_kinds(flow)}
     assert served == kinds
+    assert not set(known_flows()) & set(load_schema()["board"]["fields"])  # a section is named after its flow
     boards = load_boards([BUILTIN_BOARDS_DIR])
     for flow in known_flows():
         section = flow_section(flow)
