@@ -1,25 +1,24 @@
 """Board registry: one validated YAML file per board in `boards/`, one per chip in `boards/parts/`.
 
 A board is data, never code. A board lists the flows it serves (the first is
-its default) and carries one section per flow that needs settings (`finn:`,
-`ethosu:`); it names its chip, whose capacities are written once in a part
-file shared by every board using it. What each file may hold is declared in
-`boards/schema.yaml` and checked by the small generic validator below, so a
-new field or flow is a schema edit, not code; unknown and missing fields are
-errors naming the file and the field. Extra board folders (with their parts in
-`<folder>/parts/`) come from SDK_BOARDS_PATH (os.pathsep-separated), so users
-describe their own boards.
+its default) and carries one section per flow that needs settings, named after
+the flow; it names its chip, whose capacities are written once in a part file
+shared by every board using it. What each file may hold is declared in
+`boards/schema.yaml` (the common fields, kinds, part files) and, for each flow's
+section, by the flow itself (its registry entry's `board_section`, a YAML file
+beside its code in the same syntax), all checked by the small generic validator
+below: a new field is a schema edit, a new flow brings its own section, and no
+flow is named here. Unknown and missing fields are errors naming the file and
+the field. Extra board folders (with their parts in `<folder>/parts/`) come from
+SDK_BOARDS_PATH (os.pathsep-separated), so users describe their own boards.
 
-FPGA names are checked against what the tools know: a part file's name must be
-a part of the SDK's own part files or of FINN's board -> part maps
-(finn.util.basic, read from its source, not imported), a board's `finn.board`
-must be one of FINN's board names for its shell, and its chip must be the part
-FINN builds that board for.
+A flow may check more than its schema says (`board_checks`, e.g. that a name is
+one its toolchain knows) and may provide the name registries a field's `known:`
+names (`known_names`); flows are read through targets.registry only.
 """
 
 from __future__ import annotations
 
-import ast
 import copy
 import difflib
 import functools
@@ -27,10 +26,10 @@ import importlib.util
 import math
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -43,7 +42,6 @@ README_PATH = BUILTIN_BOARDS_DIR.parent / "README.md"
 README_BEGIN = "<!-- boards:begin -->"
 README_END = "<!-- boards:end -->"
 MAX_FILE_BYTES = 1 << 20  # a board file is a few hundred bytes; anything this large is not one
-KIND_ORDER = ("fpga", "npu", "mcu", "cpu")  # listing order
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -69,9 +67,8 @@ class Part:
 class Board:
     """One target board, as described by its YAML file and its chip's part file.
 
-    The attributes of the earlier flat layout (flow, part, core, capacity,
-    finn_board, shell, platform, vela) are properties over flows, chip_spec and
-    sections, so code reading them keeps working.
+    A flow reads its own settings with `section(flow)`; flow, part, core and capacity are properties over flows,
+    chip, chip_spec and board_core.
     """
 
     name: str
@@ -101,8 +98,8 @@ class Board:
 
     @property
     def part(self) -> str | None:
-        """The FPGA part string (FPGA boards only): the chip's name."""
-        return self.chip if self.kind == "fpga" else None
+        """The part string the tools take: the chip's name, where the schema's kind says so (`chip_is_part`)."""
+        return self.chip if load_schema()["kinds"].get(self.kind, {}).get("chip_is_part") else None
 
     @property
     def core(self) -> str | None:
@@ -112,23 +109,6 @@ class Board:
     def capacity(self) -> dict[str, int]:
         """The chip's capacities (a copy, so a caller cannot change the shared part)."""
         return dict(self.chip_spec.capacity) if self.chip_spec is not None else {}
-
-    @property
-    def finn_board(self) -> str | None:
-        return self.sections.get("finn", {}).get("board")
-
-    @property
-    def shell(self) -> str | None:
-        return self.sections.get("finn", {}).get("shell")
-
-    @property
-    def platform(self) -> str | None:
-        return self.sections.get("finn", {}).get("platform")
-
-    @property
-    def vela(self) -> dict[str, str] | None:
-        """The Ethos-U (Vela) settings: accelerator_config, system_config, memory_mode."""
-        return dict(self.sections["ethosu"]) if "ethosu" in self.sections else None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the board's own fields, its resolved chip facts, and its flow sections."""
@@ -235,78 +215,136 @@ def _read_yaml(path: Path, label: str) -> Any:
 _TYPES = {"text", "name", "number", "integer", "choice", "kind", "flows", "part", "mapping"}
 _SPEC_KEYS = {"type", "required", "doc", "values", "min", "lower_case", "fields", "rules", "known"}
 _RULE_KEYS = {"when", "when_present", "when_absent", "require", "forbid", "why", "fix"}
-_REGISTRIES = {"fpga_parts", "finn_boards"}  # what a schema field's `known:` may name (_known_names)
+_SECTION_KEYS = {"section", "fields", "rules", "renamed"}  # what a flow's board_section file may hold
+_SECTIONS = ("required", "optional")  # whether a board serving the flow must carry its section
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The names the FPGA tools know
-
-FINN_SHELL_MAPS = {"zynq": "pynq_part_map", "alveo": "alveo_part_map"}  # finn.shell -> FINN's board -> part map
+# What the flows declare (through targets.registry): the kinds they serve, their sections, checks and names
 
 
-@functools.cache
-def finn_part_maps() -> dict[str, dict[str, str]]:
-    """FINN's board -> part maps (pynq_part_map, alveo_part_map, part_map, ...) as finn/util/basic.py writes them:
-    its module-level literal assignments, read with ast (importing it loads qonnx and onnx, a second or more, and
-    nothing of FINN's needs to run for this). Empty when FINN is not installed or its file holds no such maps."""
+class KnownNames(NamedTuple):
+    """A registry a schema field's `known:` names, as a flow's `known_names` function provides it."""
+
+    what: str  # what a name is, for the message: "FPGA part"
+    known_by: str  # who knows them, for the message: "the SDK or <the toolchain>"
+    names: Callable[[], Collection[str] | None]  # the names; None when they cannot be known (the tool is missing)
+
+
+def _entry(spec: str) -> Callable:
+    """The function a flow's "module:function" entry names (imported on first use)."""
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _flows() -> dict[str, Any]:
+    from targets.registry import FLOWS  # the registry is the core's one way to reach a flow
+
+    return FLOWS
+
+
+def known_flows() -> tuple[str, ...]:
+    """The flows a board may serve: the registered ones."""
+    return tuple(_flows())
+
+
+def flow_kinds(flow: str) -> tuple[str, ...]:
+    """The board kinds a registered flow serves."""
+    return tuple(_flows()[flow].kinds)
+
+
+def _section_path(spec: str) -> Path:
+    """A flow's "package:file" section declaration as a path (the package is found, not imported)."""
+    package, _, name = spec.partition(":")
     try:
-        spec = importlib.util.find_spec("finn")
-        locations = list(spec.submodule_search_locations or []) if spec else []
-        tree = ast.parse((Path(locations[0]) / "util" / "basic.py").read_text(encoding="utf-8"))
-    except (ImportError, IndexError, OSError, SyntaxError, ValueError):
-        return {}
-    maps: dict[str, dict[str, str]] = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1:
-            target, value = node.targets[0], node.value
-        elif isinstance(node, ast.AnnAssign):
-            target, value = node.target, node.value
-        else:
-            continue
-        if isinstance(target, ast.Name) and target.id.endswith("part_map") and isinstance(value, ast.Dict):
-            merged: dict[str, str] = {}
-            for key, item in zip(value.keys, value.values):
-                if key is None and isinstance(item, ast.Name):  # {**pynq_part_map, ...}
-                    merged.update(maps.get(item.id, {}))
-                elif isinstance(key, ast.Constant) and isinstance(item, ast.Constant):
-                    merged[str(key.value)] = str(item.value)
-            maps[target.id] = merged
-        elif (
-            isinstance(target, ast.Subscript)
-            and isinstance(target.value, ast.Name)
-            and target.value.id in maps
-            and isinstance(target.slice, ast.Constant)
-            and isinstance(value, ast.Constant)
-            and isinstance(value.value, str)
-        ):
-            maps[target.value.id][str(target.slice.value)] = value.value
-    return {name: entries for name, entries in maps.items() if entries}
+        found = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        found = None
+    locations = list(found.submodule_search_locations or []) if found else []
+    if not locations or not name:
+        raise BoardError(f"Board section {spec!r} names no file of a package.", where=spec, fix="package:file.yaml")
+    return Path(locations[0]) / name
+
+
+def flow_section(flow: str) -> dict[str, Any]:
+    """The board-file section a registered flow declares: section (required | optional), fields, rules, renamed;
+    a flow declaring none takes an optional section without fields."""
+    return _flow_sections()[flow]
 
 
 @functools.cache
-def known_fpga_parts() -> frozenset[str]:
-    """The FPGA parts a part file may describe: the SDK's own FPGA part files and the parts of FINN's maps."""
-    builtin = set()
+def _flow_sections_cached(declarations: tuple[tuple[str, tuple[str, ...], str], ...]) -> dict[str, dict[str, Any]]:
+    """(flow, kinds, board_section) of each registered flow -> its section, checked like the schema."""
+    kinds = list(load_schema()["kinds"])
+    sections: dict[str, dict[str, Any]] = {}
+    for flow, flow_kinds_, spec in declarations:
+        if not flow_kinds_ or set(flow_kinds_) - set(kinds):
+            raise BoardError(
+                f"Flow '{flow}' serves the board kinds {list(flow_kinds_)}; the kinds are {', '.join(kinds)}.",
+                where=f"flow {flow}",
+                fix="name kinds of boards/schema.yaml in the flow's registration",
+            )
+        if not spec:
+            sections[flow] = {"section": "optional", "fields": {}, "rules": [], "renamed": {}}
+            continue
+        path = _section_path(spec)
+        data = _read_yaml(path, "Board section")
+        if not isinstance(data, dict) or set(data) - _SECTION_KEYS or data.get("section") not in _SECTIONS:
+            raise BoardError(f"Board section of flow '{flow}' is malformed.", where=str(path), fix="fix the file")
+        _check_schema_fields(data.get("fields") or {}, flow, path)
+        _check_rules(data.get("rules") or [], flow, path)
+        sections[flow] = {
+            "section": data["section"],
+            "fields": data.get("fields") or {},
+            "rules": data.get("rules") or [],
+            "renamed": data.get("renamed") or {},
+        }
+    return sections
+
+
+
+def _flow_sections() -> dict[str, dict[str, Any]]:
+    """Every registered flow's section; read once per set of registrations (a test may register a flow)."""
+    return _flow_sections_cached(tuple((f, tuple(i.kinds), i.board_section) for f, i in _flows().items()))
+
+
+def _known_registries() -> dict[str, KnownNames]:
+    """The name registries the flows provide for `known:`, by name."""
+    return _known_registries_cached(tuple(i.known_names for i in _flows().values() if i.known_names))
+
+
+@functools.cache
+def _known_registries_cached(entries: tuple[str, ...]) -> dict[str, KnownNames]:
+    registries: dict[str, KnownNames] = {}
+    for entry in entries:
+        registries.update(_entry(entry)())
+    return registries
+
+
+def builtin_part_names(kind: str) -> frozenset[str]:
+    """The names of the SDK's own part files of one kind (a flow's registry of the chips its tools know adds its
+    own)."""
+    return _builtin_part_names()[kind] if kind in _builtin_part_names() else frozenset()
+
+
+@functools.cache
+def _builtin_part_names() -> dict[str, frozenset[str]]:
+    names: dict[str, set[str]] = {}
     for path in _yaml_files(BUILTIN_BOARDS_DIR / PARTS_DIRNAME):
         data = _read_yaml(path, "Part file")
-        if isinstance(data, dict) and data.get("kind") == "fpga":
-            builtin.add(path.stem)
-    return frozenset(builtin | {part for entries in finn_part_maps().values() for part in entries.values()})
+        if isinstance(data, dict) and isinstance(data.get("kind"), str):
+            names.setdefault(data["kind"], set()).add(path.stem)
+    return {kind: frozenset(found) for kind, found in names.items()}
 
 
-def _known_names(registry: str) -> set[str] | None:
-    """The names a field marked `known: <registry>` in the schema may take; None when they cannot be known."""
-    if registry == "fpga_parts":
-        return known_fpga_parts()
-    if registry == "finn_boards":
-        maps = finn_part_maps()
-        boards = {name for m in FINN_SHELL_MAPS.values() for name in maps.get(m, {})}
-        return boards or None  # without FINN there is no FINN flow to check against
-    raise ValueError(registry)  # load_schema allows only _REGISTRIES
+def _known_names(registry: str) -> tuple[str, Collection[str] | None, str]:
+    """(what a name is, the names a field marked `known: <registry>` may take or None, who knows them)."""
+    known = _known_registries()[registry]  # load_schema and the sections allow only provided registries
+    return known.what, known.names(), known.known_by
 
 
-def _close_names(value: Any, known: Iterable[str]) -> str:
+def close_names(value: Any, known: Iterable[str]) -> str:
     """'did you mean ...?' with the known names closest to `value` (case-insensitively), else the list."""
     known = sorted(known)
     by_lower = {name.lower(): name for name in known}
@@ -322,37 +360,36 @@ def _fail(path: Path, field_name: str | None, what: str, fix: str) -> BoardError
     return BoardError(what, where=where, fix=fix)
 
 
-def _check_schema_fields(fields: Any, where: str) -> None:
+def _check_rules(rules: Any, where: str, path: Path) -> None:
+    if not isinstance(rules, list) or any(not isinstance(rule, dict) or set(rule) - _RULE_KEYS for rule in rules):
+        raise BoardError(f"Schema rule in {where} is malformed.", where=str(path), fix="")
+
+
+def _check_schema_fields(fields: Any, where: str, path: Path = SCHEMA_PATH) -> None:
     """The schema is ours, but a typo in it should fail loudly, not validate nothing."""
     if not isinstance(fields, dict):
-        raise BoardError(f"Schema {where} must be a mapping of fields.", where=str(SCHEMA_PATH), fix="fix the schema")
+        raise BoardError(f"Schema {where} must be a mapping of fields.", where=str(path), fix="fix the schema")
     for name, spec in fields.items():
         bad = not isinstance(spec, dict) or spec.get("type") not in _TYPES or set(spec) - _SPEC_KEYS
         if (
             bad
             or (spec.get("type") == "choice" and not spec.get("values"))
-            or spec.get("known", "fpga_parts") not in _REGISTRIES
+            or ("known" in spec and spec["known"] not in _known_registries())
         ):
-            raise BoardError(f"Schema field {where}.{name} is malformed: {spec!r}.", where=str(SCHEMA_PATH), fix="")
+            raise BoardError(f"Schema field {where}.{name} is malformed: {spec!r}.", where=str(path), fix="")
         if spec["type"] == "mapping":
-            _check_schema_fields(spec.get("fields") or {}, f"{where}.{name}")
-        for rule in spec.get("rules") or []:
-            if not isinstance(rule, dict) or set(rule) - _RULE_KEYS:
-                raise BoardError(f"Schema rule in {where}.{name} is malformed.", where=str(SCHEMA_PATH), fix="")
+            _check_schema_fields(spec.get("fields") or {}, f"{where}.{name}", path)
+        _check_rules(spec.get("rules") or [], f"{where}.{name}", path)
 
 
 @functools.cache
 def load_schema() -> dict[str, Any]:
     """boards/schema.yaml, checked for the structure this module relies on."""
     schema = _read_yaml(SCHEMA_PATH, "Board schema")
-    if not isinstance(schema, dict) or not {"flows", "kinds", "board", "part"} <= set(schema):
-        raise BoardError("Board schema lacks flows, kinds, board or part.", where=str(SCHEMA_PATH), fix="restore it")
-    for flow, spec in schema["flows"].items():
-        if spec.get("section") not in ("required", "optional") or set(spec.get("kinds", [])) - set(schema["kinds"]):
-            raise BoardError(f"Schema flow '{flow}' is malformed.", where=str(SCHEMA_PATH), fix="fix the schema")
-        _check_schema_fields(spec.get("fields") or {}, f"flows.{flow}")
+    if not isinstance(schema, dict) or not {"kinds", "board", "part"} <= set(schema):
+        raise BoardError("Board schema lacks kinds, board or part.", where=str(SCHEMA_PATH), fix="restore it")
     for kind, spec in schema["kinds"].items():
-        if spec.get("serves") not in schema["flows"] or spec.get("chip") not in ("required", "optional"):
+        if not isinstance(spec, dict) or spec.get("chip") not in ("required", "optional"):
             raise BoardError(f"Schema kind '{kind}' is malformed.", where=str(SCHEMA_PATH), fix="fix the schema")
     _check_schema_fields(schema["board"]["fields"], "board")
     _check_schema_fields(schema["part"]["fields"], "part")
@@ -361,12 +398,8 @@ def load_schema() -> dict[str, Any]:
     return schema
 
 
-def known_flows() -> tuple[str, ...]:
-    """The flows a board may serve, as the schema lists them."""
-    return tuple(load_schema()["flows"])
-
-
 def known_kinds() -> tuple[str, ...]:
+    """The board kinds, in listing order."""
     return tuple(load_schema()["kinds"])
 
 
@@ -420,14 +453,13 @@ class _Check:
     def value(self, name: str, value: Any, spec: dict) -> None:
         self._typed(name, value, spec)
         if "known" in spec:
-            known = _known_names(spec["known"])
+            what, known, known_by = _known_names(spec["known"])
             if known is not None and value not in known:
-                what = {"fpga_parts": "FPGA part", "finn_boards": "FINN board name"}.get(spec["known"], "name")
                 raise self.fail(
                     name,
-                    f"Unknown {what} {value!r} in '{name}': not one the SDK or FINN knows "
+                    f"Unknown {what} {value!r} in '{name}': not one {known_by} knows "
                     f"({spec.get('doc') or 'see boards/schema.yaml'}).",
-                    _close_names(value, known),
+                    close_names(value, known),
                 )
 
     def _typed(self, name: str, value: Any, spec: dict) -> None:
@@ -602,14 +634,37 @@ def _board_fields(schema: dict, kind: str, flows: list[str]) -> dict[str, dict]:
     """The fields a board of this kind serving these flows may hold: the common ones, its chip, a section per flow."""
     fields = {k: dict(v) for k, v in schema["board"]["fields"].items()}
     fields["chip"]["required"] = schema["kinds"][kind]["chip"] == "required"
-    for flow, spec in schema["flows"].items():
+    for flow, spec in _flow_sections().items():
         fields[flow] = {
             "type": "mapping",
             "required": flow in flows and spec["section"] == "required",
-            "fields": spec.get("fields") or {},
-            "rules": spec.get("rules") or [],
+            "fields": spec["fields"],
+            "rules": spec["rules"],
         }
     return fields
+
+
+def _served(flows: list[str]) -> str:
+    return f"the {flows[0]} flow" if len(flows) == 1 else f"one of the {', '.join(flows)} flows"
+
+
+def _check_flows_serve_kind(check: _Check, kind: str, flows: list[str]) -> None:
+    """Each flow a board lists serves boards of its kind (a board of a kind need not serve any particular flow)."""
+    serving = [flow for flow in known_flows() if kind in flow_kinds(flow)]
+    if not serving:
+        raise check.fail("kind", f"No flow serves boards of kind '{kind}'.", "register a flow for this kind")
+    if not set(serving) & set(flows):
+        raise check.fail(
+            "flows",
+            f"A board of kind '{kind}' serves {_served(serving)}; flows is {flows}.",
+            f"add {serving[0]}" if len(serving) == 1 else f"add one of {', '.join(serving)}",
+        )
+    for flow in flows:
+        if kind not in flow_kinds(flow):
+            allowed = ", ".join(flow_kinds(flow))
+            raise check.fail(
+                "flows", f"The {flow} flow is for boards of kind {allowed}, not '{kind}'.", f"remove {flow}"
+            )
 
 
 def parse_board(path: Path, parts: dict[str, Part] | None = None) -> Board:
@@ -620,28 +675,21 @@ def parse_board(path: Path, parts: dict[str, Part] | None = None) -> Board:
         parts = load_parts([*dirs, path.parent] if path.parent.resolve() not in {d.resolve() for d in dirs} else dirs)
     check = _Check(path, "board file", parts)
     data = _mapping(_read_yaml(path, "Board file"), check, "boards/pynq-z2.yaml")
-    renamed = schema["board"].get("renamed") or {}
+    sections = _flow_sections()
+    renamed = dict(schema["board"].get("renamed") or {})
+    for spec in sections.values():
+        renamed.update(spec["renamed"])
     # Unknown fields first (any section of any flow is a known field here): an old-layout or misspelt
     # file gets the most precise message. Then kind and flows, which decide what else is required.
-    check.unknown(data, _board_fields(schema, "cpu", []), renamed=renamed)
+    check.unknown(data, _board_fields(schema, next(iter(schema["kinds"])), []), renamed=renamed)
     check.missing(data, "kind")
     check.value("kind", data["kind"], {"type": "kind"})
     check.kind = kind = data["kind"]
     check.missing(data, "flows")
     check.value("flows", data["flows"], {"type": "flows"})
     flows: list[str] = data["flows"]
-    serves = schema["kinds"][kind]["serves"]
-    if serves not in flows:
-        raise check.fail(
-            "flows", f"A board of kind '{kind}' serves the {serves} flow; flows is {flows}.", f"add {serves}"
-        )
-    for flow in flows:
-        if kind not in schema["flows"][flow]["kinds"]:
-            allowed = ", ".join(schema["flows"][flow]["kinds"])
-            raise check.fail(
-                "flows", f"The {flow} flow is for boards of kind {allowed}, not '{kind}'.", f"remove {flow}"
-            )
-    for flow in schema["flows"]:
+    _check_flows_serve_kind(check, kind, flows)
+    for flow in sections:
         if flow not in flows and flow in data:
             raise check.fail(
                 flow,
@@ -657,8 +705,10 @@ def parse_board(path: Path, parts: dict[str, Part] | None = None) -> Board:
             )
     check.fields(data, fields, renamed=renamed)
     check.rules(data, schema["board"].get("rules") or [])
-    if "finn" in flows:
-        _check_finn_board(check, data)
+    for flow in flows:  # what a flow checks beyond its section's schema (names its toolchain knows)
+        entry = _flows()[flow].board_checks
+        if entry:
+            _entry(entry)(data, check.fail)
     chip = data.get("chip")
     return Board(
         name=data["name"],
@@ -677,31 +727,6 @@ def parse_board(path: Path, parts: dict[str, Part] | None = None) -> Board:
         chip_spec=parts[chip] if chip is not None else None,
         board_core=data.get("core"),
     )
-
-
-def _check_finn_board(check: _Check, data: dict) -> None:
-    """FINN finds a board by its name in the map of its shell, and builds that board for the part the map gives:
-    the board's chip must be that part (a Zynq-7000 chip on an UltraScale+ board's shell does not build)."""
-    maps = finn_part_maps()
-    board, shell, chip = data["finn"]["board"], data["finn"]["shell"], data.get("chip")
-    entries = maps.get(FINN_SHELL_MAPS[shell], {})
-    if not entries:  # FINN not installed: nothing to check against
-        return
-    if board not in entries:
-        other = next((s for s, m in FINN_SHELL_MAPS.items() if board in maps.get(m, {})), None)
-        raise check.fail(
-            "finn.board",
-            f"FINN board {board!r} is not a board of FINN's {shell} shell ({FINN_SHELL_MAPS[shell]}).",
-            f"set finn.shell: {other}" if other else _close_names(board, entries),
-        )
-    if chip != entries[board]:
-        same_chip = sorted(name for name, part in entries.items() if part == chip)
-        raise check.fail(
-            "chip",
-            f"FINN builds its board {board!r} for part {entries[board]}, but chip is {chip!r}.",
-            f"set chip: {entries[board]}"
-            + (f", or finn.board: {' or '.join(same_chip)} (FINN's board of {chip})" if same_chip else ""),
-        )
 
 
 def board_dirs() -> list[Path]:
@@ -804,7 +829,7 @@ TABLE_COLUMNS = ("board", "kind", "flows", "chip / core", "MHz", "capacity", "li
 
 def sorted_boards(boards: Iterable[Board]) -> list[Board]:
     """FPGAs, NPUs, MCUs, CPUs; by name within a kind."""
-    order = {kind: i for i, kind in enumerate(KIND_ORDER)}
+    order = {kind: i for i, kind in enumerate(known_kinds())}
     return sorted(boards, key=lambda b: (order.get(b.kind, len(order)), b.name))
 
 

@@ -205,7 +205,7 @@ def targets(as_json: bool) -> None:
         rows.append(
             {
                 "flow": info.flow,
-                "kind": info.kind,
+                "kind": info.kinds[0],
                 "description": info.description,
                 "status": "available",
                 "python_package": info.python_package,

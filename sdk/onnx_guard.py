@@ -22,15 +22,22 @@ array is built).
 Known domains: the standard ones ("", "ai.onnx", "ai.onnx.ml"); what Brevitas's
 export_qonnx writes ("qonnx.custom_op.general"; older Brevitas wrote "onnx.brevitas",
 which qonnx maps to the same module); qonnx's "qonnx.custom_op.channels_last"; and,
-only for the graphs FINN wrote into a deployment package (finn_ops=True),
-"finn.custom_op.general", "finn.custom_op.fpgadataflow" and its "hls" and "rtl"
-backends. Sub-modules of those packages are known if they exist in the installed
-package (found on disk, never imported here).
+only for the graphs a flow wrote into a deployment package (`<flow>_ops=True`, e.g.
+finn_ops=True: FINN's "finn.custom_op.general", "finn.custom_op.fpgadataflow" and its
+"hls" and "rtl" backends), the op domains that flow declares. Sub-modules of those
+packages are known if they exist in the installed package (found on disk, never
+imported here).
+
+What the guard knows of a flow's graphs is the flow's own declaration (its registry entry's `graph_guard` module,
+e.g. targets/finn/graph_guard.py): its op domains and their package, the older domain whose quantizers are read as
+qonnx's, the node attributes that must be empty, whether it reads model metadata, whether NaN loops it. This module
+names no flow.
 
 Older QONNX: older converters (QKeras's among them) wrote the standard Quant, BipolarQuant and Trunc ops in the
 domain "finn.custom_op.general". In a user's model (finn_ops=False) exactly those op types in exactly
-that domain (LEGACY_OPS) are renamed to "qonnx.custom_op.general", by this fixed table: the legacy domain is never
-imported, and each rename is logged as a note. Every other node in a finn.* domain stays refused, named.
+that domain (LEGACY_OPS) are renamed to "qonnx.custom_op.general", by a fixed table (the declaring flow's
+LEGACY_RENAME): the legacy domain is never imported, and each rename is logged as a note. Every other node in a
+domain of that flow's package stays refused, named.
 
 Call load_onnx_safely(path, where_name) and hand the returned ModelProto on
 (qonnx: ModelWrapper(model_proto)); where_name is the file as the user named it
@@ -39,12 +46,16 @@ Call load_onnx_safely(path, where_name) and hand the returned ModelProto on
 
 from __future__ import annotations
 
+import functools
+import importlib
 import importlib.util
 import logging
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePath
+from typing import Any
 
 import numpy as np
 import onnx
@@ -59,20 +70,7 @@ MAX_NODES = 1_000_000
 MAX_SUBGRAPH_DEPTH = 16
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
 QONNX_DOMAINS = frozenset({"onnx.brevitas", "qonnx.custom_op.general", "qonnx.custom_op.channels_last"})
-FINN_DOMAINS = frozenset(
-    {
-        "finn.custom_op.general",
-        "finn.custom_op.fpgadataflow",
-        "finn.custom_op.fpgadataflow.hls",
-        "finn.custom_op.fpgadataflow.rtl",
-    }
-)
-CUSTOM_DOMAINS = QONNX_DOMAINS | FINN_DOMAINS
-# the historical domain of qonnx's own quantizers, and the ops read from it as qonnx's (a fixed table, never imported)
-LEGACY_DOMAIN, LEGACY_TARGET = "finn.custom_op.general", "qonnx.custom_op.general"
-LEGACY_OPS = frozenset({"Quant", "BipolarQuant", "Trunc"})
-KNOWN_DOMAINS = STANDARD_DOMAINS | CUSTOM_DOMAINS
-_QONNX_PACKAGE, _FINN_PACKAGE = "qonnx.custom_op.", "finn.custom_op."  # their existing sub-modules may be named
+_QONNX_PACKAGE = "qonnx.custom_op."  # its existing sub-modules may be named (a flow's package likewise)
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # qonnx's DataType names (qonnx.core.datatype.resolve_datatype parses them without eval), as a literal pattern:
 # integers of 1 to 64 bits, fixed point, scaled integers and small floats of at most 2-digit widths
@@ -91,27 +89,7 @@ TENSOR_LAYOUTS = frozenset(
 # qonnx's LowerConvsToMatMul marks a depthwise convolution's weights with a `tensor_sparsity` annotation, str() of
 # {"dw": {"kernel_shape": [k_h, k_w]}}, which FINN's InferVectorVectorActivation reads back with eval()
 TENSOR_SPARSITY = re.compile(r"\{'dw': \{'kernel_shape': \[[1-9][0-9]{0,3}, [1-9][0-9]{0,3}\]\}\}|\{\}", re.ASCII)
-ANNOTATION_KEYS = ("finn_datatype", "tensor_layout", "tensor_sparsity")
-# FINN node attributes that name a file or folder to read, run or load, a module name to simulate, or a simulator:
-# FINN's execute_node runs executable_path (cppsim) or loads rtlsim_so (rtlsim). The SDK's package graphs hold
-# none of them (the deploy writes them to its build folder only); a value here is refused.
-CODE_ATTRIBUTES = frozenset(
-    {
-        "code_gen_dir_cppsim",
-        "code_gen_dir_ipgen",
-        "executable_path",
-        "ipgen_path",
-        "ip_path",
-        "ip_vlnv",
-        "rtlsim_so",
-        "rtlsim_trace",
-        "gen_top_module",
-        "debug_log_path",
-        "iteration_context_path",
-        "output_hook",
-        "exec_mode",
-    }
-)
+ANNOTATION_KEYS = ("finn_datatype", "tensor_layout", "tensor_sparsity")  # qonnx's annotation keys
 # FINN node attributes holding a qonnx DataType name: parsed with DataType[...], checked against DATATYPE_NAME
 DATATYPE_ATTRIBUTES = frozenset(
     {"inputDataType", "outputDataType", "weightDataType", "accDataType", "dataType", "out_dtype", "inp_dtype"}
@@ -123,18 +101,116 @@ _FIX = "pass the .onnx file written by `sdk export` (or by Brevitas's export_qon
 _LOG = logging.getLogger(__name__)
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# What the flows declare of their graphs (each flow's graph_guard module, through the registry)
+
+
+@dataclass(frozen=True)
+class _FlowGraphs:
+    """One flow's declaration (targets/<flow>/graph_guard.py); see targets/finn/graph_guard.py for the fields."""
+
+    flow: str
+    tool: str  # how messages name the flow's toolchain
+    op_domains: frozenset[str]
+    op_package: str  # existing sub-modules of it are known with the flow's ops
+    legacy_rename: tuple[str, str, frozenset[str]] | None  # (older domain, qonnx's domain, op types)
+    user_model_why: str
+    user_model_fix: str
+    code_attributes: frozenset[str]
+    reads_metadata_as: str  # "" when the flow never reads model metadata
+    loops_on_non_finite: bool
+
+
+def _declaration(flow: str, module: Any) -> _FlowGraphs:
+    return _FlowGraphs(
+        flow=flow,
+        tool=getattr(module, "TOOL", flow),
+        op_domains=frozenset(getattr(module, "OP_DOMAINS", ())),
+        op_package=getattr(module, "OP_PACKAGE", ""),
+        legacy_rename=getattr(module, "LEGACY_RENAME", None),
+        user_model_why=getattr(module, "USER_MODEL_WHY", ""),
+        user_model_fix=getattr(module, "USER_MODEL_FIX", _FIX),
+        code_attributes=frozenset(getattr(module, "CODE_ATTRIBUTES", ())),
+        reads_metadata_as=getattr(module, "READS_METADATA_AS", ""),
+        loops_on_non_finite=bool(getattr(module, "LOOPS_ON_NON_FINITE", False)),
+    )
+
+
+def _declared() -> tuple[_FlowGraphs, ...]:
+    """Every registered flow's graph declaration, in registry order."""
+    from targets.registry import FLOWS  # the registry is the core's one way to reach a flow
+
+    return _declared_cached(tuple((flow, info.graph_guard) for flow, info in FLOWS.items() if info.graph_guard))
+
+
+@functools.cache
+def _declared_cached(entries: tuple[tuple[str, str], ...]) -> tuple[_FlowGraphs, ...]:
+    declared = tuple(_declaration(flow, importlib.import_module(module)) for flow, module in entries)
+    if sum(d.legacy_rename is not None for d in declared) > 1:
+        raise RuntimeError("more than one flow declares an older QONNX domain (LEGACY_RENAME); the guard reads one")
+    return declared
+
+
+def _custom_domains() -> frozenset[str]:
+    """The custom-op domains of the SDK's libraries: qonnx's and every flow's own."""
+    return QONNX_DOMAINS.union(*(d.op_domains for d in _declared()))
+
+
+def _legacy() -> tuple[str, str, frozenset[str], str] | None:
+    """(older domain, qonnx's domain, op types, the declaring flow) of older QONNX files, if a flow declares it."""
+    return next((d.legacy_rename + (d.flow,) for d in _declared() if d.legacy_rename is not None), None)
+
+
+_COMPUTED = {"CUSTOM_DOMAINS", "KNOWN_DOMAINS", "LEGACY_DOMAIN", "LEGACY_TARGET", "LEGACY_OPS"}
+
+
+def __getattr__(name: str) -> Any:
+    """The domain sets and the older QONNX table, computed from the flows' declarations on first use."""
+    if name == "CUSTOM_DOMAINS":
+        return _custom_domains()
+    if name == "KNOWN_DOMAINS":
+        return STANDARD_DOMAINS | _custom_domains()
+    legacy = _legacy() if name in _COMPUTED else None
+    if legacy is not None:
+        return legacy[("LEGACY_DOMAIN", "LEGACY_TARGET", "LEGACY_OPS").index(name)]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _accepted(flow_ops: Mapping[str, bool], default: bool) -> frozenset[str]:
+    """The flows whose own op domains are known: `<flow>_ops=True|False` for each flow named, `default` for the
+    others. A keyword naming no flow that declares graphs is a TypeError, as for any unexpected keyword."""
+    declared = {d.flow for d in _declared()}
+    chosen: dict[str, bool] = {}
+    for key, value in flow_ops.items():
+        flow = key.removesuffix("_ops")
+        if not key.endswith("_ops") or flow not in declared:
+            raise TypeError(f"unexpected keyword argument {key!r} (flows with graphs: {', '.join(sorted(declared))})")
+        chosen[flow] = bool(value)
+    return frozenset(flow for flow in declared if chosen.get(flow, default))
+
+
 def _fail(where_name: str, what: str, fix: str = _FIX) -> ExportError:
     return ExportError(what, where=where_name, fix=fix)
 
 
-def is_known_domain(domain: str, finn_ops: bool = True) -> bool:
-    """A standard or custom-op domain of the SDK's libraries (FINN's only with finn_ops), or an existing
-    sub-module of their custom-op packages. The check looks for the module's file; nothing is imported."""
+def is_known_domain(domain: str, **flow_ops: bool) -> bool:
+    """A standard or custom-op domain of the SDK's libraries, or an existing sub-module of their custom-op packages.
+    A flow's own domains count unless `<flow>_ops=False` (e.g. finn_ops=False). The check looks for the module's
+    file; nothing is imported."""
+    return _is_known(domain, _own(_accepted(flow_ops, default=True)))
+
+
+def _own(accepted: frozenset[str]) -> tuple[_FlowGraphs, ...]:
+    """The declarations of the flows whose own domains are known."""
+    return tuple(d for d in _declared() if d.flow in accepted)
+
+
+def _is_known(domain: str, flows: tuple[_FlowGraphs, ...]) -> bool:
     if not isinstance(domain, str):  # protobuf hands over a field that is not UTF-8 as bytes
         return False
-    if domain in STANDARD_DOMAINS or domain in QONNX_DOMAINS or (finn_ops and domain in FINN_DOMAINS):
+    if domain in STANDARD_DOMAINS or domain in QONNX_DOMAINS or any(domain in d.op_domains for d in flows):
         return True
-    packages = (_QONNX_PACKAGE, _FINN_PACKAGE) if finn_ops else (_QONNX_PACKAGE,)
+    packages = (_QONNX_PACKAGE, *(d.op_package for d in flows if d.op_package))
     if not domain.startswith(packages):
         return False
     parts = domain.split(".")
@@ -233,38 +309,41 @@ def _parse(data: bytes, where_name: str) -> onnx.ModelProto:
     return model
 
 
-def _finn_op_in_model(where_name: str, domain: str, what: str) -> ExportError:
-    """A FINN op (MultiThreshold, a dataflow layer, ...) in a user's model: a graph FINN has already transformed."""
+def _flow_op_in_model(where_name: str, flow: _FlowGraphs, domain: str, what: str) -> ExportError:
+    """A flow's own op (FINN's MultiThreshold, a dataflow layer, ...) in a user's model: a graph the flow has already
+    transformed."""
+    legacy_ops = ", ".join(sorted(flow.legacy_rename[2])) if flow.legacy_rename else ""
     return _fail(
         where_name,
-        f"{where_name}: {what} is in FINN's op domain {domain!r}. The quantizers older converters wrote there "
-        f"({', '.join(sorted(LEGACY_OPS))}) are read as qonnx's own; any other op there is one of FINN's own ops, "
-        "which FINN's transformations write, and the SDK takes the quantized model from before them.",
-        "pass the QONNX file as your converter (QKeras's, Brevitas's export_qonnx, `sdk export`) wrote it, with its "
-        "quantizers as Quant / BipolarQuant / Trunc nodes, before any FINN transformation (MultiThreshold and the "
-        "other FINN ops come from FINN's streamlining, which the SDK runs itself)",
+        f"{where_name}: {what} is in {flow.tool}'s op domain {domain!r}. "
+        + flow.user_model_why.format(legacy_ops=legacy_ops),
+        flow.user_model_fix,
     )
 
 
-def _rename_legacy_ops(model: onnx.ModelProto, where_name: str) -> list[str]:
+def _rename_legacy_ops(model: onnx.ModelProto, where_name: str, accepted: frozenset[str]) -> list[str]:
     """Older QONNX: the Quant, BipolarQuant and Trunc nodes of LEGACY_DOMAIN are renamed to qonnx's domain, and the
     opset import follows; the names of the renamed nodes, logged as a note. Other ops in that domain are left as
-    they are (and refused by the domain check)."""
+    they are (and refused by the domain check). Not in the graphs of the flow declaring that domain as its own."""
+    legacy = _legacy()
+    if legacy is None or legacy[3] in accepted:
+        return []
+    older, target, ops, _ = legacy
     renamed: list[str] = []
     for node, _ in _nodes(model):
-        if node.domain == LEGACY_DOMAIN and node.op_type in LEGACY_OPS:
-            node.domain = LEGACY_TARGET
+        if node.domain == older and node.op_type in ops:
+            node.domain = target
             renamed.append(node.name or node.op_type)
     if not renamed:
         return renamed
-    still_used = any(node.domain == LEGACY_DOMAIN for node, _ in _nodes(model)) or any(
-        function.domain == LEGACY_DOMAIN for function in model.functions
+    still_used = any(node.domain == older for node, _ in _nodes(model)) or any(
+        function.domain == older for function in model.functions
     )
     # the legacy domain's version carries over (qonnx picks Trunc's semantics by it); 1 where the file has none
-    version = next((opset.version for opset in model.opset_import if opset.domain == LEGACY_DOMAIN), 1)
-    imports = [opset for opset in model.opset_import if still_used or opset.domain != LEGACY_DOMAIN]
-    if LEGACY_TARGET not in {opset.domain for opset in imports}:
-        imports.append(onnx.helper.make_opsetid(LEGACY_TARGET, version))
+    version = next((opset.version for opset in model.opset_import if opset.domain == older), 1)
+    imports = [opset for opset in model.opset_import if still_used or opset.domain != older]
+    if target not in {opset.domain for opset in imports}:
+        imports.append(onnx.helper.make_opsetid(target, version))
     del model.opset_import[:]
     model.opset_import.extend(imports)
     _LOG.warning("note: %s", legacy_note(where_name, renamed))
@@ -273,19 +352,22 @@ def _rename_legacy_ops(model: onnx.ModelProto, where_name: str) -> list[str]:
 
 def legacy_note(where_name: str, renamed: list[str]) -> str:
     """The note for a user whose older QONNX file had its quantizers renamed (logged, and kept in the report)."""
+    older, target, _, _ = _legacy()  # renames happen only when a flow declares them
     shown = ", ".join(renamed[:5]) + (f" and {len(renamed) - 5} more" if len(renamed) > 5 else "")
     return (
-        f"{where_name} writes {len(renamed)} quantizer node(s) ({shown}) in the older domain {LEGACY_DOMAIN!r}, as "
-        f"older QONNX converters did; they were read as the same ops of qonnx's domain {LEGACY_TARGET!r} (the "
+        f"{where_name} writes {len(renamed)} quantizer node(s) ({shown}) in the older domain {older!r}, as "
+        f"older QONNX converters did; they were read as the same ops of qonnx's domain {target!r} (the "
         "package's model.qonnx.onnx holds them so)."
     )
 
 
-def _unknown_domain(where_name: str, domain: str, what: str, finn_ops: bool) -> ExportError:
+def _unknown_domain(where_name: str, domain: str, what: str, accepted: frozenset[str]) -> ExportError:
     shown = domain if len(domain) <= 80 else domain[:80] + "..."
-    if not finn_ops and isinstance(domain, str) and domain.startswith(_FINN_PACKAGE):
-        return _finn_op_in_model(where_name, shown, what)
-    known = sorted(QONNX_DOMAINS | (FINN_DOMAINS if finn_ops else frozenset()))
+    for flow in _declared():
+        if flow.flow not in accepted and flow.op_package and isinstance(domain, str):
+            if domain.startswith(flow.op_package):
+                return _flow_op_in_model(where_name, flow, shown, what)
+    known = sorted(QONNX_DOMAINS.union(*(d.op_domains for d in _declared() if d.flow in accepted)))
     return _fail(
         where_name,
         f"{where_name}: {what} is in the op domain {shown!r}, which the SDK does not know. qonnx would "
@@ -310,7 +392,7 @@ def _check_declared_once(graph: onnx.GraphProto, where_name: str) -> None:
         seen.add(value.name)
 
 
-def _check_structure(model: onnx.ModelProto, where_name: str, finn_ops: bool) -> None:
+def _check_structure(model: onnx.ModelProto, where_name: str, accepted: frozenset[str]) -> None:
     if not model.HasField("graph"):
         raise _fail(where_name, f"{where_name} holds no graph.")
     graph = model.graph
@@ -322,16 +404,17 @@ def _check_structure(model: onnx.ModelProto, where_name: str, finn_ops: bool) ->
     if not graph.output:
         raise _fail(where_name, f"{where_name} has a graph with no outputs.")
     _check_declared_once(graph, where_name)
+    own = _own(accepted)
     nodes = list(_nodes(model))
     if len(nodes) > MAX_NODES:
         raise _fail(where_name, f"{where_name} has {len(nodes):,} nodes; more than {MAX_NODES:,} is not a network.")
     for function in model.functions:
-        if not is_known_domain(function.domain, finn_ops):
-            raise _unknown_domain(where_name, function.domain, f"function {function.name!r}", finn_ops)
+        if not _is_known(function.domain, own):
+            raise _unknown_domain(where_name, function.domain, f"function {function.name!r}", accepted)
     for node, scope in nodes:
-        if not is_known_domain(node.domain, finn_ops):
+        if not _is_known(node.domain, own):
             name = node.name or node.op_type
-            raise _unknown_domain(where_name, node.domain, f"node {name!r} ({node.op_type}, {scope})", finn_ops)
+            raise _unknown_domain(where_name, node.domain, f"node {name!r} ({node.op_type}, {scope})", accepted)
         if node.op_type == "StreamingDataflowPartition":  # FINN loads the file its `model` attribute names
             for attribute in node.attribute:
                 if attribute.name == "model" and not _bare_file_name(attribute.s):
@@ -411,33 +494,40 @@ def _check_annotations(model: onnx.ModelProto, where_name: str) -> None:
 
 
 def _check_metadata(model: onnx.ModelProto, where_name: str) -> None:
-    """FINN reads a model's metadata_props as library paths to load (rtlsim_so), a simulator (exec_mode) and
-    expressions to eval (vivado_stitch_ifnames); the SDK's models and Brevitas's exports carry none."""
-    for entry in model.metadata_props:
+    """A flow may read a model's metadata_props as code (FINN: library paths to load (rtlsim_so), a simulator
+    (exec_mode) and expressions to eval (vivado_stitch_ifnames)); the SDK's models and Brevitas's exports carry
+    none."""
+    readers = "; ".join(
+        f"{d.tool} reads model metadata as {d.reads_metadata_as}" for d in _declared() if d.reads_metadata_as
+    )
+    for entry in model.metadata_props if readers else ():
         raise _fail(
             where_name,
-            f"{where_name}: the model's metadata_props entry {_shown(entry.key)} is refused: FINN reads model "
-            "metadata as files to load, simulators to run and Python expressions, and the SDK's models carry none.",
+            f"{where_name}: the model's metadata_props entry {_shown(entry.key)} is refused: {readers}, and the "
+            "SDK's models carry none.",
             _literal_fix("remove the metadata (del model.metadata_props[:]; onnx.save(model, path))"),
         )
 
 
 def _check_attributes(model: onnx.ModelProto, where_name: str) -> None:
-    """FINN attributes that name files, code or a simulator must be empty; FINN data type names must be literal
-    names; float attributes must be finite (a NaN epsilon loops FINN as a NaN weight does)."""
+    """A flow's attributes that name files, code or a simulator (its CODE_ATTRIBUTES) must be empty; data type names
+    must be literal names; float attributes must be finite (a NaN epsilon loops FINN as a NaN weight does)."""
+    code_attributes = {name: d.tool for d in reversed(_declared()) for name in d.code_attributes}
+    custom_domains = _custom_domains()
     for node, scope in _nodes(model):
         name = node.name or node.op_type
         for attribute in node.attribute:
             field = f"attribute {_shown(attribute.name)} of node {_shown(name)} ({scope})"
             where = f"{where_name}, node {name}, attribute {attribute.name}"
-            if attribute.name in CODE_ATTRIBUTES and (attribute.s or attribute.strings):
+            tool = code_attributes.get(attribute.name)
+            if tool is not None and (attribute.s or attribute.strings):
                 raise _fail(
                     where,
-                    f"{where_name}: {field} holds {_shown(attribute.s or attribute.strings[0])}; FINN would read, "
+                    f"{where_name}: {field} holds {_shown(attribute.s or attribute.strings[0])}; {tool} would read, "
                     "run or load what it names, so the file is refused before anything reads it.",
-                    "deploy again: the graphs the SDK writes leave FINN's build paths empty",
+                    f"deploy again: the graphs the SDK writes leave {tool}'s build paths empty",
                 )
-            if attribute.name in DATATYPE_ATTRIBUTES and node.domain in CUSTOM_DOMAINS:
+            if attribute.name in DATATYPE_ATTRIBUTES and node.domain in custom_domains:
                 value = attribute.s.decode("utf-8", "replace")
                 if not is_datatype_name(value):
                     raise _fail(
@@ -449,7 +539,7 @@ def _check_attributes(model: onnx.ModelProto, where_name: str) -> None:
             if not all(math.isfinite(value) for value in floats):
                 raise _fail(
                     where,
-                    f"{where_name}: {field} is not finite (NaN or infinity); FINN's transformations loop on it.",
+                    f"{where_name}: {field} is not finite (NaN or infinity); {_loops('on it')}.",
                     "give the attribute a finite value (retrain or re-export the model)",
                 )
 
@@ -521,6 +611,12 @@ def _check_sizes(model: onnx.ModelProto, where_name: str) -> None:
         )
 
 
+def _loops(on_what: str) -> str:
+    """Why a NaN or inf is refused: the flows whose transformations loop on one."""
+    tools = " and ".join(f"{d.tool}'s" for d in _declared() if d.loops_on_non_finite)
+    return f"{tools} transformations loop {on_what}" if tools else f"no flow's transformations take {on_what}"
+
+
 def _check_finite(model: onnx.ModelProto, where_name: str) -> None:
     """A NaN or inf in a weight makes FINN's RoundAndClipThresholds repeat forever (NaN != NaN); refused by name.
     Runs after _check_sizes: every array built here fits the budget."""
@@ -541,7 +637,7 @@ def _check_finite(model: onnx.ModelProto, where_name: str) -> None:
             raise _fail(
                 where_name,
                 f"{where_name}: tensor {_shown(tensor.name)} holds {bad:,} value(s) that are NaN or infinite; "
-                "FINN's transformations loop forever on them, and no hardware computes them.",
+                f"{_loops('forever on them')}, and no hardware computes them.",
                 "retrain or re-export the model so that every weight and parameter is finite (a NaN usually "
                 "comes from a diverged training run)",
             )
@@ -585,7 +681,7 @@ def _bare_file_name(raw: bytes) -> bool:
 def _check_standard_ops(model: onnx.ModelProto) -> None:
     """onnx's checker (standard ops, their attributes and types). FINN writes its own domains without an opset
     import, which the checker would call invalid: a copy gets one for each known custom domain it uses."""
-    used = {node.domain for node, _ in _nodes(model)} & CUSTOM_DOMAINS
+    used = {node.domain for node, _ in _nodes(model)} & _custom_domains()
     missing = used - {opset.domain for opset in model.opset_import}
     if missing:
         copy = onnx.ModelProto()
@@ -596,22 +692,23 @@ def _check_standard_ops(model: onnx.ModelProto) -> None:
 
 
 def load_onnx_safely(
-    path: Path | str, where_name: str | None = None, finn_ops: bool = False, renamed: list[str] | None = None
+    path: Path | str, where_name: str | None = None, *, renamed: list[str] | None = None, **flow_ops: bool
 ) -> onnx.ModelProto:
     """The ModelProto of an .onnx file, or an ExportError naming the file as `where_name`, before any library (qonnx,
     FINN, onnxruntime) has seen a byte of it.
 
-    finn_ops: accept FINN's own domains too, for the graphs FINN wrote into a deployment package (a user's model,
-    QONNX from Brevitas, never holds them); without it, the quantizers of older QONNX files are renamed from
-    FINN's domain to qonnx's (LEGACY_OPS), with a logged note, and their names are appended to `renamed`."""
+    `<flow>_ops=True` (e.g. finn_ops=True, as FINN's own code passes it): accept that flow's own domains too, for the
+    graphs it wrote into a deployment package (a user's model, QONNX from Brevitas, never holds them); without it,
+    the quantizers of older QONNX files are renamed from the flow's older domain to qonnx's (LEGACY_OPS), with a
+    logged note, and their names are appended to `renamed`."""
+    accepted = _accepted(flow_ops, default=False)
     where_name = where_name or str(path)
     model = _parse(_read(Path(path), where_name), where_name)
     try:
-        if not finn_ops:
-            names = _rename_legacy_ops(model, where_name)
-            if renamed is not None:
-                renamed.extend(names)
-        _check_structure(model, where_name, finn_ops)
+        names = _rename_legacy_ops(model, where_name, accepted)
+        if renamed is not None:
+            renamed.extend(names)
+        _check_structure(model, where_name, accepted)
         _check_annotations(model, where_name)
         _check_metadata(model, where_name)
         _check_attributes(model, where_name)

@@ -31,12 +31,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
-# Roots of the logger trees of the libraries the SDK drives; their children inherit the level.
+# Roots of the logger trees of the libraries the SDK itself drives; their children inherit the level. Each flow's
+# toolchain adds its own (its registry entry's `loggers`): third_party_loggers().
 THIRD_PARTY_LOGGERS = (
     "brevitas",
     "qonnx",
-    "finn",
-    "finn_plus",
     "torch",
     "onnx",
     "onnxscript",
@@ -46,15 +45,20 @@ THIRD_PARTY_LOGGERS = (
     "matplotlib",
     "PIL",
     "tensorflow",
-    "tflite_micro",
-    "ai_edge_litert",
     "absl",
-    "ethosu",
     "numba",
     "jax",
     "h5py",
 )
 OWN_LOGGERS = ("sdk", "targets", "__main__")
+
+
+def third_party_loggers() -> tuple[str, ...]:
+    """The logger roots quiet() sets to ERROR: the SDK's libraries and every registered flow's toolchain."""
+    from targets.registry import FLOWS  # the registry is the core's one way to reach a flow
+
+    flows = tuple(name for info in FLOWS.values() for name in info.loggers)
+    return tuple(dict.fromkeys(THIRD_PARTY_LOGGERS + flows))
 
 
 @dataclass
@@ -104,8 +108,9 @@ def _warnings_recorded(captured: Captured) -> Iterator[None]:
 def _logging_collected(captured: Captured) -> Iterator[None]:
     root = logging.getLogger()
     handler = _Collector(captured)
-    saved = {name: logging.getLogger(name).level for name in THIRD_PARTY_LOGGERS}
-    for name in THIRD_PARTY_LOGGERS:
+    names = third_party_loggers()
+    saved = {name: logging.getLogger(name).level for name in names}
+    for name in names:
         logging.getLogger(name).setLevel(logging.ERROR)
     root.addHandler(handler)  # with a handler on root, logging's lastResort (stderr) stays silent
     try:

@@ -11,10 +11,14 @@ from sdk.boards import (
     README_BEGIN,
     README_END,
     README_PATH,
+    flow_kinds,
+    flow_section,
     get_board,
     known_flows,
+    known_kinds,
     load_boards,
     load_parts,
+    load_schema,
     markdown_table,
     parse_board,
     parse_part,
@@ -22,25 +26,9 @@ from sdk.boards import (
     table_row,
 )
 from sdk.errors import BoardError
+from targets.finn.board_checks import FINN_SHELL_MAPS, finn_part_maps
+from targets.registry import FLOWS, FlowInfo
 
-FINN_BOARDS = {
-    "Pynq-Z1",
-    "Pynq-Z2",
-    "Ultra96",
-    "Ultra96-V2",
-    "AUP-ZU3_8GB",
-    "ZCU102",
-    "ZCU104",
-    "ZCU111",
-    "RFSoC2x2",
-    "RFSoC4x2",
-    "KV260_SOM",
-    "U50",
-    "U200",
-    "U250",
-    "U280",
-    "U55C",
-}
 ETHOS = {"ethos-u55-128", "ethos-u55-256", "ethos-u65-256", "ethos-u85-256"}
 
 
@@ -49,21 +37,22 @@ ETHOS = {"ethos-u55-128", "ethos-u55-256", "ethos-u65-256", "ethos-u85-256"}
 
 
 def test_all_builtin_boards_load():
+    """Expected sets come from the registry, the schema and FINN's own maps: a new board file breaks nothing."""
     boards = load_boards()
     kinds = {b.kind for b in boards.values()}
-    assert kinds == {"fpga", "npu", "mcu", "cpu"}
-    assert {b.finn_board for b in boards.values() if b.kind == "fpga"} == FINN_BOARDS
+    assert kinds == set(known_kinds())  # every kind has a built-in board
+    # every board FINN knows (its Zynq and Alveo maps) has a board file
+    finn_boards = {name for m in FINN_SHELL_MAPS.values() for name in finn_part_maps()[m]}
+    assert {b.section("finn")["board"] for b in boards.values() if "finn" in b.flows} == finn_boards
     assert sum(b.kind == "mcu" for b in boards.values()) >= 2
     assert ETHOS | {"tflite"} <= set(boards)
-    assert known_flows() == ("finn", "tflite", "tflm", "ethosu")
+    assert known_flows() == tuple(FLOWS)
     for board in boards.values():
-        # Ethos-U boards have a Cortex-M host, so they also serve TFLite Micro; every other board serves one flow.
-        expected = (
-            ("ethosu", "tflm")
-            if board.kind == "npu"
-            else ({"fpga": "finn", "mcu": "tflm", "cpu": "tflite"}[board.kind],)
-        )
-        assert board.flows == expected and board.flow == expected[0], board.name
+        # each flow serves the board's kind, and the default one is the flow made for the kind (Ethos-U boards
+        # default to Vela); Ethos-U boards have a Cortex-M host, so they also serve TFLite Micro.
+        assert all(board.kind in flow_kinds(flow) for flow in board.flows), board.name
+        assert flow_kinds(board.flow)[0] == board.kind and board.flow == board.flows[0], board.name
+        assert board.kind != "npu" or board.flows == ("ethosu", "tflm"), board.name
         assert board.name == board.name.lower() and board.path.stem == board.name
         assert math.isfinite(board.clock_mhz) and board.clock_mhz > 0
         assert (board.chip is None) == (board.name == "tflite"), board.name
@@ -75,11 +64,12 @@ def test_fpga_parts_match_finn():
     for board in load_boards().values():
         if board.kind != "fpga":
             continue
-        if board.shell == "alveo":
-            assert alveo_part_map[board.finn_board] == board.part, board.name
-            assert alveo_default_platform[board.finn_board] == board.platform, board.name
+        finn = board.section("finn")
+        if finn["shell"] == "alveo":
+            assert alveo_part_map[finn["board"]] == board.part, board.name
+            assert alveo_default_platform[finn["board"]] == finn["platform"], board.name
         else:
-            assert pynq_part_map[board.finn_board] == board.part, board.name
+            assert pynq_part_map[finn["board"]] == board.part, board.name
         cap = board.capacity
         assert cap["lut"] > 0 and cap["ff"] > cap["lut"] and cap["bram18"] > 0 and cap["dsp"] > 0
 
@@ -101,9 +91,9 @@ def test_npu_boards_name_real_vela_configs():
             continue
         arch = ArchitectureFeatures(
             vela_config_files=[str(ini)],
-            accelerator_config=board.vela["accelerator_config"],
-            system_config=board.vela["system_config"],
-            memory_mode=board.vela["memory_mode"],
+            accelerator_config=board.section("ethosu")["accelerator_config"],
+            system_config=board.section("ethosu")["system_config"],
+            memory_mode=board.section("ethosu")["memory_mode"],
             max_blockdep=3,
             verbose_config=False,
             arena_cache_size=None,
@@ -124,29 +114,33 @@ def test_boards_sharing_a_chip_share_one_part_file():
     assert boards["pynq-z2"].capacity["lut"] == 53200
 
 
-def test_old_attribute_names_still_work():
-    """Code elsewhere reads the flat layout's names; they are properties over flows, chip and sections now."""
+def test_board_properties_and_sections():
+    """The default flow, part, core and capacity are properties over flows, chip and part file; a flow reads its
+    own settings with section(flow)."""
     z2, u250, u55, tfl = (get_board(n) for n in ("pynq-z2", "alveo-u250", "ethos-u55-128", "tflite"))
-    assert (z2.flow, z2.part, z2.core, z2.finn_board, z2.shell, z2.platform, z2.vela) == (
+    finn = z2.section("finn")
+    assert (z2.flow, z2.part, z2.core, finn.get("board"), finn.get("shell"), finn.get("platform")) == (
         "finn",
         "xc7z020clg400-1",
         None,
         "Pynq-Z2",
         "zynq",
         None,
-        None,
     )
-    assert u250.shell == "alveo" and u250.platform == "xilinx_u250_gen3x16_xdma_4_1_202210_1"
-    assert u55.vela == {
+    assert z2.section("ethosu") == {}
+    assert u250.section("finn")["shell"] == "alveo"
+    assert u250.section("finn")["platform"] == "xilinx_u250_gen3x16_xdma_4_1_202210_1"
+    assert u55.section("ethosu") == {
         "accelerator_config": "ethos-u55-128",
         "system_config": "Ethos_U55_High_End_Embedded",
         "memory_mode": "Shared_Sram",
     }
-    assert u55.section("ethosu") == u55.vela and u55.section("tflm") == {} and u55.part is None
+    assert u55.section("tflm") == {} and u55.part is None
     assert u55.capacity == {"sram_bytes": 2097152, "flash_bytes": 8388608} and u55.core == "Cortex-M55"
     assert tfl.chip is None and tfl.capacity == {} and tfl.core == "Arm64 or x86-64 application processor"
     faster = dataclasses.replace(u55, clock_mhz=250)
-    assert faster.clock_mhz == 250 and faster.vela == u55.vela and faster.capacity == u55.capacity
+    assert faster.clock_mhz == 250 and faster.section("ethosu") == u55.section("ethosu")
+    assert faster.capacity == u55.capacity
     data = z2.to_dict()
     assert data["flows"] == ["finn"] and data["chip"] == data["part"] == "xc7z020clg400-1"
     assert data["sections"] == {"finn": {"board": "Pynq-Z2", "shell": "zynq"}} and data["capacity"]["bram18"] == 280
@@ -281,10 +275,62 @@ def test_bad_values_rejected(tmp_path, changes, field, words):
     assert f"'{field}'" in error.where and words in error.what + error.fix, (changes, error)
 
 
-def test_fpga_board_must_serve_finn(tmp_path):
+def test_board_must_serve_a_flow_of_its_kind(tmp_path):
     data = _board(flows=["tflite"], finn=None)
     error = _refused(tmp_path, data)
     assert "kind 'fpga' serves the finn flow" in error.what
+
+
+@pytest.fixture
+def tiny_flow(tmp_path, monkeypatch):
+    """A flow registered by the test, serving FPGA boards, with its own board section (a YAML file beside its
+    code): the kind of a board decides none of its flows."""
+    package = tmp_path / "tiny_fpga_flow"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "board_section.yaml").write_text(
+        "section: required\nfields:\n  device: {type: choice, values: [small, large], required: true}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    section = "tiny_fpga_flow:board_section.yaml"
+    info = FlowInfo("tiny", ("fpga",), "a test flow", "pytest", "none", "no.adapter:Here", board_section=section)
+    monkeypatch.setitem(FLOWS, "tiny", info)
+    return info
+
+
+def test_an_fpga_board_may_serve_only_another_flow(tmp_path, tiny_flow):
+    boards = tmp_path / "boards"
+    board = parse_board(_write(boards, "my-board", _board(flows=["tiny"], finn=None, tiny={"device": "small"})))
+    assert board.flows == ("tiny",) and board.section("tiny") == {"device": "small"} and board.section("finn") == {}
+    assert board.part == "xc7z020clg400-1" and board.capacity["lut"] == 53200
+    assert "tiny" in known_flows() and flow_section("tiny")["fields"]["device"]["required"]
+    # the flow's own section is checked by the same validator, with the same messages
+    error = _refused(boards, _board(flows=["tiny"], finn=None))
+    assert "no 'tiny' section" in error.what and "device" in error.fix
+    error = _refused(boards, _board(flows=["tiny"], finn=None, tiny={"device": "huge"}))
+    assert "'tiny.device'" in error.where and "one of small, large" in error.what
+    # and the finn section of a board that does not serve FINN is refused as before
+    error = _refused(boards, _board(flows=["tiny"], tiny={"device": "small"}))
+    assert "'finn'" in error.where and "does not serve" in error.what
+    both = parse_board(_write(boards, "my-board", _board(flows=["finn", "tiny"], tiny={"device": "large"})))
+    assert both.flows == ("finn", "tiny") and both.section("finn")["board"] == "Pynq-Z2"
+
+
+def test_schema_kinds_registry_flows_and_sections_agree():
+    """Every kind of the schema is served by a registered flow and every flow serves kinds of the schema; every
+    flow's board section loads; every registered flow is served by a built-in board."""
+    kinds = set(known_kinds())
+    served = {kind for flow in known_flows() for kind in flow_kinds(flow)}
+    assert served == kinds
+    assert not set(known_flows()) & set(load_schema()["board"]["fields"])  # a section is named after its flow
+    boards = load_boards([BUILTIN_BOARDS_DIR])
+    for flow in known_flows():
+        section = flow_section(flow)
+        assert section["section"] in ("required", "optional") and isinstance(section["fields"], dict), flow
+        assert not set(section["renamed"]) & set(load_schema()["board"]["fields"]), flow
+        assert any(flow in board.flows for board in boards.values()), f"no built-in board serves {flow}"
+        if section["section"] == "required":
+            assert all(board.section(flow) for board in boards.values() if flow in board.flows), flow
 
 
 def test_part_file_refusals(tmp_path):
@@ -461,7 +507,8 @@ def test_cli_lists_flows_and_prints_markdown():
     result = runner.invoke(main, ["boards", "--flow", "tflm", "--markdown"], env={"SDK_BOARDS_PATH": ""})
     assert "ethos-u55-128" in result.output and "pynq-z2" not in result.output
     result = runner.invoke(main, ["boards", "--kind", "npu"], env={"SDK_BOARDS_PATH": ""})
-    assert result.exit_code == 0 and "flows" in result.output and "4 boards" in result.output
+    npu = sum(board.kind == "npu" for board in load_boards([BUILTIN_BOARDS_DIR]).values())
+    assert result.exit_code == 0 and "flows" in result.output and f"{npu} boards" in result.output
     assert table_row(get_board("ethos-u55-128"))[:4] == (
         "ethos-u55-128",
         "npu",
@@ -480,14 +527,17 @@ def test_finn_maps_are_read_from_finn_without_importing_it():
 
     from finn.util.basic import alveo_part_map, part_map, pynq_part_map
 
-    from sdk.boards import finn_part_maps, known_fpga_parts
+    from targets.finn.board_checks import known_fpga_parts
 
     maps = finn_part_maps()
     assert maps["pynq_part_map"] == pynq_part_map and maps["alveo_part_map"] == alveo_part_map
     assert maps["part_map"] == part_map
     assert set(part_map.values()) <= known_fpga_parts() and "xc7z020clg400-1" in known_fpga_parts()
     assert "nrf52840" not in known_fpga_parts()  # an MCU part file is not an FPGA part
-    code = "import sys; from sdk.boards import finn_part_maps; assert finn_part_maps(); print('finn' in sys.modules)"
+    code = (
+        "import sys; from targets.finn.board_checks import finn_part_maps; assert finn_part_maps(); "
+        "print('finn' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 

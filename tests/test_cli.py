@@ -48,11 +48,15 @@ def test_malformed_user_board_exit_2(tmp_path):
 
 
 def test_targets_and_models_and_doctor_json():
+    from sdk.zoo.catalog import ZOO
+    from targets.registry import FLOWS
+
     flows = {t["flow"]: t for t in json.loads(sdk("targets", "--json").stdout)}
-    assert set(flows) == {"finn", "tflite", "tflm", "ethosu"} and "pynq-z2" in flows["finn"]["boards"]
+    assert list(flows) == list(FLOWS) and "pynq-z2" in flows["finn"]["boards"]
+    assert all(flows[name]["kind"] == info.kinds[0] for name, info in FLOWS.items())
     assert flows["finn"]["version"] == "1.6.1"
     models = json.loads(sdk("models", "--json").stdout)
-    assert {m["name"] for m in models["models"]} == {"tfc", "sfc", "lfc", "cnv", "dscnn", "resnet8"}
+    assert [m["name"] for m in models["models"]] == list(ZOO)
     checks = {c["name"]: c for c in json.loads(sdk("doctor", "--json").stdout)}
     assert checks["brevitas"]["version"] == "0.13.4" and checks["finn-plus"]["present"]
     assert "vivado" in checks and "vitis_hls" in checks

@@ -17,7 +17,14 @@ def test_every_model_builds_at_every_preset(name, preset):
     assert model(_input(model)).shape == (3, 10)
 
 
-@pytest.mark.parametrize("name", ["cnv", "dscnn", "resnet8"])
+CONV_MODELS = sorted(name for name, spec in ZOO.items() if spec.layer_names()[0].startswith("conv"))
+
+
+def test_the_zoo_has_conv_models():
+    assert {"cnv", "dscnn", "resnet8"} <= set(CONV_MODELS)
+
+
+@pytest.mark.parametrize("name", CONV_MODELS)
 def test_conv_models_take_larger_images(name):
     model = build_model(name, (1, 16, 16), 4, parse_bits("w2a2")).eval()
     assert model(_input(model, (1, 16, 16))).shape == (3, 4)

@@ -77,9 +77,9 @@ def _mlp(name: str, description: str, hidden: list[int]) -> ModelSpec:
 
 
 ZOO: dict[str, ModelSpec] = {
-    "tfc": _mlp("tfc", "MLP, 3 x 64 hidden (FINN TFC)", [64, 64, 64]),
-    "sfc": _mlp("sfc", "MLP, 3 x 256 hidden (FINN SFC)", [256, 256, 256]),
-    "lfc": _mlp("lfc", "MLP, 3 x 1024 hidden (FINN LFC)", [1024, 1024, 1024]),
+    "tfc": _mlp("tfc", "MLP, 3 x 64 hidden (TFC of BNN-PYNQ)", [64, 64, 64]),
+    "sfc": _mlp("sfc", "MLP, 3 x 256 hidden (SFC of Umuroglu et al., 2017)", [256, 256, 256]),
+    "lfc": _mlp("lfc", "MLP, 3 x 1024 hidden (LFC of Umuroglu et al., 2017)", [1024, 1024, 1024]),
     "cnv": ModelSpec(
         "cnv",
         "CNV-style conv net: 2 x (conv 3x3, conv 3x3, maxpool), fc 128",

@@ -56,7 +56,7 @@ class EthosuTarget(TfliteFamilyTarget):
     def measure(self, path, info, request, pkg, progress) -> Measured:
         board = request.board
         tensors = every_tensor_in_tflm(path, info_input(request.x, info), request.workdir)
-        progress(f"compile with Vela for {board.vela['accelerator_config']}")
+        progress(f"compile with Vela for {board.section('ethosu')['accelerator_config']}")
         if request.clock_mhz != board.clock_mhz:  # --clock-mhz: Vela's cycles at the overriding clock
             board = replace(board, clock_mhz=request.clock_mhz)
         vela = compile_vela(path, board, request.workdir / "vela")

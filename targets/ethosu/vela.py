@@ -73,7 +73,7 @@ class VelaResult:
 
 def vela_command(tflite_path: Path, board: Board, out_dir: Path) -> list[str]:
     """The Vela command line for a board (argument list: no shell)."""
-    vela = board.vela or {}
+    vela = board.section("ethosu")
     return [
         sys.executable,
         "-m",
@@ -181,7 +181,8 @@ def compile_vela(tflite_path: Path | str, board: Board, out_dir: Path | str) -> 
     system config's core clock, equal for the built-in boards) is kept beside it.
     """
     tflite_path, out_dir = Path(tflite_path).resolve(), Path(out_dir).resolve()
-    if not board.vela:
+    vela = board.section("ethosu")
+    if not vela:
         raise VelaError(
             f"Board '{board.name}' is not an Ethos-U board (no vela settings).",
             where=str(board.path),
@@ -200,15 +201,15 @@ def compile_vela(tflite_path: Path | str, board: Board, out_dir: Path | str) -> 
     stdout, log = _run(tflite_path, board, out_dir)
     stem = tflite_path.stem
     optimised = _expect(out_dir / f"{stem}_vela.tflite", log)
-    with _expect(out_dir / f"{stem}_summary_{board.vela['system_config']}.csv", log).open(newline="") as f:
+    with _expect(out_dir / f"{stem}_summary_{vela['system_config']}.csv", log).open(newline="") as f:
         row = next(csv.DictReader(f))
     npu_streams, cpu_ops = _ops(optimised, _cpu_reasons(stdout))
     counted = re.search(r"^NPU operators = (\d+)", stdout, re.MULTILINE)
     cycles = int(float(row["cycles_total"]))
     summary = {
-        "accelerator_config": board.vela["accelerator_config"],
-        "system_config": board.vela["system_config"],
-        "memory_mode": board.vela["memory_mode"],
+        "accelerator_config": vela["accelerator_config"],
+        "system_config": vela["system_config"],
+        "memory_mode": vela["memory_mode"],
         "clock_mhz": board.clock_mhz,
         "cycles": cycles,
         "npu_cycles": int(float(row["cycles_npu"])),

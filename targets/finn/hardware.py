@@ -157,7 +157,8 @@ def finish_script_inputs(board: Board, clock_mhz: float) -> dict[str, Any]:
         raise ConfigError(
             f"The clock must be in (0, 10000] MHz, got {clock_mhz!r}.", where="--clock-mhz", fix="e.g. 100"
         )
-    shell = board.shell
+    finn = board.section("finn")
+    shell = finn.get("shell")
     if shell not in SHELL_FLOWS:
         raise BoardError(
             f"Board field finn.shell must be one of {', '.join(SHELL_FLOWS)}, got {str(shell)[:60]!r}.",
@@ -166,10 +167,10 @@ def finish_script_inputs(board: Board, clock_mhz: float) -> dict[str, Any]:
         )
     return {
         "display_name": _text(board, board.display_name, "display_name"),
-        "board": _text(board, board.finn_board, "finn.board"),
+        "board": _text(board, finn.get("board"), "finn.board"),
         "fpga_part": _text(board, board.part, "chip"),
         "shell_flow_type": SHELL_FLOWS[shell],
-        "vitis_platform": _text(board, board.platform, "finn.platform", required=False),
+        "vitis_platform": _text(board, finn.get("platform"), "finn.platform", required=False),
         "clock_mhz": float(clock_mhz),
         "synth_clk_period_ns": 1000.0 / float(clock_mhz),
         "steps": list(HARDWARE_STEPS),
