@@ -21,6 +21,8 @@ from rich.table import Table
 from rich.text import Text
 
 from sdk import __version__
+from sdk.datasets import DEFAULT as DEFAULT_DATASET
+from sdk.datasets import names_text
 from sdk.errors import InternalError, SDKError
 from sdk.quiet import hush_stdout, quiet
 
@@ -307,7 +309,7 @@ def models(as_json: bool) -> None:
 )
 @click.option("--layer-bits", default="", help="Per-layer overrides, e.g. 'fc0=w8a8,fc_out=w4' (see `sdk models`).")
 @click.option(
-    "--dataset", default="digits", show_default=True, help="digits, fashion-mnist, an idx folder, or an .npz file."
+    "--dataset", default=DEFAULT_DATASET, show_default=True, help=f"{names_text()}, an idx folder, or an .npz file."
 )
 @click.option("--image-size", type=int, default=None, help="Resize images to this side.")
 @click.option("--epochs", type=int, default=60, show_default=True)
