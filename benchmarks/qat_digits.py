@@ -12,6 +12,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from sdk.cli import ProgressBars
 from sdk.qat import TrainConfig, train
 
 CASES = [("tfc", "w2a2", 0.95), ("cnv", "w2a2", 0.97)]
@@ -24,7 +25,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for model, bits, bar in CASES:
-            result = train(TrainConfig(model=model, bits=bits), Path(tmp) / model)
+            result = train(TrainConfig(model=model, bits=bits), Path(tmp) / model, progress=ProgressBars())
             rows.append(
                 {
                     "model": model,

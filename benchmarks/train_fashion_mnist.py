@@ -13,6 +13,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from sdk.cli import ProgressBars
 from sdk.data import load_dataset
 from sdk.qat import TrainConfig, train
 
@@ -35,7 +36,7 @@ def main() -> None:
     )
     data = load_dataset(config.dataset, seed=config.seed)
     with tempfile.TemporaryDirectory() as tmp:
-        result = train(config, tmp, data=data)
+        result = train(config, tmp, data=data, progress=ProgressBars())
     row = {
         "model": "cnv",
         "bits": args.bits,

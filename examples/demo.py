@@ -22,9 +22,6 @@ from rich.table import Table
 from rich.text import Text
 
 import sdk
-from sdk.cli import print_comparison
-from sdk.deployment import DeployConfig, deploy_many
-from sdk.quiet import hush_stdout, quiet
 
 OUT = Path("demo-out")
 CONFIG = sdk.TrainConfig(model="tfc", bits="w2a2", dataset="digits")
@@ -45,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="show the libraries' warnings and log lines")
     args = parser.parse_args(argv)
-    with quiet(verbose=args.verbose):
+    with sdk.quiet_libraries(verbose=args.verbose):
         return run_demo(Console())
 
 
@@ -58,11 +55,13 @@ def run_demo(console: Console) -> int:
             console.print(f"[dim]reusing trained run {run_dir} (delete it to retrain)[/]")
             accuracy, seconds = metrics["test_accuracy"], metrics["seconds"]
         else:
-            with hush_stdout():
-                result = sdk.train(CONFIG, run_dir)
+            with sdk.hush_stdout():
+                result = sdk.train(CONFIG, run_dir, progress=sdk.ProgressBars())
             accuracy, seconds = result.test_accuracy, result.seconds
-        with hush_stdout():
-            results = deploy_many(DeployConfig(target=TARGETS, model=str(run_dir), out=str(OUT)))
+        with sdk.hush_stdout():
+            results = sdk.deploy_many(
+                sdk.DeployConfig(target=TARGETS, model=str(run_dir), out=str(OUT)), progress=sdk.ProgressBars()
+            )
     except sdk.SDKError as exc:
         console.print(Text(str(exc), style="red"))  # Text: brackets in the message are not markup
         return exc.exit_code
@@ -85,7 +84,7 @@ def run_demo(console: Console) -> int:
     console.print(table)
     for message in result.messages:
         console.print(f"[yellow]note:[/] {message}")
-    print_comparison(results)
+    sdk.print_comparison(results)
     return max(r.exit_code for r in results)
 
 

@@ -17,8 +17,6 @@ import sys
 from pathlib import Path
 
 import sdk
-from sdk.cli import print_comparison
-from sdk.deployment import COMPARISON_COLUMNS, DeployConfig, comparison_rows, deploy_many
 
 DEFAULT_TARGETS = "pynq-z2,tflite,ethos-u55-128,stm32f746g-disco"
 
@@ -32,18 +30,18 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
     args = parser.parse_args()
     try:
-        results = deploy_many(
-            DeployConfig(target=args.targets, model=args.model, out=str(args.out), samples=args.samples),
-            progress=not args.json,
+        results = sdk.deploy_many(
+            sdk.DeployConfig(target=args.targets, model=args.model, out=str(args.out), samples=args.samples),
+            progress=None if args.json else sdk.ProgressBars(),
             per_board_folders=True,
         )
     except sdk.SDKError as exc:
         print(exc, file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps([dict(zip(COMPARISON_COLUMNS, row)) for row in comparison_rows(results)], indent=2))
+        print(json.dumps([dict(zip(sdk.COMPARISON_COLUMNS, row)) for row in sdk.comparison_rows(results)], indent=2))
     else:
-        print_comparison(results)
+        sdk.print_comparison(results)
     return max(r.exit_code for r in results)
 
 

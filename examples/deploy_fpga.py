@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import sdk
-from sdk.deployment import DeployConfig, deploy
 
 
 def main() -> int:
@@ -25,8 +24,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("build"))
     args = parser.parse_args()
     try:
-        result = deploy(
-            DeployConfig(target=args.board, model=args.model, out=str(args.out / args.board), max_util=args.max_util)
+        result = sdk.deploy(
+            args.model,
+            args.board,
+            out=str(args.out / args.board),
+            max_util=args.max_util,
+            progress=sdk.ProgressBars(),
         )
     except sdk.SDKError as exc:
         print(exc, file=sys.stderr)

@@ -27,7 +27,9 @@ def main() -> int:
 
     try:
         run = sdk.train(
-            sdk.TrainConfig(model=args.model, bits=args.bits, dataset="digits", epochs=args.epochs), args.out / "run"
+            sdk.TrainConfig(model=args.model, bits=args.bits, dataset="digits", epochs=args.epochs),
+            args.out / "run",
+            progress=sdk.ProgressBars(),
         )
         exported = sdk.export_run(run.run_dir, args.out / f"{args.model}_{args.bits}.qonnx.onnx")
     except sdk.SDKError as exc:

@@ -50,6 +50,7 @@ def main() -> int:
         run = sdk.train(
             sdk.TrainConfig(model=args.model, bits=args.bits, dataset=str(data_path), epochs=args.epochs),
             args.out / "run",
+            progress=sdk.ProgressBars(),
         )
         exported = sdk.export_run(run.run_dir, args.out / "model.qonnx.onnx")
     except sdk.SDKError as exc:

@@ -10,6 +10,9 @@ The stable Python API:
     result = sdk.deploy("run/", "pynq-z2", data="my_samples.npz")   # or a QONNX file, or an nn.Module
     outputs = sdk.simulate(result.package, x)          # the packaged artifact's outputs on x
 
+Nothing here draws or prints: long jobs report through `progress=` (a callable taking an sdk.ProgressEvent);
+`progress=sdk.ProgressBars()` draws them on stderr as the `sdk` command does.
+
 Heavy imports (torch, brevitas, FINN) happen on first use, so `import sdk` is cheap.
 """
 
@@ -24,6 +27,13 @@ _API = {
     "DeployConfig": "sdk.deployment",
     "DeployResult": "sdk.deployment",
     "deploy_many": "sdk.deployment",
+    "comparison_rows": "sdk.deployment",
+    "COMPARISON_COLUMNS": "sdk.deployment",
+    "print_comparison": "sdk.cli",
+    "ProgressEvent": "sdk.progress",
+    "ProgressBars": "sdk.cli",
+    "quiet_libraries": "sdk.quiet:quiet",  # sdk.quiet is the module
+    "hush_stdout": "sdk.quiet",
     "export_module": "sdk.export",
     "SDKError": "sdk.errors",
     "InternalError": "sdk.errors",
@@ -39,14 +49,14 @@ _API = {
     "load_boards": "sdk.boards",
     "Dataset": "sdk.data",
     "load_dataset": "sdk.data",
-    "TrainConfig": "sdk.qat",
+    "TrainConfig": "sdk.train_config",
     "TrainResult": "sdk.qat",
     "train": "sdk.qat",
     "load_checkpoint": "sdk.qat",
-    "ExportResult": "sdk.export",
+    "ExportResult": "sdk.model_card",
     "export_run": "sdk.export",
-    "read_card": "sdk.export",
-    "run_qonnx": "sdk.export",
+    "read_card": "sdk.model_card",
+    "run_qonnx": "sdk.graph_run",
     "build_model": "sdk.zoo",
     "parse_bits": "sdk.zoo",
     "ZOO": "sdk.zoo",
@@ -59,5 +69,6 @@ def __getattr__(name: str):
     if name in _API:
         import importlib
 
-        return getattr(importlib.import_module(_API[name]), name)
+        module, _, attribute = _API[name].partition(":")
+        return getattr(importlib.import_module(module), attribute or name)
     raise AttributeError(f"module 'sdk' has no attribute {name!r}")

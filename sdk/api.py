@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from sdk.errors import ConfigError
+from sdk.progress import ProgressCallback, progress_callback
 from sdk.scratch import scratch_dir
 
 
@@ -143,11 +144,12 @@ def deploy(
     out: str | None = None,
     samples: int | None = None,
     example_input: Any = None,
-    progress: bool = False,
+    progress: ProgressCallback | None = None,
     **options: Any,
 ):
     """Build, verify and package `model` for `target` (a board, or several: "pynq-z2,tflite").
 
+    progress: a callable taking each sdk.ProgressEvent (sdk.ProgressBars() draws them); nothing is drawn without it.
     options: the flow's own (fps, max_util, require_bitfile, io, int4_weights, clock_mhz). Returns a DeployResult
     (a list of them for several boards); `result.verified` is the exactness rule, `result.exit_code` 0/1/2/3."""
     from sdk.deployment import DeployConfig, deploy_many
@@ -156,8 +158,7 @@ def deploy(
     _check_path(out, "out", 'out="build/fpga"')
     _check_path(data, "data", 'data="my_samples.npz"')
     _deploy_options(options)
-    if not isinstance(progress, bool):
-        raise ConfigError(f"progress must be True or False, got {progress!r}.", where="progress", fix="progress=True")
+    progress = progress_callback(progress)
     scale = options.pop("input_scale", None)
     with _as_model_path(model, example_input, _module_scale(model, scale)) as (path, module):
         if module is None:

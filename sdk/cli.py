@@ -21,6 +21,8 @@ from rich.table import Table
 from rich.text import Text
 
 from sdk import __version__
+from sdk.datasets import DEFAULT as DEFAULT_DATASET
+from sdk.datasets import names_text
 from sdk.errors import InternalError, SDKError
 from sdk.quiet import hush_stdout, quiet
 
@@ -31,6 +33,58 @@ err = Console(stderr=True)
 JSON_KEY = "sdk.json"  # set by a command's --json flag: errors are printed as JSON on stdout
 VERBOSE_KEY = "sdk.verbose"  # set by -v/--verbose, on the group or the command
 VERBOSE_HELP = "Show tracebacks, the causes of errors and the libraries' own warnings and log lines."
+
+
+class ProgressBars:
+    """The library's progress events (sdk.progress) drawn with rich on stderr, as `sdk deploy` and `sdk train` show
+    them: a spinner line per board while it deploys, a bar of epochs while training. One live display per job,
+    closed by the job's last event. Pass it as `progress=` to sdk.deploy, sdk.deploy_many or sdk.train."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __call__(self, event) -> None:
+        if event.finished:
+            if self._bar is not None:
+                self._bar.stop()
+                self._bar = None
+            return
+        if self._bar is None:
+            self._bar, self._task = self._start(event)
+        if event.stage == "train":
+            self._bar.update(self._task, completed=event.done, **event.metrics)
+        else:
+            self._bar.update(self._task, description=event.message)
+
+    @staticmethod
+    def _start(event) -> tuple[Any, Any]:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        if event.stage == "train":
+            columns = (
+                TextColumn("[bold]train {task.fields[name]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("epochs"),
+                TextColumn("loss {task.fields[loss]:.3f}  val {task.fields[val]:.2%}  best {task.fields[best]:.2%}"),
+                TimeElapsedColumn(),
+            )
+            bar = Progress(*columns, console=Console(stderr=True))
+            bar.start()
+            return bar, bar.add_task("train", total=event.total, name=event.subject, **event.metrics)
+        bar = Progress(
+            SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(), console=Console(stderr=True)
+        )
+        bar.start()
+        return bar, bar.add_task(event.message)
 
 
 def _emit_json(data) -> None:
@@ -255,7 +309,7 @@ def models(as_json: bool) -> None:
 )
 @click.option("--layer-bits", default="", help="Per-layer overrides, e.g. 'fc0=w8a8,fc_out=w4' (see `sdk models`).")
 @click.option(
-    "--dataset", default="digits", show_default=True, help="digits, fashion-mnist, an idx folder, or an .npz file."
+    "--dataset", default=DEFAULT_DATASET, show_default=True, help=f"{names_text()}, an idx folder, or an .npz file."
 )
 @click.option("--image-size", type=int, default=None, help="Resize images to this side.")
 @click.option("--epochs", type=int, default=60, show_default=True)
@@ -287,7 +341,7 @@ def train(
     from sdk.qat import train as run_training
 
     with hush_stdout():
-        result = run_training(config, out_dir, progress=not as_json)
+        result = run_training(config, out_dir, progress=None if as_json else ProgressBars())
     if as_json:
         data = result.to_dict()
         data.pop("history")
@@ -431,7 +485,7 @@ def deploy(
         int4_weights=int4_weights,
     )
     with hush_stdout():
-        results = deploy_many(config, progress=not as_json)
+        results = deploy_many(config, progress=None if as_json else ProgressBars())
     if as_json:
         payload = results[0].to_dict() if len(results) == 1 else {"results": [r.to_dict() for r in results]}
         _emit_json(payload)

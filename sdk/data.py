@@ -4,8 +4,7 @@ Every data set is handed to the rest of the SDK as uint8 images (N, C, H, W)
 with integer labels; the model sees x / 255. Splits are fixed by a seed.
 
 Sources:
-  digits                 scikit-learn's bundled 8x8 digits (the embedded default)
-  fashion-mnist          Debian's dataset-fashion-mnist package (idx files)
+  a built-in name        sdk/datasets.py's BUILT_IN (digits, the embedded default; fashion-mnist ...)
   a folder               MNIST-format idx files: *-images-idx3-ubyte(.gz), *-labels-idx1-ubyte(.gz)
   a .npz file            x: uint8 (N,H,W), (N,C,H,W) or (N,F), or floats in [0, 1];
                          y: integer labels (N,); labels: optional class names
@@ -32,22 +31,9 @@ from typing import Any
 import numpy as np
 
 from sdk import dataset_cache
+from sdk.datasets import BUILT_IN, names_text
 from sdk.errors import ConfigError, DatasetError
 
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-BUILT_IN = ("digits", "fashion-mnist")  # data sets by name; their splits are cached (sdk/dataset_cache.py)
-FASHION_LABELS = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
 INPUT_SCALE = 1.0 / 255.0  # the model's input is uint8 * INPUT_SCALE
 
 # Bounds that tell a data set from a mistake (or a file made to exhaust memory).
@@ -160,7 +146,7 @@ def check_values(shape: tuple[int, ...] | list[int], itemsize: int, what: str, w
 # Splits
 
 
-def _resize(images: np.ndarray, size: int) -> np.ndarray:
+def resize(images: np.ndarray, size: int) -> np.ndarray:
     """Bilinear resize of uint8 NCHW images to size x size (for upscaled digits), within the memory budget (its
     float32 copies: 70,000 images at 256 x 256 would take 34 GiB)."""
     check_values((len(images), images.shape[1], size, size), 4, "The resized images", "--image-size", "a smaller side")
@@ -201,7 +187,7 @@ def _check_splittable(y: np.ndarray, fraction: float, part: str, where: str) -> 
         )
 
 
-def _split(
+def split(
     x: np.ndarray, y: np.ndarray, fraction: float, seed: int, part: str = "test", where: str = "--dataset"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Stratified split fixed by seed: returns (x_rest, y_rest, x_part, y_part)."""
@@ -217,17 +203,6 @@ def _split(
             fix="give more samples of every class",
         ) from exc
     return x_rest, y_rest, x_part, y_part
-
-
-def load_digits_dataset(seed: int = 0, image_size: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """scikit-learn's 8x8 digits (values 0..16) as uint8 0..255, NCHW."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None, :, :]
-    if image_size and image_size != 8:
-        x = _resize(x, image_size)
-    return x, bunch.target.astype(np.int64), [str(d) for d in range(10)]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -593,7 +568,7 @@ def load_dataset(
         raise DatasetError(
             f"The data set must be a name or a path, got {spec!r}.",
             where="--dataset",
-            fix="use digits, fashion-mnist, a folder of MNIST idx files, or an .npz file with x and y",
+            fix=f"use {names_text()}, a folder of MNIST idx files, or an .npz file with x and y",
         )
     seed = check_seed(seed)
     image_size = check_image_size(image_size)
@@ -602,39 +577,30 @@ def load_dataset(
             raise ConfigError(f"{name} must be in (0, 1), got {fraction!r}.", where=name, fix="e.g. 0.2")
     labels: list[str] | None
     entry = None
-    if spec in BUILT_IN:  # its split may be in the SDK's cache: no scikit-learn to load (sdk/dataset_cache.py)
-        source = sorted(FASHION_MNIST_DIR.glob("*")) if spec == "fashion-mnist" else []
+    built_in = BUILT_IN.get(spec)
+    if built_in is not None:  # its split may be in the SDK's cache: no scikit-learn to load (sdk/dataset_cache.py)
         options = {"seed": seed, "image_size": image_size, "val": val_fraction, "test": test_fraction}
-        entry = dataset_cache.key(spec, source, **options)
+        entry = dataset_cache.key(spec, built_in.source_files(), **options)
         cached = dataset_cache.read(entry)
         if cached is not None:
             return cached
-    kind = "file" if spec in BUILT_IN else _kind(Path(spec), spec)
-    if spec == "digits":
-        x, y, labels = load_digits_dataset(seed, image_size)
-        x_rest, y_rest, x_test, y_test = _split(x, y, test_fraction, seed)
-    elif spec == "fashion-mnist" or kind == "dir":
-        folder = FASHION_MNIST_DIR if spec == "fashion-mnist" else Path(spec)
-        if not folder.is_dir():
-            raise DatasetError(
-                "Fashion-MNIST is not installed on this machine.",
-                where=str(folder),
-                fix="apt-get update && apt-get install -y dataset-fashion-mnist (Debian package, 31 MB)",
-            )
-        x_rest, y_rest, x_test, y_test = load_idx_folder(folder)
-        labels = FASHION_LABELS if spec == "fashion-mnist" else None
+        x_rest, y_rest, x_test, y_test = built_in.load(seed, image_size, test_fraction)
+        labels = list(built_in.labels)
+    elif _kind(Path(spec), spec) == "dir":
+        x_rest, y_rest, x_test, y_test = load_idx_folder(Path(spec))
+        labels = None
         if image_size and image_size != x_rest.shape[-1]:
-            x_rest, x_test = _resize(x_rest, image_size), _resize(x_test, image_size)
+            x_rest, x_test = resize(x_rest, image_size), resize(x_test, image_size)
     elif spec.endswith(".npz"):
         x, y, labels = load_npz(Path(spec))
         if image_size and x.shape[-1] != image_size:
-            x = _resize(x, image_size)
-        x_rest, y_rest, x_test, y_test = _split(x, y, test_fraction, seed, where=spec)
+            x = resize(x, image_size)
+        x_rest, y_rest, x_test, y_test = split(x, y, test_fraction, seed, where=spec)
     else:
         raise DatasetError(
             f"Unknown data set '{spec}'.",
             where="--dataset",
-            fix="use digits, fashion-mnist, a folder of MNIST idx files, or an .npz file with x and y",
+            fix=f"use {names_text()}, a folder of MNIST idx files, or an .npz file with x and y",
         )
     num_classes = int(max(y_rest.max(), y_test.max())) + 1
     labels = labels or [str(i) for i in range(num_classes)]
@@ -644,7 +610,7 @@ def load_dataset(
             where=f"{spec}, labels",
             fix="give one name per class",
         )
-    x_train, y_train, x_val, y_val = _split(x_rest, y_rest, val_fraction, seed, part="validation", where=spec)
+    x_train, y_train, x_val, y_val = split(x_rest, y_rest, val_fraction, seed, part="validation", where=spec)
     dataset = Dataset(spec, x_train, y_train, x_val, y_val, x_test, y_test, list(labels))
     if entry is not None:
         dataset_cache.write(entry, dataset)

@@ -1,9 +1,10 @@
 """The built-in data sets' splits, cached: a deploy or `sdk simulate` on digits need not load scikit-learn.
 
 Splitting goes through scikit-learn's stratified train_test_split, and importing scikit-learn takes about 2 s,
-a quarter of a small deploy in a new process. The split of a built-in data set (digits, fashion-mnist) depends
-only on the seed, the image size, the fractions, the scikit-learn version (which ships digits and splits) and
-the SDK's data code, so it is written once to the SDK's cache (SDK_CACHE_DIR, as exports) and read back from
+a quarter of a small deploy in a new process. The split of a built-in data set (sdk/datasets.py) depends only
+on the seed, the image size, the fractions, the scikit-learn version (which ships digits and splits), the files
+the data set is read from (its entry's source_files: size and time) and the SDK's data code, so it is written
+once to the SDK's cache (SDK_CACHE_DIR, as exports) and read back from
 there. An entry is used only while its bytes have the sha256 recorded beside it; anything else is split again
 and replaced. A cache folder that cannot be written is skipped. User files (an .npz, an idx folder) are not
 cached: they are the user's to change.
@@ -24,6 +25,7 @@ from sdk.atomic_write import write_bytes_atomic
 
 FOLDER = "datasets"
 ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+CODE = ("data.py", "datasets.py")
 
 
 def key(spec: str, source: list[Path], **options: Any) -> str | None:
@@ -35,7 +37,8 @@ def key(spec: str, source: list[Path], **options: Any) -> str | None:
     digest = hashlib.sha256(f"{spec}\0{sorted(options.items())!r}".encode())
     try:
         digest.update(importlib.metadata.version("scikit-learn").encode())
-        digest.update(Path(__file__).with_name("data.py").read_bytes())
+        for code in CODE:  # the SDK's data code: a changed loader or split is split afresh
+            digest.update(Path(__file__).with_name(code).read_bytes())
         for path in source:  # the files a data set is read from: a reinstalled package is split afresh
             stat = path.stat()
             digest.update(f"\0{path}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from sdk.boards import Board, get_board
 from sdk.data import INPUT_SCALE, check_values, load_dataset, load_samples
 from sdk.errors import CheckpointError, ConfigError, DatasetError, ExportError, InternalError, SDKError
 from sdk.package import PackageBuilder, check_output_path, sha256_file, tool_versions
+from sdk.progress import JobProgress, ProgressCallback, progress_callback
 from sdk.report import REPORT_JSON, REPORT_MD, kib, percent
 from sdk.scratch import scratch_dir
 from targets.base import finite_positive, parse_options
@@ -515,14 +518,15 @@ def check(config: DeployConfig, qat_model: Any = None) -> None:
 
 
 def deploy(
-    config: DeployConfig, progress: bool = True, prepared: PreparedModel | None = None, qat_model: Any = None
+    config: DeployConfig,
+    progress: ProgressCallback | None = None,
+    prepared: PreparedModel | None = None,
+    qat_model: Any = None,
 ) -> DeployResult:
     """Build, verify and package one deployment; the package appears only when complete.
 
+    progress: called with a ProgressEvent per step (sdk.progress); nothing is drawn or printed here.
     prepared: the model and samples from prepare_model(), shared by the boards of a multi-target deploy."""
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     from sdk.model_card import input_map_of
     from sdk.report import add_failure, write_report
 
@@ -532,24 +536,16 @@ def deploy(
     parse_options(target, config.flow_options(), board)  # refused before any long work
     final_dir = config.package_dir(choice)
     check_output_path(final_dir)  # a file, a foreign folder, a read-only parent or a running deploy: before long work
-    with (
-        scratch_dir("deploy") as tmp,
-        Progress(
-            SpinnerColumn(),
-            TextColumn("[bold]{task.description}"),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            disable=not progress,
-        ) as bar,
-    ):
-        task = bar.add_task(f"{board.name}: load model and samples")
+    events = JobProgress(progress_callback(progress), "deploy", board.name)
+    with scratch_dir("deploy") as tmp, _finishing(events):
+        events.start("load model and samples")
         steps = [("load model and samples", time.perf_counter())]
         prepared = prepared or prepare_model(config, Path(tmp), qat_model)
         request = _request(config, choice, Path(tmp), prepared)
 
         def step(message: str) -> None:
             steps.append((message, time.perf_counter()))
-            bar.update(task, description=f"{board.name}: {message}")
+            events.step(message)
 
         with PackageBuilder(final_dir) as pkg:
             try:
@@ -596,6 +592,15 @@ def deploy(
     )
 
 
+@contextmanager
+def _finishing(events: JobProgress) -> Iterator[None]:
+    """The job's last event, whether it succeeds or fails."""
+    try:
+        yield
+    finally:
+        events.finish()
+
+
 def _add_input_map(report, card: dict[str, Any], flow: str) -> None:
     """What the package's input takes and how the user's values become it, in report.md and report.json."""
     from sdk.model_card import input_map_of
@@ -629,10 +634,14 @@ def _card_hash(card: dict[str, Any]) -> str:
 
 
 def deploy_many(
-    config: DeployConfig, progress: bool = True, per_board_folders: bool | None = None, qat_model: Any = None
+    config: DeployConfig,
+    progress: ProgressCallback | None = None,
+    per_board_folders: bool | None = None,
+    qat_model: Any = None,
 ) -> list[DeployResult]:
     """--target a,b,c: deploy the one model to each board, into <out>/<board> (default deploy/<board>).
 
+    progress: called with each board's ProgressEvents (sdk.progress); nothing is drawn or printed here.
     One board without per_board_folders keeps `sdk deploy`'s meaning of --out (the
     package folder itself). A user error on one of several boards (too large,
     unsupported layer) is recorded in its result and the other boards still
@@ -641,6 +650,7 @@ def deploy_many(
     from dataclasses import replace
 
     config.validate()
+    progress = progress_callback(progress)
     names = config.boards()
     nested = len(names) > 1 if per_board_folders is None else per_board_folders
     if not nested:

@@ -13,7 +13,7 @@ import sys
 from dataclasses import asdict, dataclass
 from importlib import metadata
 
-from sdk.data import FASHION_MNIST_DIR
+from sdk.datasets import dataset_checks
 
 # The core's own stack; each flow's toolchain package comes from the registry of flows.
 CORE_STACK = {
@@ -102,13 +102,5 @@ def run_checks() -> list[Check]:
             "Ethos-U compilation",
         )
     )
-    checks.append(
-        Check(
-            "fashion-mnist",
-            FASHION_MNIST_DIR.is_dir(),
-            None,
-            str(FASHION_MNIST_DIR) if FASHION_MNIST_DIR.is_dir() else "apt-get install dataset-fashion-mnist",
-            "the Fashion-MNIST benchmark (optional)",
-        )
-    )
+    checks += [Check(**found) for found in dataset_checks()]  # the built-in data sets that must be installed
     return checks

@@ -277,19 +277,39 @@ def card_from_graph(
     255), through a Mul put in front of it, as the SDK's own exports have.
 
     checked: the file's ModelProto as load_onnx_safely returned it, where the caller has it (not read twice)."""
-    from onnx import TensorProto, helper
-    from qonnx.core.datatype import DataType
-    from qonnx.core.modelwrapper import ModelWrapper
+    model = _readable_graph(onnx_path, where, checked)
+    name, shape = _single_input(model, where)
+    mapping = _annotated_input(model, name, len(shape) == 2, input_scale, where)
+    if mapping is None and input_scale is None:
+        mapping, model = _quantized_input(model, name, where)
+    elif mapping is None:
+        mapping, model = _scaled_pixels(model, name, shape, input_scale, out_path, where)
+    model.save(str(out_path))
+    card = _card_of(model, onnx_path.stem, mapping, input_scale)
+    card_path_for(out_path).write_text(json.dumps(card, indent=2))
+    return card
+
+
+def _clean(model: Any, where: str) -> Any:
+    """qonnx's clean-up of the graph (see _cleaned)."""
     from qonnx.util.cleanup import cleanup_model
 
-    from sdk.graph_names import SDK_INPUT_SCALE, mark_nodes, mark_sdk_node
+    return _cleaned(cleanup_model, model, where)
+
+
+def _readable_graph(onnx_path: Path, where: str, checked: Any) -> Any:
+    """The file as a cleaned-up qonnx ModelWrapper, its nodes marked with their own names; checked for safety and
+    size before qonnx sees it."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from sdk.graph_names import mark_nodes
 
     if checked is None:
         checked = load_onnx_safely(onnx_path, where)  # before qonnx imports anything a node's domain names
     mark_nodes(checked.graph, fresh=True)  # the file's own names, for every message (sdk.graph_names)
     check_graph_tensors(checked, where)  # before qonnx's clean-up folds a constant of any size
     try:
-        model = _cleaned(cleanup_model, ModelWrapper(checked), where)
+        return _clean(ModelWrapper(checked), where)
     except ExportError:
         raise
     except Exception as exc:
@@ -298,6 +318,11 @@ def card_from_graph(
             where=where,
             fix="pass a .onnx file written by Brevitas's export_qonnx (or another QONNX exporter)",
         ) from exc
+
+
+def _single_input(model: Any, where: str) -> tuple[str, list[int]]:
+    """The graph's one input: its name and its shape, one sample of (1, C, H, W), (1, C, T) or (1, F) within the
+    memory budget (and one output)."""
     if len(model.graph.input) != 1 or len(model.graph.output) != 1:
         raise ExportError(
             f"The graph has {len(model.graph.input)} inputs and {len(model.graph.output)} outputs; "
@@ -320,7 +345,12 @@ def card_from_graph(
             where=f"{where}, input {name}",
             fix="export the model with a smaller input",
         )
-    flat = len(shape) == 2
+    return name, shape
+
+
+def _annotated_input(model: Any, name: str, flat: bool, input_scale: float | None, where: str) -> InputMap | None:
+    """The input map of an input annotated with an integer type the targets take (None for a float input); an
+    --input-scale for it, or an integer type too wide, is refused."""
     datatype = model.get_tensor_datatype(name)
     mapping = annotated_map(datatype, flat)
     if mapping is not None and input_scale is not None:
@@ -337,53 +367,72 @@ def card_from_graph(
             where=f"{where}, input {name}",
             fix=f"quantize the model's input to at most {MAX_INPUT_BITS} bits",
         )
-    if mapping is None and input_scale is None:
-        mapping = read_input_interface(model, where)
-        if mapping is None:
-            raise ExportError(
-                f"The graph input '{name}' is {datatype.name} and reaches a layer before any quantizer, so the SDK "
-                "cannot tell which integers the device should take.",
-                where=f"{where}, input {name}",
-                fix="quantize the model's input first (a QuantIdentity at the start of forward; a constant scale or "
-                "offset before it, such as x*2-1, is fine), or, for pixel data, pass --input-scale S so that the "
-                "model receives pixel * S: 0.00392156862745098 (1/255) for a model trained on pixels / 255, 1 for "
-                "raw pixel values",
-            )
-        model = _cleaned(cleanup_model, model, where)
-    elif mapping is None:
-        if not (np.isfinite(input_scale) and input_scale > 0):
-            raise ExportError(
-                f"--input-scale must be a finite positive number, got {input_scale}.",
-                where="--input-scale",
-                fix="e.g. --input-scale 0.00392156862745098 (1/255)",
-            )
-        pixels, scale = f"{name}_pixels", f"{name}_pixel_scale"
-        model.graph.input[0].name = pixels
-        scaling = helper.make_node("Mul", [pixels, scale], [name], name="PixelScale")
-        model.graph.node.insert(0, mark_sdk_node(scaling, SDK_INPUT_SCALE))
-        model.set_initializer(scale, np.array(input_scale, dtype=np.float32))
-        model.graph.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
-        model.set_tensor_datatype(pixels, DataType["UINT8"])
-        model = _cleaned(cleanup_model, model, where)
-        model.save(str(out_path))
-        _check_input_codes(out_path, shape, input_scale)  # on the pixels' graph, before any cut
-        mapping = pixel_map()
-        model.set_tensor_datatype(pixels, DataType["FLOAT32"])  # preprocessing after the pixel scale: the device
-        preprocessed = read_input_interface(model, where, pixels_in=True)  # takes the first quantizer's codes
-        if preprocessed is None:
-            model.set_tensor_datatype(pixels, DataType["UINT8"])
-        else:
-            mapping = preprocessed
-            model = _cleaned(cleanup_model, model, where)
+    return mapping
+
+
+def _quantized_input(model: Any, name: str, where: str) -> tuple[InputMap, Any]:
+    """A float input the graph quantizes itself: the device takes its first quantizer's codes, and the graph loses
+    the preprocessing and quantizer the host's input map now does."""
+    mapping = read_input_interface(model, where)
+    if mapping is None:
+        datatype = model.get_tensor_datatype(name)
+        raise ExportError(
+            f"The graph input '{name}' is {datatype.name} and reaches a layer before any quantizer, so the SDK "
+            "cannot tell which integers the device should take.",
+            where=f"{where}, input {name}",
+            fix="quantize the model's input first (a QuantIdentity at the start of forward; a constant scale or "
+            "offset before it, such as x*2-1, is fine), or, for pixel data, pass --input-scale S so that the "
+            "model receives pixel * S: 0.00392156862745098 (1/255) for a model trained on pixels / 255, 1 for "
+            "raw pixel values",
+        )
+    return mapping, _clean(model, where)
+
+
+def _scaled_pixels(
+    model: Any, name: str, shape: list[int], input_scale: float, out_path: Path, where: str
+) -> tuple[InputMap, Any]:
+    """--input-scale: a Mul puts pixel * input_scale in front of the graph; the device takes uint8 pixels, or the
+    first quantizer's codes where preprocessing and a quantizer follow the scale."""
+    from onnx import TensorProto, helper
+    from qonnx.core.datatype import DataType
+
+    from sdk.graph_names import SDK_INPUT_SCALE, mark_sdk_node
+
+    if not (np.isfinite(input_scale) and input_scale > 0):
+        raise ExportError(
+            f"--input-scale must be a finite positive number, got {input_scale}.",
+            where="--input-scale",
+            fix="e.g. --input-scale 0.00392156862745098 (1/255)",
+        )
+    pixels, scale = f"{name}_pixels", f"{name}_pixel_scale"
+    model.graph.input[0].name = pixels
+    scaling = helper.make_node("Mul", [pixels, scale], [name], name="PixelScale")
+    model.graph.node.insert(0, mark_sdk_node(scaling, SDK_INPUT_SCALE))
+    model.set_initializer(scale, np.array(input_scale, dtype=np.float32))
+    model.graph.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
+    model.set_tensor_datatype(pixels, DataType["UINT8"])
+    model = _clean(model, where)
     model.save(str(out_path))
+    _check_input_codes(out_path, shape, input_scale)  # on the pixels' graph, before any cut
+    mapping = pixel_map()
+    model.set_tensor_datatype(pixels, DataType["FLOAT32"])  # preprocessing after the pixel scale: the device
+    preprocessed = read_input_interface(model, where, pixels_in=True)  # takes the first quantizer's codes
+    if preprocessed is None:
+        model.set_tensor_datatype(pixels, DataType["UINT8"])
+        return mapping, model
+    return preprocessed, _clean(model, where)
+
+
+def _card_of(model: Any, name: str, mapping: InputMap, input_scale: float | None) -> dict[str, Any]:
+    """The card of the graph as it will be deployed: its input (after any cut), its outputs as classes."""
     shape = [int(d) for d in model.get_tensor_shape(model.graph.input[0].name)]  # (1, F) where a flatten was cut
     flat, sequence = len(shape) == 2, len(shape) == 3
     input_shape = [1, 1, shape[1]] if flat else [shape[1], 1, shape[2]] if sequence else shape[1:]
     out_shape = model.get_tensor_shape(model.graph.output[0].name) or [1, 1]
     outputs = int(np.prod(out_shape[1:])) if len(out_shape) > 1 else 1
-    card = {
+    return {
         "format": CARD_FORMAT,
-        "model": onnx_path.stem,
+        "model": name,
         "bits": None,
         "input": input_spec(input_shape, flat, sequence, mapping),
         "normalisation": normalisation_of(mapping, input_scale),
@@ -391,5 +440,3 @@ def card_from_graph(
         "dataset": None,
         "accuracy": None,
     }
-    card_path_for(out_path).write_text(json.dumps(card, indent=2))
-    return card

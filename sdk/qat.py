@@ -1,4 +1,4 @@
-"""Quantization-aware training of a zoo model: deterministic, with a progress bar.
+"""Quantization-aware training of a zoo model: deterministic, its progress reported as events (sdk.progress).
 
 A run folder holds everything `sdk export` needs:
   checkpoint.pt   best weights (by validation accuracy) + the plain-data config
@@ -13,6 +13,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from torch import nn
 from sdk.atomic_write import write_atomic
 from sdk.data import INPUT_SCALE, MAX_CLASSES, Dataset, is_int, load_dataset
 from sdk.errors import CheckpointError, ConfigError, SDKError
+from sdk.progress import JobProgress, ProgressCallback, progress_callback
 from sdk.train_config import TrainConfig
 from sdk.zoo import build_model
 
@@ -128,90 +130,146 @@ def _save_checkpoint(
     write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
-def train(config: TrainConfig, out_dir: Path | str, data: Dataset | None = None, progress: bool = True) -> TrainResult:
-    """Train `config.model` on `config.dataset`; write the best checkpoint and metrics to out_dir."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def train(
+    config: TrainConfig, out_dir: Path | str, data: Dataset | None = None, progress: ProgressCallback | None = None
+) -> TrainResult:
+    """Train `config.model` on `config.dataset`; write the best checkpoint and metrics to out_dir.
 
+    progress: called with a ProgressEvent per epoch (sdk.progress); nothing is drawn or printed here."""
     config.validate()
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
+    callback = progress_callback(progress)
     data = data or load_dataset(config.dataset, seed=config.seed, image_size=config.image_size)
+    generator = _seeded(config)
+    model = build_model(config.model, data.input_shape, data.num_classes, config.bits_config())
+    _dry_run(model, data, config)
+    splits = _Splits.of(data, model.flat_input)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = out_dir / CHECKPOINT_NAME
+    loop = _Loop.of(model, config, splits, generator)
+    events = JobProgress(callback, "train", f"{config.model} {config.bits}", total=config.epochs)
+    started = time.perf_counter()
+    try:
+        best = loop.run(events, lambda epoch, val: _save_checkpoint(checkpoint, model, config, data, epoch, val))
+    finally:
+        events.finish()
+    seconds = time.perf_counter() - started
+    best_model, _ = load_checkpoint(checkpoint, check_metrics=False)  # metrics.json is (re)written below
+    test_acc = accuracy(best_model, splits.x_test, splits.y_test)
+    result = TrainResult(out_dir, test_acc, best.val_accuracy, best.epoch, seconds, loop.history)
+    _write_metrics(result, config, data, splits)
+    return result
+
+
+def _seeded(config: TrainConfig) -> torch.Generator:
+    """torch's and numpy's seeds and thread count set; the generator of the batch order and shifts."""
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
-    generator = torch.Generator().manual_seed(config.seed)
-    model = build_model(config.model, data.input_shape, data.num_classes, config.bits_config())
-    flat = model.flat_input
-    _dry_run(model, data, config)
-    x_train, y_train = model_input(data.x_train, flat), torch.from_numpy(data.y_train)
-    x_val, y_val = model_input(data.x_val, flat), torch.from_numpy(data.y_val)
-    x_test, y_test = model_input(data.x_test, flat), torch.from_numpy(data.y_test)
+    return torch.Generator().manual_seed(config.seed)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = out_dir / CHECKPOINT_NAME
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = (len(x_train) + config.batch_size - 1) // config.batch_size
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
-    loss_fn = nn.CrossEntropyLoss()
-    history: list[dict[str, float]] = []
-    best_val, best_epoch = -1.0, 0
-    started = time.perf_counter()
-    columns = (
-        TextColumn("[bold]train {task.fields[name]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("epochs"),
-        TextColumn("loss {task.fields[loss]:.3f}  val {task.fields[val]:.2%}  best {task.fields[best]:.2%}"),
-        TimeElapsedColumn(),
-    )
-    # Progress goes to stderr: stdout stays clean for --json.
-    with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
-        task = bar.add_task(
-            "train", total=config.epochs, name=f"{config.model} {config.bits}", loss=0.0, val=0.0, best=0.0
+
+@dataclass
+class _Splits:
+    """A data set's parts as the model takes them: float inputs, integer labels."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    @classmethod
+    def of(cls, data: Dataset, flat: bool) -> _Splits:
+        return cls(
+            model_input(data.x_train, flat),
+            torch.from_numpy(data.y_train),
+            model_input(data.x_val, flat),
+            torch.from_numpy(data.y_val),
+            model_input(data.x_test, flat),
+            torch.from_numpy(data.y_test),
         )
-        for epoch in range(1, config.epochs + 1):
-            model.train()
-            order = torch.randperm(len(x_train), generator=generator)
-            total_loss = 0.0
-            for start in range(0, len(order), config.batch_size):
-                idx = order[start : start + config.batch_size]
-                if len(idx) < 2:  # BatchNorm needs two samples
-                    continue
-                batch = x_train[idx]
-                if config.augment and not flat:
-                    batch = _shift(batch, generator)
-                loss = loss_fn(model(batch), y_train[idx])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                total_loss += loss.item() * len(idx)
-            val_acc = accuracy(model, x_val, y_val)
-            history.append({"epoch": epoch, "loss": total_loss / len(x_train), "val_accuracy": val_acc})
-            if val_acc > best_val:
-                best_val, best_epoch = val_acc, epoch
-                _save_checkpoint(checkpoint, model, config, data, epoch, val_acc)
-            bar.update(task, advance=1, loss=history[-1]["loss"], val=val_acc, best=best_val)
-    seconds = time.perf_counter() - started
-    best_model, _ = load_checkpoint(checkpoint, check_metrics=False)  # metrics.json is (re)written below
-    test_acc = accuracy(best_model, x_test, y_test)
-    result = TrainResult(out_dir, test_acc, best_val, best_epoch, seconds, history)
+
+
+@dataclass
+class _Best:
+    val_accuracy: float = -1.0
+    epoch: int = 0
+
+
+@dataclass
+class _Loop:
+    """The training loop: Adam, cosine-annealed per batch, cross-entropy; the best epoch by validation accuracy."""
+
+    model: nn.Module
+    config: TrainConfig
+    splits: _Splits
+    generator: torch.Generator
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, model: nn.Module, config: TrainConfig, splits: _Splits, generator: torch.Generator) -> _Loop:
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        steps_per_epoch = (len(splits.x_train) + config.batch_size - 1) // config.batch_size
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
+        return cls(model, config, splits, generator, optimizer, scheduler)
+
+    def run(self, events: JobProgress, save: Callable[[int, float], None]) -> _Best:
+        """Every epoch; `save(epoch, val_accuracy)` at each new best. One event per epoch."""
+        best = _Best()
+        events.start("epoch", {"loss": 0.0, "val": 0.0, "best": 0.0})
+        for epoch in range(1, self.config.epochs + 1):
+            loss = self.epoch()
+            val_acc = accuracy(self.model, self.splits.x_val, self.splits.y_val)
+            self.history.append({"epoch": epoch, "loss": loss, "val_accuracy": val_acc})
+            if val_acc > best.val_accuracy:
+                best = _Best(val_acc, epoch)
+                save(epoch, val_acc)
+            events.step("epoch", {"loss": loss, "val": val_acc, "best": best.val_accuracy})
+        return best
+
+    def epoch(self) -> float:
+        """One pass over the training split in the generator's order; the mean loss per sample."""
+        self.model.train()
+        x, y, size = self.splits.x_train, self.splits.y_train, self.config.batch_size
+        shift = self.config.augment and not self.model.flat_input
+        loss_fn = nn.CrossEntropyLoss()
+        order = torch.randperm(len(x), generator=self.generator)
+        total_loss = 0.0
+        for start in range(0, len(order), size):
+            idx = order[start : start + size]
+            if len(idx) < 2:  # BatchNorm needs two samples
+                continue
+            batch = _shift(x[idx], self.generator) if shift else x[idx]
+            loss = loss_fn(self.model(batch), y[idx])
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            total_loss += loss.item() * len(idx)
+        return total_loss / len(x)
+
+
+def _write_metrics(result: TrainResult, config: TrainConfig, data: Dataset, splits: _Splits) -> None:
+    """metrics.json: the best checkpoint's accuracies, the history, the data set and the config."""
     metrics = {
-        "test_accuracy": test_acc,
-        "val_accuracy": best_val,
-        "best_epoch": best_epoch,
-        "seconds": seconds,
+        "test_accuracy": result.test_accuracy,
+        "val_accuracy": result.val_accuracy,
+        "best_epoch": result.best_epoch,
+        "seconds": result.seconds,
         "dataset": data.name,
         "dataset_fingerprint": data.fingerprint(),
-        "num_train": len(x_train),
-        "num_test": len(x_test),
+        "num_train": len(splits.x_train),
+        "num_test": len(splits.x_test),
         "config": asdict(config),
-        "history": history,
+        "history": result.history,
     }
-    write_atomic(out_dir / METRICS_NAME, lambda tmp: tmp.write_text(json.dumps(metrics, indent=2)))
-    return result
+    write_atomic(result.run_dir / METRICS_NAME, lambda tmp: tmp.write_text(json.dumps(metrics, indent=2)))
 
 
 def _dry_run(model: nn.Module, data: Dataset, config: TrainConfig) -> None:

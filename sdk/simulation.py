@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sdk.data import load_dataset, load_samples
+from sdk.datasets import BUILT_IN
 from sdk.errors import ConfigError, DatasetError, PackageError
 from sdk.package import MANIFEST_NAME, verify_package
 from targets.registry import FLOWS, get_target
@@ -108,16 +109,13 @@ def run_package(package: Path | str, x: np.ndarray, codes: bool = False) -> np.n
     return get_target(manifest["flow"]).simulate(package, card, model_batch(x, card, codes=codes)).outputs
 
 
-BUILTIN_DATASETS = ("digits", "fashion-mnist")
-
-
 def _samples(
     card: dict, data: str | None, limit: int | None, codes: bool = False
 ) -> tuple[np.ndarray, np.ndarray | None, str]:
     """--data (a built-in data set's test split, an .npz or an idx folder, whole), else the card's data set's test
     split; the first `limit` samples."""
     spec = card.get("dataset") or {}
-    if data in BUILTIN_DATASETS or (data is None and spec):
+    if data in BUILT_IN or (data is None and spec):
         name = data or spec["name"]
         dataset = load_dataset(name, seed=spec.get("seed", 0), image_size=spec.get("image_size"))
         x, y, what = dataset.x_test, dataset.y_test, f"{name} (test split)"

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 
 from sdk.data import check_image_size, check_seed, is_int
+from sdk.datasets import DEFAULT as DEFAULT_DATASET
+from sdk.datasets import names_text
 from sdk.errors import ConfigError
 from sdk.zoo.bits import BitsConfig, parse_bits
 from sdk.zoo.catalog import get_spec
@@ -30,7 +32,7 @@ class TrainConfig:
     model: str = "tfc"  # zoo model name (sdk.zoo.ZOO)
     bits: str = "w2a2"  # preset: w1a1, w1a2, w2a2, w4a4, w8a8 (or any wXaY, 1..8)
     layer_bits: str = ""  # per-layer overrides, e.g. "fc0=w8a8,fc_out=w4"
-    dataset: str = "digits"  # digits, fashion-mnist, an idx folder, or an .npz file
+    dataset: str = DEFAULT_DATASET  # a built-in data set (sdk.datasets.BUILT_IN), an idx folder, or an .npz file
     image_size: int | None = None  # resize images to this side (None: native size)
     epochs: int = 60
     batch_size: int = 64
@@ -55,7 +57,7 @@ class TrainConfig:
             raise ConfigError(
                 f"--dataset must name a data set, got {self.dataset!r}.",
                 where="--dataset",
-                fix="digits, fashion-mnist, a folder of MNIST idx files, or an .npz file",
+                fix=f"{names_text()}, a folder of MNIST idx files, or an .npz file",
             )
         check_image_size(self.image_size)
         check_seed(self.seed)

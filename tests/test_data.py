@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from sdk import data as data_module
+from sdk import datasets as datasets_module
 from sdk.data import load_dataset
+from sdk.datasets import BUILT_IN, BuiltInDataset, names_text
 from sdk.errors import DatasetError
 
 
@@ -58,7 +60,7 @@ def test_truncated_idx_file(tmp_path):
 
 
 def test_fashion_mnist_absent_says_how_to_install(monkeypatch, tmp_path):
-    monkeypatch.setattr(data_module, "FASHION_MNIST_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(datasets_module, "FASHION_MNIST_DIR", tmp_path / "nowhere")
     with pytest.raises(DatasetError) as info:
         load_dataset("fashion-mnist")
     assert "apt-get install -y dataset-fashion-mnist" in info.value.fix
@@ -95,3 +97,54 @@ def test_missing_npz_and_unknown_name(tmp_path):
         load_dataset(str(tmp_path / "absent.npz"))
     with pytest.raises(DatasetError, match="Unknown data set"):
         load_dataset("cifar-10")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The registry of built-in data sets (sdk/datasets.py): every other place reads it
+
+
+@pytest.mark.parametrize("name", sorted(BUILT_IN))
+def test_a_built_in_data_set_is_what_its_entry_says(name):
+    entry = BUILT_IN[name]
+    if entry.check is not None and not entry.check()["present"]:
+        pytest.skip(f"{name} is not installed on this machine")
+    d = load_dataset(name)
+    assert d.name == name and d.input_shape == entry.input_shape and d.num_classes == entry.num_classes
+    assert d.labels == list(entry.labels) and d.x_train.dtype == np.uint8
+
+
+def test_every_list_of_data_sets_is_the_registry():
+    from click.testing import CliRunner
+
+    from sdk.cli import main
+    from sdk.datasets import DEFAULT, dataset_checks
+    from sdk.train_config import TrainConfig
+
+    help_text = " ".join(CliRunner().invoke(main, ["train", "--help"]).output.split())
+    assert f"{names_text()}, an idx folder, or an .npz file." in help_text and DEFAULT in BUILT_IN
+    assert TrainConfig().dataset == DEFAULT
+    with pytest.raises(DatasetError) as info:
+        load_dataset("cifar-10")
+    assert f"use {names_text()}, a folder" in info.value.fix and all(name in info.value.fix for name in BUILT_IN)
+    installable = [entry.name for entry in BUILT_IN.values() if entry.check is not None]
+    assert [row["name"] for row in dataset_checks()] == installable
+
+
+def test_a_new_data_set_is_one_entry(monkeypatch, tmp_path):
+    """An entry and its loader: load_dataset, the split cache and the names in every message take it."""
+    monkeypatch.setenv("SDK_CACHE_DIR", str(tmp_path / "cache"))
+    calls = []
+
+    def stripes(seed, image_size, test_fraction):
+        calls.append(seed)
+        x = np.zeros((40, 1, 4, 4), np.uint8)
+        y = np.arange(40) % 2
+        x[y == 0, 0, 1, :] = x[y == 1, 0, :, 1] = 255
+        return data_module.split(x, y, test_fraction, seed)
+
+    entry = BuiltInDataset("stripes", "rows and columns", (1, 4, 4), ("row", "column"), stripes, list)
+    monkeypatch.setitem(BUILT_IN, "stripes", entry)
+    first = load_dataset("stripes", seed=2)
+    assert first.labels == ["row", "column"] and first.input_shape == (1, 4, 4) and calls == [2]
+    assert load_dataset("stripes", seed=2).fingerprint() == first.fingerprint() and calls == [2]  # from the cache
+    assert "stripes" in names_text()

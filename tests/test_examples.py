@@ -1,5 +1,6 @@
-"""The build scripts in examples/ run as an engineer would run them."""
+"""The build scripts in examples/ run as an engineer would run them, on the public API only."""
 
+import ast
 import json
 import subprocess
 import sys
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import sdk
 from sdk.train_config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,6 +21,29 @@ def run(script, *args, cwd=ROOT):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
+
+
+OWN_PACKAGES = ("sdk", "targets")  # the project's: an example reaches them through `import sdk` only
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "examples").glob("*.py")))
+def test_an_example_uses_only_the_public_api(script):
+    """`import sdk` and names in sdk.__all__; no sdk submodule, no targets (third-party and stdlib are free)."""
+    tree = ast.parse((ROOT / "examples" / script).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                top = alias.name.split(".")[0]
+                assert top not in OWN_PACKAGES or alias.name == "sdk", f"{script}:{node.lineno} imports {alias.name}"
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            assert node.level == 0, f"{script}:{node.lineno}: a relative import"
+            if module.split(".")[0] in OWN_PACKAGES:
+                assert module == "sdk", f"{script}:{node.lineno} imports from {module}"
+                hidden = [a.name for a in node.names if a.name not in sdk.__all__]
+                assert not hidden, f"{script}:{node.lineno} imports {hidden}, not in sdk.__all__"
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "sdk":
+            assert node.attr in sdk.__all__, f"{script}:{node.lineno} uses sdk.{node.attr}, not in sdk.__all__"
 
 
 @pytest.mark.slow

@@ -349,144 +349,19 @@ class FinnTarget:
         data_label: str,
         rtl: RtlVerification | None = None,
     ):
-        board, net = cfg.board, cfg.network
-        layers = net.layers
-        summary = {
-            "board": f"{board.display_name} ({board.part}, {cfg.clock:g} MHz)",
-            "verified": verification.passed,
-            "accuracy": verification.accuracy["accelerator"],
-            "qat_accuracy": verification.accuracy["qat_model"],
-            "accuracy_on": data_label,
-            "folding": cfg.folding_mode,
-            "fps": round(net.fps, 1),
-            "latency_us": round(net.latency_us, 3),
-            "bottleneck": net.bottleneck,
-            "utilisation": {k: round(v, 4) for k, v in net.utilisation.items()},
-            "bitfile": outcome.bitfile or ("needs Vivado" if not outcome.ran else "failed"),
-        }
+        """report.md, report.json and its plots, and the deploy's summary."""
+        summary = _summary(cfg, verification, outcome, data_label)
         report = Report(
-            title=f"FINN deployment to {board.display_name}",
-            summary={
-                "board": summary["board"],
-                "exactness rule": verification.rule,
-                "verification": "PASSED"
-                if verification.passed
-                else f"FAILED at {verification.first_failure.first_difference}",
-                f"accuracy on {data_label} (accelerator / QAT)": f"{share(verification.accuracy['accelerator'])} / "
-                f"{share(verification.accuracy['qat_model'])}",
-                "folding": cfg.folding_mode,
-                "throughput": f"{net.fps:,.0f} frames/s at {cfg.clock:g} MHz",
-                "latency": f"{net.latency_cycles:,} cycles = {net.latency_us:.2f} us",
-                "bottleneck layer": net.bottleneck,
-                "hardware": outcome.message,
-            },
+            title=f"FINN deployment to {cfg.board.display_name}",
+            summary=_report_summary(cfg, verification, outcome, data_label, summary["board"]),
         )
-        report.tables.append(
-            Table(
-                "Per layer",
-                ["layer", "op", "PE", "SIMD", "cycles", "LUT", "BRAM18", "URAM", "DSP"],
-                [
-                    [
-                        layer.name,
-                        layer.op_type,
-                        layer.pe,
-                        layer.simd,
-                        layer.cycles,
-                        layer.lut,
-                        layer.bram18,
-                        layer.uram,
-                        layer.dsp,
-                    ]
-                    for layer in layers
-                ],
-            )
-        )
-        report.tables.append(
-            Table(
-                "Resources against capacity",
-                ["resource", "estimate", "capacity", "utilisation %"],
-                [
-                    [k.upper(), net.totals[k], net.capacity[k], net.utilisation[k]]
-                    for k in ("lut", "bram18", "uram", "dsp")
-                ],
-            )
-        )
-        report.tables.append(verification_table(verification))
+        report.tables += [_layer_table(cfg.network), _resource_table(cfg.network), verification_table(verification)]
         if rtl is not None:
-            report.tables.extend(rtl.tables())
-            summary["rtl_verified_layers"] = rtl.verified
-            summary["graph_level_only_layers"] = rtl.graph_level
-            depths = rtl.fifo_depth_attributes()
-            report.notes.append(
-                f"RTL simulation: {len(rtl.verified)} layer(s) verified in Verilator, "
-                f"{len(rtl.stitched.stitched_layers()) if rtl.stitched else 0} of them also stitched with their "
-                f"neighbours; {len(rtl.graph_level)} at graph level only"
-                + (f" ({', '.join(rtl.graph_level)})" if rtl.graph_level else "")
-                + f". Verilator: {rtl.compile_seconds:.1f} s compiling, {rtl.run_seconds:.1f} s running."
-                + (
-                    " FIFO depths sized by the stitched simulation are in folding_config.json "
-                    "(inFIFODepths / outFIFODepths of " + ", ".join(sorted(depths)) + ")."
-                    if depths
-                    else ""
-                )
-            )
-        if cfg.fit:
-            fit = cfg.fit
-            report.notes.append(
-                f"fit search ({fit.foldings:,} layer foldings estimated, {fit.seconds:.2f} s): stopped because "
-                f"{fit.stop_reason}. At 100 % of the board: {fit.fps_at_full_board:,.0f} fps; "
-                f"fully unfolded: {fit.fps_unfolded:,.0f} fps."
-            )
-        if cfg.widened:
-            report.notes.append(
-                "Widened beyond FINN's minimised bit widths (an XNOR layer accumulates the popcount, up to its "
-                "inputs; an HLS layer compares in its thresholds' type): " + "; ".join(map(str, cfg.widened)) + "."
-            )
-        if cfg.shortcut_fifos:
-            report.tables.append(
-                Table(
-                    "Residual shortcuts (DuplicateStreams -> ElementwiseAdd)",
-                    ["join", "fork", "shortcut layers", "other branch layers", "shortcut FIFO words", "word bits"],
-                    [
-                        [f.join, f.fork, ", ".join(f.shortcut_layers) or "-", f.long_layers, f.depth, f.bits]
-                        for f in cfg.shortcut_fifos
-                    ],
-                )
-            )
-            report.notes.append(
-                "Each residual shortcut buffers one frame of its words (folding_config.json: inFIFODepths of the "
-                "join), so the fork never waits on it while the other branch computes: no deadlock, whatever that "
-                "branch's latency. FINN's FIFO sizing on the Vivado machine (step_set_fifo_depths) may size every "
-                "FIFO again by simulation."
-            )
-        if cfg.cached_steps:
-            report.notes.append(
-                f"From the SDK cache (the same graph went through them before): {', '.join(cfg.cached_steps)}; "
-                "SDK_CACHE_DIR=off runs every step afresh."
-            )
-        report.notes.append(
-            "Resource figures are FINN's analytical estimates of the accelerator alone (no shell, DMA or FIFOs)."
-        )
-        bar_plot(
-            pkg,
-            report,
-            "cycles_per_layer.png",
-            [layer.name for layer in layers],
-            [layer.cycles for layer in layers],
-            "Expected cycles per frame, per layer",
-            "cycles",
-            highlight=[layer.name for layer in layers].index(net.bottleneck),
-        )
-        utilisation_plot(
-            pkg,
-            report,
-            "utilisation.png",
-            {k.upper(): net.totals[k] for k in ("lut", "bram18", "uram", "dsp")},
-            {k.upper(): net.capacity[k] for k in ("lut", "bram18", "uram", "dsp")},
-            None if cfg.fps else cfg.max_util,
-        )
+            _add_rtl(report, summary, rtl)
+        _add_notes(report, cfg)
+        _add_plots(report, pkg, cfg)
         report.data = {
-            "estimate": net.to_dict(),
+            "estimate": cfg.network.to_dict(),
             "verification": verification.to_dict(),
             "folding_mode": cfg.folding_mode,
             "fit": None if cfg.fit is None else cfg.fit.to_dict(),
@@ -499,3 +374,149 @@ class FinnTarget:
             "rtl_simulation": None if rtl is None else rtl.to_dict(),
         }
         return report, summary
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The report of a deploy
+
+RESOURCES = ("lut", "bram18", "uram", "dsp")
+
+
+def _summary(cfg: steps.FinnConfig, verification: Verification, outcome, data_label: str) -> dict[str, Any]:
+    """The deploy's summary (DeployResult.summary, `sdk deploy`'s table and --json)."""
+    board, net = cfg.board, cfg.network
+    return {
+        "board": f"{board.display_name} ({board.part}, {cfg.clock:g} MHz)",
+        "verified": verification.passed,
+        "accuracy": verification.accuracy["accelerator"],
+        "qat_accuracy": verification.accuracy["qat_model"],
+        "accuracy_on": data_label,
+        "folding": cfg.folding_mode,
+        "fps": round(net.fps, 1),
+        "latency_us": round(net.latency_us, 3),
+        "bottleneck": net.bottleneck,
+        "utilisation": {k: round(v, 4) for k, v in net.utilisation.items()},
+        "bitfile": outcome.bitfile or ("needs Vivado" if not outcome.ran else "failed"),
+    }
+
+
+def _report_summary(
+    cfg: steps.FinnConfig, verification: Verification, outcome, data_label: str, board: str
+) -> dict[str, str]:
+    """The summary at the top of report.md."""
+    net = cfg.network
+    accuracy = verification.accuracy
+    return {
+        "board": board,
+        "exactness rule": verification.rule,
+        "verification": "PASSED" if verification.passed else f"FAILED at {verification.first_failure.first_difference}",
+        f"accuracy on {data_label} (accelerator / QAT)": f"{share(accuracy['accelerator'])} / "
+        f"{share(accuracy['qat_model'])}",
+        "folding": cfg.folding_mode,
+        "throughput": f"{net.fps:,.0f} frames/s at {cfg.clock:g} MHz",
+        "latency": f"{net.latency_cycles:,} cycles = {net.latency_us:.2f} us",
+        "bottleneck layer": net.bottleneck,
+        "hardware": outcome.message,
+    }
+
+
+def _layer_table(net) -> Table:
+    columns = ["layer", "op", "PE", "SIMD", "cycles", "LUT", "BRAM18", "URAM", "DSP"]
+    rows = [
+        [layer.name, layer.op_type, layer.pe, layer.simd, layer.cycles, layer.lut, layer.bram18, layer.uram, layer.dsp]
+        for layer in net.layers
+    ]
+    return Table("Per layer", columns, rows)
+
+
+def _resource_table(net) -> Table:
+    rows = [[k.upper(), net.totals[k], net.capacity[k], net.utilisation[k]] for k in RESOURCES]
+    return Table("Resources against capacity", ["resource", "estimate", "capacity", "utilisation %"], rows)
+
+
+def _add_rtl(report: Report, summary: dict[str, Any], rtl: RtlVerification) -> None:
+    """--rtlsim: its tables, the layers it verified, and a note of what ran in Verilator."""
+    report.tables.extend(rtl.tables())
+    summary["rtl_verified_layers"] = rtl.verified
+    summary["graph_level_only_layers"] = rtl.graph_level
+    depths = rtl.fifo_depth_attributes()
+    report.notes.append(
+        f"RTL simulation: {len(rtl.verified)} layer(s) verified in Verilator, "
+        f"{len(rtl.stitched.stitched_layers()) if rtl.stitched else 0} of them also stitched with their "
+        f"neighbours; {len(rtl.graph_level)} at graph level only"
+        + (f" ({', '.join(rtl.graph_level)})" if rtl.graph_level else "")
+        + f". Verilator: {rtl.compile_seconds:.1f} s compiling, {rtl.run_seconds:.1f} s running."
+        + (
+            " FIFO depths sized by the stitched simulation are in folding_config.json "
+            "(inFIFODepths / outFIFODepths of " + ", ".join(sorted(depths)) + ")."
+            if depths
+            else ""
+        )
+    )
+
+
+def _add_notes(report: Report, cfg: steps.FinnConfig) -> None:
+    """How the folding was found, what the SDK changed or reused, and what the estimates cover."""
+    if cfg.fit:
+        fit = cfg.fit
+        report.notes.append(
+            f"fit search ({fit.foldings:,} layer foldings estimated, {fit.seconds:.2f} s): stopped because "
+            f"{fit.stop_reason}. At 100 % of the board: {fit.fps_at_full_board:,.0f} fps; "
+            f"fully unfolded: {fit.fps_unfolded:,.0f} fps."
+        )
+    if cfg.widened:
+        report.notes.append(
+            "Widened beyond FINN's minimised bit widths (an XNOR layer accumulates the popcount, up to its "
+            "inputs; an HLS layer compares in its thresholds' type): " + "; ".join(map(str, cfg.widened)) + "."
+        )
+    if cfg.shortcut_fifos:
+        _add_shortcuts(report, cfg.shortcut_fifos)
+    if cfg.cached_steps:
+        report.notes.append(
+            f"From the SDK cache (the same graph went through them before): {', '.join(cfg.cached_steps)}; "
+            "SDK_CACHE_DIR=off runs every step afresh."
+        )
+    report.notes.append(
+        "Resource figures are FINN's analytical estimates of the accelerator alone (no shell, DMA or FIFOs)."
+    )
+
+
+def _add_shortcuts(report: Report, fifos: list) -> None:
+    """Each residual shortcut's FIFO, and why its depth rules out a deadlock."""
+    report.tables.append(
+        Table(
+            "Residual shortcuts (DuplicateStreams -> ElementwiseAdd)",
+            ["join", "fork", "shortcut layers", "other branch layers", "shortcut FIFO words", "word bits"],
+            [[f.join, f.fork, ", ".join(f.shortcut_layers) or "-", f.long_layers, f.depth, f.bits] for f in fifos],
+        )
+    )
+    report.notes.append(
+        "Each residual shortcut buffers one frame of its words (folding_config.json: inFIFODepths of the "
+        "join), so the fork never waits on it while the other branch computes: no deadlock, whatever that "
+        "branch's latency. FINN's FIFO sizing on the Vivado machine (step_set_fifo_depths) may size every "
+        "FIFO again by simulation."
+    )
+
+
+def _add_plots(report: Report, pkg: PackageBuilder, cfg: steps.FinnConfig) -> None:
+    """cycles_per_layer.png (the bottleneck highlighted) and utilisation.png (against the fit's cap)."""
+    net = cfg.network
+    names = [layer.name for layer in net.layers]
+    bar_plot(
+        pkg,
+        report,
+        "cycles_per_layer.png",
+        names,
+        [layer.cycles for layer in net.layers],
+        "Expected cycles per frame, per layer",
+        "cycles",
+        highlight=names.index(net.bottleneck),
+    )
+    utilisation_plot(
+        pkg,
+        report,
+        "utilisation.png",
+        {k.upper(): net.totals[k] for k in RESOURCES},
+        {k.upper(): net.capacity[k] for k in RESOURCES},
+        None if cfg.fps else cfg.max_util,
+    )

@@ -237,6 +237,7 @@ class TfliteFamilyTarget:
         pkg: PackageBuilder,
         data_label: str,
     ) -> tuple[Report, dict[str, Any]]:
+        """report.md, report.json and its plots, and the deploy's summary (the runtime's measurements added)."""
         accuracy = verification.accuracy
         summary = {
             "board": board.display_name,
@@ -246,79 +247,17 @@ class TfliteFamilyTarget:
             "qat_accuracy": accuracy["qat_model"],
             "accuracy_on": data_label,
         } | measured.summary
-        status = "PASSED" if verification.passed else f"FAILED at {verification.first_failure.first_difference}"
         report = Report(
             title=f"{self.runtime_label} deployment to {board.display_name}",
-            summary={
-                "board": board.display_name,
-                "exactness rule": verification.rule,
-                "verification": status,
-                f"accuracy on {data_label} (int8 .tflite / QAT)": f"{share(accuracy['tflite'])} / "
-                f"{share(accuracy['qat_model'])}",
-                "same class as the QAT model": f"{accuracy['agreement']:.2%}",
-                "model file": f"{info.size_bytes:,} bytes, {len(info.ops)} ops",
-            }
-            | measured.report_lines,
+            summary=_report_summary(board, info, verification, data_label) | measured.report_lines,
         )
-        report.tables.append(verification_table(verification))
-        report.tables.append(
-            Table(
-                "Each tensor against the QAT model (LSB)",
-                [
-                    "tensor",
-                    "op alone: max LSB",
-                    "op alone: mismatch %",
-                    "end to end: max LSB",
-                    "end to end: mismatch %",
-                ],
-                [a.row() for a in agreements],
-            )
-        )
-        weighted = [layer for layer in info.layers if layer.weights is not None]
-        report.tables.append(
-            Table(
-                "Layers",
-                [
-                    "layer",
-                    "op",
-                    "output shape",
-                    "weight bits",
-                    "stored as",
-                    "act bits",
-                    "weight bytes",
-                    "scale",
-                    "zero point",
-                ],
-                [
-                    [
-                        layer.name,
-                        layer.op,
-                        "x".join(map(str, layer.shape)),
-                        layer.weight_bits,
-                        layer.weight_type if layer.weights is not None else None,
-                        layer.act_bits,
-                        _weight_bytes(layer),
-                        layer.scale,
-                        layer.zero_point,
-                    ]
-                    for layer in info.layers
-                ],
-            )
-        )
+        report.tables += [verification_table(verification), _agreement_table(agreements), _layer_table(info)]
         report.tables += measured.tables
         report.notes.append(
             "'op alone' feeds each op the QAT model's own input (the rule); 'end to end' runs the int8 graph on its "
             "own, where differences compound (reported, with the accuracy of each)."
         )
-        bar_plot(
-            pkg,
-            report,
-            "weight_bytes_per_layer.png",
-            [layer.name for layer in weighted],
-            [_weight_bytes(layer) for layer in weighted],
-            "Weight bytes per layer in the .tflite",
-            "bytes",
-        )
+        _weight_plot(report, pkg, info)
         if measured.plot is not None:
             measured.plot(pkg, report)
         report.data = {
@@ -327,6 +266,62 @@ class TfliteFamilyTarget:
             "agreement": [vars(a) for a in agreements],
         } | measured.data
         return report, summary
+
+
+def _report_summary(board: Board, info: TfliteInfo, verification: Verification, data_label: str) -> dict[str, str]:
+    """The summary at the top of report.md, before the runtime's own lines."""
+    accuracy = verification.accuracy
+    status = "PASSED" if verification.passed else f"FAILED at {verification.first_failure.first_difference}"
+    return {
+        "board": board.display_name,
+        "exactness rule": verification.rule,
+        "verification": status,
+        f"accuracy on {data_label} (int8 .tflite / QAT)": f"{share(accuracy['tflite'])} / "
+        f"{share(accuracy['qat_model'])}",
+        "same class as the QAT model": f"{accuracy['agreement']:.2%}",
+        "model file": f"{info.size_bytes:,} bytes, {len(info.ops)} ops",
+    }
+
+
+def _agreement_table(agreements: list[TensorAgreement]) -> Table:
+    """Each tensor's distance to the QAT model, fed the QAT model's input and end to end."""
+    columns = ["tensor", "op alone: max LSB", "op alone: mismatch %", "end to end: max LSB", "end to end: mismatch %"]
+    return Table("Each tensor against the QAT model (LSB)", columns, [a.row() for a in agreements])
+
+
+def _layer_table(info: TfliteInfo) -> Table:
+    """Each layer's shape, bits, storage and quantization."""
+    columns = ["layer", "op", "output shape", "weight bits", "stored as", "act bits", "weight bytes"]
+    columns += ["scale", "zero point"]
+    rows = [
+        [
+            layer.name,
+            layer.op,
+            "x".join(map(str, layer.shape)),
+            layer.weight_bits,
+            layer.weight_type if layer.weights is not None else None,
+            layer.act_bits,
+            _weight_bytes(layer),
+            layer.scale,
+            layer.zero_point,
+        ]
+        for layer in info.layers
+    ]
+    return Table("Layers", columns, rows)
+
+
+def _weight_plot(report: Report, pkg: PackageBuilder, info: TfliteInfo) -> None:
+    """weight_bytes_per_layer.png: the layers that carry weights."""
+    weighted = [layer for layer in info.layers if layer.weights is not None]
+    bar_plot(
+        pkg,
+        report,
+        "weight_bytes_per_layer.png",
+        [layer.name for layer in weighted],
+        [_weight_bytes(layer) for layer in weighted],
+        "Weight bytes per layer in the .tflite",
+        "bytes",
+    )
 
 
 class TfliteTarget(TfliteFamilyTarget):
