@@ -26,7 +26,9 @@ def main() -> int:
     args = parser.parse_args()
     try:
         result = deploy(
-            DeployConfig(target=args.board, model=args.model, out=str(args.out / args.board), max_util=args.max_util)
+            DeployConfig(
+                target=args.board, model=args.model, out=str(args.out / args.board), options={"max_util": args.max_util}
+            )
         )
     except sdk.SDKError as exc:
         print(exc, file=sys.stderr)
