@@ -358,6 +358,10 @@ def load_schema() -> dict[str, Any]:
     _check_schema_fields(schema["part"]["fields"], "part")
     for kind in schema["kinds"]:
         _check_schema_fields(schema["part"]["kinds"].get(kind) or {}, f"part.kinds.{kind}")
+    from targets.registry import FLOWS
+
+    for name, info in FLOWS.items():  # a flow registered outside the schema (a plug-in): boards may name it
+        schema["flows"].setdefault(name, {"description": info.description, "kinds": [info.kind], "section": "optional"})
     return schema
 
 
