@@ -108,6 +108,9 @@ def _check_path(value: Any, name: str, example: str) -> None:
         raise ConfigError(f"{name} must be a path (str or Path), got {value!r}.", where=name, fix=f"e.g. {example}")
 
 
+_SETTINGS = ("clock_mhz", "input_scale")  # DeployConfig's settings sdk.deploy takes as keywords, beside flow options
+
+
 def _deploy_options(options: dict[str, Any]) -> None:
     """Keyword options are DeployConfig's own settings or a registered flow's options; any other name is a typo,
     said as one."""
@@ -121,9 +124,6 @@ def _deploy_options(options: dict[str, Any]) -> None:
             where=", ".join(unknown),
             fix=f"use the options sdk.deploy takes: data, out, samples, example_input, progress, {', '.join(known)}",
         )
-
-
-_SETTINGS = ("clock_mhz", "input_scale")  # DeployConfig's settings sdk.deploy takes as keywords, beside flow options
 
 
 def check(model: Any, target: str, example_input: Any = None, input_scale: float | None = None) -> None:
