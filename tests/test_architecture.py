@@ -183,6 +183,40 @@ def test_a_flow_refuses_the_options_of_another(tmp_path):
     assert parse_options(get_target("finn"), {"fps": 1000.0}, board).fps == 1000.0
 
 
+def test_a_package_refuses_the_simulate_options_of_another_flow():
+    from targets.base import parse_simulate_options
+
+    assert parse_simulate_options("finn", {"rtlsim": True}).rtlsim is True
+    message = "--rtlsim runs an FPGA package's RTL layers in Verilator; this package is for tflite."
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
+        parse_simulate_options("tflite", {"rtlsim": True})
+    assert info.value.where == "--rtlsim" and info.value.fix == "drop --rtlsim for this package"
+
+
+def test_deploy_options_are_checked_against_the_registry():
+    from sdk.deployment import DeployConfig
+
+    with pytest.raises(ConfigError, match="Unknown flow option"):
+        DeployConfig(target="tflite", model="m.onnx", options={"fsp": 1.0}).validate()
+    with pytest.raises(ConfigError, match="--rtlsim is a switch"):
+        DeployConfig(target="pynq-z2", model="m.onnx", options={"rtlsim": "no"}).validate()
+    config = DeployConfig(target="pynq-z2", model="m.onnx", options={"fps": 5e4, "rtlsim": False})
+    assert config.flow_options() == {"fps": 5e4}  # what the user set: a default is no setting
+    assert config.recorded() == {
+        "target": "pynq-z2",
+        "clock_mhz": None,
+        "input_scale": None,
+        "data": None,
+        "samples": None,
+        "fps": 5e4,
+        "max_util": 0.8,
+        "require_bitfile": False,
+        "rtlsim": False,
+        "io": None,
+        "int4_weights": False,
+    }
+
+
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), 0.0, -5.0])
 def test_flow_options_must_be_finite_and_positive(value):
     from sdk.boards import get_board
