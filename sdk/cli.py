@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sdk import __version__
-from sdk.errors import InternalError, SDKError
+from sdk.errors import ConfigError, InternalError, SDKError
 from sdk.quiet import hush_stdout, quiet
 
 out = Console()
@@ -168,9 +168,19 @@ class FlowOptionsCommand(SDKCommand):
 
     def get_params(self, ctx: click.Context) -> list[click.Parameter]:
         if not self._generated:
-            self._generated = True
             at = next(i for i, param in enumerate(self.params) if param.name == self._after) + 1
-            self.params[at:at] = [_option_flag(spec) for spec in self._flow_options().values()]
+            specs = self._flow_options().values()
+            own = {opt for param in self.params for opt in getattr(param, "opts", ())} | {"--help"}
+            for spec in specs:
+                if spec.flag in own:
+                    raise ConfigError(
+                        f"The flow(s) {', '.join(spec.flows)} declare the option {spec.flag}, which is "
+                        f"`sdk {self.name}`'s own.",
+                        where=spec.flag,
+                        fix="give the flow's option another name",
+                    )
+            self.params[at:at] = [_option_flag(spec) for spec in specs]
+            self._generated = True
         return super().get_params(ctx)
 
 

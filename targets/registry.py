@@ -11,6 +11,7 @@ first use and adapters imported on first use, so listing flows stays cheap.
 from __future__ import annotations
 
 import importlib
+import re
 import typing
 from dataclasses import MISSING, dataclass, fields, replace
 from functools import cache
@@ -21,6 +22,7 @@ from typing import Any
 from sdk.errors import ConfigError, SDKError
 
 ENTRY_POINT_GROUP = "sdk.flows"
+FLOW_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")  # a word: board files, --target board:flow and folders use it
 BUILTIN_DIR = Path(__file__).resolve().parent
 
 
@@ -138,6 +140,13 @@ def flows() -> dict[str, FlowInfo]:
                 f"The flow registration {where} is a {type(info).__name__}, not a FlowInfo.",
                 where=where,
                 fix="point the registration at a targets.registry.FlowInfo",
+            )
+        if not FLOW_NAME.fullmatch(info.flow):
+            raise ConfigError(
+                f"The flow registration {where} names its flow {info.flow!r}; a flow's name is lower-case letters, "
+                "digits and '_', starting with a letter.",
+                where=where,
+                fix="rename the flow",
             )
         if info.flow in seen:
             raise ConfigError(

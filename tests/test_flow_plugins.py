@@ -175,3 +175,15 @@ def test_options_declared_differently_by_two_flows_are_refused(tmp_path):
     assert "The flows tflite, tflm, ethosu and clash declare the option --io differently" in " ".join(
         error.replace("│", " ").split()
     )
+
+
+def test_an_option_named_like_a_core_flag_and_a_flow_name_that_is_no_word_are_refused(tmp_path):
+    site, boards = tmp_path / "site", tmp_path / "boards"
+    boards.mkdir()
+    _install(site, "core_clash", "core_clash = tiny_flow.clash:CORE_CLASH")
+    error = " ".join(sdk(_env(site, boards), "deploy", "--help", code=2).stderr.replace("│", " ").split())
+    assert "The flow(s) core_clash declare the option --samples, which is `sdk deploy`'s own." in error
+    site = tmp_path / "site2"
+    _install(site, "upper", "Tiny = tiny_flow.clash:UPPER")
+    error = json.loads(sdk(_env(site, boards), "targets", "--json", code=2).stdout)
+    assert "a flow's name is lower-case letters, digits and '_'" in error["what"]
