@@ -20,14 +20,8 @@ from sdk.time_limit import StepTimeout, time_limit
 log = logging.getLogger(__name__)
 
 ALTERNATIVE_SECONDS = 120.0  # the other flow's check of the SDK's models takes seconds; past this, no advice
-# The board whose check stands for a flow, and how a fix names the flow's targets.
-ALTERNATIVE_BOARDS = {"tflite": "tflite", "finn": "pynq-z2"}
-TARGET_NAMES = {
-    "tflite": "a TFLite target (tflite; a Cortex-M or Ethos-U board where it fits their memory)",
-    "finn": "an FPGA board",
-}
-REFUSED_BY = {"tflite": "the TFLite targets refuse", "finn": "the FPGA boards refuse"}
-FAMILIES = {"tflite": "tflite", "tflm": "tflite", "ethosu": "tflite", "finn": "finn"}
+# Which board's check stands for a flow, how a fix names its targets, and which flows share a model writer (advice
+# never points from one to another of those): each flow's declaration (FlowInfo.alternative, FlowInfo.family).
 
 
 def _first_line(error: SDKError) -> str:
@@ -40,20 +34,23 @@ def _first_line(error: SDKError) -> str:
 def advise(error: SDKError, flow: str, model_path: Path, workdir: Path, qat_model: Any = None) -> None:
     """Complete `error`'s fix with its alternative flow, asked first (see the module's docstring); the error of the
     flow `flow` was raised on the graph at `model_path`. Never raises: advice that cannot be checked is not given."""
-    other = error.alternative
-    if other is None or other not in ALTERNATIVE_BOARDS or FAMILIES.get(flow) == FAMILIES.get(other):
+    from targets.registry import FLOWS, get_target
+
+    other = FLOWS.get(error.alternative) if error.alternative is not None else None
+    if other is None or other.alternative is None:
+        return
+    if flow in FLOWS and FLOWS[flow].family_name == other.family_name:
         return
     from sdk.boards import get_board
-    from targets.registry import get_target
 
-    board_name = ALTERNATIVE_BOARDS[other]
+    board_name = other.alternative.board
     base = (error.fix or "change the model").rstrip(". ")
     began = time.monotonic()
     try:
         board = get_board(board_name)
         (workdir / "alternative").mkdir(parents=True, exist_ok=True)
         with time_limit(ALTERNATIVE_SECONDS):
-            get_target(other).check(model_path, board, workdir / "alternative", qat_model)
+            get_target(other.flow).check(model_path, board, workdir / "alternative", qat_model)
     except StepTimeout:  # not answered in time: no advice rather than a guess
         return
     except SDKError as refused:
@@ -65,18 +62,19 @@ def advise(error: SDKError, flow: str, model_path: Path, workdir: Path, qat_mode
         log.debug("the alternative check on %s failed: %s", board_name, exc)
         return
     error.alternative_check = {"target": board_name, "accepts": True, "reason": None}
-    error.amend_fix(f"{base}, or deploy it to {TARGET_NAMES[other]}: `sdk check --target {board_name}` accepts it")
+    named = other.alternative.targets
+    error.amend_fix(f"{base}, or deploy it to {named}: `sdk check --target {board_name}` accepts it")
 
 
-def _refused(error: SDKError, other: str, board_name: str, base: str, refused: SDKError) -> None:
+def _refused(error: SDKError, other: Any, board_name: str, base: str, refused: SDKError) -> None:
     """The other flow refused too: the fix keeps to the model (or, if only the board is too small, says so)."""
     if isinstance(refused, ModelTooLargeError):  # every layer maps; only this board is too small
         error.alternative_check = {"target": board_name, "accepts": False, "reason": _first_line(refused)}
         error.amend_fix(
-            f"{base}; or deploy it to {TARGET_NAMES[other]} with room for it: every layer maps there, but "
+            f"{base}; or deploy it to {other.alternative.targets} with room for it: every layer maps there, but "
             f"{board_name} is too small (see `sdk boards`)"
         )
         return
     reason = _first_line(refused)
     error.alternative_check = {"target": board_name, "accepts": False, "reason": reason}
-    error.amend_fix(f"{base} ({REFUSED_BY[other]} this model too: {reason})")
+    error.amend_fix(f"{base} ({other.alternative.refused_by} this model too: {reason})")

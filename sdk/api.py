@@ -99,7 +99,7 @@ def _check_target(target: Any) -> str:
         raise ConfigError(
             f"target must be a board name (a str), got {target!r}.",
             where="target",
-            fix='e.g. "pynq-z2", "tflite", or several: "pynq-z2,tflite" (see `sdk boards`)',
+            fix='e.g. "pynq-z2", "stm32f746g-disco", or several: "pynq-z2,stm32f746g-disco" (see `sdk boards`)',
         )
     return target
 
@@ -109,13 +109,15 @@ def _check_path(value: Any, name: str, example: str) -> None:
         raise ConfigError(f"{name} must be a path (str or Path), got {value!r}.", where=name, fix=f"e.g. {example}")
 
 
+_SETTINGS = ("clock_mhz", "input_scale")  # DeployConfig's settings sdk.deploy takes as keywords, beside flow options
+
+
 def _deploy_options(options: dict[str, Any]) -> None:
-    """Keyword options are DeployConfig's own (flow options included); any other name is a typo, said as one."""
-    from dataclasses import fields
+    """Keyword options are DeployConfig's own settings or a registered flow's options; any other name is a typo,
+    said as one."""
+    from targets.registry import deploy_options
 
-    from sdk.deployment import DeployConfig
-
-    known = sorted(f.name for f in fields(DeployConfig) if f.name not in ("target", "model", "out", "data", "samples"))
+    known = sorted([*_SETTINGS, *deploy_options()])
     unknown = sorted(name for name in options if name not in known)
     if unknown:
         raise ConfigError(
@@ -150,7 +152,7 @@ def deploy(
     """Build, verify and package `model` for `target` (a board, or several: "pynq-z2,tflite").
 
     progress: a callable taking each sdk.ProgressEvent (sdk.ProgressBars() draws them); nothing is drawn without it.
-    options: the flow's own (fps, max_util, require_bitfile, io, int4_weights, clock_mhz). Returns a DeployResult
+    options: clock_mhz, input_scale and the flow's own (`sdk deploy --help` lists them). Returns a DeployResult
     (a list of them for several boards); `result.verified` is the exactness rule, `result.exit_code` 0/1/2/3."""
     from sdk.deployment import DeployConfig, deploy_many
 
@@ -160,27 +162,46 @@ def deploy(
     _deploy_options(options)
     progress = progress_callback(progress)
     scale = options.pop("input_scale", None)
+    clock_mhz = options.pop("clock_mhz", None)
     with _as_model_path(model, example_input, _module_scale(model, scale)) as (path, module):
-        if module is None:
-            options["input_scale"] = scale
-        config = DeployConfig(target=target, model=path, out=out, data=data, samples=samples, **options)
+        config = DeployConfig(
+            target=target,
+            model=path,
+            out=out,
+            clock_mhz=clock_mhz,
+            input_scale=scale if module is None else None,
+            data=data,
+            samples=samples,
+            options=options,
+        )
         results = deploy_many(config, progress=progress, qat_model=module)
     return results if "," in target else results[0]
 
 
-def simulate(package: str | Path, x: np.ndarray, codes: bool = False) -> np.ndarray:
+def simulate(package: str | Path, x: np.ndarray, codes: bool = False, **options: Any) -> np.ndarray:
     """The packaged artifact's final outputs on a batch `x`: what the model's forward takes, in its input layout
     ((N, C, H, W); (N, F), (N, H, W) and (N, C, T) for a Conv1d model too), the same x for every target.
 
     Pixels for a model that takes pixels (uint8, or floats in [0, 1]); the float features for a model that
     quantizes its own input (the package's input map turns them into the device's codes exactly as the model's
     first quantizer does). codes=True: x holds the device's integer codes already. A value the model's first
-    quantizer would clip, or that is not a number, is a ConfigError naming x (sdk.deployment.model_batch)."""
+    quantizer would clip, or that is not a number, is a ConfigError naming x (sdk.deployment.model_batch).
+
+    options: the package's flow's own simulate options (`sdk simulate --help` lists them)."""
     from sdk.simulation import run_package
+    from targets.registry import simulate_options
 
     if package is None:
         raise ConfigError("package must be a path, got None.", where="package", fix="e.g. result.package")
     _check_path(package, "package", "result.package")
     if not isinstance(codes, bool):
         raise ConfigError(f"codes must be True or False, got {codes!r}.", where="codes", fix="codes=True")
-    return run_package(package, x, codes)
+    known = simulate_options()
+    unknown = sorted(name for name in options if name not in known)
+    if unknown:
+        raise ConfigError(
+            f"sdk.simulate() got unknown option(s): {', '.join(unknown)}.",
+            where=", ".join(unknown),
+            fix=f"use the options sdk.simulate takes: codes, {', '.join(sorted(known))}",
+        )
+    return run_package(package, x, codes, options)

@@ -303,7 +303,6 @@ def _flow_sections_cached(declarations: tuple[tuple[str, tuple[str, ...], str], 
     return sections
 
 
-
 def _flow_sections() -> dict[str, dict[str, Any]]:
     """Every registered flow's section; read once per set of registrations (a test may register a flow)."""
     return _flow_sections_cached(tuple((f, tuple(i.kinds), i.board_section) for f, i in _flows().items()))

@@ -23,7 +23,7 @@ from rich.text import Text
 from sdk import __version__
 from sdk.datasets import DEFAULT as DEFAULT_DATASET
 from sdk.datasets import names_text
-from sdk.errors import InternalError, SDKError
+from sdk.errors import ConfigError, InternalError, SDKError
 from sdk.quiet import hush_stdout, quiet
 
 out = Console()
@@ -166,6 +166,85 @@ def _fail(ctx: click.Context, exc: SDKError, crash: BaseException | None = None)
     ctx.exit(exc.exit_code)
 
 
+class LazyChoice(click.Choice):
+    """A choice among names read on first use (the registered flows, the board schema's kinds), so that the
+    command line loads no registry before a command needs it."""
+
+    def __init__(self, names: Callable[[], Any]):
+        self._names = names
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return tuple(self._names())
+
+
+def _board_kinds() -> tuple[str, ...]:
+    from sdk.boards import known_kinds
+
+    return known_kinds()
+
+
+def _flow_names() -> tuple[str, ...]:
+    from targets.registry import FLOWS
+
+    return tuple(FLOWS)
+
+
+def _option_flag(spec) -> click.Option:
+    """A flow's declared option (targets.registry.OptionSpec) as a flag: its name, type, default and help."""
+    if spec.type is bool:
+        names = [spec.flag] if not spec.default else [f"{spec.flag}/--no-{spec.flag[2:]}"]
+        return click.Option(names, is_flag=True, default=spec.default, help=spec.help)
+    kind = click.Choice(spec.choices) if spec.choices is not None else spec.type
+    return click.Option([spec.flag], type=kind, default=spec.default, show_default=True, help=spec.help)
+
+
+def _deploy_flags() -> dict:
+    from targets.registry import deploy_options
+
+    return deploy_options()
+
+
+def _simulate_flags() -> dict:
+    from targets.registry import simulate_options
+
+    return simulate_options()
+
+
+class FlowOptionsCommand(SDKCommand):
+    """A command that also takes the registered flows' own options (each flow declares them next to its code):
+    their flags are generated on first use, after the parameter named `after`."""
+
+    def __init__(self, *args, flow_options: Callable[[], dict], after: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._flow_options, self._after, self._generated = flow_options, after, False
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        if not self._generated:
+            at = next(i for i, param in enumerate(self.params) if param.name == self._after) + 1
+            specs = self._flow_options().values()
+            own = {opt for param in self.params for opt in getattr(param, "opts", ())} | {"--help"}
+            for spec in specs:
+                if spec.flag in own:
+                    raise ConfigError(
+                        f"The flow(s) {', '.join(spec.flows)} declare the option {spec.flag}, which is "
+                        f"`sdk {self.name}`'s own.",
+                        where=spec.flag,
+                        fix="give the flow's option another name",
+                    )
+            self.params[at:at] = [_option_flag(spec) for spec in specs]
+            self._generated = True
+        return super().get_params(ctx)
+
+
+def _set_options(given: dict[str, Any], specs: Callable[[], dict]) -> dict[str, Any]:
+    """The flow options the user set on the command line (those differing from their defaults)."""
+    from targets.registry import set_options
+
+    return set_options(given, specs())
+
+
 @click.group(cls=SDKGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="sdk")
 @click.option(
@@ -201,8 +280,8 @@ def main() -> None:
 @main.command()
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-@click.option("--kind", type=click.Choice(["fpga", "npu", "mcu", "cpu"]), help="Only boards of this kind.")
-@click.option("--flow", type=click.Choice(["finn", "tflite", "tflm", "ethosu"]), help="Only boards serving this flow.")
+@click.option("--kind", type=LazyChoice(_board_kinds), help="Only boards of this kind.")
+@click.option("--flow", type=LazyChoice(_flow_names), help="Only boards serving this flow.")
 @click.option("--markdown", is_flag=True, help="Print the list as a Markdown table (the README's board table).")
 def boards(name: str | None, as_json: bool, kind: str | None, flow: str | None, markdown: bool) -> None:
     """List the known boards, or show one (NAME)."""
@@ -400,24 +479,9 @@ def _deploy_options(func):
     return func
 
 
-@main.command()
+@main.command(cls=FlowOptionsCommand, flow_options=_deploy_flags, after="samples")
 @_deploy_options
 @click.option("--out", default=None, help="Package folder (default: deploy/<board>; several targets: <out>/<board>).")
-@click.option(
-    "--fps",
-    type=float,
-    default=None,
-    help="FPGA: throughput target in frames/s (FINN's SetFolding), held to 100 % of the board (exit 2 above it); "
-    "without it, the fastest folding under --max-util.",
-)
-@click.option(
-    "--max-util",
-    type=float,
-    default=0.8,
-    show_default=True,
-    help="FPGA: utilisation cap (LUT, BRAM18, URAM, DSP) of the fastest-folding search used without --fps "
-    "(--fps is held to 100 %).",
-)
 @click.option("--clock-mhz", type=float, default=None, help="Override the board's clock.")
 @click.option(
     "--data",
@@ -431,38 +495,8 @@ def _deploy_options(func):
     default=None,
     help="At most this many verification samples (default: all of --data, 100 of the card's data set).",
 )
-@click.option("--require-bitfile", is_flag=True, help="Fail when no bitfile can be built (no Vivado / Vitis HLS).")
-@click.option(
-    "--rtlsim",
-    is_flag=True,
-    help="FPGA: prefer RTL layers and run each one's generated Verilog in Verilator on the samples (bit-exact).",
-)
-@click.option(
-    "--io",
-    type=click.Choice(["int8", "float"]),
-    default=None,
-    help="TFLite family: model input/output type (default: float on tflite, int8 on MCUs and NPUs).",
-)
-@click.option(
-    "--int4-weights", is_flag=True, help="TFLite family: packed int4 weights where the runtime runs them (else exit 2)."
-)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def deploy(
-    target,
-    model,
-    input_scale,
-    out,
-    fps,
-    max_util,
-    clock_mhz,
-    data,
-    samples,
-    require_bitfile,
-    rtlsim,
-    io,
-    int4_weights,
-    as_json,
-):
+def deploy(target, model, input_scale, out, clock_mhz, data, samples, as_json, **options):
     """Build, verify and package MODEL for one board or several.
 
     Exit 1 when a verification fails, 2 on a user error, 3 on a bug in the SDK.
@@ -473,16 +507,11 @@ def deploy(
         target=target,
         model=model,
         out=out,
-        fps=fps,
-        max_util=max_util,
         clock_mhz=clock_mhz,
         input_scale=input_scale,
         data=data,
         samples=samples,
-        require_bitfile=require_bitfile,
-        rtlsim=rtlsim,
-        io=io,
-        int4_weights=int4_weights,
+        options=_set_options(options, _deploy_flags),
     )
     with hush_stdout():
         results = deploy_many(config, progress=None if as_json else ProgressBars())
@@ -570,16 +599,15 @@ def check(target, model, input_scale, as_json) -> None:
     out.print(f"[green]supported:[/] every layer of {model} maps to {target}")
 
 
-@main.command()
+@main.command(cls=FlowOptionsCommand, flow_options=_simulate_flags, after="limit")
 @click.argument("package", type=click.Path(path_type=Path))
 @click.option("--data", default=None, help="Data set (default: the one the model was trained on).")
 @click.option("--limit", type=int, default=None, help="Only the first N test samples.")
-@click.option("--rtlsim", is_flag=True, help="FPGA package: also run each RTL layer's Verilog in Verilator.")
 @click.option(
     "--codes", is_flag=True, help="--data holds the device's integer codes, not what the model's forward takes."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def simulate(package: Path, data: str | None, limit: int | None, rtlsim: bool, codes: bool, as_json: bool) -> None:
+def simulate(package: Path, data: str | None, limit: int | None, codes: bool, as_json: bool, **options: Any) -> None:
     """Run a deployment PACKAGE in the simulator: accuracy and agreement with the QAT model.
 
     Exit 1 when a check of the run fails (with --rtlsim: an RTL layer differs from the simulator)."""
@@ -587,7 +615,7 @@ def simulate(package: Path, data: str | None, limit: int | None, rtlsim: bool, c
     from sdk.verify import share
 
     with hush_stdout():
-        report = simulate_package(package, data, limit, rtlsim, codes)
+        report = simulate_package(package, data, limit, codes, **_set_options(options, _simulate_flags))
     if as_json:
         _emit_json(report.to_dict())
         sys.exit(1 if report.failures else 0)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import io
 import json
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ def read(entry_key: str | None):
         meta = json.loads(meta_path.read_text())
         if hashlib.sha256(raw).hexdigest() != meta["sha256"]:
             return None
-        with np.load(io.BytesIO(raw), allow_pickle=False) as arrays:
+        with np.load(BytesIO(raw), allow_pickle=False) as arrays:
             parts = [arrays[name] for name in ARRAYS]
         return Dataset(meta["name"], *parts, [str(label) for label in meta["labels"]])
     except (OSError, ValueError, KeyError, TypeError):
@@ -75,7 +75,7 @@ def write(entry_key: str | None, dataset) -> None:
     if entry_key is None or root is None:
         return
     data_path, meta_path = _paths(root, entry_key)
-    buffer = io.BytesIO()
+    buffer = BytesIO()
     np.savez(buffer, **{name: getattr(dataset, name) for name in ARRAYS})
     raw = buffer.getvalue()
     meta = {"name": dataset.name, "labels": list(dataset.labels), "sha256": hashlib.sha256(raw).hexdigest()}

@@ -44,11 +44,6 @@ def _too_long(path: str) -> bool:
     return len(encoded) > MAX_PATH_BYTES or any(len(part) > MAX_NAME_BYTES for part in encoded.split(b"/"))
 
 
-def _flow_option(default: Any = None) -> Any:
-    """A deploy option that belongs to a flow: the flow's target validates it, and the others refuse it when set."""
-    return field(default=default, metadata={"flow_option": True})
-
-
 @dataclass
 class DeployConfig:
     """Everything that determines a deployment. Serialised into the package manifest."""
@@ -60,14 +55,9 @@ class DeployConfig:
     input_scale: float | None = None  # a QONNX graph with a float input receives pixel * input_scale
     data: str | None = None  # verification samples: an .npz (x, y optional) or an idx folder, used whole
     samples: int | None = None  # at most this many samples (default: all of --data, 100 of the card's data set)
-    # flow options (see each target's Options): FPGA (FINN) ...
-    fps: float | None = _flow_option()  # throughput target in frames/s (FINN's SetFolding); None: fit the board
-    max_util: float = _flow_option(0.8)  # fit search: cap on LUT, BRAM18, URAM and DSP utilisation (0..1]
-    require_bitfile: bool = _flow_option(False)  # fail when no bitfile can be built (no Vivado)
-    rtlsim: bool = _flow_option(False)  # FPGA: run each RTL layer's generated Verilog in Verilator on the samples
-    # ... and the TFLite family
-    io: str | None = _flow_option()  # "int8" or "float" model input/output; None: the flow's default
-    int4_weights: bool = _flow_option(False)  # int4 weights where the runtime runs them, else refuse (exit 2)
+    # the flows' own options the user set, by name (each flow declares its own: FlowInfo.options); the board's flow
+    # takes its own, and refuses another flow's (targets.base.parse_options)
+    options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         if not isinstance(self.target, str) or not isinstance(self.model, str | Path):
@@ -99,22 +89,46 @@ class DeployConfig:
                 where="--samples",
                 fix="e.g. --samples 100",
             )
-        for name in ("require_bitfile", "rtlsim", "int4_weights"):  # a switch: "no" is truthy, so never guessed
-            if not isinstance(getattr(self, name), bool):
-                flag = "--" + name.replace("_", "-")
-                raise ConfigError(
-                    f"{flag} is a switch (True or False), got {getattr(self, name)!r}.", where=flag, fix=f"{name}=True"
-                )
+        self._validate_options()
         finite_positive(self.clock_mhz, "--clock-mhz", "100")
         finite_positive(self.input_scale, "--input-scale", "0.00392156862745098")
 
+    def _validate_options(self) -> None:
+        """Every option is one a registered flow declares; a switch is a bool ("no" is truthy, so never guessed)."""
+        from targets.registry import deploy_options
+
+        if not isinstance(self.options, dict):
+            raise ConfigError(
+                f"DeployConfig's options must be a dict of option name -> value, got {type(self.options).__name__}.",
+                where="DeployConfig(options=...)",
+                fix="pass a dict of option name -> value (`sdk deploy --help` lists the flows' options)",
+            )
+        specs = deploy_options()
+        unknown = sorted(str(name) for name in self.options if name not in specs)
+        if unknown:
+            raise ConfigError(
+                f"Unknown flow option(s): {', '.join(unknown)}.",
+                where=", ".join(unknown),
+                fix=f"use the options the flows declare: {', '.join(specs)}",
+            )
+        for name, value in self.options.items():
+            if specs[name].type is bool and not isinstance(value, bool):
+                flag = specs[name].flag
+                raise ConfigError(f"{flag} is a switch (True or False), got {value!r}.", where=flag, fix=f"{name}=True")
+
     def flow_options(self) -> dict[str, Any]:
         """The flow options the user set (differing from their defaults), by name."""
-        return {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if f.metadata.get("flow_option") and getattr(self, f.name) != f.default
-        }
+        from targets.registry import deploy_options, set_options
+
+        return set_options(self.options, deploy_options())
+
+    def recorded(self) -> dict[str, Any]:
+        """What the package's manifest records of the deploy: the settings, and every flow option (its default
+        where the user set none)."""
+        from targets.registry import deploy_options
+
+        settings = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("model", "out", "options")}
+        return settings | {name: spec.default for name, spec in deploy_options().items()} | self.options
 
     def package_dir(self, choice: TargetChoice) -> Path:
         return Path(self.out) if self.out else Path("deploy") / choice.folder
@@ -554,7 +568,7 @@ def deploy(
                 advise(exc, choice.flow, request.model_path, Path(tmp), request.qat_model)
                 raise
             outcome.report.notes.extend(prepared.resolved.notes)
-            _add_input_map(outcome.report, request.card, choice.flow)
+            _add_input_map(outcome.report, request.card)
             pkg.add_file("model.qonnx.onnx", request.model_path)
             pkg.write_json("model.qonnx.json", request.card)
             step("write report")
@@ -571,7 +585,7 @@ def deploy(
                     "flow": choice.flow,
                     "artifact": target.artifact_name,
                     "clock_mhz": request.clock_mhz,
-                    "deploy_config": {k: v for k, v in asdict(config).items() if k not in ("model", "out")},
+                    "deploy_config": config.recorded(),
                     "inputs": {
                         "model_sha256": sha256_file(request.model_path),
                         "card_sha256": _card_hash(request.card),
@@ -601,18 +615,13 @@ def _finishing(events: JobProgress) -> Iterator[None]:
         events.finish()
 
 
-def _add_input_map(report, card: dict[str, Any], flow: str) -> None:
+def _add_input_map(report, card: dict[str, Any]) -> None:
     """What the package's input takes and how the user's values become it, in report.md and report.json."""
     from sdk.model_card import input_map_of
 
     mapping = input_map_of(card)
     report.summary["input"] = mapping.describe()
     report.data["input"] = mapping.to_dict()
-    if flow == "finn" and mapping.dtype == "BIPOLAR":
-        report.notes.append(
-            "FINN computes a bipolar input's products as XNOR-popcounts: the accelerator takes the bits "
-            "b = (code + 1) / 2, which the host computes (`sdk simulate`, sdk.simulate)."
-        )
 
 
 def _add_step_times(report, steps: list[tuple[str, float]]) -> None:

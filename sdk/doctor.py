@@ -1,7 +1,8 @@
 """What is on this machine: the Python stack, compilers and vendor tools.
 
 Vendor tools are optional: without them every flow still runs to a verified,
-hardware-ready package; with them FINN continues to a bitfile.
+hardware-ready package; with them a flow may go further (e.g. to a bitfile).
+Each flow names its own tools (`FlowInfo.tool_checks`), built with the helpers here.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def _package(name: str, needed_for: str) -> Check:
         return Check(name, False, None, "not installed: run `make install`", needed_for)
 
 
-def _command_version(cmd: list[str]) -> str | None:
+def command_version(cmd: list[str]) -> str | None:
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
@@ -57,13 +58,14 @@ def _command_version(cmd: list[str]) -> str | None:
     return text[0] if text else None
 
 
-def _vendor_tool(env_var: str, binary: str, needed_for: str) -> Check:
+def vendor_tool(env_var: str, binary: str, needed_for: str) -> Check:
+    """A vendor tool found on PATH or under its settings variable's bin/ (e.g. XILINX_VIVADO)."""
     root = os.environ.get(env_var)
     path = shutil.which(binary) or (
         os.path.join(root, "bin", binary) if root and os.path.exists(os.path.join(root, "bin", binary)) else None
     )
     if root and path:
-        return Check(binary, True, _command_version([path, "-version"]), f"{env_var}={root}", needed_for)
+        return Check(binary, True, command_version([path, "-version"]), f"{env_var}={root}", needed_for)
     detail = f"{env_var} is not set" if not root else f"{env_var}={root} but bin/{binary} is missing"
     return Check(binary, False, None, detail, needed_for)
 
@@ -81,26 +83,14 @@ def run_checks() -> list[Check]:
         Check(
             "g++",
             bool(gxx),
-            _command_version(["g++", "--version"]) if gxx else None,
+            command_version(["g++", "--version"]) if gxx else None,
             gxx or "not on PATH",
             "compiling generated HLS C++ for testing (optional)",
         )
     )
     from targets.registry import tool_checks
 
-    for info in FLOWS.values():  # a flow's own tools beyond its package (FINN: Verilator for --rtlsim)
+    for info in FLOWS.values():  # a flow's own tools beyond its package (simulators, vendor tools, compilers)
         checks += [Check(**found) for found in tool_checks(info.flow)]
-    checks.append(_vendor_tool("XILINX_VIVADO", "vivado", "FPGA: stitched IP, synthesis, bitfile"))
-    checks.append(_vendor_tool("XILINX_HLS", "vitis_hls", "FPGA: HLS synthesis of generated layers"))
-    vela = shutil.which("vela") or shutil.which("vela", path=os.path.dirname(sys.executable))
-    checks.append(
-        Check(
-            "vela (CLI)",
-            bool(vela),
-            _command_version([vela, "--version"]) if vela else None,
-            vela or "not on PATH",
-            "Ethos-U compilation",
-        )
-    )
     checks += [Check(**found) for found in dataset_checks()]  # the built-in data sets that must be installed
     return checks

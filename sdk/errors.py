@@ -13,8 +13,8 @@ class SDKError(Exception):
     """Base of every user-facing error: `what` happened, `where`, and the `fix`."""
 
     exit_code = 2
-    # A flow that may deploy the model instead ("finn", "tflite"): a fix names it only after that flow's own check
-    # accepted the model (sdk/advice.py), so no advice sends the user to a target that refuses the same model.
+    # The name of a flow that may deploy the model instead: a fix names it only after that flow's own check accepted
+    # the model (sdk/advice.py), so no advice sends the user to a target that refuses the same model.
     alternative: str | None = None
     alternative_check: dict | None = None  # what that check answered: {"target", "accepts", "reason"}
 
@@ -109,26 +109,6 @@ class UnsupportedLayersError(SDKError):
 
 class ModelTooLargeError(SDKError):
     """The network does not fit the board (FPGA resources even fully folded, or MCU / NPU memory)."""
-
-
-class TfliteConversionError(SDKError):
-    """The model cannot be written as an int8 .tflite (an op, a quantizer or a shape TFLite cannot express)."""
-
-
-class GoldenModelError(SDKError):
-    """A compiled file holds something the numpy golden model of its runtime cannot compute exactly."""
-
-
-class TfliteFileError(SDKError):
-    """A .tflite file is missing, corrupt, or refused by LiteRT."""
-
-
-class TflmError(SDKError):
-    """TensorFlow Lite Micro refused or failed on a model."""
-
-
-class VelaError(SDKError):
-    """Vela failed to compile a model for an Ethos-U accelerator."""
 
 
 BUG_MESSAGE = "this is a bug in the SDK; please report it"

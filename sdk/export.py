@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import json
 import logging
 import os
 import secrets
 import shutil
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -232,7 +232,7 @@ def quantizes_own_input(model: nn.Module, example: torch.Tensor) -> bool:
     in the temp folder."""
     from qonnx.core.modelwrapper import ModelWrapper
 
-    with scratch_dir("export") as tmp, contextlib.redirect_stdout(io.StringIO()):
+    with scratch_dir("export") as tmp, contextlib.redirect_stdout(StringIO()):
         try:
             qmodel = _export_qonnx_clean(model, example, Path(tmp) / "probe.onnx", EXPORTERS[0])
             return read_input_interface(ModelWrapper(qmodel.model), "probe") is not None
@@ -285,7 +285,7 @@ def _export_checked(
         tmp_onnx = Path(tmp) / "model.onnx"
         pixel_scale = float(card["normalisation"]["scale"])
         wrapped = model if own_input else _ScaledInput(model, pixel_scale).eval()
-        chatter = io.StringIO()  # torch.onnx prints progress to stdout; keep stdout for --json
+        chatter = StringIO()  # torch.onnx prints progress to stdout; keep stdout for --json
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" is not news
         for exporter in EXPORTERS:
             last = exporter == EXPORTERS[-1]

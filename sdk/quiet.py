@@ -21,7 +21,6 @@ With verbose=True nothing is touched: everything shows as it happens.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import sys
@@ -29,6 +28,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from io import FileIO, StringIO, TextIOWrapper
 from typing import TextIO
 
 # Roots of the logger trees of the libraries the SDK itself drives; their children inherit the level. Each flow's
@@ -133,8 +133,8 @@ def _real_stderr() -> TextIO:
     global _REAL_STDERR
     if _REAL_STDERR is None or not os.path.sameopenfile(_REAL_STDERR.fileno(), 2):
         old = sys.stderr
-        _REAL_STDERR = io.TextIOWrapper(
-            io.FileIO(os.dup(2), "w", closefd=True),
+        _REAL_STDERR = TextIOWrapper(
+            FileIO(os.dup(2), "w", closefd=True),
             encoding=getattr(old, "encoding", None) or "utf-8",
             errors=getattr(old, "errors", None) or "backslashreplace",
             line_buffering=True,
@@ -207,7 +207,7 @@ def hush_stdout() -> Iterator[None]:
     if not _ACTIVE:
         yield
         return
-    buffer = io.StringIO()
+    buffer = StringIO()
     try:
         with contextlib.redirect_stdout(buffer):
             yield

@@ -11,6 +11,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,7 @@ def _field_problem(manifest: dict) -> tuple[str, str] | None:
             "board.part",
             isinstance(board, dict)
             and (board.get("part") is None or _PART.fullmatch(str(board["part"])) is not None)
-            and (manifest.get("flow") != "finn" or isinstance(board.get("part"), str)),
+            and (not _needs_part(manifest.get("flow")) or isinstance(board.get("part"), str)),
             "is not a part name (letters, digits, '_', '.', '-'; an FPGA package needs one)",
         ),
         ("artifact", manifest.get("artifact") in listed, "does not name a file the manifest lists"),
@@ -69,6 +70,11 @@ def _field_problem(manifest: dict) -> tuple[str, str] | None:
         ),
     ]
     return next(((name, what) for name, ok, what in checks if not ok), None)
+
+
+def _needs_part(flow: object) -> bool:
+    """The flow's packages name the board's part (its simulate reads it)."""
+    return isinstance(flow, str) and flow in FLOWS and FLOWS[flow].needs_part
 
 
 def _manifest(package: Path) -> dict:
@@ -98,15 +104,26 @@ def _card(package: Path) -> dict:
         raise PackageError(f"model.qonnx.json is corrupt: {exc}", where=str(path), fix="deploy again") from exc
 
 
-def run_package(package: Path | str, x: np.ndarray, codes: bool = False) -> np.ndarray:
+def run_package(
+    package: Path | str, x: np.ndarray, codes: bool = False, options: dict[str, Any] | None = None
+) -> np.ndarray:
     """The packaged artifact's final outputs on a batch `x` (what the model's forward takes, in its input layout;
-    codes=True: the device's integer codes), in the simulator."""
+    codes=True: the device's integer codes), in the simulator; options: the flow's own simulate options."""
     package = Path(package)
     manifest = _manifest(package)
+    parsed = _simulate_options(manifest["flow"], options or {})
     from sdk.deployment import model_batch
 
     card = _card(package)
-    return get_target(manifest["flow"]).simulate(package, card, model_batch(x, card, codes=codes)).outputs
+    return get_target(manifest["flow"]).simulate(package, card, model_batch(x, card, codes=codes), parsed).outputs
+
+
+def _simulate_options(flow: str, given: dict[str, Any]) -> Any:
+    """The simulate options the user set, as the package's flow's typed options (another flow's are refused)."""
+    from targets.base import parse_simulate_options
+    from targets.registry import set_options, simulate_options
+
+    return parse_simulate_options(flow, set_options(given, simulate_options()))
 
 
 def _samples(
@@ -153,8 +170,9 @@ def deploy_failure(package: Path, manifest: dict) -> str | None:
 
 
 def simulate_package(
-    package: Path | str, data: str | None = None, limit: int | None = None, rtlsim: bool = False, codes: bool = False
+    package: Path | str, data: str | None = None, limit: int | None = None, codes: bool = False, **options: Any
 ) -> SimulationReport:
+    """`sdk simulate PACKAGE`; options: the package's flow's own simulate options (e.g. as the CLI's flags)."""
     from sdk.deployment import ResolvedModel, check_labels, qat_outputs
     from sdk.verify import FLOAT_RTOL, accuracy, binary_threshold, same_class
 
@@ -164,11 +182,12 @@ def simulate_package(
         )
     package = Path(package)
     manifest = _manifest(package)
+    parsed = _simulate_options(manifest["flow"], options)
     card = _card(package)
     x, y, what = _samples(card, data, limit, codes)
     reference = qat_outputs(ResolvedModel(package / "model.qonnx.onnx", card, None), x)
     check_labels(y, reference, f"--data {data}" if data else "the model card's data set")
-    simulated = get_target(manifest["flow"]).simulate(package, card, x, rtlsim)
+    simulated = get_target(manifest["flow"]).simulate(package, card, x, parsed)
     outputs = simulated.outputs
     failed_deploy = deploy_failure(package, manifest)
     identical = None

@@ -22,6 +22,7 @@ from sdk.errors import ConfigError
 from sdk.package import PackageBuilder
 from sdk.report import Report
 from sdk.verify import Verification
+from targets.registry import flow_info, simulate_options
 
 
 @dataclass
@@ -31,7 +32,7 @@ class BuildRequest:
     model_path: Path  # QONNX file
     card: dict[str, Any]  # its model card
     board: Board
-    options: Any  # the target's own typed options (its `Options` dataclass)
+    options: Any  # the flow's own typed options (its FlowInfo.options dataclass)
     clock_mhz: float  # the board's clock, or the user's override
     workdir: Path  # scratch space, removed after the deploy
     x: np.ndarray  # verification samples, uint8 in the model card's input layout
@@ -75,7 +76,6 @@ class Target(Protocol):
     rule_text: ClassVar[str]  # the rule in one sentence (reports)
     artifact_name: ClassVar[str]  # the file in the package that goes to the device
     tool_packages: ClassVar[tuple[str, ...]]  # Python packages whose versions the manifest records
-    Options: ClassVar[type]  # dataclass of the flow's own deploy options
 
     def validate_board(self, board: Board) -> None: ...
 
@@ -83,19 +83,20 @@ class Target(Protocol):
 
     def build(self, request: BuildRequest, pkg: PackageBuilder, progress: Callable[[str], None]) -> BuildOutcome: ...
 
-    def simulate(
-        self, package: Path, card: dict[str, Any], x: np.ndarray, rtlsim: bool = False
-    ) -> SimulatedOutputs: ...
+    def simulate(self, package: Path, card: dict[str, Any], x: np.ndarray, options: Any) -> SimulatedOutputs:
+        """options: the flow's own simulate options (its FlowInfo.simulate_options dataclass)."""
 
     def comparison_cells(self, summary: dict[str, Any]) -> ComparisonCells: ...
 
 
 def parse_options(target: Target, given: dict[str, Any], board: Board) -> Any:
-    """The user's flow options as the target's typed `Options`; an option of another flow is refused, not ignored.
+    """The user's flow options as the flow's typed options (FlowInfo.options); an option of another flow is refused,
+    not ignored.
 
     given: option name -> value, only for the options the user set (e.g. {"fps": 5e4}).
     """
-    own = {f.name for f in fields(target.Options)}
+    declared = flow_info(target.flow).options
+    own = {f.name for f in fields(declared)}
     foreign = sorted(name for name in given if name not in own)
     if foreign:
         flags = ", ".join("--" + name.replace("_", "-") for name in foreign)
@@ -104,7 +105,28 @@ def parse_options(target: Target, given: dict[str, Any], board: Board) -> Any:
             where=flags,
             fix="drop the option for this board, or deploy those boards separately",
         )
-    options = target.Options(**given)
+    options = declared(**given)
+    validate = getattr(options, "validate", None)
+    if validate is not None:
+        validate()
+    return options
+
+
+def parse_simulate_options(flow: str, given: dict[str, Any]) -> Any:
+    """The simulate options the user set (e.g. {"rtlsim": True}) as the flow's typed FlowInfo.simulate_options; an
+    option of another flow's packages is refused, saying what it does."""
+    declared = flow_info(flow).simulate_options
+    own = {f.name for f in fields(declared)}
+    for name in sorted(given):
+        if name in own:
+            continue
+        spec = simulate_options().get(name)
+        flag = "--" + name.replace("_", "-")
+        purpose = spec.purpose if spec is not None and spec.purpose else "does not apply to this package"
+        raise ConfigError(
+            f"{flag} {purpose}; this package is for {flow}.", where=flag, fix=f"drop {flag} for this package"
+        )
+    options = declared(**given)
     validate = getattr(options, "validate", None)
     if validate is not None:
         validate()

@@ -80,7 +80,7 @@ def test_depthwise_separable_cnn_deploys_bit_exact(zoo_runs, tmp_path):
 
 def test_target_fps_mode(tfc_run, tmp_path):
     slow = deploy(
-        DeployConfig(target="pynq-z2", model=str(tfc_run), out=str(tmp_path / "a"), fps=1000, samples=10),
+        DeployConfig(target="pynq-z2", model=str(tfc_run), out=str(tmp_path / "a"), options={"fps": 1000}, samples=10),
         progress=False,
     )
     fast = deploy(
@@ -116,7 +116,9 @@ def test_qonnx_file_with_card_deploys(tfc_export, tmp_path):
 def test_too_large_for_board_names_what_exceeds(tfc_run, tmp_path):
     # TFC fully folded needs about 1,300 LUTs: more than 2 % of a PYNQ-Z2 (LFC w8a8 at 80 % fails the same way, in
     # 14 s of FINN's work on 8-bit thresholds instead of 2)
-    config = DeployConfig(target="pynq-z2", model=str(tfc_run), out=str(tmp_path / "p"), samples=4, max_util=0.02)
+    config = DeployConfig(
+        target="pynq-z2", model=str(tfc_run), out=str(tmp_path / "p"), samples=4, options={"max_util": 0.02}
+    )
     with pytest.raises(ModelTooLargeError) as info:
         deploy(config, progress=False)
     assert "does not fit PYNQ-Z2 even fully folded" in info.value.what
@@ -145,7 +147,7 @@ def test_user_errors(tfc_run, tmp_path):
     with pytest.raises(BoardError):
         deploy(DeployConfig(target="pynq-z9", model=str(tfc_run)), progress=False)
     with pytest.raises(ConfigError):
-        deploy(DeployConfig(target="pynq-z2", model=str(tfc_run), max_util=1.5), progress=False)
+        deploy(DeployConfig(target="pynq-z2", model=str(tfc_run), options={"max_util": 1.5}), progress=False)
     with pytest.raises(SDKError, match="does not exist"):
         deploy(DeployConfig(target="pynq-z2", model=str(tmp_path / "nothing.onnx")), progress=False)
 
@@ -191,7 +193,11 @@ def test_require_bitfile_without_vivado_fails_cleanly(tfc_run, tmp_path, monkeyp
     with pytest.raises(SDKError, match="bitfile was required, but Vivado"):
         deploy(
             DeployConfig(
-                target="pynq-z2", model=str(tfc_run), out=str(tmp_path / "p"), samples=4, require_bitfile=True
+                target="pynq-z2",
+                model=str(tfc_run),
+                out=str(tmp_path / "p"),
+                samples=4,
+                options={"require_bitfile": True},
             ),
             progress=False,
         )

@@ -141,19 +141,25 @@ def test_an_error_on_one_board_does_not_stop_the_others(tfc_run, tmp_path, monke
 def test_user_errors_exit_2_and_leave_nothing(tfc_run, tfc_export, tmp_path):
     with pytest.raises(ConfigError, match="int4 FULLY_CONNECTED"):
         deploy(
-            DeployConfig(target="stm32f746g-disco", model=str(tfc_run), out=str(tmp_path / "a"), int4_weights=True),
+            DeployConfig(
+                target="stm32f746g-disco", model=str(tfc_run), out=str(tmp_path / "a"), options={"int4_weights": True}
+            ),
             progress=False,
         )
     with pytest.raises(ConfigError, match="int4"):
         deploy(
-            DeployConfig(target="ethos-u55-128", model=str(tfc_run), out=str(tmp_path / "a"), int4_weights=True),
+            DeployConfig(
+                target="ethos-u55-128", model=str(tfc_run), out=str(tmp_path / "a"), options={"int4_weights": True}
+            ),
             progress=False,
         )
     assert not (tmp_path / "a").exists()
     with pytest.raises(ConfigError, match="does not apply to pynq-z2"):
-        deploy(DeployConfig(target="pynq-z2", model=str(tfc_run), io="int8"), progress=False)
+        deploy(DeployConfig(target="pynq-z2", model=str(tfc_run), options={"io": "int8"}), progress=False)
     with pytest.raises(ConfigError, match="does not apply to stm32f746g-disco"):
-        deploy_many(DeployConfig(target="stm32f746g-disco,tflite", model=str(tfc_run), fps=1000.0), progress=False)
+        deploy_many(
+            DeployConfig(target="stm32f746g-disco,tflite", model=str(tfc_run), options={"fps": 1000.0}), progress=False
+        )
     foreign = tmp_path / "my-project"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
@@ -184,7 +190,9 @@ def test_int4_weights_on_litert(tfc_run, zoo_runs, tmp_path):
         DeployConfig(target="tflite", model=str(tfc_run), out=str(tmp_path / "int8"), samples=20), progress=False
     )
     int4 = deploy(
-        DeployConfig(target="tflite", model=str(tfc_run), out=str(tmp_path / "int4"), samples=20, int4_weights=True),
+        DeployConfig(
+            target="tflite", model=str(tfc_run), out=str(tmp_path / "int4"), samples=20, options={"int4_weights": True}
+        ),
         progress=False,
     )
     assert int4.verified and int4.summary["model_bytes"] < 0.8 * int8.summary["model_bytes"]
@@ -192,7 +200,11 @@ def test_int4_weights_on_litert(tfc_run, zoo_runs, tmp_path):
     assert {t["dtype"] for t in info["tensors"] if t["name"].endswith("/weights")} == {"INT4"}
     residual = deploy(
         DeployConfig(
-            target="tflite", model=str(zoo_runs["resnet8"]), out=str(tmp_path / "res"), samples=10, int4_weights=True
+            target="tflite",
+            model=str(zoo_runs["resnet8"]),
+            out=str(tmp_path / "res"),
+            samples=10,
+            options={"int4_weights": True},
         ),
         progress=False,
     )
@@ -201,7 +213,9 @@ def test_int4_weights_on_litert(tfc_run, zoo_runs, tmp_path):
     train(TrainConfig(model="tfc", bits="w8a8", epochs=1), eight_bit, progress=False)
     with pytest.raises(TfliteConversionError, match="int4 holds 4"):
         deploy(
-            DeployConfig(target="tflite", model=str(eight_bit), out=str(tmp_path / "w8pkg"), int4_weights=True),
+            DeployConfig(
+                target="tflite", model=str(eight_bit), out=str(tmp_path / "w8pkg"), options={"int4_weights": True}
+            ),
             progress=False,
         )
     assert not (tmp_path / "w8pkg").exists()
@@ -247,14 +261,16 @@ def test_float_io_is_selectable(tfc_run, tmp_path):
     """--io float puts QUANTIZE / DEQUANTIZE at the boundaries (run by TFLM too);
     --io int8 takes int8 and gives int8 logits."""
     floats = deploy(
-        DeployConfig(target="ethos-u55-128", model=str(tfc_run), out=str(tmp_path / "f"), samples=20, io="float"),
+        DeployConfig(
+            target="ethos-u55-128", model=str(tfc_run), out=str(tmp_path / "f"), samples=20, options={"io": "float"}
+        ),
         progress=False,
     )
     assert floats.verified and floats.summary["cpu_ops"] == 2  # Vela leaves the float boundary ops to the CPU
     ops = [op["op"] for op in json.loads((tmp_path / "f" / "tflite_info.json").read_text())["ops"]]
     assert ops[0] == "QUANTIZE" and ops[-1] == "DEQUANTIZE"
     ints = deploy(
-        DeployConfig(target="tflite", model=str(tfc_run), out=str(tmp_path / "i"), samples=20, io="int8"),
+        DeployConfig(target="tflite", model=str(tfc_run), out=str(tmp_path / "i"), samples=20, options={"io": "int8"}),
         progress=False,
     )
     info = json.loads((tmp_path / "i" / "tflite_info.json").read_text())

@@ -269,7 +269,8 @@ def test_a_modules_refusals_name_the_exported_node_and_the_modules_layer():
     """sdk's own export of a module (the Python API, `sdk.export_module`): the node by the exported file's name and
     the module's layer it comes from; the Mul the export puts in front (pixels / 255) is the SDK's."""
     from sdk import check as api_check
-    from sdk.errors import TfliteConversionError, UnsupportedLayersError
+    from sdk.errors import UnsupportedLayersError
+    from targets.tflite.errors import TfliteConversionError
 
     with pytest.raises(TfliteConversionError) as tflite:
         api_check(Upsampler(), "tflite", example_input=torch.zeros(1, 1, 8, 8))

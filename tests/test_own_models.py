@@ -14,7 +14,8 @@ from brevitas.quant import Int8WeightPerTensorFloat
 from torch import nn
 
 from sdk import check, deploy, simulate
-from sdk.errors import SDKError, TfliteConversionError
+from sdk.errors import SDKError
+from targets.tflite.errors import TfliteConversionError
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as schema
 
-from sdk.errors import TfliteConversionError
+from targets.tflite.errors import TfliteConversionError
 from targets.tflite.golden import FIXED_OUTPUT_QUANT, run_golden
 from targets.tflite.lowering import Layer, LoweredModel
 from targets.tflite.runtime import run_litert

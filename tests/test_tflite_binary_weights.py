@@ -17,7 +17,8 @@ from brevitas.quant import SignedBinaryActPerTensorConst, SignedBinaryWeightPerT
 from torch import nn
 
 from sdk import check, deploy
-from sdk.errors import ExportError, TfliteConversionError
+from sdk.errors import ExportError
+from targets.tflite.errors import TfliteConversionError
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ from brevitas.quant import Int8WeightPerTensorFloat
 from qonnx.core.modelwrapper import ModelWrapper
 from torch import nn
 
-from sdk.errors import TfliteConversionError
 from sdk.export import export_module
+from targets.tflite.errors import TfliteConversionError
 from targets.tflite.lowering import lower
 
 pytestmark = pytest.mark.slow

@@ -26,7 +26,7 @@ from typing import Any
 from ai_edge_litert import schema_py_generated as schema
 
 from sdk.boards import Board
-from sdk.errors import VelaError
+from targets.ethosu.errors import VelaError
 from targets.tflite.schema import OP_NAMES, builtin_code, is_tflite
 
 NPU_CUSTOM_CODE = b"ethos-u"

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sdk.boards import Board
-from sdk.errors import ConfigError, ExportError, PackageError, SDKError
+from sdk.errors import ExportError, PackageError, SDKError
 from sdk.graph_names import describe
 from sdk.graph_run import activation_codes, tie_samples
 from sdk.onnx_guard import load_onnx_safely
@@ -39,9 +39,10 @@ from sdk.verify import (
     same_class,
     share,
 )
-from targets.base import BuildOutcome, BuildRequest, ComparisonCells, SimulatedOutputs, finite_positive
+from targets.base import BuildOutcome, BuildRequest, ComparisonCells, SimulatedOutputs
 from targets.finn import folding, hardware, shortcuts, steps
 from targets.finn.environment import find_vendor_tools, prepare_finn
+from targets.finn.flow import SimulateOptions
 from targets.finn.graph_check import check_dataflow, check_parent
 from targets.finn.partition import relocatable_parent
 from targets.finn.rtl_verify import RtlVerification, regenerate_sources, verify_rtl, write_fifo_depths
@@ -76,27 +77,20 @@ def graph_input(card: dict, x: np.ndarray, parent) -> np.ndarray:
     return x
 
 
+def input_notes(card: dict) -> list[str]:
+    """What report.md says of the package's input beyond its map: a bipolar input reaches the accelerator as bits."""
+    from sdk.model_card import input_map_of
+
+    if input_map_of(card).dtype != "BIPOLAR":
+        return []
+    return [
+        "FINN computes a bipolar input's products as XNOR-popcounts: the accelerator takes the bits "
+        "b = (code + 1) / 2, which the host computes (`sdk simulate`, sdk.simulate)."
+    ]
+
+
 def _input_datatype(parent) -> str:
     return parent.get_tensor_datatype(parent.graph.input[0].name).name
-
-
-@dataclass
-class FinnOptions:
-    """The FPGA flow's own deploy options."""
-
-    fps: float | None = None  # throughput target in frames/s: FINN's SetFolding; None: the fit search
-    max_util: float = 0.8  # fit search: cap on LUT, BRAM18, URAM and DSP utilisation, in (0, 1]
-    require_bitfile: bool = False  # fail when no bitfile can be built (no Vivado / Vitis HLS)
-    rtlsim: bool = False  # prefer RTL layers and run each one's generated Verilog in Verilator on the samples
-
-    def validate(self) -> None:
-        finite_positive(self.fps, "--fps", "50000")
-        if not isinstance(self.rtlsim, bool):
-            raise ConfigError(f"--rtlsim is a switch (true or false), got {self.rtlsim!r}.", where="--rtlsim")
-        if isinstance(self.max_util, bool) or not (isinstance(self.max_util, int | float) and 0 < self.max_util <= 1):
-            raise ConfigError(
-                f"--max-util must be in (0, 1], got {self.max_util}.", where="--max-util", fix="e.g. --max-util 0.8"
-            )
 
 
 def first_parting_layer(
@@ -150,7 +144,6 @@ class FinnTarget:
     rule_text = RULE_TEXT
     artifact_name = DATAFLOW_NAME
     tool_packages = ("finn-plus", "qonnx", "onnx", "onnxruntime")
-    Options = FinnOptions
 
     def validate_board(self, board: Board) -> None:
         """Nothing beyond the board file's own checks (sdk/boards.py): the part and finn.board are names FINN knows,
@@ -210,6 +203,7 @@ class FinnTarget:
                 fix="deploy without --require-bitfile and run finish_bitfile.py in the package to see the log",
             )
         report, summary = self._report(cfg, verification, outcome, pkg, request.data_label, rtl)
+        report.notes.extend(input_notes(request.card))
         return BuildOutcome(report, verification, summary, [outcome.message])
 
     def _verify_rtl(
@@ -223,7 +217,9 @@ class FinnTarget:
         cache = (cache_root() or cfg.workdir) / "verilator"
         return verify_rtl(dataflow, tensors, cfg.sources_dir, cache, fpga_part, progress, size)
 
-    def simulate(self, package: Path, card: dict[str, Any], x: np.ndarray, rtlsim: bool = False) -> SimulatedOutputs:
+    def simulate(
+        self, package: Path, card: dict[str, Any], x: np.ndarray, options: SimulateOptions
+    ) -> SimulatedOutputs:
         """The packaged accelerator and its host ops on a batch, in the bit-exact simulator; with `rtlsim`, each
         RTL layer's packaged Verilog in Verilator beside it."""
         with scratch_dir("sim") as tmp:
@@ -234,7 +230,7 @@ class FinnTarget:
             xs = graph_input(card, x, parent)
             result = simulate_parent(parent, dataflow, xs)
             simulated = SimulatedOutputs(result.output, bit_exact=True)
-            if rtlsim:
+            if options.rtlsim:
                 manifest = json.loads((package / "manifest.json").read_text())  # verified by the caller
                 part = manifest["board"]["part"]
                 clock = manifest.get("clock_mhz") or manifest["board"].get("clock_mhz")

@@ -42,6 +42,7 @@ from targets.finn import (
     streamline,
 )
 from targets.finn.environment import prepare_finn
+from targets.finn.flow import DEFAULT_MAX_UTIL
 
 FINN_REFERENCE_SAMPLES = 8  # FINN's python execution runs one sample at a time: a few suffice per layer
 
@@ -64,7 +65,7 @@ class FinnConfig:
     board: Board
     workdir: Path  # FINN's build folder for this run
     fps: float | None = None  # throughput target: FINN's SetFolding; None: the --fit search
-    max_util: float = 0.8  # utilisation cap of the fit search (LUT, BRAM18, URAM, DSP)
+    max_util: float = DEFAULT_MAX_UTIL  # utilisation cap of the fit search (LUT, BRAM18, URAM, DSP)
     clock_mhz: float | None = None  # None: the board's clock
     sources_dir: Path | None = None  # where generate_sources writes HLS C++ / RTL; None: skip code generation
     rtlsim: bool = False  # prefer the RTL variants the SDK can simulate in Verilator

@@ -23,37 +23,21 @@ from typing import Any
 import numpy as np
 
 from sdk.boards import Board
-from sdk.errors import ConfigError, GoldenModelError, PackageError, TfliteConversionError
+from sdk.errors import ConfigError, PackageError
 from sdk.package import PackageBuilder
 from sdk.report import Report, Table, bar_plot, kib, verification_table
 from sdk.verify import Verification, share
 from targets.base import BuildOutcome, BuildRequest, ComparisonCells, SimulatedOutputs
+from targets.registry import NoOptions
+from targets.tflite.errors import GoldenModelError, TfliteConversionError
+from targets.tflite.flow import Options
 from targets.tflite.verify import TensorAgreement, verify
 from targets.tflite.writer import TfliteInfo, dequantized_logits, tflite_input, write_tflite
 
 MODEL_NAME = "model.tflite"
 INFO_NAME = "tflite_info.json"
-IO_MODES = ("int8", "float")
 SIMULATION_CHUNK = 256  # samples per golden-model call in `simulate`: its im2col copies grow with the batch
 RULE_TEXT = "runtime = golden model of its kernels bit for bit; every op within 1 LSB of the QAT model"
-
-
-@dataclass
-class TfliteOptions:
-    """The TFLite family's own deploy options."""
-
-    io: str | None = None  # "int8" or "float" model input/output; None: the flow's default
-    int4_weights: bool = False  # pack weights as int4 where the runtime runs them, else refuse (exit 2)
-
-    def validate(self) -> None:
-        if self.io is not None and self.io not in IO_MODES:
-            raise ConfigError(
-                f"--io must be one of {', '.join(IO_MODES)}, got {self.io!r}.", where="--io", fix="e.g. --io int8"
-            )
-        if not isinstance(self.int4_weights, bool):
-            raise ConfigError(
-                f"--int4-weights is a switch (true or false), got {self.int4_weights!r}.", where="--int4-weights"
-            )
 
 
 def _card_like(card: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +89,6 @@ class TfliteFamilyTarget:
     rule_text = RULE_TEXT
     artifact_name = MODEL_NAME
     tool_packages: tuple[str, ...] = ("ai-edge-litert", "flatbuffers")
-    Options = TfliteOptions
     rounding = "litert"  # golden model of the runtime (targets.tflite.golden.RUNTIME_ROUNDING)
     runtime_label = ""
     default_io = "int8"
@@ -132,7 +115,7 @@ class TfliteFamilyTarget:
     def validate_board(self, board: Board) -> None:
         """Nothing beyond the board schema: memory capacities are checked against the measured model."""
 
-    def resolve_io(self, options: TfliteOptions, board: Board) -> tuple[bool, bool, bool]:
+    def resolve_io(self, options: Options, board: Board) -> tuple[bool, bool, bool]:
         """(float_input, float_output, int4_weights); --int4-weights is refused where the runtime cannot run int4."""
         io = options.io or self.default_io
         if options.int4_weights and self.int4_refusal is not None:
@@ -144,17 +127,11 @@ class TfliteFamilyTarget:
         """The graph outputs of the flow's runtime on a batch."""
         raise NotImplementedError
 
-    def simulate(self, package: Path, card: dict[str, Any], x: np.ndarray, rtlsim: bool = False) -> SimulatedOutputs:
+    def simulate(self, package: Path, card: dict[str, Any], x: np.ndarray, options: NoOptions) -> SimulatedOutputs:
         """The golden model of the flow's runtime on the package's model.tflite, and the runtime itself beside it."""
         from targets.tflite.golden import run_golden
         from targets.tflite.runtime import open_tflite
 
-        if rtlsim:
-            raise ConfigError(
-                f"--rtlsim runs an FPGA package's RTL layers in Verilator; this package is for {self.flow}.",
-                where="--rtlsim",
-                fix="drop --rtlsim for this package",
-            )
         path = package / MODEL_NAME
         open_tflite(path)  # a missing or corrupt file: TfliteFileError (exit 2) before any run
         if not (package / INFO_NAME).is_file():

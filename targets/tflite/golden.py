@@ -50,7 +50,8 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from sdk.errors import GoldenModelError, SDKError
+from sdk.errors import SDKError
+from targets.tflite.errors import GoldenModelError
 from targets.tflite.reader import MAX_TFLITE_BYTES, parse_tflite, tensor_name
 from targets.tflite.schema import OP_NAMES, TYPE_NAMES, builtin_code
 

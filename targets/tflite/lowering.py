@@ -48,8 +48,8 @@ from typing import Any
 import numpy as np
 
 from sdk.data import INPUT_SCALE
-from sdk.errors import TfliteConversionError
 from sdk.graph_names import describe, node_phrase
+from targets.tflite.errors import TfliteConversionError
 from targets.tflite.golden import FIXED_OUTPUT_QUANT
 
 INT8_MIN, INT8_MAX = -128, 127

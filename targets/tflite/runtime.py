@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from sdk.errors import ConfigError, TfliteFileError
+from sdk.errors import ConfigError
+from targets.tflite.errors import TfliteFileError
 from targets.tflite.reader import MAX_TFLITE_BYTES, parse_tflite
 from targets.tflite.schema import is_tflite
 

@@ -30,8 +30,9 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from sdk.boards import Board
-from sdk.errors import BoardError, ModelTooLargeError, TflmError
+from sdk.errors import BoardError, ModelTooLargeError
 from targets.tflite.schema import OP_NAMES, builtin_code, is_tflite
+from targets.tflm.errors import TflmError
 
 # The arena search starts no lower: below ~500 bytes not even TFLM's allocator objects fit.
 _ALLOCATOR_FLOOR = 1024
