@@ -21,6 +21,7 @@ import numpy as np
 from sdk.errors import PackageError, SimulationError
 from sdk.report import Table
 from sdk.verify import Check
+from targets.finn import ops
 from targets.finn.rtl_guard import check_identifier
 from targets.finn.rtl_stitch import SegmentVerification, converter_tensors, verify_segments, with_width_converters
 from targets.finn.rtlsim import (
@@ -32,7 +33,7 @@ from targets.finn.rtlsim import (
     wants_optimized,
 )
 
-RTL_PREFERRED = ("Thresholding", "FMPadding", "ConvolutionInputGenerator", "StreamingDataWidthConverter", "MVAU")
+RTL_PREFERRED = ops.rtl_preferred()  # ops.HW_OPS whose `Rtl` is preferred
 
 
 def prefer_rtl(model) -> None:

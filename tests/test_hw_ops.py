@@ -1,0 +1,37 @@
+"""The FINN op records (targets/finn/ops.py): every table other modules read about an op is derived from them."""
+
+from __future__ import annotations
+
+from targets.finn import ops
+
+
+def _names(flag: str) -> set[str]:
+    return {name for name, op in ops.HW_OPS.items() if getattr(op, flag)}
+
+
+def test_rtl_tables_are_derived_from_the_records_in_the_order_messages_name_them():
+    from targets.finn import rtl_verify, rtlsim
+
+    simulated = ("Thresholding", "FMPadding", "ConvolutionInputGenerator", "StreamingDataWidthConverter", "MVAU")
+    assert rtlsim.SUPPORTED_RTL_OPS == ops.rtl_simulated() == tuple(f"{name}_rtl" for name in simulated)
+    assert rtl_verify.RTL_PREFERRED == ops.rtl_preferred() == simulated
+    assert rtlsim.KNOWN_FAILURES == ops.rtl_known_failures() == {}
+    assert ops.rtl_of("ConvolutionInputGenerator_rtl") is ops.HW_OPS["ConvolutionInputGenerator"].rtl
+    assert ops.rtl_of("ConvolutionInputGenerator_hls") is None and ops.rtl_of("VVAU_rtl") is None
+
+
+def test_window_and_folding_rules_are_carried_by_the_records():
+    assert _names("takes_windows") == {"MVAU", "Pool"}
+    assert _names("takes_linked_window") == {"VVAU", "Pool"}
+    assert _names("simd_reads_window") == {"VVAU"}
+    assert _names("follows_consumer") == {"ConvolutionInputGenerator"}
+    follows = ops.HW_OPS["ConvolutionInputGenerator"].follows_consumer
+    assert follows({"depthwise": 1}.get) and not follows({"depthwise": 0}.get)
+    writable = {name for name, op in ops.HW_OPS.items() if op.rtl and op.rtl.writable and op.rtl.make_writable}
+    assert writable == {"ConvolutionInputGenerator"}
+
+
+def test_every_op_with_a_static_range_has_a_range_rule_and_the_others_answer_unknown():
+    unknown = {name for name, op in ops.HW_OPS.items() if op.ranges is None}
+    assert unknown and all(name.startswith("Elementwise") for name in unknown)
+    assert all(callable(op.kernel) and callable(op.knobs) for op in ops.HW_OPS.values())
