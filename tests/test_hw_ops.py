@@ -35,3 +35,16 @@ def test_every_op_with_a_static_range_has_a_range_rule_and_the_others_answer_unk
     unknown = {name for name, op in ops.HW_OPS.items() if op.ranges is None}
     assert unknown and all(name.startswith("Elementwise") for name in unknown)
     assert all(callable(op.kernel) and callable(op.knobs) for op in ops.HW_OPS.values())
+
+
+def test_the_vvau_record_checks_a_packaged_layers_weights():
+    import hw_graphs
+    import numpy as np
+    from qonnx.custom_op.registry import getCustomOp
+
+    node = hw_graphs.vvau(["x", "w"], "y", 5, 3, 2, "UINT4", "INT4")
+    model = hw_graphs.hw_graph([node], {"x": (1, 2, 2, 45), "y": (1, 2, 2, 5)}, {"w": np.ones((5, 1, 3, 3))}, "UINT4")
+    check = ops.HW_OPS["VVAU"].graph_check
+    assert check(model, node, getCustomOp(node)) is None
+    model.set_initializer("w", np.ones((5, 1, 3, 2), np.float32))
+    assert check(model, node, getCustomOp(node)) == "has 30 weights; Channels and Kernel make 45"

@@ -5,12 +5,12 @@ A record carries the op's simulator kernel and the static ranges of its outputs
 folding rules (the attributes folding varies, the dimension each must divide,
 and how it is folded together with a neighbour), its RTL support (whether the
 SDK simulates FINN's `<op>_rtl` in Verilator and asks for it with --rtlsim, why
-not where it cannot, what FINN can write at a folding) and its check of a
-graph FINN maps but computes wrongly. The tables other modules read are derived
-from `HW_OPS`: rtlsim.SUPPORTED_RTL_OPS and KNOWN_FAILURES, rtl_verify's
-RTL_PREFERRED, the simulator's supported ops and graph_check's known layers.
-Keys are op types without the `_hls` / `_rtl` suffix: the math does not depend
-on the style.
+not where it cannot, what FINN can write at a folding), its check of a graph
+FINN maps but computes wrongly, and its own check of a package's graph. The
+tables other modules read are derived from `HW_OPS`: rtlsim.SUPPORTED_RTL_OPS
+and KNOWN_FAILURES, rtl_verify.RTL_PREFERRED, the simulator's supported ops and
+graph_check's known layers. Keys are op types without the `_hls` / `_rtl`
+suffix: the math does not depend on the style.
 
 Adding an op: write its kernel (and, if its output range is known statically,
 its range rule) in kernels.py, add one `HwOp` to `HW_OPS` with its folding knobs
@@ -52,6 +52,7 @@ class HwOp:
     kernel: Callable  # kernels.HwNode -> list of output arrays (bit-exact simulation)
     knobs: Callable[[Get], list[tuple[str, int]]]  # folding attributes and the dimension each must divide
     check: Callable | None = None  # (node, model) -> (why, fix) where FINN maps the layer but computes it wrongly
+    graph_check: Callable | None = None  # (model, node, op) -> why graph_check refuses a package's node, or None
     ranges: Callable | None = None  # kernels.HwNode -> static ranges of its outputs (None: unknown)
     takes_windows: bool = False  # the kernel reads a ConvolutionInputGenerator's `kernels.Windows` as they are
     # folding: a node whose SIMD FINN ties to the PE of the layer it feeds (a depthwise window generator) ...
@@ -110,6 +111,16 @@ def _binary_padding(node, model) -> tuple[str, str] | None:
             "zero padding of 1-bit (bipolar) activations: FINN's XNOR form reads the padding as -1, not 0",
             "use 2-bit activations (e.g. w1a2) for padded convolutions, or convolutions without padding",
         )
+    return None
+
+
+def _vvau_weights(model, node, op) -> str | None:
+    """A depthwise layer's weights: one per channel and kernel position (the kernel reshapes them so)."""
+    weights = model.get_initializer(node.input[1]) if len(node.input) > 1 else None
+    channels, (k_h, k_w) = int(op.get_nodeattr("Channels")), (int(k) for k in op.get_nodeattr("Kernel"))
+    if weights is None or weights.size != channels * k_h * k_w:
+        size = None if weights is None else weights.size
+        return f"has {size} weights; Channels and Kernel make {channels * k_h * k_w}"
     return None
 
 
@@ -186,7 +197,12 @@ HW_OPS: dict[str, HwOp] = {
     "StreamingDataWidthConverter": HwOp(kernels.identity, _no_knobs, ranges=kernels.same_range, rtl=Rtl()),
     "MVAU": HwOp(kernels.mvau, _mvau_knobs, ranges=kernels.mvau_range, takes_windows=True, rtl=Rtl()),
     "VVAU": HwOp(
-        kernels.vvau, _vvau_knobs, ranges=kernels.vvau_range, takes_linked_window=True, simd_reads_window=True
+        kernels.vvau,
+        _vvau_knobs,
+        graph_check=_vvau_weights,
+        ranges=kernels.vvau_range,
+        takes_linked_window=True,
+        simd_reads_window=True,
     ),
     "Pool": HwOp(
         kernels.pool, _pe_of("Channels"), ranges=kernels.pool_range, takes_windows=True, takes_linked_window=True
