@@ -1,4 +1,6 @@
-"""Small graphs of real FINN hardware nodes, written by hand the way the simulator and RTL tests need them."""
+"""Small graphs of real FINN hardware nodes, the way the simulator, RTL and folding tests need them: one builder
+per node type (MVAU, VVAU, Thresholding, ConvolutionInputGenerator, FMPadding, Pool, ...) with the attributes
+those tests share as defaults, and `hw_graph` to make a model of the nodes."""
 
 from __future__ import annotations
 
@@ -70,7 +72,7 @@ def thresholding(inputs, output: str, channels: int, steps: int, in_dtype: str, 
 
 
 def window_generator(
-    input: str,
+    source: str,
     output: str,
     side: int,
     channels: int,
@@ -87,7 +89,7 @@ def window_generator(
     named = {"ConvKernelDim": [kernel, kernel], "IFMChannels": channels, "IFMDim": [side, side]}
     named |= {"OFMDim": [out_side, out_side], "Stride": [stride, stride], "Dilation": [dilation, dilation]}
     named |= {"inputDataType": dtype, "outputDataType": dtype}
-    return hw_node("ConvolutionInputGenerator", [input], [output], **named, **(defaults | attributes))
+    return hw_node("ConvolutionInputGenerator", [source], [output], **named, **(defaults | attributes))
 
 
 def window_side(side: int, kernel: int, stride: int, dilation: int = 1) -> int:
@@ -95,14 +97,14 @@ def window_side(side: int, kernel: int, stride: int, dilation: int = 1) -> int:
     return (side - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def fm_padding(input: str, output: str, side: int, channels: int, padding: int, dtype: str, **attributes):
+def fm_padding(source: str, output: str, side: int, channels: int, padding: int, dtype: str, **attributes):
     """A feature-map padding of `padding` zeros on every side of a side x side map, one SIMD lane."""
     named = {"ImgDim": [side, side], "NumChannels": channels, "Padding": [padding] * 4, "inputDataType": dtype}
-    return hw_node("FMPadding", [input], [output], **named, **({"SIMD": 1} | attributes))
+    return hw_node("FMPadding", [source], [output], **named, **({"SIMD": 1} | attributes))
 
 
 def pool(
-    input: str,
+    source: str,
     output: str,
     channels: int,
     kernel: int,
@@ -114,7 +116,7 @@ def pool(
     """A Pool over windows (from a window generator) of kernel x kernel positions, fully folded; dtypes: (in, out)."""
     named = {"Channels": channels, "KernelSize": [kernel, kernel], "OutImgDims": [out_side, out_side]}
     named |= {"Function": function, "InputDataType": dtypes[0], "OutputDataType": dtypes[1]}
-    return hw_node("Pool", [input], [output], **named, **({"PE": 1} | attributes))
+    return hw_node("Pool", [source], [output], **named, **({"PE": 1} | attributes))
 
 
 def elementwise(op_type: str, inputs, output: str, dtypes: tuple[str, str, str], shape, **attributes):
@@ -125,21 +127,21 @@ def elementwise(op_type: str, inputs, output: str, dtypes: tuple[str, str, str],
     return hw_node(op_type, inputs, [output], **named, **({"PE": 1} | attributes))
 
 
-def duplicate_streams(input: str, outputs, channels: int, dtype: str, vectors, **attributes):
+def duplicate_streams(source: str, outputs, channels: int, dtype: str, vectors, **attributes):
     """DuplicateStreams: one stream copied to each of `outputs`."""
     named = {"NumChannels": channels, "NumOutputStreams": len(outputs), "inputDataType": dtype}
     named |= {"numInputVectors": list(vectors)}
-    return hw_node("DuplicateStreams", [input], outputs, **named, **({"PE": 1} | attributes))
+    return hw_node("DuplicateStreams", [source], outputs, **named, **({"PE": 1} | attributes))
 
 
-def global_acc_pool(input: str, output: str, channels: int, dtype: str, vectors, **attributes):
+def global_acc_pool(source: str, output: str, channels: int, dtype: str, vectors, **attributes):
     """GlobalAccPool: the sum over every position of (*vectors, channels)."""
     named = {"NumChannels": channels, "inputDataType": dtype, "numInputVectors": list(vectors)}
-    return hw_node("GlobalAccPool", [input], [output], **named, **({"PE": 1} | attributes))
+    return hw_node("GlobalAccPool", [source], [output], **named, **({"PE": 1} | attributes))
 
 
-def label_select(input: str, output: str, labels: int, k: int, dtypes: tuple[str, str], vectors, **attributes):
+def label_select(source: str, output: str, labels: int, k: int, dtypes: tuple[str, str], vectors, **attributes):
     """LabelSelect: the indices of the k largest of `labels` values; dtypes: (in, out)."""
     named = {"Labels": labels, "K": k, "inputDataType": dtypes[0], "outputDataType": dtypes[1]}
     named |= {"numInputVectors": list(vectors)}
-    return hw_node("LabelSelect", [input], [output], **named, **({"PE": 1} | attributes))
+    return hw_node("LabelSelect", [source], [output], **named, **({"PE": 1} | attributes))
