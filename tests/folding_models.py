@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import itertools
 
+import hw_graphs
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
 from targets.finn import folding
 
-HLS = "finn.custom_op.fpgadataflow.hls"
 KEYS = ("lut", "bram18", "uram", "dsp")
 # (MW, MH, numInputVectors, input type, thresholds?) of the zoo's TFC at 28x28 and CNV at 32x32, w2a2
 TFC = [(784, 64, [1], "UINT8", True), (64, 64, [1], "UINT2", True), (64, 64, [1], "UINT2", True)]
@@ -31,27 +31,10 @@ def mvau_chain(layers, seed: int = 0) -> ModelWrapper:
     nodes, initializers, infos, current = [], {}, [], "x"
     for i, (mw, mh, vectors, idt, act) in enumerate(layers):
         out = f"y{i}"
-        nodes.append(
-            helper.make_node(
-                "MVAU_hls",
-                [current, f"w{i}"] + ([f"t{i}"] if act else []),
-                [out],
-                name=f"MVAU_hls_{i}",
-                domain=HLS,
-                backend="fpgadataflow",
-                MW=mw,
-                MH=mh,
-                SIMD=1,
-                PE=1,
-                inputDataType=idt,
-                weightDataType="INT2",
-                outputDataType="UINT2" if act else "INT32",
-                accDataType="INT32",
-                ActVal=0,
-                noActivation=0 if act else 1,
-                numInputVectors=vectors,
-            )
-        )
+        inputs = [current, f"w{i}"] + ([f"t{i}"] if act else [])
+        attributes = {"outputDataType": "UINT2" if act else "INT32", "accDataType": "INT32", "ActVal": 0}
+        attributes |= {"name": f"MVAU_hls_{i}", "backend": "fpgadataflow"}
+        nodes.append(hw_graphs.mvau(inputs, out, mw, mh, idt, "INT2", vectors, op_type="MVAU_hls", **attributes))
         initializers[f"w{i}"] = rng.integers(-2, 2, size=(mw, mh))
         if act:
             initializers[f"t{i}"] = np.sort(rng.integers(-20, 21, size=(mh, 3)), axis=1)

@@ -11,9 +11,10 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import hw_graphs
 import numpy as np
 import pytest
-from hw_graphs import HW, hw_graph
+from hw_graphs import hw_graph
 
 from sdk.errors import SimulationError
 from targets.finn import rtl_layer, rtlsim, streams, verilator
@@ -122,23 +123,16 @@ class Generated:
 
 
 def _threshold_graph(case: ThresholdCase, seed: int):
-    from onnx import helper
-
     rng = np.random.default_rng(seed)
     shape = (1, *case.vectors, case.channels)
-    node = helper.make_node(
-        "Thresholding",
+    node = hw_graphs.thresholding(
         ["x", "thr"],
-        ["y"],
-        domain=HW,
-        backend="fpgadataflow",
-        NumChannels=case.channels,
-        PE=1,
-        numSteps=case.steps,
-        inputDataType=case.in_dtype,
-        weightDataType="INT32",
-        outputDataType=case.out_dtype,
-        numInputVectors=[1, *case.vectors],
+        "y",
+        case.channels,
+        case.steps,
+        case.in_dtype,
+        case.out_dtype,
+        [1, *case.vectors],
         ActVal=case.act_val,
     )
     rows = 1 if case.shared else case.channels
@@ -306,9 +300,7 @@ def test_missing_verilator_is_a_plain_error(int8_layer, cache_dir, monkeypatch):
 
 
 def test_layers_without_verified_rtl_are_refused():
-    from onnx import helper
-
-    hls = helper.make_node("MVAU_hls", ["x", "w"], ["y"], domain=f"{HW}.hls", name="MVAU_hls_0")
+    hls = hw_graphs.hw_node("MVAU_hls", ["x", "w"], ["y"], name="MVAU_hls_0")
     with pytest.raises(SimulationError, match="MVAU_hls cannot be simulated") as error:
         rtl_layer.rtl_layer(None, hls)
     assert "Thresholding_rtl" in error.value.fix and "MVAU_rtl" in error.value.fix
@@ -349,54 +341,13 @@ def test_finn_code_generation_folder_is_read_without_sources_dir(int8_layer, cac
 
 
 def _window_graph(stride: int, seed: int):
-    from onnx import helper
-
     c, k = 4, 3
     ofm = (7 - k) // stride + 1
     nodes = [
-        helper.make_node(
-            "FMPadding",
-            ["x"],
-            ["xp"],
-            domain=HW,
-            backend="fpgadataflow",
-            ImgDim=[5, 5],
-            NumChannels=c,
-            Padding=[1, 1, 1, 1],
-            SIMD=1,
-            inputDataType="INT4",
-        ),
-        helper.make_node(
-            "ConvolutionInputGenerator",
-            ["xp"],
-            ["w"],
-            domain=HW,
-            backend="fpgadataflow",
-            ConvKernelDim=[k, k],
-            IFMChannels=c,
-            IFMDim=[7, 7],
-            OFMDim=[ofm, ofm],
-            SIMD=1,
-            Stride=[stride, stride],
-            Dilation=[1, 1],
-            inputDataType="INT4",
-            outputDataType="INT4",
-            depthwise=0,
-        ),
-        helper.make_node(
-            "Thresholding",
-            ["w", "thr"],
-            ["y"],
-            domain=HW,
-            backend="fpgadataflow",
-            NumChannels=k * k * c,
-            PE=1,
-            numSteps=3,
-            inputDataType="INT4",
-            weightDataType="INT5",
-            outputDataType="INT2",
-            numInputVectors=[1, ofm, ofm],
-            ActVal=-2,
+        hw_graphs.fm_padding("x", "xp", 5, c, 1, "INT4"),
+        hw_graphs.window_generator("xp", "w", 7, c, k, stride, "INT4", depthwise=0),
+        hw_graphs.thresholding(
+            ["w", "thr"], "y", k * k * c, 3, "INT4", "INT2", [1, ofm, ofm], weightDataType="INT5", ActVal=-2
         ),
     ]
     shapes = {"x": (1, 5, 5, c), "xp": (1, 7, 7, c), "w": (1, ofm, ofm, k * k * c), "y": (1, ofm, ofm, k * k * c)}
@@ -439,25 +390,7 @@ def test_streaming_layers_chained_in_rtl_equal_numpy_kernels(board, cache_dir, t
 
 def _depthwise_window_graph(channels: int):
     """A max pool's window generator as FINN makes it: depthwise, 2x2 windows, stride 2."""
-    from onnx import helper
-
-    node = helper.make_node(
-        "ConvolutionInputGenerator",
-        ["x"],
-        ["w"],
-        domain=HW,
-        backend="fpgadataflow",
-        ConvKernelDim=[2, 2],
-        IFMChannels=channels,
-        IFMDim=[6, 6],
-        OFMDim=[3, 3],
-        SIMD=1,
-        Stride=[2, 2],
-        Dilation=[1, 1],
-        inputDataType="UINT2",
-        outputDataType="UINT2",
-        depthwise=1,
-    )
+    node = hw_graphs.window_generator("x", "w", 6, channels, 2, 2, "UINT2", depthwise=1)
     return hw_graph([node], {"x": (1, 6, 6, channels), "w": (1, 3, 3, 4 * channels)}, {}, "UINT2")
 
 
@@ -741,7 +674,6 @@ def _mvau_weights(case: MvauCase, seed: int) -> np.ndarray:
 
 def _generate_mvau(case: MvauCase, workdir: Path, seed: int = 0) -> Generated:
     """One MVAU through the SDK's steps, RTL preferred (as FINN picks it for >= 4-bit operands), SIMD / PE set."""
-    from onnx import helper
     from qonnx.core.datatype import DataType
     from qonnx.custom_op.registry import getCustomOp
 
@@ -749,22 +681,15 @@ def _generate_mvau(case: MvauCase, workdir: Path, seed: int = 0) -> Generated:
     from targets.finn import steps
     from targets.finn.environment import prepare_finn
 
-    node = helper.make_node(
-        "MVAU",
+    node = hw_graphs.mvau(
         ["x", "w"],
-        ["y"],
-        domain=HW,
-        backend="fpgadataflow",
-        MW=case.mw,
-        MH=case.mh,
-        SIMD=1,
-        PE=1,
-        inputDataType=case.in_dtype,
-        weightDataType=case.weight_dtype,
-        outputDataType="INT32",
-        noActivation=1,
+        "y",
+        case.mw,
+        case.mh,
+        case.in_dtype,
+        case.weight_dtype,
+        [1, *case.vectors],
         binaryXnorMode=0,
-        numInputVectors=[1, *case.vectors],
         preferred_impl_style="rtl",
     )
     shapes = {"x": (1, *case.vectors, case.mw), "y": (1, *case.vectors, case.mh)}
@@ -857,19 +782,10 @@ def test_mvau_rtl_retrained_weights_reuse_the_build_and_finn_folder_works(cache_
 
 
 def test_mvau_rtl_configurations_the_simulation_does_not_cover_are_refused():
-    from onnx import helper
-
     def node(**attributes):
         base = {"MW": 4, "MH": 4, "SIMD": 1, "PE": 1, "inputDataType": "INT4", "weightDataType": "INT4"}
-        return helper.make_node(
-            "MVAU_rtl",
-            ["x", "w"],
-            ["y"],
-            domain=f"{HW}.rtl",
-            name="MVAU_rtl_0",
-            outputDataType="INT32",
-            **base,
-            **attributes,
+        return hw_graphs.hw_node(
+            "MVAU_rtl", ["x", "w"], ["y"], name="MVAU_rtl_0", outputDataType="INT32", **base, **attributes
         )
 
     with pytest.raises(SimulationError, match="mem_mode external") as error:

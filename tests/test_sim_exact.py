@@ -11,9 +11,10 @@ thresholds, BINARY (XNOR) and BIPOLAR inputs, inputs of every dtype.
 
 from __future__ import annotations
 
+import hw_graphs
 import numpy as np
 import pytest
-from hw_graphs import HW, hw_graph
+from hw_graphs import hw_graph
 
 from targets.finn import kernels
 from targets.finn.simulator import SimulationError, count_thresholds, prepare_dataflow, simulate_dataflow
@@ -27,32 +28,13 @@ def finn_ready(tmp_path_factory) -> None:
 
 
 def _mvau(x_type: str, w_type: str, weights: np.ndarray, thresholds=None, out_type="INT32", act_val=0, xnor=0):
-    from onnx import helper
-
     mw, mh = weights.shape
     inputs, initializers = ["x", "w"], {"w": weights}
     if thresholds is not None:
         inputs.append("t")
         initializers["t"] = thresholds
-    node = helper.make_node(
-        "MVAU",
-        inputs,
-        ["y"],
-        domain=HW,
-        backend="fpgadataflow",
-        MW=mw,
-        MH=mh,
-        PE=1,
-        SIMD=1,
-        inputDataType=x_type,
-        weightDataType=w_type,
-        outputDataType=out_type,
-        accDataType="INT64",
-        ActVal=act_val,
-        noActivation=int(thresholds is None),
-        binaryXnorMode=xnor,
-        numInputVectors=[1],
-    )
+    attributes = {"outputDataType": out_type, "accDataType": "INT64", "ActVal": act_val, "binaryXnorMode": xnor}
+    node = hw_graphs.mvau(inputs, "y", mw, mh, x_type, w_type, **attributes)
     return hw_graph([node], {"x": (1, mw), "y": (1, mh)}, initializers, x_type, infer=False)
 
 
@@ -191,30 +173,14 @@ def test_mvau_binary_xnor_and_bipolar():
 
 
 def _vvau_model(x_type: str, weights: np.ndarray, thresholds=None, w_type="INT4"):
-    from onnx import helper
-
     channels, k = weights.shape[0], weights.shape[-1]
     inputs, initializers = ["x", "w"], {"w": weights}
     if thresholds is not None:
         inputs.append("t")
         initializers["t"] = thresholds
-    node = helper.make_node(
-        "VVAU",
-        inputs,
-        ["y"],
-        domain=HW,
-        backend="fpgadataflow",
-        PE=1,
-        Dim=[2, 2],
-        Channels=channels,
-        Kernel=[k, k],
-        inputDataType=x_type,
-        weightDataType=w_type,
-        outputDataType="INT32" if thresholds is None else "UINT4",
-        accDataType="INT64",
-        ActVal=0,
-        noActivation=int(thresholds is None),
-    )
+    out_type = "INT32" if thresholds is None else "UINT4"
+    attributes = {"outputDataType": out_type, "accDataType": "INT64", "ActVal": 0}
+    node = hw_graphs.vvau(inputs, "y", channels, k, 2, x_type, w_type, **attributes)
     shapes = {"x": (1, 2, 2, k * k * channels), "y": (1, 2, 2, channels)}
     return hw_graph([node], shapes, initializers, x_type, infer=False)
 
@@ -238,22 +204,8 @@ def _thresholding_model(
     x_type: str, thresholds: np.ndarray, channels: int, out_type: str, act_val: int, rows: tuple[int, ...] = (1, 3)
 ):
     """A Thresholding layer on inputs of shape (*rows, channels)."""
-    from onnx import helper
-
-    node = helper.make_node(
-        "Thresholding",
-        ["x", "t"],
-        ["y"],
-        domain=HW,
-        backend="fpgadataflow",
-        NumChannels=channels,
-        PE=1,
-        numSteps=thresholds.shape[1],
-        inputDataType=x_type,
-        weightDataType="INT32",
-        outputDataType=out_type,
-        numInputVectors=list(rows),
-        ActVal=act_val,
+    node = hw_graphs.thresholding(
+        ["x", "t"], "y", channels, thresholds.shape[1], x_type, out_type, rows, ActVal=act_val
     )
     shape = (*rows, channels)
     return hw_graph([node], {"x": shape, "y": shape}, {"t": thresholds}, x_type, infer=False)
@@ -278,18 +230,13 @@ def test_thresholding_matches_reference(steps, x_type, low, high):
 
 def test_blocks_of_rows_and_narrow_activations_change_nothing(monkeypatch):
     """Thresholding (uint8 counts) into an MVAU run in blocks of rows: the same as one block, and as the reference."""
-    from onnx import helper
-
     rng = np.random.default_rng(8)
     weights = rng.integers(-2, 2, size=(12, 5))
     x = rng.integers(-100, 100, size=(300, 12))
     first = _thresholds_from(x, 3, rng)
     counts = _reference_count(x, first)
     thresholds = _thresholds_from(_reference_mvau(counts, weights), 3, rng)
-    activation = _thresholding_model("INT8", first, 12, "UINT2", 0).graph.node[0]
-    activation.output[0] = "a"
-    activation.attribute.remove(next(a for a in activation.attribute if a.name == "numInputVectors"))
-    activation.attribute.append(helper.make_attribute("numInputVectors", [1]))
+    activation = hw_graphs.thresholding(["x", "t"], "a", 12, first.shape[1], "INT8", "UINT2", [1])
     mvau = _mvau("UINT2", "INT2", weights, thresholds, out_type="UINT2").graph.node[0]
     mvau.input[0], mvau.input[2] = "a", "t2"
     shapes = {"x": (1, 12), "a": (1, 12), "y": (1, 5)}
@@ -323,23 +270,8 @@ def test_count_thresholds_near_2_to_the_24():
 
 def test_unknown_ranges_are_decided_per_call():
     """An ElementwiseAdd before the MVAU: no static range, so the product path follows the batch's max |x|."""
-    from onnx import helper
-
     weights = np.full((8, 3), 127)
-    add = helper.make_node(
-        "ElementwiseAdd",
-        ["x", "x"],
-        ["s"],
-        domain=HW,
-        backend="fpgadataflow",
-        lhs_dtype="INT32",
-        rhs_dtype="INT32",
-        out_dtype="INT32",
-        lhs_shape=[1, 8],
-        rhs_shape=[1, 8],
-        out_shape=[1, 8],
-        PE=1,
-    )
+    add = hw_graphs.elementwise("ElementwiseAdd", ["x", "x"], "s", ("INT32", "INT32", "INT32"), [1, 8])
     mvau = _mvau("INT32", "INT8", weights).graph.node[0]
     mvau.input[0] = "s"
     model = hw_graph([add, mvau], {"x": (1, 8), "s": (1, 8), "y": (1, 3)}, {"w": weights}, "INT32", infer=False)
@@ -560,26 +492,8 @@ def test_input_cast_to_its_narrow_type_and_checked(x_type, dtype, low, high):
 
 
 def _window_generator(x_type: str, side: int, channels: int, kernel: int, stride: int, dilation: int = 1):
-    from onnx import helper
-
-    out_side = (side - dilation * (kernel - 1) - 1) // stride + 1
-    node = helper.make_node(
-        "ConvolutionInputGenerator",
-        ["x"],
-        ["p"],
-        domain=HW,
-        backend="fpgadataflow",
-        ConvKernelDim=[kernel, kernel],
-        IFMChannels=channels,
-        IFMDim=[side, side],
-        OFMDim=[out_side, out_side],
-        SIMD=1,
-        Stride=[stride, stride],
-        Dilation=[dilation, dilation],
-        inputDataType=x_type,
-        outputDataType=x_type,
-    )
-    return node, out_side
+    node = hw_graphs.window_generator("x", "p", side, channels, kernel, stride, x_type, dilation)
+    return node, hw_graphs.window_side(side, kernel, stride, dilation)
 
 
 def _reference_windows(x: np.ndarray, kernel: int, stride: int, dilation: int = 1) -> np.ndarray:
@@ -635,26 +549,11 @@ def test_windows_into_an_mvau_block_by_block(monkeypatch, stride, dilation):
 
 @pytest.mark.parametrize("function", ["MaxPool", "AccPool", "AvgPool", "QuantAvgPool"])
 def test_windows_into_a_pool(function):
-    from onnx import helper
-
     rng = np.random.default_rng(len(function))
     side, channels, kernel = 6, 5, 2
     swg, out_side = _window_generator("INT4", side, channels, kernel, kernel)
-    pool = helper.make_node(
-        "Pool",
-        ["p"],
-        ["y"],
-        domain=HW,
-        backend="fpgadataflow",
-        Channels=channels,
-        PE=1,
-        KernelSize=[kernel, kernel],
-        Function=function,
-        OutImgDims=[out_side, out_side],
-        InputDataType="INT4",
-        OutputDataType="INT4" if function == "MaxPool" else "INT8",
-        Size=2,
-    )
+    dtypes = ("INT4", "INT4" if function == "MaxPool" else "INT8")
+    pool = hw_graphs.pool("p", "y", channels, kernel, out_side, function, dtypes, Size=2)
     shapes = {
         "x": (1, side, side, channels),
         "p": (1, out_side, out_side, kernel * kernel * channels),

@@ -43,7 +43,7 @@ from qonnx.custom_op.registry import getCustomOp
 from sdk.boards import Board
 from sdk.errors import ModelTooLargeError, SDKError
 from targets.finn.kernels import base_op_type
-from targets.finn.ops import hw_op, window_generates
+from targets.finn.ops import hw_op, rtl_of
 
 RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
 CAPACITY_KEYS = {"LUT": "lut", "BRAM_18K": "bram18", "URAM": "uram", "DSP": "dsp"}
@@ -79,14 +79,17 @@ def _divisors(n: int) -> list[int]:
 
 
 def linked_producer(model: ModelWrapper, node):
-    """FINN's rule: a depthwise window generator feeding a VVAU or Pool has SIMD equal to that layer's PE."""
-    if base_op(node) not in ("VVAU", "Pool"):
+    """FINN's rule: a depthwise window generator feeding a VVAU or Pool has SIMD equal to that layer's PE (the ops'
+    `takes_linked_window` and `follows_consumer`)."""
+    op = hw_op(node.op_type)
+    if op is None or not op.takes_linked_window:
         return None
     producer = model.find_producer(node.input[0])
+    follows = None if producer is None else hw_op(producer.op_type)
     if (
-        producer is not None
-        and base_op(producer) == "ConvolutionInputGenerator"
-        and getCustomOp(producer).get_nodeattr("depthwise")
+        follows is not None
+        and follows.follows_consumer
+        and follows.follows_consumer(getCustomOp(producer).get_nodeattr)
     ):
         return producer
     return None
@@ -231,19 +234,20 @@ def _parallel_settings(group, ops) -> list[dict[str, dict]]:
     dims = knobs(main)
     types = op.get_nodeattr_types()
     settings = []
+    spec = hw_op(main.op_type)
     for values in itertools.product(*[_divisors(dim) for _, dim in dims]):
         own = dict(zip([attr for attr, _ in dims], values))
-        kind = base_op(main)
-        if kind == "VVAU" and own.get("SIMD", 1) > 1 and own["PE"] != op.get_nodeattr("Channels"):
-            continue  # FINN: the window generator needs the VVAU's PE fully unfolded before its SIMD grows
+        window_simd = spec is not None and spec.simd_reads_window and own.get("SIMD", 1) > 1
+        if window_simd and own["PE"] != dict(dims)["PE"]:
+            continue  # FINN: the window generator needs the layer's PE fully unfolded before its SIMD grows
         setting = {main.name: own}
         if len(group) > 1:  # the depthwise window generator follows the consumer's PE
             swg, swg_types = group[1], ops[1].get_nodeattr_types()
             linked = {"SIMD": own["PE"]}
             if "parallel_window" in swg_types:
-                linked["parallel_window"] = int(kind == "VVAU" and own.get("SIMD", 1) > 1)
-            elif kind == "VVAU" and own.get("SIMD", 1) > 1:
-                continue  # only the RTL window generator has the parallel window VVAU SIMD needs
+                linked["parallel_window"] = int(window_simd)
+            elif window_simd:
+                continue  # only the RTL window generator has the parallel window the layer's SIMD needs
             setting[swg.name] = linked
         if "parallel_window" in types and not op.get_nodeattr("depthwise"):
             own["parallel_window"] = 0
@@ -341,8 +345,9 @@ def _enumerate(model: ModelWrapper, group, board: Board) -> tuple[_Unit, int]:
             except Exception:  # an assignment FINN's own checks refuse
                 legal = False
                 break
-            if node.op_type == "ConvolutionInputGenerator_rtl" and not window_generates(op):
-                legal = False  # FINN could not write this window generator's RTL at this folding
+            rtl = rtl_of(node.op_type)
+            if rtl is not None and rtl.writable is not None and not rtl.writable(op):
+                legal = False  # FINN could not write this layer's RTL (a window generator's) at this folding
                 break
             unit_cycles = max(unit_cycles, node_cycles)
             if wide:
@@ -626,25 +631,11 @@ def target_fps_folding(model: ModelWrapper, fps: float, clock_mhz: float) -> Mod
     model = model.transform(
         SetFolding(target_cycles_per_frame=target_cycles, mvau_wwidth_max=MVAU_WWIDTH_MAX, two_pass_relaxation=True)
     )
-    for node in model.get_nodes_by_op_type("ConvolutionInputGenerator_rtl"):
-        _writable_window(getCustomOp(node))
+    for node in model.graph.node:  # e.g. a window generator's RTL FINN could not write at SetFolding's choice
+        rtl = rtl_of(node.op_type)
+        if rtl is not None and rtl.make_writable is not None:
+            rtl.make_writable(getCustomOp(node))
     return model
-
-
-def _writable_window(op) -> None:
-    """A sliding window SetFolding folded so that FINN could not write it (a parallel window, or any window with a
-    1 x 1 kernel, over one or two output positions): the default style, then fewer SIMD lanes until it can be
-    written. A depthwise window keeps the SIMD its consumer's PE fixes."""
-    if window_generates(op):
-        return
-    op.set_nodeattr("parallel_window", 0)
-    channels, simd = int(op.get_nodeattr("IFMChannels")), int(op.get_nodeattr("SIMD"))
-    lanes = [simd] if op.get_nodeattr("depthwise") else [d for d in reversed(_divisors(channels)) if d <= simd]
-    for candidate in lanes:
-        op.set_nodeattr("SIMD", candidate)
-        if window_generates(op):
-            return
-    op.set_nodeattr("SIMD", simd)  # nothing FINN can write: its code generation names the layer
 
 
 def folding_config(model: ModelWrapper) -> dict:

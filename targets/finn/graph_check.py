@@ -207,17 +207,10 @@ def check_dataflow(model, label: str = "dataflow_model.onnx") -> None:
             _check_attribute(label, node, op, name, spec, present)
         _check_folding(label, node, op, HW_OPS[base].knobs)
         _check_shapes(label, model, node, op)
-        if base == "VVAU":
-            _check_vvau_weights(label, model, node, op)
-
-
-def _check_vvau_weights(label: str, model, node, op) -> None:
-    """A depthwise layer's weights: one per channel and kernel position (the kernel reshapes them so)."""
-    weights = model.get_initializer(node.input[1]) if len(node.input) > 1 else None
-    channels, (k_h, k_w) = int(op.get_nodeattr("Channels")), (int(k) for k in op.get_nodeattr("Kernel"))
-    if weights is None or weights.size != channels * k_h * k_w:
-        size = None if weights is None else weights.size
-        raise _refuse(label, node.name, f"has {size} weights; Channels and Kernel make {channels * k_h * k_w}")
+        own_check = HW_OPS[base].graph_check
+        problem = own_check(model, node, op) if own_check else None
+        if problem:
+            raise _refuse(label, node.name, problem)
 
 
 def _check_folding(label: str, node, op, knobs) -> None:

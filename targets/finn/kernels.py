@@ -14,10 +14,10 @@ the weights fit 8 bits (the matrix products run on onnxruntime's integer GEMM,
 otherwise. A float32 tensor never holds a magnitude of 2**24 or more: every
 integer below that is exact. The path of a layer is decided once, when the plan
 is prepared, from the static range of its input (`Range`, propagated from the
-graph's input datatype by `output_ranges`) and its weights; unknown ranges are
-decided per call. A ConvolutionInputGenerator's output stays a strided view of
-its input (`Windows`) that the MVAU or Pool reading it copies a block of samples
-at a time, so the im2col matrix never exists whole.
+graph's input datatype by each op's `ops.HwOp.ranges`) and its weights; unknown
+ranges are decided per call. A ConvolutionInputGenerator's output stays a
+strided view of its input (`Windows`) that the MVAU or Pool reading it copies a
+block of samples at a time, so the im2col matrix never exists whole.
 """
 
 from __future__ import annotations
@@ -216,8 +216,9 @@ def as_int64(values: np.ndarray) -> np.ndarray:
 @dataclass
 class Windows:
     """A ConvolutionInputGenerator's output before it is copied: the strided windows (N, OH, OW, kH, kW, C) of
-    its input. Its consumers (`WINDOW_CONSUMERS`) copy what they need a block of samples at a time, in cache;
-    for anything else the plan makes it `dense` (the tensor (N, OH, OW, kH * kW * C) FINN produces)."""
+    its input. Its consumers (the ops whose `ops.HwOp.takes_windows`) copy what they need a block of samples at a
+    time, in cache; for anything else the plan makes it `dense` (the tensor (N, OH, OW, kH * kW * C) FINN
+    produces)."""
 
     view: np.ndarray
     shape: tuple[int, ...]
@@ -780,19 +781,32 @@ def _operand_as_declared(node: HwNode, index: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------
-# static output ranges: which layers may use float32, and which range checks can never fail
+# static output ranges (each op's `ops.HwOp.ranges`): which layers may use float32, and which range checks can
+# never fail. Preparing them also prepares the layer (weights checked, thresholds clipped, float32 decided).
 
 
-def _same_range(node: HwNode) -> list[Range]:
+def mvau_range(node: HwNode) -> list[Range]:
+    return [node.prepared(_prepare_mvau).out_range]
+
+
+def vvau_range(node: HwNode) -> list[Range]:
+    return [node.prepared(_prepare_vvau).out_range]
+
+
+def thresholding_range(node: HwNode) -> list[Range]:
+    return [node.prepared(_prepare_thresholding).out_range]
+
+
+def same_range(node: HwNode) -> list[Range]:
     return [node.input_range(0)] * len(node.onnx.output)
 
 
-def _padded_range(node: HwNode) -> list[Range]:
+def padded_range(node: HwNode) -> list[Range]:
     known = node.input_range(0)
     return [None if known is None else (min(known[0], 0), max(known[1], 0))]
 
 
-def _pool_range(node: HwNode) -> list[Range]:
+def pool_range(node: HwNode) -> list[Range]:
     known, function = node.input_range(0), node.attr("Function")
     size = int(np.prod([int(k) for k in node.attr("KernelSize")]))
     if known is None or function not in ("MaxPool", "AvgPool", "AccPool", "QuantAvgPool"):
@@ -803,35 +817,11 @@ def _pool_range(node: HwNode) -> list[Range]:
     return [((size * known[0]) >> shift, (size * known[1]) >> shift)]
 
 
-def _global_pool_range(node: HwNode) -> list[Range]:
+def global_pool_range(node: HwNode) -> list[Range]:
     known = node.input_range(0)
     positions = int(np.prod(node.model.get_tensor_shape(node.onnx.input[0])[1:-1]))
     return [None if known is None else (positions * known[0], positions * known[1])]
 
 
-RANGES: dict[str, Callable[[HwNode], list[Range]]] = {
-    "MVAU": lambda node: [node.prepared(_prepare_mvau).out_range],
-    "VVAU": lambda node: [node.prepared(_prepare_vvau).out_range],
-    "Thresholding": lambda node: [node.prepared(_prepare_thresholding).out_range],
-    "ConvolutionInputGenerator": _same_range,
-    "FMPadding": _padded_range,
-    "Pool": _pool_range,
-    "GlobalAccPool": _global_pool_range,
-    "LabelSelect": lambda node: [(0, int(node.attr("Labels")) - 1)],
-    "DuplicateStreams": _same_range,
-    "StreamingDataWidthConverter": _same_range,
-    "StreamingFIFO": _same_range,
-}
-
-
-def output_ranges(node: HwNode) -> list[Range]:
-    """Static ranges of the node's outputs from those of its inputs (`node.ranges`); None where unknown.
-
-    Preparing them also prepares the layer (weights checked, thresholds clipped, float32 decided).
-    """
-    rule = RANGES.get(base_op_type(node.onnx.op_type))
-    return rule(node) if rule else [None] * len(node.onnx.output)
-
-
-# Kernels that take a `Windows` input as it is; the plan makes it dense for every other one.
-WINDOW_CONSUMERS: tuple[Callable, ...] = (mvau, pool)
+def label_select_range(node: HwNode) -> list[Range]:
+    return [(0, int(node.attr("Labels")) - 1)]

@@ -22,18 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from sdk.errors import SimulationError
+from targets.finn import ops
 from targets.finn.streams import Stream
 from targets.finn.verilator import rtl_cache_dir
 
-# Op types whose RTL was checked bit-exact against the numpy kernel (tests/test_rtlsim.py).
-SUPPORTED_RTL_OPS = (
-    "Thresholding_rtl",
-    "FMPadding_rtl",
-    "ConvolutionInputGenerator_rtl",
-    "StreamingDataWidthConverter_rtl",
-    "MVAU_rtl",
-)
-KNOWN_FAILURES: dict[str, str] = {}  # op type -> why its RTL cannot be simulated here (none at present)
+# Op types whose RTL was checked bit-exact against the numpy kernel (tests/test_rtlsim.py): ops.HW_OPS' `Rtl`s.
+SUPPORTED_RTL_OPS = ops.rtl_simulated()
+KNOWN_FAILURES: dict[str, str] = ops.rtl_known_failures()  # op type -> why its RTL cannot be simulated here
 # finn-rtllib files Verilator 5.48 rejects, compiled from a corrected copy instead (targets/finn/rtl_patches/):
 # file name -> (sha256 of the finn-rtllib file the copy was made from, the copy). A file whose contents differ
 # (another FINN version) is compiled as FINN ships it: the copy is only ever a stand-in for the file it fixes.

@@ -20,7 +20,7 @@ import numpy as np
 from sdk.errors import PackageError, SimulationError
 from sdk.report import Table
 from sdk.verify import Check
-from targets.finn import rtl_stitch
+from targets.finn import ops, rtl_stitch
 from targets.finn.fifo_sizing import (
     FINN_DEFAULT_FIFO_DEPTH,
     SIZING_BUILDS,
@@ -35,7 +35,7 @@ from targets.finn.rtlsim import simulate_layer
 from targets.finn.verilator import build_layer, wants_optimized
 from targets.finn.width_converters import converter_tensors, with_width_converters
 
-RTL_PREFERRED = ("Thresholding", "FMPadding", "ConvolutionInputGenerator", "StreamingDataWidthConverter", "MVAU")
+RTL_PREFERRED = ops.rtl_preferred()  # ops.HW_OPS whose `Rtl` is preferred
 
 
 def prefer_rtl(model) -> None:

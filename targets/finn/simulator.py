@@ -27,7 +27,6 @@ import numpy as np
 
 from sdk.errors import SimulationError
 from targets.finn.kernels import (
-    WINDOW_CONSUMERS,
     HwNode,
     base_op_type,
     count_thresholds,
@@ -35,7 +34,6 @@ from targets.finn.kernels import (
     dense,
     float32_exact,
     narrowest,
-    output_ranges,
     range_violation,
     to_int64,
     within,
@@ -280,13 +278,13 @@ def prepare_dataflow(model: ModelWrapper, threads: int | None = None) -> Dataflo
         op = getCustomOp(onnx_node)
         in_ranges = [ranges.get(name) for name in onnx_node.input]
         node = HwNode(onnx_node, op, model, [], [], ranges=in_ranges, threads=threads)
-        out_ranges = output_ranges(node)
+        spec = HW_OPS[base_op_type(onnx_node.op_type)]
+        out_ranges = spec.output_ranges(node)
         ranges.update(zip(onnx_node.output, out_ranges))
         release = [name for name in onnx_node.input if last_use.get(name) == index and name not in outputs]
         types = [op.get_output_datatype(i) for i in range(len(onnx_node.output))]
         checks = [None if within(known, datatype) else datatype for known, datatype in zip(out_ranges, types)]
-        kernel = HW_OPS[base_op_type(onnx_node.op_type)].kernel
-        steps.append(_Step(node, kernel, checks, release, kernel in WINDOW_CONSUMERS))
+        steps.append(_Step(node, spec.kernel, checks, release, spec.takes_windows))
     shape = tuple(model.get_tensor_shape(in_name))
     return DataflowPlan(model, in_name, shape, in_type, steps, graph.output[0].name)
 
