@@ -50,7 +50,7 @@ import numpy as np
 from sdk.data import INPUT_SCALE
 from sdk.errors import TfliteConversionError
 from sdk.graph_names import describe, node_phrase
-from targets.tflite.golden import FIXED_OUTPUT_QUANT
+from targets.tflite.kernels import FIXED_OUTPUT_QUANT
 
 INT8_MIN, INT8_MAX = -128, 127
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1

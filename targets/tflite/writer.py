@@ -37,7 +37,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from sdk.atomic_write import write_bytes_atomic
 from sdk.scratch import scratch_dir
-from targets.tflite.golden import FIXED_OUTPUT_QUANT
+from targets.tflite.kernels import FIXED_OUTPUT_QUANT
 from targets.tflite.lowering import INPUT_NAME, INT8_MIN, Layer, LoweredModel, TfliteConversionError, lower
 from targets.tflite.schema import FILE_IDENTIFIER, OP_NAMES, TYPE_NAMES
 
