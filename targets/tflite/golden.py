@@ -1,46 +1,27 @@
-"""Integer golden model of LiteRT's reference kernels, for the ops the TFLite writer emits.
+"""Integer golden model of the runtimes' kernels, for the ops the TFLite writer emits.
 
-It reads the .tflite file itself (never the writer's state), so a test against it
-checks what is on disk, and runs each operator through the kernel arithmetic of
-kernels.py in the rounding form the runtime modelled uses for it (RUNTIME_ROUNDING).
+It reads the .tflite file itself (never the writer's state), so a test against it checks what is on disk, and runs
+each operator through its op spec (ops.py): the kernel arithmetic (kernels.py) in the rounding form the runtime
+modelled uses for that op (`OpSpec.rounding`: measured against ai-edge-litert's BUILTIN_REF kernels and
+tflite-micro). All of it is vectorised over the batch with int64 numpy.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from sdk.errors import GoldenModelError, SDKError
-from targets.tflite.kernels import (
-    FIXED_OUTPUT_QUANT,
-    TABLE,
-    Tensor,
-    add,
-    average_pool,
-    check_same_quant,
-    concatenation,
-    convolution,
-    dequantize,
-    fully_connected,
-    logistic,
-    max_pool,
-    quantize,
-    quantize_multiplier,
-    requantize,
-    softmax,
-    tanh,
-    unpack_int4,
-)
+from targets.tflite.kernels import FIXED_OUTPUT_QUANT, Tensor, quantize_multiplier, unpack_int4
+from targets.tflite.ops import OP_SPECS, RUNTIMES
 from targets.tflite.reader import MAX_TFLITE_BYTES, parse_tflite, tensor_name
 from targets.tflite.schema import OP_NAMES, TYPE_NAMES, builtin_code
 
 __all__ = [  # the kernel names others read here as well
     "FIXED_OUTPUT_QUANT",
-    "GOLDEN_OPS",
     "RUNTIME_ROUNDING",
     "load_model",
     "quantize_multiplier",
@@ -56,10 +37,9 @@ _DTYPES = {
 }
 
 
-# Rounding form of each op per runtime ("*": every other op), as measured (kernels.py).
+# Rounding form of each op per runtime ("*": any other op), from the op specs.
 RUNTIME_ROUNDING: dict[str, dict[str, str]] = {
-    "litert": {"FULLY_CONNECTED": "single", "LOGISTIC": TABLE, "TANH": TABLE, "*": "double"},
-    "tflm": {"*": "double"},
+    runtime: {spec.name: spec.rounding[runtime] for spec in OP_SPECS.values()} | {"*": "double"} for runtime in RUNTIMES
 }
 
 
@@ -120,73 +100,6 @@ def load_model(tflite_path: Path | str) -> schema.ModelT:
     return model
 
 
-def _bias(ins: list[Tensor | None]) -> Tensor | None:
-    return ins[2] if len(ins) > 2 else None
-
-
-def _fused(options) -> int:
-    return options.fusedActivationFunction if options else 0
-
-
-def _same_quant_op(name: str, compute: Callable) -> Callable:
-    """An op whose int8 kernel moves raw values: its input and output must share one quantization."""
-
-    def run(op, ins, args, out, rounding):
-        check_same_quant([ins[0], out], name)
-        return compute(op, ins, args, out, rounding)
-
-    return run
-
-
-def _min_max(pick: Callable) -> Callable:
-    def run(op, ins, args, out, rounding):
-        check_same_quant([ins[0], ins[1], out], "MINIMUM / MAXIMUM")
-        return pick(args[0], args[1]).astype(out.dtype)
-
-    return run
-
-
-_BUILTIN = schema.BuiltinOperator
-# One entry per TFLite op: (operator, its inputs, their values, output tensor, rounding form) -> output values.
-GOLDEN_OPS: dict[int, Callable] = {
-    _BUILTIN.FULLY_CONNECTED: lambda op, ins, args, out, r: fully_connected(
-        args[0], ins[0], ins[1], _bias(ins), out, _fused(op.builtinOptions), r
-    ),
-    _BUILTIN.CONV_2D: lambda op, ins, args, out, r: convolution(
-        args[0], ins[0], ins[1], _bias(ins), out, op.builtinOptions, False, r
-    ),
-    _BUILTIN.DEPTHWISE_CONV_2D: lambda op, ins, args, out, r: convolution(
-        args[0], ins[0], ins[1], _bias(ins), out, op.builtinOptions, True, r
-    ),
-    _BUILTIN.ADD: lambda op, ins, args, out, r: add(
-        args[0], args[1], ins[0], ins[1], out, _fused(op.builtinOptions), r
-    ),
-    _BUILTIN.MINIMUM: _min_max(np.minimum),
-    _BUILTIN.MAXIMUM: _min_max(np.maximum),
-    _BUILTIN.CONCATENATION: lambda op, ins, args, out, r: concatenation(args, ins, out, op.builtinOptions.axis),
-    _BUILTIN.MAX_POOL_2D: _same_quant_op(
-        "MAX_POOL_2D", lambda op, ins, args, out, r: max_pool(args[0], op.builtinOptions)
-    ),
-    _BUILTIN.AVERAGE_POOL_2D: _same_quant_op(
-        "AVERAGE_POOL_2D", lambda op, ins, args, out, r: average_pool(args[0], out, op.builtinOptions)
-    ),
-    _BUILTIN.PAD: _same_quant_op(
-        "PAD",
-        lambda op, ins, args, out, r: np.pad(
-            args[0], [tuple(p) for p in args[1]], constant_values=int(out.zero_points[0])
-        ),
-    ),
-    _BUILTIN.RESHAPE: lambda op, ins, args, out, r: args[0].reshape(len(args[0]), *list(args[1])[1:]),
-    _BUILTIN.QUANTIZE: lambda op, ins, args, out, r: (
-        quantize(args[0], out) if ins[0].dtype == np.float32 else requantize(args[0], ins[0], out, r)
-    ),
-    _BUILTIN.DEQUANTIZE: lambda op, ins, args, out, r: dequantize(args[0], ins[0]),
-    _BUILTIN.LOGISTIC: lambda op, ins, args, out, r: logistic(args[0], ins[0], out, r),
-    _BUILTIN.TANH: lambda op, ins, args, out, r: tanh(args[0], ins[0], out, r),
-    _BUILTIN.SOFTMAX: lambda op, ins, args, out, r: softmax(args[0], ins[0], out, op.builtinOptions.beta, r),
-}
-
-
 def _run_op(
     code: int,
     op: schema.OperatorT,
@@ -195,13 +108,13 @@ def _run_op(
     out: Tensor,
     rounding: str,
 ) -> np.ndarray:
-    if code not in GOLDEN_OPS:
+    if code not in OP_SPECS:
         raise GoldenModelError(
             f"The golden model has no {OP_NAMES.get(code, code)} op.",
             where=f"tensor {out.name}",
-            fix=f"the golden model computes {', '.join(OP_NAMES[c] for c in GOLDEN_OPS)}",
+            fix=f"the golden model computes {', '.join(OP_NAMES[c] for c in OP_SPECS)}",
         )
-    return GOLDEN_OPS[code](op, ins, args, out, rounding)
+    return OP_SPECS[code].golden(op, ins, args, out, rounding)
 
 
 def run_golden(

@@ -1,14 +1,14 @@
 """The integer arithmetic of LiteRT's and TFLite Micro's int8 kernels, one function per op, in int64 numpy.
 
-The golden model (golden.py) reads a .tflite file and runs each operator through these functions;
-arithmetic follows tensorflow/lite/kernels/internal:
+The golden model (golden.py) reads a .tflite file and runs each operator through its op spec (ops.py),
+which calls these functions. Arithmetic follows tensorflow/lite/kernels/internal:
 
   QuantizeMultiplier            frexp, q * 2^31 rounded half away from zero (std::round)
   MultiplyByQuantizedMultiplier two forms exist (TFLITE_SINGLE_ROUNDING):
     "single"  (x * q + 2^(30 - shift)) >> (31 - shift): one rounding, ties up.
     "double"  SaturatingRoundingDoublingHighMul (nudge, truncating division by
               2^31) then RoundingDivideByPOT (ties away from zero): the gemmlowp form.
-  Which kernel uses which was measured against the runtimes (golden.RUNTIME_ROUNDING):
+  Which kernel uses which was measured against the runtimes (each op spec's `rounding`):
   ai-edge-litert 2.3.0's BUILTIN_REF FULLY_CONNECTED rounds once, its CONV_2D,
   DEPTHWISE_CONV_2D, ADD and int8 QUANTIZE twice (each form disagreed with the
   runtime on 0.01-30% of outputs, its own on none); tflite-micro rounds twice
