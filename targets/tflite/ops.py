@@ -14,11 +14,12 @@ Each `OpSpec` holds, for one builtin operator:
   golden, rounding       its int8 arithmetic (kernels.py) and the rounding form of each runtime (LiteRT's
                          BUILTIN_REF kernels, TFLite Micro), where they differ
 
-Adding an op: write its kernel function in kernels.py (the arithmetic of the runtime's reference kernel); add a
-block here with its check, its golden adapter and, if a lowered layer writes it, its write function, and register
-one `OpSpec`; if a new ONNX op produces it, add that handler to lowering.lowering_table (a fixed-output activation
-needs none: naming its ONNX op in `onnx` registers it). Then one case in tests/test_tflite_ops.py that writes it and
-runs LiteRT, TFLite Micro and the golden model on it.
+Adding an op: its arithmetic as a function in kernels.py (the runtime's reference kernel); here a block with its
+write (the options it sets) and its golden adapter, reusing a check where one fits, and one `OpSpec`; one case in
+tests/test_tflite_ops.py that writes it and compares LiteRT, TFLite Micro and the golden model bit for bit. The
+reader, the writer and the golden model need no change. If an ONNX op the lowering does not yet take produces it,
+its handler goes into lowering.lowering_table (a fixed-output activation needs none: naming its ONNX op in `onnx`
+registers the shared one).
 """
 
 from __future__ import annotations
