@@ -237,11 +237,12 @@ def test_one_finn_table_entry_per_hw_op():
     assert kernels.base_op_type("Thresholding_rtl") == "Thresholding"
 
 
-def test_one_golden_model_entry_per_op_the_writer_emits():
-    from targets.tflite.golden import GOLDEN_OPS
-    from targets.tflite.writer import OP_VERSIONS
+def test_one_op_spec_per_tflite_op_the_writer_emits():
+    from targets.tflite.ops import LAYER_SPECS, OP_SPECS
 
-    assert set(OP_VERSIONS) <= set(GOLDEN_OPS)
+    for code, spec in OP_SPECS.items():
+        assert spec.code == code and callable(spec.check) and callable(spec.golden) and spec.version, spec.name
+    assert all(spec.write for spec in LAYER_SPECS.values())
 
 
 def test_finn_steps_are_named_and_check_stops_before_long_work():

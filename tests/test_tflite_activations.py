@@ -15,9 +15,10 @@ from ai_edge_litert import schema_py_generated as schema
 from targets.tflite.errors import TfliteConversionError
 from targets.tflite.golden import FIXED_OUTPUT_QUANT, run_golden
 from targets.tflite.lowering import Layer, LoweredModel
+from targets.tflite.ops import OP_SPECS
 from targets.tflite.runtime import run_litert
 from targets.tflite.schema import OP_NAMES, builtin_code
-from targets.tflite.writer import OP_VERSIONS, write_lowered
+from targets.tflite.writer import write_lowered
 from targets.tflm.runtime import run_tflm
 
 IN_SCALE, IN_ZP = float(np.float32(1 / 255)), -128  # the graph input's quantization
@@ -101,7 +102,7 @@ def test_writer_emits_the_op_at_its_int8_version(pointwise):
     assert [o.op for o in info.ops] == ["FULLY_CONNECTED", op.upper()]
     model = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
     versions = {OP_NAMES[builtin_code(code)]: code.version for code in model.operatorCodes}
-    assert versions[op.upper()] == OP_VERSIONS[getattr(schema.BuiltinOperator, op.upper())] == 2
+    assert versions[op.upper()] == OP_SPECS[getattr(schema.BuiltinOperator, op.upper())].version == 2
     y = next(t for t in model.subgraphs[0].tensors if t.name == b"y")
     assert (y.quantization.scale[0], y.quantization.zeroPoint[0]) == FIXED_OUTPUT_QUANT[op]
 

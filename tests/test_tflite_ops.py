@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from targets.tflite.golden import run_golden
-from targets.tflite.lowering import Layer, LoweredModel
+from targets.tflite.lowering import Layer, LoweredModel, lowering_table
+from targets.tflite.ops import LAYER_SPECS, OP_SPECS, RUNTIMES
 from targets.tflite.runtime import run_litert
 from targets.tflite.writer import expose_all_tensors, write_lowered
 from targets.tflm.runtime import TflmError, run_tflm
@@ -183,3 +184,15 @@ def test_the_two_roundings_are_told_apart():
         lite = run_litert(path, x, kernels="reference")
         wrong = run_golden(path, x, rounding="single")
         assert not np.array_equal(lite["logits_float"], wrong["logits_float"])
+
+
+def test_every_op_spec_is_whole_and_names_lowerings_that_exist():
+    """One record per TFLite op: its version, reader checks, golden arithmetic for each runtime, and the lowering
+    handlers (by ONNX op type) whose layers it writes."""
+    handlers = lowering_table()
+    for spec in OP_SPECS.values():
+        assert spec.version >= 1 and callable(spec.check) and callable(spec.golden), spec.name
+        assert set(spec.rounding) == set(RUNTIMES), spec.name
+        assert set(spec.onnx) <= set(handlers), spec.name
+        assert (spec.layer is None) == (spec.write is None), spec.name
+    assert all(LAYER_SPECS[spec.layer] is spec for spec in OP_SPECS.values() if spec.layer)

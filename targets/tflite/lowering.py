@@ -50,7 +50,8 @@ import numpy as np
 from sdk.data import INPUT_SCALE
 from sdk.graph_names import describe, node_phrase
 from targets.tflite.errors import TfliteConversionError
-from targets.tflite.golden import FIXED_OUTPUT_QUANT
+from targets.tflite.kernels import FIXED_OUTPUT_QUANT
+from targets.tflite.ops import OP_SPECS
 
 INT8_MIN, INT8_MAX = -128, 127
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -59,10 +60,12 @@ INPUT_NAME = "input"
 AVERAGE_GAIN = 64
 # The graph's activation -> TFLite's int8 op (written at its fixed output quantization, golden.FIXED_OUTPUT_QUANT),
 # and its largest slope: how far one LSB of its input moves its output, which the final-output check allows for.
+# From the op specs: naming an ONNX op in a fixed-output activation's spec registers its handler here.
 FIXED_ACTIVATIONS: dict[str, tuple[str, float]] = {
-    "Sigmoid": ("logistic", 0.25),
-    "Tanh": ("tanh", 1.0),
-    "Softmax": ("softmax", 0.5),
+    onnx: (spec.layer, spec.slope)
+    for spec in OP_SPECS.values()
+    if spec.layer in FIXED_OUTPUT_QUANT
+    for onnx in spec.onnx
 }
 SUPPORTED = (
     "Quant (activations 2..8 bits, weights 1..8 bits or BipolarQuant), Conv (1-D / 2-D, depthwise), Gemm / MatMul, "
@@ -957,7 +960,8 @@ def _on_bipolar(walk: _Walk, node) -> _Weights:
 
 
 def lowering_table() -> dict[str, Callable[[_Walk, Any], Any]]:
-    """One entry per QONNX op the writer lowers."""
+    """One entry per QONNX op the writer lowers (the op specs name, in `onnx`, the ONNX ops each TFLite op comes
+    from)."""
     return {
         "Quant": _on_quant,
         "Gemm": _on_gemm,
@@ -975,9 +979,7 @@ def lowering_table() -> dict[str, Callable[[_Walk, Any], Any]]:
         "AveragePool": _on_global_mean,
         "Reshape": _on_reshape,
         "Flatten": _on_reshape,
-        "Sigmoid": _on_activation,
-        "Tanh": _on_activation,
-        "Softmax": _on_activation,
+        **dict.fromkeys(FIXED_ACTIVATIONS, _on_activation),
         "Identity": lambda walk, node: walk.value(node),
         "BipolarQuant": _on_bipolar,
         "Concat": _on_concat,

@@ -13,6 +13,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from sdk.errors import SDKError
+from targets.tflite.ops import OP_SPECS, Malformed, OpView, shape_of, tensor_name
 from targets.tflite.schema import OP_NAMES, TYPE_NAMES, builtin_code, is_tflite
 
 MAX_TFLITE_BYTES = 2**31 - 1  # a flatbuffer's offsets are 32-bit
@@ -42,23 +43,14 @@ _ELEMENT_BITS = {
 _MAX_DIM = 2**31 - 1
 
 
-class _Malformed(Exception):
-    """A structural fault of the file, turned into the caller's SDKError with the file named."""
-
-
 def _indices(values, limit: int, what: str, optional: bool = False) -> None:
     for i in values if values is not None else []:
         if not (isinstance(i, int | np.integer) and (0 <= i < limit or (optional and i == -1))):
-            raise _Malformed(f"{what} names tensor/index {i}, outside 0..{limit - 1}")
+            raise Malformed(f"{what} names tensor/index {i}, outside 0..{limit - 1}")
 
 
 def _count(values) -> int:
     return 0 if values is None else len(values)
-
-
-def tensor_name(tensor) -> str:
-    name = tensor.name
-    return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
 
 
 def _check_tensor(t, k: int, buffers: list, size: int) -> None:
@@ -66,26 +58,26 @@ def _check_tensor(t, k: int, buffers: list, size: int) -> None:
     label = f"tensor {k} ({tensor_name(t)[:60]!r})"
     shape = [] if t.shape is None else [int(d) for d in t.shape]  # Python ints: numpy's int32 products wrap
     if not all(0 <= d <= _MAX_DIM for d in shape):
-        raise _Malformed(f"{label} has shape {shape[:8]}, not sizes >= 0")
+        raise Malformed(f"{label} has shape {shape[:8]}, not sizes >= 0")
     if t.shapeSignature is not None and not all(-1 <= d <= _MAX_DIM for d in t.shapeSignature):
-        raise _Malformed(f"{label} has shape signature {list(t.shapeSignature)[:8]}")
+        raise Malformed(f"{label} has shape signature {list(t.shapeSignature)[:8]}")
     if t.sparsity is not None or t.variantTensors or t.externalBuffer:
-        raise _Malformed(f"{label} is sparse, a variant or external; files of the SDK hold none")
+        raise Malformed(f"{label} is sparse, a variant or external; files of the SDK hold none")
     if not 0 <= t.buffer < max(len(buffers), 1):
-        raise _Malformed(f"{label} names buffer {t.buffer}, of {len(buffers)}")
+        raise Malformed(f"{label} names buffer {t.buffer}, of {len(buffers)}")
     buffer = buffers[t.buffer] if buffers else None
     stored = None
     if buffer is not None and buffer.data is not None and len(buffer.data):
         stored = len(buffer.data)
     elif buffer is not None and (buffer.offset or buffer.size):
         if buffer.offset < 0 or buffer.size < 0 or buffer.offset + buffer.size > size:
-            raise _Malformed(f"{label}: its buffer lies outside the file")
+            raise Malformed(f"{label}: its buffer lies outside the file")
         stored = buffer.size
     bits = _ELEMENT_BITS.get(t.type)
     if stored is not None and bits is not None:
         expected = (math.prod(shape) * bits + 7) // 8
         if stored != expected:
-            raise _Malformed(
+            raise Malformed(
                 f"{label} of shape {shape} ({TYPE_NAMES.get(t.type, t.type)}) needs {expected} bytes of data, "
                 f"its buffer holds {stored}"
             )
@@ -94,13 +86,13 @@ def _check_tensor(t, k: int, buffers: list, size: int) -> None:
         scales = [] if q.scale is None else list(q.scale)
         zeros = [] if q.zeroPoint is None else list(q.zeroPoint)
         if not all(math.isfinite(v) for v in scales):
-            raise _Malformed(f"{label} has a scale that is not finite")
+            raise Malformed(f"{label} has a scale that is not finite")
         if scales and zeros and len(scales) != len(zeros):
-            raise _Malformed(f"{label} has {len(scales)} scales and {len(zeros)} zero points")
+            raise Malformed(f"{label} has {len(scales)} scales and {len(zeros)} zero points")
         if len(scales) > 1 and not (
             0 <= q.quantizedDimension < len(shape) and shape[q.quantizedDimension] == len(scales)
         ):
-            raise _Malformed(f"{label} has {len(scales)} scales along axis {q.quantizedDimension} of shape {shape}")
+            raise Malformed(f"{label} has {len(scales)} scales along axis {q.quantizedDimension} of shape {shape}")
 
 
 def _text(value, what: str) -> None:
@@ -109,17 +101,17 @@ def _text(value, what: str) -> None:
         try:
             value.decode("utf-8")
         except UnicodeDecodeError:
-            raise _Malformed(f"{what} is not UTF-8 text") from None
+            raise Malformed(f"{what} is not UTF-8 text") from None
 
 
 def _check_structure(model: schema.ModelT, size: int) -> None:
     """What every reader of the file relies on: indices in range, constant data the size of its shape, names."""
     if not model.subgraphs:
-        raise _Malformed("the model has no subgraph")
+        raise Malformed("the model has no subgraph")
     for n, signature in enumerate(model.signatureDefs or []):
         _text(signature.signatureKey, f"signature {n}'s key")
         if not 0 <= signature.subgraphIndex < len(model.subgraphs):
-            raise _Malformed(f"signature {n} names subgraph {signature.subgraphIndex}")
+            raise Malformed(f"signature {n} names subgraph {signature.subgraphIndex}")
         count = len(model.subgraphs[signature.subgraphIndex].tensors or [])
         for entry in [*(signature.inputs or []), *(signature.outputs or [])]:
             _text(entry.name, f"signature {n}'s tensor name")
@@ -127,14 +119,14 @@ def _check_structure(model: schema.ModelT, size: int) -> None:
     for n, entry in enumerate(model.metadata or []):
         _text(entry.name, f"metadata {n}'s name")
         if not 0 <= entry.buffer < len(model.buffers or []):
-            raise _Malformed(f"metadata {n} names buffer {entry.buffer}")
+            raise Malformed(f"metadata {n} names buffer {entry.buffer}")
     buffers = model.buffers or []
     codes = model.operatorCodes or []
     for n, graph in enumerate(model.subgraphs):
         tensors = graph.tensors or []
         where = f"subgraph {n}"
         if not tensors or _count(graph.inputs) == 0 or _count(graph.outputs) == 0:  # index vectors are numpy arrays
-            raise _Malformed(f"{where} has no tensors, inputs or outputs")
+            raise Malformed(f"{where} has no tensors, inputs or outputs")
         _indices(graph.inputs, len(tensors), f"{where}'s inputs")
         _indices(graph.outputs, len(tensors), f"{where}'s outputs")
         constant = set()
@@ -149,16 +141,16 @@ def _check_structure(model: schema.ModelT, size: int) -> None:
         for k, op in enumerate(graph.operators or []):
             label = f"{where}, operator {k}"
             if not 0 <= op.opcodeIndex < len(codes):
-                raise _Malformed(f"{label} names op code {op.opcodeIndex}, of {len(codes)}")
+                raise Malformed(f"{label} names op code {op.opcodeIndex}, of {len(codes)}")
             if _count(op.outputs) == 0:
-                raise _Malformed(f"{label} has no output")
+                raise Malformed(f"{label} has no output")
             _indices(op.inputs, len(tensors), f"{label}'s inputs", optional=True)
             _indices(op.outputs, len(tensors), f"{label}'s outputs")
             _indices(op.intermediates, len(tensors), f"{label}'s intermediates")
             written += [int(i) for i in op.outputs]
         # LiteRT maps constant data read-only: a graph input or an operator output with data would be written there.
         for k in sorted(constant.intersection(written))[:1]:
-            raise _Malformed(
+            raise Malformed(
                 f"{where}: tensor {k} ({tensor_name(tensors[k])[:60]!r}) holds constant data but is written"
             )
 
@@ -181,7 +173,7 @@ def parse_tflite(
         model = schema.ModelT.InitFromPackedBuf(buf, 0)
         _check_structure(model, len(buf))
         _check_ops(model)
-    except _Malformed as exc:
+    except Malformed as exc:
         raise error(f"{lead}: {exc}.", where=where, fix=fix) from None
     except Exception as exc:  # the generated reader's errors on a damaged buffer, whatever their type
         raise error(
@@ -193,223 +185,32 @@ def parse_tflite(
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The operators the SDK's writer emits, checked the way their kernels read them: LiteRT's C++ kernels trust a file's
-# shapes and types (a mismatch there is a crash, not an error), and so do the golden model's numpy kernels.
+# The operators the SDK's writer emits, each checked by its op spec (ops.py) the way its kernel reads it: LiteRT's C++
+# kernels trust a file's shapes and types (a mismatch there is a crash, not an error), and so do the golden model's.
 
 _OPS = schema.BuiltinOperator
-_T = schema.TensorType
-# op -> (fewest inputs, most inputs, its options class, whether the options are required)
-OP_SIGNATURES: dict[int, tuple[int, int, type, bool]] = {
-    _OPS.FULLY_CONNECTED: (2, 3, schema.FullyConnectedOptionsT, False),
-    _OPS.CONV_2D: (3, 3, schema.Conv2DOptionsT, True),
-    _OPS.DEPTHWISE_CONV_2D: (3, 3, schema.DepthwiseConv2DOptionsT, True),
-    _OPS.ADD: (2, 2, schema.AddOptionsT, False),
-    _OPS.MINIMUM: (2, 2, schema.MaximumMinimumOptionsT, False),
-    _OPS.MAXIMUM: (2, 2, schema.MaximumMinimumOptionsT, False),
-    _OPS.MAX_POOL_2D: (1, 1, schema.Pool2DOptionsT, True),
-    _OPS.AVERAGE_POOL_2D: (1, 1, schema.Pool2DOptionsT, True),
-    _OPS.PAD: (2, 2, schema.PadOptionsT, False),
-    _OPS.RESHAPE: (2, 2, schema.ReshapeOptionsT, False),
-    _OPS.QUANTIZE: (1, 1, schema.QuantizeOptionsT, False),
-    _OPS.DEQUANTIZE: (1, 1, schema.DequantizeOptionsT, False),
-    _OPS.LOGISTIC: (1, 1, type(None), False),  # LOGISTIC and TANH have no options
-    _OPS.TANH: (1, 1, type(None), False),
-    _OPS.SOFTMAX: (1, 1, schema.SoftmaxOptionsT, True),
-    _OPS.CONCATENATION: (2, 16, schema.ConcatenationOptionsT, True),
-}
-_MAX_WINDOW = 4096  # strides, dilations, pooling windows, paddings
 _MAX_TENSOR_ELEMENTS = 1 << 26  # one activation (batch 1); the SDK's largest are ~10^5
 _MAX_ACTIVATION_ELEMENTS = 1 << 28  # all of them: what LiteRT's arena would have to hold
 
 
-class _Op:
-    """One operator with its tensors resolved, and the checks its kernel relies on."""
-
-    def __init__(self, model: schema.ModelT, op: schema.OperatorT, code: int, label: str):
-        graph = model.subgraphs[0]
-        self.model, self.op, self.code, self.label = model, op, code, label
-        self.inputs = [int(i) for i in (op.inputs if op.inputs is not None else [])]
-        self.tensors = graph.tensors
-
-    def t(self, n: int):
-        return self.tensors[self.inputs[n]] if n < len(self.inputs) and self.inputs[n] >= 0 else None
-
-    @property
-    def out(self):
-        return self.tensors[int(self.op.outputs[0])]
-
-    def fail(self, what: str) -> _Malformed:
-        return _Malformed(f"{self.label}: {what}")
-
-    def types(self, tensor, *allowed: int, role: str) -> None:
-        if tensor.type not in allowed:
-            names = "/".join(TYPE_NAMES.get(a, str(a)) for a in allowed)
-            raise self.fail(
-                f"{role} {tensor_name(tensor)[:60]!r} is {TYPE_NAMES.get(tensor.type, tensor.type)}, not {names}"
-            )
-
-    def quantized(self, *tensors) -> None:
-        """int8 tensors carry a positive scale and a zero point (the kernels read element 0 of each)."""
-        for tensor in tensors:
-            q = tensor.quantization
-            scales = [] if q is None or q.scale is None else list(q.scale)
-            zeros = [] if q is None or q.zeroPoint is None else list(q.zeroPoint)
-            if not scales or not zeros or min(scales) <= 0 or not all(-(2**31) <= z < 2**31 for z in zeros):
-                raise self.fail(f"{tensor_name(tensor)[:60]!r} lacks a positive scale and a zero point")
-
-    def constant(self, tensor, role: str) -> np.ndarray:
-        buffers = self.model.buffers or []
-        raw = buffers[tensor.buffer].data if tensor.buffer else None
-        if raw is None or not len(raw):
-            raise self.fail(f"{role} {tensor_name(tensor)[:60]!r} must be constant data")
-        kind = {_T.INT32: "<i4", _T.INT8: "i1"}.get(tensor.type)
-        return np.frombuffer(bytes(np.asarray(raw, np.uint8)), dtype=kind) if kind else np.asarray(raw)
-
-    def window(self, size: int, kernel: int, stride: int, dilation: int, padding: int) -> int:
-        if padding == schema.Padding.SAME:
-            return -(-size // stride)
-        return -(-(size - (kernel - 1) * dilation) // stride)
-
-    def spatial(self, x: list[int], y: list[int], kernel: tuple[int, int], options, dilation: tuple[int, int]) -> None:
-        sizes = [options.strideH, options.strideW, *kernel, *dilation]
-        if not all(1 <= v <= _MAX_WINDOW for v in sizes) or options.padding not in (
-            schema.Padding.SAME,
-            schema.Padding.VALID,
-        ):
-            raise self.fail(f"strides, window and dilations {sizes}, padding {options.padding} are out of range")
-        strides = (options.strideH, options.strideW)
-        expected = [self.window(x[1 + i], kernel[i], strides[i], dilation[i], options.padding) for i in range(2)]
-        if min(expected) < 1 or y[1:3] != expected:
-            raise self.fail(
-                f"output {y} does not follow from input {x}, window {list(kernel)} and strides {list(strides)}"
-            )
-
-
-def _shape(tensor) -> list[int]:
-    return [] if tensor.shape is None else [int(d) for d in tensor.shape]
-
-
-def _check_op(o: _Op) -> None:
-    """One branch per op, each checking the tensors the way its kernel reads them."""
-    low, high, options_class, required = OP_SIGNATURES[o.code]
+def _check_op(o: OpView) -> None:
+    """The operator's inputs, output and options as its spec declares them, then the spec's own checks."""
+    spec = OP_SPECS[o.code]
+    low, high = spec.inputs
     if not low <= len(o.inputs) <= high or any(i < 0 for i in o.inputs[:low]) or len(o.op.outputs) != 1:
         count = f"{low}" if low == high else f"{low} to {high}"
         raise o.fail(f"{len(o.inputs)} input(s) and {len(o.op.outputs)} output(s); it takes {count} and 1")
     options = o.op.builtinOptions
-    if (required or options is not None) and not isinstance(options, options_class):
-        raise o.fail(f"its options are {type(options).__name__}, not {options_class.__name__.removesuffix('T')}")
-    x, out = o.t(0), o.out
-    xs, ys = _shape(x), _shape(out)
-    codes = _OPS
-    if o.code == codes.FULLY_CONNECTED:
-        w, bias = o.t(1), o.t(2)
-        o.types(x, _T.INT8, role="input")
-        o.types(w, _T.INT8, _T.INT4, role="weights")
-        o.types(out, _T.INT8, role="output")
-        o.quantized(x, w, out)
-        ws = _shape(w)
-        if len(ws) != 2 or not ws[1] or math.prod(xs) % ws[1] or ys[-1:] != ws[:1]:
-            raise o.fail(f"weights {ws} do not fit input {xs} and output {ys}")
-        if math.prod(ys) != math.prod(xs) // ws[1] * ws[0]:
-            raise o.fail(f"output {ys} does not hold input {xs} times weights {ws}")
-        o.constant(w, "weights")
-        if bias is not None:
-            o.types(bias, _T.INT32, role="bias")
-            if _shape(bias) != ws[:1]:
-                raise o.fail(f"bias {_shape(bias)} does not fit weights {ws}")
-            o.constant(bias, "bias")
-    elif o.code in (codes.CONV_2D, codes.DEPTHWISE_CONV_2D):
-        w, bias = o.t(1), o.t(2)
-        o.types(x, _T.INT8, role="input")
-        o.types(w, _T.INT8, _T.INT4, role="weights")
-        o.types(bias, _T.INT32, role="bias")
-        o.types(out, _T.INT8, role="output")
-        o.quantized(x, w, out)
-        ws = _shape(w)
-        if len(xs) != 4 or len(ws) != 4 or len(ys) != 4 or xs[0] != ys[0]:
-            raise o.fail(f"input {xs}, weights {ws} and output {ys} are not NHWC / OHWI")
-        depthwise = o.code == codes.DEPTHWISE_CONV_2D
-        channels = ws[3] if depthwise else ws[0]
-        if (depthwise and (ws[0] != 1 or options.depthMultiplier != 1 or ws[3] != xs[3])) or (
-            not depthwise and ws[3] != xs[3]
-        ):
-            raise o.fail(f"weights {ws} do not fit input {xs}")
-        if ys[3] != channels or _shape(bias) != [channels]:
-            raise o.fail(f"output {ys} and bias {_shape(bias)} do not have the weights' {channels} channels")
-        o.spatial(xs, ys, (ws[1], ws[2]), options, (options.dilationHFactor, options.dilationWFactor))
-        o.constant(w, "weights")
-        o.constant(bias, "bias")
-    elif o.code in (codes.MAX_POOL_2D, codes.AVERAGE_POOL_2D):
-        o.types(x, _T.INT8, role="input")
-        o.types(out, _T.INT8, role="output")
-        o.quantized(x, out)
-        if len(xs) != 4 or len(ys) != 4 or xs[0] != ys[0] or xs[3] != ys[3]:
-            raise o.fail(f"input {xs} and output {ys} are not NHWC of the same channels")
-        o.spatial(xs, ys, (options.filterHeight, options.filterWidth), options, (1, 1))
-    elif o.code in (codes.ADD, codes.MINIMUM, codes.MAXIMUM):
-        other = o.t(1)
-        for tensor, role in ((x, "input"), (other, "input"), (out, "output")):
-            o.types(tensor, _T.INT8, role=role)
-        o.quantized(x, other, out)
-        try:
-            broadcast = list(np.broadcast_shapes(tuple(xs), tuple(_shape(other))))
-        except ValueError:
-            broadcast = None
-        if broadcast != ys:
-            raise o.fail(f"inputs {xs} and {_shape(other)} do not give output {ys}")
-    elif o.code == codes.PAD:
-        o.types(x, _T.INT8, role="input")
-        o.types(out, _T.INT8, role="output")
-        o.types(o.t(1), _T.INT32, role="paddings")
-        o.quantized(x, out)
-        pads = o.constant(o.t(1), "paddings")
-        if _shape(o.t(1)) != [len(xs), 2] or pads.min(initial=0) < 0 or pads.max(initial=0) > _MAX_WINDOW:
-            raise o.fail(f"paddings {pads.tolist()[:8]} do not fit input {xs}")
-        if ys != [d + int(a) + int(b) for d, (a, b) in zip(xs, pads.reshape(-1, 2))]:
-            raise o.fail(f"output {ys} is not input {xs} padded by {pads.tolist()}")
-    elif o.code == codes.RESHAPE:
-        o.types(x, _T.INT8, _T.FLOAT32, role="input")
-        o.types(out, x.type, role="output")
-        o.types(o.t(1), _T.INT32, role="shape")
-        target = o.constant(o.t(1), "shape")
-        if len(_shape(o.t(1))) != 1 or math.prod(xs) != math.prod(ys) or not ys or len(target) != len(ys):
-            raise o.fail(f"input {xs} cannot be reshaped to {ys}")
-        if x.type == _T.INT8:
-            o.quantized(x, out)
-    elif o.code in (codes.LOGISTIC, codes.TANH, codes.SOFTMAX):
-        o.types(x, _T.INT8, role="input")
-        o.types(out, _T.INT8, role="output")
-        o.quantized(x, out)
-        if xs != ys or not xs or not all(xs):
-            raise o.fail(f"input {xs} and output {ys} differ in shape or are empty")
-        if o.code == codes.SOFTMAX and not (isinstance(options.beta, float) and 0 < options.beta < math.inf):
-            raise o.fail(f"beta {options.beta!r} is not a positive number")
-    elif o.code == codes.CONCATENATION:
-        parts = [o.t(i) for i in range(len(o.inputs))]
-        for tensor in (*parts, out):
-            o.types(tensor, _T.INT8, role="input" if tensor is not out else "output")
-        o.quantized(*parts, out)
-        shapes = [_shape(t) for t in parts]
-        axis = options.axis % len(ys) if ys and -len(ys) <= options.axis < len(ys) else None
-        if axis is None or any(len(s) != len(ys) for s in shapes):
-            raise o.fail(f"axis {options.axis} does not fit inputs {shapes} and output {ys}")
-        others = [[d for i, d in enumerate(s) if i != axis] for s in (*shapes, ys)]
-        if any(rest != others[-1] for rest in others) or sum(s[axis] for s in shapes) != ys[axis]:
-            raise o.fail(f"inputs {shapes} do not concatenate to {ys} along axis {axis}")
-    elif o.code in (codes.QUANTIZE, codes.DEQUANTIZE):
-        quantize = o.code == codes.QUANTIZE
-        o.types(x, *((_T.FLOAT32, _T.INT8) if quantize else (_T.INT8,)), role="input")
-        o.types(out, _T.INT8 if quantize else _T.FLOAT32, role="output")
-        o.quantized(*[t for t in (x, out) if t.type == _T.INT8])
-        if xs != ys:
-            raise o.fail(f"input {xs} and output {ys} differ in shape")
+    if (spec.options_required or options is not None) and not isinstance(options, spec.options):
+        raise o.fail(f"its options are {type(options).__name__}, not {spec.options.__name__.removesuffix('T')}")
+    spec.check(o)
 
 
 def _check_ops(model: schema.ModelT) -> None:
     """One subgraph of the SDK's ops, in order (each tensor read after it is written, written once), each op's
     tensors of the types, shapes and quantization its kernel reads, and activations of a size LiteRT can allocate."""
     if len(model.subgraphs) != 1:
-        raise _Malformed(f"the model has {len(model.subgraphs)} subgraphs; the SDK writes one")
+        raise Malformed(f"the model has {len(model.subgraphs)} subgraphs; the SDK writes one")
     graph, buffers = model.subgraphs[0], model.buffers or []
     codes = [builtin_code(code) for code in model.operatorCodes or []]
     constant = {
@@ -428,21 +229,21 @@ def _check_ops(model: schema.ModelT) -> None:
         if code == _OPS.CUSTOM and custom is not None:
             name += " " + repr(custom.decode("utf-8", "replace") if isinstance(custom, bytes) else str(custom))[:60]
         label = f"operator {k} ({name})"
-        if code not in OP_SIGNATURES:
-            raise _Malformed(f"{label} is not an op the SDK writes ({', '.join(OP_NAMES[c] for c in OP_SIGNATURES)})")
+        if code not in OP_SPECS:
+            raise Malformed(f"{label} is not an op the SDK writes ({', '.join(OP_NAMES[c] for c in OP_SPECS)})")
         unset = [i for i in (op.inputs if op.inputs is not None else []) if i >= 0 and i not in ready]
         if unset:
-            raise _Malformed(f"{label} reads tensor {unset[0]} before any operator writes it")
+            raise Malformed(f"{label} reads tensor {unset[0]} before any operator writes it")
         out = int(op.outputs[0]) if _count(op.outputs) else None
         if out is not None and out in ready:
-            raise _Malformed(f"{label} writes tensor {out}, which is an input, a constant or written before")
-        o = _Op(model, op, code, label)
+            raise Malformed(f"{label} writes tensor {out}, which is an input, a constant or written before")
+        o = OpView(model, op, code, label)
         _check_op(o)
-        size = math.prod(_shape(o.out))
+        size = math.prod(shape_of(o.out))
         activations += size
         if size > _MAX_TENSOR_ELEMENTS or activations > _MAX_ACTIVATION_ELEMENTS:
-            raise _Malformed(f"{label}: its output {_shape(o.out)} is larger than any network the SDK writes")
+            raise Malformed(f"{label}: its output {shape_of(o.out)} is larger than any network the SDK writes")
         ready.add(out)
     unwritten = [int(i) for i in graph.outputs if int(i) not in ready]
     if unwritten:
-        raise _Malformed(f"graph output tensor {unwritten[0]} is never written")
+        raise Malformed(f"graph output tensor {unwritten[0]} is never written")

@@ -3,7 +3,8 @@
 Converters re-calibrate; writing the flatbuffer with LiteRT's own object API
 (`ai_edge_litert.schema_py_generated`) is how the QAT scales survive.
 lowering.py turns the graph into integer layers (what each number is, and
-why); this module lays them out as TFLite tensors and operators:
+why); this module lays them out as TFLite tensors and operators, each layer by the `write` of
+its op spec (ops.py: one record per TFLite op, with its version, checks and golden arithmetic):
 
   fc        FULLY_CONNECTED (per-channel weights, int32 bias), fused RELU
   conv/dw   CONV_2D / DEPTHWISE_CONV_2D with strides and dilation, SAME or VALID
@@ -37,8 +38,9 @@ from ai_edge_litert import schema_py_generated as schema
 
 from sdk.atomic_write import write_bytes_atomic
 from sdk.scratch import scratch_dir
-from targets.tflite.golden import FIXED_OUTPUT_QUANT
+from targets.tflite.kernels import FIXED_OUTPUT_QUANT
 from targets.tflite.lowering import INPUT_NAME, INT8_MIN, Layer, LoweredModel, TfliteConversionError, lower
+from targets.tflite.ops import LAYER_SPECS, OP_SPECS
 from targets.tflite.schema import FILE_IDENTIFIER, OP_NAMES, TYPE_NAMES
 
 BUFFER_ALIGNMENT = 16
@@ -46,27 +48,6 @@ SIGNATURE_KEY = "serving_default"
 METADATA_NAME = "sdk_info"
 LOGITS_FLOAT_NAME = "logits_float"
 OPS = schema.BuiltinOperator
-# The lowest version of each op that covers its int8 use (LiteRT's tools/versioning/op_version.cc);
-# int4 weights need FULLY_CONNECTED 10 and CONV_2D 7 (depthwise weights stay int8, see lowering._storage).
-OP_VERSIONS = {
-    OPS.FULLY_CONNECTED: 4,
-    OPS.CONV_2D: 3,
-    OPS.DEPTHWISE_CONV_2D: 3,
-    OPS.MAX_POOL_2D: 2,
-    OPS.AVERAGE_POOL_2D: 2,
-    OPS.ADD: 2,
-    OPS.RESHAPE: 1,
-    OPS.PAD: 2,
-    OPS.MINIMUM: 2,
-    OPS.MAXIMUM: 2,
-    OPS.CONCATENATION: 2,
-    OPS.DEQUANTIZE: 2,
-    OPS.QUANTIZE: 1,
-    OPS.LOGISTIC: 2,
-    OPS.TANH: 2,
-    OPS.SOFTMAX: 2,
-}
-INT4_OP_VERSIONS = {OPS.FULLY_CONNECTED: 10, OPS.CONV_2D: 7}
 
 __all__ = [
     "TfliteConversionError",
@@ -200,32 +181,79 @@ class _Graph:
             name, [1] + list(shape), schema.TensorType.INT8, _quant([scale], [zero_point]), batch_dim=True
         )
 
-    def op(
-        self,
-        builtin: int,
-        inputs: list[int],
-        outputs: list[int],
-        options_type: int = 0,
-        options: Any = None,
-        version: int | None = None,
-    ) -> None:
-        code = (builtin, version or OP_VERSIONS.get(builtin, 1))
+    def op(self, builtin: int, inputs: list[int], outputs: list[int], options: Any = None, version: int | None = None):
+        """One operator; its options default to the empty ones of its spec (none for an op without options), its
+        version to the spec's."""
+        spec = OP_SPECS[builtin]
+        code = (builtin, version or spec.version)
         if code not in self.opcodes:
             self.opcodes.append(code)
+        if options is None and spec.options is not type(None):
+            options = spec.options()
         op = schema.OperatorT()
         op.opcodeIndex, op.inputs, op.outputs = self.opcodes.index(code), inputs, outputs
-        op.builtinOptionsType, op.builtinOptions = options_type, options
+        op.builtinOptions = options
+        op.builtinOptionsType = 0 if options is None else getattr(schema.BuiltinOptions, spec.options.__name__[:-1])
         self.operators.append(op)
+
+    def weights_and_bias(self, layer: Layer, quantized_dim: int, with_bias: bool) -> tuple[int, int]:
+        """The layer's weights and int32 bias tensors (a bias of zeros where with_bias and it has none; -1: none)."""
+        scales = layer.weight_scales
+        int4 = layer.weight_type == "int4"
+        w = self.tensor(
+            f"{layer.name}/weights",
+            list(layer.weights.shape),
+            schema.TensorType.INT4 if int4 else schema.TensorType.INT8,
+            _quant(scales, [0] * len(scales), quantized_dim),
+            pack_int4(layer.weights) if int4 else layer.weights.astype(np.int8),
+        )
+        if layer.bias is None and not with_bias:
+            return w, -1
+        channels = layer.weights.shape[quantized_dim]
+        bias = layer.bias if layer.bias is not None else np.zeros(channels, np.int32)
+        bias_scales = (
+            np.float64(np.float32(layer.input_scale)) * np.broadcast_to(scales, (channels,)).astype(np.float64)
+        ).astype(np.float32)
+        b = self.tensor(
+            f"{layer.name}/bias",
+            [channels],
+            schema.TensorType.INT32,
+            _quant(bias_scales, [0] * channels),
+            bias.astype("<i4"),
+        )
+        return w, b
+
+    def padding(self, layer: Layer, x: int) -> tuple[int, int]:
+        """The TFLite padding mode equal to the graph's zero padding, with an explicit PAD where none is.
+
+        A max pool's SAME padding ignores the positions outside the map; its explicit PAD uses the zero point,
+        which the lowering allows only where that is int8's lowest value."""
+        kernel = layer.weights.shape[1:3] if layer.weights is not None else layer.kernel
+        span = [(k - 1) * d + 1 for k, d in zip(kernel, layer.dilation)]
+        in_h, in_w = self.tensors[x].shape[1:3]
+        top, bottom, left, right = layer.pads
+        if not any(layer.pads):
+            return x, schema.Padding.VALID
+        same_h = _same_padding(in_h, span[0], layer.strides[0])
+        same_w = _same_padding(in_w, span[1], layer.strides[1])
+        if same_h == (layer.shape[0], top, bottom) and same_w == (layer.shape[1], left, right):
+            return x, schema.Padding.SAME
+        source = self.tensors[x]
+        pads = np.array([[0, 0], [top, bottom], [left, right], [0, 0]], dtype="<i4")
+        paddings = self.tensor(f"{layer.name}/paddings", [4, 2], schema.TensorType.INT32, None, pads)
+        padded = self.activation(
+            f"{layer.name}/padded",
+            [in_h + top + bottom, in_w + left + right, source.shape[3]],
+            source.quantization.scale[0],
+            source.quantization.zeroPoint[0],
+        )
+        self.op(OPS.PAD, [x, paddings], [padded])
+        return padded, schema.Padding.VALID
 
     def blob(self, payload: bytes) -> int:
         self.buffers.append(_AlignedBuffer())
         self.buffers[-1].data = payload
         return len(self.buffers) - 1
-
-
-def _activation_fn(layer: Layer) -> int:
-    kinds = schema.ActivationFunctionType
-    return kinds.RELU if layer.relu else kinds.NONE
 
 
 def pack_int4(values: np.ndarray) -> np.ndarray:
@@ -236,33 +264,6 @@ def pack_int4(values: np.ndarray) -> np.ndarray:
     return (nibbles[0::2] | (nibbles[1::2] << 4)).astype(np.uint8)
 
 
-def _weights_and_bias(g: _Graph, layer: Layer, quantized_dim: int, with_bias: bool) -> tuple[int, int]:
-    scales = layer.weight_scales
-    int4 = layer.weight_type == "int4"
-    w = g.tensor(
-        f"{layer.name}/weights",
-        list(layer.weights.shape),
-        schema.TensorType.INT4 if int4 else schema.TensorType.INT8,
-        _quant(scales, [0] * len(scales), quantized_dim),
-        pack_int4(layer.weights) if int4 else layer.weights.astype(np.int8),
-    )
-    if layer.bias is None and not with_bias:
-        return w, -1
-    channels = layer.weights.shape[quantized_dim]
-    bias = layer.bias if layer.bias is not None else np.zeros(channels, np.int32)
-    bias_scales = (
-        np.float64(np.float32(layer.input_scale)) * np.broadcast_to(scales, (channels,)).astype(np.float64)
-    ).astype(np.float32)
-    b = g.tensor(
-        f"{layer.name}/bias",
-        [channels],
-        schema.TensorType.INT32,
-        _quant(bias_scales, [0] * channels),
-        bias.astype("<i4"),
-    )
-    return w, b
-
-
 def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
     """TFLite SAME: output size, pad before, pad after."""
     out = -(-size // stride)
@@ -270,73 +271,22 @@ def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
     return out, total // 2, total - total // 2
 
 
-def _padding(g: _Graph, layer: Layer, x: int) -> tuple[int, int]:
-    """The TFLite padding mode equal to the graph's zero padding, with an explicit PAD where none is.
-
-    A max pool's SAME padding ignores the positions outside the map; its explicit PAD uses the zero point,
-    which the lowering allows only where that is int8's lowest value."""
-    kernel = layer.weights.shape[1:3] if layer.weights is not None else layer.kernel
-    span = [(k - 1) * d + 1 for k, d in zip(kernel, layer.dilation)]
-    in_h, in_w = g.tensors[x].shape[1:3]
-    top, bottom, left, right = layer.pads
-    if not any(layer.pads):
-        return x, schema.Padding.VALID
-    same_h = _same_padding(in_h, span[0], layer.strides[0])
-    same_w = _same_padding(in_w, span[1], layer.strides[1])
-    if same_h == (layer.shape[0], top, bottom) and same_w == (layer.shape[1], left, right):
-        return x, schema.Padding.SAME
-    source = g.tensors[x]
-    pads = np.array([[0, 0], [top, bottom], [left, right], [0, 0]], dtype="<i4")
-    paddings = g.tensor(f"{layer.name}/paddings", [4, 2], schema.TensorType.INT32, None, pads)
-    padded = g.activation(
-        f"{layer.name}/padded",
-        [in_h + top + bottom, in_w + left + right, source.shape[3]],
-        source.quantization.scale[0],
-        source.quantization.zeroPoint[0],
-    )
-    g.op(OPS.PAD, [x, paddings], [padded], schema.BuiltinOptions.PadOptions, schema.PadOptionsT())
-    return padded, schema.Padding.VALID
-
-
-def _emit_compute(g: _Graph, layer: Layer, x: int, y: int) -> None:
-    if layer.op == "fc":
-        w, b = _weights_and_bias(g, layer, 0, with_bias=False)
-        options = schema.FullyConnectedOptionsT()
-        options.fusedActivationFunction = _activation_fn(layer)
-        options.weightsFormat = schema.FullyConnectedOptionsWeightsFormat.DEFAULT
-        g.op(
-            OPS.FULLY_CONNECTED,
-            [x, w, b],
-            [y],
-            schema.BuiltinOptions.FullyConnectedOptions,
-            options,
-            _version(OPS.FULLY_CONNECTED, layer),
+def _emit(g: _Graph, layer: Layer, x: int, y: int) -> None:
+    """The TFLite operator(s) computing `layer` from tensor x into tensor y: its op spec's write."""
+    spec = LAYER_SPECS.get(layer.op)
+    if spec is None:
+        raise TfliteConversionError(
+            f"Layer {layer.name}: op {layer.op} has no TFLite emitter.",
+            where=f"layer {layer.name}",
+            fix="this is a bug in the SDK; please report it",
         )
-        return
-    x, padding = _padding(g, layer, x)
-    if layer.op == "conv":
-        w, b = _weights_and_bias(g, layer, 0, with_bias=True)
-        options, kind, code = schema.Conv2DOptionsT(), schema.BuiltinOptions.Conv2DOptions, OPS.CONV_2D
-    else:
-        w, b = _weights_and_bias(g, layer, 3, with_bias=True)
-        options, kind, code = (
-            schema.DepthwiseConv2DOptionsT(),
-            schema.BuiltinOptions.DepthwiseConv2DOptions,
-            OPS.DEPTHWISE_CONV_2D,
-        )
-        options.depthMultiplier = 1
-    options.padding, (options.strideH, options.strideW) = padding, layer.strides
-    options.dilationHFactor, options.dilationWFactor = layer.dilation
-    options.fusedActivationFunction = _activation_fn(layer)
-    g.op(code, [x, w, b], [y], kind, options, _version(code, layer))
+    if layer.op in FIXED_OUTPUT_QUANT:
+        _check_fixed_output(layer)
+    spec.write(g, layer, x, y)
 
 
-def _version(code: int, layer: Layer) -> int:
-    return INT4_OP_VERSIONS[code] if layer.weight_type == "int4" else OP_VERSIONS[code]
-
-
-def _emit_activation(g: _Graph, layer: Layer, x: int, y: int) -> None:
-    """LOGISTIC, TANH or SOFTMAX (beta 1, over the last axis), whose int8 kernels take one output quantization."""
+def _check_fixed_output(layer: Layer) -> None:
+    """LOGISTIC, TANH and SOFTMAX: their int8 kernels take one output quantization."""
     scale, zero_point = FIXED_OUTPUT_QUANT[layer.op]
     if np.float32(layer.scale) != np.float32(scale) or layer.zero_point != zero_point or layer.relu:
         raise TfliteConversionError(
@@ -345,63 +295,6 @@ def _emit_activation(g: _Graph, layer: Layer, x: int, y: int) -> None:
             f"zero point {zero_point}.",
             where=f"layer {layer.name}",
             fix="lower the layer with targets.tflite.golden.FIXED_OUTPUT_QUANT as its output quantization",
-        )
-    if layer.op == "softmax":
-        options = schema.SoftmaxOptionsT()
-        options.beta = 1.0
-        g.op(OPS.SOFTMAX, [x], [y], schema.BuiltinOptions.SoftmaxOptions, options)
-    else:
-        g.op(OPS.LOGISTIC if layer.op == "logistic" else OPS.TANH, [x], [y])
-
-
-def _emit(g: _Graph, layer: Layer, x: int, y: int) -> None:
-    """The TFLite operator(s) computing `layer` from tensor x into tensor y."""
-    if layer.op in ("fc", "conv", "dw"):
-        _emit_compute(g, layer, x, y)
-    elif layer.op in ("maxpool", "avgpool"):
-        x, padding = _padding(g, layer, x)
-        options = schema.Pool2DOptionsT()
-        options.padding, (options.strideH, options.strideW) = padding, layer.strides
-        options.filterHeight, options.filterWidth = layer.kernel
-        options.fusedActivationFunction = schema.ActivationFunctionType.NONE
-        code = OPS.MAX_POOL_2D if layer.op == "maxpool" else OPS.AVERAGE_POOL_2D
-        g.op(code, [x], [y], schema.BuiltinOptions.Pool2DOptions, options)
-    elif layer.op == "reshape":
-        shape = g.tensor(
-            f"{layer.name}/shape",
-            [1 + len(layer.shape)],
-            schema.TensorType.INT32,
-            None,
-            np.array([-1] + layer.shape, dtype="<i4"),
-        )
-        options = schema.ReshapeOptionsT()
-        options.newShape = [-1] + layer.shape
-        g.op(OPS.RESHAPE, [x, shape], [y], schema.BuiltinOptions.ReshapeOptions, options)
-    elif layer.op == "concat":
-        options = schema.ConcatenationOptionsT()
-        options.axis = len(layer.shape)  # the channels (or features), last after the batch
-        options.fusedActivationFunction = schema.ActivationFunctionType.NONE
-        parts = [g.index[name] for name in layer.inputs]
-        g.op(OPS.CONCATENATION, parts, [y], schema.BuiltinOptions.ConcatenationOptions, options)
-    elif layer.op == "requant":
-        g.op(OPS.QUANTIZE, [x], [y], schema.BuiltinOptions.QuantizeOptions, schema.QuantizeOptionsT())
-    elif layer.op == "add":
-        options = schema.AddOptionsT()
-        options.fusedActivationFunction = _activation_fn(layer)
-        g.op(
-            OPS.ADD,
-            [g.index[layer.inputs[0]], g.index[layer.inputs[1]]],
-            [y],
-            schema.BuiltinOptions.AddOptions,
-            options,
-        )
-    elif layer.op in FIXED_OUTPUT_QUANT:
-        _emit_activation(g, layer, x, y)
-    else:
-        raise TfliteConversionError(
-            f"Layer {layer.name}: op {layer.op} has no TFLite emitter.",
-            where=f"layer {layer.name}",
-            fix="this is a bug in the SDK; please report it",
         )
 
 
@@ -415,7 +308,7 @@ def _add_clamp(g: _Graph, layer: Layer, x: int, code: int, bound: int, y: int) -
         _quant([layer.scale], [layer.zero_point]),
         np.array([bound], dtype=np.int8),
     )
-    g.op(code, [x, limit], [y], schema.BuiltinOptions.MaximumMinimumOptions, schema.MaximumMinimumOptionsT())
+    g.op(code, [x, limit], [y])
 
 
 def _build_graph(lowered: LoweredModel, float_input: bool, float_output: bool) -> tuple[_Graph, int, int, int]:
@@ -425,7 +318,7 @@ def _build_graph(lowered: LoweredModel, float_input: bool, float_output: bool) -
     if float_input:
         graph_in = g.tensor(INPUT_NAME, [1] + lowered.input_shape, schema.TensorType.FLOAT32, None, batch_dim=True)
         x = g.activation(f"{INPUT_NAME}/int8", lowered.input_shape, scale, lowered.input_zero_point)
-        g.op(OPS.QUANTIZE, [graph_in], [x], schema.BuiltinOptions.QuantizeOptions, schema.QuantizeOptionsT())
+        g.op(OPS.QUANTIZE, [graph_in], [x])
         g.index[INPUT_NAME] = x  # layers read the int8 tensor
     else:
         graph_in = g.activation(INPUT_NAME, lowered.input_shape, scale, lowered.input_zero_point)
@@ -449,7 +342,7 @@ def _build_graph(lowered: LoweredModel, float_input: bool, float_output: bool) -
         output = g.tensor(
             LOGITS_FLOAT_NAME, [1] + lowered.logits.shape, schema.TensorType.FLOAT32, None, batch_dim=True
         )
-        g.op(OPS.DEQUANTIZE, [logits], [output], schema.BuiltinOptions.DequantizeOptions, schema.DequantizeOptionsT())
+        g.op(OPS.DEQUANTIZE, [logits], [output])
     return g, graph_in, logits, output
 
 
