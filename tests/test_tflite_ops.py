@@ -105,6 +105,12 @@ def _case(name: str) -> LoweredModel:
                 Layer("y", "add", ["input", "a"], [4, 4, 3], 0.06, -128, relu=True, clamp_max=-121),
             ],
         )
+    if name == "sub":  # scales where a tie of the second term rounds apart (inputs 5 and 40) if SUB were ADD's kernel
+        # with that term's multiplier negated: the runtimes subtract the rescaled term
+        s, z = 2**-5, 11  # the input's quantization
+        b = Layer("b", "requant", ["input"], [4, 4, 3], 0.02246093936264515, -15, input_scale=s, input_zero_point=z)
+        y = Layer("y", "sub", ["input", "b"], [4, 4, 3], 2**-6, 0, relu=True)
+        return LoweredModel([4, 4, 3], [b, y], input_scale=s, input_zero_point=z)
     raise KeyError(name)
 
 
@@ -119,6 +125,7 @@ CASES = [
     "reshape",
     "requantize",
     "add",
+    "sub",
     "fully_connected_int4",
     "conv_int4",
 ]
@@ -128,6 +135,7 @@ EXPECTED_OPS = {
     "depthwise": ["DEPTHWISE_CONV_2D"],
     "fully_connected": ["FULLY_CONNECTED", "MINIMUM"],
     "add": ["QUANTIZE", "ADD", "MINIMUM"],
+    "sub": ["QUANTIZE", "SUB"],
 }
 
 

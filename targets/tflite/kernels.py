@@ -21,6 +21,7 @@ which calls these functions. Arithmetic follows tensorflow/lite/kernels/internal
   ADD int8                      both inputs - zp, times 2^20, each rescaled by
                                 s_i / (2 max(s1, s2)), summed, rescaled by
                                 2 max(s1, s2) / (2^20 s_out), + zp_out, clamped
+  SUB int8                      ADD's, the second rescaled term subtracted
   QUANTIZE int8 -> int8         requantize: (x - zp_in) * s_in / s_out, + zp_out
   AVERAGE_POOL_2D int8          raw sum over the window, / count rounded half away from zero
   MAX_POOL_2D, PAD, RESHAPE     integer max (VALID), pad with the output zero point, view
@@ -267,9 +268,18 @@ ADD_LEFT_SHIFT = 20
 
 
 def add(
-    a: np.ndarray, b: np.ndarray, in_a: Tensor, in_b: Tensor, out: Tensor, activation: int, rounding: str = "single"
+    a: np.ndarray,
+    b: np.ndarray,
+    in_a: Tensor,
+    in_b: Tensor,
+    out: Tensor,
+    activation: int,
+    rounding: str = "single",
+    subtract: bool = False,
 ) -> np.ndarray:
-    """int8 ADD as the reference kernel computes it (inputs rescaled to a common 2^20-finer scale, then summed)."""
+    """int8 ADD as the reference kernel computes it (inputs rescaled to a common 2^20-finer scale, then summed), or
+    with `subtract` SUB: the second rescaled term subtracted, as both runtimes do (ADD's kernel with the second
+    multiplier negated, as some versions of LiteRT's sub.cc read, would round a tie of that term the other way)."""
     s_a, s_b, s_out = (np.float64(t.scales[0]) for t in (in_a, in_b, out))
     twice_max = 2 * max(s_a, s_b)
     terms = []
@@ -278,7 +288,8 @@ def add(
         shifted = (value.astype(np.int64) - int(tensor.zero_points[0])) * (1 << ADD_LEFT_SHIFT)
         terms.append(multiply_by_quantized_multiplier(shifted, mult, shift, rounding))
     mult, shift = quantize_multiplier(float(twice_max / ((1 << ADD_LEFT_SHIFT) * s_out)), rounding)
-    y = multiply_by_quantized_multiplier(terms[0] + terms[1], mult, shift, rounding) + int(out.zero_points[0])
+    raw = terms[0] - terms[1] if subtract else terms[0] + terms[1]
+    y = multiply_by_quantized_multiplier(raw, mult, shift, rounding) + int(out.zero_points[0])
     low, high = _activation_range(activation, out.scales[0], int(out.zero_points[0]))
     return np.clip(y, low, high).astype(np.int8)
 

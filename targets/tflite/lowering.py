@@ -23,7 +23,7 @@ Every number comes from the graph; nothing is calibrated:
   Global /    a mean over the whole map followed by its quantizer is a depthwise
   ReduceMean  convolution with constant weights at scale 1/(64 H W): the exact
               integer sum, requantized once, as the graph computes it
-  Add         ADD of two int8 tensors, written at the quantizer that follows
+  Add, Sub    ADD / SUB of two int8 tensors, written at the quantizer that follows
   Reshape,    RESHAPE; a (C, H, W) map flattened for a Gemm has that Gemm's
   Flatten     columns reordered NCHW -> NHWC
   Concat      CONCATENATION of int8 tensors quantized alike, along the channels
@@ -69,8 +69,8 @@ FIXED_ACTIVATIONS: dict[str, tuple[str, float]] = {
 }
 SUPPORTED = (
     "Quant (activations 2..8 bits, weights 1..8 bits or BipolarQuant), Conv (1-D / 2-D, depthwise), Gemm / MatMul, "
-    "BatchNormalization, Relu, Mul / Add / Div by constants, MaxPool, GlobalAveragePool / ReduceMean, Add, Concat, "
-    "Reshape / Flatten, Sigmoid, Tanh, Softmax"
+    "BatchNormalization, Relu, Mul / Add / Div by constants, MaxPool, GlobalAveragePool / ReduceMean, Add, Sub, "
+    "Concat, Reshape / Flatten, Sigmoid, Tanh, Softmax"
 )
 
 
@@ -78,7 +78,7 @@ SUPPORTED = (
 class Layer:
     """One operation of the int8 graph, with every number exactly as it is stored.
 
-    op: fc | conv | dw | maxpool | avgpool | reshape | add | concat | requant | logistic | tanh | softmax.
+    op: fc | conv | dw | maxpool | avgpool | reshape | add | sub | concat | requant | logistic | tanh | softmax.
     Shapes leave out the batch: (H, W, C) or (features,).
     """
 
@@ -184,7 +184,7 @@ class _Weights:
 class _Pending:
     """A value not yet in the int8 graph: real = factor * (the op's exact result) + shift, then relu.
 
-    kind: compute (a conv / fc accumulator), add, mean (a global average) or requant (an int8 tensor
+    kind: compute (a conv / fc accumulator), add, sub, mean (a global average) or requant (an int8 tensor
     waiting for its quantizer)."""
 
     kind: str
@@ -531,10 +531,10 @@ def _materialize(walk: _Walk, pending: _Pending, out: _OutQuant, quant_node) -> 
         act_bits=out.bits,
         source=quant_node.output[0],
     )
-    if pending.kind == "add":
+    if pending.kind in ("add", "sub"):
         a, b = pending.inputs
         layer = Layer(
-            pending.node.name, "add", [a.name, b.name], pending.shape, float(out.scale), out.zero_point, **common
+            pending.node.name, pending.kind, [a.name, b.name], pending.shape, float(out.scale), out.zero_point, **common
         )
     elif pending.kind == "mean":
         source = pending.inputs[0]
@@ -770,10 +770,10 @@ def _on_mul_add(walk: _Walk, node) -> Any:
             "scales a quantized tensor; the int8 graph takes a constant scale only on its input, before any layer",
             "fold the scale into the layer before the quantizer, or into the quantizer's own scale",
         )
-    if node.op_type == "Add" and isinstance(first, _Int8) and isinstance(second, _Int8):
+    if node.op_type in ("Add", "Sub") and isinstance(first, _Int8) and isinstance(second, _Int8):
         if first.shape != second.shape:
-            raise _refuse(node, f"adds tensors of shapes {first.shape} and {second.shape}")
-        return _Pending("add", node, [first, second], first.shape)
+            raise _refuse(node, f"combines tensors of shapes {first.shape} and {second.shape}")
+        return _Pending(node.op_type.lower(), node, [first, second], first.shape)
     if not isinstance(first, _Pending) or first.kind != "compute" or first.relu:
         raise _refuse(
             node,

@@ -291,7 +291,7 @@ def _same_quant(name: str, compute: Callable[[Any, list, list, Tensor], np.ndarr
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# ADD, MINIMUM, MAXIMUM
+# ADD, SUB, MINIMUM, MAXIMUM
 
 
 def _check_elementwise(o: OpView) -> None:
@@ -316,6 +316,16 @@ def _write_add(g: _Graph, layer: Layer, x: int, y: int) -> None:
 
 def _golden_add(op, ins, args, out, rounding):
     return kernels.add(args[0], args[1], ins[0], ins[1], out, _fused(op.builtinOptions), rounding)
+
+
+def _write_sub(g: _Graph, layer: Layer, x: int, y: int) -> None:
+    options = schema.SubOptionsT()
+    options.fusedActivationFunction = _fused_relu(layer)
+    g.op(BUILTIN.SUB, [g.index[layer.inputs[0]], g.index[layer.inputs[1]]], [y], options)
+
+
+def _golden_sub(op, ins, args, out, rounding):
+    return kernels.add(args[0], args[1], ins[0], ins[1], out, _fused(op.builtinOptions), rounding, subtract=True)
 
 
 def _min_max(pick: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Golden:
@@ -532,6 +542,18 @@ OP_SPECS: dict[int, OpSpec] = _specs(
         layer="add",
         write=_write_add,
         onnx=("Add",),
+    ),
+    OpSpec(
+        BUILTIN.SUB,
+        version=2,
+        inputs=(2, 2),
+        options=schema.SubOptionsT,
+        options_required=False,
+        check=_check_elementwise,
+        golden=_golden_sub,
+        layer="sub",
+        write=_write_sub,
+        onnx=("Sub",),
     ),
     OpSpec(
         BUILTIN.MINIMUM,
