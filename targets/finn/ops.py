@@ -252,6 +252,11 @@ UNMAPPED_HINTS: dict[str, tuple[str, str]] = {
         "quantize both summands with one shared quantizer (one QuantIdentity applied to both), so the add sums "
         "integers of one scale",
     ),
+    "Sub": (
+        "a subtraction of two computed tensors, which FINN does not stream (it streams a residual Add, not a Sub)",
+        "make the difference an Add for the FPGA (e.g. negate the second branch's last weights or scale), or deploy "
+        "the model to a TFLite target",
+    ),
     "Mul": (
         "a float scale inside the network that streamlining could not move into thresholds",
         "put a quantized activation after every BatchNorm / scale, with no float op between layers",

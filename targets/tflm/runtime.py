@@ -162,17 +162,21 @@ def _load_error(path: Path, model: schema.ModelT, log: str) -> TflmError:
         return TflmError(
             f"TFLM cannot run an operator of {path.name}: {detail}",
             where=f"{path} (ops: {ops})",
-            fix="keep to the ops and types the SDK writer emits "
-            "(int8 FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D, PAD, "
-            "MAX_POOL_2D, ADD, RESHAPE, MINIMUM, QUANTIZE, DEQUANTIZE, LOGISTIC, TANH, SOFTMAX; no int4 "
-            "FULLY_CONNECTED); a Vela-compiled file "
-            "needs the Ethos-U driver: run TFLM on the .tflite before Vela",
+            fix=f"keep to the ops and types the SDK writer emits (int8 {', '.join(_written_ops())}; no int4 "
+            "FULLY_CONNECTED); a Vela-compiled file needs the Ethos-U driver: run TFLM on the .tflite before Vela",
         )
     return TflmError(
         f"TFLM could not load {path.name}: {detail}",
         where=f"{path} (ops: {ops})",
         fix="re-export the model with the SDK; if it persists, report it with this file",
     )
+
+
+def _written_ops() -> list[str]:
+    """The builtin ops the SDK's writer emits, by their TFLite names (one OpSpec each)."""
+    from targets.tflite.ops import OP_SPECS
+
+    return [OP_NAMES[code] for code in OP_SPECS]
 
 
 def _new_interpreter(data: bytes, arena: int) -> tuple[Any | None, str]:
