@@ -4,7 +4,7 @@ Targets: tflite, pynq-z2, and the demo's four boards in one deploy. Each is time
 (the second and later deploys of a checkpoint, the usual case) and with it off (SDK_CACHE_DIR=off: the
 Brevitas export, the data set's split and FINN's streamlining every time, as before the caches). Median of
 --runs runs per case; the cases take turns run by run, so a change in the machine's load meets them all. The
-per-step times of the last run come from its report.json (deploy_steps).
+per-step times of the last run come from its report.json (deploy_steps, then deploy_seconds: other, total).
 Then `sdk simulate` of a pynq-z2 and a tflite package on 10,000 MNIST-size samples (a TFC at 28x28 trained
 for 2 epochs here, random pixel images as the samples): the whole command, reference model included.
 Usage: python benchmarks/deploy_time.py [--runs 3]
@@ -89,7 +89,8 @@ def main() -> None:
                     times.setdefault((label, mode), []).append(_deploy(target, out, setting))
                     print(f"run {run + 1}/{args.runs}: {label}, {mode}: {times[(label, mode)][-1]:.2f} s", flush=True)
         last = work / f"{args.runs - 1}-cache warm-tflite"
-        steps = json.loads((last / "report.json").read_text())["data"]["deploy_steps"]
+        data = json.loads((last / "report.json").read_text())["data"]
+        steps = [*data["deploy_steps"], *({"step": k, "seconds": v} for k, v in data["deploy_seconds"].items())]
         simulated = simulate_times(work, args.runs)
         shutil.rmtree(work / "cache", ignore_errors=True)
     print(f"\nsdk deploy wall time, median of {args.runs} (s)")

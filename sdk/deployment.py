@@ -8,7 +8,6 @@ target adapter, then commit the package atomically. The adapter does the flow.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -25,9 +24,14 @@ from sdk.errors import CheckpointError, ConfigError, DatasetError, ExportError, 
 from sdk.package import PackageBuilder, check_output_path, sha256_file, tool_versions
 from sdk.progress import JobProgress, ProgressCallback, progress_callback
 from sdk.report import REPORT_JSON, REPORT_MD, kib, percent
-from sdk.scratch import scratch_dir
+from sdk.scratch import clear_scratch, scratch_dir
+from sdk.step_times import StepClock, StepTable
 from targets.base import finite_positive, parse_options
 from targets.registry import get_target
+
+# the step table's rows that are no progress event: the checks before any work, and the scratch folder's removal
+PREPARE_STEP = "check settings, board and output folder"
+CLEAN_STEP = "remove scratch files"
 
 DEFAULT_SAMPLES = 100  # verification samples taken from the card's data set when --samples is not given
 
@@ -541,6 +545,8 @@ def deploy(
 
     progress: called with a ProgressEvent per step (sdk.progress); nothing is drawn or printed here.
     prepared: the model and samples from prepare_model(), shared by the boards of a multi-target deploy."""
+    clock = StepClock()  # every second of the deploy, up to its report, in the report's step table
+    clock.start(PREPARE_STEP)
     from sdk.model_card import input_map_of
     from sdk.report import add_failure, write_report
 
@@ -552,13 +558,13 @@ def deploy(
     check_output_path(final_dir)  # a file, a foreign folder, a read-only parent or a running deploy: before long work
     events = JobProgress(progress_callback(progress), "deploy", board.name)
     with scratch_dir("deploy") as tmp, _finishing(events):
+        clock.start("load model and samples")
         events.start("load model and samples")
-        steps = [("load model and samples", time.perf_counter())]
         prepared = prepared or prepare_model(config, Path(tmp), qat_model)
         request = _request(config, choice, Path(tmp), prepared)
 
         def step(message: str) -> None:
-            steps.append((message, time.perf_counter()))
+            clock.start(message)
             events.step(message)
 
         with PackageBuilder(final_dir) as pkg:
@@ -567,34 +573,33 @@ def deploy(
             except SDKError as exc:  # a fix names another target only if that target's check takes the model
                 advise(exc, choice.flow, request.model_path, Path(tmp), request.qat_model)
                 raise
+            step("write report")
             outcome.report.notes.extend(prepared.resolved.notes)
             _add_input_map(outcome.report, request.card)
+            add_failure(outcome.report, outcome.verification.failure())
+            step("commit package")
             pkg.add_file("model.qonnx.onnx", request.model_path)
             pkg.write_json("model.qonnx.json", request.card)
-            step("write report")
-            add_failure(outcome.report, outcome.verification.failure())
-            _add_step_times(outcome.report, steps)
-            write_report(pkg, outcome.report)
-            step("commit package")
             tools = list(dict.fromkeys([*CORE_TOOL_PACKAGES, *target.tool_packages]))
-            pkg.commit(
-                volatile=(REPORT_JSON, REPORT_MD),  # measured timings: in the manifest, not in the package's identity
-                fields={
-                    "sdk_version": __version__,
-                    "board": board.to_dict() | {"path": board.path.name},
-                    "flow": choice.flow,
-                    "artifact": target.artifact_name,
-                    "clock_mhz": request.clock_mhz,
-                    "deploy_config": config.recorded(),
-                    "inputs": {
-                        "model_sha256": sha256_file(request.model_path),
-                        "card_sha256": _card_hash(request.card),
-                    },
-                    "tool_versions": tool_versions(tools),
-                    "verified": outcome.verification.passed,
-                    "input": input_map_of(request.card).to_dict(),
-                },
-            )
+            manifest = {
+                "sdk_version": __version__,
+                "board": board.to_dict() | {"path": board.path.name},
+                "flow": choice.flow,
+                "artifact": target.artifact_name,
+                "clock_mhz": request.clock_mhz,
+                "deploy_config": config.recorded(),
+                "inputs": {"model_sha256": sha256_file(request.model_path), "card_sha256": _card_hash(request.card)},
+                "tool_versions": tool_versions(tools),
+                "verified": outcome.verification.passed,
+                "input": input_map_of(request.card).to_dict(),
+            }
+            hashed = pkg.file_entries()  # the commit's hashing, timed here: the report is all it adds
+            clock.start(CLEAN_STEP)
+            clear_scratch(Path(tmp))
+            _add_step_times(outcome.report, clock.finish())
+            write_report(pkg, outcome.report)
+            # measured timings: in the manifest, not in the package's identity
+            pkg.commit(manifest, volatile=(REPORT_JSON, REPORT_MD), hashed=hashed)
     return DeployResult(
         board.name,
         choice.flow,
@@ -624,13 +629,14 @@ def _add_input_map(report, card: dict[str, Any]) -> None:
     report.data["input"] = mapping.to_dict()
 
 
-def _add_step_times(report, steps: list[tuple[str, float]]) -> None:
-    """Seconds per deploy step (each from its progress message to the next), in report.json and report.md."""
+def _add_step_times(report, table: StepTable) -> None:
+    """Seconds per deploy step, "other" and the total, in report.md's table and report.json (data.deploy_steps,
+    data.deploy_seconds): from the call up to the report itself, which is then written with them."""
     from sdk.report import Table
 
-    times = [(label, round(end - start, 3)) for (label, start), (_, end) in zip(steps, steps[1:])]
-    report.data["deploy_steps"] = [{"step": label, "seconds": seconds} for label, seconds in times]
-    report.tables.append(Table("Time per step (seconds)", ["step", "seconds"], [list(t) for t in times]))
+    report.data["deploy_steps"] = table.to_list()
+    report.data["deploy_seconds"] = {"total": table.total, "other": table.other}
+    report.tables.append(Table("Time per step (seconds)", ["step", "seconds"], table.rows()))
 
 
 def _card_hash(card: dict[str, Any]) -> str:

@@ -681,33 +681,45 @@ class PackageBuilder:
     def write_json(self, rel: str | Path, obj: Any, volatile: bool = False) -> Path:
         return self.write_text(rel, dumps_json(obj), volatile)
 
-    def file_entries(self) -> list[dict[str, Any]]:
-        """Every file in the package except the manifest, sorted by POSIX path."""
+    def file_entries(self, hashed: Iterable[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+        """Every file in the package except the manifest, sorted by POSIX path.
+
+        hashed: entries of an earlier call for files not written since, reused (one whose size changed is hashed
+        again)."""
         root = self.temp_dir
         files, others = _walk(root)
         if others:
             raise ValueError(f"a package holds regular files only, not {others}")
-        return [
-            {
-                "path": rel,
-                "sha256": sha256_file(root / rel),
-                "bytes": (root / rel).stat().st_size,
-                "mode": _settle_mode(root / rel),
-            }
-            for rel in files
-            if rel != MANIFEST_NAME
-        ]
+        known = {entry["path"]: entry for entry in hashed}
+        entries = []
+        for rel in files:
+            if rel == MANIFEST_NAME:
+                continue
+            size = (root / rel).stat().st_size
+            entry = known.get(rel)
+            if entry is None or entry["bytes"] != size:
+                entry = {
+                    "path": rel,
+                    "sha256": sha256_file(root / rel),
+                    "bytes": size,
+                    "mode": _settle_mode(root / rel),
+                }
+            entries.append(entry)
+        return entries
 
-    def commit(self, fields: dict[str, Any], volatile: Iterable[str | Path] = ()) -> Path:
+    def commit(
+        self, fields: dict[str, Any], volatile: Iterable[str | Path] = (), hashed: Iterable[dict[str, Any]] = ()
+    ) -> Path:
         """Write manifest.json (fields, format, file list, identity), then swap the package into final_dir.
 
-        volatile: files holding measurements (as mark_volatile)."""
+        volatile: files holding measurements (as mark_volatile). hashed: file_entries() of the files not written
+        since (a deploy hashes the package before it writes the report that times the hashing)."""
         clash = [key for key in _RESERVED_FIELDS if key in fields]
         if clash:
             raise ValueError(f"manifest fields {clash} are reserved: commit() fills them in")
         self.mark_volatile(*volatile)
         (self.temp_dir / BUILD_MARKER).unlink(missing_ok=True)  # complete now: the manifest vouches for it
-        entries = self.file_entries()
+        entries = self.file_entries(hashed)
         absent = sorted(v for v in self._volatile if not any(_is_under(entry["path"], [v]) for entry in entries))
         if absent:
             raise ValueError(f"volatile files {absent} are not in the package")

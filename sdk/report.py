@@ -20,6 +20,7 @@ REPORT_JSON = "report.json"
 PLOT_DPI = 100
 BAR_COLOUR = "tab:blue"
 HIGHLIGHT_COLOUR = "tab:red"
+PLOTS_STEP = "draw plots"  # the deploy step (a row of its time table) in which a flow draws its report's plots
 
 
 @dataclass

@@ -107,3 +107,15 @@ def scratch_dir(kind: str, folder: Path | str | None = None, hidden: bool = Fals
         yield str(path)
     finally:
         shutil.rmtree(path, ignore_errors=True)  # made by this call (a folder renamed away is simply gone)
+
+
+def clear_scratch(path: Path) -> None:
+    """Empty a scratch folder of this process before its `scratch_dir` block ends (its marker stays): a deploy
+    removes its files before the report that times it is written."""
+    for entry in Path(path).iterdir():
+        if entry.name == MARKER:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)

@@ -5,10 +5,12 @@ import subprocess
 import sys
 
 import pytest
+from step_table import report_steps
 
-from sdk.deployment import DeployConfig, check, deploy
+from sdk.deployment import CLEAN_STEP, DeployConfig, check, deploy
 from sdk.errors import BoardError, ConfigError, ModelTooLargeError, SDKError, UnsupportedLayersError
 from sdk.qat import TrainConfig, train
+from sdk.report import PLOTS_STEP
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +50,23 @@ def test_tfc_deploys_verified_within_capacity(tfc_run, tmp_path, board):
     folding = json.loads((package / "folding_config.json").read_text())
     assert "Defaults" in folding and any("PE" in v for v in folding.values())
     assert "needs Vivado" in result.summary["bitfile"] and "finish the bitfile" in result.messages[0]
+    # every stage timed under its own name: FINN's steps, the simulation, the package's files, the plots (after
+    # the vendor tools, not under them), the report and the commit
+    from targets.finn.steps import STEPS
+
+    names = report_steps(package)
+    labels = [label for _, label, _ in STEPS]
+    assert [name for name in names if name in labels] == labels
+    assert names[names.index(labels[-1]) + 1 :] == [
+        "save the graphs and folding config",
+        "vendor tools",
+        PLOTS_STEP,
+        "write report",
+        "commit package",
+        CLEAN_STEP,
+    ]
+    assert "simulate and verify" in names
+    assert set(report["data"]["step_seconds"]) == {name for name, _, _ in STEPS}  # FINN's own steps, by name
 
 
 @pytest.mark.parametrize("board", ["pynq-z2", "kv260", "alveo-u55c"])

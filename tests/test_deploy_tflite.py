@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from step_table import report_steps
 
-from sdk.deployment import DeployConfig, comparison_rows, deploy, deploy_many
+from sdk.deployment import CLEAN_STEP, PREPARE_STEP, DeployConfig, comparison_rows, deploy, deploy_many
 from sdk.errors import ConfigError, SDKError
 from sdk.qat import TrainConfig, train
+from sdk.report import PLOTS_STEP
 from targets.tflite.lowering import TfliteConversionError
 from targets.tflm.runtime import ModelTooLargeError
 
@@ -295,5 +297,19 @@ def test_a_bad_card_dataset_field_is_named_as_the_card_field(tfc_export, tmp_pat
 def test_the_report_gives_the_seconds_of_each_deploy_step(tfc_run, tmp_path):
     deploy(DeployConfig(target="tflite", model=str(tfc_run), out=str(tmp_path / "t"), samples=10), progress=False)
     steps = json.loads((tmp_path / "t" / "report.json").read_text())["data"]["deploy_steps"]
-    assert [s["step"] for s in steps][:2] == ["load model and samples", "write int8 .tflite from the QONNX graph"]
+    assert [s["step"] for s in steps][1:3] == ["load model and samples", "write int8 .tflite from the QONNX graph"]
     assert all(s["seconds"] >= 0 for s in steps) and "Time per step" in (tmp_path / "t" / "report.md").read_text()
+    # every stage of the deploy under its own name, the plots, the report and the commit included
+    names = report_steps(tmp_path / "t")
+    assert names == [
+        PREPARE_STEP,
+        "load model and samples",
+        "write int8 .tflite from the QONNX graph",
+        "run in LiteRT reference kernels",
+        "time LiteRT (XNNPACK and reference kernels)",
+        "verify: runtime = golden model, golden ~ QAT model",
+        PLOTS_STEP,
+        "write report",
+        "commit package",
+        CLEAN_STEP,
+    ]

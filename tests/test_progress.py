@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import sdk
+from sdk.deployment import CLEAN_STEP, PREPARE_STEP
 from sdk.errors import ConfigError, DatasetError
 from sdk.progress import ProgressEvent
 from sdk.quiet import quiet
@@ -30,9 +31,10 @@ def test_a_deploy_reports_its_steps_in_order_and_prints_nothing(tfc_run, tmp_pat
     _in_order(events, "deploy", "tflite")
     assert events[0].step == "load model and samples" and events[0].message == "tflite: load model and samples"
     assert [e.step for e in events[-3:-1]] == ["write report", "commit package"] and events[-1].step == ""
-    # report.json times the same steps, each up to the next (the report is written during the last two)
+    # report.json times the same steps, each up to the next, the last two included; and, no events of their own,
+    # the checks before any work and the scratch folder's removal (after which the report is written)
     timed = [s["step"] for s in json.loads((result.package / "report.json").read_text())["data"]["deploy_steps"]]
-    assert timed == [e.step for e in events[:-3]]
+    assert timed == [PREPARE_STEP, *[e.step for e in events[:-1]], CLEAN_STEP]
     assert capsys.readouterr() == ("", "")
 
 

@@ -177,3 +177,20 @@ def test_rows_must_match_columns(tmp_path):
         with pytest.raises(ValueError):
             write_report(pkg, report)
     assert not (tmp_path / "pkg").exists()
+
+
+def test_step_times_name_every_step_and_add_up_to_the_total():
+    from sdk.step_times import StepClock
+
+    clock = StepClock()
+    sum(range(10_000))  # before the first step: "other"
+    for name in ("load", "build", "load", "write"):  # a name may recur, each time its own row
+        clock.start(name)
+        sum(range(10_000))
+    table = clock.finish()
+    assert [name for name, _ in table.steps] == ["load", "build", "load", "write"]
+    ms = [round(seconds * 1000) for _, seconds in table.steps]
+    assert all(m >= 0 for m in ms) and table.other >= 0
+    assert sum(ms) + round(table.other * 1000) == round(table.total * 1000)  # exactly: rounded on whole ms
+    assert table.rows() == [*[[n, s] for n, s in table.steps], ["other", table.other], ["total", table.total]]
+    assert table.to_list() == [{"step": n, "seconds": s} for n, s in table.steps]

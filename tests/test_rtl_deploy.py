@@ -15,6 +15,7 @@ import pytest
 import torch
 from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear, QuantReLU
 from brevitas.quant import Int8WeightPerTensorFloat
+from step_table import report_steps
 from torch import nn
 
 from sdk import deploy
@@ -91,6 +92,12 @@ def test_every_layer_rtl_runs_stitched_with_pace_latency_and_fifo_depths_in_the_
         c["name"]: c for c in json.loads((mlp.package / "report.json").read_text())["data"]["verification"]["checks"]
     }
     assert checks["stitched RTL segments (Verilator) = simulator"]["passed"]
+    # stitching (the layers' ports, kept with their builds) is timed in the stitched run's own step, not in the
+    # last layer's simulation; the package's files after every RTL step
+    names = report_steps(mlp.package)
+    at = names.index("stitched RTL simulation of Thresholding_rtl_0 ... MVAU_rtl_0 (Verilator)")
+    assert names[at - 2 : at] == [f"RTL simulation of {layer} (Verilator)" for layer in layers]
+    assert names.index("save the graphs and folding config") > at
 
 
 @pytest.mark.slow

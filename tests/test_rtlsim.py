@@ -280,6 +280,61 @@ def test_deadlock_guard_stops_a_starved_layer(int8_layer, cache_dir):
     assert "where:" in message and "fix:" in message
 
 
+# the ports of a top, kept in the build cache for later processes
+
+_PORTS_SCRIPT = """
+import json, pickle, sys
+from pathlib import Path
+from sdk.export_cache import cache_root
+from targets.finn import verilator
+layer = pickle.loads(Path(sys.argv[1]).read_bytes())
+cache = Path(sys.argv[2]) if len(sys.argv) > 2 else cache_root() / "verilator"
+print(json.dumps({"ports": verilator.layer_ports(layer, cache), "runs": verilator.port_runs()}))
+"""
+
+
+def _ports_in_a_new_process(layer_file: Path, env: dict, cache: Path | None = None) -> dict:
+    """verilator.layer_ports in a process of its own (nothing remembered in memory): the ports and how many
+    Verilator runs it took to read them."""
+    import json
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-c", _PORTS_SCRIPT, str(layer_file), *([str(cache)] if cache else [])]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+@pytest.mark.slow  # Verilator reads the ports once; the build below compiles the layer if no test has yet
+def test_ports_are_cached_with_the_build_and_a_later_process_reads_them_without_verilator(
+    int8_layer, cache_dir, tmp_path
+):
+    import os
+    import pickle
+
+    case, generated = int8_layer
+    node = generated.node("Thresholding_rtl")
+    layer = rtl_layer.rtl_layer(generated.model, node, generated.sources / node.name)
+    layer_file = tmp_path / "layer.pickle"
+    layer_file.write_bytes(pickle.dumps(layer))
+    env = os.environ | {"SDK_CACHE_DIR": str(tmp_path / "sdk-cache")}
+    first = _ports_in_a_new_process(layer_file, env)
+    assert first["runs"] == 1
+    verilator.check_ports(layer, {name: tuple(port) for name, port in first["ports"].items()})
+    # the same SDK_CACHE_DIR: a second process runs no Verilator for them
+    assert _ports_in_a_new_process(layer_file, env) == {"ports": first["ports"], "runs": 0}
+    # a damaged or foreign entry is not trusted (its key is checked, as a build's): read again, and kept again
+    (entry,) = (tmp_path / "sdk-cache" / "verilator").glob("*.ports.json")
+    for damage in ('{"key": ', entry.read_text().replace('"key": "', '"key": "0')):
+        entry.write_text(damage)
+        assert _ports_in_a_new_process(layer_file, env) == {"ports": first["ports"], "runs": 1}
+        assert _ports_in_a_new_process(layer_file, env)["runs"] == 0
+    # a build keeps the ports it read: stitching the built layer in another process runs no Verilator at all
+    verilator.build_layer(layer, cache_dir)
+    assert _ports_in_a_new_process(layer_file, env, cache_dir) == {"ports": first["ports"], "runs": 0}
+
+
 # ---------------------------------------------------------------------------
 # errors a user meets before anything compiles
 

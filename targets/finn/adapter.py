@@ -26,7 +26,7 @@ from sdk.graph_names import describe
 from sdk.graph_run import activation_codes, tie_samples
 from sdk.onnx_guard import load_onnx_safely
 from sdk.package import PackageBuilder
-from sdk.report import Report, Table, bar_plot, utilisation_plot, verification_table
+from sdk.report import PLOTS_STEP, Report, Table, bar_plot, utilisation_plot, verification_table
 from sdk.scratch import scratch_dir
 from sdk.verify import (
     Check,
@@ -182,6 +182,7 @@ class FinnTarget:
         if options.rtlsim:
             rtl = self._verify_rtl(cfg, dataflow, result, xs, board.part, progress)
             verification.checks.extend(rtl.checks)
+        progress("save the graphs and folding config")
         dataflow.save(str(pkg.path(DATAFLOW_NAME)))
         relocatable_parent(cfg.parent, DATAFLOW_NAME).save(str(pkg.path(PARENT_NAME)))
         folding.write_folding_config(dataflow, pkg.path("folding_config.json"))
@@ -202,7 +203,7 @@ class FinnTarget:
                 where=f"board {board.name}",
                 fix="deploy without --require-bitfile and run finish_bitfile.py in the package to see the log",
             )
-        report, summary = self._report(cfg, verification, outcome, pkg, request.data_label, rtl)
+        report, summary = self._report(cfg, verification, outcome, pkg, request.data_label, progress, rtl)
         report.notes.extend(input_notes(request.card))
         return BuildOutcome(report, verification, summary, [outcome.message])
 
@@ -343,9 +344,10 @@ class FinnTarget:
         outcome,
         pkg: PackageBuilder,
         data_label: str,
+        progress: Callable[[str], None],
         rtl: RtlVerification | None = None,
     ):
-        """report.md, report.json and its plots, and the deploy's summary."""
+        """report.md, report.json and its plots (a step of their own), and the deploy's summary."""
         summary = _summary(cfg, verification, outcome, data_label)
         report = Report(
             title=f"FINN deployment to {cfg.board.display_name}",
@@ -355,6 +357,7 @@ class FinnTarget:
         if rtl is not None:
             _add_rtl(report, summary, rtl)
         _add_notes(report, cfg)
+        progress(PLOTS_STEP)
         _add_plots(report, pkg, cfg)
         report.data = {
             "estimate": cfg.network.to_dict(),

@@ -110,7 +110,7 @@ def size_segment_fifos(
             raise _BudgetSpent
         if depths not in measured:
             progress(f"FIFO sizing of {names[0]} -> {names[-1]}: depths {list(depths)}")
-            result = rtl_stitch.simulate_stitched(stitch(layers, depths, work_dir), layers, x, cache_dir)
+            result = rtl_stitch.simulate_stitched(stitch(layers, depths, work_dir, cache_dir), layers, x, cache_dir)
             builds += not result.cached
             measured[depths] = result
             trials.append((depths, result.ii))

@@ -248,12 +248,18 @@ def _top_verilog(name: str, layers: Sequence[RtlLayer], ports: list[dict], depth
     return "\n".join(lines)
 
 
-def stitch(layers: Sequence[RtlLayer], fifo_depth: int | Sequence[int] | None = None, work_dir: Path | None = None):
+def stitch(
+    layers: Sequence[RtlLayer],
+    fifo_depth: int | Sequence[int] | None = None,
+    work_dir: Path | None = None,
+    cache_dir: Path | None = None,
+):
     """The generated top of `layers` (consecutive, in stream order) as one RtlLayer for rtlsim's build and stream.
 
     `fifo_depth`: one for every connection or one per connection; 0 wires the layers directly; None sizes each
     FIFO to two samples of its beats (deep_depths). The top is written to a folder of `work_dir` named by its
-    contents, so the build cache keys on it and a top already written is reused.
+    contents, so the build cache keys on it and a top already written is reused. `cache_dir`: the build cache,
+    where each layer's ports are kept (verilator.layer_ports).
     """
     layers = list(layers)
     if len(layers) < 2:
@@ -271,7 +277,7 @@ def stitch(layers: Sequence[RtlLayer], fifo_depth: int | Sequence[int] | None = 
                 fix="FINN stitches a StreamingDataWidthConverter between them: segments() splits the chain there",
             )
     depths = _depths(fifo_depth, layers)
-    ports = [verilator.layer_ports(layer) for layer in layers]
+    ports = [verilator.layer_ports(layer, cache_dir) for layer in layers]
     for layer, layer_ports in zip(layers, ports):
         check_ports(layer, layer_ports, "the stitched simulation")
     top = "segment_" + _identifier(f"{layers[0].name}__{layers[-1].name}")
@@ -471,4 +477,4 @@ def simulate_segment(
 ) -> SegmentResult:
     """Consecutive RTL `nodes` of a dataflow graph stitched (see stitch) and run on a batch of their input."""
     layers = segment_layers(dataflow, nodes, sources_dir)
-    return simulate_stitched(stitch(layers, fifo_depth, work_dir), layers, x, cache_dir, idle_limit)
+    return simulate_stitched(stitch(layers, fifo_depth, work_dir, cache_dir), layers, x, cache_dir, idle_limit)

@@ -288,14 +288,15 @@ def verify_segments(
     work_dir = Path(cache_dir) / "stitched" if work_dir is None else work_dir
     for chain in segments(dataflow):
         label = " -> ".join(node.name for node in chain)
+        # the step stitches too: reading each layer's ports (from the build cache, or in Verilator) is part of it
+        progress(f"stitched RTL simulation of {chain[0].name} ... {chain[-1].name} (Verilator)")
         try:
             layers = segment_layers(dataflow, chain, sources_dir, converter_sources)
-            top = stitch(layers, 0, work_dir)  # direct wires: FINN builds no FIFO of its default depth (2)
+            top = stitch(layers, 0, work_dir, cache_dir)  # direct wires: FINN builds no FIFO of its default depth (2)
         except SimulationError as error:
             result.not_stitched[label] = error.what
             result.rows.append([label, *[None] * 9, f"not stitched: {error.what}"])
             continue
-        progress(f"stitched RTL simulation of {chain[0].name} ... {chain[-1].name} (Verilator)")
         x, expected = tensors[chain[0].input[0]], tensors[chain[-1].output[0]]
         try:
             run = rtl_stitch.simulate_stitched(top, layers, x, cache_dir)  # on the module, as fifo_sizing calls it

@@ -157,15 +157,17 @@ def read_ports(header: Path) -> dict[str, tuple[str, int]]:
     return {m[2]: (m[1], int(m[3]) - int(m[4]) + 1) for m in _PORT.finditer(header.read_text())}
 
 
-def layer_ports(layer: RtlLayer) -> dict[str, tuple[str, int]]:
+def layer_ports(layer: RtlLayer, cache_dir: Path | None = None) -> dict[str, tuple[str, int]]:
     """The layer top's ports as Verilator elaborates them (direction, width): ranges in the RTL are expressions.
 
     Remembered in this process, keyed by the top and every file's path and sha256 (a regenerated file is read
     again) and bounded (PORTS_KEPT tops, the least recently used dropped, so a long-lived process does not grow):
-    FIFO sizing stitches the same layers once per trial, and each read is a Verilator run of a second or more."""
+    FIFO sizing stitches the same layers once per trial, and each read is a Verilator run of a second or more.
+    With `cache_dir` (a build cache, as build_layer's), kept there beside the builds, keyed like them by the
+    sources: a later process, or a layer built before, reads them without running Verilator."""
     files = tuple((str(p), hashlib.sha256(Path(p).read_bytes()).hexdigest()) for p in layer.hdl)
     try:
-        return dict(_elaborated_ports(layer.top, files))
+        return dict(_elaborated_ports(layer.top, files, None if cache_dir is None else str(cache_dir)))
     except _Unreadable as error:
         raise SimulationError(
             f"Verilator could not read the RTL of {layer.name}: " + ("; ".join(error.errors[:3]) or "no message"),
@@ -182,12 +184,30 @@ class _Unreadable(Exception):
         self.errors = errors
 
 
+_port_runs = 0  # Verilator runs of this process that read a top's ports (port_runs)
+
+
+def port_runs() -> int:
+    """How many times this process ran Verilator to read a top's ports: neither remembered nor in a build cache."""
+    return _port_runs
+
+
 @functools.lru_cache(maxsize=PORTS_KEPT)
-def _elaborated_ports(top: str, files: tuple[tuple[str, str], ...]) -> tuple[tuple[str, tuple[str, int]], ...]:
-    """layer_ports' Verilator run (`files`: path and sha256, the key): the ports as a tuple no caller can change."""
+def _elaborated_ports(
+    top: str, files: tuple[tuple[str, str], ...], cache_dir: str | None
+) -> tuple[tuple[str, tuple[str, int]], ...]:
+    """layer_ports' lookup and Verilator run (`files`: path and sha256; with the cache folder, the key): the ports
+    as a tuple no caller can change."""
+    global _port_runs
     tool = find_verilator()
+    entry = None if cache_dir is None else _ports_entry(Path(cache_dir), tool, top, files)
+    if entry is not None:
+        found = _cached_ports(*entry)
+        if found is not None:
+            return tuple(found.items())
     with rtl_scratch() as tmp:
         cmd = [str(tool.driver), *VERILATOR_FLAGS, "--top-module", top, "--prefix", "Vdut"]
+        _port_runs += 1
         proc = subprocess.run(
             [*cmd, "--Mdir", tmp, *(path for path, _ in files)],
             env=tool.env(),
@@ -199,7 +219,55 @@ def _elaborated_ports(top: str, files: tuple[tuple[str, str], ...]) -> tuple[tup
         header = Path(tmp) / "Vdut.h"
         if proc.returncode != 0 or not header.is_file():
             raise _Unreadable([line for line in (proc.stdout + proc.stderr).splitlines() if "%Error" in line])
-        return tuple(read_ports(header).items())
+        ports = read_ports(header)
+    if entry is not None:
+        _store_ports(*entry, top, ports)
+    return tuple(ports.items())
+
+
+def _ports_entry(cache_dir: Path, tool: Verilator, top: str, files: tuple[tuple[str, str], ...]) -> tuple[Path, str]:
+    """The cache file of a top's ports and its key: the sources (name and sha256, as a build's key), the top,
+    Verilator and its flags. A build of the same sources writes it too (_compile)."""
+    digest = hashlib.sha256()
+    for part in (*tool.identity(), top, *VERILATOR_FLAGS):
+        digest.update(part.encode() + b"\0")
+    for path, sha256 in files:
+        digest.update(Path(path).name.encode() + b"\0" + sha256.encode() + b"\0")
+    key = digest.hexdigest()
+    return cache_dir / f"{top}-{key[:16]}.ports.json", key
+
+
+def _cached_ports(entry: Path, key: str) -> dict[str, tuple[str, int]] | None:
+    """The ports the cache file holds, if it is whole and of this key (as a build's build.json is checked); a
+    damaged or foreign file is None, and read again."""
+    try:
+        meta = json.loads(entry.read_text())
+        ports = {
+            str(name): (direction, width)
+            for name, (direction, width) in meta["ports"].items()
+            if direction in ("IN", "OUT") and type(width) is int and width > 0
+        }
+        if meta["key"] == key and ports and len(ports) == len(meta["ports"]):
+            return ports
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        pass
+    return None
+
+
+def _store_ports(entry: Path, key: str, top: str, ports: dict[str, tuple[str, int]]) -> None:
+    """Write the cache file whole (renamed into place), or not at all: a cache that cannot be written only costs
+    the next process a Verilator run."""
+    temp = None
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=entry.parent, prefix=f".{entry.name}-")
+        with os.fdopen(handle, "w") as out:
+            json.dump({"key": key, "top": top, "ports": ports}, out, indent=1)
+        os.replace(temp, entry)
+    except OSError:
+        if temp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
 
 
 def check_ports(layer: RtlLayer, ports: dict[str, tuple[str, int]], simulation: str = "the RTL simulation") -> None:
@@ -422,6 +490,8 @@ def _compile(tool: Verilator, layer: RtlLayer, cache_dir: Path, key: str, entry:
             if proc.returncode != 0 or not (obj / "Vdut.h").is_file():
                 raise _compile_error(layer, proc, log, "read")
             ports = read_ports(obj / "Vdut.h")
+            files = tuple((str(p), hashlib.sha256(p.read_bytes()).hexdigest()) for p in layer.hdl)
+            _store_ports(*_ports_entry(cache_dir, tool, layer.top, files), layer.top, ports)  # for stitching it
             check_ports(layer, ports)
             (staging / "tb.cpp").write_text(_testbench(layer, ports))
             level = _opt_level(optimize)

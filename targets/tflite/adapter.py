@@ -25,7 +25,7 @@ import numpy as np
 from sdk.boards import Board
 from sdk.errors import ConfigError, PackageError
 from sdk.package import PackageBuilder
-from sdk.report import Report, Table, bar_plot, kib, verification_table
+from sdk.report import PLOTS_STEP, Report, Table, bar_plot, kib, verification_table
 from sdk.verify import Verification, share
 from targets.base import BuildOutcome, BuildRequest, ComparisonCells, SimulatedOutputs
 from targets.registry import NoOptions
@@ -201,7 +201,9 @@ class TfliteFamilyTarget:
                 where=f"{MODEL_NAME} for {request.board.name}",
                 fix="retrain with fewer weight bits or narrower layers; if the model is a zoo model, report it",
             ) from exc
-        report, summary = self._report(request.board, info, verification, agreements, measured, pkg, request.data_label)
+        report, summary = self._report(
+            request.board, info, verification, agreements, measured, pkg, request.data_label, progress
+        )
         return BuildOutcome(report, verification, summary, measured.messages)
 
     def _report(
@@ -213,8 +215,10 @@ class TfliteFamilyTarget:
         measured: Measured,
         pkg: PackageBuilder,
         data_label: str,
+        progress: Callable[[str], None],
     ) -> tuple[Report, dict[str, Any]]:
-        """report.md, report.json and its plots, and the deploy's summary (the runtime's measurements added)."""
+        """report.md, report.json and its plots (a step of their own), and the deploy's summary (the runtime's
+        measurements added)."""
         accuracy = verification.accuracy
         summary = {
             "board": board.display_name,
@@ -234,6 +238,7 @@ class TfliteFamilyTarget:
             "'op alone' feeds each op the QAT model's own input (the rule); 'end to end' runs the int8 graph on its "
             "own, where differences compound (reported, with the accuracy of each)."
         )
+        progress(PLOTS_STEP)
         _weight_plot(report, pkg, info)
         if measured.plot is not None:
             measured.plot(pkg, report)
