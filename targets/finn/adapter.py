@@ -72,18 +72,27 @@ def graph_input(card: dict, x: np.ndarray, parent) -> np.ndarray:
 
     FINN computes a bipolar input's products as XNOR-popcounts on its bits: it relabels a BIPOLAR input BINARY,
     so the accelerator takes b = (code + 1) / 2, which the host computes here (and a board's driver alike)."""
+    return _as_graph_input(x, *_graph_input_form(card, x.shape[1:], parent))
+
+
+def _graph_input_form(card: dict, sample: tuple[int, ...], parent) -> tuple[tuple[int, ...], bool]:
+    """(the parent graph input's sample shape, whether the host turns bipolar codes into bits) for samples shaped
+    `sample`; a PackageError where the graph's input does not hold as many values."""
     name = parent.graph.input[0].name
     shape = parent.get_tensor_shape(name) or []
-    if len(shape) < 2 or int(np.prod(shape[1:])) != int(np.prod(x.shape[1:])):
+    if len(shape) < 2 or int(np.prod(shape[1:])) != int(np.prod(sample)):
         raise PackageError(
-            f"The parent graph's input '{name}' has shape {shape}; the model card's samples are {tuple(x.shape[1:])}.",
+            f"The parent graph's input '{name}' has shape {shape}; the model card's samples are {tuple(sample)}.",
             where=f"{PARENT_NAME}, input {name}",
             fix="the package's files do not belong together; deploy again",
         )
-    x = x.reshape(len(x), *shape[1:]).astype(np.float32)
-    if card["input"].get("map", {}).get("dtype") == "BIPOLAR" and _input_datatype(parent) == "BINARY":
-        x = (x + 1) / 2
-    return x
+    bipolar = card["input"].get("map", {}).get("dtype") == "BIPOLAR" and _input_datatype(parent) == "BINARY"
+    return tuple(shape[1:]), bipolar
+
+
+def _as_graph_input(x: np.ndarray, shape: tuple[int, ...], bipolar: bool) -> np.ndarray:
+    x = x.reshape(len(x), *shape).astype(np.float32)
+    return (x + 1) / 2 if bipolar else x
 
 
 def input_notes(card: dict) -> list[str]:
@@ -160,12 +169,31 @@ def _rtl_clock(package: Path) -> tuple[str, float]:
     return manifest["board"]["part"], float(clock)
 
 
+class _HostGraph:
+    """The parent graph as the simulator's host ops read it (its nodes, its constants), the constants converted
+    once: qonnx's get_initializer converts one from its protobuf on every read."""
+
+    def __init__(self, parent) -> None:
+        from onnx import numpy_helper
+
+        self.graph = parent.graph
+        self._constants: dict[str, np.ndarray] = {}
+        for init in parent.graph.initializer:  # the first of a name, as qonnx reads it
+            self._constants.setdefault(init.name, numpy_helper.to_array(init))
+
+    def get_initializer(self, name: str) -> np.ndarray | None:
+        return self._constants.get(name)
+
+
 class LoadedFinn:
     """A FINN package in memory: the parent graph's host ops and the accelerator's prepared simulation plan."""
 
     def __init__(self, target: FinnTarget, package: Path, card: dict, parent, dataflow, plan, options) -> None:
         self.target, self.package, self.card, self.options = target, package, card, options
         self.parent, self.dataflow, self.plan = parent, dataflow, plan
+        self.host = _HostGraph(parent)
+        self.input_form = _graph_input_form(card, tuple(card["input"]["image_shape"]), parent)
+        host_input(self.host, np.zeros((0, *self.input_form[0]), np.float32))  # the host ops checked, at load
         self.rtl_clock: tuple[str, float] | None = None
 
     def warm_up(self) -> None:
@@ -182,10 +210,10 @@ class LoadedFinn:
     def run(self, x: np.ndarray, agreement: bool = True) -> SimulatedOutputs:
         """The simulator's outputs (bit-exact); with the `rtlsim` option, the Verilator runs beside them whatever
         `agreement` says (the caller asked for them)."""
-        xs = graph_input(self.card, x, self.parent)
+        xs = _as_graph_input(x, *self.input_form)
         rtlsim = self.rtl_clock is not None
-        dataflow = self.plan.run(host_input(self.parent, xs), keep_intermediates=rtlsim)
-        result = ParentResult(host_output(self.parent, dataflow.output), dataflow.output, dataflow)
+        dataflow = self.plan.run(host_input(self.host, xs), keep_intermediates=rtlsim)
+        result = ParentResult(host_output(self.host, dataflow.output), dataflow.output, dataflow)
         simulated = SimulatedOutputs(result.output, bit_exact=True)
         if rtlsim:
             self._rtlsim(result, xs, simulated)
