@@ -27,6 +27,7 @@ from sdk.package import MANIFEST_NAME, verify_package
 from targets.registry import FLOWS, get_target, set_options, simulate_options
 
 if TYPE_CHECKING:
+    from sdk.input_map import InputMap
     from targets.base import LoadedArtifact, SimulatedOutputs
 
 
@@ -42,6 +43,7 @@ class LoadedPackage:
     manifest: dict[str, Any]
     card: dict[str, Any]
     artifact: LoadedArtifact
+    input_map: InputMap  # the card's, read once
 
     def __call__(self, x: Any, codes: bool = False) -> np.ndarray:
         return self.simulate(x, codes)
@@ -57,7 +59,7 @@ class LoadedPackage:
 
         if not isinstance(codes, bool):
             raise ConfigError(f"codes must be True or False, got {codes!r}.", where="codes", fix="codes=True")
-        return self.artifact.run(model_batch(x, self.card, codes=codes), agreement)
+        return self.artifact.run(model_batch(x, self.card, codes=codes, mapping=self.input_map), agreement)
 
 
 def load_package(
@@ -70,12 +72,11 @@ def load_package(
     manifest = read_manifest(package)
     parsed = simulate_options_of(manifest["flow"], options or {})
     card = read_card(package)
-    import sdk.deployment  # noqa: F401  model_batch's modules, imported now: a call then opens no file
-    import sdk.input_map  # noqa: F401
-    import sdk.model_card  # noqa: F401
+    import sdk.deployment  # noqa: F401  model_batch's module, imported now: a call then opens no file
+    from sdk.model_card import input_map_of
 
     artifact = get_target(manifest["flow"]).load(package, card, parsed, threads)
-    return LoadedPackage(package, manifest["flow"], manifest, card, artifact)
+    return LoadedPackage(package, manifest["flow"], manifest, card, artifact, input_map_of(card))
 
 
 _PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")

@@ -51,9 +51,9 @@ from targets.finn.simulator import (
     ParentResult,
     accelerator_output_of,
     host_input,
-    host_output,
     output_is_invertible,
     prepare_dataflow,
+    prepare_host,
     simulate_parent,
 )
 
@@ -90,8 +90,12 @@ def _graph_input_form(card: dict, sample: tuple[int, ...], parent) -> tuple[tupl
     return tuple(shape[1:]), bipolar
 
 
-def _as_graph_input(x: np.ndarray, shape: tuple[int, ...], bipolar: bool) -> np.ndarray:
-    x = x.reshape(len(x), *shape).astype(np.float32)
+def _as_graph_input(x: np.ndarray, shape: tuple[int, ...], bipolar: bool, as_float: bool = True) -> np.ndarray:
+    """as_float=False: integer codes stay integers (the host's input ops only move values, and the simulator takes
+    the codes in their narrowest type: a float32 copy would only be cast back)."""
+    x = x.reshape(len(x), *shape)
+    if bipolar or as_float:
+        x = x.astype(np.float32)
     return (x + 1) / 2 if bipolar else x
 
 
@@ -191,9 +195,8 @@ class LoadedFinn:
     def __init__(self, target: FinnTarget, package: Path, card: dict, parent, dataflow, plan, options) -> None:
         self.target, self.package, self.card, self.options = target, package, card, options
         self.parent, self.dataflow, self.plan = parent, dataflow, plan
-        self.host = _HostGraph(parent)
+        self.host = prepare_host(_HostGraph(parent))  # the host ops checked and bound, at load
         self.input_form = _graph_input_form(card, tuple(card["input"]["image_shape"]), parent)
-        host_input(self.host, np.zeros((0, *self.input_form[0]), np.float32))  # the host ops checked, at load
         self.rtl_clock: tuple[str, float] | None = None
 
     def warm_up(self) -> None:
@@ -210,10 +213,10 @@ class LoadedFinn:
     def run(self, x: np.ndarray, agreement: bool = True) -> SimulatedOutputs:
         """The simulator's outputs (bit-exact); with the `rtlsim` option, the Verilator runs beside them whatever
         `agreement` says (the caller asked for them)."""
-        xs = _as_graph_input(x, *self.input_form)
         rtlsim = self.rtl_clock is not None
-        dataflow = self.plan.run(host_input(self.host, xs), keep_intermediates=rtlsim)
-        result = ParentResult(host_output(self.host, dataflow.output), dataflow.output, dataflow)
+        xs = _as_graph_input(x, *self.input_form, as_float=rtlsim)
+        dataflow = self.plan.run(self.host.input(xs), keep_intermediates=rtlsim)
+        result = ParentResult(self.host.output(dataflow.output), dataflow.output, dataflow)
         simulated = SimulatedOutputs(result.output, bit_exact=True)
         if rtlsim:
             self._rtlsim(result, xs, simulated)
