@@ -63,7 +63,8 @@ class SimulatedOutputs:
 class LoadedArtifact(Protocol):
     """A package's artifact made ready once (graphs read, plan prepared, interpreters made), for any number of runs.
 
-    `run` reads no file (the simulator's own `--rtlsim`-like options may: they build in a scratch folder)."""
+    `run` reads no file, unless a simulate option asks for another tool's run (an FPGA package's RTL in Verilator
+    builds in a scratch folder)."""
 
     def run(self, x: np.ndarray, agreement: bool = True) -> SimulatedOutputs:
         """x: the device's integer codes in the model card's input layout (sdk.deployment.model_batch).
