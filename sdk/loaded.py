@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sdk.errors import ConfigError, PackageError
+from sdk.errors import ConfigError, PackageError, SDKError
 from sdk.package import MANIFEST_NAME, verify_package
 from targets.registry import FLOWS, get_target, set_options, simulate_options
 
@@ -40,10 +40,10 @@ class LoadedPackage:
 
     path: Path
     flow: str
-    manifest: dict[str, Any]
-    card: dict[str, Any]
-    artifact: LoadedArtifact
-    input_map: InputMap  # the card's, read once
+    manifest: dict[str, Any] = field(repr=False)
+    card: dict[str, Any] = field(repr=False)
+    artifact: LoadedArtifact = field(repr=False)
+    input_map: InputMap = field(repr=False)  # the card's, read once
 
     def __call__(self, x: Any, codes: bool = False) -> np.ndarray:
         return self.simulate(x, codes)
@@ -75,7 +75,15 @@ def load_package(
     import sdk.deployment  # noqa: F401  model_batch's module, imported now: a call then opens no file
     from sdk.model_card import input_map_of
 
-    artifact = get_target(manifest["flow"]).load(package, card, parsed, threads)
+    target = get_target(manifest["flow"])
+    if not callable(getattr(target, "load", None)):  # a flow written for an SDK before sdk.load
+        raise SDKError(
+            f"The flow {manifest['flow']!r} of this package cannot load it: its adapter "
+            f"({type(target).__module__}) has no load method (targets.base.Target.load).",
+            where=str(package),
+            fix="update the package that provides the flow (it was written for an older SDK)",
+        )
+    artifact = target.load(package, card, parsed, threads)
     return LoadedPackage(package, manifest["flow"], manifest, card, artifact, input_map_of(card))
 
 
