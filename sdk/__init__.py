@@ -9,6 +9,7 @@ The stable Python API:
     sdk.check("run/", "pynq-z2")                       # raises an SDKError naming every unmappable layer
     result = sdk.deploy("run/", "pynq-z2", data="my_samples.npz")   # or a QONNX file, or an nn.Module
     outputs = sdk.simulate(result.package, x)          # the packaged artifact's outputs on x
+    pkg = sdk.load(result.package)                     # verified once: pkg(x) gives the same, reading no file
 
 Nothing here draws or prints: long jobs report through `progress=` (a callable taking an sdk.ProgressEvent);
 `progress=sdk.ProgressBars()` draws them on stderr as the `sdk` command does.
@@ -24,6 +25,8 @@ _API = {
     "check": "sdk.api",
     "deploy": "sdk.api",
     "simulate": "sdk.api",
+    "load": "sdk.api",
+    "LoadedPackage": "sdk.loaded",
     "DeployConfig": "sdk.deployment",
     "DeployResult": "sdk.deployment",
     "deploy_many": "sdk.deployment",

@@ -1,9 +1,10 @@
-"""The Python API for build scripts and tests: check, deploy and simulate, each taking a path or a Brevitas module.
+"""The Python API for build scripts and tests: check, deploy, simulate and load, taking a path or a Brevitas module.
 
     import sdk
     sdk.check(model, "pynq-z2", example_input=torch.zeros(1, 1, 28, 28))
     result = sdk.deploy(model, "tflite", example_input=..., data="my_samples.npz", out="build/tflite")
     outputs = sdk.simulate(result.package, x)   # the packaged artifact's outputs on x, in the simulator
+    pkg = sdk.load(result.package)              # verified once; pkg(x) then reads no file
 
 `model` is a training run folder, a QONNX file with its model card beside it (`sdk export`), or an `nn.Module`
 with `example_input` (one sample, (1, C, H, W), (1, C, T) or (1, F)): the module takes pixels / 255 and is
@@ -178,17 +179,8 @@ def deploy(
     return results if "," in target else results[0]
 
 
-def simulate(package: str | Path, x: np.ndarray, codes: bool = False, **options: Any) -> np.ndarray:
-    """The packaged artifact's final outputs on a batch `x`: what the model's forward takes, in its input layout
-    ((N, C, H, W); (N, F), (N, H, W) and (N, C, T) for a Conv1d model too), the same x for every target.
-
-    Pixels for a model that takes pixels (uint8, or floats in [0, 1]); the float features for a model that
-    quantizes its own input (the package's input map turns them into the device's codes exactly as the model's
-    first quantizer does). codes=True: x holds the device's integer codes already. A value the model's first
-    quantizer would clip, or that is not a number, is a ConfigError naming x (sdk.deployment.model_batch).
-
-    options: the package's flow's own simulate options (`sdk simulate --help` lists them)."""
-    from sdk.simulation import run_package
+def _check_package_call(package: Any, codes: Any, options: dict[str, Any], call: str, own: str) -> None:
+    """The package argument, codes and the simulate options of sdk.simulate / sdk.load, checked the same way."""
     from targets.registry import simulate_options
 
     if package is None:
@@ -200,8 +192,40 @@ def simulate(package: str | Path, x: np.ndarray, codes: bool = False, **options:
     unknown = sorted(name for name in options if name not in known)
     if unknown:
         raise ConfigError(
-            f"sdk.simulate() got unknown option(s): {', '.join(unknown)}.",
+            f"{call}() got unknown option(s): {', '.join(unknown)}.",
             where=", ".join(unknown),
-            fix=f"use the options sdk.simulate takes: codes, {', '.join(sorted(known))}",
+            fix=f"use the options {call} takes: {', '.join([own, *sorted(known)])}",
         )
+
+
+def simulate(package: str | Path, x: np.ndarray, codes: bool = False, **options: Any) -> np.ndarray:
+    """The packaged artifact's final outputs on a batch `x`: what the model's forward takes, in its input layout
+    ((N, C, H, W); (N, F), (N, H, W) and (N, C, T) for a Conv1d model too), the same x for every target.
+
+    Pixels for a model that takes pixels (uint8, or floats in [0, 1]); the float features for a model that
+    quantizes its own input (the package's input map turns them into the device's codes exactly as the model's
+    first quantizer does). codes=True: x holds the device's integer codes already. A value the model's first
+    quantizer would clip, or that is not a number, is a ConfigError naming x (sdk.deployment.model_batch).
+
+    options: the package's flow's own simulate options (`sdk simulate --help` lists them). Each call verifies and
+    loads the package anew: for many calls, load it once (sdk.load)."""
+    from sdk.simulation import run_package
+
+    _check_package_call(package, codes, options, "sdk.simulate", "codes")
     return run_package(package, x, codes, options)
+
+
+def load(package: str | Path, *, threads: int | None = None, **options: Any):
+    """The package verified once (its manifest and every file's sha256, as sdk.simulate does, with the same
+    errors) and its artifact made ready: `pkg = sdk.load(package)`; `pkg(x)` (or `pkg.simulate(x, codes=False)`)
+    then gives exactly what sdk.simulate(package, x) gives, reading no file. A package changed on disk after
+    load is not seen by its calls (load it again).
+
+    threads: the most threads a call uses (None: the runtime's default, e.g. one per core for an FPGA package's
+    integer GEMM). options: the package's flow's own simulate options, as for sdk.simulate."""
+    from sdk.loaded import load_package
+
+    _check_package_call(package, False, options, "sdk.load", "threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads must be a positive integer, got {threads!r}.", where="threads", fix="threads=1")
+    return load_package(package, options, threads)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from sdk.scratch import clear_scratch, scratch_dir
 from sdk.step_times import StepClock, StepTable
 from targets.base import finite_positive, parse_options
 from targets.registry import get_target
+
+if TYPE_CHECKING:
+    from sdk.input_map import InputMap
 
 # the step table's rows that are no progress event: the checks before any work, and the scratch folder's removal
 PREPARE_STEP = "check settings, board and output folder"
@@ -295,15 +298,18 @@ def in_model_layout(x: np.ndarray, card: dict[str, Any], where: str) -> np.ndarr
     return x
 
 
-def model_batch(x: Any, card: dict[str, Any], where: str = "x", codes: bool = False) -> np.ndarray:
+def model_batch(
+    x: Any, card: dict[str, Any], where: str = "x", codes: bool = False, mapping: InputMap | None = None
+) -> np.ndarray:
     """A batch handed to a package (`sdk.simulate`), checked the same way for every flow before any runs it and
     turned into the device codes every flow takes (sdk.input_map): a numeric array of at least one sample, shaped
     like the card's input ((N, H, W) and (N, F) as --data takes them), holding what the model's forward takes
     (pixels: uint8, or floats in [0, 1] as --data takes them; features: floats the first quantizer takes without
-    clipping). codes=True: x holds the device's integers already. Nothing is cast, wrapped or clipped silently."""
+    clipping). codes=True: x holds the device's integers already. Nothing is cast, wrapped or clipped silently.
+    mapping: the card's input map, where the caller read it once (a loaded package)."""
     from sdk.model_card import input_map_of
 
-    mapping = input_map_of(card)
+    mapping = mapping or input_map_of(card)
     fix = f"pass the samples as an array (N, C, H, W) of what the model's forward takes: {mapping.value_range()}"
     if x is None or isinstance(x, str | bytes | dict):
         raise ConfigError(f"{where} must be an array of samples, got {type(x).__name__}.", where=where, fix=fix)
@@ -326,16 +332,18 @@ def model_batch(x: Any, card: dict[str, Any], where: str = "x", codes: bool = Fa
         array = in_model_layout(array, card, where)
     except DatasetError as exc:
         raise ConfigError(exc.what, where=where, fix=exc.fix) from None
-    return device_codes(array, card, where, codes)
+    return device_codes(array, card, where, codes, mapping)
 
 
-def device_codes(x: np.ndarray, card: dict[str, Any], where: str, codes: bool = False) -> np.ndarray:
+def device_codes(
+    x: np.ndarray, card: dict[str, Any], where: str, codes: bool = False, mapping: InputMap | None = None
+) -> np.ndarray:
     """x (in the card's layout) as the device's integer codes: the one conversion of every user value (--data,
     `sdk simulate --data`, sdk.simulate) for every flow. Pixels given as floats must be in [0, 1], as --data takes
     them; codes=True takes the device's integers as they are."""
     from sdk.model_card import input_map_of
 
-    mapping = input_map_of(card)
+    mapping = mapping or input_map_of(card)
     if mapping.user_pixels and x.dtype.kind == "f" and not codes:
         x = _float_pixels(x, where)
     if codes or mapping.takes_codes:

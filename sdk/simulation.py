@@ -7,8 +7,6 @@ package was built from (the QONNX model and card travel in the package).
 from __future__ import annotations
 
 import json
-import math
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +15,8 @@ import numpy as np
 
 from sdk.data import load_dataset, load_samples
 from sdk.datasets import BUILT_IN
-from sdk.errors import ConfigError, DatasetError, PackageError
-from sdk.package import MANIFEST_NAME, verify_package
-from targets.registry import FLOWS, get_target
+from sdk.errors import ConfigError, DatasetError
+from sdk.loaded import load_package
 
 
 @dataclass
@@ -41,89 +38,13 @@ class SimulationReport:
         return asdict(self)
 
 
-_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-
-
-def _field_problem(manifest: dict) -> tuple[str, str] | None:
-    """(field, what is wrong) for the first deploy field a reader uses that is missing or malformed."""
-    board = manifest.get("board")
-    listed = {entry["path"] for entry in manifest["files"]}
-    clock = manifest.get("clock_mhz")
-    checks = [
-        ("flow", manifest.get("flow") in FLOWS, f"is not one of {', '.join(FLOWS)}"),
-        ("board", isinstance(board, dict), "is not an object"),
-        ("board.name", isinstance(board, dict) and isinstance(board.get("name"), str) and board["name"], "is not text"),
-        (
-            "board.part",
-            isinstance(board, dict)
-            and (board.get("part") is None or _PART.fullmatch(str(board["part"])) is not None)
-            and (not _needs_part(manifest.get("flow")) or isinstance(board.get("part"), str)),
-            "is not a part name (letters, digits, '_', '.', '-'; an FPGA package needs one)",
-        ),
-        ("artifact", manifest.get("artifact") in listed, "does not name a file the manifest lists"),
-        ("verified", isinstance(manifest.get("verified"), bool), "is not true or false"),
-        (
-            "clock_mhz",
-            clock is None
-            or (isinstance(clock, int | float) and not isinstance(clock, bool) and math.isfinite(clock) and clock > 0),
-            "is not a positive number of MHz",
-        ),
-    ]
-    return next(((name, what) for name, ok, what in checks if not ok), None)
-
-
-def _needs_part(flow: object) -> bool:
-    """The flow's packages name the board's part (its simulate reads it)."""
-    return isinstance(flow, str) and flow in FLOWS and FLOWS[flow].needs_part
-
-
-def _manifest(package: Path) -> dict:
-    """The package's manifest, after verify_package: a changed, added or missing file is refused before it runs,
-    and so is a manifest whose deploy fields are missing or malformed, naming the field."""
-    manifest = verify_package(package)
-    problem = _field_problem(manifest)
-    if problem is not None:
-        name, what = problem
-        raise PackageError(
-            f"{MANIFEST_NAME} does not describe a deployment package: its field {name} {what}.",
-            where=f"{package / MANIFEST_NAME} (field {name})",
-            fix="deploy again; packages are written whole",
-        )
-    return manifest
-
-
-def _card(package: Path) -> dict:
-    path = package / "model.qonnx.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PackageError(
-            "The package lacks model.qonnx.json.", where=str(package), fix="deploy again; packages are written whole"
-        ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PackageError(f"model.qonnx.json is corrupt: {exc}", where=str(path), fix="deploy again") from exc
-
-
 def run_package(
     package: Path | str, x: np.ndarray, codes: bool = False, options: dict[str, Any] | None = None
 ) -> np.ndarray:
     """The packaged artifact's final outputs on a batch `x` (what the model's forward takes, in its input layout;
-    codes=True: the device's integer codes), in the simulator; options: the flow's own simulate options."""
-    package = Path(package)
-    manifest = _manifest(package)
-    parsed = _simulate_options(manifest["flow"], options or {})
-    from sdk.deployment import model_batch
-
-    card = _card(package)
-    return get_target(manifest["flow"]).simulate(package, card, model_batch(x, card, codes=codes), parsed).outputs
-
-
-def _simulate_options(flow: str, given: dict[str, Any]) -> Any:
-    """The simulate options the user set, as the package's flow's typed options (another flow's are refused)."""
-    from targets.base import parse_simulate_options
-    from targets.registry import set_options, simulate_options
-
-    return parse_simulate_options(flow, set_options(given, simulate_options()))
+    codes=True: the device's integer codes), in the simulator; options: the flow's own simulate options. The one-shot
+    form of sdk.load: the package is verified and loaded for this call alone."""
+    return load_package(package, options).simulate(x, codes)
 
 
 def _samples(
@@ -180,14 +101,12 @@ def simulate_package(
         raise ConfigError(
             f"--limit must be a positive integer, got {limit!r}.", where="--limit", fix="e.g. --limit 1000"
         )
-    package = Path(package)
-    manifest = _manifest(package)
-    parsed = _simulate_options(manifest["flow"], options)
-    card = _card(package)
+    loaded = load_package(package, options)
+    package, manifest, card = loaded.path, loaded.manifest, loaded.card
     x, y, what = _samples(card, data, limit, codes)
     reference = qat_outputs(ResolvedModel(package / "model.qonnx.onnx", card, None), x)
     check_labels(y, reference, f"--data {data}" if data else "the model card's data set")
-    simulated = get_target(manifest["flow"]).simulate(package, card, x, parsed)
+    simulated = loaded.artifact.run(x, True)
     outputs = simulated.outputs
     failed_deploy = deploy_failure(package, manifest)
     identical = None

@@ -2,7 +2,7 @@
 
 A target turns a QONNX model (with its model card) into an artifact for one
 board: check -> build (compile, estimate, simulate, verify) -> package files,
-and runs a finished package on new inputs (`simulate`). Everything that
+and loads a finished package to run it on new inputs (`load`). Everything that
 differs between flows lives behind this protocol: the core (`sdk/`) asks the
 registry (`targets.registry`) for a target and never names a flow.
 """
@@ -60,6 +60,18 @@ class SimulatedOutputs:
     failures: list[str] = field(default_factory=list)  # checks the run itself failed (e.g. an RTL layer differs)
 
 
+class LoadedArtifact(Protocol):
+    """A package's artifact made ready once (graphs read, plan prepared, interpreters made), for any number of runs.
+
+    `run` reads no file, unless a simulate option asks for another tool's run (an FPGA package's RTL in Verilator
+    builds in a scratch folder)."""
+
+    def run(self, x: np.ndarray, agreement: bool = True) -> SimulatedOutputs:
+        """x: the device's integer codes in the model card's input layout (sdk.deployment.model_batch).
+        agreement=False: the outputs alone, without the flow's own checks no simulate option asked for (e.g. a
+        TFLite package's runtime beside its golden model); the outputs are the same either way."""
+
+
 @dataclass
 class ComparisonCells:
     """A target's cells of the multi-target comparison table."""
@@ -83,8 +95,11 @@ class Target(Protocol):
 
     def build(self, request: BuildRequest, pkg: PackageBuilder, progress: Callable[[str], None]) -> BuildOutcome: ...
 
-    def simulate(self, package: Path, card: dict[str, Any], x: np.ndarray, options: Any) -> SimulatedOutputs:
-        """options: the flow's own simulate options (its FlowInfo.simulate_options dataclass)."""
+    def load(self, package: Path, card: dict[str, Any], options: Any, threads: int | None = None) -> LoadedArtifact:
+        """The verified package's artifact ready to run (sdk.load); options: the flow's own simulate options (its
+        FlowInfo.simulate_options dataclass); threads: the most the runs may use (None: the runtime's default). A
+        file the artifact needs that is missing or corrupt is a PackageError (or the flow's own SDKError) here,
+        before any run."""
 
     def comparison_cells(self, summary: dict[str, Any]) -> ComparisonCells: ...
 

@@ -168,7 +168,7 @@ def test_every_target_carries_what_the_core_asks_of_it(flow):
         assert isinstance(getattr(target, attribute), str) and getattr(target, attribute)
     assert target.tool_packages and all(isinstance(p, str) for p in target.tool_packages)
     assert fields(flow_info(flow).options), "each flow declares its options as a dataclass"
-    for method in ("validate_board", "check", "build", "simulate", "comparison_cells"):
+    for method in ("validate_board", "check", "build", "load", "comparison_cells"):
         assert callable(getattr(target, method))
     cells = target.comparison_cells({})
     assert isinstance(cells.speed, str) and isinstance(cells.resources, str)

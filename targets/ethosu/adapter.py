@@ -21,7 +21,7 @@ from targets.base import ComparisonCells
 from targets.ethosu.vela import compile_vela
 from targets.tflite.adapter import Measured, TfliteFamilyTarget, info_input
 from targets.tflm.adapter import every_tensor_in_tflm, memory_cells, memory_plot, memory_table
-from targets.tflm.runtime import check_memory, raise_if_too_large, run_tflm
+from targets.tflm.runtime import TflmRunner, check_memory, raise_if_too_large
 
 VELA_MODEL_NAME = "model_vela.tflite"
 
@@ -39,8 +39,8 @@ class EthosuTarget(TfliteFamilyTarget):
     artifact_name = VELA_MODEL_NAME
     tool_packages = ("tflite-micro", "ethos-u-vela", "flatbuffers")
 
-    def run_runtime(self, path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
-        return run_tflm(path, x, measure_arena=False).outputs
+    def open_runtime(self, path: Path, interpreter) -> TflmRunner:
+        return TflmRunner(path)
 
     def comparison_cells(self, summary: dict[str, Any]) -> ComparisonCells:
         per_second = summary.get("inferences_per_second")

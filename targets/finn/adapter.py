@@ -44,9 +44,18 @@ from targets.finn import folding, hardware, shortcuts, steps
 from targets.finn.environment import find_vendor_tools, prepare_finn
 from targets.finn.flow import SimulateOptions
 from targets.finn.graph_check import check_dataflow, check_parent
+from targets.finn.kernels import datatype_range
 from targets.finn.partition import relocatable_parent
 from targets.finn.rtl_verify import RtlVerification, regenerate_sources, verify_rtl, write_fifo_depths
-from targets.finn.simulator import accelerator_output_of, host_input, output_is_invertible, simulate_parent
+from targets.finn.simulator import (
+    ParentResult,
+    accelerator_output_of,
+    host_input,
+    output_is_invertible,
+    prepare_dataflow,
+    prepare_host,
+    simulate_parent,
+)
 
 DATAFLOW_NAME = "dataflow_model.onnx"
 PARENT_NAME = "parent_model.onnx"
@@ -63,18 +72,31 @@ def graph_input(card: dict, x: np.ndarray, parent) -> np.ndarray:
 
     FINN computes a bipolar input's products as XNOR-popcounts on its bits: it relabels a BIPOLAR input BINARY,
     so the accelerator takes b = (code + 1) / 2, which the host computes here (and a board's driver alike)."""
+    return _as_graph_input(x, *_graph_input_form(card, x.shape[1:], parent))
+
+
+def _graph_input_form(card: dict, sample: tuple[int, ...], parent) -> tuple[tuple[int, ...], bool]:
+    """(the parent graph input's sample shape, whether the host turns bipolar codes into bits) for samples shaped
+    `sample`; a PackageError where the graph's input does not hold as many values."""
     name = parent.graph.input[0].name
     shape = parent.get_tensor_shape(name) or []
-    if len(shape) < 2 or int(np.prod(shape[1:])) != int(np.prod(x.shape[1:])):
+    if len(shape) < 2 or int(np.prod(shape[1:])) != int(np.prod(sample)):
         raise PackageError(
-            f"The parent graph's input '{name}' has shape {shape}; the model card's samples are {tuple(x.shape[1:])}.",
+            f"The parent graph's input '{name}' has shape {shape}; the model card's samples are {tuple(sample)}.",
             where=f"{PARENT_NAME}, input {name}",
             fix="the package's files do not belong together; deploy again",
         )
-    x = x.reshape(len(x), *shape[1:]).astype(np.float32)
-    if card["input"].get("map", {}).get("dtype") == "BIPOLAR" and _input_datatype(parent) == "BINARY":
-        x = (x + 1) / 2
-    return x
+    bipolar = card["input"].get("map", {}).get("dtype") == "BIPOLAR" and _input_datatype(parent) == "BINARY"
+    return tuple(shape[1:]), bipolar
+
+
+def _as_graph_input(x: np.ndarray, shape: tuple[int, ...], bipolar: bool, as_float: bool = True) -> np.ndarray:
+    """as_float=False: integer codes stay integers (the host's input ops only move values, and the simulator takes
+    the codes in their narrowest type: a float32 copy would only be cast back)."""
+    x = x.reshape(len(x), *shape)
+    if bipolar or as_float:
+        x = x.astype(np.float32)
+    return (x + 1) / 2 if bipolar else x
 
 
 def input_notes(card: dict) -> list[str]:
@@ -136,6 +158,89 @@ def _load_onnx(path: Path):
             where=str(path),
             fix="the file is corrupt; deploy again",
         ) from exc
+
+
+def _rtl_clock(package: Path) -> tuple[str, float]:
+    """(FPGA part, clock in MHz) of the package's RTL, from its manifest (verified by the caller)."""
+    manifest = json.loads((package / "manifest.json").read_text())
+    clock = manifest.get("clock_mhz") or manifest["board"].get("clock_mhz")
+    if isinstance(clock, bool) or not isinstance(clock, int | float) or not 0 < clock < float("inf"):
+        raise PackageError(
+            "manifest.json names no clock for the package's RTL (clock_mhz, board.clock_mhz).",
+            where=f"{package / 'manifest.json'} (field clock_mhz)",
+            fix="deploy again; packages are written whole",
+        )
+    return manifest["board"]["part"], float(clock)
+
+
+class _HostGraph:
+    """The parent graph as the simulator's host ops read it (its nodes, its constants), the constants converted
+    once: qonnx's get_initializer converts one from its protobuf on every read."""
+
+    def __init__(self, parent) -> None:
+        from onnx import numpy_helper
+
+        self.graph = parent.graph
+        self._constants: dict[str, np.ndarray] = {}
+        for init in parent.graph.initializer:  # the first of a name, as qonnx reads it
+            self._constants.setdefault(init.name, numpy_helper.to_array(init))
+
+    def get_initializer(self, name: str) -> np.ndarray | None:
+        return self._constants.get(name)
+
+
+class LoadedFinn:
+    """A FINN package in memory: the parent graph's host ops and the accelerator's prepared simulation plan."""
+
+    def __init__(self, target: FinnTarget, package: Path, card: dict, parent, dataflow, plan, options) -> None:
+        self.target, self.package, self.card, self.options = target, package, card, options
+        self.parent, self.dataflow, self.plan = parent, dataflow, plan
+        self.host = prepare_host(_HostGraph(parent))  # the host ops checked and bound, at load
+        self.input_form = _graph_input_form(card, tuple(card["input"]["image_shape"]), parent)
+        self.rtl_clock: tuple[str, float] | None = None
+
+    def warm_up(self) -> None:
+        """One sample of the input datatype's lowest value through the plan: the layers' weights are converted and
+        their product paths built now, not in the first run (a run then opens no file, imports nothing)."""
+        low = datatype_range(self.plan.in_type)
+        if low is None:
+            return
+        try:
+            self.plan.run(np.full((1, *self.plan.in_shape[1:]), low[0], np.float32), keep_intermediates=False)
+        except SDKError:  # a layer the lowest input drives out of range: a run names it when real data does
+            pass
+
+    def run(self, x: np.ndarray, agreement: bool = True) -> SimulatedOutputs:
+        """The simulator's outputs (bit-exact); with the `rtlsim` option, the Verilator runs beside them whatever
+        `agreement` says (the caller asked for them)."""
+        rtlsim = self.rtl_clock is not None
+        xs = _as_graph_input(x, *self.input_form, as_float=rtlsim)
+        dataflow = self.plan.run(self.host.input(xs), keep_intermediates=rtlsim)
+        result = ParentResult(self.host.output(dataflow.output), dataflow.output, dataflow)
+        simulated = SimulatedOutputs(result.output, bit_exact=True)
+        if rtlsim:
+            self._rtlsim(result, xs, simulated)
+        return simulated
+
+    def _rtlsim(self, result: ParentResult, xs: np.ndarray, simulated: SimulatedOutputs) -> None:
+        """Each RTL layer's Verilog in Verilator beside the simulator (builds in a scratch folder)."""
+        part, clock = self.rtl_clock
+        with scratch_dir("sim") as tmp:
+            prepare_finn(Path(tmp))
+            # never the packaged RTL: the SDK's own, regenerated from the graph, equal to the packaged bytes
+            sources = Path(tmp) / "regenerated" / "sources"
+            dataflow = regenerate_sources(self.dataflow, part, clock, self.package / "sources", sources)
+            cfg = steps.FinnConfig(None, Path(tmp), sources_dir=sources)
+            cfg.parent = self.parent
+            rtl = self.target._verify_rtl(cfg, dataflow, result, xs, part, lambda message: None, size=False)
+        simulated.agreement[f"RTL layers in Verilator ({len(rtl.verified)}) = simulator"] = (
+            1.0 - rtl.check.mismatch_rate
+        )
+        if rtl.stitched is not None and rtl.stitched.rows:
+            simulated.agreement[f"stitched RTL segments in Verilator ({len(rtl.stitched.rows)}) = simulator"] = (
+                1.0 - rtl.stitched.check.mismatch_rate
+            )
+        simulated.failures += [f"{check.name}: {check.detail}" for check in rtl.checks if not check.passed]
 
 
 class FinnTarget:
@@ -218,44 +323,22 @@ class FinnTarget:
         cache = (cache_root() or cfg.workdir) / "verilator"
         return verify_rtl(dataflow, tensors, cfg.sources_dir, cache, fpga_part, progress, size)
 
-    def simulate(
-        self, package: Path, card: dict[str, Any], x: np.ndarray, options: SimulateOptions
-    ) -> SimulatedOutputs:
-        """The packaged accelerator and its host ops on a batch, in the bit-exact simulator; with `rtlsim`, each
-        RTL layer's packaged Verilog in Verilator beside it."""
+    def load(
+        self, package: Path, card: dict[str, Any], options: SimulateOptions, threads: int | None = None
+    ) -> LoadedFinn:
+        """The package's two graphs read and checked, the accelerator's simulation plan prepared (its integer GEMM
+        on `threads` threads, None: one per core): each run is the bit-exact simulator on the batch alone; with
+        `rtlsim`, each RTL layer's Verilog in Verilator beside it."""
         with scratch_dir("sim") as tmp:
             prepare_finn(Path(tmp))
             parent, dataflow = _load_onnx(package / PARENT_NAME), _load_onnx(package / DATAFLOW_NAME)
             check_dataflow(dataflow, DATAFLOW_NAME)  # what the simulator reads, before it reads it
             check_parent(parent, dataflow, PARENT_NAME)
-            xs = graph_input(card, x, parent)
-            result = simulate_parent(parent, dataflow, xs)
-            simulated = SimulatedOutputs(result.output, bit_exact=True)
+            loaded = LoadedFinn(self, package, card, parent, dataflow, prepare_dataflow(dataflow, threads), options)
             if options.rtlsim:
-                manifest = json.loads((package / "manifest.json").read_text())  # verified by the caller
-                part = manifest["board"]["part"]
-                clock = manifest.get("clock_mhz") or manifest["board"].get("clock_mhz")
-                if isinstance(clock, bool) or not isinstance(clock, int | float) or not 0 < clock < float("inf"):
-                    raise PackageError(
-                        "manifest.json names no clock for the package's RTL (clock_mhz, board.clock_mhz).",
-                        where=f"{package / 'manifest.json'} (field clock_mhz)",
-                        fix="deploy again; packages are written whole",
-                    )
-                # never the packaged RTL: the SDK's own, regenerated from the graph, equal to the packaged bytes
-                sources = Path(tmp) / "regenerated" / "sources"
-                dataflow = regenerate_sources(dataflow, part, clock, package / "sources", sources)
-                cfg = steps.FinnConfig(None, Path(tmp), sources_dir=sources)
-                cfg.parent = parent
-                rtl = self._verify_rtl(cfg, dataflow, result, xs, part, lambda message: None, size=False)
-                simulated.agreement[f"RTL layers in Verilator ({len(rtl.verified)}) = simulator"] = (
-                    1.0 - rtl.check.mismatch_rate
-                )
-                if rtl.stitched is not None and rtl.stitched.rows:
-                    simulated.agreement[
-                        f"stitched RTL segments in Verilator ({len(rtl.stitched.rows)}) = simulator"
-                    ] = 1.0 - rtl.stitched.check.mismatch_rate
-                simulated.failures += [f"{check.name}: {check.detail}" for check in rtl.checks if not check.passed]
-        return simulated
+                loaded.rtl_clock = _rtl_clock(package)
+            loaded.warm_up()
+        return loaded
 
     def comparison_cells(self, summary: dict[str, Any]) -> ComparisonCells:
         speed = "-"

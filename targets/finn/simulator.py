@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -413,11 +414,38 @@ def _plan(parent: ModelWrapper) -> _ParentPlan:
     return _ParentPlan(nodes[:split], nodes[split], nodes[split + 1 :])
 
 
+@dataclass(frozen=True)
+class HostPlan:
+    """The parent graph's host ops bound to their nodes once (a loaded package runs them on every batch)."""
+
+    before: tuple[Callable[[np.ndarray], np.ndarray], ...]  # layout ops, on the input
+    after: tuple[Callable[[np.ndarray], np.ndarray], ...]  # float ops by a constant, on the accelerator's output
+
+    def input(self, x: np.ndarray) -> np.ndarray:
+        for op in self.before:
+            x = op(x)
+        return x
+
+    def output(self, accelerator_output: np.ndarray) -> np.ndarray:
+        y = accelerator_output.astype(np.float32)
+        for op in self.after:
+            y = op(y)
+        return np.asarray(y, dtype=np.float32)
+
+
+def prepare_host(parent: ModelWrapper) -> HostPlan:
+    """The host ops of the parent graph (checked: only HOST_INPUT_OPS before its one partition, HOST_OUTPUT_OPS
+    after it), bound to their nodes."""
+    plan = _plan(parent)
+    return HostPlan(
+        tuple(partial(HOST_INPUT_OPS[node.op_type], parent, node) for node in plan.before),
+        tuple(partial(HOST_OUTPUT_OPS[node.op_type].run, parent, node, invert=False) for node in plan.after),
+    )
+
+
 def host_input(parent: ModelWrapper, x: np.ndarray) -> np.ndarray:
     """The parent's input batch as the accelerator takes it (the host's layout ops applied)."""
-    for node in _plan(parent).before:
-        x = HOST_INPUT_OPS[node.op_type](parent, node, x)
-    return x
+    return prepare_host(parent).input(x)
 
 
 def is_host_output_op(model: ModelWrapper, node) -> bool:
@@ -430,10 +458,7 @@ def is_host_output_op(model: ModelWrapper, node) -> bool:
 
 def host_output(parent: ModelWrapper, accelerator_output: np.ndarray) -> np.ndarray:
     """What the host returns for the accelerator's integer output (the float ops after the partition)."""
-    y = accelerator_output.astype(np.float32)
-    for node in _plan(parent).after:
-        y = HOST_OUTPUT_OPS[node.op_type].run(parent, node, y, False)
-    return np.asarray(y, dtype=np.float32)
+    return prepare_host(parent).output(accelerator_output)
 
 
 def output_is_invertible(parent: ModelWrapper) -> bool:

@@ -81,6 +81,43 @@ def _weight_bytes(layer) -> int | None:
     return (layer.weights.size + 1) // 2 if layer.weight_type == "int4" else int(layer.weights.size)
 
 
+class LoadedTflite:
+    """A TFLite-family package in memory: its file parsed for the golden model, the flow's runtime made once."""
+
+    def __init__(self, target: TfliteFamilyTarget, info: dict, golden, runtime: Callable) -> None:
+        self.target, self.info, self.golden, self.runtime = target, info, golden, runtime
+
+    def run(self, x: np.ndarray, agreement: bool = True) -> SimulatedOutputs:
+        """The golden model's outputs on the batch (in chunks: its im2col copies grow with the batch); with
+        `agreement`, the runtime's beside them, and the share of samples on which the two are equal."""
+        from targets.tflite.golden import run_golden  # imported by load already
+
+        info = self.info
+        xin = runtime_input(
+            x,
+            info["input_shape"],
+            info["tensors"][0]["dtype"] == "FLOAT32",
+            info["input_scale"],
+            int(info.get("input_zero_point", -128)),
+        )
+        output, logits, equal = info["output"], [], []
+        for start in range(0, len(xin), SIMULATION_CHUNK):
+            chunk = xin[start : start + SIMULATION_CHUNK]
+            golden = run_golden(self.golden, chunk, self.target.rounding)[output]
+            if agreement:
+                runtime = self.runtime(chunk)[output]
+                equal.append(np.all((runtime == golden).reshape(len(chunk), -1), axis=1))
+            logits.append(golden)
+        last = info["layers"][-1]
+        outputs = dequantized_logits(np.concatenate(logits), last["scale"], last["zero_point"])
+        if not agreement:
+            return SimulatedOutputs(outputs, bit_exact=False)
+        share = float(np.mean(np.concatenate(equal))) if equal else 1.0
+        return SimulatedOutputs(
+            outputs, bit_exact=False, agreement={f"{self.target.runtime_label} = golden model": share}
+        )
+
+
 class TfliteFamilyTarget:
     """Write, run, verify, report; subclasses say which runtime and what to measure."""
 
@@ -123,40 +160,25 @@ class TfliteFamilyTarget:
             raise ConfigError(f"--int4-weights on {board.name}: {what}.", where="--int4-weights", fix=fix)
         return io == "float", io == "float", options.int4_weights
 
-    def run_runtime(self, path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
-        """The graph outputs of the flow's runtime on a batch."""
+    def open_runtime(self, path: Path, interpreter) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+        """The flow's runtime on the file, made once: a batch -> the graph outputs. `interpreter`: LiteRT on its
+        reference kernels (open_tflite), already made from the file."""
         raise NotImplementedError
 
-    def simulate(self, package: Path, card: dict[str, Any], x: np.ndarray, options: NoOptions) -> SimulatedOutputs:
-        """The golden model of the flow's runtime on the package's model.tflite, and the runtime itself beside it."""
-        from targets.tflite.golden import run_golden
+    def load(self, package: Path, card: dict[str, Any], options: NoOptions, threads: int | None = None) -> LoadedTflite:
+        """The package's model.tflite read once for the golden model of the flow's runtime, and the runtime itself
+        made once beside it; its tflite_info.json read."""
+        from targets.tflite.golden import golden_graph
         from targets.tflite.runtime import open_tflite
 
         path = package / MODEL_NAME
-        open_tflite(path)  # a missing or corrupt file: TfliteFileError (exit 2) before any run
+        interpreter = open_tflite(path)  # a missing or corrupt file: TfliteFileError (exit 2) before any run
         if not (package / INFO_NAME).is_file():
             raise PackageError(
                 f"The package lacks {INFO_NAME}.", where=str(package), fix="deploy again; packages are written whole"
             )
         info = json.loads((package / INFO_NAME).read_text())
-        xin = runtime_input(
-            x,
-            info["input_shape"],
-            info["tensors"][0]["dtype"] == "FLOAT32",
-            info["input_scale"],
-            int(info.get("input_zero_point", -128)),
-        )
-        output, logits, equal = info["output"], [], []
-        for start in range(0, len(xin), SIMULATION_CHUNK):
-            chunk = xin[start : start + SIMULATION_CHUNK]
-            golden = run_golden(path, chunk, self.rounding)[output]
-            runtime = self.run_runtime(path, chunk)[output]
-            equal.append(np.all((runtime == golden).reshape(len(chunk), -1), axis=1))
-            logits.append(golden)
-        last = info["layers"][-1]
-        outputs = dequantized_logits(np.concatenate(logits), last["scale"], last["zero_point"])
-        share = float(np.mean(np.concatenate(equal))) if equal else 1.0
-        return SimulatedOutputs(outputs, bit_exact=False, agreement={f"{self.runtime_label} = golden model": share})
+        return LoadedTflite(self, info, golden_graph(path), self.open_runtime(path, interpreter))
 
     def comparison_cells(self, summary: dict[str, Any]) -> ComparisonCells:
         raise NotImplementedError
@@ -316,10 +338,10 @@ class TfliteTarget(TfliteFamilyTarget):
     int4_refusal = None  # LiteRT's reference kernels run INT4 FULLY_CONNECTED and CONV_2D
     latency_runs = 50
 
-    def run_runtime(self, path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
-        from targets.tflite.runtime import run_litert
+    def open_runtime(self, path: Path, interpreter) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+        from targets.tflite.runtime import run_interpreter
 
-        return run_litert(path, x)
+        return lambda x: run_interpreter(interpreter, x, path)
 
     def comparison_cells(self, summary: dict[str, Any]) -> ComparisonCells:
         latency = summary.get("latency_us")

@@ -9,6 +9,7 @@ tflite-micro). All of it is vectorised over the batch with int64 numpy.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,8 @@ from targets.tflite.schema import OP_NAMES, TYPE_NAMES, builtin_code
 __all__ = [  # the kernel names others read here as well
     "FIXED_OUTPUT_QUANT",
     "RUNTIME_ROUNDING",
+    "GoldenGraph",
+    "golden_graph",
     "load_model",
     "quantize_multiplier",
     "run_golden",
@@ -101,6 +104,21 @@ def load_model(tflite_path: Path | str) -> schema.ModelT:
     return model
 
 
+@dataclass(frozen=True)
+class GoldenGraph:
+    """A .tflite read once for the golden model (a loaded package runs it on many batches): the checked flatbuffer
+    and its tensors, constants decoded (read-only arrays: no op can change them for the next run)."""
+
+    model: schema.ModelT
+    tensors: list[Tensor]
+    where: str
+
+
+def golden_graph(tflite_path: Path | str) -> GoldenGraph:
+    model = load_model(tflite_path)
+    return GoldenGraph(model, _tensors(model), str(tflite_path))
+
+
 def _run_op(
     code: int,
     op: schema.OperatorT,
@@ -119,7 +137,7 @@ def _run_op(
 
 
 def run_golden(
-    tflite_path: Path | str,
+    tflite_path: Path | str | GoldenGraph,
     x: np.ndarray,
     rounding: str | dict[str, str] = "litert",
     feed: dict[str, np.ndarray] | None = None,
@@ -134,10 +152,9 @@ def run_golden(
     the ops before it.
     """
     rounding = RUNTIME_ROUNDING.get(rounding, rounding) if isinstance(rounding, str) else rounding
-    model = load_model(tflite_path)
-    where = str(tflite_path)
+    read = tflite_path if isinstance(tflite_path, GoldenGraph) else golden_graph(tflite_path)
+    model, tensors, where = read.model, read.tensors, read.where
     graph = model.subgraphs[0]
-    tensors = _tensors(model)
     x = np.asarray(x)
     first = model.subgraphs[0].tensors[graph.inputs[0]]
     expected = list(first.shape if first.shape is not None else [])[1:]

@@ -213,6 +213,14 @@ def _invoke(interpreter: Interpreter, path: Path | str) -> None:
         ) from None
 
 
+def run_interpreter(interpreter: Interpreter, x: np.ndarray, tflite_path: Path | str) -> dict[str, np.ndarray]:
+    """One batched invoke on an interpreter opened once (open_tflite; a loaded package runs it on many batches):
+    the graph outputs by name."""
+    _feed(interpreter, x)
+    _invoke(interpreter, tflite_path)
+    return {d["name"]: interpreter.get_tensor(d["index"]).copy() for d in interpreter.get_output_details()}
+
+
 def run_litert(
     tflite_path: Path | str, x: np.ndarray, kernels: str = "reference", all_tensors: bool = False
 ) -> dict[str, np.ndarray]:
@@ -222,10 +230,10 @@ def run_litert(
     the SDK's files). Constant tensors (weights, biases) are included with all_tensors.
     """
     interpreter = open_tflite(tflite_path, kernels, all_tensors=all_tensors)
+    if not all_tensors:
+        return run_interpreter(interpreter, x, tflite_path)
     _feed(interpreter, x)
     _invoke(interpreter, tflite_path)
-    if not all_tensors:
-        return {d["name"]: interpreter.get_tensor(d["index"]).copy() for d in interpreter.get_output_details()}
     tensors = {}
     for detail in interpreter.get_tensor_details():
         try:

@@ -16,7 +16,7 @@ from sdk.report import Table, kib, percent, utilisation_plot
 from targets.base import ComparisonCells
 from targets.tflite.adapter import Measured, TfliteFamilyTarget, info_input
 from targets.tflite.writer import expose_all_tensors
-from targets.tflm.runtime import MemoryFit, check_memory, raise_if_too_large, run_tflm
+from targets.tflm.runtime import MemoryFit, TflmRunner, check_memory, raise_if_too_large, run_tflm
 
 
 def every_tensor_in_tflm(path: Path, x: np.ndarray, workdir: Path) -> dict[str, np.ndarray]:
@@ -80,8 +80,8 @@ class TflmTarget(TfliteFamilyTarget):
 
     tool_packages = ("tflite-micro", "flatbuffers")
 
-    def run_runtime(self, path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
-        return run_tflm(path, x, measure_arena=False).outputs
+    def open_runtime(self, path: Path, interpreter) -> TflmRunner:
+        return TflmRunner(path)
 
     def comparison_cells(self, summary: dict[str, Any]) -> ComparisonCells:
         return ComparisonCells(

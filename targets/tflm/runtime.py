@@ -20,11 +20,12 @@ import os
 import subprocess
 import sys
 import tempfile
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
@@ -93,15 +94,18 @@ class MemoryFit:
 
 
 @contextmanager
-def _c_stderr() -> Iterator[list[str]]:
-    """Redirect fd 2 (where TFLM's C++ code logs) to a temp file; the text is in the list after exit.
+def _c_stderr(log: BinaryIO | None = None) -> Iterator[list[str]]:
+    """Redirect fd 2 (where TFLM's C++ code logs) to a temp file (`log`: one the caller keeps open, emptied here, so
+    that a loaded model's runs open no file); the text is in the list after exit.
 
     fd 2 is process-wide: do not call TFLM from two threads at once.
     """
     captured: list[str] = []
     sys.stderr.flush()
     saved = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
+    with nullcontext(log) if log is not None else tempfile.TemporaryFile() as tmp:
+        tmp.seek(0)
+        tmp.truncate()
         os.dup2(tmp.fileno(), 2)
         try:
             yield captured
@@ -273,6 +277,50 @@ def _recorded_total(interpreter: Any) -> int:
     raise RuntimeError(f"print_allocations gave no arena total:\n{log[0]}")  # a TFLM version change: a bug here
 
 
+class TflmRunner:
+    """A .tflite read, checked and made into one TFLM interpreter (with a generous arena), for any number of batches:
+    a loaded package's runs read no file."""
+
+    def __init__(self, tflite_path: Path | str):
+        self.path = Path(tflite_path)
+        self.data, self.model = _load_model(self.path)
+        graph = self.model.subgraphs[0]
+        self.out_names = [graph.tensors[i].name.decode("utf-8", "replace") for i in graph.outputs]
+        interpreter, log = _new_interpreter(self.data, _GENEROUS_ARENA)
+        if interpreter is None:
+            raise _load_error(self.path, self.model, log)
+        self.interpreter = interpreter
+        detail = interpreter.get_input_details(0)
+        self.shape, self.dtype = tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"])
+        self._log = tempfile.TemporaryFile()  # TFLM's log of each run, in a file opened once
+        weakref.finalize(self, self._log.close)
+
+    def __call__(self, x_int8: np.ndarray) -> dict[str, np.ndarray]:
+        """Each of the N samples in x_int8 through TFLM (its input batch is 1); the outputs stacked over the batch."""
+        x = np.asarray(x_int8)
+        if x.dtype != self.dtype or x.ndim == 0 or len(x) == 0 or x[0].size != int(np.prod(self.shape)):
+            raise TflmError(
+                f"Input of dtype {x.dtype} and shape {x.shape} does not fit the model's input {self.dtype} "
+                f"{list(self.shape)}.",
+                where=f"run_tflm({self.path.name})",
+                fix=f"pass N samples of {int(np.prod(self.shape))} {self.dtype} values each",
+            )
+        samples = x.reshape((len(x), *self.shape))
+        outputs: dict[str, list[np.ndarray]] = {name: [] for name in self.out_names}
+        with _c_stderr(self._log) as log:
+            try:
+                for sample in samples:
+                    self.interpreter.set_input(sample, 0)
+                    self.interpreter.invoke()
+                    for i, name in enumerate(self.out_names):
+                        outputs[name].append(self.interpreter.get_output(i).copy())
+            except RuntimeError:
+                pass
+        if len(outputs[self.out_names[0]]) != len(samples):
+            raise _load_error(self.path, self.model, log[0])
+        return {name: np.concatenate(values) for name, values in outputs.items()}
+
+
 def run_tflm(tflite_path: Path | str, x_int8: np.ndarray, measure_arena: bool = True) -> TflmRun:
     """Run each of the N samples in x_int8 through TFLM; outputs stacked over the batch.
 
@@ -280,39 +328,11 @@ def run_tflm(tflite_path: Path | str, x_int8: np.ndarray, measure_arena: bool = 
     values. With measure_arena=False the arena search is skipped and arena_used_bytes
     is the recorded total (faster, but too small to run with by a few hundred bytes).
     """
-    path = Path(tflite_path)
-    data, model = _load_model(path)
-    graph = model.subgraphs[0]
-    out_names = [graph.tensors[i].name.decode("utf-8", "replace") for i in graph.outputs]
-    interpreter, log = _new_interpreter(data, _GENEROUS_ARENA)
-    if interpreter is None:
-        raise _load_error(path, model, log)
-    detail = interpreter.get_input_details(0)
-    shape, dtype = tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"])
-    x = np.asarray(x_int8)
-    if x.dtype != dtype or x.ndim == 0 or len(x) == 0 or x[0].size != int(np.prod(shape)):
-        raise TflmError(
-            f"Input of dtype {x.dtype} and shape {x.shape} does not fit the model's input {dtype} {list(shape)}.",
-            where=f"run_tflm({path.name})",
-            fix=f"pass N samples of {int(np.prod(shape))} {dtype} values each",
-        )
-    samples = x.reshape((len(x), *shape))
-    outputs: dict[str, list[np.ndarray]] = {name: [] for name in out_names}
-    with _c_stderr() as log:
-        try:
-            for sample in samples:
-                interpreter.set_input(sample, 0)
-                interpreter.invoke()
-                for i, name in enumerate(out_names):
-                    outputs[name].append(interpreter.get_output(i).copy())
-        except RuntimeError:
-            pass
-    if len(outputs[out_names[0]]) != len(samples):
-        raise _load_error(path, model, log[0])
-    recorded = _recorded_total(interpreter)
-    used = _smallest_arena(path, recorded, _GENEROUS_ARENA) if measure_arena else recorded
-    stacked = {name: np.concatenate(values) for name, values in outputs.items()}
-    return TflmRun(stacked, used, recorded, _GENEROUS_ARENA, len(data))
+    runner = TflmRunner(tflite_path)
+    stacked = runner(x_int8)
+    recorded = _recorded_total(runner.interpreter)
+    used = _smallest_arena(runner.path, recorded, _GENEROUS_ARENA) if measure_arena else recorded
+    return TflmRun(stacked, used, recorded, _GENEROUS_ARENA, len(runner.data))
 
 
 def _fit(resource: str, used: int, capacity: int) -> MemoryFit:

@@ -21,6 +21,17 @@ from targets.base import BuildOutcome, BuildRequest, ComparisonCells, SimulatedO
 ARTIFACT = "tiny_model.onnx"
 
 
+class LoadedTiny:
+    """The packaged graph, run by qonnx from its file on each call (a flow may keep its artifact on disk)."""
+
+    def __init__(self, path: Path, flat: bool, repeat: int):
+        self.path, self.flat, self.repeat = path, flat, repeat
+
+    def run(self, x: np.ndarray, agreement: bool = True) -> SimulatedOutputs:
+        runs = [run_qonnx(self.path, x, self.flat) for _ in range(self.repeat)]
+        return SimulatedOutputs(runs[-1], bit_exact=True, agreement={"runs": float(len(runs))})
+
+
 class TinyTarget:
     flow = "tiny"
     rule_name = "qonnx = source"
@@ -49,9 +60,8 @@ class TinyTarget:
         summary = {"accuracy": accuracy(outputs, request.y), "stamp": request.options.tiny_stamp}
         return BuildOutcome(Report("tiny flow", summary=dict(summary)), verification, summary)
 
-    def simulate(self, package: Path, card: dict[str, Any], x: np.ndarray, options: Any) -> SimulatedOutputs:
-        runs = [run_qonnx(package / ARTIFACT, x, card["input"]["flatten"]) for _ in range(options.tiny_repeat)]
-        return SimulatedOutputs(runs[-1], bit_exact=True, agreement={"runs": float(len(runs))})
+    def load(self, package: Path, card: dict[str, Any], options: Any, threads: int | None = None) -> LoadedTiny:
+        return LoadedTiny(package / ARTIFACT, card["input"]["flatten"], options.tiny_repeat)
 
     def comparison_cells(self, summary: dict[str, Any]) -> ComparisonCells:
         return ComparisonCells("-", "-")
