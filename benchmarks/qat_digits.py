@@ -12,7 +12,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from sdk.cli import ProgressBars
+from sdk import ProgressBars
 from sdk.qat import TrainConfig, train
 
 CASES = [("tfc", "w2a2", 0.95), ("cnv", "w2a2", 0.97)]

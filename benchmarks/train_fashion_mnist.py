@@ -13,7 +13,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from sdk.cli import ProgressBars
+from sdk import ProgressBars
 from sdk.data import load_dataset
 from sdk.qat import TrainConfig, train
 
