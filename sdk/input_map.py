@@ -145,6 +145,9 @@ class InputMap:
 
     def check_codes(self, x: np.ndarray, where: str, fix: str) -> np.ndarray:
         """Codes given as codes: integers in low..high (BIPOLAR: -1 or +1), any numeric dtype; as code_dtype()."""
+        if x.dtype.kind in "iu" and x.size and self.low <= x.min() and x.max() <= self.high:
+            if self.dtype != "BIPOLAR" or not np.any(x == 0):  # integers in range: nothing to mark, per element
+                return x.astype(self.code_dtype())
         with np.errstate(invalid="ignore"):
             bad = ~np.isfinite(x) | (x < self.low) | (x > self.high) | (x != np.rint(x))
             if self.dtype == "BIPOLAR":

@@ -81,7 +81,9 @@ def test_simulate_of_a_tflite_package_loads_nothing_heavy(packages):
 
 def test_fpga_check_and_simulate_load_no_brevitas_and_simulate_no_onnxscript(tfc_export, packages):
     """What holds for the FPGA flow today: torch comes from FINN's op package (see the module docstring), Brevitas
-    never; onnxscript only with FINN's RTL op package, which `sdk check` reaches through layer specialisation."""
+    never. onnxscript comes with FINN's RTL op package (finn.custom_op.fpgadataflow.rtl imports its loop-rolling
+    transformation), which `sdk check` reaches through layer specialisation and `sdk simulate` through a package's
+    first `_rtl` layer; this TFC's layers are all MVAU_hls."""
     assert "brevitas" not in loaded("check", "--target", "pynq-z2", "--model", str(tfc_export))
     assert loaded("simulate", str(packages["pynq-z2"]), "--limit", "50") <= {"torch"}
 
