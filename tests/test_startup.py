@@ -1,12 +1,14 @@
 """Start-up: `sdk --help`, `sdk boards`, `sdk check` and `sdk simulate` load neither torch nor Brevitas nor onnxscript.
 
 Each command runs in a new process that reports, after the command, which of those modules it imported; its
-exit code is checked too, so a command that fails early cannot pass by importing nothing. The FPGA flow is the
-exception the issue measured: FINN's HW op package (finn.custom_op.fpgadataflow) imports torch in its
-__init__ (layernorm.py, `import torch` at module level, for LayerNorm's python execution), and every FINN op
-class or transformation that makes HW layers lives inside that package, so `sdk check` and `sdk simulate` of an
-FPGA board load torch through FINN, never through the SDK. Those tests say so (xfail, strict: they fail loudly
-once FINN or the SDK stops needing it), and still hold everything else of the rule.
+exit code is checked too, so a command that fails early cannot pass by importing nothing. FINN's HW op package
+(finn.custom_op.fpgadataflow) imports torch in its __init__ (layernorm.py, `import torch` at module level, for
+LayerNorm's python execution), and every FINN op class and every transformation that makes HW layers lives in
+that package. So `sdk simulate` of an FPGA package reads its MVAUs through targets.finn.op_view, without FINN's
+op package: a package whose layers are all MVAUs (an MLP: TFC, LFC) loads no torch. A package with other FINN
+layers (a CNV's window generators and pooling) still gets FINN's op objects for them, and with them torch; and
+`sdk check` of an FPGA board runs FINN's own transformations (streamlining, conversion to HW layers, layer
+specialisation), which import FINN's op package, torch and (the RTL ops') onnxscript: those say so below.
 """
 
 from __future__ import annotations
@@ -79,19 +81,11 @@ def test_simulate_of_a_tflite_package_loads_nothing_heavy(packages):
     assert loaded("simulate", str(packages["tflite"]), "--limit", "50") == set()
 
 
-def test_fpga_check_and_simulate_load_no_brevitas_and_simulate_no_onnxscript(tfc_export, packages):
-    """What holds for the FPGA flow today: torch comes from FINN's op package (see the module docstring), Brevitas
-    never. onnxscript comes with FINN's RTL op package (finn.custom_op.fpgadataflow.rtl imports its loop-rolling
-    transformation), which `sdk check` reaches through layer specialisation and `sdk simulate` through a package's
-    first `_rtl` layer; this TFC's layers are all MVAU_hls."""
-    assert "brevitas" not in loaded("check", "--target", "pynq-z2", "--model", str(tfc_export))
-    assert loaded("simulate", str(packages["pynq-z2"]), "--limit", "50") <= {"torch"}
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="finn.custom_op.fpgadataflow/__init__.py imports layernorm.py, which imports torch at module level; the "
-    "simulator and its package check read FINN's op objects (qonnx getCustomOp)",
-)
-def test_simulate_of_an_fpga_package_loads_no_torch(packages):
+def test_simulate_of_an_mlp_fpga_package_loads_nothing_heavy(packages):
+    """Its layers are all MVAUs (MVAU_hls): read through targets.finn.op_view, not FINN's op package."""
     assert loaded("simulate", str(packages["pynq-z2"]), "--limit", "50") == set()
+
+
+def test_fpga_check_loads_no_brevitas(tfc_export):
+    """FINN's transformations load torch and onnxscript (see the module docstring); the SDK adds nothing."""
+    assert "brevitas" not in loaded("check", "--target", "pynq-z2", "--model", str(tfc_export))
