@@ -172,7 +172,7 @@ def _check_shapes(label: str, model, node, op) -> None:
 
 def check_dataflow(model, label: str = "dataflow_model.onnx") -> None:
     """Refuse (PackageError) a dataflow graph the simulator would fail on; see the module docstring."""
-    from qonnx.custom_op.registry import getCustomOp
+    from targets.finn.op_view import hw_op
 
     graph = model.graph
     if len(graph.input) != 1 or len(graph.output) != 1 or not graph.node:
@@ -198,7 +198,7 @@ def check_dataflow(model, label: str = "dataflow_model.onnx") -> None:
                 f"knows ({', '.join(sorted(HW_OPS))}, each in {HW_DOMAIN} or its .hls / .rtl)",
             )  # fmt: skip
         try:
-            op = getCustomOp(node)
+            op = hw_op(node)
             declared = op.get_nodeattr_types()
         except Exception as exc:
             raise _refuse(label, node.name, f"is a {node.op_type} FINN cannot load ({type(exc).__name__})") from exc

@@ -254,7 +254,7 @@ def prepare_dataflow(model: ModelWrapper, threads: int | None = None) -> Dataflo
     8-bit weights (on `threads` threads, None: onnxruntime's default), else float32 BLAS where that range
     and the weights bound the accumulator below 2**24, else float64 or int64.
     """
-    from qonnx.custom_op.registry import getCustomOp
+    from targets.finn.op_view import hw_op
 
     _check_supported(model)
     graph = model.graph
@@ -276,7 +276,7 @@ def prepare_dataflow(model: ModelWrapper, threads: int | None = None) -> Dataflo
                     f"The dataflow node '{onnx_node.name}' reads '{name}', which no earlier node produces.",
                     fix="the graph is not topologically sorted; apply qonnx SortGraph",
                 )
-        op = getCustomOp(onnx_node)
+        op = hw_op(onnx_node)
         in_ranges = [ranges.get(name) for name in onnx_node.input]
         node = HwNode(onnx_node, op, model, [], [], ranges=in_ranges, threads=threads)
         spec = HW_OPS[base_op_type(onnx_node.op_type)]
