@@ -435,9 +435,11 @@ def verification_samples(card: dict[str, Any], count: int | None, data: str | No
 
 def qat_outputs(resolved: ResolvedModel, x: np.ndarray) -> np.ndarray:
     """The source model's float outputs: the Brevitas module itself where the caller gave one (the Python API),
-    else the QONNX graph (a run's export was checked equal to its Brevitas model when it was exported)."""
+    else the QONNX graph (a run's export was checked equal to its Brevitas model when it was exported), its outputs
+    on this batch cached (sdk/reference_cache.py)."""
     from sdk.graph_run import run_qonnx
     from sdk.model_card import input_map_of
+    from sdk.reference_cache import cached_outputs
 
     flat = resolved.card["input"]["flatten"]
     if resolved.brevitas is not None and input_map_of(resolved.card).is_pixels:
@@ -448,7 +450,7 @@ def qat_outputs(resolved: ResolvedModel, x: np.ndarray) -> np.ndarray:
         scale = float(resolved.card.get("normalisation", {}).get("scale", INPUT_SCALE))
         with torch.no_grad():
             return resolved.brevitas(module_input(x, resolved.card, scale)).numpy()
-    return run_qonnx(resolved.onnx_path, x, flat)
+    return cached_outputs(resolved.onnx_path, x, flat, lambda: run_qonnx(resolved.onnx_path, x, flat))
 
 
 @dataclass(frozen=True)
