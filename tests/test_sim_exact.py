@@ -1,12 +1,13 @@
 """The simulator's fast paths against a straightforward int64 reference, on random data and at the edges.
 
-The kernels compute in onnxruntime's integer GEMM (uint8 x int8 in int32) where the input is uint8 and
-the weights fit 8 bits, in float32 BLAS where the static range of a layer's input and its weights bound
-every partial sum below 2**24, in float64 or int64 beyond, and count thresholds with one compare per
-step in the values' own dtype (a searchsorted for many steps). Each case here is built so that a wrong
-choice would show: accumulators at exactly 2**24 - 1, 2**24 and 2**24 + 1 and at the int16 pair and int32
-bounds of the integer GEMM, thresholds equal to accumulator values, negative, fractional and infinite
-thresholds, BINARY (XNOR) and BIPOLAR inputs, inputs of every dtype.
+The kernels compute in onnxruntime's integer GEMM (uint8 x int8 in int32) where the input spans at most
+256 values (a signed one as its codes x - low) and the weights fit 8 bits, in float32 BLAS where the static
+range of a layer's input and its weights bound every partial sum below 2**24, in float64 or int64 beyond, and
+count thresholds with one compare per step in the values' own dtype (a searchsorted for many steps). Each case
+here is built so that a wrong choice would show: accumulators at exactly 2**24 - 1, 2**24 and 2**24 + 1 and at
+the int16 pair and int32 bounds of the integer GEMM, thresholds equal to accumulator values, negative,
+fractional and infinite thresholds, BINARY (XNOR), BIPOLAR and signed inputs of 1 to 8 bits, inputs of every
+dtype.
 """
 
 from __future__ import annotations
@@ -377,21 +378,100 @@ def test_integer_gemm_only_where_it_is_exact():
     """Signed or wide inputs, 9-bit weights and a possible int32 overflow take the float or int64 paths."""
     small = np.full((8, 3), 2)
     assert _unit(_gemm_model("UINT8", small)).product.gemm is not None
-    assert _unit(_gemm_model("INT8", small)).product.gemm is None  # signed input
+    assert _unit(_gemm_model("INT9", small)).product.gemm is None  # a signed input spanning more than 256 values
     assert _unit(_gemm_model("UINT9", small)).product.gemm is None  # beyond uint8
     assert _unit(_mvau("UINT8", "INT9", np.full((8, 3), -129))).product.gemm is None  # beyond int8
     assert _unit(_mvau("UINT8", "UINT8", np.full((8, 3), 128))).product.gemm is None
     # 255 * (sum |w| + 256 * K) must stay below 2**31 - 1 (x * (w + 128) summed); with one -1 and 127 else, K <= 21,988
     assert 255 * (127 * 21_987 + 1 + 256 * 21_988) < 2**31 - 1 <= 255 * (127 * 21_988 + 1 + 256 * 21_989)
-    for terms, fits in ((21_988, True), (21_989, False)):
-        weights = np.full((terms, 1), 127)
-        weights[0] = -1
-        unit = _unit(_gemm_model("UINT8", weights))
-        assert (unit.product.gemm is not None) == fits
-        x = np.vstack([np.full((1, terms), 255), np.random.default_rng(terms).integers(0, 256, size=(3, terms))])
-        np.testing.assert_array_equal(
-            simulate_dataflow(_gemm_model("UINT8", weights), x).output, _reference_mvau(x, weights)
-        )
+    # a signed input goes as its codes x + 128 in [0, 255]: the same bound (its largest code is 255 too)
+    for x_type, low in (("UINT8", 0), ("INT8", -128)):
+        for terms, fits in ((21_988, True), (21_989, False)):
+            weights = np.full((terms, 1), 127)
+            weights[0] = -1
+            unit = _unit(_gemm_model(x_type, weights))
+            assert (unit.product.gemm is not None) == fits
+            rng = np.random.default_rng(terms)
+            x = np.vstack([np.full((2, terms), low), np.full((1, terms), low + 255)])
+            x = np.vstack([x, rng.integers(low, low + 256, size=(3, terms))])
+            x[1, 0] = low + 255  # the -1 weight at its largest code, the rest at the lowest
+            np.testing.assert_array_equal(
+                simulate_dataflow(_gemm_model(x_type, weights), x).output, _reference_mvau(x, weights)
+            )
+
+
+SIGNED_TYPES = ["BIPOLAR"] + [f"INT{bits}" for bits in range(2, 9)]
+
+
+def _signed_values(x_type: str, rng, shape) -> np.ndarray:
+    if x_type == "BIPOLAR":
+        return rng.choice([-1, 1], size=shape)
+    bits = int(x_type[3:])
+    x = rng.integers(-(2 ** (bits - 1)), 2 ** (bits - 1), size=shape)
+    x[0], x[1] = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1  # the ends of the range, on every term
+    return x
+
+
+@pytest.mark.parametrize("x_type", SIGNED_TYPES)
+@pytest.mark.parametrize("w_type, w_low, w_high, zero_point", [("INT2", -2, 1, 0), ("INT8", -128, 127, None)])
+def test_signed_inputs_take_the_integer_gemm(x_type, w_type, w_low, w_high, zero_point):
+    """Signed activations of 1 to 8 bits go through the integer GEMM as codes x - low (uint8), shifted back by
+    the column sums (no thresholds) or by moving the thresholds (blocked), and equal the int64 reference."""
+    rng = np.random.default_rng(len(x_type) + w_high)
+    weights = rng.integers(w_low, w_high + 1, size=(70, 9))
+    weights[:, 0], weights[:, 1] = w_low, w_high
+    x = _signed_values(x_type, rng, (60, 70))
+    low = -1 if x_type == "BIPOLAR" else -(2 ** (int(x_type[3:]) - 1))
+    model = _mvau(x_type, w_type, weights)
+    unit = _unit(model)
+    assert unit.product.gemm is not None and unit.product.gemm.offset == low
+    if zero_point is not None:
+        assert unit.product.gemm.zero_point == zero_point
+    else:  # int8 weights: a pair of products fits int16 up to INT7 (codes to 127), not for INT8 (to 255)
+        top = 2 if x_type == "BIPOLAR" else -2 * low - 1
+        assert unit.product.gemm.zero_point == (0 if 2 * top * 128 <= 2**15 - 1 else 128)
+        assert unit.product.gemm.zero_point == (128 if x_type == "INT8" else 0)
+    expected = _reference_mvau(x, weights)
+    np.testing.assert_array_equal(simulate_dataflow(model, x).output, expected)
+    thresholds = _thresholds_from(expected, 7, rng)
+    thresholds[1] = np.linspace(-(2.0**30), 2.0**30, 7)  # beyond the accumulators on both sides
+    model = _mvau(x_type, w_type, weights, thresholds, out_type="INT4", act_val=-4)
+    unit = _unit(model)
+    assert unit.blocked and unit.product.gemm is not None and unit.code_activation is not unit.activation
+    np.testing.assert_array_equal(
+        simulate_dataflow(model, x).output, _reference_mvau(x, weights, _stored(model), act_val=-4)
+    )
+
+
+def test_signed_inputs_refused_where_the_gemm_is_not_exact():
+    """INT9 spans 512 values; int16 weights are beyond int8: the float path, still exact."""
+    rng = np.random.default_rng(9)
+    for x_type, w_type, weights, x in (
+        ("INT9", "INT2", rng.integers(-2, 2, size=(30, 4)), rng.integers(-256, 256, size=(20, 30))),
+        ("INT4", "INT9", rng.integers(-256, 256, size=(30, 4)), rng.integers(-8, 8, size=(20, 30))),
+    ):
+        model = _mvau(x_type, w_type, weights)
+        assert _unit(model).product.gemm is None
+        np.testing.assert_array_equal(simulate_dataflow(model, x).output, _reference_mvau(x, weights))
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.float32, np.int64])
+def test_signed_codes_from_every_dtype(dtype):
+    """The codes x - low from int8 (a wrapping uint8 add), wider integers and float32 are the same."""
+    rng = np.random.default_rng(3)
+    weights = rng.integers(-3, 3, size=(20, 6))
+    x = _signed_values("INT8", rng, (40, 20))
+    model = _mvau("INT8", "INT3", weights, _thresholds_from(_reference_mvau(x, weights), 5, rng), out_type="UINT3")
+    expected = _reference_mvau(x, weights, _stored(model))
+    plan = prepare_dataflow(model)
+    np.testing.assert_array_equal(plan.steps[0].kernel(_node_of(plan, x.astype(dtype)))[0].reshape(40, 6), expected)
+    np.testing.assert_array_equal(plan.run(x.astype(dtype)).output, expected)
+
+
+def _node_of(plan, x: np.ndarray):
+    from dataclasses import replace
+
+    return replace(plan.steps[0].node, inputs=[x], overflows=[])
 
 
 def test_integer_gemm_in_blocks_of_rows(monkeypatch):

@@ -8,7 +8,8 @@ the order of words on the streams, never the values, so a node is computed the
 same way before and after SpecializeLayers and SetFolding.
 
 Values are exact integers: activations (threshold counts) in the narrowest
-integer type that holds them; accumulators in int32 where the input is uint8 and
+integer type that holds them; accumulators in int32 where the input spans at most
+256 values (unsigned or signed, 1 to 8 bits: it goes as uint8 codes x - low) and
 the weights fit 8 bits (the matrix products run on onnxruntime's integer GEMM,
 `IntegerGemm`), else in float32 where that is exact (float32 BLAS), int64
 otherwise. A float32 tensor never holds a magnitude of 2**24 or more: every
@@ -239,18 +240,23 @@ def dense(values: np.ndarray | Windows) -> np.ndarray:
 
 
 class IntegerGemm:
-    """x @ w for inputs of uint8 values and 8-bit weights, in onnxruntime's MatMulInteger (MLAS): int32 sums.
+    """x @ w for inputs spanning at most 256 values and 8-bit weights, in onnxruntime's MatMulInteger (MLAS):
+    int32 sums.
 
+    A signed (or shifted) input goes as the uint8 codes x - offset, `offset` its range's low end; the product is
+    then (x - offset) @ w, and x @ w that plus offset * (the column sums of w), `correction`. A thresholded layer
+    moves its thresholds by the correction instead (`Thresholds.prepare`'s shift), so nothing is added per row.
     Integer arithmetic, so exact under bounds decided once from the input range and the weights:
     - int32: every sum a kernel may form stays below 2**31 - 1 in magnitude (`INT32_EXACT`), the products
-      with weights shifted by 128 (x * (w + 128)) and their correction 128 * sum(x) included, nothing wraps;
+      with weights shifted by 128 (x * (w + 128)) and their correction 128 * sum(x) included, and the corrected
+      sum x @ w too; nothing wraps;
     - int16 pairs: x86 CPUs without VNNI sum two adjacent uint8 x int8 products in int16 with saturation
-      (vpmaddubsw). Int8 weights go as they are only while 2 * max x * max |w| stays within int16; otherwise
+      (vpmaddubsw). Int8 weights go as they are only while 2 * max code * max |w| stays within int16; otherwise
       they go as uint8 with zero point 128 (w + 128), which every MLAS kernel widens to 16 bits before
       multiplying (no saturation), the zero point corrected in int32.
     """
 
-    def __init__(self, weights: np.ndarray, zero_point: int, threads: int | None):
+    def __init__(self, weights: np.ndarray, zero_point: int, threads: int | None, offset: int = 0):
         import onnxruntime
         from onnx import TensorProto, helper, numpy_helper
 
@@ -282,26 +288,48 @@ class IntegerGemm:
         self.session = onnxruntime.InferenceSession(
             model.SerializeToString(), options, providers=["CPUExecutionProvider"]
         )
-        self.zero_point, self.terms, self.outputs = zero_point, terms, outputs
+        self.zero_point, self.terms, self.outputs, self.offset = zero_point, terms, outputs, offset
+        self.correction = (offset * weights.sum(0)).astype(np.int32)  # fits: checked by `fitting`
+        self._shift = np.uint8(-offset % 256)  # x - offset in uint8 arithmetic, wrapping, from int8 codes
 
     @classmethod
     def fitting(cls, weights: np.ndarray, known: Range, threads: int | None) -> IntegerGemm | None:
-        """The GEMM for inputs in `known`, or None where it would not be exact (or the input is not uint8)."""
-        if known is None or known[0] < 0 or known[1] > 255 or weights.size == 0:
+        """The GEMM for inputs in `known`, or None where it would not be exact (a span beyond 256 values,
+        weights beyond int8, a sum beyond int32)."""
+        if known is None or known[1] - known[0] > 255 or weights.size == 0:
             return None
         low, high, terms = int(weights.min()), int(weights.max()), weights.shape[0]
         if low < -128 or high > 127:
             return None
-        if known[1] * (int(np.abs(weights).sum(0).max()) + 256 * terms) >= INT32_EXACT:
+        offset = 0 if 0 <= known[0] and known[1] <= 255 else known[0]
+        top = known[1] - offset  # the largest uint8 code
+        abs_sum = int(np.abs(weights).sum(0).max())
+        if top * (abs_sum + 256 * terms) >= INT32_EXACT or _bound(known) * abs_sum >= INT32_EXACT:
             return None
-        pairs_fit = 2 * known[1] * max(-low, high) <= _INT16_PAIR  # no pair of products saturates int16
-        return cls(weights, 0 if pairs_fit else 128, threads)
+        pairs_fit = 2 * top * max(-low, high) <= _INT16_PAIR  # no pair of products saturates int16
+        return cls(weights, 0 if pairs_fit else 128, threads, offset)
+
+    def codes(self, x: np.ndarray) -> np.ndarray:
+        """x - offset as contiguous uint8, x integers in the fitted range in any dtype and layout (a strided view of
+        windows is copied once, shifted on the way)."""
+        if not self.offset:
+            return np.ascontiguousarray(x, dtype=np.uint8)
+        if x.dtype.kind in "iu" and x.dtype.itemsize == 1:
+            return np.add(x.view(np.uint8), self._shift, dtype=np.uint8)  # exact: the true value is in [0, 255]
+        return np.subtract(x, x.dtype.type(self.offset)).astype(np.uint8)
+
+    def raw(self, codes: np.ndarray) -> np.ndarray:
+        """int32 (rows, outputs): codes @ w, without the offset's correction."""
+        if len(codes) == 0:
+            return np.zeros((0, self.outputs), dtype=np.int32)
+        return self.session.run(None, {"x": codes})[0]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """int32 (rows, outputs); x holds integers in [0, 255] in any dtype (converted to uint8 exactly)."""
-        if len(x) == 0:
-            return np.zeros((0, self.outputs), dtype=np.int32)
-        return self.session.run(None, {"x": np.ascontiguousarray(x, dtype=np.uint8)})[0]
+        """int32 (rows, outputs): x @ w for x (rows, terms) of integers in the fitted range, in any dtype."""
+        y = self.raw(self.codes(x))
+        if self.offset:
+            y += self.correction
+        return y
 
 
 @dataclass
@@ -372,7 +400,11 @@ class Thresholds:
     tables: dict = field(default_factory=dict, repr=False)  # values' dtype -> thresholds to compare them with
 
     @classmethod
-    def prepare(cls, raw: np.ndarray, channels: int, known: Range, what: str) -> Thresholds:
+    def prepare(
+        cls, raw: np.ndarray, channels: int, known: Range, what: str, shift: np.ndarray | None = None
+    ) -> Thresholds:
+        """`shift` (per channel): thresholds for values v - shift, counting v >= t as v - shift >= ceil(t) - shift;
+        `known` is then the range of the shifted values."""
         thresholds = np.asarray(raw, dtype=np.float64)
         if thresholds.ndim != 2 or thresholds.shape[0] not in (1, channels):
             raise SimulationError(
@@ -384,6 +416,8 @@ class Thresholds:
                 f"{what}: thresholds hold NaN.", fix="check the streamlined model for invalid thresholds"
             )
         ceiled = np.ceil(np.clip(thresholds, -_THRESHOLD_LIMIT, _THRESHOLD_LIMIT))
+        if shift is not None:  # exact below 2**53; beyond, the threshold lies far outside any int32 range anyway
+            ceiled = np.broadcast_to(ceiled, (channels, ceiled.shape[1])) - shift.astype(np.float64)[:, None]
         if known is not None:
             ceiled = np.clip(ceiled, known[0], known[1] + 1)
         return cls(ceiled.astype(np.int64), np.clip(ceiled, -FLOAT32_EXACT, FLOAT32_EXACT).astype(np.float32))
@@ -513,11 +547,14 @@ def narrowest(low: int, high: int) -> np.dtype:
     return np.dtype(np.int64)
 
 
-def _activation(node: HwNode, index: int, channels: int, known: Range, bipolar_bias: int) -> _Activation:
-    """The thresholds of input `index`; a BIPOLAR output is 2 * count + bipolar_bias, else count + ActVal."""
+def _activation(
+    node: HwNode, index: int, channels: int, known: Range, bipolar_bias: int, shift: np.ndarray | None = None
+) -> _Activation:
+    """The thresholds of input `index`; a BIPOLAR output is 2 * count + bipolar_bias, else count + ActVal.
+    `shift`: for accumulators less it, per channel (an integer GEMM's uncorrected sums)."""
     from qonnx.core.datatype import DataType
 
-    thresholds = Thresholds.prepare(node.initializer(index), channels, known, node.label)
+    thresholds = Thresholds.prepare(node.initializer(index), channels, known, node.label, shift)
     if node.dtype("outputDataType") == DataType["BIPOLAR"]:
         return _Activation(thresholds, 2, bipolar_bias)
     return _Activation(thresholds, 1, int(node.attr("ActVal")))
@@ -539,6 +576,7 @@ class _VectorUnit:
     acc_range: Range
     acc_check: object  # accDataType, or None where acc_range proves the accumulator always fits
     activation: _Activation | None
+    code_activation: _Activation | None = None  # the activation of the integer GEMM's uncorrected sums
 
     @property
     def out_range(self) -> Range:
@@ -576,9 +614,13 @@ class _VectorUnit:
         per_item = int(np.prod(x.view.shape[1:3])) if windows else 1
         items = max(1, rows // max(1, per_item))  # samples (of windows) or rows per block
 
+        gemm = self.product.gemm
+
         def block(start: int) -> np.ndarray:
-            part = x.view[start : start + items].reshape(-1, terms) if windows else x[start : start + items]
-            return self.activation(self.product(part))
+            part = x.view[start : start + items] if windows else x[start : start + items]
+            if gemm is not None:  # the window copy and the shift to uint8 codes in one pass, thresholds moved
+                return self.code_activation(gemm.raw(gemm.codes(part).reshape(-1, terms)))
+            return self.activation(self.product(part.reshape(-1, terms)))
 
         if len(x) <= items:
             return block(0)
@@ -601,11 +643,17 @@ def _vector_unit(node: HwNode, weights: np.ndarray, contract: Callable, terms: i
     span = _span(weights, known)
     offset = terms if xnor or _is_bipolar_pair(node) else None
     acc_range = span if span is None or offset is None else ((span[0] + offset) // 2, (span[1] + offset) // 2)
-    activation = None
+    activation = code_activation = None
     if not node.attr("noActivation"):
         activation = _activation(node, 2, weights.shape[1], acc_range, bipolar_bias=-1)  # ActVal does not apply
+        code_activation = activation
+        gemm = product.gemm
+        if gemm is not None and gemm.offset:
+            codes = _span(weights, (0, known[1] - gemm.offset))
+            code_activation = _activation(node, 2, weights.shape[1], codes, -1, shift=gemm.correction)
     acc_type = node.dtype("accDataType")
-    return _VectorUnit(product, xnor, offset, acc_range, None if within(acc_range, acc_type) else acc_type, activation)
+    acc_check = None if within(acc_range, acc_type) else acc_type
+    return _VectorUnit(product, xnor, offset, acc_range, acc_check, activation, code_activation)
 
 
 def _prepare_mvau(node: HwNode) -> _VectorUnit:
