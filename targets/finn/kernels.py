@@ -46,6 +46,10 @@ _FLOAT64_EXACT = 2**53
 _THRESHOLD_LIMIT = 2.0**62
 # Up to this many thresholds per channel, one compare per step is faster than a searchsorted over all of them.
 COMPARE_STEPS = 16
+# Beyond this many, a table of each channel's count for every value the input can take (`Thresholds.lookup`) is
+# faster than the compares, where the table has at most _LOOKUP_ENTRIES entries (channels x values).
+LOOKUP_STEPS = 6
+_LOOKUP_ENTRIES = 1 << 23
 # Input elements per block of rows an MVAU converts to float32, multiplies and thresholds at once: bounds the
 # float32 copy of a narrow input (an im2col of 2-bit activations is 4x larger in float32), yet each BLAS call
 # stays large enough to run well on several threads.
@@ -397,6 +401,7 @@ class Thresholds:
 
     int64: np.ndarray
     float32: np.ndarray
+    known: Range = None  # the values' static range: thresholds clipped to it, a lookup table over it
     tables: dict = field(default_factory=dict, repr=False)  # values' dtype -> thresholds to compare them with
 
     @classmethod
@@ -420,7 +425,8 @@ class Thresholds:
             ceiled = np.broadcast_to(ceiled, (channels, ceiled.shape[1])) - shift.astype(np.float64)[:, None]
         if known is not None:
             ceiled = np.clip(ceiled, known[0], known[1] + 1)
-        return cls(ceiled.astype(np.int64), np.clip(ceiled, -FLOAT32_EXACT, FLOAT32_EXACT).astype(np.float32))
+        float32 = np.clip(ceiled, -FLOAT32_EXACT, FLOAT32_EXACT).astype(np.float32)
+        return cls(ceiled.astype(np.int64), float32, known)
 
     @property
     def steps(self) -> int:
@@ -448,10 +454,33 @@ class Thresholds:
             )
         if values.size == 0 or self.steps == 0:
             return np.zeros(values.shape, dtype=np.uint8)
+        lookup = self.lookup()
+        if lookup is not None:
+            table, offsets = lookup
+            index = np.add(as_int64(values) if values.dtype.kind == "f" else values, offsets, dtype=np.intp)
+            return table[index]
         if self.steps > COMPARE_STEPS:
             return _count_by_search(as_int64(values), self.int64)
         table = self.table(values.dtype)
         return _count_by_compare(as_int64(values) if table.dtype == np.int64 else values, table)
+
+    def lookup(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """For many steps over a known, small range: each channel's count of every value lo..hi, flat, and the
+        offset per channel that turns a value into its entry (None: compare or search instead)."""
+        if "lookup" not in self.tables:
+            self.tables["lookup"] = None
+            if self.known is not None and self.steps > LOOKUP_STEPS:
+                low, high = self.known
+                channels, width = self.int64.shape[0], high - low + 1
+                if channels * width <= _LOOKUP_ENTRIES:
+                    grid = np.arange(low, high + 1, dtype=np.int64)
+                    dtype = narrowest(0, self.steps)
+                    table = np.empty((channels, width), dtype=dtype)
+                    for channel, row in enumerate(np.sort(self.int64, axis=1)):
+                        table[channel] = np.searchsorted(row, grid, side="right")
+                    offsets = np.arange(channels, dtype=np.int64) * width - low
+                    self.tables["lookup"] = table.reshape(-1), offsets
+        return self.tables["lookup"]
 
 
 def _fits(values: np.ndarray, dtype: np.dtype) -> bool:
@@ -812,16 +841,65 @@ ELEMENTWISE: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
+# Elementwise ops whose result range follows from their operands' (`_elementwise_span`): computed in the narrowest
+# integer type holding operands, result and every difference, rather than int64.
+_ARITHMETIC = {"ElementwiseAdd", "ElementwiseSub", "ElementwiseMul", "ElementwiseAbsDiff", "ElementwiseMax"}
+_BOOLEAN = {"ElementwiseAnd", "ElementwiseOr", "ElementwiseXor", "ElementwiseEqual", "ElementwiseLess"}
+_BOOLEAN |= {"ElementwiseLessOrEqual", "ElementwiseGreater", "ElementwiseGreaterOrEqual"}
+
+
 def elementwise(node: HwNode) -> list[np.ndarray]:
-    function = ELEMENTWISE[base_op_type(node.onnx.op_type)]
-    lhs, rhs = (_operand_as_declared(node, index) for index in (0, 1))
-    return [np.asarray(function(lhs, rhs)).astype(np.int64).reshape(node.out_shape())]
+    op = base_op_type(node.onnx.op_type)
+    function = ELEMENTWISE[op]
+    span = node.prepared(_elementwise_span)
+    dtype = np.dtype(np.int64) if span is None or op not in _ARITHMETIC else narrowest(*span[1])
+    lhs, rhs = (_operand_as_declared(node, index, dtype) for index in (0, 1))
+    return [np.asarray(function(lhs, rhs)).astype(dtype, copy=False).reshape(node.out_shape())]
 
 
-def _operand_as_declared(node: HwNode, index: int) -> np.ndarray:
+def _operand_range(node: HwNode, index: int) -> Range:
+    """A stream operand's static range, or a constant's (None unless it holds integers)."""
+    if node.onnx.input[index] != "" and node.model.get_initializer(node.onnx.input[index]) is None:
+        return node.input_range(index)
+    value = np.asarray(node.initializer(index), dtype=np.float64)
+    if value.size == 0 or not np.all(np.isfinite(value)) or np.any(np.rint(value) != value):
+        return None
+    return int(value.min()), int(value.max())
+
+
+def _elementwise_span(node: HwNode) -> tuple[Range, tuple[int, int]] | None:
+    """The output's range and a range holding operands, output and intermediate differences; None if unknown."""
+    op = base_op_type(node.onnx.op_type)
+    if op in _BOOLEAN:
+        return (0, 1), (0, 1)
+    a, b = _operand_range(node, 0), _operand_range(node, 1)
+    if a is None or b is None or op not in _ARITHMETIC:
+        return None
+    difference = (a[0] - b[1], a[1] - b[0])
+    if op == "ElementwiseAdd":
+        out = (a[0] + b[0], a[1] + b[1])
+    elif op == "ElementwiseSub":
+        out = difference
+    elif op == "ElementwiseMul":
+        corners = [x * y for x in a for y in b]
+        out = (min(corners), max(corners))
+    elif op == "ElementwiseMax":
+        out = (max(a[0], b[0]), max(a[1], b[1]))
+    else:  # AbsDiff: |a - b|, through a - b
+        out = (0 if difference[0] <= 0 <= difference[1] else min(map(abs, difference)), max(map(abs, difference)))
+    values = (*a, *b, *out, *difference)
+    return out, (min(values), max(values))
+
+
+def elementwise_range(node: HwNode) -> list[Range]:
+    span = node.prepared(_elementwise_span)
+    return [None if span is None else span[0]]
+
+
+def _operand_as_declared(node: HwNode, index: int, dtype: np.dtype) -> np.ndarray:
     """A stream operand in the shape its attribute (lhs_shape / rhs_shape) gives, batch first, as FINN reads it;
-    a constant operand as it is (it broadcasts)."""
-    value = as_int64(node.operand(index))
+    a constant operand as it is (it broadcasts); in `dtype`, which holds its values."""
+    value = node.operand(index).astype(dtype, copy=False)
     if index < len(node.inputs) and node.inputs[index] is not None:
         declared = node.attr(("lhs_shape", "rhs_shape")[index])
         value = value.reshape(len(value), *(int(d) for d in declared[1:]))

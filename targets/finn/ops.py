@@ -211,7 +211,10 @@ HW_OPS: dict[str, HwOp] = {
     "LabelSelect": HwOp(kernels.label_select, _pe_of("Labels"), ranges=kernels.label_select_range),
     "DuplicateStreams": HwOp(kernels.duplicate, _pe_of("NumChannels"), ranges=kernels.same_range),
     "StreamingFIFO": HwOp(kernels.identity, _no_knobs, ranges=kernels.same_range),
-    **{op: HwOp(kernels.elementwise, _elementwise_knobs) for op in kernels.ELEMENTWISE},
+    **{
+        op: HwOp(kernels.elementwise, _elementwise_knobs, ranges=kernels.elementwise_range)
+        for op in kernels.ELEMENTWISE
+    },
 }
 SUPPORTED_OPS: tuple[str, ...] = tuple(sorted(HW_OPS))
 
