@@ -654,3 +654,66 @@ def test_windows_into_a_pool(function):
     assert plan.steps[1].takes_windows
     np.testing.assert_array_equal(plan.run(x).output, expected)
     np.testing.assert_array_equal(_without_windows(prepare_dataflow(model)).run(x).output, expected)
+
+
+# ---------------------------------------------------------------------------
+# many thresholds over a known range: a table of counts; elementwise ops in their narrowest type
+
+
+@pytest.mark.parametrize("steps", [7, 15, 255, 300])
+@pytest.mark.parametrize("channels", [1, 5])
+def test_thresholds_by_lookup_table(steps, channels):
+    """Beyond LOOKUP_STEPS thresholds over a known range, the count is read from a table of every value's count:
+    thresholds at, below and beyond the ends of the range, values at both ends, counts beyond 255."""
+    rng = np.random.default_rng(steps + channels)
+    x = rng.integers(-100, 101, size=(50, 4, channels))
+    x[0], x[1] = -100, 100
+    thresholds = np.sort(rng.uniform(-100, 100, size=(channels, steps)).round(1), axis=1)
+    thresholds[:, 0], thresholds[:, -1] = -100, 101  # the lowest value counts; nothing reaches 101
+    thresholds[:, 1] = -1e30
+    thresholds = np.sort(thresholds, axis=1)
+    out_type = "INT16" if steps > 100 else "INT8"
+    model = _thresholding_model("INT8", thresholds, channels, out_type, 0, rows=(1, 4))
+    node = prepare_dataflow(model).steps[0].node
+    activation = node.memo[kernels._prepare_thresholding]
+    assert activation.thresholds.known == (-128, 127) and activation.thresholds.lookup() is not None
+    expected = _reference_count(x, _stored(model))
+    assert expected.max() == steps - 1 and expected.min() >= 1
+    np.testing.assert_array_equal(simulate_dataflow(model, x).output, expected)
+
+
+def test_a_table_too_large_falls_back_to_compares(monkeypatch):
+    rng = np.random.default_rng(4)
+    x = rng.integers(-2048, 2048, size=(30, 3, 6))
+    thresholds = _thresholds_from(x.reshape(-1, 6), 12, rng)
+    model = _thresholding_model("INT12", thresholds, 6, "INT8", 0)
+    monkeypatch.setattr(kernels, "_LOOKUP_ENTRIES", 6 * 4096 - 1)
+    node = prepare_dataflow(model).steps[0].node
+    assert node.memo[kernels._prepare_thresholding].thresholds.lookup() is None
+    np.testing.assert_array_equal(simulate_dataflow(model, x).output, _reference_count(x, _stored(model)))
+
+
+@pytest.mark.parametrize("op", ["ElementwiseAdd", "ElementwiseSub", "ElementwiseMul", "ElementwiseAbsDiff"])
+def test_elementwise_ops_in_their_narrowest_type(op):
+    """INT8 operands at their ends: the result range is static (no output check needed where the output type
+    holds it), computed in int16 (int32 for a product), equal to int64 arithmetic."""
+    rng = np.random.default_rng(len(op))
+    shape = (1, 3, 4)
+    a, b = rng.integers(-128, 128, size=(2, 40, *shape[1:]))
+    a[0], b[0], a[1], b[1] = -128, 127, -128, -128
+    b_const = b[2:3]  # the second operand a constant (it broadcasts over the batch)
+    node = hw_graphs.elementwise(op, ["a", "b"], "y", ("INT8", "INT8", "INT32"), shape)
+    model = hw_graph([node], {"a": shape, "b": shape, "y": shape}, {"b": b_const}, "INT8", infer=False)
+    reference = {
+        "ElementwiseAdd": np.add,
+        "ElementwiseSub": np.subtract,
+        "ElementwiseMul": np.multiply,
+        "ElementwiseAbsDiff": lambda p, q: np.abs(p - q),
+    }[op](a.astype(np.int64), b_const.astype(np.int64))
+    plan = prepare_dataflow(model)
+    assert plan.steps[0].checks == [None]
+    expected_range = kernels.elementwise_range(plan.steps[0].node)[0]
+    assert expected_range[0] <= reference.min() and reference.max() <= expected_range[1]
+    result = plan.run(a)
+    np.testing.assert_array_equal(result.output, reference)
+    assert result.overflows == []
