@@ -4,8 +4,9 @@ For each model, on the same samples (the 8x8 digits, tiled to --samples; one thr
 simulator's integer GEMM and onnxruntime), the median of --runs timed runs, each at least --min-seconds:
   sim      the SDK simulator on the folded, specialised accelerator, host ops included, plan prepared once;
   limit    the layers' products alone, in the path the plan chose for each (the integer GEMM on its uint8 codes,
-           float32 BLAS or int64 where it does not fit), on the layers' real inputs, im2col already made: what
-           a simulator that only multiplied would take;
+           a depthwise product position by position in int16 / int32, float32 BLAS or int64 where neither
+           fits), on the layers' real inputs, im2col already made: what a simulator that only multiplied would
+           take;
   share    limit / sim: the part of the simulator's time its products would take (1.0: nothing else costs);
   ort      onnxruntime on the same QONNX model (QuantToQCDQ), intra_op_num_threads=1.
 With --layers, the simulator's time per op type (kernels timed one by one) is printed too.
@@ -102,11 +103,19 @@ def products(plan, dataflow_x: np.ndarray):
             continue
         name = step.node.onnx.input[0]
         x = dataflow_x if name == plan.in_name else values[name]
+        known = step.node.input_range(0)
+        if known is not None:  # in the narrow type the simulator holds it in, not the int64 it is read as
+            x = x.astype(kernels.narrowest(*known))
         node = replace(step.node, inputs=[x], overflows=[])
         unit = node.prepared(kernels._prepare_mvau if op == "MVAU" else kernels._prepare_vvau)
         product = unit.product
-        if op == "VVAU":
-            x = x.reshape(*x.shape[:-1], *product.weights.shape).astype(np.int64)
+        if op == "VVAU" and product.narrow is not None:  # position by position in int16 / int32
+            k_h, k_w = (int(k) for k in step.node.attr("Kernel"))
+            x = np.ascontiguousarray(kernels.dense(x)).reshape(*x.shape[:-1], k_h, k_w, product.weights.shape[1])
+            narrow = (product.narrow_weights, product.narrow)
+            calls.append(lambda x=x, narrow=narrow: kernels._depthwise_sum(x, *narrow))
+        elif op == "VVAU":
+            x = kernels.dense(x).reshape(*x.shape[:-1], *product.weights.shape).astype(np.int64)
             x = np.ascontiguousarray(x, dtype=np.float32) if product.static32 else x
             calls.append(lambda x=x, product=product: product(x))
         elif product.gemm is not None:

@@ -186,14 +186,24 @@ def _vvau_model(x_type: str, weights: np.ndarray, thresholds=None, w_type="INT4"
     return hw_graph([node], shapes, initializers, x_type, infer=False)
 
 
-@pytest.mark.parametrize("x_type, high, w_type, w_high", [("UINT4", 15, "INT4", 7), ("INT32", 2**30, "INT20", 2**19)])
+@pytest.mark.parametrize(
+    "x_type, high, w_type, w_high",
+    [
+        ("UINT4", 15, "INT4", 7),  # int16 sums, position by position
+        ("UINT8", 255, "INT8", 128),  # 255 * 128 * 9 > 2**15 - 1: int32 sums
+        ("INT32", 2**30, "INT20", 2**19),  # beyond int32: float64 / int64 (einsum)
+    ],
+)
 def test_vvau_matches_int64_reference(x_type, high, w_type, w_high):
     rng = np.random.default_rng(high)
     channels, k = 5, 3
     weights = rng.integers(-w_high, w_high, size=(channels, 1, k, k))
     x = rng.integers(0, high + 1, size=(30, 2, 2, k * k * channels))
+    x[0], weights[0] = high, -w_high  # one channel's sum at its largest magnitude
     patches = x.reshape(30, 2, 2, k * k, channels).astype(np.int64)
     acc = np.einsum("...kc,kc->...c", patches, weights.reshape(channels, k * k).T.astype(np.int64))
+    narrow = {"UINT4": np.int16, "UINT8": np.int32}.get(x_type)
+    assert _unit(_vvau_model(x_type, weights, w_type=w_type)).product.narrow == narrow
     np.testing.assert_array_equal(simulate_dataflow(_vvau_model(x_type, weights, w_type=w_type), x).output, acc)
     if high < 2**20:
         thresholds = _thresholds_from(acc.reshape(-1, channels), 15, rng)
@@ -587,6 +597,34 @@ def _reference_windows(x: np.ndarray, kernel: int, stride: int, dilation: int = 
                 for kx in range(kernel):
                     out[:, oy, ox, ky, kx] = x[:, oy * stride + ky * dilation, ox * stride + kx * dilation]
     return out.reshape(n, out_side, out_side, -1)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_windows_into_a_vvau_block_by_block(monkeypatch, stride):
+    """A depthwise window generator into a VVAU: the windows summed as they are, a few samples per block."""
+    rng = np.random.default_rng(stride)
+    side, channels, kernel = 7, 4, 3
+    node = hw_graphs.window_generator("x", "p", side, channels, kernel, stride, "INT3", depthwise=1)
+    out_side = hw_graphs.window_side(side, kernel, stride)
+    weights = rng.integers(-4, 4, size=(channels, 1, kernel, kernel))
+    x = rng.integers(-4, 4, size=(23, side, side, channels))
+    patches = _reference_windows(x, kernel, stride).reshape(23, out_side, out_side, kernel * kernel, channels)
+    acc = np.einsum("...kc,kc->...c", patches, weights.reshape(channels, -1).T.astype(np.int64))
+    thresholds = _thresholds_from(acc.reshape(-1, channels), 3, rng)
+    vvau = hw_graphs.vvau(["p", "w", "t"], "y", channels, kernel, out_side, "INT3", "INT3", outputDataType="UINT2")
+    shapes = {
+        "x": (1, side, side, channels),
+        "p": (1, out_side, out_side, kernel * kernel * channels),
+        "y": (1, out_side, out_side, channels),
+    }
+    model = hw_graph([node, vvau], shapes, {"w": weights, "t": thresholds}, "INT3", infer=False)
+    expected = _reference_count(acc, _stored(model))
+    monkeypatch.setattr(kernels, "_ACC_BLOCK", 5 * out_side * out_side * channels)  # 5 samples a block
+    plan = prepare_dataflow(model)
+    assert plan.steps[1].takes_windows and plan.steps[1].node.memo[kernels._prepare_vvau].product.narrow == np.int16
+    np.testing.assert_array_equal(plan.run(x).output, expected)
+    np.testing.assert_array_equal(_without_windows(prepare_dataflow(model)).run(x).output, expected)
+    assert plan.run(x[:0]).output.shape == (0, out_side, out_side, channels)
 
 
 def _without_windows(plan):

@@ -353,6 +353,12 @@ class _Product:
         self.static32 = self.known is not None and _bound(self.known) * self.abs_sum < FLOAT32_EXACT
         matmul = self.contract is np.matmul
         self.gemm = IntegerGemm.fitting(self.weights, self.known, self.threads) if matmul else None
+        # a depthwise product summed position by position in int16 or int32 where every partial sum fits
+        self.narrow = None
+        if not matmul and self.known is not None:
+            bound = _bound(self.known) * max(self.abs_sum, 1)
+            self.narrow = next((np.dtype(t) for t in (np.int16, np.int32) if bound <= np.iinfo(t).max), None)
+        self.narrow_weights = None if self.narrow is None else self.weights.astype(self.narrow)
 
     @property
     def static(self) -> bool:
@@ -662,6 +668,20 @@ class _VectorUnit:
         return out
 
 
+def _depthwise_sum(windows: np.ndarray, weights: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """(..., kH, kW, C) windows (a strided view or not) with (kH * kW, C) weights -> (..., C) in `dtype`, which
+    holds every partial sum: one multiply and one add per kernel position, no copy of the windows."""
+    k_h, k_w, channels = windows.shape[-3:]
+    acc = np.empty(windows.shape[:-3] + (channels,), dtype=dtype)
+    term = np.empty_like(acc)
+    for position in range(k_h * k_w):
+        x = windows[..., position // k_w, position % k_w, :]
+        np.multiply(x, weights[position], out=term if position else acc, casting="unsafe")  # exact integers
+        if position:
+            np.add(acc, term, out=acc)
+    return acc
+
+
 def _vector_unit(node: HwNode, weights: np.ndarray, contract: Callable, terms: int, xnor: bool) -> _VectorUnit:
     """weights (terms, outputs) int64; `terms` products are summed per output."""
     known = node.input_range(0)
@@ -728,9 +748,25 @@ def mvau(node: HwNode) -> list[np.ndarray]:
 
 def vvau(node: HwNode) -> list[np.ndarray]:
     unit = node.prepared(_prepare_vvau)
-    x = node.inputs[0]
-    # the input is im2col order (kernel position, channel); each channel meets its own kernel
-    return [unit(node, x.reshape(*x.shape[:-1], *unit.product.weights.shape))]
+    x, product = node.inputs[0], unit.product
+    if product.narrow is None or unit.halve_offset is not None or unit.acc_check is not None:
+        x = dense(x)  # the input is im2col order (kernel position, channel); each channel meets its own kernel
+        return [unit(node, x.reshape(*x.shape[:-1], *product.weights.shape))]
+    # the windows (N, OH, OW, kH, kW, C) as they are, a block of samples at a time: sums and counts in cache
+    k_h, k_w = (int(k) for k in node.attr("Kernel"))
+    windows = x.view if isinstance(x, Windows) else x.reshape(*x.shape[:-1], k_h, k_w, product.weights.shape[1])
+    per_sample = int(np.prod(windows.shape[1:-3])) * product.weights.shape[1]
+    items = max(1, _ACC_BLOCK // max(1, per_sample))
+    out = None
+    for start in range(0, max(1, len(windows)), items):
+        acc = _depthwise_sum(windows[start : start + items], product.narrow_weights, product.narrow)
+        y = unit.activation(acc) if unit.activation else acc
+        if len(windows) <= items:
+            return [y.reshape(node.out_shape())]
+        if out is None:
+            out = np.empty((len(windows), *y.shape[1:]), dtype=y.dtype)
+        out[start : start + len(y)] = y
+    return [out.reshape(node.out_shape())]
 
 
 def thresholding(node: HwNode) -> list[np.ndarray]:

@@ -201,6 +201,7 @@ HW_OPS: dict[str, HwOp] = {
         _vvau_knobs,
         graph_check=_vvau_weights,
         ranges=kernels.vvau_range,
+        takes_windows=True,
         takes_linked_window=True,
         simd_reads_window=True,
     ),
