@@ -113,7 +113,9 @@ def products(plan, dataflow_x: np.ndarray):
             k_h, k_w = (int(k) for k in step.node.attr("Kernel"))
             x = np.ascontiguousarray(kernels.dense(x)).reshape(*x.shape[:-1], k_h, k_w, product.weights.shape[1])
             narrow = (product.narrow_weights, product.narrow)
-            calls.append(lambda x=x, narrow=narrow: kernels._depthwise_sum(x, *narrow))
+            items = max(1, kernels._ACC_BLOCK // max(1, int(np.prod(x.shape[1:-3])) * x.shape[-1]))
+            blocks = [x[start : start + items] for start in range(0, len(x), items)]  # in cache, as the kernel
+            calls.append(lambda blocks=blocks, narrow=narrow: [kernels._depthwise_sum(b, *narrow) for b in blocks])
         elif op == "VVAU":
             x = kernels.dense(x).reshape(*x.shape[:-1], *product.weights.shape).astype(np.int64)
             x = np.ascontiguousarray(x, dtype=np.float32) if product.static32 else x
