@@ -402,7 +402,8 @@ class Thresholds:
     For integers, v >= t exactly when v >= ceil(t); thresholds outside [lo, hi + 1] of the values
     are clipped there, which changes no count. Kept in int64 and, for float32 values (below 2**24
     in magnitude), in float32 clipped to +-2**24 so that every one is exact; integer values are
-    compared in their own dtype wherever every threshold is exact there.
+    compared in their own dtype wherever every threshold is exact there. Many steps over a known,
+    small range are counted by one table look-up per value instead (`lookup`).
     """
 
     int64: np.ndarray
