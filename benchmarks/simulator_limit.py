@@ -167,8 +167,11 @@ def measure(name: str, samples: int, tmp: Path, args) -> dict:
     for step in plan.steps:
         unit = step.node.memo.get(kernels._prepare_mvau) or step.node.memo.get(kernels._prepare_vvau)
         if unit is not None:
-            gemm = unit.product.gemm
-            paths.append("gemm" if gemm is not None and not gemm.offset else "gemm±" if gemm else "float")
+            gemm, narrow = unit.product.gemm, unit.product.narrow
+            if gemm is not None:
+                paths.append("gemm±" if gemm.offset else "gemm")
+            else:
+                paths.append(f"dw{narrow.itemsize * 8}" if narrow is not None else "float")
 
     def simulate():
         return host_output(parent, plan.run(host_input(parent, xs), keep_intermediates=False).output)
@@ -177,15 +180,18 @@ def measure(name: str, samples: int, tmp: Path, args) -> dict:
     session, input_name = onnxruntime_session(model.onnx_path, 1)
     ort_x = xs.reshape(len(xs), -1) if model.card["input"]["flatten"] else xs
     contestants["ort"] = lambda: session.run(None, {input_name: ort_x})
-    expected = session.run(None, {input_name: ort_x[:500]})[0]
-    same = bool(np.allclose(simulate()[:500].reshape(expected.shape), expected, rtol=0, atol=1e-4))
+    # onnxruntime's QCDQ form of the model rounds some values otherwise than the QONNX model (which the simulator
+    # equals: tests/test_sim_finn.py); the share of samples where its output differs is reported beside its time
+    expected = session.run(None, {input_name: ort_x[:500]})[0].reshape(min(500, samples), -1)
+    ours = simulate()[:500].reshape(expected.shape)
+    differing = float(np.mean(np.abs(ours - expected).max(axis=1) > 1e-4 * np.abs(expected).max()))
     rates = median_rates(contestants, samples, args.runs, args.min_seconds)
     row = {
         "model": name,
         "samples": samples,
         "seconds": {key: samples / rate for key, rate in rates.items()},
         "paths": paths,
-        "outputs_match_ort": same,
+        "ort_differs_on": differing,
         "load_average": os.getloadavg()[0],
     }
     if args.layers:
@@ -212,14 +218,15 @@ def main() -> None:
             r = rows[-1]
             print(f"{name}: {r['seconds']} paths {r['paths']}", flush=True)
     print(f"\none thread each; seconds for {args.samples:,} samples (median of {args.runs})")
-    print(f"{'model':10s} {'sim':>8s} {'limit':>8s} {'share':>6s} {'ort':>8s} {'sim/ort':>8s}  products")
+    print(f"{'model':10s} {'sim':>8s} {'limit':>8s} {'share':>6s} {'ort':>8s} {'sim/ort':>8s} {'ort≠':>5s}  products")
     for r in rows:
         s = r["seconds"]
         print(
             f"{r['model']:10s} {s['sim']:8.3f} {s['limit']:8.3f} {s['limit'] / s['sim']:6.2f} {s['ort']:8.3f} "
-            f"{s['ort'] / s['sim']:7.2f}x  {' '.join(r['paths'])}"
-            + ("" if r["outputs_match_ort"] else "  (outputs differ from onnxruntime's)")
+            f"{s['ort'] / s['sim']:7.2f}x {r['ort_differs_on']:5.0%}  {' '.join(r['paths'])}"
         )
+    print("ort≠: samples where onnxruntime's QCDQ model differs from the QONNX model the simulator equals")
+    print("products: gemm (unsigned codes), gemm± (signed: codes x - low), dw16 / dw32 (depthwise), float (BLAS)")
     if args.layers:
         print("\nsimulator seconds per op type (best of the runs)")
         for r in rows:
