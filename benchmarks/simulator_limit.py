@@ -9,10 +9,11 @@ simulator's integer GEMM and onnxruntime), the median of --runs timed runs, each
            take;
   share    limit / sim: the part of the simulator's time its products would take (1.0: nothing else costs);
   ort      onnxruntime on the same QONNX model (QuantToQCDQ), intra_op_num_threads=1.
-With --layers, the simulator's time per op type (kernels timed one by one) is printed too.
+With --layers, the simulator's time per op type (kernels timed one by one) is printed too; with --baseline REV, the
+simulator as of that git revision takes its turns too (its outputs checked identical first).
 The models: the zoo's tfc, sfc, lfc, cnv, dscnn and resnet8 (the committed fixtures where there are, else trained
 for one epoch) and an MLP 64-256-256-256-10 with signed 2-bit activations (QuantIdentity after each BatchNorm).
-Usage: python benchmarks/simulator_limit.py [--models tfc,cnv] [--samples 10000] [--layers]
+Usage: python benchmarks/simulator_limit.py [--models tfc,cnv] [--samples 10000] [--layers] [--baseline REV]
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from collections import defaultdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-from simulator_speed import median_rates, onnxruntime_session  # noqa: E402
+from simulator_speed import median_rates, onnxruntime_session, simulator_at  # noqa: E402
 
 from targets.finn import kernels  # noqa: E402
 from targets.finn.simulator import host_input, host_output, prepare_dataflow  # noqa: E402
@@ -154,7 +155,7 @@ def per_op(plan, dataflow_x: np.ndarray, runs: int) -> dict[str, float]:
     return {op: min(values) for op, values in totals.items()}
 
 
-def measure(name: str, samples: int, tmp: Path, args) -> dict:
+def measure(name: str, samples: int, tmp: Path, args, baseline) -> dict:
     from sdk.data import load_dataset
     from targets.finn.adapter import graph_input
 
@@ -177,6 +178,11 @@ def measure(name: str, samples: int, tmp: Path, args) -> dict:
         return host_output(parent, plan.run(host_input(parent, xs), keep_intermediates=False).output)
 
     contestants = {"sim": simulate, "limit": products(plan, dataflow_x)}
+    if baseline is not None:
+        before = baseline.prepare_dataflow(dataflow, threads=1)
+        if not np.array_equal(before.run(dataflow_x).output, plan.run(dataflow_x).output):
+            raise SystemExit(f"{name}: the simulator at {args.baseline} computes other outputs")
+        contestants["before"] = lambda: host_output(parent, before.run(host_input(parent, xs), False).output)
     session, input_name = onnxruntime_session(model.onnx_path, 1)
     ort_x = xs.reshape(len(xs), -1) if model.card["input"]["flatten"] else xs
     contestants["ort"] = lambda: session.run(None, {input_name: ort_x})
@@ -206,6 +212,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--min-seconds", type=float, default=0.5)
     parser.add_argument("--layers", action="store_true", help="also the simulator's time per op type")
+    parser.add_argument("--baseline", metavar="REV", help="also time the simulator as of this git revision")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/simulator_limit.json"))
     args = parser.parse_args()
     from threadpoolctl import threadpool_limits
@@ -213,8 +220,9 @@ def main() -> None:
     threadpool_limits(1)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        baseline = simulator_at(args.baseline, Path(tmp) / "baseline") if args.baseline else None
         for name in args.models.split(","):
-            rows.append(measure(name, args.samples, Path(tmp), args))
+            rows.append(measure(name, args.samples, Path(tmp), args, baseline))
             r = rows[-1]
             print(f"{name}: {r['seconds']} paths {r['paths']}", flush=True)
     print(f"\none thread each; seconds for {args.samples:,} samples (median of {args.runs})")
@@ -226,6 +234,11 @@ def main() -> None:
             f"{s['ort'] / s['sim']:7.2f}x {r['ort_differs_on']:5.0%}  {' '.join(r['paths'])}"
         )
     print("ort≠: samples where onnxruntime's QCDQ model differs from the QONNX model the simulator equals")
+    if args.baseline:
+        print(f"\nthe simulator at {args.baseline}, seconds (its speed-up since):")
+        for r in rows:
+            before = r["seconds"]["before"]
+            print(f"{r['model']:10s} {before:8.3f} {before / r['seconds']['sim']:6.2f}x")
     print("products: gemm (unsigned codes), gemm± (signed: codes x - low), dw16 / dw32 (depthwise), float (BLAS)")
     if args.layers:
         print("\nsimulator seconds per op type (best of the runs)")
