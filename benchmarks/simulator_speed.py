@@ -143,15 +143,15 @@ def blas_products(plan, dataflow_x: np.ndarray) -> Callable[[], object]:
 
 
 def integer_products(plan, dataflow_x: np.ndarray) -> Callable[[], object] | None:
-    """Every MVAU's product in the simulator's integer GEMM (uint8 inputs), on that layer's real inputs;
+    """Every MVAU's product in the simulator's integer GEMM (on its uint8 codes), on that layer's real inputs;
     None unless every MVAU of the plan uses it."""
     pairs = []
     for x, step in mvau_inputs(plan, dataflow_x):
         gemm = step.node.memo[kernels._prepare_mvau].product.gemm
         if gemm is None:
             return None
-        pairs.append((x.astype(np.uint8).reshape(-1, gemm.terms), gemm))
-    return lambda: [gemm(x) for x, gemm in pairs]
+        pairs.append((gemm.codes(x.reshape(-1, gemm.terms)), gemm))  # uint8 codes x - low (signed inputs too)
+    return lambda: [gemm.raw(codes) for codes, gemm in pairs]
 
 
 def measure(model: Model, samples: int, tmp: Path, args, baseline) -> dict:

@@ -1,12 +1,13 @@
 """The simulator's fast paths against a straightforward int64 reference, on random data and at the edges.
 
-The kernels compute in onnxruntime's integer GEMM (uint8 x int8 in int32) where the input is uint8 and
-the weights fit 8 bits, in float32 BLAS where the static range of a layer's input and its weights bound
-every partial sum below 2**24, in float64 or int64 beyond, and count thresholds with one compare per
-step in the values' own dtype (a searchsorted for many steps). Each case here is built so that a wrong
-choice would show: accumulators at exactly 2**24 - 1, 2**24 and 2**24 + 1 and at the int16 pair and int32
-bounds of the integer GEMM, thresholds equal to accumulator values, negative, fractional and infinite
-thresholds, BINARY (XNOR) and BIPOLAR inputs, inputs of every dtype.
+The kernels compute in onnxruntime's integer GEMM (uint8 x int8 in int32) where the input spans at most
+256 values (a signed one as its codes x - low) and the weights fit 8 bits, in float32 BLAS where the static
+range of a layer's input and its weights bound every partial sum below 2**24, in float64 or int64 beyond, and
+count thresholds with one compare per step in the values' own dtype (a searchsorted for many steps). Each case
+here is built so that a wrong choice would show: accumulators at exactly 2**24 - 1, 2**24 and 2**24 + 1 and at
+the int16 pair and int32 bounds of the integer GEMM, thresholds equal to accumulator values, negative,
+fractional and infinite thresholds, BINARY (XNOR), BIPOLAR and signed inputs of 1 to 8 bits, inputs of every
+dtype.
 """
 
 from __future__ import annotations
@@ -185,14 +186,24 @@ def _vvau_model(x_type: str, weights: np.ndarray, thresholds=None, w_type="INT4"
     return hw_graph([node], shapes, initializers, x_type, infer=False)
 
 
-@pytest.mark.parametrize("x_type, high, w_type, w_high", [("UINT4", 15, "INT4", 7), ("INT32", 2**30, "INT20", 2**19)])
+@pytest.mark.parametrize(
+    "x_type, high, w_type, w_high",
+    [
+        ("UINT4", 15, "INT4", 7),  # int16 sums, position by position
+        ("UINT8", 255, "INT8", 128),  # 255 * 128 * 9 > 2**15 - 1: int32 sums
+        ("INT32", 2**30, "INT20", 2**19),  # beyond int32: float64 / int64 (einsum)
+    ],
+)
 def test_vvau_matches_int64_reference(x_type, high, w_type, w_high):
     rng = np.random.default_rng(high)
     channels, k = 5, 3
     weights = rng.integers(-w_high, w_high, size=(channels, 1, k, k))
     x = rng.integers(0, high + 1, size=(30, 2, 2, k * k * channels))
+    x[0], weights[0] = high, -w_high  # one channel's sum at its largest magnitude
     patches = x.reshape(30, 2, 2, k * k, channels).astype(np.int64)
     acc = np.einsum("...kc,kc->...c", patches, weights.reshape(channels, k * k).T.astype(np.int64))
+    narrow = {"UINT4": np.int16, "UINT8": np.int32}.get(x_type)
+    assert _unit(_vvau_model(x_type, weights, w_type=w_type)).product.narrow == narrow
     np.testing.assert_array_equal(simulate_dataflow(_vvau_model(x_type, weights, w_type=w_type), x).output, acc)
     if high < 2**20:
         thresholds = _thresholds_from(acc.reshape(-1, channels), 15, rng)
@@ -377,21 +388,100 @@ def test_integer_gemm_only_where_it_is_exact():
     """Signed or wide inputs, 9-bit weights and a possible int32 overflow take the float or int64 paths."""
     small = np.full((8, 3), 2)
     assert _unit(_gemm_model("UINT8", small)).product.gemm is not None
-    assert _unit(_gemm_model("INT8", small)).product.gemm is None  # signed input
+    assert _unit(_gemm_model("INT9", small)).product.gemm is None  # a signed input spanning more than 256 values
     assert _unit(_gemm_model("UINT9", small)).product.gemm is None  # beyond uint8
     assert _unit(_mvau("UINT8", "INT9", np.full((8, 3), -129))).product.gemm is None  # beyond int8
     assert _unit(_mvau("UINT8", "UINT8", np.full((8, 3), 128))).product.gemm is None
     # 255 * (sum |w| + 256 * K) must stay below 2**31 - 1 (x * (w + 128) summed); with one -1 and 127 else, K <= 21,988
     assert 255 * (127 * 21_987 + 1 + 256 * 21_988) < 2**31 - 1 <= 255 * (127 * 21_988 + 1 + 256 * 21_989)
-    for terms, fits in ((21_988, True), (21_989, False)):
-        weights = np.full((terms, 1), 127)
-        weights[0] = -1
-        unit = _unit(_gemm_model("UINT8", weights))
-        assert (unit.product.gemm is not None) == fits
-        x = np.vstack([np.full((1, terms), 255), np.random.default_rng(terms).integers(0, 256, size=(3, terms))])
-        np.testing.assert_array_equal(
-            simulate_dataflow(_gemm_model("UINT8", weights), x).output, _reference_mvau(x, weights)
-        )
+    # a signed input goes as its codes x + 128 in [0, 255]: the same bound (its largest code is 255 too)
+    for x_type, low in (("UINT8", 0), ("INT8", -128)):
+        for terms, fits in ((21_988, True), (21_989, False)):
+            weights = np.full((terms, 1), 127)
+            weights[0] = -1
+            unit = _unit(_gemm_model(x_type, weights))
+            assert (unit.product.gemm is not None) == fits
+            rng = np.random.default_rng(terms)
+            x = np.vstack([np.full((2, terms), low), np.full((1, terms), low + 255)])
+            x = np.vstack([x, rng.integers(low, low + 256, size=(3, terms))])
+            x[1, 0] = low + 255  # the -1 weight at its largest code, the rest at the lowest
+            np.testing.assert_array_equal(
+                simulate_dataflow(_gemm_model(x_type, weights), x).output, _reference_mvau(x, weights)
+            )
+
+
+SIGNED_TYPES = ["BIPOLAR"] + [f"INT{bits}" for bits in range(2, 9)]
+
+
+def _signed_values(x_type: str, rng, shape) -> np.ndarray:
+    if x_type == "BIPOLAR":
+        return rng.choice([-1, 1], size=shape)
+    bits = int(x_type[3:])
+    x = rng.integers(-(2 ** (bits - 1)), 2 ** (bits - 1), size=shape)
+    x[0], x[1] = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1  # the ends of the range, on every term
+    return x
+
+
+@pytest.mark.parametrize("x_type", SIGNED_TYPES)
+@pytest.mark.parametrize("w_type, w_low, w_high, zero_point", [("INT2", -2, 1, 0), ("INT8", -128, 127, None)])
+def test_signed_inputs_take_the_integer_gemm(x_type, w_type, w_low, w_high, zero_point):
+    """Signed activations of 1 to 8 bits go through the integer GEMM as codes x - low (uint8), shifted back by
+    the column sums (no thresholds) or by moving the thresholds (blocked), and equal the int64 reference."""
+    rng = np.random.default_rng(len(x_type) + w_high)
+    weights = rng.integers(w_low, w_high + 1, size=(70, 9))
+    weights[:, 0], weights[:, 1] = w_low, w_high
+    x = _signed_values(x_type, rng, (60, 70))
+    low = -1 if x_type == "BIPOLAR" else -(2 ** (int(x_type[3:]) - 1))
+    model = _mvau(x_type, w_type, weights)
+    unit = _unit(model)
+    assert unit.product.gemm is not None and unit.product.gemm.offset == low
+    if zero_point is not None:
+        assert unit.product.gemm.zero_point == zero_point
+    else:  # int8 weights: a pair of products fits int16 up to INT7 (codes to 127), not for INT8 (to 255)
+        top = 2 if x_type == "BIPOLAR" else -2 * low - 1
+        assert unit.product.gemm.zero_point == (0 if 2 * top * 128 <= 2**15 - 1 else 128)
+        assert unit.product.gemm.zero_point == (128 if x_type == "INT8" else 0)
+    expected = _reference_mvau(x, weights)
+    np.testing.assert_array_equal(simulate_dataflow(model, x).output, expected)
+    thresholds = _thresholds_from(expected, 7, rng)
+    thresholds[1] = np.linspace(-(2.0**30), 2.0**30, 7)  # beyond the accumulators on both sides
+    model = _mvau(x_type, w_type, weights, thresholds, out_type="INT4", act_val=-4)
+    unit = _unit(model)
+    assert unit.blocked and unit.product.gemm is not None and unit.code_activation is not unit.activation
+    np.testing.assert_array_equal(
+        simulate_dataflow(model, x).output, _reference_mvau(x, weights, _stored(model), act_val=-4)
+    )
+
+
+def test_signed_inputs_refused_where_the_gemm_is_not_exact():
+    """INT9 spans 512 values; int16 weights are beyond int8: the float path, still exact."""
+    rng = np.random.default_rng(9)
+    for x_type, w_type, weights, x in (
+        ("INT9", "INT2", rng.integers(-2, 2, size=(30, 4)), rng.integers(-256, 256, size=(20, 30))),
+        ("INT4", "INT9", rng.integers(-256, 256, size=(30, 4)), rng.integers(-8, 8, size=(20, 30))),
+    ):
+        model = _mvau(x_type, w_type, weights)
+        assert _unit(model).product.gemm is None
+        np.testing.assert_array_equal(simulate_dataflow(model, x).output, _reference_mvau(x, weights))
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.float32, np.int64])
+def test_signed_codes_from_every_dtype(dtype):
+    """The codes x - low from int8 (a wrapping uint8 add), wider integers and float32 are the same."""
+    rng = np.random.default_rng(3)
+    weights = rng.integers(-3, 3, size=(20, 6))
+    x = _signed_values("INT8", rng, (40, 20))
+    model = _mvau("INT8", "INT3", weights, _thresholds_from(_reference_mvau(x, weights), 5, rng), out_type="UINT3")
+    expected = _reference_mvau(x, weights, _stored(model))
+    plan = prepare_dataflow(model)
+    np.testing.assert_array_equal(plan.steps[0].kernel(_node_of(plan, x.astype(dtype)))[0].reshape(40, 6), expected)
+    np.testing.assert_array_equal(plan.run(x.astype(dtype)).output, expected)
+
+
+def _node_of(plan, x: np.ndarray):
+    from dataclasses import replace
+
+    return replace(plan.steps[0].node, inputs=[x], overflows=[])
 
 
 def test_integer_gemm_in_blocks_of_rows(monkeypatch):
@@ -509,6 +599,34 @@ def _reference_windows(x: np.ndarray, kernel: int, stride: int, dilation: int = 
     return out.reshape(n, out_side, out_side, -1)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_windows_into_a_vvau_block_by_block(monkeypatch, stride):
+    """A depthwise window generator into a VVAU: the windows summed as they are, a few samples per block."""
+    rng = np.random.default_rng(stride)
+    side, channels, kernel = 7, 4, 3
+    node = hw_graphs.window_generator("x", "p", side, channels, kernel, stride, "INT3", depthwise=1)
+    out_side = hw_graphs.window_side(side, kernel, stride)
+    weights = rng.integers(-4, 4, size=(channels, 1, kernel, kernel))
+    x = rng.integers(-4, 4, size=(23, side, side, channels))
+    patches = _reference_windows(x, kernel, stride).reshape(23, out_side, out_side, kernel * kernel, channels)
+    acc = np.einsum("...kc,kc->...c", patches, weights.reshape(channels, -1).T.astype(np.int64))
+    thresholds = _thresholds_from(acc.reshape(-1, channels), 3, rng)
+    vvau = hw_graphs.vvau(["p", "w", "t"], "y", channels, kernel, out_side, "INT3", "INT3", outputDataType="UINT2")
+    shapes = {
+        "x": (1, side, side, channels),
+        "p": (1, out_side, out_side, kernel * kernel * channels),
+        "y": (1, out_side, out_side, channels),
+    }
+    model = hw_graph([node, vvau], shapes, {"w": weights, "t": thresholds}, "INT3", infer=False)
+    expected = _reference_count(acc, _stored(model))
+    monkeypatch.setattr(kernels, "_ACC_BLOCK", 5 * out_side * out_side * channels)  # 5 samples a block
+    plan = prepare_dataflow(model)
+    assert plan.steps[1].takes_windows and plan.steps[1].node.memo[kernels._prepare_vvau].product.narrow == np.int16
+    np.testing.assert_array_equal(plan.run(x).output, expected)
+    np.testing.assert_array_equal(_without_windows(prepare_dataflow(model)).run(x).output, expected)
+    assert plan.run(x[:0]).output.shape == (0, out_side, out_side, channels)
+
+
 def _without_windows(plan):
     """The same plan with every Windows made dense before a kernel reads it (the path before the copy per block)."""
     for step in plan.steps:
@@ -574,3 +692,66 @@ def test_windows_into_a_pool(function):
     assert plan.steps[1].takes_windows
     np.testing.assert_array_equal(plan.run(x).output, expected)
     np.testing.assert_array_equal(_without_windows(prepare_dataflow(model)).run(x).output, expected)
+
+
+# ---------------------------------------------------------------------------
+# many thresholds over a known range: a table of counts; elementwise ops in their narrowest type
+
+
+@pytest.mark.parametrize("steps", [7, 15, 255, 300])
+@pytest.mark.parametrize("channels", [1, 5])
+def test_thresholds_by_lookup_table(steps, channels):
+    """Beyond LOOKUP_STEPS thresholds over a known range, the count is read from a table of every value's count:
+    thresholds at, below and beyond the ends of the range, values at both ends, counts beyond 255."""
+    rng = np.random.default_rng(steps + channels)
+    x = rng.integers(-100, 101, size=(50, 4, channels))
+    x[0], x[1] = -100, 100
+    thresholds = np.sort(rng.uniform(-100, 100, size=(channels, steps)).round(1), axis=1)
+    thresholds[:, 0], thresholds[:, -1] = -100, 101  # the lowest value counts; nothing reaches 101
+    thresholds[:, 1] = -1e30
+    thresholds = np.sort(thresholds, axis=1)
+    out_type = "INT16" if steps > 100 else "INT8"
+    model = _thresholding_model("INT8", thresholds, channels, out_type, 0, rows=(1, 4))
+    node = prepare_dataflow(model).steps[0].node
+    activation = node.memo[kernels._prepare_thresholding]
+    assert activation.thresholds.known == (-128, 127) and activation.thresholds.lookup() is not None
+    expected = _reference_count(x, _stored(model))
+    assert expected.max() == steps - 1 and expected.min() >= 1
+    np.testing.assert_array_equal(simulate_dataflow(model, x).output, expected)
+
+
+def test_a_table_too_large_falls_back_to_compares(monkeypatch):
+    rng = np.random.default_rng(4)
+    x = rng.integers(-2048, 2048, size=(30, 3, 6))
+    thresholds = _thresholds_from(x.reshape(-1, 6), 12, rng)
+    model = _thresholding_model("INT12", thresholds, 6, "INT8", 0)
+    monkeypatch.setattr(kernels, "_LOOKUP_ENTRIES", 6 * 4096 - 1)
+    node = prepare_dataflow(model).steps[0].node
+    assert node.memo[kernels._prepare_thresholding].thresholds.lookup() is None
+    np.testing.assert_array_equal(simulate_dataflow(model, x).output, _reference_count(x, _stored(model)))
+
+
+@pytest.mark.parametrize("op", ["ElementwiseAdd", "ElementwiseSub", "ElementwiseMul", "ElementwiseAbsDiff"])
+def test_elementwise_ops_in_their_narrowest_type(op):
+    """INT8 operands at their ends: the result range is static (no output check needed where the output type
+    holds it), computed in int16 (int32 for a product), equal to int64 arithmetic."""
+    rng = np.random.default_rng(len(op))
+    shape = (1, 3, 4)
+    a, b = rng.integers(-128, 128, size=(2, 40, *shape[1:]))
+    a[0], b[0], a[1], b[1] = -128, 127, -128, -128
+    b_const = b[2:3]  # the second operand a constant (it broadcasts over the batch)
+    node = hw_graphs.elementwise(op, ["a", "b"], "y", ("INT8", "INT8", "INT32"), shape)
+    model = hw_graph([node], {"a": shape, "b": shape, "y": shape}, {"b": b_const}, "INT8", infer=False)
+    reference = {
+        "ElementwiseAdd": np.add,
+        "ElementwiseSub": np.subtract,
+        "ElementwiseMul": np.multiply,
+        "ElementwiseAbsDiff": lambda p, q: np.abs(p - q),
+    }[op](a.astype(np.int64), b_const.astype(np.int64))
+    plan = prepare_dataflow(model)
+    assert plan.steps[0].checks == [None]
+    expected_range = kernels.elementwise_range(plan.steps[0].node)[0]
+    assert expected_range[0] <= reference.min() and reference.max() <= expected_range[1]
+    result = plan.run(a)
+    np.testing.assert_array_equal(result.output, reference)
+    assert result.overflows == []

@@ -249,6 +249,59 @@ def test_small_graphs_equal_finn_python_execution(finn_ready, build):
     _assert_equal_to_finn(model, specialized, x.astype(np.float32))
 
 
+def _signed_conv_graph(rng, out_type: str):
+    """Thresholds to signed activations (BIPOLAR or INTb), zero padding, 3x3 windows and a thresholded MVAU
+    reading them: the signed input the integer GEMM takes as codes x - low."""
+    c, mh, side = 4, 6, 5
+    bipolar = out_type == "BIPOLAR"
+    bits = 1 if bipolar else int(out_type[3:])
+    steps, low = 2**bits - 1, 0 if bipolar else -(2 ** (bits - 1))
+    padded = side if bipolar else side + 2  # FINN pads with 0, which is no BIPOLAR value
+    nodes = [
+        hw_graphs.thresholding(["x", "thr"], "a", c, steps, "UINT4", out_type, [1, side, side], ActVal=low),
+        hw_graphs.window_generator("ap", "w", padded, c, 3, 1, out_type),
+        hw_graphs.mvau(
+            ["w", "mw", "mt"], "y", 9 * c, mh, out_type, "INT3", [1, padded - 2, padded - 2], outputDataType="UINT2"
+        ),
+    ]
+    if not bipolar:
+        nodes.insert(1, hw_graphs.fm_padding("a", "ap", side, c, 1, out_type))
+    else:
+        nodes[1].input[0] = "a"
+    reach = 9 * c * 4 * max(1, -low)
+    shapes = {
+        "x": (1, side, side, c),
+        "a": (1, side, side, c),
+        "ap": (1, padded, padded, c),
+        "w": (1, padded - 2, padded - 2, 9 * c),
+        "y": (1, padded - 2, padded - 2, mh),
+    }
+    initializers = {
+        "thr": np.sort(rng.integers(-1, 17, size=(c, steps)), axis=1),
+        "mw": rng.integers(-4, 4, size=(9 * c, mh)),
+        "mt": np.sort(rng.integers(-reach // 4, reach // 4 + 1, size=(mh, 3)), axis=1) + 0.5,
+    }
+    model = hw_graph(nodes, shapes, initializers, "UINT4")
+    return model, rng.integers(0, 16, size=(12, side, side, c))
+
+
+@pytest.mark.parametrize("out_type", ["BIPOLAR"] + [f"INT{bits}" for bits in range(2, 9)])
+def test_signed_activations_take_the_integer_gemm_and_equal_finn(finn_ready, out_type):
+    """Signed activations of 1 to 8 bits: the MVAU reading them runs in the integer GEMM (the chosen path, checked)
+    and every tensor equals FINN's python execution."""
+    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+
+    from targets.finn import kernels
+    from targets.finn.simulator import prepare_dataflow
+
+    model, x = _signed_conv_graph(np.random.default_rng(len(out_type)), out_type)
+    specialized = model.transform(SpecializeLayers(FPGA_PART))
+    step = next(s for s in prepare_dataflow(specialized).steps if s.node.onnx.op_type.startswith("MVAU"))
+    gemm = step.node.memo[kernels._prepare_mvau].product.gemm
+    assert gemm is not None and gemm.offset == (-1 if out_type == "BIPOLAR" else -(2 ** (int(out_type[3:]) - 1)))
+    _assert_equal_to_finn(model, specialized, x.astype(np.float32))
+
+
 # ---------------------------------------------------------------------------
 # what the hardware would do differently, and what cannot be simulated
 

@@ -8,7 +8,8 @@ the order of words on the streams, never the values, so a node is computed the
 same way before and after SpecializeLayers and SetFolding.
 
 Values are exact integers: activations (threshold counts) in the narrowest
-integer type that holds them; accumulators in int32 where the input is uint8 and
+integer type that holds them; accumulators in int32 where the input spans at most
+256 values (unsigned or signed, 1 to 8 bits: it goes as uint8 codes x - low) and
 the weights fit 8 bits (the matrix products run on onnxruntime's integer GEMM,
 `IntegerGemm`), else in float32 where that is exact (float32 BLAS), int64
 otherwise. A float32 tensor never holds a magnitude of 2**24 or more: every
@@ -45,6 +46,10 @@ _FLOAT64_EXACT = 2**53
 _THRESHOLD_LIMIT = 2.0**62
 # Up to this many thresholds per channel, one compare per step is faster than a searchsorted over all of them.
 COMPARE_STEPS = 16
+# Beyond this many, a table of each channel's count for every value the input can take (`Thresholds.lookup`) is
+# faster than the compares, where the table has at most _LOOKUP_ENTRIES entries (channels x values).
+LOOKUP_STEPS = 6
+_LOOKUP_ENTRIES = 1 << 23
 # Input elements per block of rows an MVAU converts to float32, multiplies and thresholds at once: bounds the
 # float32 copy of a narrow input (an im2col of 2-bit activations is 4x larger in float32), yet each BLAS call
 # stays large enough to run well on several threads.
@@ -239,18 +244,23 @@ def dense(values: np.ndarray | Windows) -> np.ndarray:
 
 
 class IntegerGemm:
-    """x @ w for inputs of uint8 values and 8-bit weights, in onnxruntime's MatMulInteger (MLAS): int32 sums.
+    """x @ w for inputs spanning at most 256 values and 8-bit weights, in onnxruntime's MatMulInteger (MLAS):
+    int32 sums.
 
+    A signed (or shifted) input goes as the uint8 codes x - offset, `offset` its range's low end; the product is
+    then (x - offset) @ w, and x @ w that plus offset * (the column sums of w), `correction`. A thresholded layer
+    moves its thresholds by the correction instead (`Thresholds.prepare`'s shift), so nothing is added per row.
     Integer arithmetic, so exact under bounds decided once from the input range and the weights:
     - int32: every sum a kernel may form stays below 2**31 - 1 in magnitude (`INT32_EXACT`), the products
-      with weights shifted by 128 (x * (w + 128)) and their correction 128 * sum(x) included, nothing wraps;
+      with weights shifted by 128 (x * (w + 128)) and their correction 128 * sum(x) included, and the corrected
+      sum x @ w too; nothing wraps;
     - int16 pairs: x86 CPUs without VNNI sum two adjacent uint8 x int8 products in int16 with saturation
-      (vpmaddubsw). Int8 weights go as they are only while 2 * max x * max |w| stays within int16; otherwise
+      (vpmaddubsw). Int8 weights go as they are only while 2 * max code * max |w| stays within int16; otherwise
       they go as uint8 with zero point 128 (w + 128), which every MLAS kernel widens to 16 bits before
       multiplying (no saturation), the zero point corrected in int32.
     """
 
-    def __init__(self, weights: np.ndarray, zero_point: int, threads: int | None):
+    def __init__(self, weights: np.ndarray, zero_point: int, threads: int | None, offset: int = 0):
         import onnxruntime
         from onnx import TensorProto, helper, numpy_helper
 
@@ -282,26 +292,48 @@ class IntegerGemm:
         self.session = onnxruntime.InferenceSession(
             model.SerializeToString(), options, providers=["CPUExecutionProvider"]
         )
-        self.zero_point, self.terms, self.outputs = zero_point, terms, outputs
+        self.zero_point, self.terms, self.outputs, self.offset = zero_point, terms, outputs, offset
+        self.correction = (offset * weights.sum(0)).astype(np.int32)  # fits: checked by `fitting`
+        self._shift = np.uint8(-offset % 256)  # x - offset in uint8 arithmetic, wrapping, from int8 codes
 
     @classmethod
     def fitting(cls, weights: np.ndarray, known: Range, threads: int | None) -> IntegerGemm | None:
-        """The GEMM for inputs in `known`, or None where it would not be exact (or the input is not uint8)."""
-        if known is None or known[0] < 0 or known[1] > 255 or weights.size == 0:
+        """The GEMM for inputs in `known`, or None where it would not be exact (a span beyond 256 values,
+        weights beyond int8, a sum beyond int32)."""
+        if known is None or known[1] - known[0] > 255 or weights.size == 0:
             return None
         low, high, terms = int(weights.min()), int(weights.max()), weights.shape[0]
         if low < -128 or high > 127:
             return None
-        if known[1] * (int(np.abs(weights).sum(0).max()) + 256 * terms) >= INT32_EXACT:
+        offset = 0 if 0 <= known[0] and known[1] <= 255 else known[0]
+        top = known[1] - offset  # the largest uint8 code
+        abs_sum = int(np.abs(weights).sum(0).max())
+        if top * (abs_sum + 256 * terms) >= INT32_EXACT or _bound(known) * abs_sum >= INT32_EXACT:
             return None
-        pairs_fit = 2 * known[1] * max(-low, high) <= _INT16_PAIR  # no pair of products saturates int16
-        return cls(weights, 0 if pairs_fit else 128, threads)
+        pairs_fit = 2 * top * max(-low, high) <= _INT16_PAIR  # no pair of products saturates int16
+        return cls(weights, 0 if pairs_fit else 128, threads, offset)
+
+    def codes(self, x: np.ndarray) -> np.ndarray:
+        """x - offset as contiguous uint8, x integers in the fitted range in any dtype and layout (a strided view of
+        windows is copied once, shifted on the way)."""
+        if not self.offset:
+            return np.ascontiguousarray(x, dtype=np.uint8)
+        if x.dtype.kind in "iu" and x.dtype.itemsize == 1:
+            return np.add(x.view(np.uint8), self._shift, dtype=np.uint8)  # exact: the true value is in [0, 255]
+        return np.subtract(x, x.dtype.type(self.offset)).astype(np.uint8)
+
+    def raw(self, codes: np.ndarray) -> np.ndarray:
+        """int32 (rows, outputs): codes @ w, without the offset's correction."""
+        if len(codes) == 0:
+            return np.zeros((0, self.outputs), dtype=np.int32)
+        return self.session.run(None, {"x": codes})[0]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """int32 (rows, outputs); x holds integers in [0, 255] in any dtype (converted to uint8 exactly)."""
-        if len(x) == 0:
-            return np.zeros((0, self.outputs), dtype=np.int32)
-        return self.session.run(None, {"x": np.ascontiguousarray(x, dtype=np.uint8)})[0]
+        """int32 (rows, outputs): x @ w for x (rows, terms) of integers in the fitted range, in any dtype."""
+        y = self.raw(self.codes(x))
+        if self.offset:
+            y += self.correction
+        return y
 
 
 @dataclass
@@ -321,6 +353,12 @@ class _Product:
         self.static32 = self.known is not None and _bound(self.known) * self.abs_sum < FLOAT32_EXACT
         matmul = self.contract is np.matmul
         self.gemm = IntegerGemm.fitting(self.weights, self.known, self.threads) if matmul else None
+        # a depthwise product summed position by position in int16 or int32 where every partial sum fits
+        self.narrow = None
+        if not matmul and self.known is not None:
+            bound = _bound(self.known) * max(self.abs_sum, 1)
+            self.narrow = next((np.dtype(t) for t in (np.int16, np.int32) if bound <= np.iinfo(t).max), None)
+        self.narrow_weights = None if self.narrow is None else self.weights.astype(self.narrow)
 
     @property
     def static(self) -> bool:
@@ -364,15 +402,21 @@ class Thresholds:
     For integers, v >= t exactly when v >= ceil(t); thresholds outside [lo, hi + 1] of the values
     are clipped there, which changes no count. Kept in int64 and, for float32 values (below 2**24
     in magnitude), in float32 clipped to +-2**24 so that every one is exact; integer values are
-    compared in their own dtype wherever every threshold is exact there.
+    compared in their own dtype wherever every threshold is exact there. Many steps over a known,
+    small range are counted by one table look-up per value instead (`lookup`).
     """
 
     int64: np.ndarray
     float32: np.ndarray
+    known: Range = None  # the values' static range: thresholds clipped to it, a lookup table over it
     tables: dict = field(default_factory=dict, repr=False)  # values' dtype -> thresholds to compare them with
 
     @classmethod
-    def prepare(cls, raw: np.ndarray, channels: int, known: Range, what: str) -> Thresholds:
+    def prepare(
+        cls, raw: np.ndarray, channels: int, known: Range, what: str, shift: np.ndarray | None = None
+    ) -> Thresholds:
+        """`shift` (per channel): thresholds for values v - shift, counting v >= t as v - shift >= ceil(t) - shift;
+        `known` is then the range of the shifted values."""
         thresholds = np.asarray(raw, dtype=np.float64)
         if thresholds.ndim != 2 or thresholds.shape[0] not in (1, channels):
             raise SimulationError(
@@ -384,9 +428,12 @@ class Thresholds:
                 f"{what}: thresholds hold NaN.", fix="check the streamlined model for invalid thresholds"
             )
         ceiled = np.ceil(np.clip(thresholds, -_THRESHOLD_LIMIT, _THRESHOLD_LIMIT))
+        if shift is not None:  # exact below 2**53; beyond, the threshold lies far outside any int32 range anyway
+            ceiled = np.broadcast_to(ceiled, (channels, ceiled.shape[1])) - shift.astype(np.float64)[:, None]
         if known is not None:
             ceiled = np.clip(ceiled, known[0], known[1] + 1)
-        return cls(ceiled.astype(np.int64), np.clip(ceiled, -FLOAT32_EXACT, FLOAT32_EXACT).astype(np.float32))
+        float32 = np.clip(ceiled, -FLOAT32_EXACT, FLOAT32_EXACT).astype(np.float32)
+        return cls(ceiled.astype(np.int64), float32, known)
 
     @property
     def steps(self) -> int:
@@ -414,10 +461,33 @@ class Thresholds:
             )
         if values.size == 0 or self.steps == 0:
             return np.zeros(values.shape, dtype=np.uint8)
+        lookup = self.lookup()
+        if lookup is not None:
+            table, offsets = lookup
+            index = np.add(as_int64(values) if values.dtype.kind == "f" else values, offsets, dtype=np.intp)
+            return table[index]
         if self.steps > COMPARE_STEPS:
             return _count_by_search(as_int64(values), self.int64)
         table = self.table(values.dtype)
         return _count_by_compare(as_int64(values) if table.dtype == np.int64 else values, table)
+
+    def lookup(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """For many steps over a known, small range: each channel's count of every value lo..hi, flat, and the
+        offset per channel that turns a value into its entry (None: compare or search instead)."""
+        if "lookup" not in self.tables:
+            self.tables["lookup"] = None
+            if self.known is not None and self.steps > LOOKUP_STEPS:
+                low, high = self.known
+                channels, width = self.int64.shape[0], high - low + 1
+                if channels * width <= _LOOKUP_ENTRIES:
+                    grid = np.arange(low, high + 1, dtype=np.int64)
+                    dtype = narrowest(0, self.steps)
+                    table = np.empty((channels, width), dtype=dtype)
+                    for channel, row in enumerate(np.sort(self.int64, axis=1)):
+                        table[channel] = np.searchsorted(row, grid, side="right")
+                    offsets = np.arange(channels, dtype=np.int64) * width - low
+                    self.tables["lookup"] = table.reshape(-1), offsets
+        return self.tables["lookup"]
 
 
 def _fits(values: np.ndarray, dtype: np.dtype) -> bool:
@@ -513,11 +583,14 @@ def narrowest(low: int, high: int) -> np.dtype:
     return np.dtype(np.int64)
 
 
-def _activation(node: HwNode, index: int, channels: int, known: Range, bipolar_bias: int) -> _Activation:
-    """The thresholds of input `index`; a BIPOLAR output is 2 * count + bipolar_bias, else count + ActVal."""
+def _activation(
+    node: HwNode, index: int, channels: int, known: Range, bipolar_bias: int, shift: np.ndarray | None = None
+) -> _Activation:
+    """The thresholds of input `index`; a BIPOLAR output is 2 * count + bipolar_bias, else count + ActVal.
+    `shift`: for accumulators less it, per channel (an integer GEMM's uncorrected sums)."""
     from qonnx.core.datatype import DataType
 
-    thresholds = Thresholds.prepare(node.initializer(index), channels, known, node.label)
+    thresholds = Thresholds.prepare(node.initializer(index), channels, known, node.label, shift)
     if node.dtype("outputDataType") == DataType["BIPOLAR"]:
         return _Activation(thresholds, 2, bipolar_bias)
     return _Activation(thresholds, 1, int(node.attr("ActVal")))
@@ -539,6 +612,7 @@ class _VectorUnit:
     acc_range: Range
     acc_check: object  # accDataType, or None where acc_range proves the accumulator always fits
     activation: _Activation | None
+    code_activation: _Activation | None = None  # the activation of the integer GEMM's uncorrected sums
 
     @property
     def out_range(self) -> Range:
@@ -576,9 +650,13 @@ class _VectorUnit:
         per_item = int(np.prod(x.view.shape[1:3])) if windows else 1
         items = max(1, rows // max(1, per_item))  # samples (of windows) or rows per block
 
+        gemm = self.product.gemm
+
         def block(start: int) -> np.ndarray:
-            part = x.view[start : start + items].reshape(-1, terms) if windows else x[start : start + items]
-            return self.activation(self.product(part))
+            part = x.view[start : start + items] if windows else x[start : start + items]
+            if gemm is not None:  # the window copy and the shift to uint8 codes in one pass, thresholds moved
+                return self.code_activation(gemm.raw(gemm.codes(part).reshape(-1, terms)))
+            return self.activation(self.product(part.reshape(-1, terms)))
 
         if len(x) <= items:
             return block(0)
@@ -591,6 +669,20 @@ class _VectorUnit:
         return out
 
 
+def _depthwise_sum(windows: np.ndarray, weights: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """(..., kH, kW, C) windows (a strided view or not) with (kH * kW, C) weights -> (..., C) in `dtype`, which
+    holds every partial sum: one multiply and one add per kernel position, no copy of the windows."""
+    k_h, k_w, channels = windows.shape[-3:]
+    acc = np.empty(windows.shape[:-3] + (channels,), dtype=dtype)
+    term = np.empty_like(acc)
+    for position in range(k_h * k_w):
+        x = windows[..., position // k_w, position % k_w, :]
+        np.multiply(x, weights[position], out=term if position else acc, casting="unsafe")  # exact integers
+        if position:
+            np.add(acc, term, out=acc)
+    return acc
+
+
 def _vector_unit(node: HwNode, weights: np.ndarray, contract: Callable, terms: int, xnor: bool) -> _VectorUnit:
     """weights (terms, outputs) int64; `terms` products are summed per output."""
     known = node.input_range(0)
@@ -601,11 +693,17 @@ def _vector_unit(node: HwNode, weights: np.ndarray, contract: Callable, terms: i
     span = _span(weights, known)
     offset = terms if xnor or _is_bipolar_pair(node) else None
     acc_range = span if span is None or offset is None else ((span[0] + offset) // 2, (span[1] + offset) // 2)
-    activation = None
+    activation = code_activation = None
     if not node.attr("noActivation"):
         activation = _activation(node, 2, weights.shape[1], acc_range, bipolar_bias=-1)  # ActVal does not apply
+        code_activation = activation
+        gemm = product.gemm
+        if gemm is not None and gemm.offset:
+            codes = _span(weights, (0, known[1] - gemm.offset))
+            code_activation = _activation(node, 2, weights.shape[1], codes, -1, shift=gemm.correction)
     acc_type = node.dtype("accDataType")
-    return _VectorUnit(product, xnor, offset, acc_range, None if within(acc_range, acc_type) else acc_type, activation)
+    acc_check = None if within(acc_range, acc_type) else acc_type
+    return _VectorUnit(product, xnor, offset, acc_range, acc_check, activation, code_activation)
 
 
 def _prepare_mvau(node: HwNode) -> _VectorUnit:
@@ -651,9 +749,25 @@ def mvau(node: HwNode) -> list[np.ndarray]:
 
 def vvau(node: HwNode) -> list[np.ndarray]:
     unit = node.prepared(_prepare_vvau)
-    x = node.inputs[0]
-    # the input is im2col order (kernel position, channel); each channel meets its own kernel
-    return [unit(node, x.reshape(*x.shape[:-1], *unit.product.weights.shape))]
+    x, product = node.inputs[0], unit.product
+    if product.narrow is None or unit.halve_offset is not None or unit.acc_check is not None:
+        x = dense(x)  # the input is im2col order (kernel position, channel); each channel meets its own kernel
+        return [unit(node, x.reshape(*x.shape[:-1], *product.weights.shape))]
+    # the windows (N, OH, OW, kH, kW, C) as they are, a block of samples at a time: sums and counts in cache
+    k_h, k_w = (int(k) for k in node.attr("Kernel"))
+    windows = x.view if isinstance(x, Windows) else x.reshape(*x.shape[:-1], k_h, k_w, product.weights.shape[1])
+    per_sample = int(np.prod(windows.shape[1:-3])) * product.weights.shape[1]
+    items = max(1, _ACC_BLOCK // max(1, per_sample))
+    out = None
+    for start in range(0, max(1, len(windows)), items):
+        acc = _depthwise_sum(windows[start : start + items], product.narrow_weights, product.narrow)
+        y = unit.activation(acc) if unit.activation else acc
+        if len(windows) <= items:
+            return [y.reshape(node.out_shape())]
+        if out is None:
+            out = np.empty((len(windows), *y.shape[1:]), dtype=y.dtype)
+        out[start : start + len(y)] = y
+    return [out.reshape(node.out_shape())]
 
 
 def thresholding(node: HwNode) -> list[np.ndarray]:
@@ -764,16 +878,65 @@ ELEMENTWISE: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
+# Elementwise ops whose result range follows from their operands' (`_elementwise_span`): computed in the narrowest
+# integer type holding operands, result and every difference, rather than int64.
+_ARITHMETIC = {"ElementwiseAdd", "ElementwiseSub", "ElementwiseMul", "ElementwiseAbsDiff", "ElementwiseMax"}
+_BOOLEAN = {"ElementwiseAnd", "ElementwiseOr", "ElementwiseXor", "ElementwiseEqual", "ElementwiseLess"}
+_BOOLEAN |= {"ElementwiseLessOrEqual", "ElementwiseGreater", "ElementwiseGreaterOrEqual"}
+
+
 def elementwise(node: HwNode) -> list[np.ndarray]:
-    function = ELEMENTWISE[base_op_type(node.onnx.op_type)]
-    lhs, rhs = (_operand_as_declared(node, index) for index in (0, 1))
-    return [np.asarray(function(lhs, rhs)).astype(np.int64).reshape(node.out_shape())]
+    op = base_op_type(node.onnx.op_type)
+    function = ELEMENTWISE[op]
+    span = node.prepared(_elementwise_span)
+    dtype = np.dtype(np.int64) if span is None or op not in _ARITHMETIC else narrowest(*span[1])
+    lhs, rhs = (_operand_as_declared(node, index, dtype) for index in (0, 1))
+    return [np.asarray(function(lhs, rhs)).astype(dtype, copy=False).reshape(node.out_shape())]
 
 
-def _operand_as_declared(node: HwNode, index: int) -> np.ndarray:
+def _operand_range(node: HwNode, index: int) -> Range:
+    """A stream operand's static range, or a constant's (None unless it holds integers)."""
+    if node.onnx.input[index] != "" and node.model.get_initializer(node.onnx.input[index]) is None:
+        return node.input_range(index)
+    value = np.asarray(node.initializer(index), dtype=np.float64)
+    if value.size == 0 or not np.all(np.isfinite(value)) or np.any(np.rint(value) != value):
+        return None
+    return int(value.min()), int(value.max())
+
+
+def _elementwise_span(node: HwNode) -> tuple[Range, tuple[int, int]] | None:
+    """The output's range and a range holding operands, output and intermediate differences; None if unknown."""
+    op = base_op_type(node.onnx.op_type)
+    if op in _BOOLEAN:
+        return (0, 1), (0, 1)
+    a, b = _operand_range(node, 0), _operand_range(node, 1)
+    if a is None or b is None or op not in _ARITHMETIC:
+        return None
+    difference = (a[0] - b[1], a[1] - b[0])
+    if op == "ElementwiseAdd":
+        out = (a[0] + b[0], a[1] + b[1])
+    elif op == "ElementwiseSub":
+        out = difference
+    elif op == "ElementwiseMul":
+        corners = [x * y for x in a for y in b]
+        out = (min(corners), max(corners))
+    elif op == "ElementwiseMax":
+        out = (max(a[0], b[0]), max(a[1], b[1]))
+    else:  # AbsDiff: |a - b|, through a - b
+        out = (0 if difference[0] <= 0 <= difference[1] else min(map(abs, difference)), max(map(abs, difference)))
+    values = (*a, *b, *out, *difference)
+    return out, (min(values), max(values))
+
+
+def elementwise_range(node: HwNode) -> list[Range]:
+    span = node.prepared(_elementwise_span)
+    return [None if span is None else span[0]]
+
+
+def _operand_as_declared(node: HwNode, index: int, dtype: np.dtype) -> np.ndarray:
     """A stream operand in the shape its attribute (lhs_shape / rhs_shape) gives, batch first, as FINN reads it;
-    a constant operand as it is (it broadcasts)."""
-    value = as_int64(node.operand(index))
+    a constant operand as it is (it broadcasts); in `dtype`, which holds its values."""
+    value = node.operand(index).astype(dtype, copy=False)
     if index < len(node.inputs) and node.inputs[index] is not None:
         declared = node.attr(("lhs_shape", "rhs_shape")[index])
         value = value.reshape(len(value), *(int(d) for d in declared[1:]))

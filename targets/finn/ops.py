@@ -201,6 +201,7 @@ HW_OPS: dict[str, HwOp] = {
         _vvau_knobs,
         graph_check=_vvau_weights,
         ranges=kernels.vvau_range,
+        takes_windows=True,
         takes_linked_window=True,
         simd_reads_window=True,
     ),
@@ -211,7 +212,10 @@ HW_OPS: dict[str, HwOp] = {
     "LabelSelect": HwOp(kernels.label_select, _pe_of("Labels"), ranges=kernels.label_select_range),
     "DuplicateStreams": HwOp(kernels.duplicate, _pe_of("NumChannels"), ranges=kernels.same_range),
     "StreamingFIFO": HwOp(kernels.identity, _no_knobs, ranges=kernels.same_range),
-    **{op: HwOp(kernels.elementwise, _elementwise_knobs) for op in kernels.ELEMENTWISE},
+    **{
+        op: HwOp(kernels.elementwise, _elementwise_knobs, ranges=kernels.elementwise_range)
+        for op in kernels.ELEMENTWISE
+    },
 }
 SUPPORTED_OPS: tuple[str, ...] = tuple(sorted(HW_OPS))
 

@@ -250,9 +250,9 @@ def prepare_dataflow(model: ModelWrapper, threads: int | None = None) -> Dataflo
     """The plan to simulate a FINN dataflow graph (abstract or specialised HW layers) on batches.
 
     Every layer is prepared here, once: its weights checked and converted, its thresholds clipped to
-    the static range of its input, and its product's path chosen: the integer GEMM for uint8 inputs and
-    8-bit weights (on `threads` threads, None: onnxruntime's default), else float32 BLAS where that range
-    and the weights bound the accumulator below 2**24, else float64 or int64.
+    the static range of its input, and its product's path chosen: the integer GEMM for inputs of at most
+    8 bits, signed or not, and 8-bit weights (on `threads` threads, None: onnxruntime's default), else
+    float32 BLAS where that range and the weights bound the accumulator below 2**24, else float64 or int64.
     """
     from targets.finn.op_view import hw_op
 
