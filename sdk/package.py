@@ -527,9 +527,7 @@ def _made_by_a_build(sibling: Path) -> bool:
             return True
     except (OSError, UnicodeDecodeError):
         pass
-    if sibling.name.rpartition(".")[2].startswith("tmp-"):  # a build that did not finish has no manifest yet
-        return False
-    try:
+    try:  # a build that finished its manifest but not its rename, or a complete package (new / old)
         _load_manifest(sibling / MANIFEST_NAME)
     except PackageError:
         return False
@@ -570,6 +568,7 @@ class PackageBuilder:
         self._entered = False
         self._lock = _OutputLock(self.final_dir)
         self._volatile: set[str] = set()
+        self._stamps: dict[str, tuple[int, int]] = {}  # file -> (size, mtime) when file_entries hashed it
         self._unlisted_allowed: set[str] = set()
         self._signals: dict[int, Any] = {}
 
@@ -647,6 +646,8 @@ class PackageBuilder:
             raise ValueError(f"{MANIFEST_NAME} is written by commit(); pass its fields to commit() instead")
         target = self.temp_dir.joinpath(*posix.parts)
         target.parent.mkdir(parents=True, exist_ok=True)
+        written = str(posix)  # whatever is written there is hashed again by file_entries
+        self._stamps = {rel: stamp for rel, stamp in self._stamps.items() if not _is_under(rel, [written])}
         return target
 
     def mark_volatile(self, *rels: str | Path) -> None:
@@ -684,8 +685,8 @@ class PackageBuilder:
     def file_entries(self, hashed: Iterable[dict[str, Any]] = ()) -> list[dict[str, Any]]:
         """Every file in the package except the manifest, sorted by POSIX path.
 
-        hashed: entries of an earlier call for files not written since, reused (one whose size changed is hashed
-        again)."""
+        hashed: entries of an earlier call, reused for a file whose size and modification time are still those
+        it was hashed at (anything written since is hashed again)."""
         root = self.temp_dir
         files, others = _walk(root)
         if others:
@@ -693,17 +694,15 @@ class PackageBuilder:
         known = {entry["path"]: entry for entry in hashed}
         entries = []
         for rel in files:
-            if rel == MANIFEST_NAME:
+            if rel in (MANIFEST_NAME, BUILD_MARKER):
                 continue
-            size = (root / rel).stat().st_size
+            stat = (root / rel).stat()
+            stamp = (stat.st_size, stat.st_mtime_ns)
             entry = known.get(rel)
-            if entry is None or entry["bytes"] != size:
-                entry = {
-                    "path": rel,
-                    "sha256": sha256_file(root / rel),
-                    "bytes": size,
-                    "mode": _settle_mode(root / rel),
-                }
+            if entry is None or self._stamps.get(rel) != stamp:
+                entry = {"path": rel, "sha256": sha256_file(root / rel), "bytes": stat.st_size}
+                entry["mode"] = _settle_mode(root / rel)
+                self._stamps[rel] = stamp
             entries.append(entry)
         return entries
 
@@ -718,7 +717,6 @@ class PackageBuilder:
         if clash:
             raise ValueError(f"manifest fields {clash} are reserved: commit() fills them in")
         self.mark_volatile(*volatile)
-        (self.temp_dir / BUILD_MARKER).unlink(missing_ok=True)  # complete now: the manifest vouches for it
         entries = self.file_entries(hashed)
         absent = sorted(v for v in self._volatile if not any(_is_under(entry["path"], [v]) for entry in entries))
         if absent:
@@ -731,6 +729,9 @@ class PackageBuilder:
         manifest = json.loads(dumps_json(manifest))  # the identity is of what readers will parse
         manifest["identity_sha256"] = identity_sha256(manifest)
         (self.temp_dir / MANIFEST_NAME).write_text(dumps_json(manifest), encoding="utf-8", newline="\n")
+        # complete now: the manifest vouches for it (a run killed before this line leaves the marker, after it the
+        # manifest: either way the next run knows the folder for the SDK's)
+        (self.temp_dir / BUILD_MARKER).unlink(missing_ok=True)
         self._swap_in()
         self._committed = True
         return self.final_dir

@@ -56,7 +56,9 @@ KILL_POINTS: list[tuple[str, Ready, str | None]] = [
 ]
 
 
-def _kill_at(command: list[str], out: Path, ready: Ready, lock_seen: list[int], scratch: Path) -> str:
+def _kill_at(
+    command: list[str], out: Path, ready: Ready, lock_seen: list[int], scratch: Path, may_finish: bool = False
+) -> str | None:
     inode = out.stat().st_ino if out.exists() else -1
     env = {**os.environ, "TMPDIR": str(scratch)}
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, env=env)
@@ -65,6 +67,8 @@ def _kill_at(command: list[str], out: Path, ready: Ready, lock_seen: list[int], 
         while proc.poll() is None and not ready(out, time.monotonic() - began, inode):
             time.sleep(0.002)
         if proc.poll() is not None:
+            if may_finish and proc.returncode == 0:
+                return None  # the point's window is shorter than a poll: the deploy committed
             pytest.fail(
                 f"the deploy ended (exit {proc.returncode}) before the kill point: {proc.stderr.read()[-2000:]}"
             )
@@ -92,7 +96,13 @@ def test_a_killed_deploy_leaves_a_whole_package_and_the_next_one_cleans_up(tfc_r
     command += ["--out", str(out), "--samples", str(NEW_SAMPLES), "--json"]
     lock_seen: list[int] = []
     for name, ready, expected in KILL_POINTS:
-        when = _kill_at(command, out, ready, lock_seen, scratch)
+        # a point either package may follow can lie in a window of microseconds (the report is written, then the
+        # files are already hashed): tried three times, and a deploy that commits first leaves the new package
+        for _ in range(3 if expected is None else 1):
+            when = _kill_at(command, out, ready, lock_seen, scratch, may_finish=expected is None)
+            if when is not None:
+                break
+        when = when or "not caught (committed first)"
         hidden = {p.name.rsplit("-", 1)[0] for p in out.parent.iterdir() if p.name != out.name}
         print(f"killed {name} at {when}: beside --out {sorted(hidden)}")
         assert hidden <= {".pkg.lock", ".pkg.tmp", ".pkg.new", ".pkg.old"}, (name, hidden)

@@ -687,3 +687,18 @@ def test_deploy_refuses_an_out_inside_a_package_or_too_long_with_exit_2(tfc_run,
         assert code == 2 and error["error"] in ("PackageError", "ConfigError") and "--out" in error["where"], error
         assert "Traceback" not in stderr
     assert _tree(tmp_path / "pkg") == before
+
+
+def test_hashes_taken_before_the_commit_are_reused_only_for_files_unchanged_since(tmp_path):
+    final = tmp_path / "pkg"
+    with PackageBuilder(final) as pkg:
+        pkg.write_text("report.md", "first")
+        pkg.write_text("model.bin", "weights")
+        hashed = pkg.file_entries()
+        pkg.write_text("report.md", "other")  # same size, written through the builder
+        untouched = pkg.path("model.bin")
+        stat = untouched.stat()
+        untouched.write_text("WEIGHTS")  # same size, written behind the builder's back, a later mtime
+        os.utime(untouched, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+        pkg.commit({"board": "b"}, hashed=hashed)
+    verify_package(final)  # every recorded hash is the file's own: none was reused for changed bytes
