@@ -969,11 +969,15 @@ def package(tmp_path_factory, tfc_export) -> Path:
 
 
 def _read_manifest() -> Callable[[Path], dict]:
-    """sdk.simulation's manifest reading (sdk.simulate before its rename)."""
-    for name in ("sdk.simulation", "sdk.simulate"):
-        with contextlib.suppress(ModuleNotFoundError):
-            return importlib.import_module(name)._manifest
-    raise AssertionError("no simulation module")
+    """The SDK's manifest reading: sdk.loaded's (sdk.load), sdk.simulation's before it, sdk.simulate's before that."""
+    for name, function in (
+        ("sdk.loaded", "read_manifest"),
+        ("sdk.simulation", "_manifest"),
+        ("sdk.simulate", "_manifest"),
+    ):
+        with contextlib.suppress(ModuleNotFoundError, AttributeError):
+            return getattr(importlib.import_module(name), function)
+    raise AssertionError("no manifest reader")
 
 
 @examples("manifest")
