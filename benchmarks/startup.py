@@ -154,6 +154,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sdk-bench-startup-") as tmp:
         work = Path(tmp)
         env = {**os.environ, "SDK_CACHE_DIR": str(work / "cache"), "PYTHONPATH": str(ROOT)}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # as a user's Python: the SDK's bytecode cached, as the peers' is
         commands = prepare(work, env)
         times: dict[str, list[float]] = {}
         printed: dict[str, str] = {}

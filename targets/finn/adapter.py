@@ -41,7 +41,7 @@ from sdk.verify import (
 )
 from targets.base import BuildOutcome, BuildRequest, ComparisonCells, SimulatedOutputs
 from targets.finn import folding, hardware, shortcuts, steps
-from targets.finn.environment import find_vendor_tools, prepare_finn
+from targets.finn.environment import find_vendor_tools, point_finn_at, prepare_finn
 from targets.finn.flow import SimulateOptions
 from targets.finn.graph_check import check_dataflow, check_parent
 from targets.finn.kernels import datatype_range
@@ -330,7 +330,7 @@ class FinnTarget:
         on `threads` threads, None: one per core): each run is the bit-exact simulator on the batch alone; with
         `rtlsim`, each RTL layer's Verilog in Verilator beside it."""
         with scratch_dir("sim") as tmp:
-            prepare_finn(Path(tmp))
+            (prepare_finn if options.rtlsim else point_finn_at)(Path(tmp))  # Verilator's run reads FINN's settings
             parent, dataflow = _load_onnx(package / PARENT_NAME), _load_onnx(package / DATAFLOW_NAME)
             check_dataflow(dataflow, DATAFLOW_NAME)  # what the simulator reads, before it reads it
             check_parent(parent, dataflow, PARENT_NAME)
