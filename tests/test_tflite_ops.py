@@ -204,3 +204,17 @@ def test_every_op_spec_is_whole_and_names_lowerings_that_exist():
         assert set(spec.onnx) <= set(handlers), spec.name
         assert (spec.layer is None) == (spec.write is None), spec.name
     assert all(LAYER_SPECS[spec.layer] is spec for spec in OP_SPECS.values() if spec.layer)
+
+
+def test_the_golden_products_are_exact_in_float64_and_beyond_it():
+    from targets.tflite.kernels import exact_matmul
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(-255, 256, size=(64, 3000), dtype=np.int64)  # centred int8 codes: |a| <= 255
+    b = rng.integers(-127, 128, size=(3000, 16), dtype=np.int64)
+    np.testing.assert_array_equal(exact_matmul(a, b), a @ b)
+    big = np.full((2, 4), 2**40, dtype=np.int64)  # sums past 2**53: float64 would round them, int64 does not
+    big[0, 0] += 1
+    np.testing.assert_array_equal(
+        exact_matmul(big, np.full((4, 3), 2**10, dtype=np.int64)), big @ np.full((4, 3), 2**10)
+    )
