@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -58,6 +59,12 @@ _BLOCK = 1 << 22
 # at most so many patch elements per block it copies from its windows (wide patches: fewer rows a block).
 _ACC_BLOCK = 1 << 18
 _PATCH_BLOCK = 1 << 22
+# Small batches, where numpy's and onnxruntime's per-call overhead outweighs the work: up to this many values, a
+# threshold count is one broadcast compare of every step at once; up to _SMALL_ROWS rows, a layer with at most
+# _SMALL_WEIGHTS weights whose sums float32 holds exactly multiplies in float32 BLAS instead of the integer GEMM.
+_SMALL_VALUES = 1 << 12
+_SMALL_ROWS = 16
+_SMALL_WEIGHTS = 1 << 16
 
 
 def base_op_type(op_type: str) -> str:
@@ -359,6 +366,8 @@ class _Product:
             bound = _bound(self.known) * max(self.abs_sum, 1)
             self.narrow = next((np.dtype(t) for t in (np.int16, np.int32) if bound <= np.iinfo(t).max), None)
         self.narrow_weights = None if self.narrow is None else self.weights.astype(self.narrow)
+        # a small batch of a small layer in float32 BLAS (exact: static32), not the integer GEMM's session call
+        self.small = matmul and self.static32 and self.weights.size <= _SMALL_WEIGHTS
 
     @property
     def static(self) -> bool:
@@ -366,6 +375,8 @@ class _Product:
         return self.gemm is not None or self.static32
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.small and len(x) <= _SMALL_ROWS:
+            return np.matmul(x.astype(np.float32, copy=False), self.w32)
         if self.gemm is not None:
             return self.gemm(x)
         if not self.static32:
@@ -469,7 +480,13 @@ class Thresholds:
         if self.steps > COMPARE_STEPS:
             return _count_by_search(as_int64(values), self.int64)
         table = self.table(values.dtype)
-        return _count_by_compare(as_int64(values) if table.dtype == np.int64 else values, table)
+        if table.dtype == np.int64:
+            values = as_int64(values)
+        if values.size <= _SMALL_VALUES:  # the same compares against the same table, all steps in one call
+            steps = table[:, : self.int64.shape[0]]
+            hits = values.reshape(-1, 1, values.shape[-1]) >= steps
+            return np.add.reduce(hits, axis=1, dtype=np.uint8).reshape(values.shape)
+        return _count_by_compare(values, table)
 
     def lookup(self) -> tuple[np.ndarray, np.ndarray] | None:
         """For many steps over a known, small range: each channel's count of every value lo..hi, flat, and the
@@ -562,9 +579,12 @@ class _Activation:
     def out_range(self) -> tuple[int, int]:
         return self.bias, self.bias + self.scale * self.thresholds.steps
 
+    def __post_init__(self):
+        self.dtype = narrowest(min(0, self.bias), max(self.out_range[1], self.scale * self.thresholds.steps))
+
     def __call__(self, acc: np.ndarray) -> np.ndarray:
         count = self.thresholds.count(acc)
-        dtype = narrowest(min(0, self.bias), max(self.out_range[1], self.scale * self.thresholds.steps))
+        dtype = self.dtype
         if count.dtype == dtype and self.scale == 1 and self.bias == 0:
             return count
         out = count.astype(dtype)
@@ -575,6 +595,7 @@ class _Activation:
         return out
 
 
+@lru_cache(maxsize=1024)
 def narrowest(low: int, high: int) -> np.dtype:
     """The smallest integer type holding [low, high]: small activations are cheap to window, pad and pool."""
     for dtype in (np.uint8, np.int8, np.int16, np.int32):
@@ -640,8 +661,10 @@ class _VectorUnit:
 
     def by_blocks(self, x: np.ndarray | Windows) -> np.ndarray:
         """x (rows, terms), or the windows of samples, each giving OH * OW rows of patches (copied per block)."""
-        terms, outputs = self.product.weights.shape
         windows = isinstance(x, Windows)
+        if not windows and self.product.small and len(x) <= _SMALL_ROWS:  # float32 sums, exact (static32)
+            return self.activation(np.matmul(x.astype(np.float32), self.product.w32))
+        terms, outputs = self.product.weights.shape
         rows = max(1, _BLOCK // max(1, terms))
         if self.product.gemm is not None:
             rows = max(1, _ACC_BLOCK // max(1, outputs))
@@ -651,9 +674,12 @@ class _VectorUnit:
         items = max(1, rows // max(1, per_item))  # samples (of windows) or rows per block
 
         gemm = self.product.gemm
+        small = self.product.small and min(len(x), items) * per_item <= _SMALL_ROWS
 
         def block(start: int) -> np.ndarray:
             part = x.view[start : start + items] if windows else x[start : start + items]
+            if small:  # float32 sums, exact (static32), thresholds unmoved
+                return self.activation(np.matmul(part.reshape(-1, terms).astype(np.float32), self.product.w32))
             if gemm is not None:  # the window copy and the shift to uint8 codes in one pass, thresholds moved
                 return self.code_activation(gemm.raw(gemm.codes(part).reshape(-1, terms)))
             return self.activation(self.product(part.reshape(-1, terms)))

@@ -20,8 +20,8 @@ outside its output datatype, is listed in `DataflowResult.overflows`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from functools import partial
+from dataclasses import dataclass, field
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,6 +29,7 @@ import numpy as np
 from sdk.errors import SimulationError
 from targets.finn.kernels import (
     HwNode,
+    Windows,
     base_op_type,
     count_thresholds,
     datatype_range,
@@ -132,6 +133,9 @@ class _Step:
     release: list[str]  # tensors no later node reads
     takes_windows: bool  # the kernel reads a ConvolutionInputGenerator's `Windows` as they are
 
+    def __post_init__(self):
+        self.inputs, self.outputs = tuple(self.node.onnx.input), tuple(self.node.onnx.output)  # read once, not per run
+
 
 @dataclass
 class DataflowPlan:
@@ -148,17 +152,25 @@ class DataflowPlan:
     steps: list[_Step]
     out_name: str
 
+    def __post_init__(self):
+        # the input's checks decided once: its static range, bipolar or not, its narrow type (8 or 16 bits) or None
+        self.in_known, self.in_bipolar = datatype_range(self.in_type), self.in_type.name == "BIPOLAR"
+        narrow = None if self.in_known is None else narrowest(*self.in_known)
+        self.in_narrow = narrow if narrow is not None and narrow.itemsize <= 2 and not self.in_bipolar else None
+
     def run(self, x: np.ndarray, keep_intermediates: bool = True) -> DataflowResult:
         x = self._input(np.asarray(x))
         values: dict[str, np.ndarray] = {self.in_name: x}
         kept: dict[str, np.ndarray] = {}
         overflows: list[str] = []
         for step in self.steps:
-            inputs = [values.get(name) for name in step.node.onnx.input]
+            inputs = [values.get(name) for name in step.inputs]
             if not step.takes_windows:
-                inputs = [None if x is None else dense(x) for x in inputs]
-            node = replace(step.node, inputs=inputs, overflows=overflows)
-            for name, result, datatype in zip(step.node.onnx.output, step.kernel(node), step.checks):
+                inputs = [x if type(x) is not Windows else x.array() for x in inputs]
+            node = object.__new__(HwNode)  # a shallow copy sharing the layer's memo: the plan's node never changes
+            node.__dict__.update(step.node.__dict__)
+            node.inputs, node.overflows = inputs, overflows
+            for name, result, datatype in zip(step.outputs, step.kernel(node), step.checks):
                 values[name] = result
                 if keep_intermediates:
                     kept[name] = result
@@ -180,8 +192,8 @@ class DataflowPlan:
                 where=f"graph input '{self.in_name}'",
                 fix="pass the batch in the layout of the graph input (NHWC for CNNs)",
             )
-        known, bipolar = datatype_range(self.in_type), self.in_type.name == "BIPOLAR"
-        if known is not None and not bipolar and x.dtype.kind in "iubf" and narrowest(*known).itemsize <= 2:
+        known, bipolar = self.in_known, self.in_bipolar
+        if self.in_narrow is not None and x.dtype.kind in "iubf":
             narrow = _narrow_copy(x, known)
             if narrow is not None:
                 return narrow
@@ -220,14 +232,15 @@ def _narrow_copy(x: np.ndarray, known: tuple[int, int]) -> np.ndarray | None:
                 np.copyto(cast, chunk, casting="unsafe")
                 if not np.array_equal(cast, chunk):
                     return None
-    info = np.iinfo(dtype)
-    if (
-        (info.min, info.max) != tuple(known)
-        and narrow.size
-        and not known[0] <= narrow.min() <= narrow.max() <= known[1]
-    ):
+    if _type_range(dtype) != tuple(known) and narrow.size and not known[0] <= narrow.min() <= narrow.max() <= known[1]:
         return None
     return narrow
+
+
+@lru_cache(maxsize=16)
+def _type_range(dtype: np.dtype) -> tuple[int, int]:
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max)
 
 
 def _integers_within(x: np.ndarray, known: tuple[int, int], bipolar: bool) -> bool:
