@@ -275,9 +275,11 @@ RANDOM_SEED = 0  # random verification inputs are reproducible
 def in_model_layout(x: np.ndarray, card: dict[str, Any], where: str) -> np.ndarray:
     """Samples as the card's (N, C, H, W); an MLP takes any layout of the right size (it flattens the sample), a
     sequence model (C, 1, T) also (N, C, T) (which arrives here as (N, 1, C, T))."""
+    shape = tuple(card["input"]["image_shape"])
+    if x.shape[1:] == shape:
+        return x  # in the card's layout already (every rule below would leave it as it is)
     from sdk.model_card import is_sequence
 
-    shape = tuple(card["input"]["image_shape"])
     if card["input"]["flatten"] and int(np.prod(x.shape[1:])) == int(np.prod(shape)):
         x = x.reshape(len(x), *shape)
     elif is_sequence(card) and tuple(x.shape[1:]) == (1, shape[0], shape[2]):
