@@ -801,9 +801,12 @@ def test_small_batches_equal_the_large_batch_path(monkeypatch, layer):
         large, large_one = plan.run(x), plan.run(x[:1])
     if layer == "uint8_int2_3steps":
         assert _unit(model).product.small and _unit(model).product.gemm is not None
+        assert plan._chain  # a chain of small MVAUs: without intermediates, the layers are called directly
     for size in (1, 5):
         for start in range(0, len(x), size):
-            small = plan.run(x[start : start + size])
-            np.testing.assert_array_equal(small.output, large.output[start : start + size])
-            assert small.output.dtype == large.output.dtype
-    assert plan.run(x[:1]).overflows == large_one.overflows
+            for keep in (True, False):
+                small = plan.run(x[start : start + size], keep_intermediates=keep)
+                np.testing.assert_array_equal(small.output, large.output[start : start + size])
+                assert small.output.dtype == large.output.dtype
+    for keep in (True, False):
+        assert plan.run(x[:1], keep_intermediates=keep).overflows == large_one.overflows

@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -119,14 +119,18 @@ class HwNode:
         return self.memo[build]
 
     def batch(self) -> int:
-        return len(next(x for x in self.inputs if x is not None))
+        for x in self.inputs:
+            if x is not None:
+                return len(x)
+        raise StopIteration  # as before: a node without a simulated input has no batch
 
     def out_shape(self, index: int = 0) -> tuple[int, ...]:
         """The output tensor's shape from the graph, with the batch of this simulation."""
         key = ("shape", index)
-        if key not in self.memo:
-            self.memo[key] = tuple(self.model.get_tensor_shape(self.onnx.output[index])[1:])
-        return (self.batch(), *self.memo[key])
+        shape = self.memo.get(key)
+        if shape is None:
+            shape = self.memo[key] = tuple(self.model.get_tensor_shape(self.onnx.output[index])[1:])
+        return (self.batch(), *shape)
 
     def operand(self, index: int) -> np.ndarray:
         """Input `index`: the simulated tensor, or else the node's integer initializer."""
@@ -465,6 +469,10 @@ class Thresholds:
 
     def count(self, values: np.ndarray) -> np.ndarray:
         """Per element, how many of its channel's thresholds are <= the value (channels last), in uint8 or int64."""
+        if values.size <= _SMALL_VALUES:  # a small batch, on a path taken before: no checks, nothing looked up
+            small = self.tables.get(("small", values.dtype))
+            if small is not None and small.shape[1] in (1, values.shape[-1]):
+                return _count_at_once(values, small)
         if self.int64.shape[0] not in (1, values.shape[-1]):
             raise SimulationError(
                 f"thresholds of shape {self.int64.shape} do not fit {values.shape[-1]} channels.",
@@ -480,13 +488,10 @@ class Thresholds:
         if self.steps > COMPARE_STEPS:
             return _count_by_search(as_int64(values), self.int64)
         table = self.table(values.dtype)
-        if table.dtype == np.int64:
-            values = as_int64(values)
         if values.size <= _SMALL_VALUES:  # the same compares against the same table, all steps in one call
-            steps = table[:, : self.int64.shape[0]]
-            hits = values.reshape(-1, 1, values.shape[-1]) >= steps
-            return np.add.reduce(hits, axis=1, dtype=np.uint8).reshape(values.shape)
-        return _count_by_compare(values, table)
+            small = self.tables[("small", values.dtype)] = np.ascontiguousarray(table[:, : self.int64.shape[0]])
+            return _count_at_once(values, small)
+        return _count_by_compare(as_int64(values) if table.dtype == np.int64 else values, table)
 
     def lookup(self) -> tuple[np.ndarray, np.ndarray] | None:
         """For many steps over a known, small range: each channel's count of every value lo..hi, flat, and the
@@ -544,6 +549,14 @@ def _count_by_compare(values: np.ndarray, tiled: np.ndarray) -> np.ndarray:
             np.greater_equal(v, step, out=h)
             np.add(c, h, out=c)
     return count.reshape(values.shape)
+
+
+def _count_at_once(values: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """`_count_by_compare` for a few values: every step's compare in one broadcast, (steps, channels) thresholds."""
+    if table.dtype == np.int64:
+        values = as_int64(values)
+    hits = values.reshape(-1, 1, values.shape[-1]) >= table
+    return np.add.reduce(hits, axis=1, dtype=np.uint8).reshape(values.shape)
 
 
 def _count_by_search(values: np.ndarray, table: np.ndarray) -> np.ndarray:
@@ -639,12 +652,24 @@ class _VectorUnit:
     def out_range(self) -> Range:
         return self.activation.out_range if self.activation else self.acc_range
 
-    @property
+    @cached_property
     def blocked(self) -> bool:
         """A product decided statically straight into thresholds, nothing checked in between: done block by block
         of rows, so a narrow input's float32 copy and the accumulators stay small."""
         plain = not self.xnor and self.halve_offset is None and self.acc_check is None
         return plain and self.activation is not None and self.product.static and self.product.contract is np.matmul
+
+    @cached_property
+    def small_route(self) -> bool:
+        """Whether a small batch may take `small`: a float32 product (exact) with nothing to correct or check."""
+        plain = not self.xnor and self.halve_offset is None and self.acc_check is None
+        return plain and self.product.small
+
+    def small(self, x: np.ndarray) -> np.ndarray:
+        """This layer on x (rows, terms), rows at most _SMALL_ROWS, where `small_route`: what `by_blocks` and
+        `__call__` compute for so few rows, without their dispatch."""
+        acc = np.matmul(x.astype(np.float32), self.product.w32)
+        return self.activation(acc) if self.activation is not None else acc
 
     def __call__(self, node: HwNode, x: np.ndarray) -> np.ndarray:
         if self.blocked:
@@ -693,6 +718,16 @@ class _VectorUnit:
                 out = np.empty((len(x) * per_item, y.shape[1]), dtype=y.dtype)
             out[start * per_item : start * per_item + len(y)] = y
         return out
+
+
+def prepared_mvau(node: HwNode) -> _VectorUnit | None:
+    """The MVAU a run has prepared for this node, if any."""
+    return node.memo.get(_prepare_mvau)
+
+
+def small_batch(rows: int) -> bool:
+    """Whether so many rows go the small-batch way (float32 products of small layers, counts at once)."""
+    return rows <= _SMALL_ROWS
 
 
 def _depthwise_sum(windows: np.ndarray, weights: np.ndarray, dtype: np.dtype) -> np.ndarray:
