@@ -312,18 +312,21 @@ def model_batch(
     from sdk.model_card import input_map_of
 
     mapping = mapping or input_map_of(card)
-    fix = f"pass the samples as an array (N, C, H, W) of what the model's forward takes: {mapping.value_range()}"
+
+    def fix() -> str:  # written only for an error: a loaded package's every call passes here
+        return f"pass the samples as an array (N, C, H, W) of what the model's forward takes: {mapping.value_range()}"
+
     if x is None or isinstance(x, str | bytes | dict):
-        raise ConfigError(f"{where} must be an array of samples, got {type(x).__name__}.", where=where, fix=fix)
+        raise ConfigError(f"{where} must be an array of samples, got {type(x).__name__}.", where=where, fix=fix())
     try:
         array = np.asarray(x)
     except (ValueError, TypeError) as exc:  # a ragged list, an object numpy cannot make an array of
-        raise ConfigError(f"{where} is not an array of samples: {exc}", where=where, fix=fix) from None
+        raise ConfigError(f"{where} is not an array of samples: {exc}", where=where, fix=fix()) from None
     if array.dtype.kind not in "uifb":
-        raise ConfigError(f"{where} holds {array.dtype} values, not numbers.", where=where, fix=fix)
+        raise ConfigError(f"{where} holds {array.dtype} values, not numbers.", where=where, fix=fix())
     if array.ndim not in (2, 3, 4) or array.size == 0:
         what = "holds no samples" if array.size == 0 else f"has shape {array.shape}"
-        raise ConfigError(f"{where} {what}; a batch is (N, C, H, W) with N >= 1.", where=where, fix=fix)
+        raise ConfigError(f"{where} {what}; a batch is (N, C, H, W) with N >= 1.", where=where, fix=fix())
     if array.dtype.kind == "b":
         array = array.astype(np.uint8)
     if array.ndim == 2:
@@ -349,8 +352,13 @@ def device_codes(
     if mapping.user_pixels and x.dtype.kind == "f" and not codes:
         x = _float_pixels(x, where)
     if codes or mapping.takes_codes:
-        fix = f"pass {mapping.value_range()}" + (" (floats in [0, 1] are scaled by 255)" if mapping.is_pixels else "")
-        return mapping.check_codes(x, where, fix)
+        return mapping.check_codes(
+            x,
+            where,
+            lambda: (
+                f"pass {mapping.value_range()}" + (" (floats in [0, 1] are scaled by 255)" if mapping.is_pixels else "")
+            ),
+        )
     return mapping.codes(x, where)
 
 
