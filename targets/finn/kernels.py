@@ -669,7 +669,18 @@ class _VectorUnit:
         """This layer on x (rows, terms), rows at most _SMALL_ROWS, where `small_route`: what `by_blocks` and
         `__call__` compute for so few rows, without their dispatch."""
         acc = np.matmul(x.astype(np.float32), self.product.w32)
-        return self.activation(acc) if self.activation is not None else acc
+        if self.activation is None:
+            return acc
+        table = self.__dict__.get("_small_counts")
+        if table is not None and acc.size <= _SMALL_VALUES:  # the activation's own compares, without its calls
+            return np.add.reduce(acc.reshape(-1, 1, acc.shape[-1]) >= table, axis=1, dtype=np.uint8).reshape(acc.shape)
+        y = self.activation(acc)
+        activation = self.activation
+        if activation.scale == 1 and activation.bias == 0 and activation.dtype == np.uint8:  # y is the count
+            table = activation.thresholds.tables.get(("small", acc.dtype))
+            if table is not None and table.dtype != np.int64 and table.shape[1] == acc.shape[-1]:
+                self._small_counts = table
+        return y
 
     def __call__(self, node: HwNode, x: np.ndarray) -> np.ndarray:
         if self.blocked:
