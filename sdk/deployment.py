@@ -275,9 +275,11 @@ RANDOM_SEED = 0  # random verification inputs are reproducible
 def in_model_layout(x: np.ndarray, card: dict[str, Any], where: str) -> np.ndarray:
     """Samples as the card's (N, C, H, W); an MLP takes any layout of the right size (it flattens the sample), a
     sequence model (C, 1, T) also (N, C, T) (which arrives here as (N, 1, C, T))."""
+    shape = tuple(card["input"]["image_shape"])
+    if x.shape[1:] == shape:
+        return x  # in the card's layout already (every rule below would leave it as it is)
     from sdk.model_card import is_sequence
 
-    shape = tuple(card["input"]["image_shape"])
     if card["input"]["flatten"] and int(np.prod(x.shape[1:])) == int(np.prod(shape)):
         x = x.reshape(len(x), *shape)
     elif is_sequence(card) and tuple(x.shape[1:]) == (1, shape[0], shape[2]):
@@ -310,18 +312,21 @@ def model_batch(
     from sdk.model_card import input_map_of
 
     mapping = mapping or input_map_of(card)
-    fix = f"pass the samples as an array (N, C, H, W) of what the model's forward takes: {mapping.value_range()}"
+
+    def fix() -> str:  # written only for an error: a loaded package's every call passes here
+        return f"pass the samples as an array (N, C, H, W) of what the model's forward takes: {mapping.value_range()}"
+
     if x is None or isinstance(x, str | bytes | dict):
-        raise ConfigError(f"{where} must be an array of samples, got {type(x).__name__}.", where=where, fix=fix)
+        raise ConfigError(f"{where} must be an array of samples, got {type(x).__name__}.", where=where, fix=fix())
     try:
         array = np.asarray(x)
     except (ValueError, TypeError) as exc:  # a ragged list, an object numpy cannot make an array of
-        raise ConfigError(f"{where} is not an array of samples: {exc}", where=where, fix=fix) from None
+        raise ConfigError(f"{where} is not an array of samples: {exc}", where=where, fix=fix()) from None
     if array.dtype.kind not in "uifb":
-        raise ConfigError(f"{where} holds {array.dtype} values, not numbers.", where=where, fix=fix)
+        raise ConfigError(f"{where} holds {array.dtype} values, not numbers.", where=where, fix=fix())
     if array.ndim not in (2, 3, 4) or array.size == 0:
         what = "holds no samples" if array.size == 0 else f"has shape {array.shape}"
-        raise ConfigError(f"{where} {what}; a batch is (N, C, H, W) with N >= 1.", where=where, fix=fix)
+        raise ConfigError(f"{where} {what}; a batch is (N, C, H, W) with N >= 1.", where=where, fix=fix())
     if array.dtype.kind == "b":
         array = array.astype(np.uint8)
     if array.ndim == 2:
@@ -347,8 +352,13 @@ def device_codes(
     if mapping.user_pixels and x.dtype.kind == "f" and not codes:
         x = _float_pixels(x, where)
     if codes or mapping.takes_codes:
-        fix = f"pass {mapping.value_range()}" + (" (floats in [0, 1] are scaled by 255)" if mapping.is_pixels else "")
-        return mapping.check_codes(x, where, fix)
+        return mapping.check_codes(
+            x,
+            where,
+            lambda: (
+                f"pass {mapping.value_range()}" + (" (floats in [0, 1] are scaled by 255)" if mapping.is_pixels else "")
+            ),
+        )
     return mapping.codes(x, where)
 
 

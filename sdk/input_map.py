@@ -13,6 +13,7 @@ graph whose input is integer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,8 +144,9 @@ class InputMap:
     # ----------------------------------------------------------------------------------------------------------------
     # values -> codes
 
-    def check_codes(self, x: np.ndarray, where: str, fix: str) -> np.ndarray:
-        """Codes given as codes: integers in low..high (BIPOLAR: -1 or +1), any numeric dtype; as code_dtype()."""
+    def check_codes(self, x: np.ndarray, where: str, fix: str | Callable[[], str]) -> np.ndarray:
+        """Codes given as codes: integers in low..high (BIPOLAR: -1 or +1), any numeric dtype; as code_dtype().
+        fix: the error's fix, or a function writing it (only for an error)."""
         if self._integers_in_range(x):
             return x.astype(self.code_dtype(), copy=False)
         with np.errstate(invalid="ignore"):
@@ -159,7 +161,7 @@ class InputMap:
                 f"{where} holds {int(bad.sum()):,} value(s) that are not {what} ({codes}), e.g. {value}; the package "
                 "would cast or wrap them, so they are refused for every target alike.",
                 where=where,
-                fix=fix,
+                fix=fix() if callable(fix) else fix,
             )
         return x.astype(self.code_dtype())
 
@@ -168,6 +170,8 @@ class InputMap:
         integer is finite and integral; a batch of pixels is checked in two passes, not five)."""
         if x.dtype.kind not in "iu" or x.size == 0:
             return False
+        if x.dtype == np.uint8 and self.low <= 0 and self.high >= 255 and self.dtype != "BIPOLAR":
+            return True  # every uint8 is a code (pixels): nothing to read
         if x.min() < self.low or x.max() > self.high:
             return False
         return self.dtype != "BIPOLAR" or bool(np.all(x))

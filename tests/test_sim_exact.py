@@ -755,3 +755,58 @@ def test_elementwise_ops_in_their_narrowest_type(op):
     result = plan.run(a)
     np.testing.assert_array_equal(result.output, reference)
     assert result.overflows == []
+
+
+def _small_batch_layers() -> dict:
+    """A model of every zoo-like layer type and a batch of 40 for it."""
+    rng = np.random.default_rng(24)
+    layers = {}
+    for case, (x_type, x_range, w_type, w_range, mw, mh, steps) in MVAU_CASES.items():
+        weights = rng.integers(w_range[0], w_range[1] + 1, size=(mw, mh))
+        x = rng.integers(x_range[0], x_range[1] + 1, size=(40, mw))
+        x[:2] = [[x_range[0]], [x_range[1]]]
+        if steps is None:
+            layers[case] = (_mvau(x_type, w_type, weights), x)
+        else:
+            thresholds = _thresholds_from(_reference_mvau(x, weights), steps, rng)
+            layers[case] = (_mvau(x_type, w_type, weights, thresholds, out_type="INT8", act_val=-2), x)
+    bits, weight_bits = rng.integers(0, 2, size=(40, 33)), rng.integers(0, 2, size=(33, 7))
+    thresholds = np.sort(rng.integers(0, 34, size=(7, 1)), axis=1) + 0.0
+    layers["xnor"] = (_mvau("BINARY", "BINARY", weight_bits, thresholds, out_type="BIPOLAR", xnor=1), bits)
+    layers["bipolar"] = (_mvau("BIPOLAR", "BIPOLAR", 2 * weight_bits - 1), 2 * bits - 1)
+    weights, x = rng.integers(-2, 2, size=(70, 9)), _signed_values("INT3", rng, (40, 70))
+    thresholds = _thresholds_from(_reference_mvau(x, weights), 3, rng)
+    layers["signed_gemm"] = (_mvau("INT3", "INT2", weights, thresholds, out_type="INT4", act_val=-4), x)
+    weights = rng.integers(-8, 8, size=(5, 1, 3, 3))
+    x = rng.integers(0, 16, size=(40, 2, 2, 45))
+    acc = np.einsum("...kc,kc->...c", x.reshape(40, 2, 2, 9, 5), weights.reshape(5, 9).T)
+    layers["vvau"] = (_vvau_model("UINT4", weights, _thresholds_from(acc.reshape(-1, 5), 15, rng)), x)
+    thresholds = np.sort(rng.integers(-2048, 2048, size=(4, 3)), axis=1) + 0.0
+    layers["thresholding"] = (
+        _thresholding_model("INT12", thresholds, 4, "UINT2", 0),
+        rng.integers(-2048, 2048, (40, 3, 4)),
+    )
+    return layers
+
+
+@pytest.mark.parametrize("layer", list(_small_batch_layers()))
+def test_small_batches_equal_the_large_batch_path(monkeypatch, layer):
+    """Batches of 1 and 5 (float32 products of small layers, all threshold steps compared at once) give the same
+    outputs, overflows included, as the large-batch path (the integer GEMM, compares step by step)."""
+    model, x = _small_batch_layers()[layer]
+    plan = prepare_dataflow(model)
+    with monkeypatch.context() as patch:  # every batch on the large-batch paths
+        patch.setattr(kernels, "_SMALL_VALUES", -1)
+        patch.setattr(kernels, "_SMALL_ROWS", -1)
+        large, large_one = plan.run(x), plan.run(x[:1])
+    if layer == "uint8_int2_3steps":
+        assert _unit(model).product.small and _unit(model).product.gemm is not None
+        assert plan._chain  # a chain of small MVAUs: without intermediates, the layers are called directly
+    for size in (1, 5):
+        for start in range(0, len(x), size):
+            for keep in (True, False):
+                small = plan.run(x[start : start + size], keep_intermediates=keep)
+                np.testing.assert_array_equal(small.output, large.output[start : start + size])
+                assert small.output.dtype == large.output.dtype
+    for keep in (True, False):
+        assert plan.run(x[:1], keep_intermediates=keep).overflows == large_one.overflows

@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -58,6 +59,12 @@ _BLOCK = 1 << 22
 # at most so many patch elements per block it copies from its windows (wide patches: fewer rows a block).
 _ACC_BLOCK = 1 << 18
 _PATCH_BLOCK = 1 << 22
+# Small batches, where numpy's and onnxruntime's per-call overhead outweighs the work: up to this many values, a
+# threshold count is one broadcast compare of every step at once; up to _SMALL_ROWS rows, a layer with at most
+# _SMALL_WEIGHTS weights whose sums float32 holds exactly multiplies in float32 BLAS instead of the integer GEMM.
+_SMALL_VALUES = 1 << 12
+_SMALL_ROWS = 16
+_SMALL_WEIGHTS = 1 << 16
 
 
 def base_op_type(op_type: str) -> str:
@@ -112,14 +119,18 @@ class HwNode:
         return self.memo[build]
 
     def batch(self) -> int:
-        return len(next(x for x in self.inputs if x is not None))
+        for x in self.inputs:
+            if x is not None:
+                return len(x)
+        raise StopIteration  # as before: a node without a simulated input has no batch
 
     def out_shape(self, index: int = 0) -> tuple[int, ...]:
         """The output tensor's shape from the graph, with the batch of this simulation."""
         key = ("shape", index)
-        if key not in self.memo:
-            self.memo[key] = tuple(self.model.get_tensor_shape(self.onnx.output[index])[1:])
-        return (self.batch(), *self.memo[key])
+        shape = self.memo.get(key)
+        if shape is None:
+            shape = self.memo[key] = tuple(self.model.get_tensor_shape(self.onnx.output[index])[1:])
+        return (self.batch(), *shape)
 
     def operand(self, index: int) -> np.ndarray:
         """Input `index`: the simulated tensor, or else the node's integer initializer."""
@@ -359,6 +370,8 @@ class _Product:
             bound = _bound(self.known) * max(self.abs_sum, 1)
             self.narrow = next((np.dtype(t) for t in (np.int16, np.int32) if bound <= np.iinfo(t).max), None)
         self.narrow_weights = None if self.narrow is None else self.weights.astype(self.narrow)
+        # a small batch of a small layer in float32 BLAS (exact: static32), not the integer GEMM's session call
+        self.small = matmul and self.static32 and self.weights.size <= _SMALL_WEIGHTS
 
     @property
     def static(self) -> bool:
@@ -366,6 +379,8 @@ class _Product:
         return self.gemm is not None or self.static32
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.small and len(x) <= _SMALL_ROWS:
+            return np.matmul(x.astype(np.float32, copy=False), self.w32)
         if self.gemm is not None:
             return self.gemm(x)
         if not self.static32:
@@ -454,6 +469,10 @@ class Thresholds:
 
     def count(self, values: np.ndarray) -> np.ndarray:
         """Per element, how many of its channel's thresholds are <= the value (channels last), in uint8 or int64."""
+        if values.size <= _SMALL_VALUES:  # a small batch, on a path taken before: no checks, nothing looked up
+            small = self.tables.get(("small", values.dtype))
+            if small is not None and small.shape[1] in (1, values.shape[-1]):
+                return _count_at_once(values, small)
         if self.int64.shape[0] not in (1, values.shape[-1]):
             raise SimulationError(
                 f"thresholds of shape {self.int64.shape} do not fit {values.shape[-1]} channels.",
@@ -469,6 +488,9 @@ class Thresholds:
         if self.steps > COMPARE_STEPS:
             return _count_by_search(as_int64(values), self.int64)
         table = self.table(values.dtype)
+        if values.size <= _SMALL_VALUES:  # the same compares against the same table, all steps in one call
+            small = self.tables[("small", values.dtype)] = np.ascontiguousarray(table[:, : self.int64.shape[0]])
+            return _count_at_once(values, small)
         return _count_by_compare(as_int64(values) if table.dtype == np.int64 else values, table)
 
     def lookup(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -529,6 +551,14 @@ def _count_by_compare(values: np.ndarray, tiled: np.ndarray) -> np.ndarray:
     return count.reshape(values.shape)
 
 
+def _count_at_once(values: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """`_count_by_compare` for a few values: every step's compare in one broadcast, (steps, channels) thresholds."""
+    if table.dtype == np.int64:
+        values = as_int64(values)
+    hits = values.reshape(-1, 1, values.shape[-1]) >= table
+    return np.add.reduce(hits, axis=1, dtype=np.uint8).reshape(values.shape)
+
+
 def _count_by_search(values: np.ndarray, table: np.ndarray) -> np.ndarray:
     """One searchsorted over all channels: each channel's sorted thresholds and values moved into their own window."""
     channels, steps = values.shape[-1], table.shape[1]
@@ -562,9 +592,12 @@ class _Activation:
     def out_range(self) -> tuple[int, int]:
         return self.bias, self.bias + self.scale * self.thresholds.steps
 
+    def __post_init__(self):
+        self.dtype = narrowest(min(0, self.bias), max(self.out_range[1], self.scale * self.thresholds.steps))
+
     def __call__(self, acc: np.ndarray) -> np.ndarray:
         count = self.thresholds.count(acc)
-        dtype = narrowest(min(0, self.bias), max(self.out_range[1], self.scale * self.thresholds.steps))
+        dtype = self.dtype
         if count.dtype == dtype and self.scale == 1 and self.bias == 0:
             return count
         out = count.astype(dtype)
@@ -575,6 +608,7 @@ class _Activation:
         return out
 
 
+@lru_cache(maxsize=1024)
 def narrowest(low: int, high: int) -> np.dtype:
     """The smallest integer type holding [low, high]: small activations are cheap to window, pad and pool."""
     for dtype in (np.uint8, np.int8, np.int16, np.int32):
@@ -618,12 +652,35 @@ class _VectorUnit:
     def out_range(self) -> Range:
         return self.activation.out_range if self.activation else self.acc_range
 
-    @property
+    @cached_property
     def blocked(self) -> bool:
         """A product decided statically straight into thresholds, nothing checked in between: done block by block
         of rows, so a narrow input's float32 copy and the accumulators stay small."""
         plain = not self.xnor and self.halve_offset is None and self.acc_check is None
         return plain and self.activation is not None and self.product.static and self.product.contract is np.matmul
+
+    @cached_property
+    def small_route(self) -> bool:
+        """Whether a small batch may take `small`: a float32 product (exact) with nothing to correct or check."""
+        plain = not self.xnor and self.halve_offset is None and self.acc_check is None
+        return plain and self.product.small
+
+    def small(self, x: np.ndarray) -> np.ndarray:
+        """This layer on x (rows, terms), rows at most _SMALL_ROWS, where `small_route`: what `by_blocks` and
+        `__call__` compute for so few rows, without their dispatch."""
+        acc = np.matmul(x.astype(np.float32), self.product.w32)
+        if self.activation is None:
+            return acc
+        table = self.__dict__.get("_small_counts")
+        if table is not None and acc.size <= _SMALL_VALUES:  # the activation's own compares, without its calls
+            return np.add.reduce(acc.reshape(-1, 1, acc.shape[-1]) >= table, axis=1, dtype=np.uint8).reshape(acc.shape)
+        y = self.activation(acc)
+        activation = self.activation
+        if activation.scale == 1 and activation.bias == 0 and activation.dtype == np.uint8:  # y is the count
+            table = activation.thresholds.tables.get(("small", acc.dtype))
+            if table is not None and table.dtype != np.int64 and table.shape[1] == acc.shape[-1]:
+                self._small_counts = table
+        return y
 
     def __call__(self, node: HwNode, x: np.ndarray) -> np.ndarray:
         if self.blocked:
@@ -640,8 +697,10 @@ class _VectorUnit:
 
     def by_blocks(self, x: np.ndarray | Windows) -> np.ndarray:
         """x (rows, terms), or the windows of samples, each giving OH * OW rows of patches (copied per block)."""
-        terms, outputs = self.product.weights.shape
         windows = isinstance(x, Windows)
+        if not windows and self.product.small and len(x) <= _SMALL_ROWS:  # float32 sums, exact (static32)
+            return self.activation(np.matmul(x.astype(np.float32), self.product.w32))
+        terms, outputs = self.product.weights.shape
         rows = max(1, _BLOCK // max(1, terms))
         if self.product.gemm is not None:
             rows = max(1, _ACC_BLOCK // max(1, outputs))
@@ -651,9 +710,12 @@ class _VectorUnit:
         items = max(1, rows // max(1, per_item))  # samples (of windows) or rows per block
 
         gemm = self.product.gemm
+        small = self.product.small and min(len(x), items) * per_item <= _SMALL_ROWS
 
         def block(start: int) -> np.ndarray:
             part = x.view[start : start + items] if windows else x[start : start + items]
+            if small:  # float32 sums, exact (static32), thresholds unmoved
+                return self.activation(np.matmul(part.reshape(-1, terms).astype(np.float32), self.product.w32))
             if gemm is not None:  # the window copy and the shift to uint8 codes in one pass, thresholds moved
                 return self.code_activation(gemm.raw(gemm.codes(part).reshape(-1, terms)))
             return self.activation(self.product(part.reshape(-1, terms)))
@@ -667,6 +729,16 @@ class _VectorUnit:
                 out = np.empty((len(x) * per_item, y.shape[1]), dtype=y.dtype)
             out[start * per_item : start * per_item + len(y)] = y
         return out
+
+
+def prepared_mvau(node: HwNode) -> _VectorUnit | None:
+    """The MVAU a run has prepared for this node, if any."""
+    return node.memo.get(_prepare_mvau)
+
+
+def small_batch(rows: int) -> bool:
+    """Whether so many rows go the small-batch way (float32 products of small layers, counts at once)."""
+    return rows <= _SMALL_ROWS
 
 
 def _depthwise_sum(windows: np.ndarray, weights: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -20,8 +20,8 @@ outside its output datatype, is listed in `DataflowResult.overflows`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from functools import partial
+from dataclasses import dataclass, field
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,13 +29,17 @@ import numpy as np
 from sdk.errors import SimulationError
 from targets.finn.kernels import (
     HwNode,
+    Windows,
     base_op_type,
     count_thresholds,
     datatype_range,
     dense,
     float32_exact,
+    mvau,
     narrowest,
+    prepared_mvau,
     range_violation,
+    small_batch,
     to_int64,
     within,
 )
@@ -132,6 +136,9 @@ class _Step:
     release: list[str]  # tensors no later node reads
     takes_windows: bool  # the kernel reads a ConvolutionInputGenerator's `Windows` as they are
 
+    def __post_init__(self):
+        self.inputs, self.outputs = tuple(self.node.onnx.input), tuple(self.node.onnx.output)  # read once, not per run
+
 
 @dataclass
 class DataflowPlan:
@@ -148,17 +155,61 @@ class DataflowPlan:
     steps: list[_Step]
     out_name: str
 
+    def __post_init__(self):
+        # the input's checks decided once: its static range, bipolar or not, its narrow type (8 or 16 bits) or None
+        self.in_known, self.in_bipolar = datatype_range(self.in_type), self.in_type.name == "BIPOLAR"
+        self._chain: list | None = None  # `_small_chain`, once the first run has prepared the layers
+        narrow = None if self.in_known is None else narrowest(*self.in_known)
+        self.in_narrow = narrow if narrow is not None and narrow.itemsize <= 2 and not self.in_bipolar else None
+
     def run(self, x: np.ndarray, keep_intermediates: bool = True) -> DataflowResult:
         x = self._input(np.asarray(x))
+        chain = self._chain
+        if chain and not keep_intermediates and small_batch(len(x)):
+            y = x
+            for unit, terms in chain:
+                y = unit.small(y.reshape(-1, terms))
+            return DataflowResult(output=y.reshape(len(x), *self._chain_shape).astype(np.int64))
+        result = self._run(x, keep_intermediates)
+        if chain is None:
+            self._chain = self._small_chain()
+        return result
+
+    def _small_chain(self) -> list:
+        """The layers as (prepared MVAU, its terms) where the graph is a chain of MVAUs that a small batch runs
+        through `_VectorUnit.small` (nothing checked, nothing corrected: no overflow to report), else []. Known
+        after the first run, which prepares the layers."""
+        chain, previous = [], self.in_name
+        for step in self.steps:
+            unit = prepared_mvau(step.node)
+            if (
+                step.kernel is not mvau
+                or unit is None
+                or not unit.small_route
+                or step.inputs[0] != previous
+                or len(step.outputs) != 1
+                or step.checks != [None]
+            ):
+                return []
+            chain.append((unit, unit.product.weights.shape[0]))
+            previous = step.outputs[0]
+        if not chain or previous != self.out_name:
+            return []
+        self._chain_shape = tuple(self.model.get_tensor_shape(previous)[1:])
+        return chain
+
+    def _run(self, x: np.ndarray, keep_intermediates: bool) -> DataflowResult:
         values: dict[str, np.ndarray] = {self.in_name: x}
         kept: dict[str, np.ndarray] = {}
         overflows: list[str] = []
         for step in self.steps:
-            inputs = [values.get(name) for name in step.node.onnx.input]
+            inputs = [values.get(name) for name in step.inputs]
             if not step.takes_windows:
-                inputs = [None if x is None else dense(x) for x in inputs]
-            node = replace(step.node, inputs=inputs, overflows=overflows)
-            for name, result, datatype in zip(step.node.onnx.output, step.kernel(node), step.checks):
+                inputs = [x if type(x) is not Windows else x.array() for x in inputs]
+            node = object.__new__(HwNode)  # a shallow copy sharing the layer's memo: the plan's node never changes
+            node.__dict__.update(step.node.__dict__)
+            node.inputs, node.overflows = inputs, overflows
+            for name, result, datatype in zip(step.outputs, step.kernel(node), step.checks):
                 values[name] = result
                 if keep_intermediates:
                     kept[name] = result
@@ -180,8 +231,8 @@ class DataflowPlan:
                 where=f"graph input '{self.in_name}'",
                 fix="pass the batch in the layout of the graph input (NHWC for CNNs)",
             )
-        known, bipolar = datatype_range(self.in_type), self.in_type.name == "BIPOLAR"
-        if known is not None and not bipolar and x.dtype.kind in "iubf" and narrowest(*known).itemsize <= 2:
+        known, bipolar = self.in_known, self.in_bipolar
+        if self.in_narrow is not None and x.dtype.kind in "iubf":
             narrow = _narrow_copy(x, known)
             if narrow is not None:
                 return narrow
@@ -220,14 +271,15 @@ def _narrow_copy(x: np.ndarray, known: tuple[int, int]) -> np.ndarray | None:
                 np.copyto(cast, chunk, casting="unsafe")
                 if not np.array_equal(cast, chunk):
                     return None
-    info = np.iinfo(dtype)
-    if (
-        (info.min, info.max) != tuple(known)
-        and narrow.size
-        and not known[0] <= narrow.min() <= narrow.max() <= known[1]
-    ):
+    if _type_range(dtype) != tuple(known) and narrow.size and not known[0] <= narrow.min() <= narrow.max() <= known[1]:
         return None
     return narrow
+
+
+@lru_cache(maxsize=16)
+def _type_range(dtype: np.dtype) -> tuple[int, int]:
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max)
 
 
 def _integers_within(x: np.ndarray, known: tuple[int, int], bipolar: bool) -> bool:
@@ -341,7 +393,15 @@ def _constant_op(forward: Callable, inverse: Callable) -> HostOp:
         constant = np.asarray(constant, dtype=np.float32)
         return (forward(x, constant) if stream_first else forward(constant, x)).astype(np.float32)
 
-    return HostOp(run, invertible=True, operands=2)
+    def bind(model, node) -> Callable[[np.ndarray], np.ndarray]:
+        """run(model, node, x, False) with the constant found once (a loaded package's every call)."""
+        constant = next(model.get_initializer(n) for n in node.input if model.get_initializer(n) is not None)
+        constant = np.asarray(constant, dtype=np.float32)
+        if model.get_initializer(node.input[0]) is None:
+            return lambda x: forward(x, constant).astype(np.float32, copy=False)
+        return lambda x: forward(constant, x).astype(np.float32, copy=False)
+
+    return HostOp(run, invertible=True, operands=2, bind=bind)
 
 
 def _unary(forward: Callable) -> HostOp:
@@ -368,6 +428,7 @@ class HostOp:
     run: Callable
     invertible: bool  # the QAT output can be mapped back to the accelerator's integer output
     operands: int  # 2: the stream and one constant; 1: the stream alone
+    bind: Callable | None = None  # (model, node) -> x -> y: run, not inverted, with what it reads found once
 
 
 # Float ops the host runs after the accelerator, as FINN's parent graph has them (and `sdk check` accepts them).
@@ -439,8 +500,12 @@ def prepare_host(parent: ModelWrapper) -> HostPlan:
     plan = _plan(parent)
     return HostPlan(
         tuple(partial(HOST_INPUT_OPS[node.op_type], parent, node) for node in plan.before),
-        tuple(partial(HOST_OUTPUT_OPS[node.op_type].run, parent, node, invert=False) for node in plan.after),
+        tuple(_bound(HOST_OUTPUT_OPS[node.op_type], parent, node) for node in plan.after),
     )
+
+
+def _bound(op: HostOp, parent: ModelWrapper, node) -> Callable[[np.ndarray], np.ndarray]:
+    return op.bind(parent, node) if op.bind is not None else partial(op.run, parent, node, invert=False)
 
 
 def host_input(parent: ModelWrapper, x: np.ndarray) -> np.ndarray:
