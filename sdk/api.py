@@ -119,12 +119,17 @@ def _deploy_options(options: dict[str, Any]) -> None:
     from targets.registry import deploy_options
 
     known = sorted([*_SETTINGS, *deploy_options()])
+    _refuse_unknown(options, known, "sdk.deploy", ["data", "out", "samples", "example_input", "progress", *known])
+
+
+def _refuse_unknown(options: dict[str, Any], known: Any, call: str, takes: list[str]) -> None:
+    """A keyword the call does not take is a typo: refused naming it, with what the call takes."""
     unknown = sorted(name for name in options if name not in known)
     if unknown:
         raise ConfigError(
-            f"sdk.deploy() got unknown option(s): {', '.join(unknown)}.",
+            f"{call}() got unknown option(s): {', '.join(unknown)}.",
             where=", ".join(unknown),
-            fix=f"use the options sdk.deploy takes: data, out, samples, example_input, progress, {', '.join(known)}",
+            fix=f"use the options {call} takes: {', '.join(takes)}",
         )
 
 
@@ -189,13 +194,7 @@ def _check_package_call(package: Any, codes: Any, options: dict[str, Any], call:
     if not isinstance(codes, bool):
         raise ConfigError(f"codes must be True or False, got {codes!r}.", where="codes", fix="codes=True")
     known = simulate_options()
-    unknown = sorted(name for name in options if name not in known)
-    if unknown:
-        raise ConfigError(
-            f"{call}() got unknown option(s): {', '.join(unknown)}.",
-            where=", ".join(unknown),
-            fix=f"use the options {call} takes: {', '.join([own, *sorted(known)])}",
-        )
+    _refuse_unknown(options, known, call, [own, *sorted(known)])
 
 
 def simulate(package: str | Path, x: np.ndarray, codes: bool = False, **options: Any) -> np.ndarray:
